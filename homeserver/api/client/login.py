@@ -1,0 +1,114 @@
+"""/login, /refresh, /logout and /logout/all."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.web.server import Request
+
+from homeserver.api.client.paths import client_paths, client_v1_paths
+from homeserver.config import HomeserverConfig
+from homeserver.errors import Codes, MatrixError
+from homeserver.handlers.auth import AuthHandler
+from homeserver.handlers.ui_auth import resolve_identifier_user
+from homeserver.http.ratelimit import Ratelimiter
+from homeserver.http.server import JsonResource, MatrixRequest
+from homeserver.http.servlet import field, parse_json_body
+from storage.storage import Storage
+
+
+class LoginServlets:
+    def __init__(
+        self,
+        config: HomeserverConfig,
+        storage: Storage,
+        auth: AuthHandler,
+        address_limiter: Ratelimiter,
+        account_limiter: Ratelimiter,
+        failed_limiter: Ratelimiter,
+    ) -> None:
+        self._config = config
+        self._storage = storage
+        self._auth = auth
+        self._address_limiter = address_limiter
+        self._account_limiter = account_limiter
+        self._failed_limiter = failed_limiter
+
+    def register(self, resource: JsonResource) -> None:
+        resource.register_many("GET", client_paths("/login"), self.on_get_login)
+        resource.register_many("POST", client_paths("/login"), self.on_login)
+        resource.register_many(
+            "POST", client_paths("/refresh") + client_v1_paths("/refresh"), self.on_refresh
+        )
+        resource.register_many("POST", client_paths("/logout"), self.on_logout)
+        resource.register_many("POST", client_paths("/logout/all"), self.on_logout_all)
+
+    def _password_enabled(self) -> bool:
+        return self._config.password_config.get("enabled", True) is not False
+
+    async def on_get_login(self, request: Request) -> tuple[int, Any]:
+        flows = [{"type": "m.login.password"}] if self._password_enabled() else []
+        return 200, {"flows": flows}
+
+    async def on_login(self, request: Request) -> tuple[int, Any]:
+        assert isinstance(request, MatrixRequest)
+        body = parse_json_body(request)
+        login_type = field(body, "type", str, required=True)
+        if login_type != "m.login.password" or not self._password_enabled():
+            raise MatrixError(400, Codes.UNKNOWN, f"Unknown login type {login_type}")
+        self._address_limiter.ratelimit(request.client_ip())
+        password = field(body, "password", str, required=True)
+        device_id = field(body, "device_id", str)
+        display_name = field(body, "initial_device_display_name", str)
+        want_refresh = bool(field(body, "refresh_token", bool))
+        user_id = resolve_identifier_user(body, self._config.server_name)
+        if user_id is None:
+            raise MatrixError(400, Codes.MISSING_PARAM, "Missing user identifier")
+        self._account_limiter.ratelimit(user_id.lower())
+        # Refuse early while the account is locked out by failures; count only on failure.
+        self._failed_limiter.ratelimit(user_id.lower(), cost=0)
+        matches = await self._storage.users.find_user_case_insensitive(user_id)
+        canonical = user_id if user_id in matches else (matches[0] if len(matches) == 1 else None)
+        user = await self._storage.users.get_user(canonical) if canonical else None
+        if user is not None and user.deactivated:
+            raise MatrixError(403, Codes.USER_DEACTIVATED, "This account has been deactivated")
+        if canonical is None or not await self._auth.check_password(canonical, password):
+            self._failed_limiter.ratelimit(user_id.lower())
+            raise MatrixError(403, Codes.FORBIDDEN, "Invalid username or password")
+        session = await self._auth.create_session(
+            canonical, device_id, display_name, with_refresh_token=want_refresh
+        )
+        result: dict[str, Any] = {
+            "user_id": session.user_id,
+            "access_token": session.access_token,
+            "device_id": session.device_id,
+            "home_server": self._config.server_name,
+            "well_known": {"m.homeserver": {"base_url": self._config.client_baseurl}},
+        }
+        if session.refresh_token is not None:
+            result["refresh_token"] = session.refresh_token
+        if session.expires_in_ms is not None:
+            result["expires_in_ms"] = session.expires_in_ms
+        return 200, result
+
+    async def on_refresh(self, request: Request) -> tuple[int, Any]:
+        body = parse_json_body(request)
+        refresh_token = field(body, "refresh_token", str, required=True)
+        session = await self._auth.refresh(refresh_token)
+        result: dict[str, Any] = {
+            "access_token": session.access_token,
+            "refresh_token": session.refresh_token,
+        }
+        if session.expires_in_ms is not None:
+            result["expires_in_ms"] = session.expires_in_ms
+        return 200, result
+
+    async def on_logout(self, request: Request) -> tuple[int, Any]:
+        requester = await self._auth.get_user_by_req(request, allow_guest=True, allow_expired=True)
+        await self._auth.logout(requester)
+        return 200, {}
+
+    async def on_logout_all(self, request: Request) -> tuple[int, Any]:
+        requester = await self._auth.get_user_by_req(request, allow_guest=True, allow_expired=True)
+        await self._auth.logout_all(requester.user_id)
+        return 200, {}

@@ -1,0 +1,149 @@
+"""/register, /register/available and the registration token validity check."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.web.server import Request
+
+from homeserver.api.client.paths import client_paths, client_v1_paths
+from homeserver.config import HomeserverConfig
+from homeserver.errors import Codes, MatrixError
+from homeserver.handlers.auth import AuthHandler
+from homeserver.handlers.register import RegistrationHandler
+from homeserver.handlers.ui_auth import DUMMY, REGISTRATION_TOKEN, UiAuthHandler
+from homeserver.http.ratelimit import Ratelimiter
+from homeserver.http.server import JsonResource, MatrixRequest
+from homeserver.http.servlet import field, parse_json_body, parse_string
+from storage.storage import Storage
+
+
+class RegisterServlets:
+    def __init__(
+        self,
+        config: HomeserverConfig,
+        storage: Storage,
+        auth: AuthHandler,
+        ui_auth: UiAuthHandler,
+        registration: RegistrationHandler,
+        registration_limiter: Ratelimiter,
+    ) -> None:
+        self._config = config
+        self._storage = storage
+        self._auth = auth
+        self._ui_auth = ui_auth
+        self._registration = registration
+        self._limiter = registration_limiter
+
+    def register(self, resource: JsonResource) -> None:
+        resource.register_many("POST", client_paths("/register"), self.on_register)
+        resource.register_many("GET", client_paths("/register/available"), self.on_available)
+        resource.register_many(
+            "GET",
+            client_v1_paths("/register/m.login.registration_token/validity"),
+            self.on_token_validity,
+        )
+
+    def _flows(self) -> list[list[str]]:
+        if self._config.registration_requires_token:
+            return [[REGISTRATION_TOKEN]]
+        return [[DUMMY]]
+
+    async def on_available(self, request: Request) -> tuple[int, Any]:
+        assert isinstance(request, MatrixRequest)
+        self._limiter.ratelimit(request.client_ip())
+        username = parse_string(request, "username", required=True)
+        assert username is not None
+        await self._registration.check_available(username)
+        return 200, {"available": True}
+
+    async def on_token_validity(self, request: Request) -> tuple[int, Any]:
+        assert isinstance(request, MatrixRequest)
+        if not self._config.registration_requires_token:
+            raise MatrixError(403, Codes.FORBIDDEN, "Registration tokens are not in use")
+        self._limiter.ratelimit(request.client_ip())
+        token = parse_string(request, "token", required=True)
+        assert token is not None
+        valid = await self._storage.registration.registration_token_is_valid(
+            token, self._auth.now_ms()
+        )
+        return 200, {"valid": valid}
+
+    async def on_register(self, request: Request) -> tuple[int, Any]:
+        assert isinstance(request, MatrixRequest)
+        body = parse_json_body(request)
+        kind = parse_string(request, "kind", default="user")
+        if kind == "guest":
+            if not self._config.allow_guest_access:
+                raise MatrixError(403, Codes.FORBIDDEN, "Guest access is disabled")
+            return await self._register_guest(request, body)
+        if kind != "user":
+            raise MatrixError(400, Codes.INVALID_PARAM, f"Invalid kind {kind!r}")
+        if not (
+            self._config.enable_registration
+            and (
+                self._config.enable_registration_without_verification
+                or self._config.registration_requires_token
+            )
+        ):
+            raise MatrixError(403, Codes.FORBIDDEN, "Registration has been disabled")
+
+        # Validate what can be validated before any auth stage, as Synapse does.
+        username = field(body, "username", str)
+        password = field(body, "password", str)
+        field(body, "device_id", str)
+        field(body, "initial_device_display_name", str)
+        field(body, "inhibit_login", bool)
+        field(body, "refresh_token", bool)
+        if username is not None:
+            # Synapse lowercases the requested name rather than refusing capitals.
+            await self._registration.check_available(username.lower())
+
+        self._limiter.ratelimit(request.client_ip())
+        completed, params, session_id = await self._ui_auth.check(
+            body,
+            self._flows(),
+            uri=request.path.decode(),
+            method="POST",
+            description="register a new account",
+        )
+        username = field(params, "username", str)
+        password = field(params, "password", str)
+        if password is None:
+            raise MatrixError(400, Codes.MISSING_PARAM, "Missing password")
+        if REGISTRATION_TOKEN in completed and not (
+            await self._storage.registration.use_registration_token(
+                completed[REGISTRATION_TOKEN], self._auth.now_ms()
+            )
+        ):
+            raise MatrixError(401, Codes.FORBIDDEN, "Registration token is no longer valid")
+        user_id = await self._registration.register_user(
+            username.lower() if username else None, password
+        )
+        await self._ui_auth.finish(session_id)
+        return 200, await self._login_response(user_id, params)
+
+    async def _register_guest(
+        self, request: MatrixRequest, body: dict[str, Any]
+    ) -> tuple[int, Any]:
+        self._limiter.ratelimit(request.client_ip())
+        user_id = await self._registration.register_user(None, None, is_guest=True)
+        return 200, await self._login_response(user_id, body)
+
+    async def _login_response(self, user_id: str, params: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = {"user_id": user_id, "home_server": self._config.server_name}
+        if params.get("inhibit_login"):
+            return result
+        session = await self._registration.login_new_user(
+            user_id,
+            field(params, "device_id", str),
+            field(params, "initial_device_display_name", str),
+            with_refresh_token=bool(field(params, "refresh_token", bool)),
+        )
+        result["access_token"] = session.access_token
+        result["device_id"] = session.device_id
+        if session.refresh_token is not None:
+            result["refresh_token"] = session.refresh_token
+        if session.expires_in_ms is not None:
+            result["expires_in_ms"] = session.expires_in_ms
+        return result

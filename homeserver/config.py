@@ -1,0 +1,809 @@
+"""Configuration: Synapse's ``homeserver.yaml`` keys, typed and validated.
+
+Every key we read is declared once in ``SCHEMA`` with its type, default and meaning;
+the generated config file and ``docs/configuration.md`` are both produced from it, so
+they cannot drift. A wrong value stops start-up with a message naming the key and what
+was expected; an unknown key is logged as a warning (Synapse keys we accept but do not
+act on are listed in ``ACCEPTED_SYNAPSE_KEYS`` and stay quiet).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+logger = logging.getLogger(__name__)
+
+
+class ConfigError(Exception):
+    pass
+
+
+# Value parsers -----------------------------------------------------------------
+
+_DURATION_UNITS = {
+    "ms": 1,
+    "s": 1000,
+    "m": 60_000,
+    "h": 3_600_000,
+    "d": 86_400_000,
+    "w": 604_800_000,
+    "y": 31_536_000_000,
+}
+_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+def parse_duration_ms(key: str, value: Any) -> int:
+    """Synapse's durations: an integer of milliseconds, or '10s', '5m', '1h', '7d'..."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{key}: expected a duration such as 30000 or '5m', got {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*(\d+)\s*(ms|s|m|h|d|w|y)?\s*", value)
+        if m:
+            return int(m.group(1)) * _DURATION_UNITS[m.group(2) or "ms"]
+    raise ConfigError(f"{key}: expected a duration such as 30000 or '5m', got {value!r}")
+
+
+def parse_size(key: str, value: Any) -> int:
+    """Synapse's sizes: an integer of bytes, or '10K', '50M', '1G'."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*(\d+)\s*([kKmMgGtT]?)[bB]?\s*", value)
+        if m:
+            return int(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]
+    raise ConfigError(f"{key}: expected a size such as 1048576 or '50M', got {value!r}")
+
+
+def _expect(key: str, value: Any, kind: type | tuple[type, ...], what: str) -> Any:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    # bool is an int in Python, but `port: true` is still a mistake.
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        raise ConfigError(f"{key}: expected {what}, got {value!r}")
+    return value
+
+
+def _bool(key: str, value: Any) -> bool:
+    return bool(_expect(key, value, bool, "true or false"))
+
+
+def _str(key: str, value: Any) -> str:
+    return str(_expect(key, value, str, "a string"))
+
+
+def _opt_str(key: str, value: Any) -> str | None:
+    return None if value is None else _str(key, value)
+
+
+def _int(key: str, value: Any) -> int:
+    return int(_expect(key, value, int, "an integer"))
+
+
+def _number(key: str, value: Any) -> float:
+    return float(_expect(key, value, (int, float), "a number"))
+
+
+def _str_list(key: str, value: Any) -> list[str]:
+    _expect(key, value, list, "a list of strings")
+    return [_str(f"{key}[{i}]", v) for i, v in enumerate(value)]
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    per_second: float
+    burst_count: float
+
+
+def _rate_limit(key: str, value: Any, default: RateLimit) -> RateLimit:
+    if value is None:
+        return default
+    _expect(key, value, dict, "a mapping with per_second and burst_count")
+    return RateLimit(
+        per_second=_number(f"{key}.per_second", value.get("per_second", default.per_second)),
+        burst_count=_number(f"{key}.burst_count", value.get("burst_count", default.burst_count)),
+    )
+
+
+@dataclass(frozen=True)
+class ListenerConfig:
+    port: int
+    bind_addresses: list[str]
+    type: str
+    tls: bool
+    x_forwarded: bool
+    resources: list[str]
+
+
+LISTENER_RESOURCES = {
+    "client",
+    "federation",
+    "media",
+    "keys",
+    "openid",
+    "health",
+    "static",
+    "consent",
+    "metrics",
+    "replication",
+}
+
+
+def _listeners(key: str, value: Any) -> list[ListenerConfig]:
+    _expect(key, value, list, "a list of listeners")
+    out = []
+    for i, raw in enumerate(value):
+        k = f"{key}[{i}]"
+        _expect(k, raw, dict, "a mapping")
+        port = _int(f"{k}.port", raw.get("port"))
+        if not 0 <= port <= 65535:
+            raise ConfigError(f"{k}.port: expected a port between 0 and 65535, got {port}")
+        kind = _str(f"{k}.type", raw.get("type", "http"))
+        if kind not in ("http", "metrics"):
+            raise ConfigError(f"{k}.type: expected 'http' or 'metrics', got {kind!r}")
+        binds = raw.get("bind_addresses")
+        if binds is None and "bind_address" in raw:
+            binds = [raw["bind_address"]]
+        bind_addresses = (
+            _str_list(f"{k}.bind_addresses", binds) if binds is not None else ["::", "0.0.0.0"]
+        )
+        names: list[str] = []
+        resources = raw.get("resources", [])
+        _expect(f"{k}.resources", resources, list, "a list of {names: [...]} mappings")
+        for j, res in enumerate(resources):
+            _expect(f"{k}.resources[{j}]", res, dict, "a mapping with 'names'")
+            for name in _str_list(f"{k}.resources[{j}].names", res.get("names", [])):
+                if name not in LISTENER_RESOURCES:
+                    raise ConfigError(
+                        f"{k}.resources[{j}].names: unknown resource {name!r}; expected one of "
+                        + ", ".join(sorted(LISTENER_RESOURCES))
+                    )
+                names.append(name)
+        out.append(
+            ListenerConfig(
+                port=port,
+                bind_addresses=bind_addresses,
+                type=kind,
+                tls=_bool(f"{k}.tls", raw.get("tls", False)),
+                x_forwarded=_bool(f"{k}.x_forwarded", raw.get("x_forwarded", False)),
+                resources=names,
+            )
+        )
+    return out
+
+
+def _database(key: str, value: Any) -> dict[str, Any]:
+    _expect(key, value, dict, "a mapping with 'name' and 'args'")
+    name = value.get("name")
+    if name not in ("sqlite3", "psycopg2"):
+        raise ConfigError(f"{key}.name: expected 'sqlite3' or 'psycopg2', got {name!r}")
+    args = value.get("args") or {}
+    _expect(f"{key}.args", args, dict, "a mapping")
+    if name == "sqlite3":
+        _str(f"{key}.args.database", args.get("database"))
+    else:
+        for opt in ("user", "password", "database", "dbname", "host"):
+            if opt in args and args[opt] is not None:
+                _str(f"{key}.args.{opt}", args[opt])
+        if "port" in args:
+            _int(f"{key}.args.port", args["port"])
+        for opt in ("cp_min", "cp_max"):
+            if opt in args and _int(f"{key}.args.{opt}", args[opt]) < 1:
+                raise ConfigError(f"{key}.args.{opt}: expected at least 1")
+    return {
+        "name": name,
+        "args": dict(args),
+        "allow_unsafe_locale": value.get("allow_unsafe_locale", False),
+    }
+
+
+@dataclass(frozen=True)
+class RedisConfig:
+    enabled: bool
+    host: str
+    port: int
+    password: str | None
+    dbid: int
+
+
+def _redis(key: str, value: Any) -> RedisConfig:
+    if value is None:
+        value = {}
+    _expect(key, value, dict, "a mapping")
+    return RedisConfig(
+        enabled=_bool(f"{key}.enabled", value.get("enabled", False)),
+        host=_str(f"{key}.host", value.get("host", "localhost")),
+        port=_int(f"{key}.port", value.get("port", 6379)),
+        password=_opt_str(f"{key}.password", value.get("password")),
+        dbid=_int(f"{key}.dbid", value.get("dbid", 0)),
+    )
+
+
+# The schema ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Key:
+    name: str
+    parse: Callable[[str, Any], Any]
+    default: Any
+    doc: str
+    example: Any = None  # what the generated config writes (None: commented out)
+    section: str = "General"
+
+
+def _rc(default: RateLimit) -> Callable[[str, Any], RateLimit]:
+    return lambda key, value: _rate_limit(key, value, default)
+
+
+@dataclass(frozen=True)
+class LoginRateLimits:
+    address: RateLimit
+    account: RateLimit
+    failed_attempts: RateLimit
+
+
+def _rc_login(key: str, value: Any) -> LoginRateLimits:
+    value = value or {}
+    _expect(key, value, dict, "a mapping with address/account/failed_attempts")
+    default = RateLimit(0.17, 3)
+    return LoginRateLimits(
+        address=_rate_limit(f"{key}.address", value.get("address"), default),
+        account=_rate_limit(f"{key}.account", value.get("account"), default),
+        failed_attempts=_rate_limit(
+            f"{key}.failed_attempts", value.get("failed_attempts"), default
+        ),
+    )
+
+
+SCHEMA: list[Key] = [
+    Key(
+        "server_name",
+        _str,
+        None,
+        "The public name of this server: the domain part of user ids "
+        "(`@alice:server_name`). Cannot be changed once users exist.",
+        "SERVER_NAME",
+    ),
+    Key(
+        "public_baseurl",
+        _opt_str,
+        None,
+        "The URL clients use to reach the client API; "
+        "defaults to `https://<server_name>/`. Advertised in `/.well-known/matrix/client`.",
+        None,
+    ),
+    Key(
+        "pid_file",
+        _opt_str,
+        None,
+        "Where to write the process id while running.",
+        "DATA/homeserver.pid",
+    ),
+    Key(
+        "listeners",
+        _listeners,
+        [],
+        "HTTP listeners: `port`, `bind_addresses`, `type: http`, "
+        "`tls`, `x_forwarded` (trust X-Forwarded-For from a reverse proxy) and `resources` "
+        "(`names`: client, federation, media, keys).",
+        "LISTENERS",
+        "Network",
+    ),
+    Key(
+        "serve_server_wellknown",
+        _bool,
+        False,
+        "Serve `/.well-known/matrix/server` pointing federation to port 443 of `server_name`.",
+        None,
+        "Network",
+    ),
+    Key(
+        "database",
+        _database,
+        None,
+        "`name: sqlite3` with `args.database` (a file), or "
+        "`name: psycopg2` with `args` user, password, database, host, port, cp_min, cp_max.",
+        "DATABASE",
+        "Database",
+    ),
+    Key(
+        "log_config",
+        _opt_str,
+        None,
+        "A Python logging configuration (YAML, dictConfig "
+        "format). Without one, logs go to standard error at INFO.",
+        "DATA/log.config",
+        "Logging",
+    ),
+    Key(
+        "signing_key_path",
+        _opt_str,
+        None,
+        "The server's ed25519 signing key, in Synapse's "
+        "format. Defaults to `<server_name>.signing.key` beside the config.",
+        "DATA/SERVER_NAME.signing.key",
+        "Keys",
+    ),
+    Key(
+        "key_refresh_interval",
+        lambda k, v: parse_duration_ms(k, v),
+        86_400_000,
+        "How long other servers may cache our signing key (`valid_until_ts`).",
+        None,
+        "Keys",
+    ),
+    Key(
+        "media_store_path",
+        _opt_str,
+        None,
+        "Where uploaded media are kept.",
+        "DATA/media_store",
+        "Media",
+    ),
+    Key(
+        "max_upload_size", parse_size, 100 * 1024**2, "The largest upload accepted.", None, "Media"
+    ),
+    Key(
+        "max_request_body_size",
+        parse_size,
+        10 * 1024**2,
+        "The largest JSON request body "
+        "accepted (not media uploads); larger requests get 413 `M_TOO_LARGE`.",
+        None,
+        "Network",
+    ),
+    Key(
+        "enable_registration",
+        _bool,
+        False,
+        "Let anyone register an account through `/register`.",
+        None,
+        "Registration",
+    ),
+    Key(
+        "enable_registration_without_verification",
+        _bool,
+        False,
+        "Needed together with "
+        "`enable_registration` when no email or captcha check is configured: registration "
+        "then only needs the `m.login.dummy` stage.",
+        None,
+        "Registration",
+    ),
+    Key(
+        "registration_requires_token",
+        _bool,
+        False,
+        "Require a registration token (`m.login.registration_token`) to register.",
+        None,
+        "Registration",
+    ),
+    Key(
+        "registration_shared_secret",
+        _opt_str,
+        None,
+        "Secret for `register_new_matrix_user` and `POST /_synapse/admin/v1/register`.",
+        "SECRET",
+        "Registration",
+    ),
+    Key(
+        "allow_guest_access",
+        _bool,
+        False,
+        "Allow guest accounts (`kind=guest`).",
+        None,
+        "Registration",
+    ),
+    Key("bcrypt_rounds", _int, 12, "Cost factor of password hashes.", None, "Registration"),
+    Key(
+        "password_config",
+        lambda k, v: _expect(k, v or {}, dict, "a mapping"),
+        {},
+        "`enabled: false` turns password login off.",
+        None,
+        "Registration",
+    ),
+    Key(
+        "refreshable_access_token_lifetime",
+        lambda k, v: None if v is None else parse_duration_ms(k, v),
+        300_000,
+        "Lifetime of access tokens handed out together with a refresh token.",
+        None,
+        "Sessions",
+    ),
+    Key(
+        "refresh_token_lifetime",
+        lambda k, v: None if v is None else parse_duration_ms(k, v),
+        None,
+        "Lifetime of refresh tokens (unlimited when unset).",
+        None,
+        "Sessions",
+    ),
+    Key(
+        "rc_message",
+        _rc(RateLimit(0.2, 10)),
+        RateLimit(0.2, 10),
+        "Messages sent per user: `per_second`, `burst_count`.",
+        None,
+        "Rate limits",
+    ),
+    Key(
+        "rc_registration",
+        _rc(RateLimit(0.17, 3)),
+        RateLimit(0.17, 3),
+        "Registration requests per client address.",
+        None,
+        "Rate limits",
+    ),
+    Key(
+        "rc_login",
+        _rc_login,
+        _rc_login("rc_login", None),
+        "Login attempts: `address` (per "
+        "client address), `account` (per account), `failed_attempts` (per account, failures).",
+        None,
+        "Rate limits",
+    ),
+    Key(
+        "rc_joins",
+        lambda k, v: v,
+        None,
+        "Accepted for compatibility; room joins use rc_message.",
+        None,
+        "Rate limits",
+    ),
+    Key(
+        "redis",
+        _redis,
+        _redis("redis", None),
+        "Redis for several worker processes: `enabled`, `host`, `port`, `password`, `dbid`.",
+        None,
+        "Workers",
+    ),
+    Key(
+        "report_stats",
+        _bool,
+        False,
+        "Accepted for compatibility; no statistics are ever sent.",
+        False,
+        "General",
+    ),
+    Key("web_client_location", _opt_str, None, "Where `/` redirects a browser.", None, "General"),
+]
+
+_SCHEMA_BY_NAME = {key.name: key for key in SCHEMA}
+
+# Synapse keys accepted without effect (yet): no warning for an admin reusing a file.
+ACCEPTED_SYNAPSE_KEYS = {
+    "macaroon_secret_key",
+    "form_secret",
+    "trusted_key_servers",
+    "suppress_key_server_warning",
+    "federation_verify_certificates",
+    "federation_domain_whitelist",
+    "ip_range_blacklist",
+    "ip_range_whitelist",
+    "tls_certificate_path",
+    "tls_private_key_path",
+    "federation",
+    "allow_public_rooms_over_federation",
+    "allow_public_rooms_without_auth",
+    "room_list_publication_rules",
+    "app_service_config_files",
+    "presence",
+    "url_preview_enabled",
+    "enable_media_repo",
+    "enable_metrics",
+    "media_retention",
+    "thumbnail_sizes",
+    "dynamic_thumbnails",
+    "user_directory",
+    "auto_join_rooms",
+    "default_room_version",
+    "rc_federation",
+    "rc_admin_redaction",
+    "rc_3pid_validation",
+    "rc_invites",
+    "rc_third_party_invite",
+    "rc_media_create",
+    "rc_key_requests",
+    "push",
+    "email",
+    "encryption_enabled_by_default_for_room_type",
+    "experimental_features",
+    "modules",
+    "retention",
+    "limit_remote_rooms",
+    "require_auth_for_profile_requests",
+    "limit_profile_requests_to_users_who_share_rooms",
+    "include_profile_data_on_invite",
+    "admin_contact",
+    "instance_map",
+    "stream_writers",
+    "worker_app",
+    "worker_name",
+    "send_federation",
+    "federation_sender_instances",
+    "max_event_delay_duration",
+    "enable_authenticated_media",
+    "forgotten_room_retention_period",
+    "session_lifetime",
+    "nonrefreshable_access_token_lifetime",
+    "url_preview_ip_range_blacklist",
+    "url_preview_ip_range_whitelist",
+    "max_spider_size",
+    "caches",
+    "event_cache_size",
+    "signing_key",
+    "old_signing_keys",
+    "key_server",
+    "perspectives",
+    "serve_server_wellknown",
+}
+
+
+@dataclass
+class HomeserverConfig:
+    """The parsed configuration; attribute names are the YAML keys."""
+
+    config_dir: str
+    values: dict[str, Any] = field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> Any:
+        values = self.__dict__.get("values", {})
+        if name in values:
+            return values[name]
+        raise AttributeError(name)
+
+    @property
+    def server_name(self) -> str:
+        return str(self.values["server_name"])
+
+    @property
+    def client_baseurl(self) -> str:
+        url = self.values.get("public_baseurl") or f"https://{self.server_name}/"
+        return url if url.endswith("/") else url + "/"
+
+
+def parse_config(raw: dict[str, Any], config_dir: str) -> HomeserverConfig:
+    """Validate a merged YAML mapping; raise ConfigError naming the key at fault."""
+    if not isinstance(raw, dict):
+        raise ConfigError("the configuration must be a YAML mapping of keys to values")
+    for raw_key in raw:
+        if raw_key not in _SCHEMA_BY_NAME and raw_key not in ACCEPTED_SYNAPSE_KEYS:
+            logger.warning("Unknown configuration key %r ignored", raw_key)
+    values: dict[str, Any] = {}
+    for key in SCHEMA:
+        if key.name in raw and raw[key.name] is not None:
+            values[key.name] = key.parse(key.name, raw[key.name])
+        else:
+            values[key.name] = key.default
+    for key_name in ACCEPTED_SYNAPSE_KEYS:
+        if key_name in raw and key_name not in values:
+            values[key_name] = raw[key_name]
+    if not values.get("server_name"):
+        raise ConfigError("server_name: required, e.g. 'example.com'")
+    from homeserver.events.format import is_valid_server_name
+
+    if not is_valid_server_name(values["server_name"]):
+        raise ConfigError(f"server_name: not a valid server name: {values['server_name']!r}")
+    if values["database"] is None:
+        values["database"] = {
+            "name": "sqlite3",
+            "args": {"database": os.path.join(config_dir, "homeserver.db")},
+        }
+    db_args = values["database"]["args"]
+    if values["database"]["name"] == "sqlite3" and db_args["database"] != ":memory:":
+        db_args["database"] = _resolve(config_dir, db_args["database"])
+    if values["signing_key_path"] is None:
+        values["signing_key_path"] = os.path.join(
+            config_dir, f"{values['server_name'].replace(':', '_')}.signing.key"
+        )
+    values["signing_key_path"] = _resolve(config_dir, values["signing_key_path"])
+    if values["media_store_path"] is None:
+        values["media_store_path"] = os.path.join(config_dir, "media_store")
+    values["media_store_path"] = _resolve(config_dir, values["media_store_path"])
+    for path_key in ("log_config", "pid_file"):
+        if values[path_key]:
+            values[path_key] = _resolve(config_dir, values[path_key])
+    return HomeserverConfig(config_dir=config_dir, values=values)
+
+
+def _resolve(base: str, path: str) -> str:
+    return path if os.path.isabs(path) else os.path.normpath(os.path.join(base, path))
+
+
+def load_config_files(paths: list[str]) -> HomeserverConfig:
+    """Read one or more YAML files (later top-level keys win) and validate."""
+    if not paths:
+        raise ConfigError("no configuration file given (use -c FILE)")
+    merged: dict[str, Any] = {}
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = yaml.safe_load(f)
+        except FileNotFoundError:
+            raise ConfigError(f"configuration file {path} does not exist") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path} is not valid YAML: {e}") from None
+        if data is None:
+            continue
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a YAML mapping of keys to values")
+        merged.update(data)
+    return parse_config(merged, os.path.dirname(os.path.abspath(paths[0])))
+
+
+# Generation ---------------------------------------------------------------------
+
+
+def generate_config_text(
+    server_name: str,
+    data_dir: str,
+    *,
+    registration_shared_secret: str,
+    macaroon_secret_key: str,
+    form_secret: str,
+    report_stats: bool = False,
+    enable_registration: bool = False,
+    port: int = 8008,
+) -> str:
+    """A commented ``homeserver.yaml``: every schema key with its meaning."""
+    key_file = os.path.join(data_dir, f"{server_name.replace(':', '_')}.signing.key")
+    lines = [
+        "# Configuration file for homeserver, using Synapse's key names.",
+        "# Every key is documented in docs/configuration.md.",
+        "",
+    ]
+    host = server_name.rsplit(":", 1)[0] if not server_name.endswith("]") else server_name
+    local = host in ("localhost", "127.0.0.1", "[::1]")
+    concrete: dict[str, Any] = {
+        "server_name": server_name,
+        "public_baseurl": f"http://{server_name}/" if local else f"https://{server_name}/",
+        "pid_file": os.path.join(data_dir, "homeserver.pid"),
+        "listeners": [
+            {
+                "port": port,
+                "tls": False,
+                "type": "http",
+                "x_forwarded": True,
+                "bind_addresses": ["127.0.0.1"],
+                "resources": [
+                    {"names": ["client", "federation", "keys", "media"], "compress": False}
+                ],
+            }
+        ],
+        "database": {
+            "name": "sqlite3",
+            "args": {"database": os.path.join(data_dir, "homeserver.db")},
+        },
+        "log_config": os.path.join(data_dir, "log.config"),
+        "media_store_path": os.path.join(data_dir, "media_store"),
+        "signing_key_path": key_file,
+        "registration_shared_secret": registration_shared_secret,
+        "report_stats": report_stats,
+    }
+    if enable_registration:
+        concrete["enable_registration"] = True
+        concrete["enable_registration_without_verification"] = True
+    for key in SCHEMA:
+        lines.extend("# " + line for line in _wrap(key.doc))
+        if key.name in concrete:
+            lines.append(yaml.safe_dump({key.name: concrete[key.name]}, sort_keys=False).rstrip())
+        else:
+            default = (
+                key.default
+                if not isinstance(key.default, (RateLimit, LoginRateLimits, RedisConfig))
+                else None
+            )
+            rendered = yaml.safe_dump({key.name: default}, sort_keys=False).rstrip()
+            lines.extend("#" + line for line in rendered.splitlines())
+        lines.append("")
+    lines.append(yaml.safe_dump({"macaroon_secret_key": macaroon_secret_key}).rstrip())
+    lines.append(yaml.safe_dump({"form_secret": form_secret}).rstrip())
+    lines.append("# Where other servers' signing keys are fetched from; an empty list means")
+    lines.append("# from each server directly.")
+    lines.append("trusted_key_servers: []")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def generate_log_config(log_file: str) -> str:
+    return yaml.safe_dump(
+        {
+            "version": 1,
+            "formatters": {
+                "precise": {
+                    "format": "%(asctime)s - %(name)s - %(lineno)d - %(levelname)s - %(request)s - %(message)s"
+                }
+            },
+            "filters": {"context": {"()": "homeserver.logging_context.RequestIdFilter"}},
+            "handlers": {
+                "file": {
+                    "class": "logging.handlers.TimedRotatingFileHandler",
+                    "formatter": "precise",
+                    "filename": log_file,
+                    "when": "midnight",
+                    "backupCount": 3,
+                    "filters": ["context"],
+                    "encoding": "utf8",
+                },
+                "console": {
+                    "class": "logging.StreamHandler",
+                    "formatter": "precise",
+                    "filters": ["context"],
+                },
+            },
+            "root": {"level": "INFO", "handlers": ["file", "console"]},
+            "disable_existing_loggers": False,
+        },
+        sort_keys=False,
+    )
+
+
+def _wrap(text: str, width: int = 86) -> list[str]:
+    words, lines, current = text.split(), [], ""
+    for word in words:
+        if current and len(current) + 1 + len(word) > width:
+            lines.append(current)
+            current = word
+        else:
+            current = f"{current} {word}" if current else word
+    if current:
+        lines.append(current)
+    return lines
+
+
+def configuration_reference_markdown() -> str:
+    """docs/configuration.md, generated from SCHEMA (a test keeps the file in sync)."""
+    out = [
+        "# Configuration reference",
+        "",
+        "Generated from `homeserver/config.py` by `python -m homeserver.config`; do not edit by hand.",
+        "Key names and meanings follow Synapse's `homeserver.yaml`, so an existing file can be reused.",
+        "Durations are milliseconds or strings such as `30s`, `5m`, `1h`, `7d`; sizes are bytes or `10K`, `50M`, `1G`.",
+        "",
+    ]
+    sections: dict[str, list[Key]] = {}
+    for key in SCHEMA:
+        sections.setdefault(key.section, []).append(key)
+    for section, keys in sections.items():
+        out += [f"## {section}", "", "| key | default | meaning |", "| --- | --- | --- |"]
+        for key in keys:
+            default = key.default
+            if isinstance(default, RateLimit):
+                shown = f"per_second {default.per_second:g}, burst_count {default.burst_count:g}"
+            elif isinstance(default, LoginRateLimits):
+                shown = "each of address/account/failed_attempts: per_second 0.17, burst_count 3"
+            elif isinstance(default, RedisConfig):
+                shown = "disabled"
+            elif default is None or default == {} or default == []:
+                shown = "—"
+            else:
+                shown = f"`{default}`"
+            out.append(f"| `{key.name}` | {shown} | {key.doc} |")
+        out.append("")
+    out += [
+        "## Accepted for compatibility",
+        "",
+        "These Synapse keys are accepted without a warning; they take effect as the features they",
+        "belong to land: " + ", ".join(f"`{k}`" for k in sorted(ACCEPTED_SYNAPSE_KEYS)) + ".",
+        "",
+    ]
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    import sys
+
+    target = sys.argv[1] if len(sys.argv) > 1 else "docs/configuration.md"
+    with open(target, "w", encoding="utf-8") as f:
+        f.write(configuration_reference_markdown())

@@ -1,0 +1,272 @@
+"""Access tokens, sessions and password checks.
+
+Invariants: the clear token is never stored or logged (only its SHA-256); a token that
+is deleted (logout, device deletion, deactivation) stops working at once, because the
+in-memory token cache is invalidated in the same call that deletes it; password hashes
+are computed on a worker thread, never on the reactor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import string
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import bcrypt
+from twisted.internet import threads
+from twisted.web.server import Request
+
+from homeserver.clock import Clock
+from homeserver.errors import Codes, MatrixError
+from storage.storage import Storage
+from storage.users import AccessTokenRecord
+
+logger = logging.getLogger(__name__)
+
+TOKEN_CACHE_SIZE = 50_000
+
+
+@dataclass(frozen=True, slots=True)
+class Requester:
+    user_id: str
+    device_id: str | None
+    access_token_id: int | None
+    is_guest: bool = False
+    is_admin: bool = False
+    app_service_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    user_id: str
+    device_id: str
+    access_token: str
+    refresh_token: str | None
+    expires_in_ms: int | None
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def generate_token(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_urlsafe(32)}"
+
+
+def generate_device_id() -> str:
+    return "".join(secrets.choice(string.ascii_uppercase) for _ in range(10))
+
+
+def get_access_token_from_request(request: Request) -> str | None:
+    """The token from ``Authorization: Bearer`` or the deprecated ``access_token`` query."""
+    header = request.getHeader("authorization")
+    if header is not None:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise MatrixError(401, Codes.MISSING_TOKEN, "Invalid Authorization header")
+        return value.strip()
+    values = (request.args or {}).get(b"access_token")
+    if values:
+        return str(values[0].decode("utf-8", "replace"))
+    return None
+
+
+class AuthHandler:
+    def __init__(
+        self,
+        storage: Storage,
+        clock: Clock,
+        *,
+        bcrypt_rounds: int,
+        refreshable_access_token_lifetime_ms: int | None,
+        refresh_token_lifetime_ms: int | None,
+    ) -> None:
+        self._storage = storage
+        self._clock = clock
+        self._bcrypt_rounds = bcrypt_rounds
+        self._access_lifetime = refreshable_access_token_lifetime_ms
+        self._refresh_lifetime = refresh_token_lifetime_ms
+        # token hash -> record; an LRU so hot tokens cost no query.
+        self._token_cache: OrderedDict[str, tuple[AccessTokenRecord, bool, bool]] = OrderedDict()
+        self._hash_by_token_id: dict[int, str] = {}
+
+    def now_ms(self) -> int:
+        return int(self._clock.seconds() * 1000)
+
+    # Passwords -----------------------------------------------------------
+
+    async def hash_password(self, password: str) -> str:
+        rounds = self._bcrypt_rounds
+
+        def _hash() -> str:
+            # bcrypt reads at most 72 bytes: pre-hash so long passwords keep all their entropy.
+            digest = hashlib.sha256(password.encode("utf-8")).hexdigest().encode()
+            return bcrypt.hashpw(digest, bcrypt.gensalt(rounds)).decode("ascii")
+
+        return await threads.deferToThread(_hash)
+
+    async def check_password(self, user_id: str, password: str) -> bool:
+        user = await self._storage.users.get_user(user_id)
+        if user is None or user.password_hash is None or user.deactivated:
+            return False
+        stored = user.password_hash.encode("ascii")
+
+        def _check() -> bool:
+            digest = hashlib.sha256(password.encode("utf-8")).hexdigest().encode()
+            return bcrypt.checkpw(digest, stored)
+
+        return await threads.deferToThread(_check)
+
+    # Sessions ------------------------------------------------------------
+
+    async def create_session(
+        self,
+        user_id: str,
+        device_id: str | None,
+        initial_display_name: str | None,
+        *,
+        with_refresh_token: bool = False,
+    ) -> Session:
+        """Register (or reuse) the device and hand out a new access token for it."""
+        device_id = device_id or generate_device_id()
+        await self._storage.users.store_device(user_id, device_id, initial_display_name)
+        access_token = generate_token("mat")
+        refresh_token = None
+        expires_in_ms = None
+        refresh_id = None
+        valid_until = None
+        if with_refresh_token:
+            refresh_token = generate_token("mar")
+            refresh_expiry = (
+                self.now_ms() + self._refresh_lifetime if self._refresh_lifetime else None
+            )
+            refresh_id = await self._storage.users.add_refresh_token(
+                user_id, device_id, hash_token(refresh_token), refresh_expiry
+            )
+            if self._access_lifetime:
+                expires_in_ms = self._access_lifetime
+                valid_until = self.now_ms() + expires_in_ms
+        await self._storage.users.add_access_token(
+            user_id, device_id, hash_token(access_token), valid_until, refresh_id
+        )
+        return Session(user_id, device_id, access_token, refresh_token, expires_in_ms)
+
+    async def refresh(self, refresh_token: str) -> Session:
+        record = await self._storage.users.get_refresh_token(hash_token(refresh_token))
+        if record is None or (record.expiry_ts is not None and record.expiry_ts < self.now_ms()):
+            raise MatrixError(
+                401,
+                Codes.UNKNOWN_TOKEN,
+                "Refresh token is unknown or expired",
+                {"soft_logout": False},
+            )
+        new_refresh = generate_token("mar")
+        new_access = generate_token("mat")
+        refresh_expiry = self.now_ms() + self._refresh_lifetime if self._refresh_lifetime else None
+        access_valid_until = (
+            self.now_ms() + self._access_lifetime if self._access_lifetime else None
+        )
+        replaced = await self._storage.users.replace_refresh_token(
+            record,
+            hash_token(new_refresh),
+            refresh_expiry,
+            hash_token(new_access),
+            access_valid_until,
+        )
+        if replaced is None:  # a concurrent refresh used it first
+            raise MatrixError(
+                401,
+                Codes.UNKNOWN_TOKEN,
+                "Refresh token is unknown or expired",
+                {"soft_logout": False},
+            )
+        self.invalidate_token_ids(replaced)
+        return Session(
+            record.user_id, record.device_id, new_access, new_refresh, self._access_lifetime
+        )
+
+    def invalidate_token_ids(self, token_ids: list[int]) -> None:
+        for token_id in token_ids:
+            token_hash = self._hash_by_token_id.pop(token_id, None)
+            if token_hash is not None:
+                self._token_cache.pop(token_hash, None)
+
+    def invalidate_user(self, user_id: str) -> None:
+        for token_hash, (record, _, _) in list(self._token_cache.items()):
+            if record.user_id == user_id:
+                self._token_cache.pop(token_hash, None)
+                self._hash_by_token_id.pop(record.token_id, None)
+
+    async def logout(self, requester: Requester) -> None:
+        """Delete the token's device (and so every token of it), as Synapse does."""
+        if requester.device_id is not None:
+            removed = await self._storage.users.delete_devices(
+                requester.user_id, [requester.device_id]
+            )
+            self.invalidate_token_ids(removed)
+        if requester.access_token_id is not None:
+            await self._storage.users.delete_access_token(requester.access_token_id)
+            self.invalidate_token_ids([requester.access_token_id])
+
+    async def logout_all(self, user_id: str) -> None:
+        devices = await self._storage.users.get_devices(user_id)
+        removed = await self._storage.users.delete_devices(user_id, [d.device_id for d in devices])
+        tokens = await self._storage.users.delete_access_tokens_for_user(user_id)
+        self.invalidate_token_ids(removed + [t for t, _ in tokens])
+        self.invalidate_user(user_id)
+
+    # Authenticating requests ----------------------------------------------
+
+    async def get_user_by_req(
+        self, request: Request, *, allow_guest: bool = False, allow_expired: bool = False
+    ) -> Requester:
+        token = get_access_token_from_request(request)
+        if token is None:
+            raise MatrixError(401, Codes.MISSING_TOKEN, "Missing access token")
+        return await self.get_user_by_access_token(
+            token, allow_guest=allow_guest, allow_expired=allow_expired
+        )
+
+    async def get_user_by_access_token(
+        self, token: str, *, allow_guest: bool = False, allow_expired: bool = False
+    ) -> Requester:
+        token_hash = hash_token(token)
+        cached = self._token_cache.get(token_hash)
+        if cached is None:
+            record = await self._storage.users.get_access_token(token_hash)
+            if record is None:
+                raise MatrixError(
+                    401, Codes.UNKNOWN_TOKEN, "Unrecognised access token", {"soft_logout": False}
+                )
+            user = await self._storage.users.get_user(record.user_id)
+            if user is None or user.deactivated:
+                raise MatrixError(
+                    401,
+                    Codes.UNKNOWN_TOKEN,
+                    "User account has been deactivated",
+                    {"soft_logout": False},
+                )
+            cached = (record, user.is_guest, user.admin)
+            self._token_cache[token_hash] = cached
+            self._hash_by_token_id[record.token_id] = token_hash
+            if len(self._token_cache) > TOKEN_CACHE_SIZE:
+                _, (old, _, _) = self._token_cache.popitem(last=False)
+                self._hash_by_token_id.pop(old.token_id, None)
+        else:
+            self._token_cache.move_to_end(token_hash)
+        record, is_guest, is_admin = cached
+        if (
+            not allow_expired
+            and record.valid_until_ms is not None
+            and record.valid_until_ms < self.now_ms()
+        ):
+            # An expired token from a refresh pair: the client should refresh, not log out.
+            raise MatrixError(
+                401, Codes.UNKNOWN_TOKEN, "Access token has expired", {"soft_logout": True}
+            )
+        if is_guest and not allow_guest:
+            raise MatrixError(403, Codes.GUEST_ACCESS_FORBIDDEN, "Guest access not allowed")
+        return Requester(record.user_id, record.device_id, record.token_id, is_guest, is_admin)

@@ -1,0 +1,107 @@
+"""Creating accounts: id rules, the password hash, the first session."""
+
+from __future__ import annotations
+
+import secrets
+import string
+
+from homeserver.errors import Codes, MatrixError
+from homeserver.events.format import is_valid_localpart
+from homeserver.handlers.auth import AuthHandler, Session
+from storage.storage import Storage
+
+MAX_USER_ID_LENGTH = 255
+MAX_PASSWORD_LENGTH = 512
+
+
+class RegistrationHandler:
+    def __init__(self, storage: Storage, auth: AuthHandler, server_name: str) -> None:
+        self._storage = storage
+        self._auth = auth
+        self._server_name = server_name
+
+    def user_id_for(self, localpart: str) -> str:
+        return f"@{localpart}:{self._server_name}"
+
+    def check_localpart(self, localpart: str, *, allow_numeric: bool = False) -> str:
+        """The user id for ``localpart`` if it may be registered, else ``M_INVALID_USERNAME``."""
+        if not localpart:
+            raise MatrixError(400, Codes.INVALID_USERNAME, "User ID cannot be empty")
+        if not is_valid_localpart(localpart):
+            raise MatrixError(
+                400,
+                Codes.INVALID_USERNAME,
+                "User ID can only contain characters a-z, 0-9, or '=_-./+'",
+            )
+        if localpart.startswith("_"):
+            raise MatrixError(400, Codes.INVALID_USERNAME, "User ID may not begin with _")
+        if localpart.isdigit() and not allow_numeric:
+            raise MatrixError(
+                400, Codes.INVALID_USERNAME, "Numeric user IDs are reserved for guest users"
+            )
+        user_id = self.user_id_for(localpart)
+        if len(user_id.encode("utf-8")) > MAX_USER_ID_LENGTH:
+            raise MatrixError(
+                400,
+                Codes.INVALID_USERNAME,
+                f"User ID may not be longer than {MAX_USER_ID_LENGTH} characters",
+            )
+        return user_id
+
+    async def check_available(self, localpart: str) -> str:
+        user_id = self.check_localpart(localpart)
+        if await self._storage.users.find_user_case_insensitive(user_id):
+            raise MatrixError(400, Codes.USER_IN_USE, "User ID already taken.")
+        return user_id
+
+    async def register_user(
+        self,
+        localpart: str | None,
+        password: str | None,
+        *,
+        admin: bool = False,
+        is_guest: bool = False,
+        appservice_id: str | None = None,
+        displayname: str | None = None,
+    ) -> str:
+        if password is not None and len(password) > MAX_PASSWORD_LENGTH:
+            raise MatrixError(400, Codes.BAD_JSON, "Password too long")
+        if localpart is None:
+            # A generated id: letters only, so it never collides with the guest range.
+            for _ in range(10):
+                candidate = "u" + "".join(
+                    secrets.choice(string.ascii_lowercase + string.digits) for _ in range(11)
+                )
+                if not await self._storage.users.find_user_case_insensitive(
+                    self.user_id_for(candidate)
+                ):
+                    localpart = candidate
+                    break
+            else:  # pragma: no cover - astronomically unlikely
+                raise MatrixError(500, Codes.UNKNOWN, "Could not generate a user id")
+        user_id = self.check_localpart(localpart, allow_numeric=is_guest)
+        password_hash = await self._auth.hash_password(password) if password else None
+        created = await self._storage.users.create_user(
+            user_id,
+            password_hash,
+            self._auth.now_ms(),
+            admin=admin,
+            is_guest=is_guest,
+            appservice_id=appservice_id,
+        )
+        if not created:
+            raise MatrixError(400, Codes.USER_IN_USE, "User ID already taken.")
+        await self._storage.profiles.set_field(user_id, "displayname", displayname or localpart)
+        return user_id
+
+    async def login_new_user(
+        self,
+        user_id: str,
+        device_id: str | None,
+        initial_device_display_name: str | None,
+        *,
+        with_refresh_token: bool,
+    ) -> Session:
+        return await self._auth.create_session(
+            user_id, device_id, initial_device_display_name, with_refresh_token=with_refresh_token
+        )

@@ -1,0 +1,215 @@
+"""The HTTP edge: routing, JSON out, Matrix errors, CORS and body limits.
+
+Handlers are ``async def handler(request, **path_params) -> (status, json_body)``.
+Every error leaves through ``_respond_error`` exactly once: ``MatrixError`` becomes its
+status and body, anything else is logged with the request id and answered
+500 ``M_UNKNOWN`` without a traceback.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import re
+import urllib.parse
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet import defer
+from twisted.python.failure import Failure
+from twisted.web import resource, server
+from twisted.web.http import HTTPChannel
+from twisted.web.server import NOT_DONE_YET
+
+from homeserver.errors import Codes, MatrixError
+from homeserver.logging_context import current_request_id
+
+logger = logging.getLogger(__name__)
+
+JsonDict = dict[str, Any]
+Handler = Callable[..., Awaitable[tuple[int, Any]]]
+
+_request_counter = itertools.count(1)
+
+CORS_HEADERS = {
+    b"Access-Control-Allow-Origin": b"*",
+    b"Access-Control-Allow-Methods": b"GET, HEAD, POST, PUT, DELETE, OPTIONS",
+    b"Access-Control-Allow-Headers": b"X-Requested-With, Content-Type, Authorization, Date",
+    b"Access-Control-Expose-Headers": b"ETag, Retry-After",
+}
+
+
+class MatrixRequest(server.Request):
+    """A request that stops buffering once its body passes the site's limit."""
+
+    max_body_size: int = 10 * 1024 * 1024
+
+    def __init__(self, channel: HTTPChannel, queued: bool = False) -> None:
+        super().__init__(channel, queued)
+        self.request_id = f"req-{next(_request_counter)}"
+        self.body_too_large = False
+        self._body_bytes = 0
+
+    def gotLength(self, length: int | None) -> None:
+        if length is not None and length > self.max_body_size:
+            self.body_too_large = True
+        super().gotLength(length if not self.body_too_large else 0)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self.body_too_large:
+            return
+        self._body_bytes += len(data)
+        if self._body_bytes > self.max_body_size:
+            self.body_too_large = True
+            if self.content is not None:
+                self.content.seek(0)
+                self.content.truncate()
+            return
+        super().handleContentChunk(data)
+
+    def client_ip(self) -> str:
+        """The peer address, or X-Forwarded-For's first hop behind a trusted proxy."""
+        if getattr(self.site, "x_forwarded", False):
+            forwarded = self.getHeader("x-forwarded-for")
+            if forwarded:
+                return forwarded.split(",")[0].strip()
+        peer = self.getClientAddress()
+        return getattr(peer, "host", "unknown")
+
+
+class MatrixSite(server.Site):
+    def __init__(self, root: resource.Resource, *, max_body_size: int, x_forwarded: bool) -> None:
+        super().__init__(root)
+        self.x_forwarded = x_forwarded
+        self.noisy = False
+        limit = max_body_size
+
+        class _Request(MatrixRequest):
+            max_body_size = limit
+
+        self.requestFactory = _Request  # type: ignore[assignment]
+
+    def log(self, request: Any) -> None:
+        # Access log without query strings: they may carry access tokens.
+        logger.debug(
+            "%s %s %s",
+            request.method.decode(),
+            request.path.decode("utf-8", "replace"),
+            request.code,
+        )
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    regex: re.Pattern[str]
+    handler: Handler
+    pattern: str
+
+
+def compile_pattern(pattern: str) -> re.Pattern[str]:
+    """'/profile/{userId}/displayname' -> a regex with a named group per parameter."""
+    parts = re.split(r"(\{[A-Za-z_]+\})", pattern)
+    regex = "".join(
+        f"(?P<{p[1:-1]}>[^/]+)" if p.startswith("{") and p.endswith("}") else re.escape(p)
+        for p in parts
+    )
+    return re.compile(f"^{regex}$")
+
+
+def respond_json(
+    request: server.Request, status: int, body: Any, headers: dict[str, str] | None = None
+) -> None:
+    if request.finished or request._disconnected:  # type: ignore[attr-defined]
+        return
+    payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    request.setResponseCode(status)
+    request.setHeader(b"Content-Type", b"application/json")
+    request.setHeader(b"Content-Length", str(len(payload)).encode())
+    request.setHeader(b"Cache-Control", b"no-cache, no-store, must-revalidate")
+    for cors_name, cors_value in CORS_HEADERS.items():
+        request.setHeader(cors_name, cors_value)
+    for name, value in (headers or {}).items():
+        request.setHeader(name.encode(), value.encode())
+    if request.method == b"HEAD":
+        request.finish()
+        return
+    request.write(payload)
+    request.finish()
+
+
+def _respond_error(request: MatrixRequest, failure: Failure) -> None:
+    exc = failure.value
+    if isinstance(exc, MatrixError):
+        if exc.status >= 500:
+            logger.error("[%s] %s: %s", request.request_id, exc.errcode, exc.message)
+        respond_json(request, exc.status, exc.to_json(), exc.headers)
+        return
+    if isinstance(exc, defer.CancelledError):
+        return
+    logger.error(
+        "[%s] Request failed: %s %s",
+        request.request_id,
+        request.method.decode(),
+        request.path.decode("utf-8", "replace"),
+        exc_info=exc,
+    )
+    respond_json(request, 500, {"errcode": Codes.UNKNOWN, "error": "Internal server error"})
+
+
+class JsonResource(resource.Resource):
+    """A leaf resource routing every path below it to registered handlers."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._routes: list[Route] = []
+
+    def register(self, method: str, pattern: str, handler: Handler) -> None:
+        self._routes.append(Route(method, compile_pattern(pattern), handler, pattern))
+
+    def register_many(self, method: str, patterns: list[str], handler: Handler) -> None:
+        for pattern in patterns:
+            self.register(method, pattern, handler)
+
+    def render(self, request: server.Request) -> Any:
+        assert isinstance(request, MatrixRequest)
+        token = current_request_id.set(request.request_id)
+        try:
+            d = defer.ensureDeferred(self._dispatch(request))
+            d.addErrback(lambda f: _respond_error(request, f))
+            request.notifyFinish().addErrback(lambda _: d.cancel())
+            return NOT_DONE_YET
+        finally:
+            current_request_id.reset(token)
+
+    async def _dispatch(self, request: MatrixRequest) -> None:
+        method = request.method.decode("ascii", "replace")
+        # request.path keeps percent-encoding, so a %2F inside a parameter stays one segment.
+        path = request.path.decode("ascii", "replace")
+        if method == "OPTIONS":
+            respond_json(request, 200, {})
+            return
+        if request.body_too_large:
+            raise MatrixError(413, Codes.TOO_LARGE, "Request body too large")
+        lookup_method = "GET" if method == "HEAD" else method
+        path_matched = False
+        for route in self._routes:
+            match = route.regex.match(path)
+            if match is None:
+                continue
+            path_matched = True
+            if route.method != lookup_method:
+                continue
+            params = {k: urllib.parse.unquote(v) for k, v in match.groupdict().items()}
+            result = await route.handler(request, **params)
+            status, body = result[0], result[1]
+            headers = result[2] if len(result) > 2 else None  # type: ignore[misc]
+            respond_json(request, status, body, headers)
+            return
+        if path_matched:
+            raise MatrixError(405, Codes.UNRECOGNIZED, f"Unsupported method {method} for {path}")
+        raise MatrixError(404, Codes.UNRECOGNIZED, "Unrecognized request")

@@ -1,0 +1,1 @@
+"""Persistence: one ``Storage`` object composed of one store per concern."""

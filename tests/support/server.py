@@ -1,0 +1,61 @@
+"""Run a real homeserver in the test process, listening on loopback."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from twisted.internet import reactor
+
+from homeserver.config import parse_config
+from homeserver.server import HomeServer, build_homeserver
+from tests.support.client import Client
+
+HIGH_LIMIT = {"per_second": 10000, "burst_count": 10000}
+
+
+def make_config_dict(data_dir: str, database: dict[str, Any], **overrides: Any) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "server_name": "test.local",
+        "public_baseurl": "http://127.0.0.1/",
+        "listeners": [
+            {
+                "port": 0,
+                "bind_addresses": ["127.0.0.1"],
+                "type": "http",
+                "resources": [{"names": ["client", "federation", "keys", "media"]}],
+            }
+        ],
+        "database": database,
+        "signing_key_path": os.path.join(data_dir, "test.signing.key"),
+        "media_store_path": os.path.join(data_dir, "media"),
+        "enable_registration": True,
+        "enable_registration_without_verification": True,
+        "registration_shared_secret": "shared-secret-for-tests",
+        "bcrypt_rounds": 4,
+        "rc_message": HIGH_LIMIT,
+        "rc_registration": HIGH_LIMIT,
+        "rc_login": {"address": HIGH_LIMIT, "account": HIGH_LIMIT, "failed_attempts": HIGH_LIMIT},
+    }
+    config.update(overrides)
+    return config
+
+
+class RunningServer:
+    def __init__(self, hs: HomeServer) -> None:
+        self.hs = hs
+        port = hs.ports[0].getHost().port
+        self.base_url = f"http://127.0.0.1:{port}"
+
+    def client(self) -> Client:
+        return Client(self.base_url)
+
+    async def stop(self) -> None:
+        await self.hs.stop()
+
+
+async def start_server(config_dict: dict[str, Any], data_dir: str) -> RunningServer:
+    config = parse_config(config_dict, data_dir)
+    hs = await build_homeserver(config, reactor)
+    hs.listen()
+    return RunningServer(hs)
