@@ -19,7 +19,7 @@ $(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml
 venv: $(VENV)/.installed
 
 $(CONFIG): | venv
-	$(BIN)/homeserver --generate-config -H $(SERVER_NAME) -c $(CONFIG) --data-directory $(DATA) --report-stats=no
+	$(BIN)/homeserver --generate-config -H $(SERVER_NAME) -c $(CONFIG) --data-directory $(DATA) --report-stats=no --enable-registration
 
 run: venv $(CONFIG)
 	exec $(BIN)/homeserver -c $(CONFIG)

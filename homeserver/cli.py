@@ -152,13 +152,15 @@ def run(config: HomeserverConfig, *, verbose: bool = False) -> int:
     async def _start() -> None:
         try:
             hs = await build_homeserver(config, r)
+            # Set before listening: if listening fails, shutdown still closes the
+            # database pool, whose threads would otherwise keep the process alive.
+            state["hs"] = hs
             hs.listen()
         except Exception as e:
             logger.error("Start-up failed: %s", e, exc_info=not isinstance(e, RuntimeError))
             state["exit"] = 1
             r.stop()
             return
-        state["hs"] = hs
         if config.pid_file:
             with open(config.pid_file, "w", encoding="utf-8") as f:
                 f.write(f"{os.getpid()}\n")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,8 @@ class AccountDataStore:
     def __init__(self, db: Database, stream: IdGenerator) -> None:
         self._db = db
         self.stream = stream
+        # Called with the user id after a change commits (wakes the user's syncs).
+        self.listeners: list[Callable[[str], None]] = []
 
     async def put(self, user_id: str, room_id: str, data_type: str, content: dict[str, Any]) -> int:
         encoded = json.dumps(content, ensure_ascii=False, separators=(",", ":"))
@@ -42,6 +45,9 @@ class AccountDataStore:
                 )
 
             await self._db.run_interaction("put_account_data", _txn)
+        # After the block: the position is visible before anyone is woken.
+        for listener in self.listeners:
+            listener(user_id)
         return stream_id
 
     async def get(self, user_id: str, room_id: str, data_type: str) -> dict[str, Any] | None:

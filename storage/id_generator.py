@@ -52,6 +52,23 @@ class IdGenerator:
                 lowest = min(self._in_flight) if self._in_flight else self._next
                 self._current = lowest - 1
 
+    def allocate(self) -> int:
+        """A position whose completion the caller reports with ``advance_to``.
+
+        For a single writer that commits positions in the order it allocated them.
+        """
+        with self._lock:
+            value = self._next
+            self._next += 1
+            return value
+
+    def advance_to(self, position: int) -> None:
+        with self._lock:
+            if not self._in_flight:
+                self._current = max(self._current, position)
+            else:
+                self._current = max(self._current, min(position, min(self._in_flight) - 1))
+
     @property
     def current_position(self) -> int:
         with self._lock:

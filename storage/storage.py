@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from storage.account_data import AccountDataStore
 from storage.database import Database
+from storage.events import EventsStore
 from storage.id_generator import IdGenerator
 from storage.migrations import prepare_database
 from storage.profiles import ProfileStore
@@ -20,6 +21,7 @@ class Storage:
     profiles: ProfileStore
     account_data: AccountDataStore
     registration: RegistrationStore
+    events: EventsStore
 
     @classmethod
     async def open(cls, db: Database) -> Storage:
@@ -32,10 +34,13 @@ class Storage:
             )
         )
         account_data_stream = await IdGenerator.load(db, "account_data", "stream_id")
+        events_stream = await IdGenerator.load(db, "events", "stream_ordering")
+        state_groups = await IdGenerator.load(db, "state_groups", "id")
         return cls(
             db=db,
             users=UserStore(db, token_ids),
             profiles=ProfileStore(db),
             account_data=AccountDataStore(db, account_data_stream),
             registration=RegistrationStore(db),
+            events=EventsStore(db, events_stream, state_groups),
         )

@@ -158,7 +158,7 @@ class UiAuthHandler:
                 raise MatrixError(403, Codes.FORBIDDEN, "Invalid auth: user does not match")
         if user_id is None:
             raise MatrixError(400, Codes.MISSING_PARAM, "Missing user identifier")
-        self._failed_login_limiter.ratelimit(user_id, cost=0)
+        self._failed_login_limiter.ratelimit(user_id, update=False)
         if not await self._auth.check_password(user_id, password):
             self._failed_login_limiter.ratelimit(user_id)
             raise MatrixError(401, Codes.FORBIDDEN, "Invalid username or password")

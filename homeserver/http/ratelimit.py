@@ -40,12 +40,17 @@ class Ratelimiter:
         if len(self._buckets) > 10_000:
             self._prune(now)
 
-    def ratelimit(self, key: str, *, cost: float = 1.0) -> None:
-        """Record one action or raise 429 ``M_LIMIT_EXCEEDED`` with ``retry_after_ms``."""
+    def ratelimit(self, key: str, *, cost: float = 1.0, update: bool = True) -> None:
+        """Record one action or raise 429 ``M_LIMIT_EXCEEDED`` with ``retry_after_ms``.
+
+        ``update=False`` only checks that the action would be allowed, recording nothing
+        (for limits counted later, e.g. on failure or on success only).
+        """
         allowed, wait = self.can_do(key, cost=cost)
         if not allowed:
             raise LimitExceededError(max(1, int(wait * 1000)))
-        self.record(key, cost=cost)
+        if update:
+            self.record(key, cost=cost)
 
     def _prune(self, now: float) -> None:
         for key in [k for k in self._buckets if self._level(k, now) <= 0]:

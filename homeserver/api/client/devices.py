@@ -58,9 +58,14 @@ class DeviceServlets:
         name = field(body, "display_name", str)
         if name is not None and len(name) > MAX_DEVICE_DISPLAY_NAME_LEN:
             raise MatrixError(400, Codes.TOO_LARGE, "Device display name is too long")
-        if not await self._storage.users.update_device_display_name(
-            requester.user_id, deviceId, name
-        ):
+        if "display_name" in body:
+            found = await self._storage.users.update_device_display_name(
+                requester.user_id, deviceId, name
+            )
+        else:
+            # The spec: "If not given, the display name is unchanged."
+            found = await self._storage.users.get_device(requester.user_id, deviceId) is not None
+        if not found:
             if requester.device_id == deviceId:
                 # The spec lets the current device create itself this way.
                 await self._storage.users.store_device(requester.user_id, deviceId, name)

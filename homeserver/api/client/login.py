@@ -66,7 +66,7 @@ class LoginServlets:
             raise MatrixError(400, Codes.MISSING_PARAM, "Missing user identifier")
         self._account_limiter.ratelimit(user_id.lower())
         # Refuse early while the account is locked out by failures; count only on failure.
-        self._failed_limiter.ratelimit(user_id.lower(), cost=0)
+        self._failed_limiter.ratelimit(user_id.lower(), update=False)
         matches = await self._storage.users.find_user_case_insensitive(user_id)
         canonical = user_id if user_id in matches else (matches[0] if len(matches) == 1 else None)
         user = await self._storage.users.get_user(canonical) if canonical else None

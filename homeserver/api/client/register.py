@@ -99,7 +99,9 @@ class RegisterServlets:
             # Synapse lowercases the requested name rather than refusing capitals.
             await self._registration.check_available(username.lower())
 
-        self._limiter.ratelimit(request.client_ip())
+        # Checked on every step, counted only when an account is created (as Synapse):
+        # the UIA round trips of one registration must not use up the limit.
+        self._limiter.ratelimit(request.client_ip(), update=False)
         completed, params, session_id = await self._ui_auth.check(
             body,
             self._flows(),
@@ -120,6 +122,7 @@ class RegisterServlets:
         user_id = await self._registration.register_user(
             username.lower() if username else None, password
         )
+        self._limiter.record(request.client_ip())
         await self._ui_auth.finish(session_id)
         return 200, await self._login_response(user_id, params)
 

@@ -1,0 +1,304 @@
+"""Room endpoints: create, membership, send, state, redact and reading history."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.web.server import Request
+
+from homeserver.api.client.paths import client_paths, client_v1_paths
+from homeserver.errors import Codes, MatrixError
+from homeserver.events.event import Event
+from homeserver.events.filtering import EventFilter, FilterError, validate_room_event_filter
+from homeserver.handlers.auth import AuthHandler, Requester
+from homeserver.http.ratelimit import Ratelimiter
+from homeserver.http.server import JsonResource
+from homeserver.http.servlet import field, parse_integer, parse_json_body, parse_string
+from homeserver.rooms.handler import RoomHandler
+from homeserver.rooms.history import RoomHistory
+
+JsonDict = dict[str, Any]
+
+
+def serialize(ev: Event, requester: Requester | None = None) -> JsonDict:
+    out = ev.client_dict()
+    if (
+        requester is not None
+        and ev.txn_id is not None
+        and ev.sender == requester.user_id
+        and ev.txn_device_id == requester.device_id
+    ):
+        out = dict(out)
+        out["unsigned"] = {**out.get("unsigned", {}), "transaction_id": ev.txn_id}
+    return out
+
+
+def parse_event_filter(request: Request) -> EventFilter | None:
+    raw = parse_string(request, "filter")
+    if raw is None:
+        return None
+    try:
+        data = json.loads(raw)
+        validate_room_event_filter(data)
+    except ValueError:
+        raise MatrixError(400, Codes.BAD_JSON, "filter is not valid JSON") from None
+    except FilterError as e:
+        raise MatrixError(400, Codes.BAD_JSON, f"Invalid filter: {e}") from None
+    return EventFilter.from_json(data)
+
+
+class RoomServlets:
+    def __init__(
+        self,
+        auth: AuthHandler,
+        rooms: RoomHandler,
+        history: RoomHistory,
+        message_limiter: Ratelimiter,
+    ) -> None:
+        self._auth = auth
+        self._rooms = rooms
+        self._history = history
+        self._limiter = message_limiter
+
+    def register(self, r: JsonResource) -> None:
+        r.register_many("POST", client_paths("/createRoom"), self.on_create_room)
+        r.register_many("POST", client_paths("/join/{roomIdOrAlias}"), self.on_join_by_alias)
+        r.register_many("POST", client_paths("/rooms/{roomId}/join"), self.on_join_room)
+        r.register_many("POST", client_paths("/knock/{roomIdOrAlias}"), self.on_knock)
+        for action in ("invite", "leave", "kick", "ban", "unban"):
+            r.register_many(
+                "POST",
+                client_paths(f"/rooms/{{roomId}}/{action}"),
+                self._membership_action(action),
+            )
+        r.register_many("POST", client_paths("/rooms/{roomId}/forget"), self.on_forget)
+        r.register_many("GET", client_paths("/joined_rooms"), self.on_joined_rooms)
+        r.register_many(
+            "PUT", client_paths("/rooms/{roomId}/send/{eventType}/{txnId}"), self.on_send
+        )
+        r.register_many(
+            "PUT", client_paths("/rooms/{roomId}/state/{eventType}/{stateKey}"), self.on_put_state
+        )
+        r.register_many("PUT", client_paths("/rooms/{roomId}/state/{eventType}"), self.on_put_state)
+        r.register_many(
+            "GET", client_paths("/rooms/{roomId}/state/{eventType}/{stateKey}"), self.on_get_state
+        )
+        r.register_many("GET", client_paths("/rooms/{roomId}/state/{eventType}"), self.on_get_state)
+        r.register_many("GET", client_paths("/rooms/{roomId}/state"), self.on_get_all_state)
+        r.register_many(
+            "PUT", client_paths("/rooms/{roomId}/redact/{eventId}/{txnId}"), self.on_redact
+        )
+        r.register_many("GET", client_paths("/rooms/{roomId}/messages"), self.on_messages)
+        r.register_many("GET", client_paths("/rooms/{roomId}/context/{eventId}"), self.on_context)
+        r.register_many("GET", client_paths("/rooms/{roomId}/event/{eventId}"), self.on_event)
+        r.register_many("GET", client_paths("/rooms/{roomId}/members"), self.on_members)
+        r.register_many(
+            "GET", client_paths("/rooms/{roomId}/joined_members"), self.on_joined_members
+        )
+        r.register_many(
+            "GET", client_v1_paths("/rooms/{roomId}/timestamp_to_event"), self.on_timestamp
+        )
+
+    # Creating and membership --------------------------------------------------------
+
+    async def on_create_room(self, request: Request) -> tuple[int, Any]:
+        requester = await self._auth.get_user_by_req(request)
+        body = parse_json_body(request)
+        self._limiter.ratelimit(requester.user_id)
+        room_id, alias = await self._rooms.create_room(requester, body)
+        result: JsonDict = {"room_id": room_id}
+        if alias is not None:
+            result["room_alias"] = alias
+        return 200, result
+
+    async def on_join_by_alias(self, request: Request, roomIdOrAlias: str) -> tuple[int, Any]:
+        requester = await self._auth.get_user_by_req(request)
+        body = parse_json_body(request, allow_empty=True)
+        reason = field(body, "reason", str)
+        room_id = await self._rooms.join(requester, roomIdOrAlias, reason=reason)
+        return 200, {"room_id": room_id}
+
+    async def on_join_room(self, request: Request, roomId: str) -> tuple[int, Any]:
+        requester = await self._auth.get_user_by_req(request)
+        body = parse_json_body(request, allow_empty=True)
+        reason = field(body, "reason", str)
+        room_id = await self._rooms.join(requester, roomId, reason=reason)
+        return 200, {"room_id": room_id}
+
+    async def on_knock(self, request: Request, roomIdOrAlias: str) -> tuple[int, Any]:
+        requester = await self._auth.get_user_by_req(request)
+        body = parse_json_body(request, allow_empty=True)
+        reason = field(body, "reason", str)
+        room_id = await self._rooms.resolve_room_id_or_alias(roomIdOrAlias)
+        await self._rooms.update_membership(
+            requester, room_id, requester.user_id, "knock", reason=reason
+        )
+        return 200, {"room_id": room_id}
+
+    def _membership_action(self, action: str) -> Any:
+        membership = {
+            "invite": "invite",
+            "leave": "leave",
+            "kick": "leave",
+            "ban": "ban",
+            "unban": "leave",
+        }[action]
+
+        async def handler(request: Request, roomId: str) -> tuple[int, Any]:
+            requester = await self._auth.get_user_by_req(request)
+            body = parse_json_body(request, allow_empty=(action == "leave"))
+            reason = field(body, "reason", str)
+            if action == "leave":
+                target = requester.user_id
+            else:
+                target = field(body, "user_id", str, required=True)
+            if action == "unban":
+                room = await self._rooms.get_room(roomId)
+                if room.membership_of(target) != "ban":
+                    raise MatrixError(403, Codes.FORBIDDEN, f"{target} is not banned")
+            if action == "kick":
+                room = await self._rooms.get_room(roomId)
+                if room.membership_of(target) not in ("join", "invite", "knock"):
+                    raise MatrixError(403, Codes.FORBIDDEN, f"{target} is not in the room")
+            if action == "leave":
+                room = await self._rooms.get_room(roomId)
+                if room.membership_of(target) in (None, "leave"):
+                    raise MatrixError(403, Codes.FORBIDDEN, "You are not in this room")
+            await self._rooms.update_membership(
+                requester,
+                roomId,
+                target,
+                membership,
+                reason=reason,
+                is_direct=bool(body.get("is_direct")) if action == "invite" else False,
+            )
+            return 200, {}
+
+        return handler
+
+    async def on_forget(self, request: Request, roomId: str) -> tuple[int, Any]:
+        requester = await self._auth.get_user_by_req(request)
+        await self._rooms.forget(requester, roomId)
+        return 200, {}
+
+    async def on_joined_rooms(self, request: Request) -> tuple[int, Any]:
+        requester = await self._auth.get_user_by_req(request)
+        return 200, {"joined_rooms": await self._rooms.joined_room_ids(requester.user_id)}
+
+    # Sending -----------------------------------------------------------------------
+
+    async def on_send(
+        self, request: Request, roomId: str, eventType: str, txnId: str
+    ) -> tuple[int, Any]:
+        requester = await self._auth.get_user_by_req(request)
+        content = parse_json_body(request)
+        self._limiter.ratelimit(requester.user_id)
+        event = await self._rooms.send_message(requester, roomId, eventType, content, txnId)
+        return 200, {"event_id": event.event_id}
+
+    async def on_put_state(
+        self, request: Request, roomId: str, eventType: str, stateKey: str = ""
+    ) -> tuple[int, Any]:
+        requester = await self._auth.get_user_by_req(request)
+        content = parse_json_body(request)
+        self._limiter.ratelimit(requester.user_id)
+        event = await self._rooms.send_state(requester, roomId, eventType, stateKey, content)
+        return 200, {"event_id": event.event_id}
+
+    async def on_redact(
+        self, request: Request, roomId: str, eventId: str, txnId: str
+    ) -> tuple[int, Any]:
+        requester = await self._auth.get_user_by_req(request)
+        body = parse_json_body(request, allow_empty=True)
+        reason = field(body, "reason", str)
+        event = await self._rooms.redact(requester, roomId, eventId, reason, txnId)
+        return 200, {"event_id": event.event_id}
+
+    # Reading -----------------------------------------------------------------------
+
+    async def on_get_state(
+        self, request: Request, roomId: str, eventType: str, stateKey: str = ""
+    ) -> tuple[int, Any]:
+        requester = await self._auth.get_user_by_req(request, allow_guest=True)
+        state = await self._state_for(requester, roomId)
+        ev = state.get((eventType, stateKey))
+        if ev is None:
+            raise MatrixError(404, Codes.NOT_FOUND, "Event not found.")
+        fmt = parse_string(request, "format", default="content", allowed=("content", "event"))
+        return 200, (ev.content if fmt == "content" else serialize(ev))
+
+    async def on_get_all_state(self, request: Request, roomId: str) -> tuple[int, Any]:
+        requester = await self._auth.get_user_by_req(request, allow_guest=True)
+        state = await self._state_for(requester, roomId)
+        return 200, [serialize(ev) for ev in state.values()]
+
+    async def _state_for(self, requester: Requester, room_id: str) -> dict[tuple[str, str], Event]:
+        return await self._rooms.visible_state(requester.user_id, room_id)
+
+    async def on_messages(self, request: Request, roomId: str) -> tuple[int, Any]:
+        requester = await self._auth.get_user_by_req(request, allow_guest=True)
+        direction = parse_string(request, "dir", default="b", allowed=("b", "f"))
+        limit = parse_integer(request, "limit", default=10, minimum=0)
+        from_token = parse_string(request, "from")
+        to_token = parse_string(request, "to")
+        event_filter = parse_event_filter(request)
+        assert direction is not None and limit is not None
+        if event_filter is not None and event_filter.limit is not None:
+            limit = min(limit, event_filter.limit)
+        chunk, start, end, lazy_state = await self._history.messages(
+            requester.user_id, roomId, from_token, to_token, direction, limit, event_filter
+        )
+        result: JsonDict = {"chunk": [serialize(ev, requester) for ev in chunk], "start": start}
+        if end is not None:
+            result["end"] = end
+        if lazy_state:
+            result["state"] = [serialize(ev) for ev in lazy_state]
+        return 200, result
+
+    async def on_context(self, request: Request, roomId: str, eventId: str) -> tuple[int, Any]:
+        requester = await self._auth.get_user_by_req(request, allow_guest=True)
+        limit = parse_integer(request, "limit", default=10, minimum=0, maximum=100)
+        assert limit is not None
+        ctx = await self._history.context(
+            requester.user_id, roomId, eventId, limit, parse_event_filter(request)
+        )
+        return 200, {
+            "event": serialize(ctx["event"], requester),
+            "events_before": [serialize(e, requester) for e in ctx["events_before"]],
+            "events_after": [serialize(e, requester) for e in ctx["events_after"]],
+            "state": [serialize(e) for e in ctx["state"]],
+            "start": ctx["start"],
+            "end": ctx["end"],
+        }
+
+    async def on_event(self, request: Request, roomId: str, eventId: str) -> tuple[int, Any]:
+        requester = await self._auth.get_user_by_req(request, allow_guest=True)
+        ev = await self._history.get_event(requester.user_id, roomId, eventId)
+        return 200, serialize(ev, requester)
+
+    async def on_members(self, request: Request, roomId: str) -> tuple[int, Any]:
+        requester = await self._auth.get_user_by_req(request, allow_guest=True)
+        allowed = ("join", "invite", "knock", "leave", "ban")
+        events = await self._history.members(
+            requester.user_id,
+            roomId,
+            parse_string(request, "at"),
+            parse_string(request, "membership", allowed=allowed),
+            parse_string(request, "not_membership", allowed=allowed),
+        )
+        return 200, {"chunk": [serialize(ev) for ev in events]}
+
+    async def on_joined_members(self, request: Request, roomId: str) -> tuple[int, Any]:
+        requester = await self._auth.get_user_by_req(request, allow_guest=True)
+        return 200, {"joined": await self._history.joined_members(requester.user_id, roomId)}
+
+    async def on_timestamp(self, request: Request, roomId: str) -> tuple[int, Any]:
+        requester = await self._auth.get_user_by_req(request, allow_guest=True)
+        ts = parse_integer(request, "ts", required=True)
+        direction = parse_string(request, "dir", required=True, allowed=("f", "b"))
+        assert ts is not None and direction is not None
+        event_id, origin_ts = await self._history.timestamp_to_event(
+            requester.user_id, roomId, ts, direction
+        )
+        return 200, {"event_id": event_id, "origin_server_ts": origin_ts}

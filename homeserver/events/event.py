@@ -1,0 +1,131 @@
+"""An event as held in memory: the PDU plus what we know about it locally.
+
+The PDU dict is never mutated after the event id has been computed (the id is its
+hash). Local facts — stream position, the transaction id that produced it, whether it
+was redacted — live beside it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from homeserver.events.redaction import prune_event
+from homeserver.events.room_versions import RoomVersion
+
+JsonDict = dict[str, Any]
+
+# Keys a client never sees (server-server only).
+_FEDERATION_ONLY_KEYS = ("auth_events", "prev_events", "hashes", "signatures", "depth", "origin")
+
+
+@dataclass(slots=True, eq=False)
+class Event:
+    event_id: str
+    pdu: JsonDict
+    room_version: RoomVersion
+    stream_ordering: int = 0
+    txn_device_id: str | None = None
+    txn_id: str | None = None
+    redacted_by: str | None = None
+    rejected_reason: str | None = None
+    outlier: bool = False
+    # The redaction event, when redacted_by is set and it has been loaded.
+    redaction: Event | None = field(default=None, repr=False)
+    # JSON of the client form, built once and shared by every recipient.
+    _client_cache: JsonDict | None = field(default=None, repr=False)
+
+    @property
+    def room_id(self) -> str:
+        room_id = self.pdu.get("room_id")
+        if room_id is None:
+            # Room version 12: the create event has no room_id; the id is its hash.
+            return "!" + self.event_id[1:]
+        return str(room_id)
+
+    @property
+    def type(self) -> str:
+        return str(self.pdu["type"])
+
+    @property
+    def state_key(self) -> str | None:
+        sk = self.pdu.get("state_key")
+        return None if sk is None else str(sk)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """Mapping-style read of the PDU, so pure filters can take events directly."""
+        if key == "event_id":
+            return self.event_id
+        if key == "room_id":
+            return self.room_id
+        return self.pdu.get(key, default)
+
+    def is_state(self) -> bool:
+        return "state_key" in self.pdu
+
+    @property
+    def state_tuple(self) -> tuple[str, str]:
+        return (self.type, self.state_key or "")
+
+    @property
+    def sender(self) -> str:
+        return str(self.pdu["sender"])
+
+    @property
+    def content(self) -> JsonDict:
+        content = self.pdu.get("content")
+        return content if isinstance(content, dict) else {}
+
+    @property
+    def depth(self) -> int:
+        return int(self.pdu.get("depth", 0))
+
+    @property
+    def origin_server_ts(self) -> int:
+        return int(self.pdu.get("origin_server_ts", 0))
+
+    @property
+    def prev_event_ids(self) -> list[str]:
+        return list(self.pdu.get("prev_events", []))
+
+    @property
+    def auth_event_ids(self) -> list[str]:
+        return list(self.pdu.get("auth_events", []))
+
+    @property
+    def membership(self) -> str | None:
+        if self.type != "m.room.member":
+            return None
+        m = self.content.get("membership")
+        return m if isinstance(m, str) else None
+
+    @property
+    def redacts(self) -> str | None:
+        if self.type != "m.room.redaction":
+            return None
+        # v11+ moved `redacts` into content; accept both forms.
+        r = self.content.get("redacts", self.pdu.get("redacts"))
+        return r if isinstance(r, str) else None
+
+    def client_dict(self) -> JsonDict:
+        """The client-server form (``event_format: client``), cached on the event.
+
+        Callers must copy before adding per-recipient keys (``unsigned.transaction_id``).
+        """
+        if self._client_cache is None:
+            source = prune_event(self.pdu, self.room_version) if self.redacted_by else self.pdu
+            out = {k: v for k, v in source.items() if k not in _FEDERATION_ONLY_KEYS}
+            out["event_id"] = self.event_id
+            unsigned = dict(self.pdu.get("unsigned") or {}) if not self.redacted_by else {}
+            unsigned.pop("age_ts", None)
+            if self.redaction is not None:
+                unsigned["redacted_because"] = self.redaction.client_dict()
+            if unsigned:
+                out["unsigned"] = unsigned
+            elif "unsigned" in out:
+                del out["unsigned"]
+            self._client_cache = out
+        return self._client_cache
+
+    def invalidate_client_cache(self) -> None:
+        self._client_cache = None

@@ -1,0 +1,243 @@
+"""Building, authorising and sending local events.
+
+The part from building an event to handing it to the persister runs without yielding
+to the reactor, so two local events of one room can never be built on the same
+extremities: the room's event graph stays a line for local traffic, and the stream
+order equals the order in which events were authorised.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from signedjson.types import SigningKey
+from twisted.internet import defer
+
+from crypto.event_hashing import compute_event_id, hash_and_sign_event
+from homeserver.async_utils import observe
+from homeserver.clock import Clock, now_ms
+from homeserver.errors import Codes, MatrixError
+from homeserver.events.auth_rules import AuthError, auth_types_for_event, check_auth_rules
+from homeserver.events.event import Event
+from homeserver.events.format import EventFormatError, validate_pdu_format
+from homeserver.events.room_versions import RoomVersion
+from homeserver.rooms.persister import EventPersister
+from homeserver.rooms.room_cache import LiveRoom, RoomCache, next_state_group, pdu_with_id
+from storage.events import EventsStore, PersistItem
+
+logger = logging.getLogger(__name__)
+
+JsonDict = dict[str, Any]
+MAX_PREV_EVENTS = 10
+
+TxnKey = tuple[str, str, str, str]  # room, user, device, txn id
+RECENT_TXNS = 10_000
+
+
+class EventCreator:
+    def __init__(
+        self,
+        server_name: str,
+        signing_key: SigningKey,
+        clock: Clock,
+        rooms: RoomCache,
+        events: EventsStore,
+        persister: EventPersister,
+    ) -> None:
+        self.server_name = server_name
+        self._signing_key = signing_key
+        self._clock = clock
+        self._rooms = rooms
+        self._events = events
+        self._persister = persister
+        self._txns_in_flight: dict[TxnKey, defer.Deferred[Event]] = {}
+        # Recently completed transactions: a quick retry needs no query.
+        self._recent_txns: OrderedDict[TxnKey, Event] = OrderedDict()
+        # Hooks run (synchronously) for every accepted local event before it is queued.
+        self.on_event_accepted: list[Callable[[Event], None]] = []
+
+    def _sign(self, pdu: JsonDict, room_version: RoomVersion) -> tuple[JsonDict, str]:
+        signed = hash_and_sign_event(pdu, self.server_name, self._signing_key, room_version)
+        return signed, compute_event_id(signed, room_version)
+
+    def build_create_event(
+        self, room_version: RoomVersion, sender: str, content: JsonDict, room_id: str | None
+    ) -> Event:
+        pdu: JsonDict = {
+            "type": "m.room.create",
+            "state_key": "",
+            "sender": sender,
+            "content": content,
+            "origin_server_ts": now_ms(self._clock),
+            "depth": 1,
+            "prev_events": [],
+            "auth_events": [],
+        }
+        if not room_version.room_id_is_create_event_hash:
+            assert room_id is not None
+            pdu["room_id"] = room_id
+        signed, event_id = self._sign(pdu, room_version)
+        event = Event(event_id=event_id, pdu=signed, room_version=room_version)
+        self._validate(event)
+        try:
+            check_auth_rules(pdu_with_id(event), {}, room_version, create_event=pdu_with_id(event))
+        except AuthError as e:
+            raise MatrixError(400, Codes.BAD_JSON, f"Invalid m.room.create: {e.message}") from None
+        return event
+
+    async def persist_create_event(self, event: Event, creator: str) -> LiveRoom:
+        """Start a room with its create event; the room enters the cache at once."""
+        event.stream_ordering = self._events.stream.allocate()
+        group_id = self._events.state_group_ids.next_id()
+        from storage.events import NewStateGroup
+
+        room = LiveRoom(
+            room_id=event.room_id,
+            room_version=event.room_version,
+            state={event.state_tuple: event},
+            extremities=[event.event_id],
+            max_depth=event.depth,
+            state_group=group_id,
+            state_group_delta_depth=0,
+            recent_floor=event.stream_ordering - 1,
+        )
+        room.recent.append(event)
+        self._rooms.add_new_room(room)
+        item = PersistItem(
+            event=event,
+            state_group_before=group_id,
+            state_group_after=group_id,
+            new_state_group=NewStateGroup(group_id, None, {event.state_tuple: event.event_id}, 0),
+            update_current_state=True,
+            room_is_new=True,
+            room_creator=creator,
+        )
+        await self._persister.enqueue(item)
+        return room
+
+    async def send(
+        self,
+        room_id: str,
+        event_dict: JsonDict,
+        *,
+        txn: tuple[str, str] | None = None,
+        room: LiveRoom | None = None,
+    ) -> Event:
+        """Build, authorise and persist an event; return it once committed.
+
+        ``event_dict`` has type, sender, content and (for state) state_key, plus any
+        extra top-level keys (``redacts`` for pre-v11 rooms). ``txn`` is (device id,
+        transaction id): a retry with the same pair returns the first event.
+        """
+        if txn is not None:
+            key = (room_id, event_dict["sender"], txn[0], txn[1])
+            recent = self._recent_txns.get(key)
+            if recent is not None:
+                return recent
+            in_flight = self._txns_in_flight.get(key)
+            if in_flight is not None:
+                return await observe(in_flight)
+            # Registered before the first await, so a concurrent retry always finds it.
+            done: defer.Deferred[Event] = defer.Deferred()
+            self._txns_in_flight[key] = done
+            try:
+                event = await self._event_for_txn(key) or await self._send(
+                    room_id, event_dict, txn, room
+                )
+            except BaseException as e:
+                self._txns_in_flight.pop(key, None)
+                done.errback(e)
+                done.addErrback(lambda _: None)
+                raise
+            self._txns_in_flight.pop(key, None)
+            self._recent_txns[key] = event
+            if len(self._recent_txns) > RECENT_TXNS:
+                self._recent_txns.popitem(last=False)
+            done.callback(event)
+            return event
+        return await self._send(room_id, event_dict, None, room)
+
+    async def _event_for_txn(self, key: TxnKey) -> Event | None:
+        event_id = await self._events.get_event_id_for_txn(*key)
+        if event_id is None:
+            return None
+        return await self._events.get_event(event_id)
+
+    async def _send(
+        self,
+        room_id: str,
+        event_dict: JsonDict,
+        txn: tuple[str, str] | None,
+        room: LiveRoom | None,
+    ) -> Event:
+        if room is None:
+            room = await self._rooms.get(room_id)
+        if room is None:
+            raise MatrixError(404, Codes.NOT_FOUND, "Unknown room")
+        # --- from here to enqueue: no awaits (see module docstring) ---
+        event = self._build(room, event_dict)
+        if txn is not None:
+            event.txn_device_id, event.txn_id = txn
+        item = self._apply(room, event)
+        for hook in self.on_event_accepted:
+            hook(event)
+        await self._persister.enqueue(item)
+        return event
+
+    def _build(self, room: LiveRoom, event_dict: JsonDict) -> Event:
+        version = room.room_version
+        pdu: JsonDict = dict(event_dict)
+        pdu["room_id"] = room.room_id
+        pdu["origin_server_ts"] = now_ms(self._clock)
+        pdu["prev_events"] = room.extremities[:MAX_PREV_EVENTS]
+        pdu["depth"] = room.max_depth + 1
+        auth_keys = auth_types_for_event(pdu, version)
+        pdu["auth_events"] = sorted(room.state[k].event_id for k in auth_keys if k in room.state)
+        signed, event_id = self._sign(pdu, version)
+        event = Event(event_id=event_id, pdu=signed, room_version=version)
+        self._validate(event)
+        create = room.create_event
+        try:
+            check_auth_rules(
+                pdu_with_id(event),
+                {k: pdu_with_id(room.state[k]) for k in auth_keys if k in room.state},
+                version,
+                create_event=pdu_with_id(create) if create is not None else None,
+            )
+        except AuthError as e:
+            raise MatrixError(403, Codes.FORBIDDEN, e.message) from None
+        return event
+
+    def _validate(self, event: Event) -> None:
+        try:
+            validate_pdu_format(event.pdu, event.room_version)
+        except EventFormatError as e:
+            raise MatrixError(
+                413 if e.errcode == Codes.TOO_LARGE else 400, e.errcode, e.message
+            ) from None
+
+    def _apply(self, room: LiveRoom, event: Event) -> PersistItem:
+        """Make the accepted event the room's newest, in memory; return what to persist."""
+        event.stream_ordering = self._events.stream.allocate()
+        group_before = room.state_group
+        group_after, new_group = next_state_group(self._events, room, event)
+        room.extremities = [event.event_id]
+        room.max_depth = max(room.max_depth, event.depth)
+        if event.is_state():
+            room.set_state(event)
+            room.state_group = group_after
+            assert new_group is not None
+            room.state_group_delta_depth = new_group.delta_depth
+        room.recent.append(event)
+        if len(room.recent) == room.recent.maxlen:
+            room.recent_floor = room.recent[0].stream_ordering - 1
+        return PersistItem(
+            event=event,
+            state_group_before=group_before,
+            state_group_after=group_after,
+            new_state_group=new_group,
+            update_current_state=True,
+        )

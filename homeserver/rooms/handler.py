@@ -1,0 +1,596 @@
+"""Room operations for local users: create, membership, send, state, redact, aliases.
+
+Every change goes through ``EventCreator.send``, so auth rules are the single gate:
+this module decides *what* event to send, the rules decide whether it is allowed.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import string
+from typing import Any
+
+from homeserver.clock import Clock
+from homeserver.errors import Codes, MatrixError
+from homeserver.events.auth_rules import get_user_power_level
+from homeserver.events.event import Event
+from homeserver.events.format import is_valid_room_id, is_valid_user_id
+from homeserver.events.room_versions import DEFAULT_ROOM_VERSION, RoomVersion, get_room_version
+from homeserver.handlers.auth import Requester
+from homeserver.rooms.event_creation import EventCreator
+from homeserver.rooms.memberships import MembershipCache
+from homeserver.rooms.room_cache import LiveRoom, RoomCache, pdu_with_id
+from homeserver.sync.notifier import Notifier
+from storage.events import RoomAlias
+from storage.storage import Storage
+
+logger = logging.getLogger(__name__)
+
+JsonDict = dict[str, Any]
+
+PRESETS: dict[str, dict[str, str]] = {
+    "private_chat": {"join_rule": "invite", "history": "shared", "guest": "can_join"},
+    "trusted_private_chat": {"join_rule": "invite", "history": "shared", "guest": "can_join"},
+    "public_chat": {"join_rule": "public", "history": "shared", "guest": "forbidden"},
+}
+
+# Event types whose state clients may not set through createRoom's initial_state.
+_CREATE_ROOM_RESERVED = {"m.room.create", "m.room.member", "m.room.power_levels"}
+
+
+class RoomHandler:
+    def __init__(
+        self,
+        server_name: str,
+        clock: Clock,
+        storage: Storage,
+        rooms: RoomCache,
+        creator: EventCreator,
+        notifier: Notifier,
+        memberships: MembershipCache,
+    ) -> None:
+        self.server_name = server_name
+        self._clock = clock
+        self._storage = storage
+        self._rooms = rooms
+        self._creator = creator
+        self._notifier = notifier
+        self._memberships = memberships
+
+    def is_mine(self, user_id: str) -> bool:
+        return user_id.rsplit(":", 1)[-1] == self.server_name or user_id.endswith(
+            f":{self.server_name}"
+        )
+
+    # Lookup ---------------------------------------------------------------------
+
+    async def get_room(self, room_id: str) -> LiveRoom:
+        if not room_id.startswith("!"):
+            raise MatrixError(400, Codes.INVALID_PARAM, f"{room_id} is not a valid room ID")
+        room = await self._rooms.get(room_id)
+        if room is None:
+            raise MatrixError(404, Codes.NOT_FOUND, "Unknown room")
+        return room
+
+    async def resolve_room_id_or_alias(self, room_id_or_alias: str) -> str:
+        if room_id_or_alias.startswith("!"):
+            return room_id_or_alias
+        if room_id_or_alias.startswith("#"):
+            alias = await self._storage.events.get_alias(room_id_or_alias)
+            if alias is None:
+                raise MatrixError(404, Codes.NOT_FOUND, f"Room alias {room_id_or_alias} not found")
+            return alias.room_id
+        raise MatrixError(400, Codes.INVALID_PARAM, f"{room_id_or_alias} is not a room ID or alias")
+
+    async def require_joined(self, requester: Requester, room_id: str) -> LiveRoom:
+        room = await self.get_room(room_id)
+        if room.membership_of(requester.user_id) != "join":
+            raise MatrixError(
+                403, Codes.FORBIDDEN, f"User {requester.user_id} not in room {room_id}"
+            )
+        return room
+
+    async def joined_room_ids(self, user_id: str) -> list[str]:
+        rooms = await self._memberships.rooms_for_user(user_id)
+        return sorted(r for r, row in rooms.items() if row.membership == "join")
+
+    async def visible_state(self, user_id: str, room_id: str) -> dict[tuple[str, str], Event]:
+        """Current state for members (and world-readable rooms); at the leave for leavers."""
+        room = await self.get_room(room_id)
+        membership = room.membership_of(user_id)
+        if membership == "join":
+            return dict(room.state)
+        if membership in ("leave", "ban"):
+            own = room.state[("m.room.member", user_id)]
+            ids = await self._storage.events.get_state_ids_at_event(own.event_id) or {}
+            events = await self._storage.events.get_events(ids.values())
+            return {key: events[eid] for key, eid in ids.items() if eid in events}
+        hv = room.state_content("m.room.history_visibility").get("history_visibility")
+        if hv == "world_readable":
+            return dict(room.state)
+        raise MatrixError(403, Codes.FORBIDDEN, f"User {user_id} not in room {room_id}")
+
+    async def _profile_content(self, user_id: str) -> JsonDict:
+        profile = await self._storage.profiles.get_profile(user_id)
+        content: JsonDict = {}
+        if profile is not None:
+            if profile.displayname is not None:
+                content["displayname"] = profile.displayname
+            if profile.avatar_url is not None:
+                content["avatar_url"] = profile.avatar_url
+        return content
+
+    # Create ---------------------------------------------------------------------
+
+    async def create_room(self, requester: Requester, body: JsonDict) -> tuple[str, str | None]:
+        version_id = body.get("room_version", DEFAULT_ROOM_VERSION)
+        if not isinstance(version_id, str):
+            raise MatrixError(400, Codes.BAD_JSON, "room_version must be a string")
+        version = get_room_version(version_id)
+        if version is None:
+            raise MatrixError(
+                400, Codes.UNSUPPORTED_ROOM_VERSION, f"Room version {version_id} is not supported"
+            )
+        visibility = body.get("visibility", "private")
+        if visibility not in ("public", "private"):
+            raise MatrixError(400, Codes.BAD_JSON, "visibility must be public or private")
+        preset = body.get("preset") or ("public_chat" if visibility == "public" else "private_chat")
+        if preset not in PRESETS:
+            raise MatrixError(400, Codes.BAD_JSON, f"Unknown preset {preset}")
+        invitees = body.get("invite", [])
+        if not isinstance(invitees, list) or not all(
+            isinstance(u, str) and is_valid_user_id(u) for u in invitees
+        ):
+            raise MatrixError(400, Codes.INVALID_PARAM, "invite must be a list of user IDs")
+        for key, kind in (
+            ("name", str),
+            ("topic", str),
+            ("room_alias_name", str),
+            ("creation_content", dict),
+            ("initial_state", list),
+            ("power_level_content_override", dict),
+            ("is_direct", bool),
+        ):
+            if key in body and body[key] is not None and not isinstance(body[key], kind):
+                raise MatrixError(400, Codes.BAD_JSON, f"{key} has the wrong type")
+        initial_state = body.get("initial_state") or []
+        for ev in initial_state:
+            if (
+                not isinstance(ev, dict)
+                or not isinstance(ev.get("type"), str)
+                or not isinstance(ev.get("content"), dict)
+            ):
+                raise MatrixError(
+                    400, Codes.BAD_JSON, "initial_state entries need type and content"
+                )
+
+        alias: str | None = None
+        if body.get("room_alias_name"):
+            localpart = body["room_alias_name"]
+            if ":" in localpart or "#" in localpart or any(c.isspace() for c in localpart):
+                raise MatrixError(400, Codes.INVALID_PARAM, "Invalid characters in room alias")
+            alias = f"#{localpart}:{self.server_name}"
+            if len(alias.encode()) > 255:
+                raise MatrixError(400, Codes.INVALID_PARAM, "Room alias too long")
+            if await self._storage.events.get_alias(alias) is not None:
+                raise MatrixError(400, Codes.ROOM_IN_USE, "Room alias already taken")
+
+        user_id = requester.user_id
+        creation_content = dict(body.get("creation_content") or {})
+        creation_content["room_version"] = version.identifier
+        if version.implicit_room_creator:
+            creation_content.pop("creator", None)
+        else:
+            creation_content["creator"] = user_id
+        if version.room_id_is_create_event_hash and preset == "trusted_private_chat":
+            extra = list(creation_content.get("additional_creators") or [])
+            creation_content["additional_creators"] = list(dict.fromkeys(extra + invitees))
+        room_id = None if version.room_id_is_create_event_hash else self._new_room_id()
+        create = self._creator.build_create_event(version, user_id, creation_content, room_id)
+        room = await self._creator.persist_create_event(create, user_id)
+        room_id = room.room_id
+
+        async def send_state(event_type: str, content: JsonDict, state_key: str = "") -> None:
+            await self._creator.send(
+                room_id,
+                {"type": event_type, "state_key": state_key, "sender": user_id, "content": content},
+                room=room,
+            )
+
+        await send_state(
+            "m.room.member", {"membership": "join", **await self._profile_content(user_id)}, user_id
+        )
+        await send_state(
+            "m.room.power_levels",
+            self._initial_power_levels(
+                version, user_id, preset, invitees, body.get("power_level_content_override")
+            ),
+        )
+        if alias is not None:
+            await send_state("m.room.canonical_alias", {"alias": alias})
+        settings = PRESETS[preset]
+        state_types = {ev["type"] for ev in initial_state}
+        if "m.room.join_rules" not in state_types:
+            await send_state("m.room.join_rules", {"join_rule": settings["join_rule"]})
+        if "m.room.history_visibility" not in state_types:
+            await send_state(
+                "m.room.history_visibility", {"history_visibility": settings["history"]}
+            )
+        if "m.room.guest_access" not in state_types:
+            await send_state("m.room.guest_access", {"guest_access": settings["guest"]})
+        for ev in initial_state:
+            if ev["type"] in _CREATE_ROOM_RESERVED:
+                continue
+            await send_state(ev["type"], ev["content"], str(ev.get("state_key", "")))
+        if body.get("name") is not None:
+            await send_state("m.room.name", {"name": body["name"]})
+        if body.get("topic") is not None:
+            await send_state("m.room.topic", {"topic": body["topic"]})
+        for invitee in invitees:
+            await self.update_membership(
+                requester, room_id, invitee, "invite", is_direct=bool(body.get("is_direct"))
+            )
+        if alias is not None:
+            await self._storage.events.create_alias(
+                RoomAlias(alias, room_id, user_id, [self.server_name])
+            )
+        if visibility == "public":
+            await self._storage.events.set_room_public(room_id, True)
+        return room_id, alias
+
+    def _new_room_id(self) -> str:
+        local = "".join(secrets.choice(string.ascii_letters) for _ in range(18))
+        return f"!{local}:{self.server_name}"
+
+    @staticmethod
+    def _initial_power_levels(
+        version: RoomVersion,
+        creator: str,
+        preset: str,
+        invitees: list[str],
+        override: JsonDict | None,
+    ) -> JsonDict:
+        users: JsonDict = {}
+        if not version.room_id_is_create_event_hash:
+            users[creator] = 100
+            if preset == "trusted_private_chat":
+                for invitee in invitees:
+                    users[invitee] = 100
+        content: JsonDict = {
+            "users": users,
+            "users_default": 0,
+            "events": {
+                "m.room.name": 50,
+                "m.room.power_levels": 100,
+                "m.room.history_visibility": 100,
+                "m.room.canonical_alias": 50,
+                "m.room.avatar": 50,
+                # v12: must be above state_default explicitly.
+                "m.room.tombstone": 150 if version.room_id_is_create_event_hash else 100,
+                "m.room.server_acl": 100,
+                "m.room.encryption": 100,
+            },
+            "events_default": 0,
+            "state_default": 50,
+            "ban": 50,
+            "kick": 50,
+            "redact": 50,
+            "invite": 50 if preset == "public_chat" else 0,
+            "notifications": {"room": 50},
+        }
+        if override:
+            content.update(override)
+        return content
+
+    # Membership -------------------------------------------------------------------
+
+    async def update_membership(
+        self,
+        requester: Requester,
+        room_id: str,
+        target: str,
+        membership: str,
+        *,
+        reason: str | None = None,
+        is_direct: bool = False,
+        txn: tuple[str, str] | None = None,
+        extra_content: JsonDict | None = None,
+    ) -> Event:
+        if not is_valid_user_id(target):
+            raise MatrixError(400, Codes.INVALID_PARAM, f"{target} is not a valid user ID")
+        room = await self._rooms.get(room_id)
+        if room is None:
+            if membership == "join" and not room_id.startswith("!"):
+                raise MatrixError(404, Codes.NOT_FOUND, "No known servers")
+            raise MatrixError(404, Codes.NOT_FOUND, "Unknown room")
+        content: JsonDict = {"membership": membership}
+        if membership in ("join", "knock") and target == requester.user_id:
+            content.update(await self._profile_content(target))
+        elif membership == "invite":
+            if self.is_mine(target) and await self._storage.users.get_user(target) is None:
+                raise MatrixError(404, Codes.NOT_FOUND, f"Unknown user {target}")
+            if room.membership_of(target) == "join":
+                raise MatrixError(403, Codes.FORBIDDEN, f"{target} is already in the room.")
+            content.update(await self._profile_content(target))
+            if is_direct:
+                content["is_direct"] = True
+        if membership == "join":
+            await self._maybe_authorise_restricted_join(room, target, content)
+        if reason is not None:
+            content["reason"] = reason
+        if extra_content:
+            for k, v in extra_content.items():
+                content.setdefault(k, v)
+        return await self._creator.send(
+            room_id,
+            {
+                "type": "m.room.member",
+                "state_key": target,
+                "sender": requester.user_id,
+                "content": content,
+            },
+            txn=txn,
+            room=room,
+        )
+
+    async def _maybe_authorise_restricted_join(
+        self, room: LiveRoom, user_id: str, content: JsonDict
+    ) -> None:
+        """For restricted rooms, name a local member with invite power as authoriser."""
+        rule = room.state_content("m.room.join_rules").get("join_rule")
+        if rule not in ("restricted", "knock_restricted"):
+            return
+        if room.membership_of(user_id) in ("join", "invite"):
+            return
+        allow = room.state_content("m.room.join_rules").get("allow") or []
+        allowed_rooms = [
+            a.get("room_id")
+            for a in allow
+            if isinstance(a, dict) and a.get("type") == "m.room_membership"
+        ]
+        in_allowed = False
+        for other_id in allowed_rooms:
+            if isinstance(other_id, str):
+                other = await self._rooms.get(other_id)
+                if other is not None and other.membership_of(user_id) == "join":
+                    in_allowed = True
+                    break
+        if not in_allowed:
+            return  # the auth rules will refuse the join
+        auth_state = room.auth_state()
+        create = room.create_event
+        invite_level = room.state_content("m.room.power_levels").get("invite", 0)
+        for member in sorted(room.joined_members()):
+            if not self.is_mine(member):
+                continue
+            level = get_user_power_level(
+                member,
+                auth_state,
+                room.room_version,
+                create_event=pdu_with_id(create) if create else None,
+            )
+            if isinstance(invite_level, int) and level >= invite_level:
+                content["join_authorised_via_users_server"] = member
+                return
+
+    async def join(
+        self,
+        requester: Requester,
+        room_id_or_alias: str,
+        *,
+        reason: str | None = None,
+        txn: tuple[str, str] | None = None,
+    ) -> str:
+        room_id = await self.resolve_room_id_or_alias(room_id_or_alias)
+        await self.update_membership(
+            requester, room_id, requester.user_id, "join", reason=reason, txn=txn
+        )
+        return room_id
+
+    async def on_profile_changed(self, user_id: str, field: str, value: Any) -> None:
+        """Write the new display name / avatar into the user's joined rooms."""
+        if field not in ("displayname", "avatar_url"):
+            return
+        requester = Requester(user_id, None, None)
+        for room_id in await self.joined_room_ids(user_id):
+            room = await self._rooms.get(room_id)
+            if room is None:
+                continue
+            current = room.state.get(("m.room.member", user_id))
+            if current is None or current.membership != "join":
+                continue
+            content = dict(current.content)
+            if value is None:
+                content.pop(field, None)
+            else:
+                content[field] = value
+            if content == current.content:
+                continue
+            try:
+                await self._creator.send(
+                    room_id,
+                    {
+                        "type": "m.room.member",
+                        "state_key": user_id,
+                        "sender": user_id,
+                        "content": content,
+                    },
+                    room=room,
+                )
+            except MatrixError as e:
+                logger.info("Profile update not sent to %s: %s", room_id, e.message)
+        del requester
+
+    async def forget(self, requester: Requester, room_id: str) -> None:
+        room = await self.get_room(room_id)
+        if room.membership_of(requester.user_id) in ("join", "invite", "knock"):
+            raise MatrixError(400, Codes.UNKNOWN, "User is in the room; leave before forgetting")
+        if room.membership_of(requester.user_id) is None:
+            raise MatrixError(404, Codes.NOT_FOUND, "Not a member of this room")
+        await self._storage.events.forget_room(requester.user_id, room_id)
+        self._memberships.forget(requester.user_id, room_id)
+
+    # Messages and state -------------------------------------------------------------
+
+    async def send_message(
+        self,
+        requester: Requester,
+        room_id: str,
+        event_type: str,
+        content: JsonDict,
+        txn_id: str | None,
+    ) -> Event:
+        await self.require_joined(requester, room_id)
+        txn = (requester.device_id or "", txn_id) if txn_id is not None else None
+        return await self._creator.send(
+            room_id, {"type": event_type, "sender": requester.user_id, "content": content}, txn=txn
+        )
+
+    async def send_state(
+        self,
+        requester: Requester,
+        room_id: str,
+        event_type: str,
+        state_key: str,
+        content: JsonDict,
+    ) -> Event:
+        room = await self.require_joined(requester, room_id)
+        if event_type == "m.room.member":
+            membership = content.get("membership")
+            if not isinstance(membership, str):
+                raise MatrixError(400, Codes.BAD_JSON, "membership must be a string")
+            return await self._creator.send(
+                room_id,
+                {
+                    "type": event_type,
+                    "state_key": state_key,
+                    "sender": requester.user_id,
+                    "content": content,
+                },
+                room=room,
+            )
+        if event_type == "m.room.canonical_alias":
+            await self._check_canonical_alias(room_id, content)
+        existing = room.state.get((event_type, state_key))
+        if (
+            existing is not None
+            and existing.content == content
+            and existing.sender == requester.user_id
+        ):
+            return existing  # Synapse dedupes identical state from the same sender
+        return await self._creator.send(
+            room_id,
+            {
+                "type": event_type,
+                "state_key": state_key,
+                "sender": requester.user_id,
+                "content": content,
+            },
+            room=room,
+        )
+
+    async def _check_canonical_alias(self, room_id: str, content: JsonDict) -> None:
+        aliases: list[Any] = []
+        if "alias" in content and content["alias"] is not None:
+            aliases.append(content["alias"])
+        alt = content.get("alt_aliases", [])
+        if not isinstance(alt, list):
+            raise MatrixError(400, Codes.BAD_JSON, "alt_aliases must be a list")
+        aliases.extend(alt)
+        for alias in aliases:
+            if not isinstance(alias, str) or not alias.startswith("#") or ":" not in alias:
+                raise MatrixError(400, Codes.INVALID_PARAM, f"Invalid alias {alias!r}")
+            if alias.rsplit(":", 1)[-1] != self.server_name and not alias.endswith(
+                f":{self.server_name}"
+            ):
+                continue  # remote aliases cannot be checked without federation
+            mapping = await self._storage.events.get_alias(alias)
+            if mapping is None or mapping.room_id != room_id:
+                raise MatrixError(400, "M_BAD_ALIAS", f"Alias {alias} does not point to this room")
+
+    async def redact(
+        self,
+        requester: Requester,
+        room_id: str,
+        event_id: str,
+        reason: str | None,
+        txn_id: str,
+    ) -> Event:
+        room = await self.require_joined(requester, room_id)
+        target = await self._storage.events.get_event(event_id)
+        if target is None or target.room_id != room_id:
+            raise MatrixError(404, Codes.NOT_FOUND, "Event not found")
+        if target.sender != requester.user_id:
+            create = room.create_event
+            auth_state = room.auth_state()
+            level = get_user_power_level(
+                requester.user_id,
+                auth_state,
+                room.room_version,
+                create_event=pdu_with_id(create) if create else None,
+            )
+            pl = room.state_content("m.room.power_levels")
+            redact_level = pl.get("redact", 50) if pl else 50
+            if not isinstance(redact_level, int) or level < redact_level:
+                raise MatrixError(
+                    403, Codes.FORBIDDEN, "You don't have permission to redact events"
+                )
+        content: JsonDict = {}
+        if reason is not None:
+            content["reason"] = reason
+        event_dict: JsonDict = {
+            "type": "m.room.redaction",
+            "sender": requester.user_id,
+            "content": content,
+        }
+        if room.room_version.updated_redaction_rules:
+            content["redacts"] = event_id
+        else:
+            event_dict["redacts"] = event_id
+        # Keep the top-level key too from v11 on, for older clients (as Synapse does).
+        return await self._creator.send(
+            room_id, event_dict, txn=(requester.device_id or "", f"redact:{txn_id}"), room=room
+        )
+
+    # Aliases and directory ------------------------------------------------------------
+
+    async def create_alias(self, requester: Requester, alias: str, room_id: str) -> None:
+        if not alias.startswith("#") or ":" not in alias:
+            raise MatrixError(400, Codes.INVALID_PARAM, "Invalid room alias")
+        if alias.split(":", 1)[1] != self.server_name:
+            raise MatrixError(400, Codes.INVALID_PARAM, "Room alias must be on this server")
+        if len(alias.encode()) > 255:
+            raise MatrixError(400, Codes.INVALID_PARAM, "Room alias too long")
+        if not is_valid_room_id(room_id):
+            raise MatrixError(400, Codes.INVALID_PARAM, "Invalid room ID")
+        await self.get_room(room_id)
+        if not await self._storage.events.create_alias(
+            RoomAlias(alias, room_id, requester.user_id, [self.server_name])
+        ):
+            raise MatrixError(409, Codes.UNKNOWN, f"Room alias {alias} already exists")
+
+    async def delete_alias(self, requester: Requester, alias: str) -> None:
+        mapping = await self._storage.events.get_alias(alias)
+        if mapping is None:
+            raise MatrixError(404, Codes.NOT_FOUND, "Room alias not found")
+        if mapping.creator != requester.user_id and not requester.is_admin:
+            room = await self._rooms.get(mapping.room_id)
+            allowed = False
+            if room is not None:
+                create = room.create_event
+                level = get_user_power_level(
+                    requester.user_id,
+                    room.auth_state(),
+                    room.room_version,
+                    create_event=pdu_with_id(create) if create else None,
+                )
+                pl = room.state_content("m.room.power_levels")
+                events: dict[str, Any] = pl.get("events") or {}
+                needed = events.get("m.room.canonical_alias", pl.get("state_default", 50))
+                allowed = isinstance(needed, int) and level >= needed
+            if not allowed:
+                raise MatrixError(
+                    403, Codes.FORBIDDEN, "You don't have permission to delete the alias"
+                )
+        await self._storage.events.delete_alias(alias)

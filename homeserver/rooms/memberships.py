@@ -1,0 +1,67 @@
+"""Each local user's current membership per room, in memory.
+
+Loaded from the database the first time a user is asked about, then kept up to date
+by ``on_membership`` for every persisted membership event of a local user, so /sync
+learns which rooms a user is in without a query.
+"""
+
+from __future__ import annotations
+
+from homeserver.events.event import Event
+from storage.events import EventsStore, MembershipRow
+
+
+class MembershipCache:
+    def __init__(self, events: EventsStore) -> None:
+        self._events = events
+        self._by_user: dict[str, dict[str, MembershipRow]] = {}
+        # Membership events persisted while a user's rows were being read.
+        self._loading: dict[str, list[Event]] = {}
+
+    async def rooms_for_user(self, user_id: str) -> dict[str, MembershipRow]:
+        rooms = self._by_user.get(user_id)
+        if rooms is not None:
+            return rooms
+        buffered = self._loading.setdefault(user_id, [])
+        try:
+            rows = await self._events.get_rooms_for_user(user_id)
+        finally:
+            self._loading.pop(user_id, None)
+        rooms = self._by_user.get(user_id)
+        if rooms is None:
+            rooms = {row.room_id: row for row in rows}
+            self._by_user[user_id] = rooms
+            for event in buffered:
+                self._record(rooms, event)
+        return rooms
+
+    @staticmethod
+    def _record(rooms: dict[str, MembershipRow], event: Event) -> None:
+        current = rooms.get(event.room_id)
+        if current is not None and current.stream_ordering >= event.stream_ordering:
+            return
+        assert event.membership is not None
+        rooms[event.room_id] = MembershipRow(
+            event.room_id, event.membership, event.event_id, event.stream_ordering, event.sender
+        )
+
+    def on_membership(self, event: Event) -> None:
+        user_id = event.state_key
+        membership = event.membership
+        if user_id is None or membership is None:
+            return
+        loading = self._loading.get(user_id)
+        if loading is not None:
+            loading.append(event)
+        rooms = self._by_user.get(user_id)
+        if rooms is None:
+            return  # not loaded: the database has it
+        self._record(rooms, event)
+
+    def forget(self, user_id: str, room_id: str) -> None:
+        rooms = self._by_user.get(user_id)
+        if rooms is not None:
+            rooms.pop(room_id, None)
+
+    def drop_user(self, user_id: str) -> None:
+        self._by_user.pop(user_id, None)

@@ -1,0 +1,158 @@
+"""Hot room state in memory: current state, forward extremities, recent events.
+
+Invariants:
+- A ``LiveRoom`` is changed only on the reactor thread, by ``apply`` at the moment a
+  local event is accepted (before it is committed). The persister commits events in
+  the order they were applied, so the in-memory order is the stream order.
+- If committing fails, the room is dropped from the cache (``invalidate``) and reloaded
+  from the database, which holds exactly what was committed.
+- ``recent`` holds the newest events of the room in stream order; a sync that needs
+  events after a position older than ``recent_floor`` asks the database instead.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.internet import defer
+
+from homeserver.async_utils import observe
+from homeserver.events.event import Event
+from homeserver.events.room_versions import RoomVersion
+from storage.events import MAX_STATE_DELTA_DEPTH, EventsStore, NewStateGroup, StateKey
+
+RECENT_EVENTS = 100
+
+
+@dataclass(eq=False)
+class LiveRoom:
+    room_id: str
+    room_version: RoomVersion
+    state: dict[StateKey, Event]
+    extremities: list[str]
+    max_depth: int
+    state_group: int
+    state_group_delta_depth: int
+    recent: deque[Event] = field(default_factory=lambda: deque(maxlen=RECENT_EVENTS))
+    # Stream position below which `recent` may be missing events.
+    recent_floor: int = 0
+    _joined: set[str] | None = field(default=None, repr=False)
+
+    def joined_members(self) -> set[str]:
+        """Users whose membership is ``join`` (cached until member state changes)."""
+        if self._joined is None:
+            self._joined = set(self.members_with("join"))
+        return self._joined
+
+    def set_state(self, event: Event) -> None:
+        self.state[event.state_tuple] = event
+        if event.type == "m.room.member":
+            self._joined = None
+
+    @property
+    def create_event(self) -> Event | None:
+        return self.state.get(("m.room.create", ""))
+
+    def membership_of(self, user_id: str) -> str | None:
+        ev = self.state.get(("m.room.member", user_id))
+        return ev.membership if ev is not None else None
+
+    def members_with(self, membership: str) -> list[str]:
+        return [
+            key[1]
+            for key, ev in self.state.items()
+            if key[0] == "m.room.member" and ev.membership == membership
+        ]
+
+    def state_content(self, event_type: str, state_key: str = "") -> dict[str, Any]:
+        ev = self.state.get((event_type, state_key))
+        return ev.content if ev is not None else {}
+
+    def auth_state(self) -> dict[StateKey, dict[str, object]]:
+        return {key: pdu_with_id(ev) for key, ev in self.state.items()}
+
+    def events_after(self, stream: int) -> list[Event] | None:
+        """Events with stream ordering > ``stream`` from memory, or None if not all held."""
+        if stream < self.recent_floor:
+            return None
+        return [ev for ev in self.recent if ev.stream_ordering > stream]
+
+
+def pdu_with_id(ev: Event) -> dict[str, object]:
+    """The PDU plus its event id, as the auth rules want it (ids are not in v3+ PDUs)."""
+    return {**ev.pdu, "event_id": ev.event_id}
+
+
+class RoomCache:
+    def __init__(self, events: EventsStore) -> None:
+        self._events = events
+        self._rooms: dict[str, LiveRoom] = {}
+        self._loading: dict[str, defer.Deferred[LiveRoom | None]] = {}
+
+    def get_if_loaded(self, room_id: str) -> LiveRoom | None:
+        return self._rooms.get(room_id)
+
+    def loaded_rooms(self) -> Iterable[LiveRoom]:
+        return self._rooms.values()
+
+    async def get(self, room_id: str) -> LiveRoom | None:
+        room = self._rooms.get(room_id)
+        if room is not None:
+            return room
+        pending = self._loading.get(room_id)
+        if pending is None:
+            pending = defer.ensureDeferred(self._load(room_id))
+            self._loading[room_id] = pending
+            pending.addBoth(lambda r: (self._loading.pop(room_id, None), r)[1])
+        # Every waiter gets the same result; errors propagate to all of them.
+        return await observe(pending)
+
+    async def _load(self, room_id: str) -> LiveRoom | None:
+        snapshot = await self._events.load_room(room_id)
+        if snapshot is None or snapshot.state_group is None:
+            return None
+        events = await self._events.get_events(snapshot.current_state.values())
+        depth = await self._events.get_state_group_delta_depth(snapshot.state_group)
+        position = self._events.stream.current_position
+        room = LiveRoom(
+            room_id=room_id,
+            room_version=snapshot.room_version,
+            state={
+                key: events[eid] for key, eid in snapshot.current_state.items() if eid in events
+            },
+            extremities=snapshot.forward_extremities,
+            max_depth=snapshot.max_depth,
+            state_group=snapshot.state_group,
+            state_group_delta_depth=depth,
+            recent_floor=position,
+        )
+        # Another coroutine may have created it meanwhile (a room being created).
+        return self._rooms.setdefault(room_id, room)
+
+    def add_new_room(self, room: LiveRoom) -> None:
+        self._rooms[room.room_id] = room
+
+    def invalidate(self, room_id: str) -> None:
+        self._rooms.pop(room_id, None)
+
+
+def next_state_group(
+    events: EventsStore, room: LiveRoom, event: Event
+) -> tuple[int, NewStateGroup | None]:
+    """The state group after ``event`` and, for a state event, the group to write."""
+    if not event.is_state() or event.rejected_reason is not None:
+        return room.state_group, None
+    group_id = events.state_group_ids.next_id()
+    if room.state_group_delta_depth >= MAX_STATE_DELTA_DEPTH:
+        full = {key: ev.event_id for key, ev in room.state.items()}
+        full[event.state_tuple] = event.event_id
+        return group_id, NewStateGroup(group_id, None, full, 0)
+    return group_id, NewStateGroup(
+        group_id,
+        room.state_group,
+        {event.state_tuple: event.event_id},
+        room.state_group_delta_depth + 1,
+    )

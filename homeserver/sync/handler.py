@@ -1,0 +1,390 @@
+"""/sync: what changed for a user between two stream tokens.
+
+Invariants:
+- A response covers exactly (since, next_batch]: every stream position in it is at or
+  below the token handed back, and ``next_batch`` is taken before anything is read, so a
+  client that syncs again from it misses nothing and sees nothing twice.
+- The live path (an incremental sync woken by a new event) reads only memory: the
+  user's rooms from ``MembershipCache``, recent events from ``LiveRoom.recent``.
+  The database is asked only for history older than the in-memory window, for state
+  when a timeline is ``limited``, and for account data that changed.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from homeserver.clock import Clock
+from homeserver.errors import Codes, MatrixError
+from homeserver.events.event import Event
+from homeserver.events.filtering import FilterCollection, apply_event_fields
+from homeserver.rooms.memberships import MembershipCache
+from homeserver.rooms.room_cache import LiveRoom, RoomCache
+from homeserver.rooms.visibility import VisibilityFilter
+from homeserver.sync.notifier import Notifier
+from storage.account_data import GLOBAL, AccountDataChange
+from storage.events import MembershipRow
+from storage.storage import Storage
+
+logger = logging.getLogger(__name__)
+
+JsonDict = dict[str, Any]
+
+STRIPPED_STATE_TYPES = (
+    "m.room.create",
+    "m.room.join_rules",
+    "m.room.name",
+    "m.room.avatar",
+    "m.room.canonical_alias",
+    "m.room.encryption",
+    "m.room.topic",
+)
+
+_TOKEN_RE = re.compile(r"^s(\d+)(?:_(\d+))*$")
+
+
+@dataclass(frozen=True, slots=True)
+class SyncToken:
+    """Positions in each stream, in a fixed order: events, account data."""
+
+    events: int
+    account_data: int
+
+    def __str__(self) -> str:
+        return f"s{self.events}_{self.account_data}"
+
+    @classmethod
+    def parse(cls, token: str) -> SyncToken:
+        if not _TOKEN_RE.match(token):
+            raise MatrixError(400, Codes.INVALID_PARAM, f"Invalid sync token {token!r}")
+        parts = [int(p) for p in token[1:].split("_")]
+        parts += [0] * (2 - len(parts))
+        return cls(events=parts[0], account_data=parts[1])
+
+
+@dataclass(frozen=True, slots=True)
+class SyncRequest:
+    user_id: str
+    device_id: str | None
+    since: SyncToken | None
+    timeout_ms: int
+    filters: FilterCollection
+    full_state: bool
+
+
+def strip_event(ev: Event) -> JsonDict:
+    return {"type": ev.type, "state_key": ev.state_key, "content": ev.content, "sender": ev.sender}
+
+
+def stripped_state(room: LiveRoom, invite_event: Event | None) -> list[JsonDict]:
+    out = [strip_event(room.state[(t, "")]) for t in STRIPPED_STATE_TYPES if (t, "") in room.state]
+    if invite_event is not None:
+        out.append(strip_event(invite_event))
+    return out
+
+
+class SyncHandler:
+    def __init__(
+        self,
+        storage: Storage,
+        rooms: RoomCache,
+        memberships: MembershipCache,
+        notifier: Notifier,
+        visibility: VisibilityFilter,
+        clock: Clock,
+    ) -> None:
+        self._storage = storage
+        self._rooms = rooms
+        self._memberships = memberships
+        self._notifier = notifier
+        self._visibility = visibility
+        self._clock = clock
+
+    def current_token(self) -> SyncToken:
+        return SyncToken(
+            events=self._storage.events.stream.current_position,
+            account_data=self._storage.account_data.stream.current_position,
+        )
+
+    async def sync(self, req: SyncRequest) -> JsonDict:
+        deadline = self._clock.seconds() + req.timeout_ms / 1000.0
+        while True:
+            now = self.current_token()
+            if req.since is not None and (
+                req.since.events > now.events or req.since.account_data > now.account_data
+            ):
+                # A token from the future (e.g. from before a database restore): start over.
+                raise MatrixError(400, Codes.INVALID_PARAM, "Sync token is ahead of the server")
+            response, has_updates = await self._build(req, now)
+            if has_updates or req.since is None or req.full_state:
+                return response
+            if self.current_token() != now:
+                continue  # something arrived while building: look again at once
+            remaining = deadline - self._clock.seconds()
+            if remaining <= 0:
+                return response
+            await self._notifier.wait(req.user_id, remaining)
+            if self._clock.seconds() >= deadline and self.current_token() == now:
+                return response
+
+    # Building ------------------------------------------------------------------
+
+    async def _build(self, req: SyncRequest, now: SyncToken) -> tuple[JsonDict, bool]:
+        since = req.since
+        filters = req.filters
+        account_data = await self._account_data(req.user_id, since, now)
+        rooms = await self._memberships.rooms_for_user(req.user_id)
+        join: JsonDict = {}
+        invite: JsonDict = {}
+        leave: JsonDict = {}
+        knock: JsonDict = {}
+        for room_id, row in list(rooms.items()):
+            if row.stream_ordering > now.events or not filters.room_allowed(room_id):
+                continue
+            changed = since is None or row.stream_ordering > since.events
+            room_account_data = [
+                {"type": c.data_type, "content": c.content}
+                for c in account_data
+                if c.room_id == room_id
+            ]
+            if row.membership == "join":
+                section = await self._joined_room(req, row, now, changed, room_account_data)
+                if section is not None:
+                    join[room_id] = section
+            elif row.membership in ("invite", "knock") and (changed or req.full_state):
+                live = await self._rooms.get(room_id)
+                if live is None:
+                    continue
+                event = await self._storage.events.get_event(row.event_id)
+                key = "invite_state" if row.membership == "invite" else "knock_state"
+                target = invite if row.membership == "invite" else knock
+                target[room_id] = {key: {"events": stripped_state(live, event)}}
+            elif row.membership in ("leave", "ban"):
+                if (since is None and not filters.include_leave()) or not (
+                    changed or req.full_state
+                ):
+                    continue
+                if since is None and row.sender == req.user_id and not filters.include_leave():
+                    continue
+                section = await self._left_room(req, row, now, room_account_data)
+                if section is not None:
+                    leave[room_id] = section
+
+        global_data = [
+            {"type": c.data_type, "content": c.content} for c in account_data if c.room_id == GLOBAL
+        ]
+        response: JsonDict = {
+            "next_batch": str(now),
+            "account_data": {"events": global_data},
+            "presence": {"events": []},
+            "to_device": {"events": []},
+            "device_lists": {"changed": [], "left": []},
+            "device_one_time_keys_count": {},
+            "device_unused_fallback_key_types": [],
+            "rooms": {"join": join, "invite": invite, "leave": leave, "knock": knock},
+        }
+        has_updates = bool(join or invite or leave or knock or global_data)
+        return response, has_updates
+
+    async def _account_data(
+        self, user_id: str, since: SyncToken | None, now: SyncToken
+    ) -> list[AccountDataChange]:
+        start = since.account_data if since is not None else 0
+        if start >= now.account_data:
+            return []
+        return await self._storage.account_data.get_changes(user_id, start, now.account_data)
+
+    async def _timeline_events(
+        self, room: LiveRoom | None, room_id: str, from_stream: int, to_stream: int, limit: int
+    ) -> tuple[list[Event], bool]:
+        """Newest events in (from, to], oldest first, at most ``limit``; and whether cut."""
+        if room is not None:
+            window = [ev for ev in room.recent if from_stream < ev.stream_ordering <= to_stream]
+            if from_stream >= room.recent_floor or len(window) > limit:
+                return window[-limit:] if limit else [], len(window) > limit
+        return await self._storage.events.get_room_events_between(
+            room_id, from_stream, to_stream, limit
+        )
+
+    def _serialize(self, ev: Event, req: SyncRequest) -> JsonDict:
+        if req.filters.event_format == "federation":
+            out: JsonDict = dict(ev.pdu)
+            out["event_id"] = ev.event_id
+        else:
+            out = ev.client_dict()
+            if (
+                ev.txn_id is not None
+                and ev.sender == req.user_id
+                and ev.txn_device_id == req.device_id
+            ):
+                out = dict(out)
+                out["unsigned"] = {**out.get("unsigned", {}), "transaction_id": ev.txn_id}
+        if req.filters.event_fields:
+            out = apply_event_fields(out, list(req.filters.event_fields))
+        return out
+
+    async def _joined_room(
+        self,
+        req: SyncRequest,
+        row: MembershipRow,
+        now: SyncToken,
+        changed: bool,
+        room_account_data: list[JsonDict],
+    ) -> JsonDict | None:
+        room_id = row.room_id
+        room = await self._rooms.get(room_id)
+        filters = req.filters
+        limit = filters.timeline_limit()
+        from_stream = 0 if (changed or req.since is None) else req.since.events
+        events, limited = await self._timeline_events(room, room_id, from_stream, now.events, limit)
+        if from_stream < row.stream_ordering:
+            # Some events may predate the user's join: apply history visibility.
+            events = await self._visibility.filter_for_user(
+                req.user_id, events, current_membership="join"
+            )
+        timeline = filters.filter_room_timeline(events, room_id)
+
+        state: list[Event] = []
+        if changed or req.full_state or req.since is None:
+            state = await self._state_before(room, room_id, timeline or events, now)
+        elif limited and events:
+            state = await self._state_delta(room_id, events[0], req.since)
+        if filters.lazy_load_members() and not req.full_state:
+            senders = {ev.sender for ev in timeline} | {req.user_id}
+            state = [ev for ev in state if ev.type != "m.room.member" or ev.state_key in senders]
+            present = {ev.state_key for ev in state if ev.type == "m.room.member"}
+            present |= {ev.state_key for ev in timeline if ev.type == "m.room.member"}
+            missing = senders - present
+            if missing and room is not None and not (changed or req.since is None):
+                state.extend(
+                    room.state[("m.room.member", u)]
+                    for u in sorted(missing)
+                    if ("m.room.member", u) in room.state
+                )
+            elif missing and room is not None:
+                state.extend(
+                    room.state[("m.room.member", u)]
+                    for u in sorted(missing)
+                    if ("m.room.member", u) in room.state
+                    and room.state[("m.room.member", u)].stream_ordering <= now.events
+                )
+        timeline_ids = {ev.event_id for ev in timeline}
+        state = [
+            ev
+            for ev in filters.filter_room_state(state, room_id)
+            if ev.event_id not in timeline_ids
+        ]
+
+        if not (timeline or state or room_account_data or changed or req.full_state):
+            return None
+        first = timeline[0] if timeline else (events[0] if events else None)
+        prev_batch = (
+            f"t{first.depth}-{first.stream_ordering}" if first is not None else f"s{now.events}"
+        )
+        section: JsonDict = {
+            "timeline": {
+                "events": [self._serialize(ev, req) for ev in timeline],
+                "limited": limited,
+                "prev_batch": prev_batch,
+            },
+            "state": {"events": [self._serialize(ev, req) for ev in state]},
+            "account_data": {"events": room_account_data},
+            "ephemeral": {"events": []},
+            "unread_notifications": {"notification_count": 0, "highlight_count": 0},
+        }
+        if room is not None and (
+            changed or req.since is None or any(ev.type == "m.room.member" for ev in timeline)
+        ):
+            section["summary"] = self._summary(room, req.user_id)
+        if filters.unread_thread_notifications():
+            section["unread_thread_notifications"] = {}
+        return section
+
+    async def _left_room(
+        self,
+        req: SyncRequest,
+        row: MembershipRow,
+        now: SyncToken,
+        room_account_data: list[JsonDict],
+    ) -> JsonDict | None:
+        room_id = row.room_id
+        room = await self._rooms.get(room_id)
+        from_stream = 0 if req.since is None else req.since.events
+        # History up to and including the leave event, not after.
+        events, limited = await self._timeline_events(
+            room, room_id, from_stream, row.stream_ordering, req.filters.timeline_limit()
+        )
+        events = await self._visibility.filter_for_user(
+            req.user_id, events, current_membership="leave"
+        )
+        timeline = req.filters.filter_room_timeline(events, room_id)
+        state: list[Event] = []
+        if timeline:
+            state = await self._state_at(timeline[0].event_id, before=True)
+            ids = {ev.event_id for ev in timeline}
+            state = [
+                ev for ev in req.filters.filter_room_state(state, room_id) if ev.event_id not in ids
+            ]
+        first = timeline[0] if timeline else None
+        return {
+            "timeline": {
+                "events": [self._serialize(ev, req) for ev in timeline],
+                "limited": limited,
+                "prev_batch": f"t{first.depth}-{first.stream_ordering}"
+                if first
+                else f"s{row.stream_ordering}",
+            },
+            "state": {"events": [self._serialize(ev, req) for ev in state]},
+            "account_data": {"events": room_account_data},
+        }
+
+    async def _state_at(self, event_id: str, *, before: bool) -> list[Event]:
+        ids = await self._storage.events.get_state_ids_at_event(event_id, before=before)
+        if not ids:
+            return []
+        events = await self._storage.events.get_events(ids.values())
+        return [events[e] for e in ids.values() if e in events]
+
+    async def _state_before(
+        self, room: LiveRoom | None, room_id: str, timeline: list[Event], now: SyncToken
+    ) -> list[Event]:
+        """The state before the first timeline event (or at ``now`` with no timeline)."""
+        if (
+            room is not None
+            and not any(ev.is_state() for ev in timeline)
+            and all(ev.stream_ordering <= now.events for ev in room.state.values())
+        ):
+            return list(room.state.values())  # no state change inside the window: memory
+        if timeline:
+            return await self._state_at(timeline[0].event_id, before=True)
+        ids = await self._storage.events.get_state_ids_at_stream(room_id, now.events)
+        events = await self._storage.events.get_events(ids.values())
+        return [events[e] for e in ids.values() if e in events]
+
+    async def _state_delta(self, room_id: str, first: Event, since: SyncToken) -> list[Event]:
+        """State at the start of a limited timeline that differs from the state at ``since``."""
+        at_start = (
+            await self._storage.events.get_state_ids_at_event(first.event_id, before=True) or {}
+        )
+        at_since = await self._storage.events.get_state_ids_at_stream(room_id, since.events)
+        changed = [eid for key, eid in at_start.items() if at_since.get(key) != eid]
+        events = await self._storage.events.get_events(changed)
+        return [events[e] for e in changed if e in events]
+
+    @staticmethod
+    def _summary(room: LiveRoom, user_id: str) -> JsonDict:
+        joined = room.joined_members()
+        invited = room.members_with("invite")
+        summary: JsonDict = {
+            "m.joined_member_count": len(joined),
+            "m.invited_member_count": len(invited),
+        }
+        if not room.state_content("m.room.name").get("name") and not room.state_content(
+            "m.room.canonical_alias"
+        ).get("alias"):
+            heroes = sorted(u for u in (set(joined) | set(invited)) if u != user_id)[:5]
+            summary["m.heroes"] = heroes
+        return summary

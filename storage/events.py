@@ -1,0 +1,700 @@
+"""Events, their graph edges, state groups and current state.
+
+Invariants:
+- ``persist_batch`` writes each event together with its edges, state group, current
+  state change, membership row, transaction id and redaction in one transaction; an
+  event is either wholly there or not at all.
+- ``stream_ordering`` values are handed out by the persister's ``IdGenerator`` and
+  only become visible to readers (``events_stream.current_position``) once committed.
+- The stored PDU JSON is never rewritten; redaction is applied when serving.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from homeserver.events.event import Event
+from homeserver.events.room_versions import RoomVersion, get_room_version
+from storage.database import Database, Transaction
+from storage.id_generator import IdGenerator
+
+StateKey = tuple[str, str]
+StateMap = dict[StateKey, str]
+
+# After this many deltas on a chain, a state group is stored whole.
+MAX_STATE_DELTA_DEPTH = 50
+
+
+@dataclass(frozen=True, slots=True)
+class NewStateGroup:
+    group_id: int
+    prev_group: int | None
+    delta: StateMap
+    delta_depth: int
+
+
+@dataclass(slots=True)
+class PersistItem:
+    event: Event
+    state_group_before: int
+    state_group_after: int
+    new_state_group: NewStateGroup | None
+    update_current_state: bool
+    # Extremities after this event (computed by the caller, which holds the room lock).
+    room_is_new: bool = False
+    room_creator: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RoomSnapshot:
+    """What the in-memory room cache is rebuilt from."""
+
+    room_id: str
+    room_version: RoomVersion
+    current_state: StateMap
+    forward_extremities: list[str]
+    max_depth: int
+    state_group: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipRow:
+    room_id: str
+    membership: str
+    event_id: str
+    stream_ordering: int
+    sender: str
+
+
+@dataclass(slots=True)
+class RoomAlias:
+    alias: str
+    room_id: str
+    creator: str | None
+    servers: list[str] = field(default_factory=list)
+
+
+_EVENT_COLUMNS = (
+    "e.event_id, e.json, r.room_version, e.stream_ordering, e.txn_device_id, e.txn_id,"
+    " e.redacted_by, e.rejected_reason, e.outlier"
+)
+
+
+def _row_to_event(row: Sequence[Any]) -> Event:
+    version = get_room_version(row[2])
+    if version is None:  # pragma: no cover - we only store known versions
+        raise ValueError(f"unknown room version {row[2]}")
+    return Event(
+        event_id=row[0],
+        pdu=json.loads(row[1]),
+        room_version=version,
+        stream_ordering=int(row[3]),
+        txn_device_id=row[4],
+        txn_id=row[5],
+        redacted_by=row[6],
+        rejected_reason=row[7],
+        outlier=bool(row[8]),
+    )
+
+
+def _chunks(items: Sequence[Any], size: int = 500) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+class EventsStore:
+    def __init__(self, db: Database, stream: IdGenerator, state_groups: IdGenerator) -> None:
+        self._db = db
+        self.stream = stream
+        self.state_group_ids = state_groups
+
+    # Writing -----------------------------------------------------------------
+
+    async def persist_batch(self, items: list[PersistItem]) -> None:
+        await self._db.run_interaction("persist_events", self._persist_txn, items)
+
+    def _persist_txn(self, txn: Transaction, items: list[PersistItem]) -> None:
+        for item in items:
+            ev = item.event
+            if item.room_is_new:
+                txn.execute(
+                    "INSERT INTO rooms (room_id, room_version, creator, is_public, created_ts)"
+                    " VALUES (?, ?, ?, 0, ?)",
+                    (
+                        ev.room_id,
+                        ev.room_version.identifier,
+                        item.room_creator,
+                        ev.origin_server_ts,
+                    ),
+                )
+            txn.execute(
+                "INSERT INTO events (stream_ordering, event_id, room_id, type, state_key, sender,"
+                " topological_ordering, origin_server_ts, json, txn_device_id, txn_id, outlier,"
+                " rejected_reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    ev.stream_ordering,
+                    ev.event_id,
+                    ev.room_id,
+                    ev.type,
+                    ev.state_key,
+                    ev.sender,
+                    ev.depth,
+                    ev.origin_server_ts,
+                    json.dumps(ev.pdu, ensure_ascii=False, separators=(",", ":")),
+                    ev.txn_device_id,
+                    ev.txn_id,
+                    int(ev.outlier),
+                    ev.rejected_reason,
+                ),
+            )
+            txn.execute_many(
+                "INSERT INTO event_edges (event_id, prev_event_id) VALUES (?, ?)",
+                [(ev.event_id, p) for p in ev.prev_event_ids],
+            )
+            # Forward extremities: the new event replaces those it points at, unless
+            # something already points at it (it arrived late, e.g. by backfill).
+            txn.execute_many(
+                "DELETE FROM event_forward_extremities WHERE room_id = ? AND event_id = ?",
+                [(ev.room_id, p) for p in ev.prev_event_ids],
+            )
+            if not ev.outlier and not txn.select_one(
+                "SELECT 1 FROM event_edges WHERE prev_event_id = ? LIMIT 1", (ev.event_id,)
+            ):
+                txn.execute(
+                    "INSERT INTO event_forward_extremities (room_id, event_id) VALUES (?, ?)",
+                    (ev.room_id, ev.event_id),
+                )
+            sg = item.new_state_group
+            if sg is not None:
+                txn.execute(
+                    "INSERT INTO state_groups (id, room_id, prev_group, delta_depth)"
+                    " VALUES (?, ?, ?, ?)",
+                    (sg.group_id, ev.room_id, sg.prev_group, sg.delta_depth),
+                )
+                txn.execute_many(
+                    "INSERT INTO state_group_entries (state_group, type, state_key, event_id)"
+                    " VALUES (?, ?, ?, ?)",
+                    [(sg.group_id, t, sk, eid) for (t, sk), eid in sg.delta.items()],
+                )
+            txn.execute(
+                "INSERT INTO event_to_state_groups (event_id, state_group, state_group_before)"
+                " VALUES (?, ?, ?)",
+                (ev.event_id, item.state_group_after, item.state_group_before),
+            )
+            if item.update_current_state and ev.is_state() and ev.rejected_reason is None:
+                txn.execute(
+                    "DELETE FROM current_state_events WHERE room_id = ? AND type = ?"
+                    " AND state_key = ?",
+                    (ev.room_id, ev.type, ev.state_key),
+                )
+                txn.execute(
+                    "INSERT INTO current_state_events (room_id, type, state_key, event_id,"
+                    " membership) VALUES (?, ?, ?, ?, ?)",
+                    (ev.room_id, ev.type, ev.state_key, ev.event_id, ev.membership),
+                )
+            if ev.membership is not None and ev.rejected_reason is None and not ev.outlier:
+                txn.execute(
+                    "INSERT INTO room_memberships (event_id, user_id, sender, room_id, membership,"
+                    " stream_ordering) VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        ev.event_id,
+                        ev.state_key,
+                        ev.sender,
+                        ev.room_id,
+                        ev.membership,
+                        ev.stream_ordering,
+                    ),
+                )
+            if ev.txn_id is not None and ev.txn_device_id is not None:
+                txn.execute(
+                    "INSERT INTO event_txn_ids (room_id, user_id, device_id, txn_id, event_id,"
+                    " inserted_ts) VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        ev.room_id,
+                        ev.sender,
+                        ev.txn_device_id,
+                        ev.txn_id,
+                        ev.event_id,
+                        ev.origin_server_ts,
+                    ),
+                )
+            redacts = ev.redacts
+            if redacts is not None and ev.rejected_reason is None:
+                txn.execute(
+                    "INSERT INTO redactions (event_id, redacts) VALUES (?, ?)",
+                    (ev.event_id, redacts),
+                )
+                txn.execute(
+                    "UPDATE events SET redacted_by = ? WHERE event_id = ? AND room_id = ?"
+                    " AND redacted_by IS NULL",
+                    (ev.event_id, redacts, ev.room_id),
+                )
+
+    # Reading events ------------------------------------------------------------
+
+    async def get_events(self, event_ids: Iterable[str]) -> dict[str, Event]:
+        ids = list(dict.fromkeys(event_ids))
+        if not ids:
+            return {}
+        return await self._db.run_interaction("get_events", self._get_events_txn, ids)
+
+    def _get_events_txn(self, txn: Transaction, ids: Sequence[str]) -> dict[str, Event]:
+        out: dict[str, Event] = {}
+        for chunk in _chunks(ids):
+            marks = ",".join("?" * len(chunk))
+            rows = txn.select_all(
+                f"SELECT {_EVENT_COLUMNS} FROM events e JOIN rooms r USING (room_id)"
+                f" WHERE e.event_id IN ({marks})",
+                list(chunk),
+            )
+            for row in rows:
+                ev = _row_to_event(row)
+                out[ev.event_id] = ev
+        self._attach_redactions(txn, out.values())
+        return out
+
+    def _attach_redactions(self, txn: Transaction, events: Iterable[Event]) -> None:
+        wanted = {ev.redacted_by: ev for ev in events if ev.redacted_by}
+        if not wanted:
+            return
+        ids = list(wanted)
+        for chunk in _chunks(ids):
+            marks = ",".join("?" * len(chunk))
+            for row in txn.select_all(
+                f"SELECT {_EVENT_COLUMNS} FROM events e JOIN rooms r USING (room_id)"
+                f" WHERE e.event_id IN ({marks})",
+                list(chunk),
+            ):
+                redaction = _row_to_event(row)
+                wanted[redaction.event_id].redaction = redaction
+
+    async def get_event(self, event_id: str) -> Event | None:
+        return (await self.get_events([event_id])).get(event_id)
+
+    async def get_room_events_between(
+        self, room_id: str, from_stream: int, to_stream: int, limit: int
+    ) -> tuple[list[Event], bool]:
+        """Newest ``limit`` events in (from, to], oldest first; and whether more were cut."""
+
+        def _txn(txn: Transaction) -> tuple[list[Event], bool]:
+            rows = txn.select_all(
+                f"SELECT {_EVENT_COLUMNS} FROM events e JOIN rooms r USING (room_id)"
+                " WHERE e.room_id = ? AND e.stream_ordering > ? AND e.stream_ordering <= ?"
+                " AND e.outlier = 0 AND e.rejected_reason IS NULL"
+                " ORDER BY e.stream_ordering DESC LIMIT ?",
+                (room_id, from_stream, to_stream, limit + 1),
+            )
+            limited = len(rows) > limit
+            events = [_row_to_event(r) for r in rows[:limit]]
+            events.reverse()
+            self._attach_redactions(txn, events)
+            return events, limited
+
+        return await self._db.run_interaction("get_room_events_between", _txn)
+
+    async def paginate_room(
+        self,
+        room_id: str,
+        from_pos: tuple[int, int],
+        to_pos: tuple[int, int] | None,
+        backwards: bool,
+        limit: int,
+    ) -> list[Event]:
+        """Events in history order from a (topological, stream) position, exclusive."""
+
+        def _txn(txn: Transaction) -> list[Event]:
+            topo, stream = from_pos
+            if backwards:
+                cond = "(e.topological_ordering < ? OR (e.topological_ordering = ? AND e.stream_ordering < ?))"
+                order = "DESC"
+            else:
+                cond = "(e.topological_ordering > ? OR (e.topological_ordering = ? AND e.stream_ordering > ?))"
+                order = "ASC"
+            args: list[Any] = [room_id, topo, topo, stream]
+            extra = ""
+            if to_pos is not None:
+                t_topo, t_stream = to_pos
+                if backwards:
+                    extra = " AND (e.topological_ordering > ? OR (e.topological_ordering = ? AND e.stream_ordering >= ?))"
+                else:
+                    extra = " AND (e.topological_ordering < ? OR (e.topological_ordering = ? AND e.stream_ordering <= ?))"
+                args += [t_topo, t_topo, t_stream]
+            rows = txn.select_all(
+                f"SELECT {_EVENT_COLUMNS} FROM events e JOIN rooms r USING (room_id)"
+                f" WHERE e.room_id = ? AND {cond}{extra}"
+                " AND e.outlier = 0 AND e.rejected_reason IS NULL"
+                f" ORDER BY e.topological_ordering {order}, e.stream_ordering {order} LIMIT ?",
+                [*args, limit],
+            )
+            events = [_row_to_event(r) for r in rows]
+            self._attach_redactions(txn, events)
+            return events
+
+        return await self._db.run_interaction("paginate_room", _txn)
+
+    async def get_topological_position(self, event_id: str) -> tuple[int, int] | None:
+        def _txn(txn: Transaction) -> tuple[int, int] | None:
+            row = txn.select_one(
+                "SELECT topological_ordering, stream_ordering FROM events WHERE event_id = ?",
+                (event_id,),
+            )
+            return (int(row[0]), int(row[1])) if row else None
+
+        return await self._db.run_interaction("get_topological_position", _txn)
+
+    async def get_max_topological_before_stream(self, room_id: str, stream: int) -> int:
+        """The highest depth among the room's events at or before ``stream``."""
+
+        def _txn(txn: Transaction) -> int:
+            row = txn.select_one(
+                "SELECT MAX(topological_ordering) FROM events WHERE room_id = ?"
+                " AND stream_ordering <= ?",
+                (room_id, stream),
+            )
+            return int(row[0]) if row and row[0] is not None else 0
+
+        return await self._db.run_interaction("max_topo_before", _txn)
+
+    async def get_event_closest_to_ts(
+        self, room_id: str, ts: int, forwards: bool
+    ) -> tuple[str, int] | None:
+        def _txn(txn: Transaction) -> tuple[str, int] | None:
+            if forwards:
+                sql = (
+                    "SELECT event_id, origin_server_ts FROM events WHERE room_id = ?"
+                    " AND origin_server_ts >= ? AND outlier = 0 AND rejected_reason IS NULL"
+                    " ORDER BY origin_server_ts ASC, stream_ordering ASC LIMIT 1"
+                )
+            else:
+                sql = (
+                    "SELECT event_id, origin_server_ts FROM events WHERE room_id = ?"
+                    " AND origin_server_ts <= ? AND outlier = 0 AND rejected_reason IS NULL"
+                    " ORDER BY origin_server_ts DESC, stream_ordering DESC LIMIT 1"
+                )
+            row = txn.select_one(sql, (room_id, ts))
+            return (str(row[0]), int(row[1])) if row else None
+
+        return await self._db.run_interaction("closest_to_ts", _txn)
+
+    async def get_event_id_for_txn(
+        self, room_id: str, user_id: str, device_id: str, txn_id: str
+    ) -> str | None:
+        def _txn(txn: Transaction) -> str | None:
+            row = txn.select_one(
+                "SELECT event_id FROM event_txn_ids WHERE room_id = ? AND user_id = ?"
+                " AND device_id = ? AND txn_id = ?",
+                (room_id, user_id, device_id, txn_id),
+            )
+            return str(row[0]) if row else None
+
+        return await self._db.run_interaction("get_event_id_for_txn", _txn)
+
+    # Rooms and state --------------------------------------------------------------
+
+    async def load_room(self, room_id: str) -> RoomSnapshot | None:
+        def _txn(txn: Transaction) -> RoomSnapshot | None:
+            row = txn.select_one("SELECT room_version FROM rooms WHERE room_id = ?", (room_id,))
+            if row is None:
+                return None
+            version = get_room_version(row[0])
+            assert version is not None
+            state = {
+                (r[0], r[1]): r[2]
+                for r in txn.select_all(
+                    "SELECT type, state_key, event_id FROM current_state_events WHERE room_id = ?",
+                    (room_id,),
+                )
+            }
+            extremities = [
+                r[0]
+                for r in txn.select_all(
+                    "SELECT event_id FROM event_forward_extremities WHERE room_id = ?", (room_id,)
+                )
+            ]
+            depth_row = txn.select_one(
+                "SELECT MAX(topological_ordering) FROM events WHERE room_id = ?", (room_id,)
+            )
+            group = None
+            if extremities:
+                g = txn.select_one(
+                    "SELECT s.state_group FROM event_to_state_groups s JOIN events e"
+                    " USING (event_id) WHERE e.room_id = ? ORDER BY e.stream_ordering DESC LIMIT 1",
+                    (room_id,),
+                )
+                group = int(g[0]) if g else None
+            return RoomSnapshot(
+                room_id,
+                version,
+                state,
+                extremities,
+                int(depth_row[0]) if depth_row and depth_row[0] is not None else 0,
+                group,
+            )
+
+        return await self._db.run_interaction("load_room", _txn)
+
+    async def get_room_version(self, room_id: str) -> RoomVersion | None:
+        def _txn(txn: Transaction) -> str | None:
+            row = txn.select_one("SELECT room_version FROM rooms WHERE room_id = ?", (room_id,))
+            return str(row[0]) if row else None
+
+        ident = await self._db.run_interaction("get_room_version", _txn)
+        return get_room_version(ident) if ident else None
+
+    async def get_state_group_delta_depth(self, group: int) -> int:
+        def _txn(txn: Transaction) -> int:
+            row = txn.select_one("SELECT delta_depth FROM state_groups WHERE id = ?", (group,))
+            return int(row[0]) if row else 0
+
+        return await self._db.run_interaction("state_group_depth", _txn)
+
+    def _state_group_txn(self, txn: Transaction, group: int) -> StateMap:
+        chain: list[int] = []
+        current: int | None = group
+        while current is not None:
+            chain.append(current)
+            row = txn.select_one("SELECT prev_group FROM state_groups WHERE id = ?", (current,))
+            current = int(row[0]) if row and row[0] is not None else None
+        state: StateMap = {}
+        for g in reversed(chain):
+            for t, sk, eid in txn.select_all(
+                "SELECT type, state_key, event_id FROM state_group_entries WHERE state_group = ?",
+                (g,),
+            ):
+                state[(t, sk)] = eid
+        return state
+
+    def _state_group_keys_txn(
+        self, txn: Transaction, group: int, keys: Sequence[StateKey]
+    ) -> StateMap:
+        """Only ``keys`` of a state group: walks the delta chain until all are found."""
+        found: StateMap = {}
+        missing = set(keys)
+        current: int | None = group
+        while current is not None and missing:
+            for t, sk in list(missing):
+                row = txn.select_one(
+                    "SELECT event_id FROM state_group_entries WHERE state_group = ?"
+                    " AND type = ? AND state_key = ?",
+                    (current, t, sk),
+                )
+                if row is not None:
+                    found[(t, sk)] = str(row[0])
+                    missing.discard((t, sk))
+            prev = txn.select_one("SELECT prev_group FROM state_groups WHERE id = ?", (current,))
+            current = int(prev[0]) if prev and prev[0] is not None else None
+        return found
+
+    async def get_state_keys_at_events(
+        self, event_ids: Sequence[str], keys: Sequence[StateKey], *, before: bool
+    ) -> dict[str, StateMap]:
+        """For each event, the given state keys in the state before (or after) it."""
+
+        def _txn(txn: Transaction) -> dict[str, StateMap]:
+            groups: dict[str, int] = {}
+            for chunk in _chunks(list(event_ids)):
+                marks = ",".join("?" * len(chunk))
+                for eid, after, bef in txn.select_all(
+                    "SELECT event_id, state_group, state_group_before FROM event_to_state_groups"
+                    f" WHERE event_id IN ({marks})",
+                    list(chunk),
+                ):
+                    groups[eid] = int(bef if before else after)
+            by_group: dict[int, StateMap] = {}
+            for group in set(groups.values()):
+                by_group[group] = self._state_group_keys_txn(txn, group, keys)
+            return {eid: by_group[g] for eid, g in groups.items()}
+
+        return await self._db.run_interaction("state_keys_at_events", _txn)
+
+    async def get_state_group(self, group: int) -> StateMap:
+        return await self._db.run_interaction("get_state_group", self._state_group_txn, group)
+
+    async def get_state_ids_at_event(
+        self, event_id: str, *, before: bool = False
+    ) -> StateMap | None:
+        """State after (or before) an event, as (type, state_key) -> event id."""
+
+        def _txn(txn: Transaction) -> StateMap | None:
+            row = txn.select_one(
+                "SELECT state_group, state_group_before FROM event_to_state_groups"
+                " WHERE event_id = ?",
+                (event_id,),
+            )
+            if row is None:
+                return None
+            return self._state_group_txn(txn, int(row[1] if before else row[0]))
+
+        return await self._db.run_interaction("state_at_event", _txn)
+
+    async def get_state_ids_at_stream(self, room_id: str, stream: int) -> StateMap:
+        """State of the room after the last event at or before ``stream``."""
+
+        def _txn(txn: Transaction) -> StateMap:
+            row = txn.select_one(
+                "SELECT s.state_group FROM events e JOIN event_to_state_groups s USING (event_id)"
+                " WHERE e.room_id = ? AND e.stream_ordering <= ? AND e.outlier = 0"
+                " ORDER BY e.stream_ordering DESC LIMIT 1",
+                (room_id, stream),
+            )
+            return self._state_group_txn(txn, int(row[0])) if row else {}
+
+        return await self._db.run_interaction("state_at_stream", _txn)
+
+    async def get_current_state_ids(self, room_id: str) -> StateMap:
+        def _txn(txn: Transaction) -> StateMap:
+            return {
+                (r[0], r[1]): r[2]
+                for r in txn.select_all(
+                    "SELECT type, state_key, event_id FROM current_state_events WHERE room_id = ?",
+                    (room_id,),
+                )
+            }
+
+        return await self._db.run_interaction("current_state_ids", _txn)
+
+    # Memberships ---------------------------------------------------------------------
+
+    async def get_rooms_for_user(self, user_id: str) -> list[MembershipRow]:
+        """The user's current membership in every room they have one in."""
+
+        def _txn(txn: Transaction) -> list[MembershipRow]:
+            rows = txn.select_all(
+                "SELECT c.room_id, c.membership, c.event_id, m.stream_ordering, m.sender,"
+                " m.forgotten FROM current_state_events c"
+                " JOIN room_memberships m ON m.event_id = c.event_id"
+                " WHERE c.type = 'm.room.member' AND c.state_key = ?",
+                (user_id,),
+            )
+            # A forgotten room stays hidden until the user's membership changes again.
+            return [MembershipRow(r[0], r[1], r[2], int(r[3]), r[4]) for r in rows if not r[5]]
+
+        return await self._db.run_interaction("get_rooms_for_user", _txn)
+
+    async def get_membership_changes(
+        self, user_id: str, from_stream: int, to_stream: int
+    ) -> list[MembershipRow]:
+        def _txn(txn: Transaction) -> list[MembershipRow]:
+            rows = txn.select_all(
+                "SELECT room_id, membership, event_id, stream_ordering, sender FROM room_memberships"
+                " WHERE user_id = ? AND stream_ordering > ? AND stream_ordering <= ?"
+                " ORDER BY stream_ordering",
+                (user_id, from_stream, to_stream),
+            )
+            return [MembershipRow(r[0], r[1], r[2], int(r[3]), r[4]) for r in rows]
+
+        return await self._db.run_interaction("membership_changes", _txn)
+
+    async def get_joined_users(self, room_id: str) -> list[str]:
+        def _txn(txn: Transaction) -> list[str]:
+            return [
+                str(r[0])
+                for r in txn.select_all(
+                    "SELECT state_key FROM current_state_events WHERE room_id = ?"
+                    " AND type = 'm.room.member' AND membership = 'join'",
+                    (room_id,),
+                )
+            ]
+
+        return await self._db.run_interaction("joined_users", _txn)
+
+    async def forget_room(self, user_id: str, room_id: str) -> None:
+        await self._db.run_interaction(
+            "forget_room",
+            lambda txn: txn.execute(
+                "UPDATE room_memberships SET forgotten = 1 WHERE user_id = ? AND room_id = ?",
+                (user_id, room_id),
+            ),
+        )
+
+    # Aliases, directory, filters -----------------------------------------------------
+
+    async def create_alias(self, alias: RoomAlias) -> bool:
+        def _txn(txn: Transaction) -> bool:
+            if txn.select_one("SELECT 1 FROM room_aliases WHERE room_alias = ?", (alias.alias,)):
+                return False
+            txn.execute(
+                "INSERT INTO room_aliases (room_alias, room_id, creator, servers) VALUES (?, ?, ?, ?)",
+                (alias.alias, alias.room_id, alias.creator, json.dumps(alias.servers)),
+            )
+            return True
+
+        return await self._db.run_interaction("create_alias", _txn)
+
+    async def get_alias(self, alias: str) -> RoomAlias | None:
+        def _txn(txn: Transaction) -> RoomAlias | None:
+            row = txn.select_one(
+                "SELECT room_alias, room_id, creator, servers FROM room_aliases WHERE room_alias = ?",
+                (alias,),
+            )
+            return RoomAlias(row[0], row[1], row[2], json.loads(row[3])) if row else None
+
+        return await self._db.run_interaction("get_alias", _txn)
+
+    async def delete_alias(self, alias: str) -> None:
+        await self._db.run_interaction(
+            "delete_alias",
+            lambda txn: txn.execute("DELETE FROM room_aliases WHERE room_alias = ?", (alias,)),
+        )
+
+    async def get_aliases_for_room(self, room_id: str) -> list[str]:
+        def _txn(txn: Transaction) -> list[str]:
+            return [
+                str(r[0])
+                for r in txn.select_all(
+                    "SELECT room_alias FROM room_aliases WHERE room_id = ? ORDER BY room_alias",
+                    (room_id,),
+                )
+            ]
+
+        return await self._db.run_interaction("aliases_for_room", _txn)
+
+    async def set_room_public(self, room_id: str, public: bool) -> None:
+        await self._db.run_interaction(
+            "set_room_public",
+            lambda txn: txn.execute(
+                "UPDATE rooms SET is_public = ? WHERE room_id = ?", (int(public), room_id)
+            ),
+        )
+
+    async def is_room_public(self, room_id: str) -> bool | None:
+        def _txn(txn: Transaction) -> bool | None:
+            row = txn.select_one("SELECT is_public FROM rooms WHERE room_id = ?", (room_id,))
+            return bool(row[0]) if row else None
+
+        return await self._db.run_interaction("is_room_public", _txn)
+
+    async def get_public_room_ids(self) -> list[str]:
+        def _txn(txn: Transaction) -> list[str]:
+            return [
+                str(r[0]) for r in txn.select_all("SELECT room_id FROM rooms WHERE is_public = 1")
+            ]
+
+        return await self._db.run_interaction("public_rooms", _txn)
+
+    async def add_filter(self, user_id: str, filter_json: dict[str, Any]) -> int:
+        def _txn(txn: Transaction) -> int:
+            row = txn.select_one(
+                "SELECT MAX(filter_id) FROM user_filters WHERE user_id = ?", (user_id,)
+            )
+            filter_id = int(row[0]) + 1 if row and row[0] is not None else 0
+            txn.execute(
+                "INSERT INTO user_filters (user_id, filter_id, filter_json) VALUES (?, ?, ?)",
+                (user_id, filter_id, json.dumps(filter_json)),
+            )
+            return filter_id
+
+        return await self._db.run_interaction("add_filter", _txn)
+
+    async def get_filter(self, user_id: str, filter_id: int) -> dict[str, Any] | None:
+        def _txn(txn: Transaction) -> dict[str, Any] | None:
+            row = txn.select_one(
+                "SELECT filter_json FROM user_filters WHERE user_id = ? AND filter_id = ?",
+                (user_id, filter_id),
+            )
+            return json.loads(row[0]) if row else None  # type: ignore[no-any-return]
+
+        return await self._db.run_interaction("get_filter", _txn)
