@@ -16,7 +16,9 @@ def _device(device_id: str) -> str:
     return f"{DEVICES}/{q(device_id)}"
 
 
-async def _login(server: RunningServer, device_id: str | None = None, name: str | None = None) -> Client:
+async def _login(
+    server: RunningServer, device_id: str | None = None, name: str | None = None
+) -> Client:
     c = server.client()
     extra = {}
     if device_id:

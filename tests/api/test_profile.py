@@ -130,9 +130,7 @@ async def test_displayname_too_long_is_400(server: RunningServer, alice: Client)
 
 
 @pytest_twisted.ensureDeferred
-async def test_displayname_and_avatar_must_be_strings(
-    server: RunningServer, alice: Client
-) -> None:
+async def test_displayname_and_avatar_must_be_strings(server: RunningServer, alice: Client) -> None:
     for key, value in (("displayname", 5), ("displayname", None), ("avatar_url", ["x"])):
         assert_error(await alice.put(_profile(ALICE, key), {key: value}), 400, "M_BAD_JSON")
 
@@ -167,9 +165,7 @@ async def test_profile_key_over_255_bytes_is_key_too_large(
 
 
 @pytest_twisted.ensureDeferred
-async def test_profile_over_64k_is_profile_too_large(
-    server: RunningServer, alice: Client
-) -> None:
+async def test_profile_over_64k_is_profile_too_large(server: RunningServer, alice: Client) -> None:
     resp = await alice.put(_profile(ALICE, "com.example.big"), {"com.example.big": "x" * 70_000})
     assert_error(resp, 400, "M_PROFILE_TOO_LARGE")
     assert_error(await alice.get(_profile(ALICE, "com.example.big")), 404, "M_NOT_FOUND")

@@ -9,7 +9,9 @@ from tests.support.server import RunningServer
 
 @pytest.mark.parametrize("room_version", ["10", "11", "12"])
 @pytest_twisted.ensureDeferred
-async def test_create_invite_join_send_sync_paginate(server: RunningServer, room_version: str) -> None:
+async def test_create_invite_join_send_sync_paginate(
+    server: RunningServer, room_version: str
+) -> None:
     alice = server.client()
     await alice.register("alice")
     bob = server.client()
