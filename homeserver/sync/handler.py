@@ -25,6 +25,7 @@ from homeserver.rooms.memberships import MembershipCache
 from homeserver.rooms.room_cache import LiveRoom, RoomCache
 from homeserver.rooms.visibility import VisibilityFilter
 from homeserver.sync.notifier import Notifier
+from homeserver.sync.sources import SOURCE_ORDER, SyncContext, SyncFragment, SyncSource
 from storage.account_data import GLOBAL, AccountDataChange
 from storage.events import MembershipRow
 from storage.storage import Storage
@@ -43,26 +44,40 @@ STRIPPED_STATE_TYPES = (
     "m.room.topic",
 )
 
-_TOKEN_RE = re.compile(r"^s(\d+)(?:_(\d+))*$")
+_TOKEN_RE = re.compile(r"^s\d+(?:_\d+)*$")
+TOKEN_FIELDS = ("events", "account_data", *SOURCE_ORDER)
 
 
 @dataclass(frozen=True, slots=True)
 class SyncToken:
-    """Positions in each stream, in a fixed order: events, account data."""
+    """One position per stream, in ``TOKEN_FIELDS`` order: ``s<events>_<account_data>_...``.
 
-    events: int
-    account_data: int
+    Tokens from before a stream existed simply have fewer parts (read as 0).
+    """
+
+    positions: tuple[int, ...]
+
+    @property
+    def events(self) -> int:
+        return self.positions[0]
+
+    @property
+    def account_data(self) -> int:
+        return self.positions[1]
+
+    def get(self, name: str) -> int:
+        return self.positions[TOKEN_FIELDS.index(name)]
 
     def __str__(self) -> str:
-        return f"s{self.events}_{self.account_data}"
+        return "s" + "_".join(str(p) for p in self.positions)
 
     @classmethod
     def parse(cls, token: str) -> SyncToken:
         if not _TOKEN_RE.match(token):
             raise MatrixError(400, Codes.INVALID_PARAM, f"Invalid sync token {token!r}")
-        parts = [int(p) for p in token[1:].split("_")]
-        parts += [0] * (2 - len(parts))
-        return cls(events=parts[0], account_data=parts[1])
+        parts = [int(p) for p in token[1:].split("_")][: len(TOKEN_FIELDS)]
+        parts += [0] * (len(TOKEN_FIELDS) - len(parts))
+        return cls(tuple(parts))
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,12 +117,22 @@ class SyncHandler:
         self._notifier = notifier
         self._visibility = visibility
         self._clock = clock
+        self._sources: dict[str, SyncSource] = {}
+
+    def add_source(self, source: SyncSource) -> None:
+        if source.name not in SOURCE_ORDER:
+            raise ValueError(f"unknown sync source {source.name}; add it to SOURCE_ORDER")
+        self._sources[source.name] = source
 
     def current_token(self) -> SyncToken:
-        return SyncToken(
-            events=self._storage.events.stream.current_position,
-            account_data=self._storage.account_data.stream.current_position,
-        )
+        positions = [
+            self._storage.events.stream.current_position,
+            self._storage.account_data.stream.current_position,
+        ]
+        for name in SOURCE_ORDER:
+            source = self._sources.get(name)
+            positions.append(source.current_position() if source is not None else 0)
+        return SyncToken(tuple(positions))
 
     async def sync(self, req: SyncRequest) -> JsonDict:
         deadline = self._clock.seconds() + req.timeout_ms / 1000.0
@@ -116,6 +141,7 @@ class SyncHandler:
             if req.since is not None and (
                 req.since.events > now.events or req.since.account_data > now.account_data
             ):
+                # Persisted streams cannot go backwards; in-memory ones (typing) may.
                 # A token from the future (e.g. from before a database restore): start over.
                 raise MatrixError(400, Codes.INVALID_PARAM, "Sync token is ahead of the server")
             response, has_updates = await self._build(req, now)
@@ -173,6 +199,7 @@ class SyncHandler:
                 if section is not None:
                     leave[room_id] = section
 
+        fragments = await self._source_fragments(req, now, join, rooms)
         global_data = [
             {"type": c.data_type, "content": c.content} for c in account_data if c.room_id == GLOBAL
         ]
@@ -186,8 +213,70 @@ class SyncHandler:
             "device_unused_fallback_key_types": [],
             "rooms": {"join": join, "invite": invite, "leave": leave, "knock": knock},
         }
-        has_updates = bool(join or invite or leave or knock or global_data)
+        for fragment in fragments:
+            for key, value in fragment.top_level.items():
+                response[key] = value
+        has_updates = bool(join or invite or leave or knock or global_data) or any(
+            f.has_updates for f in fragments
+        )
         return response, has_updates
+
+    async def _source_fragments(
+        self,
+        req: SyncRequest,
+        now: SyncToken,
+        join: JsonDict,
+        rooms: dict[str, MembershipRow],
+    ) -> list[SyncFragment]:
+        """Ask every source for its part; merge per-room parts into ``join``."""
+        if not self._sources:
+            return []
+        since = req.since
+        joined = frozenset(r for r, row in rooms.items() if row.membership == "join")
+        newly = frozenset(
+            r for r in joined if since is None or rooms[r].stream_ordering > since.events
+        )
+        ctx = SyncContext(
+            user_id=req.user_id,
+            device_id=req.device_id,
+            joined_room_ids=joined,
+            filters=req.filters,
+            initial=since is None,
+            newly_joined_room_ids=newly,
+        )
+        fragments = []
+        for name in SOURCE_ORDER:
+            source = self._sources.get(name)
+            if source is None:
+                continue
+            start = 0 if since is None else since.get(name)
+            end = now.get(name)
+            if start > end:
+                start = end  # an in-memory stream restarted: nothing is owed
+            fragment = await source.get_updates(ctx, start, end)
+            fragments.append(fragment)
+            for room_id, events in fragment.ephemeral.items():
+                if room_id not in joined or not events:
+                    continue
+                section = join.get(room_id)
+                if section is None:
+                    section = self._empty_joined_section(room_id, now)
+                    join[room_id] = section
+                section["ephemeral"]["events"].extend(events)
+            for room_id, extra in fragment.room_fields.items():
+                if room_id in join:
+                    join[room_id].update(extra)
+        return fragments
+
+    @staticmethod
+    def _empty_joined_section(room_id: str, now: SyncToken) -> JsonDict:
+        return {
+            "timeline": {"events": [], "limited": False, "prev_batch": f"s{now.events}"},
+            "state": {"events": []},
+            "account_data": {"events": []},
+            "ephemeral": {"events": []},
+            "unread_notifications": {"notification_count": 0, "highlight_count": 0},
+        }
 
     async def _account_data(
         self, user_id: str, since: SyncToken | None, now: SyncToken

@@ -15,6 +15,10 @@ from homeserver.http.servlet import parse_json_body
 from storage.account_data import GLOBAL
 from storage.storage import Storage
 
+# Types the server manages: clients may read them but never set them here (the spec
+# requires a 405 for both global and room account data).
+SERVER_MANAGED_TYPES = {"m.fully_read": "/read_markers", "m.push_rules": "/pushrules"}
+
 
 class AccountDataServlets:
     def __init__(self, storage: Storage, auth: AuthHandler) -> None:
@@ -36,6 +40,15 @@ class AccountDataServlets:
         return requester
 
     @staticmethod
+    def _check_settable(data_type: str) -> None:
+        if data_type in SERVER_MANAGED_TYPES:
+            raise MatrixError(
+                405,
+                Codes.BAD_JSON,
+                f"Cannot set {data_type} through this API; use {SERVER_MANAGED_TYPES[data_type]}",
+            )
+
+    @staticmethod
     def _check_room(room_id: str) -> None:
         if not is_valid_room_id(room_id):
             raise MatrixError(400, Codes.INVALID_PARAM, f"{room_id} is not a valid room ID")
@@ -43,10 +56,7 @@ class AccountDataServlets:
     async def on_put_global(self, request: Request, userId: str, type: str) -> tuple[int, Any]:
         await self._requester_for(request, userId)
         body = parse_json_body(request)
-        if type == "m.fully_read":
-            raise MatrixError(
-                400, Codes.BAD_JSON, "m.fully_read is set through /read_markers, not account data"
-            )
+        self._check_settable(type)
         await self._storage.account_data.put(userId, GLOBAL, type, body)
         return 200, {}
 
@@ -63,10 +73,7 @@ class AccountDataServlets:
         await self._requester_for(request, userId)
         self._check_room(roomId)
         body = parse_json_body(request)
-        if type == "m.fully_read":
-            raise MatrixError(
-                405, Codes.BAD_JSON, "Cannot set m.fully_read through this API; use /read_markers"
-            )
+        self._check_settable(type)
         await self._storage.account_data.put(userId, roomId, type, body)
         return 200, {}
 
