@@ -1,0 +1,43 @@
+"""m.room.server_acl evaluation (pure)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Any
+
+
+@lru_cache(maxsize=1024)
+def _glob(pattern: str) -> re.Pattern[str]:
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.compile(f"^{regex}$", re.IGNORECASE)
+
+
+def _host(server_name: str) -> str:
+    if server_name.startswith("["):
+        return server_name[: server_name.index("]") + 1] if "]" in server_name else server_name
+    return server_name.rsplit(":", 1)[0] if server_name.count(":") == 1 else server_name
+
+
+def server_allowed_by_acl(server_name: str, acl_content: Mapping[str, Any] | None) -> bool:
+    """Whether ``server_name`` may take part in a room with this ACL (no ACL: yes).
+
+    Port is ignored; IP literals are refused when ``allow_ip_literals`` is false;
+    ``deny`` wins over ``allow``; a missing ``allow`` allows nothing.
+    """
+    if not acl_content:
+        return True
+    host = _host(server_name)
+    allow_ip = acl_content.get("allow_ip_literals", True)
+    if allow_ip is False and (
+        host.startswith("[") or re.fullmatch(r"\d{1,3}(\.\d{1,3}){3}", host) is not None
+    ):
+        return False
+    deny = acl_content.get("deny", [])
+    if isinstance(deny, list) and any(isinstance(p, str) and _glob(p).match(host) for p in deny):
+        return False
+    allow = acl_content.get("allow", [])
+    return isinstance(allow, list) and any(
+        isinstance(p, str) and _glob(p).match(host) for p in allow
+    )

@@ -1,0 +1,68 @@
+"""The checks on receipt of a PDU, as pure-ish helpers shared by /send, send_join and
+backfill: format, hashes (a bad content hash means we keep the redacted form), the
+signatures the spec requires, and auth against a given state.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from crypto.event_hashing import check_content_hash
+from federation.interfaces import Keyring, SignatureVerifyError
+from homeserver.events.auth_rules import AuthError, check_auth_rules
+from homeserver.events.format import EventFormatError, validate_pdu_format
+from homeserver.events.redaction import prune_event
+from homeserver.events.room_versions import RoomVersion
+
+JsonDict = dict[str, Any]
+StateKey = tuple[str, str]
+
+
+class PduRejected(Exception):
+    """The PDU must be dropped (format, signature) — never persisted."""
+
+
+def server_of(user_id: str) -> str:
+    return user_id.split(":", 1)[1] if ":" in user_id else ""
+
+
+async def check_pdu(pdu: JsonDict, room_version: RoomVersion, keyring: Keyring) -> JsonDict:
+    """Format, signatures and hashes; return the PDU to use (redacted on a bad hash)."""
+    try:
+        validate_pdu_format(pdu, room_version)
+    except EventFormatError as e:
+        raise PduRejected(f"bad format: {e.message}") from None
+    # The signatures cover the redacted form, so check them on it.
+    redacted = prune_event(pdu, room_version)
+    servers = {server_of(str(pdu.get("sender", "")))}
+    authoriser = (pdu.get("content") or {}).get("join_authorised_via_users_server")
+    if (
+        pdu.get("type") == "m.room.member"
+        and (pdu.get("content") or {}).get("membership") == "join"
+        and isinstance(authoriser, str)
+    ):
+        servers.add(server_of(authoriser))
+    for server in servers:
+        try:
+            await keyring.verify_json_for_server(
+                server, redacted, valid_at_ms=int(pdu.get("origin_server_ts", 0))
+            )
+        except SignatureVerifyError as e:
+            raise PduRejected(f"bad signature from {server}: {e}") from None
+    if not check_content_hash(pdu):
+        return {**redacted, "hashes": pdu.get("hashes", {})}
+    return pdu
+
+
+def auth_failure(
+    pdu_with_id: JsonDict,
+    state: dict[StateKey, JsonDict],
+    room_version: RoomVersion,
+    create_event: JsonDict | None,
+) -> str | None:
+    """None if the event passes the auth rules against ``state``, else the reason."""
+    try:
+        check_auth_rules(pdu_with_id, state, room_version, create_event=create_event)
+    except AuthError as e:
+        return e.message
+    return None

@@ -1,0 +1,598 @@
+"""Events from other servers into our copy of a room's graph.
+
+Invariants:
+- Every change to a room's graph (extremities, current state) happens while holding
+  ``RoomCache.lock(room_id)``; the in-memory ``LiveRoom`` is updated in one synchronous
+  step just before the event is queued for persistence, as for local events.
+- A PDU is checked in the spec's order: format, signatures, hashes (bad hash: keep the
+  redacted form), auth against its auth events (fail: rejected), against the state
+  before it (fail: rejected), against the current state (fail: soft-failed — stored,
+  usable as a prev event, but not shown and not part of current state).
+- State before an event is the state after its prev events, resolved with the room
+  version's state resolution when there are several.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from crypto.event_hashing import compute_event_id
+from federation.event_auth_checks import PduRejected, auth_failure, check_pdu
+from federation.interfaces import FederationClient, FederationRequestError, Keyring
+from homeserver.events.auth_rules import auth_types_for_event
+from homeserver.events.event import Event
+from homeserver.events.room_versions import RoomVersion, get_room_version
+from homeserver.events.state_res import StateResolutionError, resolve_state
+from homeserver.rooms.persister import EventPersister
+from homeserver.rooms.room_cache import LiveRoom, RoomCache, pdu_with_id
+from storage.events import MAX_STATE_DELTA_DEPTH, EventsStore, NewStateGroup, PersistItem
+
+logger = logging.getLogger(__name__)
+
+JsonDict = dict[str, Any]
+StateKey = tuple[str, str]
+StateIds = dict[StateKey, str]
+
+SOFT_FAILED = "soft_failed"
+MAX_MISSING_EVENTS = 20
+
+
+def quote(value: str) -> str:
+    from urllib.parse import quote as _quote
+
+    return _quote(value, safe="")
+
+
+class FederationEventHandler:
+    def __init__(
+        self,
+        server_name: str,
+        rooms: RoomCache,
+        events: EventsStore,
+        persister: EventPersister,
+        client: FederationClient,
+        keyring: Keyring,
+    ) -> None:
+        self.server_name = server_name
+        self._rooms = rooms
+        self._events = events
+        self._persister = persister
+        self._client = client
+        self._keyring = keyring
+
+    @property
+    def keyring(self) -> Keyring:
+        return self._keyring
+
+    async def process_locked(
+        self, origin: str, version: RoomVersion, event_id: str, pdu: JsonDict
+    ) -> Event | None:
+        """Process a checked PDU; the caller holds the room lock."""
+        if await self._events.have_events([event_id]):
+            return (await self._events.get_events([event_id])).get(event_id)
+        return await self._process(origin, version, event_id, pdu, depth_budget=MAX_MISSING_EVENTS)
+
+    async def state_before_prevs(self, room_id: str, pdu: JsonDict) -> StateIds:
+        """The resolved state after the PDU's prev events that we hold."""
+        room = await self._rooms.get(room_id)
+        assert room is not None
+        prevs = [p for p in pdu.get("prev_events", []) if isinstance(p, str)]
+        known = await self._events.have_events(prevs)
+        sets = [await self.state_after_event(room_id, p) for p in prevs if p in known]
+        if not sets:
+            return {key: ev.event_id for key, ev in room.state.items()}
+        return await self.resolve(room.room_version, room_id, sets)
+
+    async def store_remote_invite(
+        self, version: RoomVersion, pdu: JsonDict, stripped: list[JsonDict]
+    ) -> Event:
+        """Remember an invite of a local user to a room we do not hold (or do)."""
+        room_id = str(pdu["room_id"])
+        event_id = compute_event_id(pdu, version)
+        room = await self._rooms.get(room_id)
+        if room is not None:
+            lock = self._rooms.lock(room_id)
+            await lock.acquire()
+            try:
+                event = await self._process(server_of_sender(pdu), version, event_id, pdu, 0)
+            finally:
+                lock.release()
+            if event is not None:
+                return event
+        create = next((s for s in stripped if s.get("type") == "m.room.create"), None)
+        await self._events.ensure_room(
+            room_id, version.identifier, str(create.get("sender")) if create else None
+        )
+        event = Event(event_id=event_id, pdu=pdu, room_version=version, outlier=True)
+        event.stream_ordering = self._events.stream.allocate()
+        await self._persister.enqueue(
+            PersistItem(
+                event=event,
+                state_group_before=-1,
+                state_group_after=-1,
+                new_state_group=None,
+                update_current_state=False,
+                out_of_band_stripped_state=[
+                    *stripped,
+                    {
+                        "type": "m.room.member",
+                        "state_key": pdu.get("state_key"),
+                        "sender": pdu.get("sender"),
+                        "content": pdu.get("content", {}),
+                    },
+                ],
+            )
+        )
+        return event
+
+    async def record_remote_leave(self, version: RoomVersion, pdu: JsonDict) -> None:
+        """Our user left (rejected an invite to) a room we do not hold."""
+        event = Event(
+            event_id=compute_event_id(pdu, version), pdu=pdu, room_version=version, outlier=True
+        )
+        event.stream_ordering = self._events.stream.allocate()
+        await self._persister.enqueue(
+            PersistItem(
+                event=event,
+                state_group_before=-1,
+                state_group_after=-1,
+                new_state_group=None,
+                update_current_state=False,
+                out_of_band_stripped_state=[],
+            )
+        )
+
+    # Inbound PDUs ---------------------------------------------------------------
+
+    async def on_receive_pdu(self, origin: str, pdu: JsonDict) -> str | None:
+        room_id = pdu.get("room_id")
+        if not isinstance(room_id, str):
+            return "PDU has no room_id"
+        room = await self._rooms.get(room_id)
+        if room is None:
+            return f"Unknown room {room_id}"
+        version = room.room_version
+        event_id = compute_event_id(pdu, version)
+        if await self._events.have_events([event_id]):
+            return None
+        try:
+            checked = await check_pdu(pdu, version, self._keyring)
+        except PduRejected as e:
+            return str(e)
+        lock = self._rooms.lock(room_id)
+        await lock.acquire()
+        try:
+            await self._process(origin, version, event_id, checked, depth_budget=MAX_MISSING_EVENTS)
+        finally:
+            lock.release()
+        return None
+
+    async def _process(
+        self, origin: str, version: RoomVersion, event_id: str, pdu: JsonDict, depth_budget: int
+    ) -> Event | None:
+        """Process a checked PDU of a room we hold; the room lock must be held."""
+        room_id = str(pdu["room_id"])
+        prevs = [p for p in pdu.get("prev_events", []) if isinstance(p, str)]
+        known = await self._events.have_events(prevs)
+        missing = [p for p in prevs if p not in known]
+        if missing and depth_budget > 0:
+            await self._fetch_missing_prevs(origin, version, room_id, event_id, pdu, depth_budget)
+            known = await self._events.have_events(prevs)
+            missing = [p for p in prevs if p not in known]
+        state_sets: list[StateIds] = []
+        for prev in prevs:
+            state: StateIds | None
+            if prev in known:
+                state = await self.state_after_event(room_id, prev)
+            else:
+                state = await self._fetch_state_after(origin, version, room_id, prev)
+            if state is not None:
+                state_sets.append(state)
+        if not state_sets:
+            logger.warning("No state for prev events of %s; dropping it", event_id)
+            return None
+        await self._ensure_auth_events(origin, version, room_id, event_id, pdu)
+        state_before = await self.resolve(version, room_id, state_sets)
+        return await self._persist_event(version, event_id, pdu, state_before)
+
+    async def _fetch_missing_prevs(
+        self,
+        origin: str,
+        version: RoomVersion,
+        room_id: str,
+        event_id: str,
+        pdu: JsonDict,
+        budget: int,
+    ) -> None:
+        room = await self._rooms.get(room_id)
+        earliest = room.extremities if room is not None else []
+        try:
+            resp = await self._client.post_json(
+                origin,
+                f"/_matrix/federation/v1/get_missing_events/{quote(room_id)}",
+                {
+                    "earliest_events": earliest,
+                    "latest_events": [event_id],
+                    "limit": 10,
+                    "min_depth": max(0, int(pdu.get("depth", 0)) - 20),
+                },
+            )
+        except FederationRequestError as e:
+            logger.info("get_missing_events from %s failed: %s", origin, e)
+            return
+        missing = resp.get("events", []) if isinstance(resp, dict) else []
+        missing = [m for m in missing if isinstance(m, dict)]
+        missing.sort(key=lambda m: int(m.get("depth", 0)))
+        for m in missing:
+            try:
+                checked = await check_pdu(m, version, self._keyring)
+            except PduRejected as e:
+                logger.info("Dropping missing event from %s: %s", origin, e)
+                continue
+            mid = compute_event_id(checked, version)
+            if await self._events.have_events([mid]):
+                continue
+            await self._process(origin, version, mid, checked, depth_budget=budget - 1)
+
+    async def _fetch_state_after(
+        self, origin: str, version: RoomVersion, room_id: str, prev_id: str
+    ) -> StateIds | None:
+        """State after an event we do not have, asked from ``origin`` (/state_ids)."""
+        try:
+            resp = await self._client.get_json(
+                origin,
+                f"/_matrix/federation/v1/state_ids/{quote(room_id)}",
+                {"event_id": prev_id},
+            )
+            prev_pdu = await self._fetch_event(origin, prev_id)
+        except FederationRequestError as e:
+            logger.info("state_ids from %s failed: %s", origin, e)
+            return None
+        pdu_ids = [i for i in resp.get("pdu_ids", []) if isinstance(i, str)]
+        auth_ids = [i for i in resp.get("auth_chain_ids", []) if isinstance(i, str)]
+        await self.fetch_and_store_outliers(origin, version, room_id, [*auth_ids, *pdu_ids])
+        state_events = await self._events.get_events(pdu_ids)
+        state: StateIds = {ev.state_tuple: ev.event_id for ev in state_events.values()}
+        if prev_pdu is not None:
+            await self.store_outliers(version, [prev_pdu])
+            if "state_key" in prev_pdu:
+                state[(str(prev_pdu["type"]), str(prev_pdu["state_key"]))] = prev_id
+        return state
+
+    async def _fetch_event(self, origin: str, event_id: str) -> JsonDict | None:
+        resp = await self._client.get_json(
+            origin, f"/_matrix/federation/v1/event/{quote(event_id)}"
+        )
+        pdus = resp.get("pdus", [])
+        return pdus[0] if pdus and isinstance(pdus[0], dict) else None
+
+    async def fetch_and_store_outliers(
+        self, origin: str, version: RoomVersion, room_id: str, event_ids: Iterable[str]
+    ) -> None:
+        wanted = list(dict.fromkeys(event_ids))
+        have = await self._events.have_events(wanted)
+        pdus = []
+        for event_id in wanted:
+            if event_id in have:
+                continue
+            try:
+                pdu = await self._fetch_event(origin, event_id)
+            except FederationRequestError as e:
+                logger.info("Could not fetch %s from %s: %s", event_id, origin, e)
+                continue
+            if pdu is not None:
+                pdus.append(pdu)
+        await self.store_outliers(version, pdus)
+
+    async def _ensure_auth_events(
+        self, origin: str, version: RoomVersion, room_id: str, event_id: str, pdu: JsonDict
+    ) -> None:
+        auth_ids = [a for a in pdu.get("auth_events", []) if isinstance(a, str)]
+        have = await self._events.have_events(auth_ids)
+        if all(a in have for a in auth_ids):
+            return
+        try:
+            resp = await self._client.get_json(
+                origin, f"/_matrix/federation/v1/event_auth/{quote(room_id)}/{quote(event_id)}"
+            )
+        except FederationRequestError as e:
+            logger.info("event_auth from %s failed: %s", origin, e)
+            return
+        chain = [p for p in resp.get("auth_chain", []) if isinstance(p, dict)]
+        await self.store_outliers(version, chain)
+
+    async def store_outliers(self, version: RoomVersion, pdus: list[JsonDict]) -> list[Event]:
+        """Check and store events outside the timeline (auth chains, state from joins).
+
+        Each must pass the signature checks and the auth rules against its own auth
+        events (checked in depth order, so an event's auth events come first).
+        """
+        by_id: dict[str, JsonDict] = {}
+        for pdu in pdus:
+            try:
+                checked = await check_pdu(pdu, version, self._keyring)
+            except PduRejected as e:
+                logger.info("Dropping outlier: %s", e)
+                continue
+            by_id[compute_event_id(checked, version)] = checked
+        have = await self._events.have_events(by_id)
+        stored: list[Event] = []
+        pending = sorted(
+            (eid for eid in by_id if eid not in have), key=lambda e: int(by_id[e].get("depth", 0))
+        )
+        known: dict[str, JsonDict] = {}
+        if pending:
+            needed = {a for e in pending for a in by_id[e].get("auth_events", [])}
+            for ev in (await self._events.get_events(needed)).values():
+                known[ev.event_id] = pdu_with_id(ev)
+        for eid in pending:
+            pdu = by_id[eid]
+            full = {**pdu, "event_id": eid}
+            auth_state: dict[StateKey, JsonDict] = {}
+            for auth_id in pdu.get("auth_events", []):
+                auth = known.get(auth_id) or (
+                    {**by_id[auth_id], "event_id": auth_id} if auth_id in by_id else None
+                )
+                if auth is not None and "state_key" in auth:
+                    auth_state[(str(auth["type"]), str(auth["state_key"]))] = auth
+            create = auth_state.get(("m.room.create", ""))
+            if create is None and pdu.get("type") == "m.room.create":
+                create = full
+            if create is None and version.room_id_is_create_event_hash:
+                create_id = "$" + str(pdu.get("room_id", "!"))[1:]
+                create = known.get(create_id) or (
+                    {**by_id[create_id], "event_id": create_id} if create_id in by_id else None
+                )
+            reason = auth_failure(full, auth_state, version, create)
+            ev = Event(
+                event_id=eid, pdu=pdu, room_version=version, outlier=True, rejected_reason=reason
+            )
+            known[eid] = full
+            stored.append(ev)
+        for ev in stored:
+            ev.stream_ordering = self._events.stream.allocate()
+            await self._persister.enqueue(
+                PersistItem(
+                    event=ev,
+                    state_group_before=-1,
+                    state_group_after=-1,
+                    new_state_group=None,
+                    update_current_state=False,
+                )
+            )
+        return stored
+
+    # State -------------------------------------------------------------------------
+
+    async def state_after_event(self, room_id: str, event_id: str) -> StateIds:
+        room = self._rooms.get_if_loaded(room_id)
+        if room is not None and room.extremities == [event_id]:
+            return {key: ev.event_id for key, ev in room.state.items()}
+        state = await self._events.get_state_ids_at_event(event_id)
+        if state is None:
+            await self._persister.wait_idle()
+            state = await self._events.get_state_ids_at_event(event_id)
+        return dict(state or {})
+
+    async def resolve(
+        self, version: RoomVersion, room_id: str, state_sets: list[StateIds]
+    ) -> StateIds:
+        unique = [dict(s) for s in {tuple(sorted(s.items())): s for s in state_sets}.values()]
+        if len(unique) == 1:
+            return unique[0]
+        ids = {eid for s in unique for eid in s.values()}
+        chain = await self._events.get_auth_chain_ids(ids, include_given=True)
+        events = await self._events.get_events(chain | ids)
+        event_map = {eid: pdu_with_id(ev) for eid, ev in events.items()}
+        create = None
+        for s in unique:
+            cid = s.get(("m.room.create", ""))
+            if cid and cid in event_map:
+                create = event_map[cid]
+        rejected = frozenset(
+            e
+            for e, ev in events.items()
+            if ev.rejected_reason and ev.rejected_reason != SOFT_FAILED
+        )
+        try:
+            return dict(
+                resolve_state(
+                    version, unique, event_map, create_event=create, rejected_event_ids=rejected
+                )
+            )
+        except StateResolutionError as e:
+            logger.warning(
+                "State resolution in %s failed (%s); keeping the first state", room_id, e
+            )
+            return unique[0]
+
+    # Persisting ------------------------------------------------------------------------
+
+    async def _persist_event(
+        self, version: RoomVersion, event_id: str, pdu: JsonDict, state_before: StateIds
+    ) -> Event:
+        room_id = str(pdu["room_id"])
+        room = await self._rooms.get(room_id)
+        assert room is not None
+        needed = set(state_before.values()) | set(pdu.get("auth_events", []))
+        loaded = await self._events.get_events(needed)
+        create = room.create_event
+        create_json = pdu_with_id(create) if create is not None else None
+        full = {**pdu, "event_id": event_id}
+
+        auth_state: dict[StateKey, JsonDict] = {}
+        for auth_id in pdu.get("auth_events", []):
+            ev = loaded.get(auth_id)
+            if ev is not None and ev.is_state():
+                auth_state[ev.state_tuple] = pdu_with_id(ev)
+        reason = auth_failure(full, auth_state, version, create_json)
+        if reason is None:
+            before = {
+                key: pdu_with_id(loaded[eid])
+                for key, eid in state_before.items()
+                if key in auth_types_for_event(pdu, version) and eid in loaded
+            }
+            reason = auth_failure(full, before, version, create_json)
+        soft_failed = False
+        if reason is None:
+            current = {
+                key: pdu_with_id(ev)
+                for key, ev in room.state.items()
+                if key in auth_types_for_event(pdu, version)
+            }
+            if auth_failure(full, current, version, create_json) is not None:
+                soft_failed = True
+        event = Event(
+            event_id=event_id,
+            pdu=pdu,
+            room_version=version,
+            rejected_reason=reason
+            if reason is not None
+            else (SOFT_FAILED if soft_failed else None),
+        )
+        accepted = reason is None and not soft_failed
+        # State after: the new event on top of the state before it.
+        state_after = dict(state_before)
+        if event.is_state() and reason is None:
+            state_after[event.state_tuple] = event_id
+
+        # New extremities and current state.
+        room = self._rooms.get_if_loaded(room_id) or room
+        extremities = list(room.extremities)
+        new_current: StateIds | None = None
+        if accepted:
+            prevs = set(event.prev_event_ids)
+            extremities = [e for e in extremities if e not in prevs] + [event_id]
+            if extremities == [event_id]:
+                new_current = state_after
+            else:
+                sets = [state_after]
+                for other in extremities:
+                    if other != event_id:
+                        sets.append(await self.state_after_event(room_id, other))
+                new_current = await self.resolve(version, room_id, sets)
+        room = self._rooms.get_if_loaded(room_id) or room
+
+        extra_groups: list[NewStateGroup] = []
+        group_before = self._events.state_group_ids.next_id()
+        extra_groups.append(NewStateGroup(group_before, None, dict(state_before), 0))
+        group_after = group_before
+        new_group = None
+        if event.is_state() and reason is None:
+            group_after = self._events.state_group_ids.next_id()
+            new_group = NewStateGroup(group_after, group_before, {event.state_tuple: event_id}, 1)
+
+        group_current = group_after
+        if new_current is not None and new_current != state_after:
+            # Resolved current state differs from the state after this event: store it
+            # whole, so later local events can be stored as deltas on it.
+            group_current = self._events.state_group_ids.next_id()
+            extra_groups.append(NewStateGroup(group_current, None, dict(new_current), 0))
+        current_delta: dict[StateKey, str | None] | None = None
+        if new_current is not None:
+            old = {key: ev.event_id for key, ev in room.state.items()}
+            current_delta = {k: v for k, v in new_current.items() if old.get(k) != v}
+            for k in old:
+                if k not in new_current:
+                    current_delta[k] = None
+            missing = [v for v in new_current.values() if v not in loaded and v != event_id]
+            if missing:
+                loaded.update(await self._events.get_events(missing))
+
+        # --- synchronous apply, as for local events ---
+        event.stream_ordering = self._events.stream.allocate()
+        if accepted:
+            room.extremities = extremities
+            room.max_depth = max(room.max_depth, event.depth)
+            if new_current is not None and current_delta:
+                for key, eid in current_delta.items():
+                    if eid is None:
+                        room.state.pop(key, None)
+                    elif eid == event_id:
+                        room.set_state(event)
+                    elif eid in loaded:
+                        room.set_state(loaded[eid])
+                if new_current == state_after:
+                    room.state_group = group_after
+                    room.state_group_delta_depth = 1
+                else:
+                    room.state_group = group_current
+                    room.state_group_delta_depth = 0
+            room.recent.append(event)
+            if len(room.recent) == room.recent.maxlen:
+                room.recent_floor = room.recent[0].stream_ordering - 1
+        item = PersistItem(
+            event=event,
+            state_group_before=group_before,
+            state_group_after=group_after,
+            new_state_group=new_group,
+            update_current_state=False,
+            extra_state_groups=tuple(extra_groups),
+            current_state_delta=current_delta if accepted else None,
+        )
+        await self._persister.enqueue(item)
+        return event
+
+    # Joining a remote room ----------------------------------------------------------------
+
+    async def persist_joined_room(
+        self,
+        version: RoomVersion,
+        join_pdu: JsonDict,
+        state_pdus: list[JsonDict],
+        auth_chain: list[JsonDict],
+    ) -> LiveRoom:
+        """After send_join: store the room's state and auth chain, then our join on top."""
+        room_id = str(join_pdu["room_id"])
+        lock = self._rooms.lock(room_id)
+        await lock.acquire()
+        try:
+            creates = [p for p in state_pdus if p.get("type") == "m.room.create"]
+            if not creates:
+                raise FederationRequestError("", 502, None, "send_join state has no create event")
+            await self._events.ensure_room(
+                room_id, version.identifier, str(creates[0].get("sender"))
+            )
+            await self.store_outliers(version, [*auth_chain, *state_pdus])
+            await self._persister.wait_idle()
+            state_ids: StateIds = {}
+            for pdu in state_pdus:
+                eid = compute_event_id(pdu, version)
+                if "state_key" in pdu:
+                    state_ids[(str(pdu["type"]), str(pdu["state_key"]))] = eid
+            stored = await self._events.get_events(state_ids.values())
+            if state_ids.get(("m.room.create", "")) not in stored:
+                raise FederationRequestError("", 502, None, "send_join create event was invalid")
+            join_id = compute_event_id(join_pdu, version)
+            group = self._events.state_group_ids.next_id()
+            room = LiveRoom(
+                room_id=room_id,
+                room_version=version,
+                state={key: stored[eid] for key, eid in state_ids.items() if eid in stored},
+                extremities=[p for p in join_pdu.get("prev_events", []) if isinstance(p, str)],
+                max_depth=max((ev.depth for ev in stored.values()), default=0),
+                state_group=group,
+                state_group_delta_depth=MAX_STATE_DELTA_DEPTH,
+                recent_floor=self._events.stream.current_position,
+            )
+            self._rooms.add_new_room(room)
+            # The join's prev events may be unknown to us: their state is what we were sent.
+            event = await self._persist_event(version, join_id, join_pdu, state_ids)
+            if event.rejected_reason is not None:
+                raise FederationRequestError(
+                    "", 403, "M_FORBIDDEN", f"Our join was rejected: {event.rejected_reason}"
+                )
+            return room
+        finally:
+            lock.release()
+
+
+def server_of_sender(pdu: JsonDict) -> str:
+    sender = str(pdu.get("sender", ""))
+    return sender.split(":", 1)[1] if ":" in sender else ""
+
+
+def room_version_of(identifier: Any) -> RoomVersion | None:
+    return get_room_version(identifier) if isinstance(identifier, str) else None

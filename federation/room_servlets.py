@@ -1,0 +1,294 @@
+"""Room endpoints of the server-server API: membership handshakes and reading history.
+
+Every handler first authenticates the request (X-Matrix) to learn the origin server,
+then applies the room's server ACL, then history visibility for what it returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from twisted.web.server import Request
+
+from federation.acl import server_allowed_by_acl
+from federation.membership import FederationMembership
+from federation.room_events import FederationEventHandler
+from homeserver.errors import Codes, MatrixError
+from homeserver.events.event import Event
+from homeserver.events.redaction import prune_event
+from homeserver.events.visibility import server_may_see_event
+from homeserver.http.server import JsonResource
+from homeserver.http.servlet import parse_integer, parse_json_body, parse_string
+from homeserver.rooms.room_cache import LiveRoom, RoomCache
+from storage.events import EventsStore
+
+JsonDict = dict[str, Any]
+Authenticator = Callable[[Request], Awaitable[str]]
+PREFIX = "/_matrix/federation"
+MAX_BACKFILL = 100
+
+
+class FederationRoomServlets:
+    def __init__(
+        self,
+        server_name: str,
+        authenticate: Authenticator,
+        rooms: RoomCache,
+        events: EventsStore,
+        handler: FederationEventHandler,
+        membership: FederationMembership,
+    ) -> None:
+        self._server_name = server_name
+        self._authenticate = authenticate
+        self._rooms = rooms
+        self._events = events
+        self._handler = handler
+        self._membership = membership
+
+    def register(self, r: JsonResource) -> None:
+        r.register("GET", f"{PREFIX}/v1/make_join/{{roomId}}/{{userId}}", self.on_make_join)
+        r.register("GET", f"{PREFIX}/v1/make_leave/{{roomId}}/{{userId}}", self.on_make_leave)
+        r.register("GET", f"{PREFIX}/v1/make_knock/{{roomId}}/{{userId}}", self.on_make_knock)
+        r.register("PUT", f"{PREFIX}/v2/send_join/{{roomId}}/{{eventId}}", self.on_send_join_v2)
+        r.register("PUT", f"{PREFIX}/v1/send_join/{{roomId}}/{{eventId}}", self.on_send_join_v1)
+        r.register("PUT", f"{PREFIX}/v2/send_leave/{{roomId}}/{{eventId}}", self.on_send_leave_v2)
+        r.register("PUT", f"{PREFIX}/v1/send_leave/{{roomId}}/{{eventId}}", self.on_send_leave_v1)
+        r.register("PUT", f"{PREFIX}/v1/send_knock/{{roomId}}/{{eventId}}", self.on_send_knock)
+        r.register("PUT", f"{PREFIX}/v2/invite/{{roomId}}/{{eventId}}", self.on_invite)
+        r.register("GET", f"{PREFIX}/v1/backfill/{{roomId}}", self.on_backfill)
+        r.register("GET", f"{PREFIX}/v1/event/{{eventId}}", self.on_event)
+        r.register("GET", f"{PREFIX}/v1/state/{{roomId}}", self.on_state)
+        r.register("GET", f"{PREFIX}/v1/state_ids/{{roomId}}", self.on_state_ids)
+        r.register("GET", f"{PREFIX}/v1/event_auth/{{roomId}}/{{eventId}}", self.on_event_auth)
+        r.register("POST", f"{PREFIX}/v1/get_missing_events/{{roomId}}", self.on_get_missing_events)
+        r.register("GET", f"{PREFIX}/v1/timestamp_to_event/{{roomId}}", self.on_timestamp_to_event)
+
+    # Helpers ----------------------------------------------------------------------
+
+    async def _room_for(self, request: Request, room_id: str) -> tuple[str, LiveRoom]:
+        origin = await self._authenticate(request)
+        room = await self._rooms.get(room_id)
+        if room is None:
+            raise MatrixError(404, Codes.NOT_FOUND, "Unknown room")
+        if not server_allowed_by_acl(origin, room.state_content("m.room.server_acl")):
+            raise MatrixError(403, Codes.FORBIDDEN, "Server is banned from this room")
+        return origin, room
+
+    def _require_in_room(self, origin: str, room: LiveRoom) -> None:
+        if not any(u.endswith(f":{origin}") for u in room.joined_members()):
+            raise MatrixError(403, Codes.FORBIDDEN, "Host not in room.")
+
+    async def _visible(self, origin: str, room: LiveRoom, events: list[Event]) -> list[JsonDict]:
+        """PDUs for ``origin``: events it may not see are sent redacted."""
+        if not events:
+            return []
+        hv_key = ("m.room.history_visibility", "")
+        ids = await self._events.get_state_keys_at_events(
+            [e.event_id for e in events], [hv_key], before=True
+        )
+        hv_events = await self._events.get_events({m[hv_key] for m in ids.values() if hv_key in m})
+        members = {
+            key[1]: ev.membership or ""
+            for key, ev in room.state.items()
+            if key[0] == "m.room.member"
+        }
+        out = []
+        for ev in events:
+            hv_id = ids.get(ev.event_id, {}).get(hv_key)
+            hv_ev = hv_events.get(hv_id) if hv_id else None
+            hv = hv_ev.content.get("history_visibility") if hv_ev else None
+            if server_may_see_event(
+                ev.pdu,
+                origin,
+                history_visibility=hv if isinstance(hv, str) else None,
+                memberships=members,
+            ):
+                out.append(ev.pdu)
+            else:
+                out.append(prune_event(ev.pdu, ev.room_version))
+        return out
+
+    # Membership handshakes -------------------------------------------------------------
+
+    async def _make(
+        self, request: Request, room_id: str, user_id: str, membership: str
+    ) -> JsonDict:
+        origin, _ = await self._room_for(request, room_id)
+        versions = [v.decode() for v in (request.args or {}).get(b"ver", [])] or ["1"]
+        return await self._membership.make_membership(
+            origin, room_id, user_id, membership, versions
+        )
+
+    async def on_make_join(self, request: Request, roomId: str, userId: str) -> tuple[int, Any]:
+        return 200, await self._make(request, roomId, userId, "join")
+
+    async def on_make_leave(self, request: Request, roomId: str, userId: str) -> tuple[int, Any]:
+        return 200, await self._make(request, roomId, userId, "leave")
+
+    async def on_make_knock(self, request: Request, roomId: str, userId: str) -> tuple[int, Any]:
+        return 200, await self._make(request, roomId, userId, "knock")
+
+    async def _send(
+        self, request: Request, room_id: str, event_id: str, membership: str
+    ) -> JsonDict:
+        origin, _ = await self._room_for(request, room_id)
+        pdu = parse_json_body(request)
+        return await self._membership.send_membership(origin, room_id, event_id, pdu, membership)
+
+    async def on_send_join_v2(self, request: Request, roomId: str, eventId: str) -> tuple[int, Any]:
+        return 200, await self._send(request, roomId, eventId, "join")
+
+    async def on_send_join_v1(self, request: Request, roomId: str, eventId: str) -> tuple[int, Any]:
+        return 200, [200, await self._send(request, roomId, eventId, "join")]
+
+    async def on_send_leave_v2(
+        self, request: Request, roomId: str, eventId: str
+    ) -> tuple[int, Any]:
+        await self._send(request, roomId, eventId, "leave")
+        return 200, {}
+
+    async def on_send_leave_v1(
+        self, request: Request, roomId: str, eventId: str
+    ) -> tuple[int, Any]:
+        await self._send(request, roomId, eventId, "leave")
+        return 200, [200, {}]
+
+    async def on_send_knock(self, request: Request, roomId: str, eventId: str) -> tuple[int, Any]:
+        origin, room = await self._room_for(request, roomId)
+        pdu = parse_json_body(request)
+        await self._membership.send_membership(origin, roomId, eventId, pdu, "knock")
+        stripped = [
+            {"type": ev.type, "state_key": ev.state_key, "content": ev.content, "sender": ev.sender}
+            for t in (
+                "m.room.create",
+                "m.room.join_rules",
+                "m.room.name",
+                "m.room.avatar",
+                "m.room.canonical_alias",
+                "m.room.encryption",
+                "m.room.topic",
+            )
+            if (ev := room.state.get((t, ""))) is not None
+        ]
+        return 200, {"knock_room_state": stripped}
+
+    async def on_invite(self, request: Request, roomId: str, eventId: str) -> tuple[int, Any]:
+        origin = await self._authenticate(request)
+        body = parse_json_body(request)
+        return 200, await self._membership.on_invite(origin, roomId, eventId, body)
+
+    # Reading ------------------------------------------------------------------------
+
+    async def on_event(self, request: Request, eventId: str) -> tuple[int, Any]:
+        origin = await self._authenticate(request)
+        ev = await self._events.get_event(eventId)
+        if ev is None:
+            raise MatrixError(404, Codes.NOT_FOUND, "Event not found")
+        room = await self._rooms.get(ev.room_id)
+        if room is None or not server_allowed_by_acl(
+            origin, room.state_content("m.room.server_acl")
+        ):
+            raise MatrixError(404, Codes.NOT_FOUND, "Event not found")
+        pdus = await self._visible(origin, room, [ev])
+        return 200, {"origin": self._server_name, "origin_server_ts": _now_ms(), "pdus": pdus}
+
+    async def _state_at(self, request: Request, room_id: str) -> tuple[list[Event], list[Event]]:
+        origin, room = await self._room_for(request, room_id)
+        self._require_in_room(origin, room)
+        event_id = parse_string(request, "event_id", required=True)
+        assert event_id is not None
+        ev = await self._events.get_event(event_id)
+        if ev is None or ev.room_id != room_id:
+            raise MatrixError(404, Codes.NOT_FOUND, "Event not found")
+        state_ids = await self._events.get_state_ids_at_event(event_id, before=True)
+        if state_ids is None:
+            raise MatrixError(404, Codes.NOT_FOUND, "No state for that event")
+        state = await self._events.get_events(state_ids.values())
+        chain_ids = await self._events.get_auth_chain_ids(state_ids.values())
+        chain = await self._events.get_events(chain_ids)
+        return list(state.values()), list(chain.values())
+
+    async def on_state(self, request: Request, roomId: str) -> tuple[int, Any]:
+        state, chain = await self._state_at(request, roomId)
+        return 200, {"pdus": [e.pdu for e in state], "auth_chain": [e.pdu for e in chain]}
+
+    async def on_state_ids(self, request: Request, roomId: str) -> tuple[int, Any]:
+        state, chain = await self._state_at(request, roomId)
+        return 200, {
+            "pdu_ids": [e.event_id for e in state],
+            "auth_chain_ids": [e.event_id for e in chain],
+        }
+
+    async def on_event_auth(self, request: Request, roomId: str, eventId: str) -> tuple[int, Any]:
+        origin, room = await self._room_for(request, roomId)
+        self._require_in_room(origin, room)
+        ev = await self._events.get_event(eventId)
+        if ev is None or ev.room_id != roomId:
+            raise MatrixError(404, Codes.NOT_FOUND, "Event not found")
+        chain = await self._events.get_events(await self._events.get_auth_chain_ids([eventId]))
+        return 200, {"auth_chain": [e.pdu for e in chain.values()]}
+
+    async def on_backfill(self, request: Request, roomId: str) -> tuple[int, Any]:
+        origin, room = await self._room_for(request, roomId)
+        self._require_in_room(origin, room)
+        starts = [v.decode() for v in (request.args or {}).get(b"v", [])]
+        limit = parse_integer(request, "limit", default=10, minimum=0, maximum=MAX_BACKFILL)
+        assert limit is not None
+        found = await self._events.get_events(starts)
+        if not found:
+            return 200, {"origin": self._server_name, "origin_server_ts": _now_ms(), "pdus": []}
+        # Walk prev_events breadth first from the given events, newest depth first.
+        seen: dict[str, Event] = dict(found)
+        frontier = list(found.values())
+        while frontier and len(seen) < limit:
+            prev_ids = {p for ev in frontier for p in ev.prev_event_ids if p not in seen}
+            prevs = await self._events.get_events(prev_ids)
+            frontier = [p for p in prevs.values() if p.room_id == roomId]
+            for ev in frontier:
+                seen[ev.event_id] = ev
+        events = sorted(seen.values(), key=lambda e: -e.depth)[:limit]
+        pdus = await self._visible(origin, room, events)
+        return 200, {"origin": self._server_name, "origin_server_ts": _now_ms(), "pdus": pdus}
+
+    async def on_get_missing_events(self, request: Request, roomId: str) -> tuple[int, Any]:
+        origin, room = await self._room_for(request, roomId)
+        self._require_in_room(origin, room)
+        body = parse_json_body(request)
+        earliest = {e for e in body.get("earliest_events", []) if isinstance(e, str)}
+        latest = [e for e in body.get("latest_events", []) if isinstance(e, str)]
+        limit = min(int(body.get("limit", 10)) if isinstance(body.get("limit"), int) else 10, 20)
+        min_depth = body.get("min_depth", 0) if isinstance(body.get("min_depth"), int) else 0
+        # Events reachable backwards from latest, stopping at earliest.
+        result: list[Event] = []
+        seen = set(latest) | earliest
+        start = await self._events.get_events(latest)
+        frontier = [p for ev in start.values() for p in ev.prev_event_ids if p not in seen]
+        while frontier and len(result) < limit:
+            seen.update(frontier)
+            evs = await self._events.get_events(frontier)
+            next_frontier: list[str] = []
+            for ev in sorted(evs.values(), key=lambda e: -e.depth):
+                if ev.room_id != roomId or ev.depth < min_depth or len(result) >= limit:
+                    continue
+                result.append(ev)
+                next_frontier.extend(p for p in ev.prev_event_ids if p not in seen)
+            frontier = next_frontier
+        result.sort(key=lambda e: e.depth)
+        return 200, {"events": await self._visible(origin, room, result)}
+
+    async def on_timestamp_to_event(self, request: Request, roomId: str) -> tuple[int, Any]:
+        await self._room_for(request, roomId)
+        ts = parse_integer(request, "ts", required=True)
+        direction = parse_string(request, "dir", required=True, allowed=("f", "b"))
+        assert ts is not None
+        found = await self._events.get_event_closest_to_ts(roomId, ts, direction == "f")
+        if found is None:
+            raise MatrixError(404, Codes.NOT_FOUND, "No event found")
+        return 200, {"event_id": found[0], "origin_server_ts": found[1]}
+
+
+def _now_ms() -> int:
+    import time
+
+    return int(time.time() * 1000)
