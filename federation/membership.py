@@ -272,6 +272,22 @@ class FederationMembership:
             pdu.setdefault("room_id", template.get("room_id"))
         return hash_and_sign_event(pdu, self.server_name, self._signing_key, version)
 
+    async def query_alias(self, alias: str) -> tuple[str, list[str]]:
+        server = alias.split(":", 1)[-1]
+        try:
+            resp = await self._client.get_json(
+                server, "/_matrix/federation/v1/query/directory", {"room_alias": alias}
+            )
+        except FederationRequestError as e:
+            if e.code == 404:
+                raise MatrixError(404, Codes.NOT_FOUND, f"Room alias {alias} not found") from None
+            raise MatrixError(502, Codes.UNKNOWN, f"Could not resolve {alias}: {e}") from None
+        room_id = resp.get("room_id")
+        servers = [s for s in resp.get("servers", []) if isinstance(s, str)]
+        if not isinstance(room_id, str):
+            raise MatrixError(502, Codes.UNKNOWN, f"Bad directory answer for {alias}")
+        return room_id, servers or [server]
+
     async def remote_leave(self, user_id: str, room_id: str, servers: list[str]) -> None:
         """Leave (or reject an invite to) a room we do not hold, via make_leave/send_leave."""
         last: Exception | None = None

@@ -226,6 +226,158 @@ def _redis(key: str, value: Any) -> RedisConfig:
     )
 
 
+# Media parsers keep plain YAML values (lists of mappings, strings) so the generated
+# config file and reference can show their defaults; homeserver/media turns them into
+# records.
+
+DEFAULT_THUMBNAIL_SIZES: list[dict[str, Any]] = [
+    {"width": 32, "height": 32, "method": "crop"},
+    {"width": 96, "height": 96, "method": "crop"},
+    {"width": 320, "height": 240, "method": "scale"},
+    {"width": 640, "height": 480, "method": "scale"},
+    {"width": 800, "height": 600, "method": "scale"},
+]
+
+# Synapse's documented example url_preview_ip_range_blacklist: private, loopback,
+# link-local, CGNAT, multicast and reserved ranges.
+DEFAULT_URL_PREVIEW_IP_RANGE_BLACKLIST = [
+    "127.0.0.0/8",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "100.64.0.0/10",
+    "192.0.0.0/24",
+    "169.254.0.0/16",
+    "192.88.99.0/24",
+    "198.18.0.0/15",
+    "192.0.2.0/24",
+    "198.51.100.0/24",
+    "203.0.113.0/24",
+    "224.0.0.0/4",
+    "::1/128",
+    "fe80::/10",
+    "fc00::/7",
+    "2001:db8::/32",
+    "ff00::/8",
+    "fec0::/10",
+]
+
+
+def _thumbnail_sizes(key: str, value: Any) -> list[dict[str, Any]]:
+    _expect(key, value, list, "a list of {width, height, method} mappings")
+    out = []
+    for i, raw in enumerate(value):
+        k = f"{key}[{i}]"
+        _expect(k, raw, dict, "a mapping with width, height and method")
+        width, height = _int(f"{k}.width", raw.get("width")), _int(f"{k}.height", raw.get("height"))
+        if width < 1 or height < 1:
+            raise ConfigError(f"{k}: width and height must be at least 1")
+        method = _str(f"{k}.method", raw.get("method", "scale"))
+        if method not in ("crop", "scale"):
+            raise ConfigError(f"{k}.method: expected 'crop' or 'scale', got {method!r}")
+        out.append({"width": width, "height": height, "method": method})
+    return out
+
+
+def _media_upload_limits(key: str, value: Any) -> list[dict[str, int]]:
+    _expect(key, value, list, "a list of {time_period, max_size} mappings")
+    out = []
+    for i, raw in enumerate(value):
+        k = f"{key}[{i}]"
+        _expect(k, raw, dict, "a mapping with time_period and max_size")
+        out.append(
+            {
+                "time_period": parse_duration_ms(f"{k}.time_period", raw.get("time_period")),
+                "max_size": parse_size(f"{k}.max_size", raw.get("max_size")),
+            }
+        )
+    return out
+
+
+def _ip_ranges(key: str, value: Any) -> list[str]:
+    import ipaddress
+
+    ranges = _str_list(key, value)
+    for i, cidr in enumerate(ranges):
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise ConfigError(f"{key}[{i}]: not an IP address or CIDR range: {cidr!r}") from None
+    return ranges
+
+
+PRESENCE_DEFAULTS: dict[str, Any] = {
+    "enabled": True,
+    "include_offline_users_on_sync": False,
+    "sync_online_timeout": 30_000,
+    "offline_timeout": 300_000,
+}
+
+
+def _presence(key: str, value: Any) -> dict[str, Any]:
+    """Synapse's ``presence`` section, plus the two timeouts of ours (milliseconds)."""
+    value = {} if value is None else value
+    _expect(key, value, dict, "a mapping")
+    enabled = value.get("enabled", True)
+    if enabled == "untracked":  # Synapse: accept remote presence only; we have none yet
+        enabled = False
+    out = {
+        "enabled": _bool(f"{key}.enabled", enabled),
+        "include_offline_users_on_sync": _bool(
+            f"{key}.include_offline_users_on_sync",
+            value.get("include_offline_users_on_sync", False),
+        ),
+        "sync_online_timeout": parse_duration_ms(
+            f"{key}.sync_online_timeout",
+            value.get("sync_online_timeout", PRESENCE_DEFAULTS["sync_online_timeout"]),
+        ),
+        "offline_timeout": parse_duration_ms(
+            f"{key}.offline_timeout",
+            value.get("offline_timeout", PRESENCE_DEFAULTS["offline_timeout"]),
+        ),
+    }
+    if out["offline_timeout"] < out["sync_online_timeout"]:
+        raise ConfigError(f"{key}.offline_timeout: must not be shorter than sync_online_timeout")
+    return out
+
+
+@dataclass(frozen=True)
+class FederationRetry:
+    min_interval_ms: int
+    multiplier: float
+    max_interval_ms: int
+
+
+def _federation_retry(key: str, value: Any) -> FederationRetry:
+    value = value or {}
+    _expect(key, value, dict, "a mapping")
+    return FederationRetry(
+        min_interval_ms=parse_duration_ms(
+            f"{key}.destination_min_retry_interval",
+            value.get("destination_min_retry_interval", 10_000),
+        ),
+        multiplier=_number(
+            f"{key}.destination_retry_multiplier", value.get("destination_retry_multiplier", 2)
+        ),
+        max_interval_ms=parse_duration_ms(
+            f"{key}.destination_max_retry_interval",
+            value.get("destination_max_retry_interval", 7 * 86_400_000),
+        ),
+    )
+
+
+def _trusted_key_servers(key: str, value: Any) -> list[dict[str, Any]]:
+    _expect(key, value, list, "a list of {server_name, verify_keys}")
+    out = []
+    for i, entry in enumerate(value):
+        _expect(f"{key}[{i}]", entry, dict, "a mapping with server_name")
+        name = _str(f"{key}[{i}].server_name", entry.get("server_name"))
+        keys = entry.get("verify_keys") or {}
+        _expect(f"{key}[{i}].verify_keys", keys, dict, "a mapping of key id to base64 key")
+        out.append({"server_name": name, "verify_keys": {str(k): str(v) for k, v in keys.items()}})
+    return out
+
+
 # The schema ----------------------------------------------------------------------
 
 
@@ -349,7 +501,112 @@ SCHEMA: list[Key] = [
         "Media",
     ),
     Key(
-        "max_upload_size", parse_size, 100 * 1024**2, "The largest upload accepted.", None, "Media"
+        "max_upload_size",
+        parse_size,
+        50 * 1024**2,
+        "The largest upload accepted; a larger body gets 413 `M_TOO_LARGE` while it is "
+        "still arriving. Advertised as `m.upload.size` by `/media/config`.",
+        None,
+        "Media",
+    ),
+    Key(
+        "media_upload_limits",
+        _media_upload_limits,
+        [],
+        "Per-user upload quotas: a list of `{time_period, max_size}` (e.g. "
+        "`{time_period: 1d, max_size: 1G}`); an upload that would take the bytes a user "
+        "uploaded within `time_period` past `max_size` is refused with 403 `M_FORBIDDEN`. "
+        "A very long `time_period` (e.g. `100y`) makes it a total quota.",
+        None,
+        "Media",
+    ),
+    Key(
+        "max_image_pixels",
+        parse_size,
+        32 * 1024**2,
+        "Images with more pixels than this are not thumbnailed (decompression-bomb "
+        "protection); thumbnail requests for them get 413 `M_TOO_LARGE`.",
+        None,
+        "Media",
+    ),
+    Key(
+        "thumbnail_sizes",
+        _thumbnail_sizes,
+        DEFAULT_THUMBNAIL_SIZES,
+        "Thumbnails generated on upload for PNG, JPEG, GIF and WebP images: a list of "
+        "`{width, height, method}` with method `crop` or `scale`.",
+        None,
+        "Media",
+    ),
+    Key(
+        "dynamic_thumbnails",
+        _bool,
+        False,
+        "Generate thumbnails of exactly the requested size on demand (cached) instead of "
+        "choosing among `thumbnail_sizes`.",
+        None,
+        "Media",
+    ),
+    Key(
+        "enable_authenticated_media",
+        _bool,
+        True,
+        "Media uploaded while this is true can only be fetched through the authenticated "
+        "`/_matrix/client/v1/media` endpoints; the deprecated unauthenticated "
+        "`/_matrix/media/v3/download|thumbnail` answer 404 for it. Set to false to let "
+        "new uploads be fetched without authentication.",
+        None,
+        "Media",
+    ),
+    Key(
+        "max_pending_media_uploads",
+        _int,
+        5,
+        "How many `POST /_matrix/media/v1/create` media ids a user may hold unused at once; "
+        "more get 429 `M_LIMIT_EXCEEDED`.",
+        None,
+        "Media",
+    ),
+    Key(
+        "unused_expiration_time",
+        lambda k, v: parse_duration_ms(k, v),
+        86_400_000,
+        "How long a media id from `/create` waits for its upload (`unused_expires_at`).",
+        None,
+        "Media",
+    ),
+    Key(
+        "url_preview_enabled",
+        _bool,
+        False,
+        "Serve `/media/preview_url` (fetches pages for link previews on behalf of users).",
+        None,
+        "Media",
+    ),
+    Key(
+        "url_preview_ip_range_blacklist",
+        _ip_ranges,
+        DEFAULT_URL_PREVIEW_IP_RANGE_BLACKLIST,
+        "Addresses URL previews never connect to (CIDR ranges); `0.0.0.0` and `::` are "
+        "always refused. The default lists private, loopback, link-local and reserved ranges.",
+        None,
+        "Media",
+    ),
+    Key(
+        "url_preview_ip_range_whitelist",
+        _ip_ranges,
+        [],
+        "Exceptions to `url_preview_ip_range_blacklist` (CIDR ranges).",
+        None,
+        "Media",
+    ),
+    Key(
+        "max_spider_size",
+        parse_size,
+        10 * 1024**2,
+        "The largest page or image fetched for a URL preview.",
+        None,
+        "Media",
     ),
     Key(
         "max_request_body_size",
@@ -453,6 +710,14 @@ SCHEMA: list[Key] = [
         "Rate limits",
     ),
     Key(
+        "rc_media_create",
+        _rc(RateLimit(10, 50)),
+        RateLimit(10, 50),
+        "`POST /_matrix/media/v1/create` requests per user.",
+        None,
+        "Rate limits",
+    ),
+    Key(
         "rc_joins",
         lambda k, v: v,
         None,
@@ -477,6 +742,52 @@ SCHEMA: list[Key] = [
         "General",
     ),
     Key("web_client_location", _opt_str, None, "Where `/` redirects a browser.", None, "General"),
+    Key("tls_certificate_path", _opt_str, None, "PEM certificate (chain) for listeners with "
+        "`tls: true`.", None, "Federation"),
+    Key("tls_private_key_path", _opt_str, None, "PEM private key for listeners with `tls: true`.",
+        None, "Federation"),
+    Key("federation_verify_certificates", _bool, True, "Verify other servers' TLS certificates "
+        "(turn off only for tests with self-signed certificates).", None, "Federation"),
+    Key("federation_domain_whitelist", lambda k, v: None if v is None else _str_list(k, v), None,
+        "If set, federate only with these server names.", None, "Federation"),
+    Key("ip_range_blacklist", _str_list, None, "Address ranges (CIDR) outbound federation "
+        "requests may not reach; defaults to private, loopback and reserved ranges.", None,
+        "Federation"),
+    Key("ip_range_whitelist", _str_list, [], "Ranges allowed even though blacklisted (e.g. "
+        "`127.0.0.0/8` for tests on one machine).", None, "Federation"),
+    Key("trusted_key_servers", _trusted_key_servers, [], "Notary servers to fetch other "
+        "servers' keys through: `server_name` and `verify_keys` (key id → base64). An empty "
+        "list fetches keys from each server directly.", None, "Federation"),
+    Key("allow_public_rooms_over_federation", _bool, False, "Serve our public room list to "
+        "other servers.", None, "Federation"),
+    Key("allow_public_rooms_without_auth", _bool, False, "Serve `/publicRooms` to clients "
+        "without an access token.", None, "Federation"),
+    Key("federation", _federation_retry, _federation_retry("federation", None), "Outbound "
+        "retry settings: `destination_min_retry_interval` (10s), "
+        "`destination_retry_multiplier` (2), `destination_max_retry_interval` (1 week).",
+        None, "Federation"),
+    Key(
+        "app_service_config_files",
+        _str_list,
+        [],
+        "Application service (bridge) registration files, in Synapse's format (relative "
+        "paths are relative to the config file's folder). Each is validated at start-up; "
+        "see docs/appservices.md.",
+        None,
+        "Application services",
+    ),
+    Key(
+        "presence",
+        _presence,
+        PRESENCE_DEFAULTS,
+        "Presence: `enabled` (false: nothing is tracked or sent, the endpoints still "
+        "answer), `include_offline_users_on_sync` (list offline room-mates in an initial "
+        "/sync), `sync_online_timeout` (how long after a user's last /sync ends they stay "
+        "online before becoming unavailable) and `offline_timeout` (how long after it "
+        "they become offline).",
+        None,
+        "Presence",
+    ),
 ]
 
 _SCHEMA_BY_NAME = {key.name: key for key in SCHEMA}
@@ -485,26 +796,11 @@ _SCHEMA_BY_NAME = {key.name: key for key in SCHEMA}
 ACCEPTED_SYNAPSE_KEYS = {
     "macaroon_secret_key",
     "form_secret",
-    "trusted_key_servers",
     "suppress_key_server_warning",
-    "federation_verify_certificates",
-    "federation_domain_whitelist",
-    "ip_range_blacklist",
-    "ip_range_whitelist",
-    "tls_certificate_path",
-    "tls_private_key_path",
-    "federation",
-    "allow_public_rooms_over_federation",
-    "allow_public_rooms_without_auth",
     "room_list_publication_rules",
-    "app_service_config_files",
-    "presence",
-    "url_preview_enabled",
     "enable_media_repo",
     "enable_metrics",
     "media_retention",
-    "thumbnail_sizes",
-    "dynamic_thumbnails",
     "user_directory",
     "auto_join_rooms",
     "default_room_version",
@@ -513,7 +809,6 @@ ACCEPTED_SYNAPSE_KEYS = {
     "rc_3pid_validation",
     "rc_invites",
     "rc_third_party_invite",
-    "rc_media_create",
     "rc_key_requests",
     "push",
     "email",
@@ -533,13 +828,9 @@ ACCEPTED_SYNAPSE_KEYS = {
     "send_federation",
     "federation_sender_instances",
     "max_event_delay_duration",
-    "enable_authenticated_media",
     "forgotten_room_retention_period",
     "session_lifetime",
     "nonrefreshable_access_token_lifetime",
-    "url_preview_ip_range_blacklist",
-    "url_preview_ip_range_whitelist",
-    "max_spider_size",
     "caches",
     "event_cache_size",
     "signing_key",
@@ -614,6 +905,11 @@ def parse_config(raw: dict[str, Any], config_dir: str) -> HomeserverConfig:
     for path_key in ("log_config", "pid_file"):
         if values[path_key]:
             values[path_key] = _resolve(config_dir, values[path_key])
+    from homeserver.appservice.registration import load_app_services
+
+    as_files = [_resolve(config_dir, p) for p in values["app_service_config_files"]]
+    values["app_service_config_files"] = as_files
+    values["app_services"] = load_app_services(as_files, values["server_name"])
     return HomeserverConfig(config_dir=config_dir, values=values)
 
 

@@ -8,31 +8,61 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet import defer
 
 from crypto.signing_key import load_or_generate_signing_key
+from federation.setup import build_federation
 from homeserver.api.client.account import AccountServlets
 from homeserver.api.client.account_data import AccountDataServlets
+from homeserver.api.client.appservice import AppServiceServlets
 from homeserver.api.client.devices import DeviceServlets
 from homeserver.api.client.directory import DirectoryServlets
+from homeserver.api.client.e2e_keys import E2eKeysServlets
+from homeserver.api.client.ephemeral import EphemeralServlets
 from homeserver.api.client.login import LoginServlets
+from homeserver.api.client.media import MediaServlets
 from homeserver.api.client.meta import MetaServlets
+from homeserver.api.client.presence import PresenceServlets
 from homeserver.api.client.profile import ProfileServlets
 from homeserver.api.client.register import RegisterServlets
+from homeserver.api.client.room_keys import RoomKeysServlets
 from homeserver.api.client.rooms import RoomServlets
+from homeserver.api.client.search import SearchServlets
 from homeserver.api.client.sync import SyncServlets
+from homeserver.api.client.tags import TagServlets
+from homeserver.api.client.user_directory import UserDirectoryServlets
+from homeserver.api.federation_media import FederationMediaServlets
 from homeserver.api.keys import KeyServlets
+from homeserver.appservice.handler import AppServiceHandler
+from homeserver.appservice.registration import AppServiceRegistry
 from homeserver.config import HomeserverConfig
+from homeserver.e2ee.backup import KeyBackupHandler
+from homeserver.e2ee.cross_signing import CrossSigningHandler
+from homeserver.e2ee.device_lists import DeviceLists
+from homeserver.e2ee.keys import KeysHandler
+from homeserver.e2ee.locality import Locality
+from homeserver.e2ee.sync_sources import DeviceListSource, ToDeviceSource
+from homeserver.e2ee.to_device import ToDeviceHandler
+from homeserver.ephemeral.presence import PresenceHandler, PresenceSource
+from homeserver.ephemeral.receipts import ReceiptsHandler, ReceiptsSource
+from homeserver.ephemeral.tags import TagsHandler
+from homeserver.ephemeral.typing import TypingHandler, TypingSource
+from homeserver.ephemeral.user_directory import UserDirectoryHandler
 from homeserver.events.event import Event
 from homeserver.handlers.auth import AuthHandler
 from homeserver.handlers.profile import ProfileHandler
 from homeserver.handlers.register import RegistrationHandler
+from homeserver.handlers.search import SearchHandler
 from homeserver.handlers.ui_auth import UiAuthHandler
 from homeserver.http.ratelimit import Ratelimiter
 from homeserver.http.server import JsonResource, MatrixSite
+from homeserver.media.preview import UrlPreviewer
+from homeserver.media.repository import MediaRepository, MediaSettings
+from homeserver.media.storage import FileSystemMediaStorage
 from homeserver.rooms.directory import RoomDirectory
 from homeserver.rooms.event_creation import EventCreator
 from homeserver.rooms.handler import RoomHandler
@@ -58,6 +88,9 @@ class HomeServer:
     auth: AuthHandler
     resource: JsonResource
     ports: list[Any] = field(default_factory=list)
+    # Run by stop() before the database closes: timers to cancel, writes to finish.
+    on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    media: MediaRepository | None = None
 
     @property
     def server_name(self) -> str:
@@ -69,16 +102,21 @@ class HomeServer:
             if listener.type != "http":
                 logger.warning("Listener type %s is not served yet; skipped", listener.type)
                 continue
-            if listener.tls:
-                raise NotImplementedError("TLS listeners arrive with federation")
+            tls_options = self._tls_options() if listener.tls else None
             site = MatrixSite(
                 self.resource,
                 max_body_size=self.config.max_request_body_size,
                 x_forwarded=listener.x_forwarded,
+                max_upload_size=self.config.max_upload_size,
             )
             for address in listener.bind_addresses:
                 try:
-                    port = self.reactor.listenTCP(listener.port, site, interface=address)
+                    if tls_options is not None:
+                        port = self.reactor.listenSSL(
+                            listener.port, site, tls_options, interface=address
+                        )
+                    else:
+                        port = self.reactor.listenTCP(listener.port, site, interface=address)
                 except Exception as e:
                     if address == "::":
                         # No IPv6 on this machine: 0.0.0.0 usually covers it.
@@ -89,12 +127,41 @@ class HomeServer:
                 self.ports.append(port)
         return self.ports
 
+    def _tls_options(self) -> Any:
+        """Server TLS from ``tls_certificate_path`` / ``tls_private_key_path`` (PEM)."""
+        from twisted.internet import ssl
+
+        cert_path = self.config.tls_certificate_path
+        key_path = self.config.tls_private_key_path
+        if not cert_path or not key_path:
+            raise RuntimeError(
+                "A listener has tls: true but tls_certificate_path / tls_private_key_path are not set"
+            )
+        with open(cert_path, "rb") as f:
+            cert_pem = f.read()
+        with open(key_path, "rb") as f:
+            key_pem = f.read()
+        certificate = ssl.PrivateCertificate.loadPEM(key_pem + b"\n" + cert_pem)
+        chain = [ssl.Certificate.loadPEM(block) for block in _pem_blocks(cert_pem)[1:]]
+        return ssl.CertificateOptions(
+            privateKey=certificate.privateKey.original,
+            certificate=certificate.original,
+            extraCertChain=[c.original for c in chain],
+        )
+
     async def stop(self) -> None:
         """Stop accepting requests, let in-flight work finish, close the database."""
         stopping = [p.stopListening() for p in self.ports]
         await defer.gatherResults([d for d in stopping if d is not None], consumeErrors=True)
         self.ports.clear()
+        for hook in self.on_stop:
+            await hook()
         self.storage.db.close()
+
+
+def _pem_blocks(pem: bytes) -> list[bytes]:
+    marker = b"-----END CERTIFICATE-----"
+    return [part + marker for part in pem.split(marker) if b"BEGIN CERTIFICATE" in part]
 
 
 class EventFanout:
@@ -107,6 +174,8 @@ class EventFanout:
         self._rooms = rooms
         self._memberships = memberships
         self._notifier = notifier
+        # Called last with every committed batch, in stream order (application services).
+        self.listeners: list[Callable[[list[Event]], None]] = []
 
     def on_persisted(self, events: list[Event]) -> None:
         to_wake: set[str] = set()
@@ -126,6 +195,11 @@ class EventFanout:
             if room is not None:
                 to_wake |= room.joined_members()
         self._notifier.notify_users(u for u in to_wake if u.endswith(self._suffix))
+        for listener in self.listeners:
+            try:
+                listener(events)
+            except Exception:
+                logger.exception("An event listener failed")
 
     def on_failure(self, room_ids: set[str]) -> None:
         for room_id in room_ids:
@@ -152,34 +226,103 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
 
     rc_login = config.rc_login
     failed_login_limiter = Ratelimiter(reactor, rc_login.failed_attempts)
+    appservice_registry = AppServiceRegistry(config.values.get("app_services") or [])
     auth = AuthHandler(
         storage,
         reactor,
         bcrypt_rounds=config.bcrypt_rounds,
         refreshable_access_token_lifetime_ms=config.refreshable_access_token_lifetime,
         refresh_token_lifetime_ms=config.refresh_token_lifetime,
+        appservices=appservice_registry,
     )
     ui_auth = UiAuthHandler(storage, auth, server_name, failed_login_limiter)
     registration = RegistrationHandler(storage, auth, server_name)
-    profiles = ProfileHandler(storage, server_name)
 
     room_cache = RoomCache(storage.events)
     memberships = MembershipCache(storage.events)
+    appservices = AppServiceHandler(
+        appservice_registry, storage, room_cache, memberships, reactor, server_name
+    )
+    profiles = ProfileHandler(storage, server_name, appservices)
     notifier = Notifier(reactor)
     fanout = EventFanout(server_name, room_cache, memberships, notifier)
+    fanout.listeners.append(appservices.on_events)
     persister = EventPersister(storage.events, fanout.on_persisted, fanout.on_failure)
     creator = EventCreator(server_name, signing_key, reactor, room_cache, storage.events, persister)
     room_handler = RoomHandler(
-        server_name, reactor, storage, room_cache, creator, notifier, memberships
+        server_name, reactor, storage, room_cache, creator, notifier, memberships, appservices
     )
     profiles.listeners.append(room_handler.on_profile_changed)
     visibility = VisibilityFilter(storage.events, room_cache)
     history = RoomHistory(storage, room_cache, visibility)
-    directory = RoomDirectory(storage, room_cache, server_name)
+    directory = RoomDirectory(storage, room_cache, server_name, appservices)
     sync = SyncHandler(storage, room_cache, memberships, notifier, visibility, reactor)
     storage.account_data.listeners.append(lambda user_id: notifier.notify_users([user_id]))
+    presence = PresenceHandler(
+        storage.presence,
+        room_cache,
+        memberships,
+        notifier,
+        reactor,
+        enabled=config.presence["enabled"],
+        sync_online_timeout_ms=config.presence["sync_online_timeout"],
+        offline_timeout_ms=config.presence["offline_timeout"],
+        include_offline_users_on_sync=config.presence["include_offline_users_on_sync"],
+    )
+    await presence.start()
+    typing = TypingHandler(room_cache, notifier, reactor)
+    receipts = ReceiptsHandler(storage, room_cache, notifier, reactor)
+    storage.receipts.listeners.append(appservices.on_receipt)
+    creator.on_event_accepted.append(typing.on_event_accepted)
+    creator.on_event_accepted.append(presence.on_event_accepted)
+    sync.add_source(ReceiptsSource(storage))
+    sync.add_source(TypingSource(typing))
+    sync.add_source(PresenceSource(presence, reactor))
+    locality = Locality(server_name)
+    device_lists = DeviceLists(storage.e2ee, room_cache, memberships, notifier, locality)
+    storage.users.device_listeners.append(device_lists.on_devices_changed)
+    e2e_keys = KeysHandler(
+        storage.e2ee, storage.events, room_cache, memberships, device_lists, locality, reactor
+    )
+    cross_signing = CrossSigningHandler(storage.e2ee, storage.users, device_lists, locality)
+    to_device = ToDeviceHandler(storage.e2ee, notifier, locality, reactor)
+    sync.add_source(ToDeviceSource(storage.e2ee))
+    sync.add_source(DeviceListSource(storage.e2ee, device_lists))
+    sync.sync_hooks.append(presence.user_syncing)
+
+    media = MediaRepository(
+        MediaSettings.from_config(config),
+        storage.media,
+        FileSystemMediaStorage(config.media_store_path),
+        reactor,
+    )
+    previewer = (
+        UrlPreviewer(
+            media,
+            reactor,
+            ip_blacklist=config.url_preview_ip_range_blacklist,
+            ip_whitelist=config.url_preview_ip_range_whitelist,
+            max_size=config.max_spider_size,
+        )
+        if config.url_preview_enabled
+        else None
+    )
+
+    federation = build_federation(
+        config,
+        reactor,
+        signing_key,
+        storage,
+        room_cache,
+        persister,
+        room_handler,
+        profiles,
+        directory,
+    )
+    fanout.listeners.append(federation.on_persisted)
 
     resource = JsonResource()
+    federation.register(resource)
     for servlets in (
         MetaServlets(config, auth),
         RegisterServlets(
@@ -189,6 +332,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
             ui_auth,
             registration,
             Ratelimiter(reactor, config.rc_registration),
+            appservices,
         ),
         LoginServlets(
             config,
@@ -204,7 +348,17 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         AccountDataServlets(storage, auth),
         RoomServlets(auth, room_handler, history, Ratelimiter(reactor, config.rc_message)),
         SyncServlets(storage, auth, sync),
+        E2eKeysServlets(auth, ui_auth, e2e_keys, cross_signing, to_device),
+        RoomKeysServlets(auth, KeyBackupHandler(storage.key_backup)),
+        EphemeralServlets(auth, receipts, typing, presence),
+        PresenceServlets(auth, presence),
+        TagServlets(auth, TagsHandler(storage.account_data)),
+        UserDirectoryServlets(auth, UserDirectoryHandler(storage.user_directory)),
+        SearchServlets(auth, SearchHandler(storage, room_cache, memberships, visibility)),
         DirectoryServlets(auth, room_handler, directory),
+        AppServiceServlets(auth, appservices),
+        MediaServlets(auth, media, Ratelimiter(reactor, config.rc_media_create), previewer),
+        FederationMediaServlets(media),
         KeyServlets(server_name, signing_key, reactor, config.key_refresh_interval),
         SharedSecretRegistrationServlet(
             config.registration_shared_secret, reactor, auth, registration
@@ -212,4 +366,14 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
     ):
         servlets.register(resource)
 
-    return HomeServer(config=config, reactor=reactor, storage=storage, auth=auth, resource=resource)
+    await appservices.start()  # after the wiring: events may flow from here on
+    await federation.sender.start()
+    return HomeServer(
+        config=config,
+        reactor=reactor,
+        storage=storage,
+        auth=auth,
+        resource=resource,
+        on_stop=[typing.stop, presence.stop, appservices.stop, federation.stop],
+        media=media,
+    )

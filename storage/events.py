@@ -20,6 +20,7 @@ from homeserver.events.event import Event
 from homeserver.events.room_versions import RoomVersion, get_room_version
 from storage.database import Database, Transaction
 from storage.id_generator import IdGenerator
+from storage.search import index_event_txn
 
 StateKey = tuple[str, str]
 StateMap = dict[StateKey, str]
@@ -43,9 +44,16 @@ class PersistItem:
     state_group_after: int
     new_state_group: NewStateGroup | None
     update_current_state: bool
-    # Extremities after this event (computed by the caller, which holds the room lock).
     room_is_new: bool = False
     room_creator: str | None = None
+    # State groups to write before this event's own (e.g. a resolved state before it).
+    extra_state_groups: tuple[NewStateGroup, ...] = ()
+    # A wholesale change of current state (after state resolution); None: only this
+    # event's own key changes (when update_current_state).
+    current_state_delta: dict[StateKey, str | None] | None = None
+    # For an outlier membership of a local user in a room we do not hold (a remote
+    # invite): the stripped state to show with it.
+    out_of_band_stripped_state: list[dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,8 +175,9 @@ class EventsStore:
                     "INSERT INTO event_forward_extremities (room_id, event_id) VALUES (?, ?)",
                     (ev.room_id, ev.event_id),
                 )
-            sg = item.new_state_group
-            if sg is not None:
+            for sg in (*item.extra_state_groups, item.new_state_group):
+                if sg is None:
+                    continue
                 txn.execute(
                     "INSERT INTO state_groups (id, room_id, prev_group, delta_depth)"
                     " VALUES (?, ?, ?, ?)",
@@ -179,12 +188,15 @@ class EventsStore:
                     " VALUES (?, ?, ?, ?)",
                     [(sg.group_id, t, sk, eid) for (t, sk), eid in sg.delta.items()],
                 )
-            txn.execute(
-                "INSERT INTO event_to_state_groups (event_id, state_group, state_group_before)"
-                " VALUES (?, ?, ?)",
-                (ev.event_id, item.state_group_after, item.state_group_before),
-            )
-            if item.update_current_state and ev.is_state() and ev.rejected_reason is None:
+            if not ev.outlier:
+                txn.execute(
+                    "INSERT INTO event_to_state_groups (event_id, state_group, state_group_before)"
+                    " VALUES (?, ?, ?)",
+                    (ev.event_id, item.state_group_after, item.state_group_before),
+                )
+            if item.current_state_delta is not None:
+                self._apply_current_state_delta(txn, ev.room_id, item.current_state_delta)
+            elif item.update_current_state and ev.is_state() and ev.rejected_reason is None:
                 txn.execute(
                     "DELETE FROM current_state_events WHERE room_id = ? AND type = ?"
                     " AND state_key = ?",
@@ -207,6 +219,17 @@ class EventsStore:
                         ev.membership,
                         ev.stream_ordering,
                     ),
+                )
+            if item.out_of_band_stripped_state is not None and ev.membership is not None:
+                txn.execute(
+                    "DELETE FROM out_of_band_memberships WHERE user_id = ? AND room_id = ?",
+                    (ev.state_key, ev.room_id),
+                )
+                txn.execute(
+                    "INSERT INTO out_of_band_memberships (user_id, room_id, event_id, membership,"
+                    " stream_ordering, stripped_state) VALUES (?, ?, ?, ?, ?, ?)",
+                    (ev.state_key, ev.room_id, ev.event_id, ev.membership, ev.stream_ordering,
+                     json.dumps(item.out_of_band_stripped_state)),
                 )
             if ev.txn_id is not None and ev.txn_device_id is not None:
                 txn.execute(
@@ -232,6 +255,68 @@ class EventsStore:
                     " AND redacted_by IS NULL",
                     (ev.event_id, redacts, ev.room_id),
                 )
+            index_event_txn(txn, ev)  # full-text search index (storage/search.py)
+
+    def _apply_current_state_delta(
+        self, txn: Transaction, room_id: str, delta: dict[StateKey, str | None]
+    ) -> None:
+        for (etype, state_key), event_id in delta.items():
+            txn.execute(
+                "DELETE FROM current_state_events WHERE room_id = ? AND type = ? AND state_key = ?",
+                (room_id, etype, state_key),
+            )
+            if event_id is None:
+                continue
+            membership = None
+            if etype == "m.room.member":
+                row = txn.select_one("SELECT json FROM events WHERE event_id = ?", (event_id,))
+                if row is not None:
+                    membership = json.loads(row[0]).get("content", {}).get("membership")
+            txn.execute(
+                "INSERT INTO current_state_events (room_id, type, state_key, event_id, membership)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (room_id, etype, state_key, event_id, membership),
+            )
+
+    async def have_events(self, event_ids: Iterable[str]) -> set[str]:
+        ids = list(dict.fromkeys(event_ids))
+
+        def _txn(txn: Transaction) -> set[str]:
+            found: set[str] = set()
+            for chunk in _chunks(ids):
+                marks = ",".join("?" * len(chunk))
+                found.update(
+                    str(r[0])
+                    for r in txn.select_all(
+                        f"SELECT event_id FROM events WHERE event_id IN ({marks})", list(chunk)
+                    )
+                )
+            return found
+
+        return await self._db.run_interaction("have_events", _txn) if ids else set()
+
+    async def get_auth_chain_ids(self, event_ids: Iterable[str], include_given: bool = False) -> set[str]:
+        """Every event reachable through auth_events from ``event_ids`` (breadth first)."""
+
+        def _txn(txn: Transaction) -> set[str]:
+            seen: set[str] = set()
+            frontier = list(dict.fromkeys(event_ids))
+            given = set(frontier)
+            while frontier:
+                next_frontier: list[str] = []
+                for chunk in _chunks(frontier):
+                    marks = ",".join("?" * len(chunk))
+                    for (raw,) in txn.select_all(
+                        f"SELECT json FROM events WHERE event_id IN ({marks})", list(chunk)
+                    ):
+                        for auth_id in json.loads(raw).get("auth_events", []):
+                            if auth_id not in seen:
+                                seen.add(auth_id)
+                                next_frontier.append(auth_id)
+                frontier = next_frontier
+            return seen | given if include_given else seen - (given - seen)
+
+        return await self._db.run_interaction("auth_chain", _txn)
 
     # Reading events ------------------------------------------------------------
 
@@ -436,6 +521,20 @@ class EventsStore:
 
         return await self._db.run_interaction("load_room", _txn)
 
+    async def ensure_room(self, room_id: str, room_version: str, creator: str | None) -> None:
+        """Record a room we learn about over federation (no-op if known)."""
+
+        def _txn(txn: Transaction) -> None:
+            if txn.select_one("SELECT 1 FROM rooms WHERE room_id = ?", (room_id,)):
+                return
+            txn.execute(
+                "INSERT INTO rooms (room_id, room_version, creator, is_public, created_ts)"
+                " VALUES (?, ?, ?, 0, 0)",
+                (room_id, room_version, creator),
+            )
+
+        await self._db.run_interaction("ensure_room", _txn)
+
     async def get_room_version(self, room_id: str) -> RoomVersion | None:
         def _txn(txn: Transaction) -> str | None:
             row = txn.select_one("SELECT room_version FROM rooms WHERE room_id = ?", (room_id,))
@@ -570,7 +669,17 @@ class EventsStore:
                 (user_id,),
             )
             # A forgotten room stays hidden until the user's membership changes again.
-            return [MembershipRow(r[0], r[1], r[2], int(r[3]), r[4]) for r in rows if not r[5]]
+            out = [MembershipRow(r[0], r[1], r[2], int(r[3]), r[4]) for r in rows if not r[5]]
+            held = {row.room_id for row in out} | {r[0] for r in rows}
+            for r in txn.select_all(
+                "SELECT o.room_id, o.membership, o.event_id, o.stream_ordering, e.sender"
+                " FROM out_of_band_memberships o JOIN events e USING (event_id)"
+                " WHERE o.user_id = ?",
+                (user_id,),
+            ):
+                if r[0] not in held:
+                    out.append(MembershipRow(r[0], r[1], r[2], int(r[3]), r[4]))
+            return out
 
         return await self._db.run_interaction("get_rooms_for_user", _txn)
 
@@ -600,6 +709,19 @@ class EventsStore:
             ]
 
         return await self._db.run_interaction("joined_users", _txn)
+
+    async def get_out_of_band_stripped_state(
+        self, user_id: str, room_id: str
+    ) -> list[dict[str, Any]] | None:
+        def _txn(txn: Transaction) -> list[dict[str, Any]] | None:
+            row = txn.select_one(
+                "SELECT stripped_state FROM out_of_band_memberships WHERE user_id = ?"
+                " AND room_id = ?",
+                (user_id, room_id),
+            )
+            return json.loads(row[0]) if row else None  # type: ignore[no-any-return]
+
+        return await self._db.run_interaction("oob_stripped_state", _txn)
 
     async def forget_room(self, user_id: str, room_id: str) -> None:
         await self._db.run_interaction(

@@ -5,12 +5,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from storage.account_data import AccountDataStore
+from storage.appservice import AppServiceStore
 from storage.database import Database
+from storage.e2ee import E2eeStore
 from storage.events import EventsStore
+from storage.federation import FederationStore
 from storage.id_generator import IdGenerator
+from storage.key_backup import KeyBackupStore
+from storage.media import MediaStore
 from storage.migrations import prepare_database
+from storage.presence import PresenceStore
 from storage.profiles import ProfileStore
+from storage.receipts import ReceiptsStore
 from storage.registration import RegistrationStore
+from storage.search import SearchStore
+from storage.user_directory import UserDirectoryStore
 from storage.users import UserStore
 
 
@@ -22,6 +31,15 @@ class Storage:
     account_data: AccountDataStore
     registration: RegistrationStore
     events: EventsStore
+    e2ee: E2eeStore
+    key_backup: KeyBackupStore
+    search: SearchStore
+    receipts: ReceiptsStore
+    presence: PresenceStore
+    user_directory: UserDirectoryStore
+    media: MediaStore
+    appservice: AppServiceStore
+    federation: FederationStore
 
     @classmethod
     async def open(cls, db: Database) -> Storage:
@@ -36,6 +54,8 @@ class Storage:
         account_data_stream = await IdGenerator.load(db, "account_data", "stream_id")
         events_stream = await IdGenerator.load(db, "events", "stream_ordering")
         state_groups = await IdGenerator.load(db, "state_groups", "id")
+        receipts_stream = await IdGenerator.load(db, "receipts", "stream_id")
+        presence_stream = await IdGenerator.load(db, "presence", "stream_id")
         return cls(
             db=db,
             users=UserStore(db, token_ids),
@@ -43,4 +63,13 @@ class Storage:
             account_data=AccountDataStore(db, account_data_stream),
             registration=RegistrationStore(db),
             events=EventsStore(db, events_stream, state_groups),
+            e2ee=await E2eeStore.open(db),
+            key_backup=await KeyBackupStore.open(db),
+            search=SearchStore(db),
+            receipts=ReceiptsStore(db, receipts_stream),
+            presence=PresenceStore(db, presence_stream),
+            user_directory=UserDirectoryStore(db),
+            media=MediaStore(db),
+            appservice=AppServiceStore(db),
+            federation=FederationStore(db, await IdGenerator.load(db, "federation_outbox", "id")),
         )

@@ -7,10 +7,19 @@ transaction, so a deleted device can never authenticate again.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from storage.database import Database, Transaction
 from storage.id_generator import IdGenerator
+
+logger = logging.getLogger(__name__)
+
+# (user_id, device_ids, created): awaited after devices are created (True) or deleted
+# (False) and the change is committed, so what a listener records is in place before the
+# caller answers its request. A failing listener is logged; the device change stands.
+DeviceListener = Callable[[str, list[str], bool], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +87,16 @@ class UserStore:
     def __init__(self, db: Database, token_ids: IdGenerator) -> None:
         self._db = db
         self._token_ids = token_ids
+        self.device_listeners: list[DeviceListener] = []
+
+    async def _devices_changed(self, user_id: str, device_ids: list[str], created: bool) -> None:
+        if not device_ids:
+            return
+        for listener in self.device_listeners:
+            try:
+                await listener(user_id, device_ids, created)
+            except Exception:
+                logger.exception("device listener failed for %s", user_id)
 
     # Users ---------------------------------------------------------------
 
@@ -141,7 +160,13 @@ class UserStore:
     async def deactivate_user(self, user_id: str) -> None:
         """Mark deactivated, drop the password, every device and every token at once."""
 
-        def _txn(txn: Transaction) -> None:
+        def _txn(txn: Transaction) -> list[str]:
+            devices = [
+                str(r[0])
+                for r in txn.select_all(
+                    "SELECT device_id FROM devices WHERE user_id = ?", (user_id,)
+                )
+            ]
             txn.execute(
                 "UPDATE users SET deactivated = 1, password_hash = NULL WHERE user_id = ?",
                 (user_id,),
@@ -153,8 +178,10 @@ class UserStore:
                 "UPDATE profiles SET displayname = NULL, avatar_url = NULL, custom_fields = NULL WHERE user_id = ?",
                 (user_id,),
             )
+            return devices
 
-        await self._db.run_interaction("deactivate_user", _txn)
+        devices = await self._db.run_interaction("deactivate_user", _txn)
+        await self._devices_changed(user_id, devices, False)
 
     async def count_users(self) -> int:
         def _txn(txn: Transaction) -> int:
@@ -179,7 +206,10 @@ class UserStore:
             )
             return True
 
-        return await self._db.run_interaction("store_device", _txn)
+        created = await self._db.run_interaction("store_device", _txn)
+        if created:
+            await self._devices_changed(user_id, [device_id], True)
+        return created
 
     async def get_device(self, user_id: str, device_id: str) -> DeviceRecord | None:
         def _txn(txn: Transaction) -> DeviceRecord | None:
@@ -228,8 +258,9 @@ class UserStore:
     async def delete_devices(self, user_id: str, device_ids: list[str]) -> list[int]:
         """Delete devices and their tokens; return the ids of the access tokens removed."""
 
-        def _txn(txn: Transaction) -> list[int]:
+        def _txn(txn: Transaction) -> tuple[list[int], list[str]]:
             removed: list[int] = []
+            deleted: list[str] = []
             for device_id in device_ids:
                 rows = txn.select_all(
                     "SELECT id FROM access_tokens WHERE user_id = ? AND device_id = ?",
@@ -247,9 +278,13 @@ class UserStore:
                 txn.execute(
                     "DELETE FROM devices WHERE user_id = ? AND device_id = ?", (user_id, device_id)
                 )
-            return removed
+                if txn.rowcount > 0:
+                    deleted.append(device_id)
+            return removed, deleted
 
-        return await self._db.run_interaction("delete_devices", _txn)
+        removed, deleted = await self._db.run_interaction("delete_devices", _txn)
+        await self._devices_changed(user_id, deleted, False)
+        return removed
 
     # Tokens --------------------------------------------------------------
 

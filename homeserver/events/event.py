@@ -116,6 +116,12 @@ class Event:
             source = prune_event(self.pdu, self.room_version) if self.redacted_by else self.pdu
             out = {k: v for k, v in source.items() if k not in _FEDERATION_ONLY_KEYS}
             out["event_id"] = self.event_id
+            # A v12 create event has no room_id in its PDU; clients always get one.
+            out["room_id"] = self.room_id
+            # v11+ moved `redacts` into content; clients still get the top-level key.
+            redacts = self.redacts
+            if redacts is not None and "redacts" not in out:
+                out["redacts"] = redacts
             unsigned = dict(self.pdu.get("unsigned") or {}) if not self.redacted_by else {}
             unsigned.pop("age_ts", None)
             if self.redaction is not None:

@@ -19,6 +19,7 @@ import bcrypt
 from twisted.internet import threads
 from twisted.web.server import Request
 
+from homeserver.appservice.registration import ApplicationService, AppServiceRegistry
 from homeserver.clock import Clock
 from homeserver.errors import Codes, MatrixError
 from storage.storage import Storage
@@ -37,6 +38,9 @@ class Requester:
     is_guest: bool = False
     is_admin: bool = False
     app_service_id: str | None = None
+    # False for an application service's sender and for users of a service registered
+    # with `rate_limited: false`; servlets ratelimit through Ratelimiter.ratelimit_requester.
+    ratelimited: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,8 +87,10 @@ class AuthHandler:
         bcrypt_rounds: int,
         refreshable_access_token_lifetime_ms: int | None,
         refresh_token_lifetime_ms: int | None,
+        appservices: AppServiceRegistry | None = None,
     ) -> None:
         self._storage = storage
+        self._appservices = appservices or AppServiceRegistry(())
         self._clock = clock
         self._bcrypt_rounds = bcrypt_rounds
         self._access_lifetime = refreshable_access_token_lifetime_ms
@@ -226,6 +232,10 @@ class AuthHandler:
         token = get_access_token_from_request(request)
         if token is None:
             raise MatrixError(401, Codes.MISSING_TOKEN, "Missing access token")
+        # Application service tokens live in memory: checked before any query.
+        service = self._appservices.by_token(token)
+        if service is not None:
+            return await self._get_appservice_user(request, service)
         return await self.get_user_by_access_token(
             token, allow_guest=allow_guest, allow_expired=allow_expired
         )
@@ -270,3 +280,71 @@ class AuthHandler:
         if is_guest and not allow_guest:
             raise MatrixError(403, Codes.GUEST_ACCESS_FORBIDDEN, "Guest access not allowed")
         return Requester(record.user_id, record.device_id, record.token_id, is_guest, is_admin)
+
+    def get_appservice_by_req(self, request: Request) -> ApplicationService:
+        """The service whose ``as_token`` the request carries (no identity assertion)."""
+        token = get_access_token_from_request(request)
+        if token is None:
+            raise MatrixError(401, Codes.MISSING_TOKEN, "Missing access token")
+        service = self._appservices.by_token(token)
+        if service is None or not service.allows_address(_client_address(request)):
+            raise MatrixError(
+                401, Codes.UNKNOWN_TOKEN, "Unrecognised access token", {"soft_logout": False}
+            )
+        return service
+
+    async def _get_appservice_user(
+        self, request: Request, service: ApplicationService
+    ) -> Requester:
+        """Identity assertion: the sender, or the ``user_id`` (and ``device_id``) asked for."""
+        if not service.allows_address(_client_address(request)):
+            raise MatrixError(
+                401, Codes.UNKNOWN_TOKEN, "Unrecognised access token", {"soft_logout": False}
+            )
+        args = request.args or {}
+        user_id = _first_arg(args, b"user_id") or service.sender
+        if user_id != service.sender:
+            if not service.is_interested_in_user(user_id):
+                raise MatrixError(
+                    403,
+                    Codes.FORBIDDEN,
+                    f"Application service cannot masquerade as this user ({user_id}).",
+                )
+            if await self._storage.users.get_user(user_id) is None:
+                raise MatrixError(
+                    403,
+                    Codes.FORBIDDEN,
+                    f"Application service has not registered this user ({user_id})",
+                )
+        device_id = _first_arg(args, b"device_id") or _first_arg(
+            args, b"org.matrix.msc3202.device_id"
+        )
+        if (
+            device_id is not None
+            and await self._storage.users.get_device(user_id, device_id) is None
+        ):
+            raise MatrixError(
+                400,
+                "M_UNKNOWN_DEVICE",
+                "Application service trying to use a device that doesn't exist.",
+            )
+        return Requester(
+            user_id,
+            device_id,
+            None,
+            app_service_id=service.id,
+            ratelimited=service.rate_limited and user_id != service.sender,
+        )
+
+
+def _first_arg(args: dict[bytes, list[bytes]], name: bytes) -> str | None:
+    values = args.get(name)
+    return values[0].decode("utf-8", "replace") if values else None
+
+
+def _client_address(request: Request) -> str | None:
+    client_ip = getattr(request, "client_ip", None)
+    if callable(client_ip):
+        return str(client_ip())
+    peer = request.getClientAddress()
+    return getattr(peer, "host", None)

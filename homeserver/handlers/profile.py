@@ -10,6 +10,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from homeserver.appservice.handler import AppServiceHandler
 from homeserver.errors import Codes, MatrixError
 from homeserver.handlers.auth import Requester
 from storage.storage import Storage
@@ -23,9 +24,12 @@ ProfileListener = Callable[[str, str, Any], Awaitable[None]]
 
 
 class ProfileHandler:
-    def __init__(self, storage: Storage, server_name: str) -> None:
+    def __init__(
+        self, storage: Storage, server_name: str, appservices: AppServiceHandler | None = None
+    ) -> None:
         self._storage = storage
         self._server_name = server_name
+        self._appservices = appservices
         self.listeners: list[ProfileListener] = []
 
     def is_mine(self, user_id: str) -> bool:
@@ -35,6 +39,9 @@ class ProfileHandler:
         if not self.is_mine(user_id):
             raise MatrixError(404, Codes.NOT_FOUND, "Profile not found")
         user = await self._storage.users.get_user(user_id)
+        # A bridge may create a user of its namespace when asked.
+        if user is None and self._appservices and await self._appservices.query_user(user_id):
+            user = await self._storage.users.get_user(user_id)
         profile = await self._storage.profiles.get_profile(user_id)
         if user is None or profile is None:
             raise MatrixError(404, Codes.NOT_FOUND, "Profile not found")

@@ -6,9 +6,21 @@ have refilled completely are dropped, so memory is bounded by recent activity.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from homeserver.clock import Clock
 from homeserver.config import RateLimit
 from homeserver.errors import LimitExceededError
+
+
+class RatelimitSubject(Protocol):
+    """What ``ratelimit_requester`` needs of a requester (``handlers.auth.Requester``)."""
+
+    @property
+    def user_id(self) -> str: ...
+
+    @property
+    def ratelimited(self) -> bool: ...
 
 
 class Ratelimiter:
@@ -51,6 +63,15 @@ class Ratelimiter:
             raise LimitExceededError(max(1, int(wait * 1000)))
         if update:
             self.record(key, cost=cost)
+
+    def ratelimit_requester(
+        self, requester: RatelimitSubject, *, cost: float = 1.0, update: bool = True
+    ) -> None:
+        """``ratelimit`` keyed by the requester's user id, unless the requester is exempt
+        (an application service's sender, or a user of a service registered with
+        ``rate_limited: false``)."""
+        if requester.ratelimited:
+            self.ratelimit(requester.user_id, cost=cost, update=update)
 
     def _prune(self, now: float) -> None:
         for key in [k for k in self._buckets if self._level(k, now) <= 0]:

@@ -1,6 +1,10 @@
 """The HTTP edge: routing, JSON out, Matrix errors, CORS and body limits.
 
-Handlers are ``async def handler(request, **path_params) -> (status, json_body)``.
+Handlers are ``async def handler(request, **path_params) -> (status, json_body)``; a
+handler whose body is not JSON (media) returns a ``RawResponse`` as the body, which
+writes itself. Request bodies are limited by ``max_request_body_size``, except media
+uploads (``MEDIA_UPLOAD_PATH``), limited by ``max_upload_size``; bodies past 100 KB are
+spooled by Twisted to an anonymous temporary file, never held in memory.
 Every error leaves through ``_respond_error`` exactly once: ``MatrixError`` becomes its
 status and body, anything else is logged with the request id and answered
 500 ``M_UNKNOWN`` without a traceback.
@@ -8,6 +12,7 @@ status and body, anything else is logged with the request id and answered
 
 from __future__ import annotations
 
+import abc
 import itertools
 import json
 import logging
@@ -41,19 +46,34 @@ CORS_HEADERS = {
 }
 
 
+# Media uploads: their bodies are limited by max_upload_size, not max_request_body_size.
+MEDIA_UPLOAD_PATH = re.compile(rb"^/_matrix/media/(?:r0|v1|v3)/upload(?:[/?]|$)")
+
+
 class MatrixRequest(server.Request):
-    """A request that stops buffering once its body passes the site's limit."""
+    """A request that stops buffering once its body passes its limit."""
 
     max_body_size: int = 10 * 1024 * 1024
+    max_upload_size: int = 50 * 1024 * 1024
 
     def __init__(self, channel: HTTPChannel, queued: bool = False) -> None:
         super().__init__(channel, queued)
         self.request_id = f"req-{next(_request_counter)}"
         self.body_too_large = False
+        self.body_limit = self.max_body_size
         self._body_bytes = 0
 
+    def _choose_body_limit(self) -> int:
+        # Called once the headers are in: the request line is still only on the channel.
+        method = getattr(self.channel, "_command", b"")
+        path = getattr(self.channel, "_path", b"")
+        if method in (b"POST", b"PUT") and MEDIA_UPLOAD_PATH.match(path or b""):
+            return self.max_upload_size
+        return self.max_body_size
+
     def gotLength(self, length: int | None) -> None:
-        if length is not None and length > self.max_body_size:
+        self.body_limit = self._choose_body_limit()
+        if length is not None and length > self.body_limit:
             self.body_too_large = True
         super().gotLength(length if not self.body_too_large else 0)
 
@@ -61,7 +81,7 @@ class MatrixRequest(server.Request):
         if self.body_too_large:
             return
         self._body_bytes += len(data)
-        if self._body_bytes > self.max_body_size:
+        if self._body_bytes > self.body_limit:
             self.body_too_large = True
             if self.content is not None:
                 self.content.seek(0)
@@ -80,14 +100,23 @@ class MatrixRequest(server.Request):
 
 
 class MatrixSite(server.Site):
-    def __init__(self, root: resource.Resource, *, max_body_size: int, x_forwarded: bool) -> None:
+    def __init__(
+        self,
+        root: resource.Resource,
+        *,
+        max_body_size: int,
+        x_forwarded: bool,
+        max_upload_size: int | None = None,
+    ) -> None:
         super().__init__(root)
         self.x_forwarded = x_forwarded
         self.noisy = False
         limit = max_body_size
+        upload_limit = max_upload_size if max_upload_size is not None else max_body_size
 
         class _Request(MatrixRequest):
             max_body_size = limit
+            max_upload_size = upload_limit
 
         self.requestFactory = _Request  # type: ignore[assignment]
 
@@ -99,6 +128,14 @@ class MatrixSite(server.Site):
             request.path.decode("utf-8", "replace"),
             request.code,
         )
+
+
+class RawResponse(abc.ABC):
+    """A response body that is not JSON (a file, a multipart document): it writes itself."""
+
+    @abc.abstractmethod
+    async def write(self, request: MatrixRequest, status: int) -> None:
+        """Set the headers, write the body (none for HEAD) and finish ``request``."""
 
 
 @dataclass(frozen=True)
@@ -207,9 +244,28 @@ class JsonResource(resource.Resource):
             params = {k: urllib.parse.unquote(v) for k, v in match.groupdict().items()}
             result = await route.handler(request, **params)
             status, body = result[0], result[1]
+            if isinstance(body, RawResponse):
+                await _write_raw(request, status, body)
+                return
             headers = result[2] if len(result) > 2 else None  # type: ignore[misc]
             respond_json(request, status, body, headers)
             return
         if path_matched:
             raise MatrixError(405, Codes.UNRECOGNIZED, f"Unsupported method {method} for {path}")
         raise MatrixError(404, Codes.UNRECOGNIZED, "Unrecognized request")
+
+
+async def _write_raw(request: MatrixRequest, status: int, body: RawResponse) -> None:
+    for cors_name, cors_value in CORS_HEADERS.items():
+        request.setHeader(cors_name, cors_value)
+    try:
+        await body.write(request, status)
+    except defer.CancelledError:
+        raise  # the client went away
+    except Exception:
+        if not request.startedWriting:
+            raise  # nothing sent yet: answered as any other error
+        # Mid-body there is no way to report an error but cutting the connection.
+        logger.exception("[%s] Failed while streaming a response", request.request_id)
+        if request.channel is not None and request.channel.transport is not None:
+            request.channel.transport.abortConnection()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from homeserver.appservice.handler import AppServiceHandler
 from homeserver.errors import Codes, MatrixError
 from homeserver.events.auth_rules import get_user_power_level
 from homeserver.handlers.auth import Requester
@@ -16,15 +17,24 @@ _SINCE_RE = re.compile(r"^([np])(\d+)$")
 
 
 class RoomDirectory:
-    def __init__(self, storage: Storage, rooms: RoomCache, server_name: str) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        rooms: RoomCache,
+        server_name: str,
+        appservices: AppServiceHandler | None = None,
+    ) -> None:
         self._storage = storage
         self._rooms = rooms
         self._server_name = server_name
+        self._appservices = appservices
 
     async def resolve_alias(self, alias: str) -> JsonDict:
         if not alias.startswith("#") or ":" not in alias:
             raise MatrixError(400, Codes.INVALID_PARAM, "Invalid room alias")
         mapping = await self._storage.events.get_alias(alias)
+        if mapping is None and self._appservices is not None:
+            mapping = await self._appservices.query_alias(alias)
         if mapping is None:
             raise MatrixError(404, Codes.NOT_FOUND, f"Room alias {alias} not found")
         return {"room_id": mapping.room_id, "servers": mapping.servers or [self._server_name]}
@@ -55,8 +65,15 @@ class RoomDirectory:
         await self._storage.events.set_room_public(room_id, visibility == "public")
 
     async def public_rooms(
-        self, limit: int | None, since: str | None, search_term: str | None, include_all: bool
+        self,
+        limit: int | None,
+        since: str | None,
+        search_term: str | None,
+        include_all: bool,
+        network: tuple[str, str] | None = None,
     ) -> JsonDict:
+        """The published rooms: the server's own list, one application service network's
+        list (``network``: service id and network id) or, with ``include_all``, both."""
         offset = 0
         if since:
             m = _SINCE_RE.match(since)
@@ -64,7 +81,14 @@ class RoomDirectory:
                 raise MatrixError(400, Codes.INVALID_PARAM, "Invalid since token")
             offset = int(m.group(2))
         entries = []
-        for room_id in await self._storage.events.get_public_room_ids():
+        if network is not None:
+            room_ids = await self._storage.appservice.get_published_room_ids(*network)
+        else:
+            room_ids = await self._storage.events.get_public_room_ids()
+            if include_all:
+                extra = await self._storage.appservice.get_published_room_ids(None, None)
+                room_ids = list(dict.fromkeys(room_ids + extra))
+        for room_id in room_ids:
             room = await self._rooms.get(room_id)
             if room is None:
                 continue

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from signedjson.types import SigningKey
@@ -35,6 +35,7 @@ MAX_PREV_EVENTS = 10
 
 TxnKey = tuple[str, str, str, str]  # room, user, device, txn id
 RECENT_TXNS = 10_000
+PrePersist = Callable[[LiveRoom, Event], Awaitable[JsonDict]]
 
 
 class EventCreator:
@@ -125,8 +126,13 @@ class EventCreator:
         *,
         txn: tuple[str, str] | None = None,
         room: LiveRoom | None = None,
+        pre_persist: PrePersist | None = None,
     ) -> Event:
         """Build, authorise and persist an event; return it once committed.
+
+        ``pre_persist`` runs after the event is built and authorised, before it is
+        applied (an invite of a remote user is co-signed by their server there); it
+        runs under the room lock.
 
         ``event_dict`` has type, sender, content and (for state) state_key, plus any
         extra top-level keys (``redacts`` for pre-v11 rooms). ``txn`` is (device id,
@@ -145,7 +151,7 @@ class EventCreator:
             self._txns_in_flight[key] = done
             try:
                 event = await self._event_for_txn(key) or await self._send(
-                    room_id, event_dict, txn, room
+                    room_id, event_dict, txn, room, pre_persist
                 )
             except BaseException as e:
                 self._txns_in_flight.pop(key, None)
@@ -158,7 +164,7 @@ class EventCreator:
                 self._recent_txns.popitem(last=False)
             done.callback(event)
             return event
-        return await self._send(room_id, event_dict, None, room)
+        return await self._send(room_id, event_dict, None, room, pre_persist)
 
     async def _event_for_txn(self, key: TxnKey) -> Event | None:
         event_id = await self._events.get_event_id_for_txn(*key)
@@ -172,19 +178,30 @@ class EventCreator:
         event_dict: JsonDict,
         txn: tuple[str, str] | None,
         room: LiveRoom | None,
+        pre_persist: PrePersist | None = None,
     ) -> Event:
         if room is None:
             room = await self._rooms.get(room_id)
         if room is None:
             raise MatrixError(404, Codes.NOT_FOUND, "Unknown room")
-        # --- from here to enqueue: no awaits (see module docstring) ---
-        event = self._build(room, event_dict)
-        if txn is not None:
-            event.txn_device_id, event.txn_id = txn
-        item = self._apply(room, event)
-        for hook in self.on_event_accepted:
-            hook(event)
-        await self._persister.enqueue(item)
+        lock = self._rooms.lock(room_id)
+        await lock.acquire()
+        try:
+            # Under the lock, from build to enqueue: no awaits (see module docstring).
+            room = self._rooms.get_if_loaded(room_id) or room
+            event = self._build(room, event_dict)
+            if pre_persist is not None:
+                event.pdu = await pre_persist(room, event)
+                room = self._rooms.get_if_loaded(room_id) or room
+            if txn is not None:
+                event.txn_device_id, event.txn_id = txn
+            item = self._apply(room, event)
+            for hook in self.on_event_accepted:
+                hook(event)
+            persisted = self._persister.enqueue(item)
+        finally:
+            lock.release()
+        await persisted
         return event
 
     def _build(self, room: LiveRoom, event_dict: JsonDict) -> Event:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import logging
 import secrets
 import string
-from typing import Any
+from typing import Any, Protocol
 
+from homeserver.appservice.handler import AppServiceHandler
 from homeserver.clock import Clock
 from homeserver.errors import Codes, MatrixError
 from homeserver.events.auth_rules import get_user_power_level
@@ -39,6 +40,22 @@ PRESETS: dict[str, dict[str, str]] = {
 _CREATE_ROOM_RESERVED = {"m.room.create", "m.room.member", "m.room.power_levels"}
 
 
+class RemoteMembership(Protocol):
+    """Membership changes that need another server (rooms we do not hold)."""
+
+    async def remote_join(
+        self, user_id: str, room_id: str, servers: list[str], content: JsonDict | None = None
+    ) -> str: ...
+
+    async def remote_leave(self, user_id: str, room_id: str, servers: list[str]) -> None: ...
+
+    async def send_invite(
+        self, room: LiveRoom, pdu: JsonDict, version: RoomVersion
+    ) -> JsonDict: ...
+
+    async def query_alias(self, alias: str) -> tuple[str, list[str]]: ...
+
+
 class RoomHandler:
     def __init__(
         self,
@@ -49,19 +66,36 @@ class RoomHandler:
         creator: EventCreator,
         notifier: Notifier,
         memberships: MembershipCache,
+        appservices: AppServiceHandler | None = None,
     ) -> None:
         self.server_name = server_name
+        self.appservices = appservices
         self._clock = clock
         self._storage = storage
         self._rooms = rooms
         self._creator = creator
         self._notifier = notifier
         self._memberships = memberships
+        # Set by the composition root when federation is enabled.
+        self.remote: RemoteMembership | None = None
 
     def is_mine(self, user_id: str) -> bool:
         return user_id.rsplit(":", 1)[-1] == self.server_name or user_id.endswith(
             f":{self.server_name}"
         )
+
+    async def _user_exists(self, user_id: str) -> bool:
+        """A local user exists (an application service may create it when asked)."""
+        if self.appservices is not None:
+            return await self.appservices.user_exists(user_id)
+        return await self._storage.users.get_user(user_id) is not None
+
+    def _check_alias_namespace(self, requester: Requester, alias: str) -> bool:
+        """``M_EXCLUSIVE`` for an alias reserved by (or outside of) an application
+        service; True when the requesting service manages the alias itself."""
+        if self.appservices is None:
+            return False
+        return self.appservices.registry.check_alias_change(requester.app_service_id, alias)
 
     # Lookup ---------------------------------------------------------------------
 
@@ -78,6 +112,8 @@ class RoomHandler:
             return room_id_or_alias
         if room_id_or_alias.startswith("#"):
             alias = await self._storage.events.get_alias(room_id_or_alias)
+            if alias is None and self.appservices is not None:
+                alias = await self.appservices.query_alias(room_id_or_alias)
             if alias is None:
                 raise MatrixError(404, Codes.NOT_FOUND, f"Room alias {room_id_or_alias} not found")
             return alias.room_id
@@ -165,12 +201,18 @@ class RoomHandler:
                     400, Codes.BAD_JSON, "initial_state entries need type and content"
                 )
 
+        for invitee in invitees:
+            # Checked before anything is created, so a bad invite leaves no half-made room.
+            if self.is_mine(invitee) and not await self._user_exists(invitee):
+                raise MatrixError(404, Codes.NOT_FOUND, f"Unknown user {invitee}")
+
         alias: str | None = None
         if body.get("room_alias_name"):
             localpart = body["room_alias_name"]
             if ":" in localpart or "#" in localpart or any(c.isspace() for c in localpart):
                 raise MatrixError(400, Codes.INVALID_PARAM, "Invalid characters in room alias")
             alias = f"#{localpart}:{self.server_name}"
+            self._check_alias_namespace(requester, alias)
             if len(alias.encode()) > 255:
                 raise MatrixError(400, Codes.INVALID_PARAM, "Room alias too long")
             if await self._storage.events.get_alias(alias) is not None:
@@ -188,6 +230,13 @@ class RoomHandler:
             creation_content["additional_creators"] = list(dict.fromkeys(extra + invitees))
         room_id = None if version.room_id_is_create_event_hash else self._new_room_id()
         create = self._creator.build_create_event(version, user_id, creation_content, room_id)
+        if alias is not None:
+            # Claimed atomically before the room exists, so concurrent requests for one
+            # alias create one room (the check above only gives an early answer).
+            if not await self._storage.events.create_alias(
+                RoomAlias(alias, create.room_id, user_id, [self.server_name])
+            ):
+                raise MatrixError(400, Codes.ROOM_IN_USE, "Room alias already taken")
         room = await self._creator.persist_create_event(create, user_id)
         room_id = room.room_id
 
@@ -230,10 +279,6 @@ class RoomHandler:
         for invitee in invitees:
             await self.update_membership(
                 requester, room_id, invitee, "invite", is_direct=bool(body.get("is_direct"))
-            )
-        if alias is not None:
-            await self._storage.events.create_alias(
-                RoomAlias(alias, room_id, user_id, [self.server_name])
             )
         if visibility == "public":
             await self._storage.events.set_room_public(room_id, True)
@@ -296,11 +341,25 @@ class RoomHandler:
         is_direct: bool = False,
         txn: tuple[str, str] | None = None,
         extra_content: JsonDict | None = None,
+        servers: list[str] | None = None,
     ) -> Event:
         if not is_valid_user_id(target):
             raise MatrixError(400, Codes.INVALID_PARAM, f"{target} is not a valid user ID")
         room = await self._rooms.get(room_id)
         if room is None:
+            oob = await self._memberships.rooms_for_user(target)
+            if (
+                self.remote is not None
+                and membership == "leave"
+                and target == requester.user_id
+                and room_id in oob
+            ):
+                # Rejecting an invite to (or leaving) a room we do not hold.
+                servers = sorted({oob[room_id].sender.split(":", 1)[-1]} | set(servers or []))
+                await self.remote.remote_leave(target, room_id, servers)
+                event = await self._storage.events.get_event(oob[room_id].event_id)
+                assert event is not None
+                return event
             if membership == "join" and not room_id.startswith("!"):
                 raise MatrixError(404, Codes.NOT_FOUND, "No known servers")
             raise MatrixError(404, Codes.NOT_FOUND, "Unknown room")
@@ -308,7 +367,7 @@ class RoomHandler:
         if membership in ("join", "knock") and target == requester.user_id:
             content.update(await self._profile_content(target))
         elif membership == "invite":
-            if self.is_mine(target) and await self._storage.users.get_user(target) is None:
+            if self.is_mine(target) and not await self._user_exists(target):
                 raise MatrixError(404, Codes.NOT_FOUND, f"Unknown user {target}")
             if room.membership_of(target) == "join":
                 raise MatrixError(403, Codes.FORBIDDEN, f"{target} is already in the room.")
@@ -322,6 +381,16 @@ class RoomHandler:
         if extra_content:
             for k, v in extra_content.items():
                 content.setdefault(k, v)
+        pre_persist = None
+        if membership == "invite" and not self.is_mine(target):
+            remote = self.remote
+            if remote is None:
+                raise MatrixError(403, Codes.FORBIDDEN, "Federation is not enabled")
+
+            async def pre_persist(live: LiveRoom, ev: Event) -> JsonDict:
+                assert remote is not None
+                return await remote.send_invite(live, ev.pdu, live.room_version)
+
         return await self._creator.send(
             room_id,
             {
@@ -332,6 +401,7 @@ class RoomHandler:
             },
             txn=txn,
             room=room,
+            pre_persist=pre_persist,
         )
 
     async def _maybe_authorise_restricted_join(
@@ -381,12 +451,40 @@ class RoomHandler:
         *,
         reason: str | None = None,
         txn: tuple[str, str] | None = None,
+        servers: list[str] | None = None,
     ) -> str:
-        room_id = await self.resolve_room_id_or_alias(room_id_or_alias)
+        servers = list(servers or [])
+        if (
+            room_id_or_alias.startswith("#")
+            and self.remote is not None
+            and not self._is_local_alias(room_id_or_alias)
+        ):
+            room_id, alias_servers = await self.remote.query_alias(room_id_or_alias)
+            servers = alias_servers + servers
+        else:
+            room_id = await self.resolve_room_id_or_alias(room_id_or_alias)
+        room = await self._rooms.get(room_id)
+        in_room = room is not None and any(self.is_mine(u) for u in room.joined_members())
+        if not in_room and self.remote is not None:
+            if room_id.count(":") and room_id.split(":", 1)[1] != self.server_name:
+                servers.append(room_id.split(":", 1)[1])
+            rooms = await self._memberships.rooms_for_user(requester.user_id)
+            if room_id in rooms:  # invited: the inviter's server is in the room
+                servers.insert(0, rooms[room_id].sender.split(":", 1)[-1])
+            content: JsonDict = await self._profile_content(requester.user_id)
+            if reason is not None:
+                content["reason"] = reason
+            candidates = [s for s in dict.fromkeys(servers) if s != self.server_name]
+            if candidates or room is None:
+                await self.remote.remote_join(requester.user_id, room_id, candidates, content)
+                return room_id
         await self.update_membership(
             requester, room_id, requester.user_id, "join", reason=reason, txn=txn
         )
         return room_id
+
+    def _is_local_alias(self, alias: str) -> bool:
+        return alias.split(":", 1)[-1] == self.server_name
 
     async def on_profile_changed(self, user_id: str, field: str, value: Any) -> None:
         """Write the new display name / avatar into the user's joined rooms."""
@@ -548,7 +646,7 @@ class RoomHandler:
             content["redacts"] = event_id
         else:
             event_dict["redacts"] = event_id
-        # Keep the top-level key too from v11 on, for older clients (as Synapse does).
+        # Clients get a top-level `redacts` from v11 on too (Event.client_dict).
         return await self._creator.send(
             room_id, event_dict, txn=(requester.device_id or "", f"redact:{txn_id}"), room=room
         )
@@ -565,6 +663,7 @@ class RoomHandler:
         if not is_valid_room_id(room_id):
             raise MatrixError(400, Codes.INVALID_PARAM, "Invalid room ID")
         await self.get_room(room_id)
+        self._check_alias_namespace(requester, alias)
         if not await self._storage.events.create_alias(
             RoomAlias(alias, room_id, requester.user_id, [self.server_name])
         ):
@@ -574,7 +673,8 @@ class RoomHandler:
         mapping = await self._storage.events.get_alias(alias)
         if mapping is None:
             raise MatrixError(404, Codes.NOT_FOUND, "Room alias not found")
-        if mapping.creator != requester.user_id and not requester.is_admin:
+        managed = self._check_alias_namespace(requester, alias)
+        if not managed and mapping.creator != requester.user_id and not requester.is_admin:
             room = await self._rooms.get(mapping.room_id)
             allowed = False
             if room is not None:

@@ -1,7 +1,15 @@
 """Reading a room's history: /messages, /context, /event, /members, timestamp lookup.
 
 Every path that returns events runs them through ``VisibilityFilter`` first, and a
-user who has left only sees history up to the point they left.
+user who has left only sees history up to the point they left. Only members (and
+former members) may read a room's history, or anyone when it is ``world_readable``;
+an invitee has to join first, as in Synapse.
+
+Pagination tokens are positions *between* events, as in Synapse: ``t<depth>-<stream>``
+is the point just after the event at (depth, stream) in history order, ``s<stream>``
+the point just after everything up to that stream position. Paginating backwards from
+a token returns the events before it, forwards the events after it, so any token may
+be used in either direction without skipping or repeating an event.
 """
 
 from __future__ import annotations
@@ -36,8 +44,10 @@ class RoomHistory:
             raise MatrixError(403, Codes.FORBIDDEN, f"User {user_id} not in room {room_id}")
         membership = room.membership_of(user_id)
         hv = room.state_content("m.room.history_visibility").get("history_visibility")
-        if membership not in ("join", "leave", "ban", "invite") and hv != "world_readable":
+        if membership not in ("join", "leave", "ban") and hv != "world_readable":
             raise MatrixError(403, Codes.FORBIDDEN, f"User {user_id} not in room {room_id}")
+        if membership not in ("join", "leave", "ban"):
+            membership = None  # peeking into a world-readable room
         return room, membership
 
     async def _upper_bound(
@@ -51,6 +61,7 @@ class RoomHistory:
         return None
 
     async def parse_token(self, room_id: str, token: str) -> tuple[int, int]:
+        """The (depth, stream) point a token stands for: just after that event."""
         m = _TOPO_RE.match(token)
         if m:
             return int(m.group(1)), int(m.group(2))
@@ -58,9 +69,21 @@ class RoomHistory:
         if m:
             stream = int(m.group(1))
             topo = await self._storage.events.get_max_topological_before_stream(room_id, stream)
-            # Exclusive bound: everything at or before `stream` is "before" this token.
-            return topo, stream + 1
+            return topo, stream
         raise MatrixError(400, Codes.INVALID_PARAM, f"Invalid pagination token {token!r}")
+
+    @staticmethod
+    def token_before(ev: Event) -> str:
+        """The point just before ``ev`` (the end of a backwards page ending at it)."""
+        return f"t{ev.depth}-{ev.stream_ordering - 1}"
+
+    @staticmethod
+    def token_after(ev: Event) -> str:
+        """The point just after ``ev`` (the end of a forwards page ending at it)."""
+        return f"t{ev.depth}-{ev.stream_ordering}"
+
+    def _after_leave(self, ev: Event, bound: tuple[int, int] | None) -> bool:
+        return bound is not None and ev.stream_ordering > bound[1]
 
     async def messages(
         self,
@@ -76,6 +99,8 @@ class RoomHistory:
         room, membership = await self._room_and_membership(user_id, room_id)
         backwards = direction == "b"
         limit = max(0, min(limit, MAX_LIMIT))
+        # `pos` is exclusive (the store returns events strictly beyond it); `to_pos` is
+        # inclusive. Tokens name the point after an event, hence the +1 going backwards.
         if from_token is None:
             if backwards:
                 pos = (room.max_depth + 1, self._storage.events.stream.current_position + 1)
@@ -84,8 +109,12 @@ class RoomHistory:
                 pos = (0, 0)
                 from_token = "t0-0"
         else:
-            pos = await self.parse_token(room_id, from_token)
-        to_pos = await self.parse_token(room_id, to_token) if to_token else None
+            point = await self.parse_token(room_id, from_token)
+            pos = (point[0], point[1] + 1) if backwards else point
+        to_pos = None
+        if to_token:
+            to_point = await self.parse_token(room_id, to_token)
+            to_pos = (to_point[0], to_point[1] + 1) if backwards else to_point
         bound = await self._upper_bound(user_id, room, membership)
         if bound is not None:
             if backwards and (pos[0], pos[1]) > (bound[0], bound[1] + 1):
@@ -93,17 +122,22 @@ class RoomHistory:
             if not backwards:
                 to_pos = bound if to_pos is None or to_pos > bound else to_pos
         fetch = limit * 2 + 10 if event_filter else limit
-        events = await self._storage.events.paginate_room(room_id, pos, to_pos, backwards, fetch)
-        if event_filter is not None:
-            events = event_filter.filter(events, room_id)
-        events = events[:limit]
+        raw = await self._storage.events.paginate_room(room_id, pos, to_pos, backwards, fetch)
+        kept = event_filter.filter(raw, room_id) if event_filter is not None else raw
+        if len(kept) > limit:
+            events = kept[:limit]
+            last = events[-1] if events else None
+        else:
+            # Every fetched event was looked at: continue after the last one, even when
+            # the filter dropped them all (so the client does not stop early).
+            events = kept
+            last = raw[-1] if raw else None
         visible = await self._visibility.filter_for_user(
             user_id, events, current_membership=membership
         )
         end = None
-        if events:
-            last = events[-1]
-            end = f"t{last.depth}-{last.stream_ordering}"
+        if last is not None:
+            end = self.token_before(last) if backwards else self.token_after(last)
         lazy_state: list[Event] = []
         if event_filter is not None and event_filter.lazy_load_members:
             senders = {ev.sender for ev in visible}
@@ -119,9 +153,18 @@ class RoomHistory:
         ev = await self._storage.events.get_event(event_id)
         if ev is None or ev.room_id != room_id or ev.rejected_reason is not None:
             raise MatrixError(404, Codes.NOT_FOUND, "Event not found.")
-        if not await self._visibility.filter_for_user(user_id, [ev], current_membership=membership):
-            raise MatrixError(404, Codes.NOT_FOUND, "Event not found.")
+        await self._check_visible(user_id, room, membership, ev)
         return ev
+
+    async def _check_visible(
+        self, user_id: str, room: LiveRoom, membership: str | None, ev: Event
+    ) -> None:
+        """404 unless ``user_id`` may see ``ev`` (history visibility, and not after a leave)."""
+        bound = await self._upper_bound(user_id, room, membership)
+        if self._after_leave(ev, bound) or not await self._visibility.filter_for_user(
+            user_id, [ev], current_membership=membership
+        ):
+            raise MatrixError(404, Codes.NOT_FOUND, "Event not found.")
 
     async def context(
         self,
@@ -136,9 +179,17 @@ class RoomHistory:
         before_n = limit // 2
         after_n = limit - before_n
         pos = (ev.depth, ev.stream_ordering)
-        before = await self._storage.events.paginate_room(room_id, pos, None, True, before_n)
+        before = (
+            await self._storage.events.paginate_room(room_id, pos, None, True, before_n)
+            if before_n
+            else []
+        )
         bound = await self._upper_bound(user_id, room, membership)
-        after = await self._storage.events.paginate_room(room_id, pos, bound, False, after_n)
+        after = (
+            await self._storage.events.paginate_room(room_id, pos, bound, False, after_n)
+            if after_n
+            else []
+        )
         if event_filter is not None:
             before = event_filter.filter(before, room_id)
             after = event_filter.filter(after, room_id)
@@ -148,7 +199,9 @@ class RoomHistory:
         after = await self._visibility.filter_for_user(
             user_id, after, current_membership=membership
         )
-        state_ids = await self._storage.events.get_state_ids_at_event(event_id) or {}
+        # The spec: "the state of the room at the last event returned".
+        last_id = after[-1].event_id if after else event_id
+        state_ids = await self._storage.events.get_state_ids_at_event(last_id) or {}
         state_events = await self._storage.events.get_events(state_ids.values())
         state = list(state_events.values())
         if event_filter is not None and event_filter.lazy_load_members:
@@ -161,8 +214,8 @@ class RoomHistory:
             "events_before": before,
             "events_after": after,
             "state": state,
-            "start": f"t{start_ev.depth}-{start_ev.stream_ordering}",
-            "end": f"t{end_ev.depth}-{end_ev.stream_ordering}",
+            "start": self.token_before(start_ev),
+            "end": self.token_after(end_ev),
         }
 
     async def members(
@@ -176,8 +229,10 @@ class RoomHistory:
         room, my_membership = await self._room_and_membership(user_id, room_id)
         if at is not None or my_membership in ("leave", "ban"):
             if at is not None:
-                topo, stream = await self.parse_token(room_id, at)
-                stream = stream - 1 if _STREAM_RE.match(at) is None else stream - 1
+                _, stream = await self.parse_token(room_id, at)
+                bound = await self._upper_bound(user_id, room, my_membership)
+                if bound is not None:
+                    stream = min(stream, bound[1])
             else:
                 own = room.state[("m.room.member", user_id)]
                 stream = own.stream_ordering
@@ -208,18 +263,18 @@ class RoomHistory:
     async def timestamp_to_event(
         self, user_id: str, room_id: str, ts: int, direction: str
     ) -> tuple[str, int]:
-        await self._room_and_membership(user_id, room_id)
+        room, membership = await self._room_and_membership(user_id, room_id)
+        not_found = MatrixError(
+            404, Codes.NOT_FOUND, f"Unable to find event from {ts} in direction {direction}"
+        )
         found = await self._storage.events.get_event_closest_to_ts(room_id, ts, direction == "f")
         if found is None:
-            raise MatrixError(
-                404, Codes.NOT_FOUND, f"Unable to find event from {ts} in direction {direction}"
-            )
+            raise not_found
         ev = await self._storage.events.get_event(found[0])
-        room, membership = await self._room_and_membership(user_id, room_id)
-        if ev is None or not await self._visibility.filter_for_user(
-            user_id, [ev], current_membership=membership
-        ):
-            raise MatrixError(
-                404, Codes.NOT_FOUND, f"Unable to find event from {ts} in direction {direction}"
-            )
+        if ev is None:
+            raise not_found
+        try:
+            await self._check_visible(user_id, room, membership, ev)
+        except MatrixError:
+            raise not_found from None
         return found

@@ -91,6 +91,15 @@ class RoomCache:
         self._events = events
         self._rooms: dict[str, LiveRoom] = {}
         self._loading: dict[str, defer.Deferred[LiveRoom | None]] = {}
+        self._locks: dict[str, defer.DeferredLock] = {}
+
+    def lock(self, room_id: str) -> defer.DeferredLock:
+        """Serialises changes to a room's graph: local sends take it only for the
+        synchronous build step; remote events hold it while they resolve state."""
+        lock = self._locks.get(room_id)
+        if lock is None:
+            lock = self._locks[room_id] = defer.DeferredLock()
+        return lock
 
     def get_if_loaded(self, room_id: str) -> LiveRoom | None:
         return self._rooms.get(room_id)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,7 @@ from homeserver.clock import Clock
 from homeserver.errors import Codes, MatrixError
 from homeserver.events.event import Event
 from homeserver.events.filtering import FilterCollection, apply_event_fields
+from homeserver.rooms.membership_changes import membership_changes
 from homeserver.rooms.memberships import MembershipCache
 from homeserver.rooms.room_cache import LiveRoom, RoomCache
 from homeserver.rooms.visibility import VisibilityFilter
@@ -88,6 +90,8 @@ class SyncRequest:
     timeout_ms: int
     filters: FilterCollection
     full_state: bool
+    # The ``set_presence`` query parameter (None: the default, online).
+    set_presence: str | None = None
 
 
 def strip_event(ev: Event) -> JsonDict:
@@ -118,6 +122,11 @@ class SyncHandler:
         self._visibility = visibility
         self._clock = clock
         self._sources: dict[str, SyncSource] = {}
+        # Told when a sync starts (user, device, set_presence); each returns a callable
+        # run when that sync ends (presence heartbeats).
+        self.sync_hooks: list[
+            Callable[[str, str | None, str | None], Awaitable[Callable[[], None]]]
+        ] = []
 
     def add_source(self, source: SyncSource) -> None:
         if source.name not in SOURCE_ORDER:
@@ -135,6 +144,16 @@ class SyncHandler:
         return SyncToken(tuple(positions))
 
     async def sync(self, req: SyncRequest) -> JsonDict:
+        ends = [
+            await hook(req.user_id, req.device_id, req.set_presence) for hook in self.sync_hooks
+        ]
+        try:
+            return await self._sync(req)
+        finally:
+            for end in ends:
+                end()
+
+    async def _sync(self, req: SyncRequest) -> JsonDict:
         deadline = self._clock.seconds() + req.timeout_ms / 1000.0
         while True:
             now = self.current_token()
@@ -182,12 +201,20 @@ class SyncHandler:
                     join[room_id] = section
             elif row.membership in ("invite", "knock") and (changed or req.full_state):
                 live = await self._rooms.get(room_id)
-                if live is None:
-                    continue
-                event = await self._storage.events.get_event(row.event_id)
+                if live is not None:
+                    event = await self._storage.events.get_event(row.event_id)
+                    events = stripped_state(live, event)
+                else:
+                    # A room we do not hold (a remote invite): the stripped state we were sent.
+                    oob = await self._storage.events.get_out_of_band_stripped_state(
+                        req.user_id, room_id
+                    )
+                    if oob is None:
+                        continue
+                    events = oob
                 key = "invite_state" if row.membership == "invite" else "knock_state"
                 target = invite if row.membership == "invite" else knock
-                target[room_id] = {key: {"events": stripped_state(live, event)}}
+                target[room_id] = {key: {"events": events}}
             elif row.membership in ("leave", "ban"):
                 if (since is None and not filters.include_leave()) or not (
                     changed or req.full_state
@@ -236,6 +263,12 @@ class SyncHandler:
         newly = frozenset(
             r for r in joined if since is None or rooms[r].stream_ordering > since.events
         )
+        changes: tuple[tuple[str, str, str], ...] = ()
+        if since is not None:
+            moved = {r for r, row in rooms.items() if row.stream_ordering > since.events}
+            changes = await membership_changes(
+                self._rooms, self._storage.events, joined | moved, since.events, now.events
+            )
         ctx = SyncContext(
             user_id=req.user_id,
             device_id=req.device_id,
@@ -243,6 +276,7 @@ class SyncHandler:
             filters=req.filters,
             initial=since is None,
             newly_joined_room_ids=newly,
+            membership_changes=changes,
         )
         fragments = []
         for name in SOURCE_ORDER:
@@ -370,8 +404,9 @@ class SyncHandler:
         if not (timeline or state or room_account_data or changed or req.full_state):
             return None
         first = timeline[0] if timeline else (events[0] if events else None)
+        # Pagination tokens name the point just after an event: this is just before `first`.
         prev_batch = (
-            f"t{first.depth}-{first.stream_ordering}" if first is not None else f"s{now.events}"
+            f"t{first.depth}-{first.stream_ordering - 1}" if first is not None else f"s{now.events}"
         )
         section: JsonDict = {
             "timeline": {
@@ -422,7 +457,7 @@ class SyncHandler:
             "timeline": {
                 "events": [self._serialize(ev, req) for ev in timeline],
                 "limited": limited,
-                "prev_batch": f"t{first.depth}-{first.stream_ordering}"
+                "prev_batch": f"t{first.depth}-{first.stream_ordering - 1}"
                 if first
                 else f"s{row.stream_ordering}",
             },

@@ -8,126 +8,29 @@ runs it as a subprocess. SIGTERM must stop it cleanly (exit status 0).
 from __future__ import annotations
 
 import asyncio
-import signal
 import socket
 import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import nio
 import pytest
-import yaml
 from nio.responses import RegisterErrorResponse
 
 from tests.support.databases import database_config
+from tests.support.subprocess_server import (
+    START_TIMEOUT_S,
+    STOP_TIMEOUT_S,
+    ServerProcess,
+    free_port,
+    generate_config,
+    start_process,
+    start_server,
+    write_overrides,
+)
 
-HOMESERVER = str(Path(sys.executable).with_name("homeserver"))
-START_TIMEOUT_S = 30.0
-STOP_TIMEOUT_S = 10.0
 PASSWORD = "correct horse battery staple"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class ServerProcess:
-    proc: subprocess.Popen[bytes]
-    base_url: str
-    server_name: str
-    stderr_path: Path
-
-    def stderr(self) -> str:
-        try:
-            return self.stderr_path.read_text(encoding="utf-8", errors="replace")[-8000:]
-        except OSError:
-            return "<no stderr>"
-
-    def stop(self) -> int | None:
-        """SIGTERM; the exit status, or None if it did not exit in time (then killed)."""
-        if self.proc.poll() is not None:
-            return self.proc.returncode
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            return None
-
-
-def _run(cmd: list[str], cwd: Path) -> None:
-    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, (
-        f"{' '.join(cmd)} exited {result.returncode}\n"
-        f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-    )
-
-
-def _wait_until_up(server: ServerProcess) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        if server.proc.poll() is not None:
-            raise AssertionError(
-                f"homeserver exited with {server.proc.returncode} during start-up; "
-                f"stderr:\n{server.stderr()}"
-            )
-        try:
-            url = server.base_url + "/_matrix/client/versions"
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except (urllib.error.URLError, OSError) as e:
-            last_error = e
-        time.sleep(0.1)
-    server.stop()
-    raise AssertionError(
-        f"homeserver did not answer /_matrix/client/versions within {START_TIMEOUT_S}s "
-        f"(last error: {last_error}); stderr:\n{server.stderr()}"
-    )
-
-
-def generate_config(tmp_path: Path, port: int) -> Path:
-    """``homeserver --generate-config`` as an admin runs it; the config file's path."""
-    config_path = tmp_path / "homeserver.yaml"
-    _run(
-        [
-            HOMESERVER,
-            "--generate-config",
-            "-H",
-            f"localhost:{port}",
-            "-c",
-            str(config_path),
-            "--data-directory",
-            str(tmp_path),
-            "--enable-registration",
-            "--listen-port",
-            str(port),
-            "--report-stats=no",
-        ],
-        tmp_path,
-    )
-    return config_path
-
-
-def start_process(tmp_path: Path, *config_paths: Path) -> subprocess.Popen[bytes]:
-    args = [HOMESERVER]
-    for path in config_paths:
-        args += ["-c", str(path)]
-    with open(tmp_path / "stdout.log", "wb") as out, open(tmp_path / "stderr.log", "wb") as err:
-        return subprocess.Popen(
-            args, cwd=tmp_path, stdout=out, stderr=err, stdin=subprocess.DEVNULL
-        )
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -136,14 +39,9 @@ def homeserver_process(request: pytest.FixtureRequest, tmp_path: Path) -> Iterat
     config_path = generate_config(tmp_path, port)
     with database_config(str(request.param), str(tmp_path)) as database:
         overrides: dict[str, Any] = {"bcrypt_rounds": 4, "database": database}
-        overrides_path = tmp_path / "overrides.yaml"
-        overrides_path.write_text(yaml.safe_dump(overrides), encoding="utf-8")
-        proc = start_process(tmp_path, config_path, overrides_path)
-        server = ServerProcess(
-            proc, f"http://127.0.0.1:{port}", f"localhost:{port}", tmp_path / "stderr.log"
-        )
+        overrides_path = write_overrides(tmp_path, overrides)
+        server = start_server(tmp_path, port, config_path, overrides_path)
         try:
-            _wait_until_up(server)
             yield server
         finally:
             # Always stop before the PostgreSQL database is dropped.

@@ -7,10 +7,17 @@ from typing import Any
 from twisted.web.server import Request
 
 from homeserver.api.client.paths import client_paths
+from homeserver.appservice.handler import parse_third_party_instance_id
 from homeserver.errors import Codes, MatrixError
 from homeserver.handlers.auth import AuthHandler
 from homeserver.http.server import JsonResource
-from homeserver.http.servlet import field, parse_integer, parse_json_body, parse_string
+from homeserver.http.servlet import (
+    field,
+    parse_boolean,
+    parse_integer,
+    parse_json_body,
+    parse_string,
+)
 from homeserver.rooms.directory import RoomDirectory
 from homeserver.rooms.handler import RoomHandler
 
@@ -69,7 +76,9 @@ class DirectoryServlets:
         self._check_server(server)
         limit = parse_integer(request, "limit", minimum=0)
         since = parse_string(request, "since")
-        return 200, await self._directory.public_rooms(limit, since, None, False)
+        include_all = parse_boolean(request, "include_all_networks")
+        network = _network(include_all, parse_string(request, "third_party_instance_id"))
+        return 200, await self._directory.public_rooms(limit, since, None, include_all, network)
 
     async def on_post_public_rooms(self, request: Request) -> tuple[int, Any]:
         await self._auth.get_user_by_req(request, allow_guest=True)
@@ -80,10 +89,22 @@ class DirectoryServlets:
         search = field(body, "filter", dict, default={})
         term = field(search, "generic_search_term", str)
         include_all = bool(field(body, "include_all_networks", bool, default=False))
+        network = _network(include_all, field(body, "third_party_instance_id", str))
         if limit is not None and limit < 0:
             raise MatrixError(400, Codes.INVALID_PARAM, "limit must not be negative")
-        return 200, await self._directory.public_rooms(limit, since, term, include_all)
+        return 200, await self._directory.public_rooms(limit, since, term, include_all, network)
 
     def _check_server(self, server: str | None) -> None:
         if server is not None and server != self._rooms.server_name:
             raise MatrixError(404, Codes.NOT_FOUND, "Remote room directories need federation")
+
+
+def _network(include_all: bool, instance_id: str | None) -> tuple[str, str] | None:
+    """The application service network asked for (``third_party_instance_id``)."""
+    if instance_id is None:
+        return None
+    if include_all:
+        raise MatrixError(
+            400, Codes.INVALID_PARAM, "Can't use include_all_networks with an explicit network"
+        )
+    return parse_third_party_instance_id(instance_id)

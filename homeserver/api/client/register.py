@@ -7,6 +7,7 @@ from typing import Any
 from twisted.web.server import Request
 
 from homeserver.api.client.paths import client_paths, client_v1_paths
+from homeserver.appservice.handler import AppServiceHandler
 from homeserver.config import HomeserverConfig
 from homeserver.errors import Codes, MatrixError
 from homeserver.handlers.auth import AuthHandler
@@ -16,6 +17,8 @@ from homeserver.http.ratelimit import Ratelimiter
 from homeserver.http.server import JsonResource, MatrixRequest
 from homeserver.http.servlet import field, parse_json_body, parse_string
 from storage.storage import Storage
+
+APPSERVICE_LOGIN_TYPE = "m.login.application_service"
 
 
 class RegisterServlets:
@@ -27,6 +30,7 @@ class RegisterServlets:
         ui_auth: UiAuthHandler,
         registration: RegistrationHandler,
         registration_limiter: Ratelimiter,
+        appservices: AppServiceHandler,
     ) -> None:
         self._config = config
         self._storage = storage
@@ -34,6 +38,7 @@ class RegisterServlets:
         self._ui_auth = ui_auth
         self._registration = registration
         self._limiter = registration_limiter
+        self._appservices = appservices
 
     def register(self, resource: JsonResource) -> None:
         resource.register_many("POST", client_paths("/register"), self.on_register)
@@ -54,8 +59,14 @@ class RegisterServlets:
         self._limiter.ratelimit(request.client_ip())
         username = parse_string(request, "username", required=True)
         assert username is not None
-        await self._registration.check_available(username)
+        await self._check_username(username)
         return 200, {"available": True}
+
+    async def _check_username(self, localpart: str) -> None:
+        """Grammar, then application service namespaces (``M_EXCLUSIVE``), then taken."""
+        user_id = self._registration.check_localpart(localpart)
+        self._appservices.registry.check_user_not_reserved(user_id)
+        await self._registration.check_available(localpart)
 
     async def on_token_validity(self, request: Request) -> tuple[int, Any]:
         assert isinstance(request, MatrixRequest)
@@ -72,6 +83,8 @@ class RegisterServlets:
     async def on_register(self, request: Request) -> tuple[int, Any]:
         assert isinstance(request, MatrixRequest)
         body = parse_json_body(request)
+        if body.get("type") == APPSERVICE_LOGIN_TYPE:
+            return await self._register_appservice_user(request, body)
         kind = parse_string(request, "kind", default="user")
         if kind == "guest":
             if not self._config.allow_guest_access:
@@ -97,7 +110,7 @@ class RegisterServlets:
         field(body, "refresh_token", bool)
         if username is not None:
             # Synapse lowercases the requested name rather than refusing capitals.
-            await self._registration.check_available(username.lower())
+            await self._check_username(username.lower())
 
         # Checked on every step, counted only when an account is created (as Synapse):
         # the UIA round trips of one registration must not use up the limit.
@@ -125,6 +138,19 @@ class RegisterServlets:
         self._limiter.record(request.client_ip())
         await self._ui_auth.finish(session_id)
         return 200, await self._login_response(user_id, params)
+
+    async def _register_appservice_user(
+        self, request: MatrixRequest, body: dict[str, Any]
+    ) -> tuple[int, Any]:
+        """An application service creating a user of its namespace: no UIA, no limit."""
+        service = self._auth.get_appservice_by_req(request)
+        username = field(body, "username", str, required=True)
+        field(body, "device_id", str)
+        field(body, "initial_device_display_name", str)
+        field(body, "inhibit_login", bool)
+        field(body, "refresh_token", bool)
+        user_id = await self._appservices.register_user(service, username)
+        return 200, await self._login_response(user_id, body)
 
     async def _register_guest(
         self, request: MatrixRequest, body: dict[str, Any]

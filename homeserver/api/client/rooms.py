@@ -81,6 +81,9 @@ class RoomServlets:
             "PUT", client_paths("/rooms/{roomId}/state/{eventType}/{stateKey}"), self.on_put_state
         )
         r.register_many("PUT", client_paths("/rooms/{roomId}/state/{eventType}"), self.on_put_state)
+        # An empty state key leaves a trailing slash (clients build ".../{type}/{key}").
+        r.register_many("PUT", client_paths("/rooms/{roomId}/state/{eventType}/"), self.on_put_state)
+        r.register_many("GET", client_paths("/rooms/{roomId}/state/{eventType}/"), self.on_get_state)
         r.register_many(
             "GET", client_paths("/rooms/{roomId}/state/{eventType}/{stateKey}"), self.on_get_state
         )
@@ -105,7 +108,7 @@ class RoomServlets:
     async def on_create_room(self, request: Request) -> tuple[int, Any]:
         requester = await self._auth.get_user_by_req(request)
         body = parse_json_body(request)
-        self._limiter.ratelimit(requester.user_id)
+        self._limiter.ratelimit_requester(requester)
         room_id, alias = await self._rooms.create_room(requester, body)
         result: JsonDict = {"room_id": room_id}
         if alias is not None:
@@ -116,7 +119,10 @@ class RoomServlets:
         requester = await self._auth.get_user_by_req(request)
         body = parse_json_body(request, allow_empty=True)
         reason = field(body, "reason", str)
-        room_id = await self._rooms.join(requester, roomIdOrAlias, reason=reason)
+        # `via` is the current name; `server_name` the deprecated one (still sent by clients).
+        args = request.args or {}
+        servers = [v.decode() for key in (b"via", b"server_name") for v in args.get(key, [])]
+        room_id = await self._rooms.join(requester, roomIdOrAlias, reason=reason, servers=servers)
         return 200, {"room_id": room_id}
 
     async def on_join_room(self, request: Request, roomId: str) -> tuple[int, Any]:
@@ -193,7 +199,7 @@ class RoomServlets:
     ) -> tuple[int, Any]:
         requester = await self._auth.get_user_by_req(request)
         content = parse_json_body(request)
-        self._limiter.ratelimit(requester.user_id)
+        self._limiter.ratelimit_requester(requester)
         event = await self._rooms.send_message(requester, roomId, eventType, content, txnId)
         return 200, {"event_id": event.event_id}
 
@@ -202,7 +208,7 @@ class RoomServlets:
     ) -> tuple[int, Any]:
         requester = await self._auth.get_user_by_req(request)
         content = parse_json_body(request)
-        self._limiter.ratelimit(requester.user_id)
+        self._limiter.ratelimit_requester(requester)
         event = await self._rooms.send_state(requester, roomId, eventType, stateKey, content)
         return 200, {"event_id": event.event_id}
 

@@ -59,7 +59,9 @@ class SyncServlets:
         since_raw = parse_string(request, "since")
         timeout = parse_integer(request, "timeout", default=0, minimum=0, maximum=MAX_TIMEOUT_MS)
         full_state = parse_boolean(request, "full_state", default=False)
-        parse_string(request, "set_presence", allowed=("offline", "online", "unavailable"))
+        set_presence = parse_string(
+            request, "set_presence", allowed=("offline", "online", "unavailable")
+        )
         filters = await self.load_filter(requester.user_id, parse_string(request, "filter"))
         since = SyncToken.parse(since_raw) if since_raw else None
         assert timeout is not None
@@ -71,6 +73,7 @@ class SyncServlets:
                 timeout_ms=timeout,
                 filters=filters,
                 full_state=full_state,
+                set_presence=set_presence,
             )
         )
         return 200, response

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Run Synapse (from PyPI, in its own venv) as the benchmark's reference, in the foreground.
+#
+#   bench/run_synapse.sh [DATA_DIR] [PORT]     (defaults: /tmp/bench-synapse 8448)
+#
+# Installs matrix-synapse==$SYNAPSE_VERSION into $SYNAPSE_VENV (default /tmp/synapse-venv)
+# if it is not there, generates its config for server name localhost:PORT in DATA_DIR the
+# first time, then runs it with an override file: SQLite, one plain-HTTP client listener
+# on 127.0.0.1:PORT, open registration without verification, bcrypt_rounds 4, presence
+# off (this project has none yet), no key servers, and every rate limit lifted.
+# Never run by CI: it downloads Synapse and its dependencies.
+set -euo pipefail
+data="${1:-/tmp/bench-synapse}"
+port="${2:-8448}"
+venv="${SYNAPSE_VENV:-/tmp/synapse-venv}"
+version="${SYNAPSE_VERSION:-1.163.2}"
+mkdir -p "$data"
+data="$(cd "$data" && pwd)"
+
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import synapse" 2>/dev/null; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q "matrix-synapse==$version"
+fi
+
+cd "$data"
+if [ ! -f "$data/homeserver.yaml" ]; then
+    "$venv/bin/python" -m synapse.app.homeserver --server-name "localhost:$port" \
+        --config-path "$data/homeserver.yaml" --data-directory "$data" \
+        --generate-config --report-stats=no
+fi
+
+high='{per_second: 100000, burst_count: 100000}'
+cat > "$data/bench-overrides.yaml" <<YAML
+listeners:
+  - port: $port
+    bind_addresses: ['127.0.0.1']
+    type: http
+    tls: false
+    x_forwarded: false
+    resources:
+      - names: [client]
+        compress: false
+database:
+  name: sqlite3
+  args:
+    database: $data/homeserver.db
+enable_registration: true
+enable_registration_without_verification: true
+bcrypt_rounds: 4
+presence:
+  enabled: false
+trusted_key_servers: []
+suppress_key_server_warning: true
+report_stats: false
+rc_message: $high
+rc_registration: $high
+rc_login: {address: $high, account: $high, failed_attempts: $high}
+rc_joins: {local: $high, remote: $high}
+rc_joins_per_room: $high
+rc_invites: {per_room: $high, per_user: $high, per_issuer: $high}
+YAML
+
+exec "$venv/bin/python" -m synapse.app.homeserver \
+    -c "$data/homeserver.yaml" -c "$data/bench-overrides.yaml"

@@ -1,0 +1,270 @@
+"""Outbound server-server HTTP: discovery, TLS, X-Matrix signing, IP range policy.
+
+Invariants:
+- Every request to another server is signed with our key (``federation.x_matrix``).
+- We connect to the IP we checked against the IP range policy (never re-resolved),
+  with the Host header and TLS SNI of the server name (or its delegation).
+- Certificates are verified unless ``federation_verify_certificates`` is false.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlencode
+
+import treq
+from OpenSSL import SSL
+from signedjson.types import SigningKey
+from twisted.internet import defer
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+from twisted.internet.ssl import CertificateOptions, optionsForClientTLS
+from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IPolicyForHTTPS
+from zope.interface import implementer
+
+from federation.discovery import ServerResolver, is_ip_literal
+from federation.interfaces import FederationRequestError
+from federation.x_matrix import sign_request
+
+logger = logging.getLogger(__name__)
+
+JsonDict = dict[str, Any]
+Args = dict[str, str | list[str]] | None
+
+DEFAULT_IP_RANGE_BLACKLIST = (
+    "127.0.0.0/8",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "100.64.0.0/10",
+    "192.0.0.0/24",
+    "169.254.0.0/16",
+    "192.88.99.0/24",
+    "198.18.0.0/15",
+    "192.0.2.0/24",
+    "198.51.100.0/24",
+    "203.0.113.0/24",
+    "224.0.0.0/4",
+    "::1/128",
+    "fe80::/10",
+    "fc00::/7",
+    "2001:db8::/32",
+    "ff00::/8",
+    "fec0::/10",
+)
+
+
+class IpRangePolicy:
+    """Outbound addresses in ``blacklist`` are refused unless in ``whitelist``."""
+
+    def __init__(self, blacklist: Sequence[str], whitelist: Sequence[str]) -> None:
+        self._black = [ipaddress.ip_network(n, strict=False) for n in blacklist]
+        self._white = [ipaddress.ip_network(n, strict=False) for n in whitelist]
+
+    def allowed(self, ip: str) -> bool:
+        addr = ipaddress.ip_address(ip)
+        if any(addr in n for n in self._white if n.version == addr.version):
+            return True
+        return not any(addr in n for n in self._black if n.version == addr.version)
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class _NoVerifyCreator:
+    """TLS with SNI but without certificate verification (test setups, as Synapse's
+    ``federation_verify_certificates: false``)."""
+
+    def __init__(self, hostname: str) -> None:
+        self._hostname = hostname.encode("idna") if not is_ip_literal(hostname) else b""
+        self._ctx = CertificateOptions(verify=False).getContext()
+
+    def clientConnectionForTLS(self, tls_protocol: Any) -> SSL.Connection:
+        conn = SSL.Connection(self._ctx, None)
+        if self._hostname:
+            conn.set_tlsext_host_name(self._hostname)
+        conn.set_app_data(tls_protocol)
+        conn.set_connect_state()
+        return conn
+
+
+@implementer(IPolicyForHTTPS)
+class _FixedNamePolicy:
+    """TLS for a connection to an IP, named (SNI, certificate check) by the server name."""
+
+    def __init__(self, tls_name: str, verify: bool) -> None:
+        self._tls_name = tls_name
+        self._verify = verify
+
+    def creatorForNetloc(self, hostname: bytes, port: int) -> Any:
+        if self._verify:
+            return optionsForClientTLS(self._tls_name)
+        return _NoVerifyCreator(self._tls_name)
+
+
+class MatrixFederationHttpClient:
+    def __init__(
+        self,
+        reactor: Any,
+        server_name: str,
+        signing_key: SigningKey,
+        resolver: ServerResolver,
+        *,
+        verify_certificates: bool,
+        ip_policy: IpRangePolicy,
+        domain_whitelist: Sequence[str] | None = None,
+    ) -> None:
+        self._reactor = reactor
+        self.server_name = server_name
+        self._key = signing_key
+        self._resolver = resolver
+        self._verify = verify_certificates
+        self._ip_policy = ip_policy
+        self._whitelist = set(domain_whitelist) if domain_whitelist is not None else None
+        self._pool = HTTPConnectionPool(reactor, persistent=True)
+        self._pool.maxPersistentPerHost = 5
+        self._pool.retryAutomatically = False
+        self._agents: dict[tuple[str, bool], Agent] = {}
+
+    def close(self) -> defer.Deferred[None]:
+        closing: defer.Deferred[None] = self._pool.closeCachedConnections()
+        return closing
+
+    def _agent(self, tls_name: str) -> Agent:
+        key = (tls_name, self._verify)
+        agent = self._agents.get(key)
+        if agent is None:
+            agent = Agent(
+                self._reactor,
+                contextFactory=_FixedNamePolicy(tls_name, self._verify),
+                pool=self._pool,
+                connectTimeout=20,
+            )
+            self._agents[key] = agent
+        return agent
+
+    async def _resolve_ip(self, host: str) -> str:
+        if is_ip_literal(host):
+            return host
+        return str(await self._reactor.resolve(host))
+
+    def destination_allowed(self, destination: str) -> bool:
+        return self._whitelist is None or destination in self._whitelist
+
+    async def request(
+        self,
+        method: str,
+        destination: str,
+        path: str,
+        *,
+        args: Args = None,
+        body: Any | None = None,
+        timeout_s: float = 60.0,
+        sign: bool = True,
+    ) -> Any:
+        if destination == self.server_name:
+            raise FederationRequestError(
+                destination, 400, None, "Refusing to federate with ourselves"
+            )
+        if not self.destination_allowed(destination):
+            raise FederationRequestError(destination, 403, None, "Destination not whitelisted")
+        resolved = await self._resolver.resolve(destination)
+        try:
+            ip = await self._resolve_ip(resolved.host)
+        except Exception as e:
+            raise FederationRequestError(
+                destination, 502, None, f"DNS lookup failed: {e}"
+            ) from None
+        if not self._ip_policy.allowed(ip):
+            raise FederationRequestError(destination, 403, None, f"IP {ip} is blacklisted")
+        query = urlencode(
+            [
+                (k, v)
+                for k, vs in (args or {}).items()
+                for v in ([vs] if isinstance(vs, str) else vs)
+            ]
+        )
+        uri = path + (f"?{query}" if query else "")
+        host = f"[{ip}]" if ":" in ip else ip
+        url = f"https://{host}:{resolved.port}{uri}"
+        headers = Headers(
+            {
+                b"Host": [resolved.host_header.encode()],
+                b"User-Agent": [b"homeserver"],
+            }
+        )
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode("utf-8")
+            headers.addRawHeader(b"Content-Type", b"application/json")
+        if sign:
+            auth = sign_request(self._key, method, uri, self.server_name, destination, body)
+            headers.addRawHeader(b"Authorization", auth.encode())
+        try:
+            response = await treq.request(
+                method,
+                url,
+                data=data,
+                headers=headers,
+                agent=self._agent(resolved.tls_server_name),  # type: ignore[arg-type]
+                timeout=timeout_s,
+            )
+            content = await treq.content(response)
+        except defer.CancelledError:
+            raise FederationRequestError(destination, 504, None, "Request timed out") from None
+        except Exception as e:
+            raise FederationRequestError(
+                destination, 502, None, f"Connection failed: {e}"
+            ) from None
+        try:
+            parsed = json.loads(content) if content else {}
+        except ValueError:
+            parsed = None
+        if not 200 <= response.code < 300:
+            errcode = parsed.get("errcode") if isinstance(parsed, dict) else None
+            message = (
+                parsed.get("error", "")
+                if isinstance(parsed, dict)
+                else content[:200].decode("utf-8", "replace")
+            )
+            raise FederationRequestError(destination, response.code, errcode, str(message))
+        if parsed is None:
+            raise FederationRequestError(destination, 502, None, "Response was not JSON")
+        return parsed
+
+    async def get_json(
+        self, destination: str, path: str, args: Args = None, *, timeout_s: float = 60.0
+    ) -> JsonDict:
+        result = await self.request("GET", destination, path, args=args, timeout_s=timeout_s)
+        if not isinstance(result, dict):
+            raise FederationRequestError(destination, 502, None, "Expected a JSON object")
+        return result
+
+    async def put_json(
+        self,
+        destination: str,
+        path: str,
+        body: JsonDict,
+        *,
+        timeout_s: float = 60.0,
+        args: Args = None,
+    ) -> Any:
+        return await self.request(
+            "PUT", destination, path, args=args, body=body, timeout_s=timeout_s
+        )
+
+    async def post_json(
+        self,
+        destination: str,
+        path: str,
+        body: JsonDict,
+        *,
+        timeout_s: float = 60.0,
+        args: Args = None,
+    ) -> Any:
+        return await self.request(
+            "POST", destination, path, args=args, body=body, timeout_s=timeout_s
+        )

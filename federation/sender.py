@@ -1,0 +1,186 @@
+"""The outbound federation queue: PDUs and EDUs per destination, sent as transactions.
+
+Invariants:
+- Items are written to ``federation_outbox`` before any attempt to send them, and
+  removed only after the destination accepted the transaction carrying them, so a
+  restart loses nothing queued (it resumes every destination with pending items).
+- One transaction in flight per destination, at most 50 PDUs and 100 EDUs, in queue
+  order.
+- A failing destination is retried with exponential backoff (min interval × multiplier,
+  capped), and its queue keeps growing meanwhile: when it comes back it gets what it
+  missed, in order.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from federation.interfaces import FederationRequestError
+from homeserver.clock import Clock, now_ms
+from homeserver.events.event import Event
+from homeserver.rooms.room_cache import RoomCache
+from storage.federation import FederationStore
+
+logger = logging.getLogger(__name__)
+
+JsonDict = dict[str, Any]
+MAX_PDUS = 50
+MAX_EDUS = 100
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    min_interval_ms: int = 10 * 60 * 1000 // 60  # 10 s
+    multiplier: float = 2.0
+    max_interval_ms: int = 24 * 3600 * 1000
+
+
+def server_of(user_id: str) -> str:
+    return user_id.split(":", 1)[1] if ":" in user_id else ""
+
+
+class FederationSender:
+    def __init__(
+        self,
+        server_name: str,
+        clock: Clock,
+        store: FederationStore,
+        client: Any,
+        rooms: RoomCache,
+        retry: RetrySettings,
+    ) -> None:
+        self._server_name = server_name
+        self._clock = clock
+        self._store = store
+        self._client = client
+        self._rooms = rooms
+        self._retry = retry
+        self._running: set[str] = set()
+        self._wakeups: dict[str, Any] = {}
+        self._backoff: dict[str, int] = {}
+        self._stopped = False
+
+    async def start(self) -> None:
+        """Resume every destination that still has queued items."""
+        for destination in await self._store.destinations_with_pending():
+            self._kick(destination)
+
+    def stop(self) -> None:
+        self._stopped = True
+        for call in self._wakeups.values():
+            if call.active():
+                call.cancel()
+        self._wakeups.clear()
+
+    # Queueing -----------------------------------------------------------------------
+
+    def destinations_for_room(self, room_id: str, extra: Iterable[str] = ()) -> set[str]:
+        room = self._rooms.get_if_loaded(room_id)
+        servers = set(extra)
+        if room is not None:
+            servers |= {server_of(u) for u in room.joined_members()}
+        servers.discard(self._server_name)
+        servers.discard("")
+        return servers
+
+    async def on_persisted(self, events: list[Event]) -> None:
+        """Queue our own new events for every other server in their rooms."""
+        items: list[tuple[str, str, JsonDict]] = []
+        for ev in events:
+            if ev.outlier or ev.rejected_reason is not None:
+                continue
+            if server_of(ev.sender) != self._server_name:
+                continue
+            extra = []
+            if ev.membership is not None and ev.state_key:
+                extra.append(server_of(ev.state_key))  # a kicked/banned remote user's server
+                if ev.membership == "invite":
+                    continue  # sent through /invite, not /send
+            for destination in self.destinations_for_room(ev.room_id, extra):
+                items.append((destination, "pdu", ev.pdu))
+        await self._enqueue(items)
+
+    async def send_edu(self, destinations: Iterable[str], edu_type: str, content: JsonDict) -> None:
+        edu = {"edu_type": edu_type, "content": content}
+        await self._enqueue([(d, "edu", edu) for d in destinations if d and d != self._server_name])
+
+    async def _enqueue(self, items: list[tuple[str, str, JsonDict]]) -> None:
+        if not items:
+            return
+        await self._store.enqueue(items, now_ms(self._clock))
+        for destination in {d for d, _, _ in items}:
+            self._kick(destination)
+
+    # Sending ------------------------------------------------------------------------
+
+    def _kick(self, destination: str) -> None:
+        if self._stopped or destination in self._running or destination in self._wakeups:
+            return
+        self._running.add(destination)
+        from twisted.internet import defer
+
+        defer.ensureDeferred(self._run(destination))
+
+    def retry_now(self, destination: str) -> None:
+        call = self._wakeups.pop(destination, None)
+        if call is not None and call.active():
+            call.cancel()
+        self._backoff.pop(destination, None)
+        self._kick(destination)
+
+    async def _run(self, destination: str) -> None:
+        try:
+            while not self._stopped:
+                pdus = await self._store.peek(destination, "pdu", MAX_PDUS)
+                edus = await self._store.peek(destination, "edu", MAX_EDUS)
+                if not pdus and not edus:
+                    return
+                txn_id = f"{now_ms(self._clock)}{secrets.token_hex(4)}"
+                body = {
+                    "origin": self._server_name,
+                    "origin_server_ts": now_ms(self._clock),
+                    "pdus": [p.payload for p in pdus],
+                    "edus": [e.payload for e in edus],
+                }
+                try:
+                    await self._client.put_json(
+                        destination,
+                        f"/_matrix/federation/v1/send/{txn_id}",
+                        body,
+                        timeout_s=60.0,
+                    )
+                except FederationRequestError as e:
+                    if 400 <= e.code < 500 and e.code not in (401, 403, 408, 429):
+                        # The destination refuses these for good: drop them, keep going.
+                        logger.warning("%s refused a transaction (%s); dropping it", destination, e)
+                        await self._store.ack([i.item_id for i in pdus + edus])
+                        continue
+                    self._schedule_retry(destination, e)
+                    return
+                self._backoff.pop(destination, None)
+                await self._store.set_retry(destination, 0, 0)
+                await self._store.ack([i.item_id for i in pdus + edus])
+        except Exception:
+            logger.exception("Federation sender for %s failed", destination)
+        finally:
+            self._running.discard(destination)
+
+    def _schedule_retry(self, destination: str, error: Exception) -> None:
+        previous = self._backoff.get(destination)
+        interval = (
+            self._retry.min_interval_ms
+            if previous is None
+            else min(int(previous * self._retry.multiplier), self._retry.max_interval_ms)
+        )
+        self._backoff[destination] = interval
+        logger.info("Sending to %s failed (%s); retrying in %d ms", destination, error, interval)
+
+        def _wake() -> None:
+            self._wakeups.pop(destination, None)
+            self._kick(destination)
+
+        self._wakeups[destination] = self._clock.callLater(interval / 1000.0, _wake)

@@ -1,0 +1,158 @@
+"""Builds the federation services from the config and plugs them into the server."""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import treq
+from signedjson.types import SigningKey
+from twisted.internet import defer
+
+from federation.discovery import ServerResolver
+from federation.http_client import (
+    DEFAULT_IP_RANGE_BLACKLIST,
+    IpRangePolicy,
+    MatrixFederationHttpClient,
+)
+from federation.keyring import RemoteKeyring, TrustedKeyServer
+from federation.membership import FederationMembership
+from federation.query_servlets import FederationQueryServlets
+from federation.room_events import FederationEventHandler
+from federation.room_servlets import FederationRoomServlets
+from federation.sender import FederationSender, RetrySettings
+from federation.transport_server import FederationAuthenticator, KeyServlets, TransactionServlet
+from homeserver.config import HomeserverConfig
+from homeserver.events.event import Event
+from homeserver.handlers.profile import ProfileHandler
+from homeserver.http.server import JsonResource
+from homeserver.rooms.directory import RoomDirectory
+from homeserver.rooms.handler import RoomHandler
+from homeserver.rooms.persister import EventPersister
+from homeserver.rooms.room_cache import RoomCache
+from storage.storage import Storage
+
+logger = logging.getLogger(__name__)
+
+
+async def _fetch_well_known(host: str) -> tuple[int, bytes, float | None]:
+    response = await treq.get(f"https://{host}/.well-known/matrix/server", timeout=10)
+    body = await treq.content(response)
+    ttl = None
+    cache_control = response.headers.getRawHeaders(b"cache-control") or []
+    for value in cache_control:
+        m = re.search(rb"max-age=(\d+)", value)
+        if m:
+            ttl = float(m.group(1))
+    return response.code, body, ttl
+
+
+async def _lookup_srv(name: str) -> list[tuple[str, int]]:
+    from twisted.names import client, dns
+
+    answers, _, _ = await client.lookupService(name)
+    records = [
+        (a.payload.priority, -a.payload.weight, str(a.payload.target), a.payload.port)
+        for a in answers
+        if a.type == dns.SRV and str(a.payload.target) not in (".", "")
+    ]
+    return [(target, port) for _, _, target, port in sorted(records)]
+
+
+@dataclass
+class Federation:
+    client: MatrixFederationHttpClient
+    keyring: RemoteKeyring
+    authenticator: FederationAuthenticator
+    events: FederationEventHandler
+    membership: FederationMembership
+    sender: FederationSender
+    transactions: TransactionServlet
+    servlets: list[Any]
+
+    def register(self, resource: JsonResource) -> None:
+        for servlets in self.servlets:
+            servlets.register(resource)
+
+    def on_persisted(self, events: list[Event]) -> None:
+        d = defer.ensureDeferred(self.sender.on_persisted(events))
+        d.addErrback(lambda f: logger.error("Queueing events for federation failed: %s", f.value))
+
+    async def stop(self) -> None:
+        self.sender.stop()
+        await self.client.close()
+
+
+def build_federation(
+    config: HomeserverConfig,
+    reactor: Any,
+    signing_key: SigningKey,
+    storage: Storage,
+    rooms: RoomCache,
+    persister: EventPersister,
+    room_handler: RoomHandler,
+    profiles: ProfileHandler,
+    directory: RoomDirectory,
+) -> Federation:
+    server_name = config.server_name
+    resolver = ServerResolver(reactor, _fetch_well_known, _lookup_srv)
+    blacklist = config.ip_range_blacklist
+    ip_policy = IpRangePolicy(
+        list(DEFAULT_IP_RANGE_BLACKLIST) if blacklist is None else blacklist,
+        config.ip_range_whitelist,
+    )
+    client = MatrixFederationHttpClient(
+        reactor,
+        server_name,
+        signing_key,
+        resolver,
+        verify_certificates=config.federation_verify_certificates,
+        ip_policy=ip_policy,
+        domain_whitelist=config.federation_domain_whitelist,
+    )
+    keyring = RemoteKeyring(
+        server_name,
+        signing_key,
+        reactor,
+        storage.federation,
+        client,
+        [TrustedKeyServer(t["server_name"], t["verify_keys"]) for t in config.trusted_key_servers],
+    )
+    events = FederationEventHandler(server_name, rooms, storage.events, persister, client, keyring)
+    membership = FederationMembership(
+        server_name, signing_key, reactor, rooms, storage.events, events, client
+    )
+    room_handler.remote = membership
+    authenticator = FederationAuthenticator(
+        server_name, keyring, config.federation_domain_whitelist
+    )
+    retry = config.federation
+    sender = FederationSender(
+        server_name,
+        reactor,
+        storage.federation,
+        client,
+        rooms,
+        RetrySettings(retry.min_interval_ms, retry.multiplier, retry.max_interval_ms),
+    )
+    transactions = TransactionServlet(authenticator, storage.federation, events, reactor)
+    servlets: list[Any] = [
+        transactions,
+        FederationRoomServlets(
+            server_name, authenticator.authenticate, rooms, storage.events, events, membership
+        ),
+        FederationQueryServlets(
+            server_name,
+            authenticator.authenticate,
+            storage,
+            profiles,
+            directory,
+            allow_public_rooms_over_federation=config.allow_public_rooms_over_federation,
+        ),
+        KeyServlets(keyring),
+    ]
+    return Federation(
+        client, keyring, authenticator, events, membership, sender, transactions, servlets
+    )

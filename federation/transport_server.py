@@ -1,0 +1,196 @@
+"""Inbound server-server requests: X-Matrix authentication, /send transactions, keys
+(including the notary API), and the simple query endpoints.
+
+Invariants:
+- Nothing is processed for a request whose X-Matrix signature does not verify: 401.
+- A transaction already answered gets the same answer again (keyed by origin + id).
+- PDUs of a transaction are handled in order; a failure of one is reported in the
+  response and does not stop the others.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from twisted.web.server import Request
+
+from federation.interfaces import PduHandler, SignatureVerifyError
+from federation.keyring import RemoteKeyring
+from federation.x_matrix import XMatrixParseError, parse_x_matrix, request_json
+from homeserver.clock import Clock, now_ms
+from homeserver.errors import Codes, MatrixError
+from homeserver.http.server import JsonResource
+from homeserver.http.servlet import parse_json_body, parse_string
+from storage.federation import FederationStore
+
+logger = logging.getLogger(__name__)
+
+JsonDict = dict[str, Any]
+EduHandlerFn = Callable[[str, JsonDict], Awaitable[None]]
+
+MAX_PDUS = 50
+MAX_EDUS = 100
+
+
+class FederationAuthenticator:
+    def __init__(
+        self, server_name: str, keyring: RemoteKeyring, domain_whitelist: list[str] | None
+    ) -> None:
+        self._server_name = server_name
+        self._keyring = keyring
+        self._whitelist = set(domain_whitelist) if domain_whitelist is not None else None
+
+    async def authenticate(self, request: Request) -> str:
+        headers = request.requestHeaders.getRawHeaders(b"authorization") or []
+        content: Any = None
+        assert request.content is not None
+        request.content.seek(0)
+        raw = request.content.read()
+        if raw:
+            try:
+                content = json.loads(raw)
+            except ValueError:
+                raise MatrixError(400, Codes.NOT_JSON, "Content not JSON.") from None
+        uri = request.uri.decode("ascii", "replace")
+        method = request.method.decode("ascii")
+        last_error = "Missing Authorization headers"
+        for header in headers:
+            try:
+                auth = parse_x_matrix(header.decode("utf-8", "replace"))
+            except XMatrixParseError as e:
+                last_error = str(e)
+                continue
+            if auth.destination is not None and auth.destination != self._server_name:
+                last_error = "Authorization header is for another server"
+                continue
+            signed = request_json(method, uri, auth.origin, self._server_name, content)
+            signed["signatures"] = {auth.origin: {auth.key: auth.sig}}
+            try:
+                await self._keyring.verify_json_for_server(auth.origin, signed)
+            except SignatureVerifyError as e:
+                last_error = str(e)
+                continue
+            if self._whitelist is not None and auth.origin not in self._whitelist:
+                raise MatrixError(403, Codes.FORBIDDEN, "Federation denied with this server")
+            return auth.origin
+        raise MatrixError(401, "M_UNAUTHORIZED", last_error)
+
+
+class TransactionServlet:
+    def __init__(
+        self,
+        authenticator: FederationAuthenticator,
+        store: FederationStore,
+        pdu_handler: PduHandler,
+        clock: Clock,
+    ) -> None:
+        self._auth = authenticator
+        self._store = store
+        self._pdus = pdu_handler
+        self._clock = clock
+        self.edu_handlers: dict[str, EduHandlerFn] = {}
+        self._in_progress: set[tuple[str, str]] = set()
+
+    def register(self, r: JsonResource) -> None:
+        r.register("PUT", "/_matrix/federation/v1/send/{txnId}", self.on_send)
+
+    async def on_send(self, request: Request, txnId: str) -> tuple[int, Any]:
+        origin = await self._auth.authenticate(request)
+        body = parse_json_body(request)
+        pdus = body.get("pdus", [])
+        edus = body.get("edus", [])
+        if not isinstance(pdus, list) or not isinstance(edus, list):
+            raise MatrixError(400, Codes.BAD_JSON, "pdus and edus must be lists")
+        if len(pdus) > MAX_PDUS or len(edus) > MAX_EDUS:
+            raise MatrixError(400, Codes.BAD_JSON, "Too many PDUs or EDUs in the transaction")
+        previous = await self._store.get_received_transaction(origin, txnId)
+        if previous is not None:
+            return 200, previous
+        key = (origin, txnId)
+        if key in self._in_progress:
+            raise MatrixError(
+                429,
+                Codes.LIMIT_EXCEEDED,
+                "Transaction already in progress",
+                {"retry_after_ms": 1000},
+            )
+        self._in_progress.add(key)
+        try:
+            results: dict[str, JsonDict] = {}
+            for pdu in pdus:
+                if not isinstance(pdu, dict):
+                    continue
+                event_id = self._event_id(pdu)
+                try:
+                    error = await self._pdus.on_receive_pdu(origin, pdu)
+                except Exception as e:
+                    logger.exception("Processing a PDU from %s failed", origin)
+                    error = f"internal error: {type(e).__name__}"
+                if event_id is not None:
+                    results[event_id] = {"error": error} if error else {}
+            for edu in edus:
+                if not isinstance(edu, dict):
+                    continue
+                handler = self.edu_handlers.get(str(edu.get("edu_type")))
+                content = edu.get("content")
+                if handler is None or not isinstance(content, dict):
+                    continue
+                try:
+                    await handler(origin, content)
+                except Exception:
+                    logger.exception("Handling %s EDU from %s failed", edu.get("edu_type"), origin)
+            response = {"pdus": results}
+            await self._store.set_received_transaction(origin, txnId, response, now_ms(self._clock))
+            return 200, response
+        finally:
+            self._in_progress.discard(key)
+
+    @staticmethod
+    def _event_id(pdu: JsonDict) -> str | None:
+        from crypto.event_hashing import compute_event_id
+        from homeserver.events.room_versions import ROOM_VERSIONS
+
+        # The room version decides the id; every version we support hashes the same way.
+        try:
+            return compute_event_id(pdu, ROOM_VERSIONS["11"])
+        except Exception:
+            return None
+
+
+class KeyServlets:
+    """/_matrix/key/v2/query: we act as a notary for the keys we know."""
+
+    def __init__(self, keyring: RemoteKeyring) -> None:
+        self._keyring = keyring
+
+    def register(self, r: JsonResource) -> None:
+        r.register("POST", "/_matrix/key/v2/query", self.on_post_query)
+        r.register("GET", "/_matrix/key/v2/query/{serverName}", self.on_get_query)
+
+    async def on_post_query(self, request: Request) -> tuple[int, Any]:
+        body = parse_json_body(request)
+        wanted = body.get("server_keys")
+        if not isinstance(wanted, dict):
+            raise MatrixError(400, Codes.BAD_JSON, "server_keys must be an object")
+        out: list[JsonDict] = []
+        for server, keys in wanted.items():
+            minimum = 0
+            if isinstance(keys, dict):
+                for criteria in keys.values():
+                    if isinstance(criteria, dict) and isinstance(
+                        criteria.get("minimum_valid_until_ts"), int
+                    ):
+                        minimum = max(minimum, criteria["minimum_valid_until_ts"])
+            out.extend(await self._keyring.notary_response(str(server), minimum))
+        return 200, {"server_keys": out}
+
+    async def on_get_query(self, request: Request, serverName: str) -> tuple[int, Any]:
+        minimum = parse_string(request, "minimum_valid_until_ts")
+        return 200, {
+            "server_keys": await self._keyring.notary_response(
+                serverName, int(minimum) if minimum and minimum.isdigit() else 0
+            )
+        }

@@ -1,0 +1,396 @@
+"""Presence: each local user's state, status message and activity; the ``presence``
+/sync source.
+
+Invariants:
+- Memory holds the current state of every user touched since start-up (and of every
+  user not offline, loaded at start-up); the database holds the last *visible* state
+  of each user, written in change order behind memory, so a restart keeps states and
+  status messages. An explicit ``PUT /status`` returns only once it is written.
+- A change is visible (takes the next presence stream position, is persisted, wakes
+  the user and everyone sharing a room with them) only when ``should_notify`` says
+  so: the state, the status message or ``currently_active`` changed, or the last
+  active time moved by more than ``last_active_granularity`` while not currently
+  active. Heartbeats in between (each /sync marks the user active) change memory only,
+  so syncing users do not wake each other in a loop.
+- Timers run on the injected clock, one per user at most: ``currently_active`` ends
+  ``last_active_granularity`` after the last activity; a user with no /sync in flight
+  goes from online to unavailable ``sync_online_timeout`` after their last sync or
+  activity, and offline ``offline_timeout`` after it. A sync that starts again
+  within the grace period cancels the timer and changes nothing visible.
+- With presence disabled nothing is tracked, stored or sent; the stream stays at 0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import defer
+
+from homeserver.async_utils import observe
+from homeserver.clock import Clock, now_ms
+from homeserver.errors import Codes, MatrixError
+from homeserver.events.event import Event
+from homeserver.rooms.memberships import MembershipCache
+from homeserver.rooms.room_cache import RoomCache
+from homeserver.sync.notifier import Notifier
+from homeserver.sync.sources import SyncContext, SyncFragment
+from storage.presence import PresenceState, PresenceStore
+
+logger = logging.getLogger(__name__)
+
+JsonDict = dict[str, Any]
+
+ONLINE = "online"
+UNAVAILABLE = "unavailable"
+OFFLINE = "offline"
+PRESENCE_STATES = (ONLINE, UNAVAILABLE, OFFLINE)
+LAST_ACTIVE_GRANULARITY_MS = 60_000
+
+
+def should_notify(old: PresenceState, new: PresenceState, granularity_ms: int) -> bool:
+    if old.state != new.state or old.status_msg != new.status_msg:
+        return True
+    if old.currently_active != new.currently_active:
+        return True
+    # Last-active bumps are news only for users not shown as currently active.
+    return new.last_active_ts - old.last_active_ts > granularity_ms and not new.currently_active
+
+
+def format_presence(state: PresenceState, now: int) -> JsonDict:
+    """The ``m.presence`` content (also the GET /status body)."""
+    content: JsonDict = {"presence": state.state}
+    if state.last_active_ts:
+        content["last_active_ago"] = max(0, now - state.last_active_ts)
+    if state.status_msg is not None:
+        content["status_msg"] = state.status_msg
+    if state.state == ONLINE:
+        content["currently_active"] = state.currently_active
+    return content
+
+
+def _noop() -> None:
+    pass
+
+
+class PresenceHandler:
+    def __init__(
+        self,
+        store: PresenceStore,
+        rooms: RoomCache,
+        memberships: MembershipCache,
+        notifier: Notifier,
+        clock: Clock,
+        *,
+        enabled: bool = True,
+        sync_online_timeout_ms: int = 30_000,
+        offline_timeout_ms: int = 300_000,
+        include_offline_users_on_sync: bool = False,
+        last_active_granularity_ms: int = LAST_ACTIVE_GRANULARITY_MS,
+    ) -> None:
+        self._store = store
+        self._rooms = rooms
+        self._memberships = memberships
+        self._notifier = notifier
+        self._clock = clock
+        self.enabled = enabled
+        self._sync_online_timeout = sync_online_timeout_ms
+        self._offline_timeout = offline_timeout_ms
+        self._include_offline = include_offline_users_on_sync
+        self._granularity = last_active_granularity_ms
+        self._states: dict[str, PresenceState] = {}
+        self._syncing: dict[str, int] = {}
+        self._timers: dict[str, Any] = {}
+        # user -> position of their last visible change, in position order.
+        self._changes: OrderedDict[str, int] = OrderedDict()
+        # Every visible change after this position is in `_changes`.
+        self._floor = store.stream.current_position
+        self._dirty: dict[str, PresenceState] = {}
+        self._flushing: defer.Deferred[None] | None = None
+        self._stopped = False
+
+    # Lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load users who are not offline and restart their timers."""
+        if not self.enabled:
+            return
+        for state in await self._store.get_not_offline():
+            self._states.setdefault(state.user_id, state)
+            self._schedule_timer(state.user_id)
+
+    async def stop(self) -> None:
+        self._stopped = True
+        for timer in self._timers.values():
+            if timer.active():
+                timer.cancel()
+        self._timers.clear()
+        await self.flush()
+
+    @property
+    def position(self) -> int:
+        return self._store.stream.current_position if self.enabled else 0
+
+    # Reading ------------------------------------------------------------------------
+
+    async def _get(self, user_id: str) -> PresenceState:
+        state = self._states.get(user_id)
+        if state is not None:
+            return state
+        stored = (await self._store.get_states([user_id])).get(user_id)
+        return self._states.setdefault(user_id, stored or PresenceState.default(user_id))
+
+    async def _joined_rooms(self, user_id: str) -> set[str]:
+        rooms = await self._memberships.rooms_for_user(user_id)
+        return {room_id for room_id, row in rooms.items() if row.membership == "join"}
+
+    async def shares_room(self, user_id: str, other: str) -> bool:
+        if user_id == other:
+            return True
+        return bool(await self._joined_rooms(user_id) & await self._joined_rooms(other))
+
+    async def get_presence(self, observer: str, target: str) -> JsonDict:
+        if not await self.shares_room(observer, target):
+            raise MatrixError(403, Codes.FORBIDDEN, "You are not allowed to see their presence")
+        if not self.enabled:
+            return {"presence": OFFLINE}
+        state = self._states.get(target)
+        if state is None:
+            stored = (await self._store.get_states([target])).get(target)
+            state = stored or PresenceState.default(target)
+        return format_presence(state, now_ms(self._clock))
+
+    # Changing -----------------------------------------------------------------------
+
+    async def set_state(self, user_id: str, presence: str, status_msg: str | None) -> None:
+        """An explicit ``PUT /status`` (it replaces the status message too)."""
+        if not self.enabled:
+            return
+        state = await self._get(user_id)
+        new = dataclasses.replace(state, state=presence, status_msg=status_msg)
+        if presence == ONLINE:
+            new = dataclasses.replace(new, last_active_ts=now_ms(self._clock))
+        self._update(new)
+        await self.flush()
+
+    async def user_syncing(
+        self, user_id: str, device_id: str | None, set_presence: str | None
+    ) -> Callable[[], None]:
+        """A /sync starts (a heartbeat); the returned callable is called when it ends."""
+        if not self.enabled or set_presence == OFFLINE:
+            return _noop
+        presence = set_presence or ONLINE
+        state = await self._get(user_id)
+        self._syncing[user_id] = self._syncing.get(user_id, 0) + 1
+        now = now_ms(self._clock)
+        new = dataclasses.replace(state, state=presence, last_user_sync_ts=now)
+        if presence == ONLINE:
+            new = dataclasses.replace(new, last_active_ts=now)
+        self._update(new)
+
+        def _ended() -> None:
+            count = self._syncing.get(user_id, 0) - 1
+            if count > 0:
+                self._syncing[user_id] = count
+            else:
+                self._syncing.pop(user_id, None)
+            current = self._states.get(user_id)
+            if current is None or self._stopped:
+                return
+            self._states[user_id] = dataclasses.replace(
+                current, last_user_sync_ts=now_ms(self._clock)
+            )
+            self._schedule_timer(user_id)
+
+        return _ended
+
+    def bump_active(self, user_id: str) -> None:
+        """The user did something (sent an event, typed): online and active now."""
+        if not self.enabled or self._stopped:
+            return
+
+        async def _bump() -> None:
+            state = await self._get(user_id)
+            self._update(
+                dataclasses.replace(state, state=ONLINE, last_active_ts=now_ms(self._clock))
+            )
+
+        defer.ensureDeferred(_bump()).addErrback(
+            lambda f: logger.error("Presence bump for %s failed: %s", user_id, f.value)
+        )
+
+    def on_event_accepted(self, event: Event) -> None:
+        """EventCreator hook: a local user sending an event is active."""
+        self.bump_active(event.sender)
+
+    def _update(self, new: PresenceState) -> PresenceState:
+        """Make ``new`` current (synchronously); publish it if it is news."""
+        user_id = new.user_id
+        old = self._states.get(user_id) or PresenceState.default(user_id)
+        now = now_ms(self._clock)
+        active = new.state == ONLINE and now - new.last_active_ts < self._granularity
+        new = dataclasses.replace(new, currently_active=active, stream_id=old.stream_id)
+        if should_notify(old, new, self._granularity):
+            position = self._store.stream.next_id()
+            new = dataclasses.replace(new, stream_id=position)
+            self._states[user_id] = new
+            self._changes[user_id] = position
+            self._changes.move_to_end(user_id)
+            self._dirty[user_id] = new
+            self._start_flush()
+            defer.ensureDeferred(self._notify(user_id)).addErrback(
+                lambda f: logger.error("Presence notification failed: %s", f.value)
+            )
+        else:
+            self._states[user_id] = new
+        self._schedule_timer(user_id)
+        return new
+
+    async def _notify(self, user_id: str) -> None:
+        users = {user_id}
+        for room_id in await self._joined_rooms(user_id):
+            room = await self._rooms.get(room_id)
+            if room is not None:
+                users |= room.joined_members()
+        self._notifier.notify_users(users)
+
+    # Timers -------------------------------------------------------------------------
+
+    def _deadline(self, state: PresenceState) -> int | None:
+        deadlines = []
+        if state.currently_active:
+            deadlines.append(state.last_active_ts + self._granularity)
+        if state.user_id not in self._syncing and state.state != OFFLINE:
+            base = max(state.last_user_sync_ts, state.last_active_ts)
+            if state.state == ONLINE:
+                deadlines.append(base + self._sync_online_timeout)
+            deadlines.append(base + self._offline_timeout)
+        return min(deadlines) if deadlines else None
+
+    def _schedule_timer(self, user_id: str) -> None:
+        timer = self._timers.pop(user_id, None)
+        if timer is not None and timer.active():
+            timer.cancel()
+        state = self._states.get(user_id)
+        if state is None or self._stopped:
+            return
+        deadline = self._deadline(state)
+        if deadline is None:
+            return
+        delay = max(0, deadline - now_ms(self._clock)) / 1000.0 + 0.001
+        self._timers[user_id] = self._clock.callLater(delay, self._on_timer, user_id)
+
+    def _on_timer(self, user_id: str) -> None:
+        self._timers.pop(user_id, None)
+        state = self._states.get(user_id)
+        if state is None or self._stopped:
+            return
+        new = state
+        if user_id not in self._syncing and state.state != OFFLINE:
+            idle = now_ms(self._clock) - max(state.last_user_sync_ts, state.last_active_ts)
+            if idle >= self._offline_timeout:
+                new = dataclasses.replace(state, state=OFFLINE)
+            elif state.state == ONLINE and idle >= self._sync_online_timeout:
+                new = dataclasses.replace(state, state=UNAVAILABLE)
+        self._update(new)
+
+    # Persisting ---------------------------------------------------------------------
+
+    def _start_flush(self) -> None:
+        if self._flushing is None and self._dirty:
+            self._flushing = defer.ensureDeferred(self._flush())
+
+    async def _flush(self) -> None:
+        try:
+            while self._dirty:
+                batch = list(self._dirty.values())
+                self._dirty.clear()
+                await self._store.upsert_states(batch)
+        except Exception:
+            logger.exception("Could not persist presence states")
+        finally:
+            self._flushing = None
+
+    async def flush(self) -> None:
+        """Wait until every visible change so far is written."""
+        while self._flushing is not None or self._dirty:
+            self._start_flush()
+            if self._flushing is not None:
+                await observe(self._flushing)
+
+    # For /sync ----------------------------------------------------------------------
+
+    async def _room_mates(self, room_ids: frozenset[str]) -> set[str]:
+        users: set[str] = set()
+        for room_id in room_ids:
+            room = await self._rooms.get(room_id)
+            if room is not None:
+                users |= room.joined_members()
+        return users
+
+    async def states_for_sync(self, ctx: SyncContext, since: int, now: int) -> list[PresenceState]:
+        """States the user should be sent for the window (since, now], oldest change first."""
+        if ctx.initial or since < self._floor:
+            mates = await self._room_mates(ctx.joined_room_ids) | {ctx.user_id}
+            states = await self._store.get_states(u for u in mates if u not in self._states)
+            states.update({u: self._states[u] for u in mates if u in self._states})
+            if ctx.initial:
+                out = [
+                    s
+                    for s in states.values()
+                    if s.stream_id and (s.state != OFFLINE or self._include_offline)
+                ]
+            else:
+                out = [s for s in states.values() if since < s.stream_id <= now]
+        else:
+            out = []
+            window: list[str] = []
+            for user_id, position in reversed(self._changes.items()):  # no awaits here
+                if position <= since:
+                    break
+                if position <= now:
+                    window.append(user_id)
+            for user_id in window:
+                if user_id == ctx.user_id or (
+                    await self._joined_rooms(user_id) & ctx.joined_room_ids
+                ):
+                    out.append(self._states[user_id])
+            if ctx.newly_joined_room_ids:
+                seen = {s.user_id for s in out}
+                mates = await self._room_mates(ctx.newly_joined_room_ids) - seen
+                known = await self._store.get_states(u for u in mates if u not in self._states)
+                known.update({u: self._states[u] for u in mates if u in self._states})
+                out += [s for s in known.values() if s.stream_id and s.state != OFFLINE]
+        out.sort(key=lambda s: s.stream_id)
+        return out
+
+
+class PresenceSource:
+    name = "presence"
+
+    def __init__(self, handler: PresenceHandler, clock: Clock) -> None:
+        self._handler = handler
+        self._clock = clock
+
+    def current_position(self) -> int:
+        return self._handler.position
+
+    async def get_updates(self, ctx: SyncContext, since: int, now: int) -> SyncFragment:
+        fragment = SyncFragment()
+        if not self._handler.enabled or ctx.filters.blocks_all_presence():
+            return fragment
+        if since >= now and not ctx.initial and not ctx.newly_joined_room_ids:
+            return fragment
+        at = now_ms(self._clock)
+        events = [
+            {"type": "m.presence", "sender": s.user_id, "content": format_presence(s, at)}
+            for s in await self._handler.states_for_sync(ctx, since, now)
+        ]
+        events = ctx.filters.filter_presence(events)
+        if events:
+            fragment.top_level["presence"] = {"events": events}
+            fragment.has_updates = True
+        return fragment

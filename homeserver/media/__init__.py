@@ -1,0 +1,1 @@
+"""The media repository: storage of uploaded files, thumbnails and URL previews."""

@@ -1,0 +1,175 @@
+"""Federation transport state: remote keys, the outbound queue, destination backoff,
+processed inbound transactions."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from storage.database import Database, Transaction
+from storage.id_generator import IdGenerator
+
+
+@dataclass(frozen=True, slots=True)
+class StoredServerKey:
+    server_name: str
+    key_id: str
+    verify_key: str
+    valid_until_ts: int
+    expired_ts: int | None
+    key_json: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    item_id: int
+    destination: str
+    kind: str  # "pdu" or "edu"
+    payload: dict[str, Any]
+
+
+class FederationStore:
+    def __init__(self, db: Database, outbox_ids: IdGenerator) -> None:
+        self._db = db
+        self._outbox_ids = outbox_ids
+
+    # Keys -----------------------------------------------------------------------
+
+    async def store_server_keys(self, keys: list[StoredServerKey]) -> None:
+        def _txn(txn: Transaction) -> None:
+            for k in keys:
+                txn.execute(
+                    "DELETE FROM server_keys WHERE server_name = ? AND key_id = ?",
+                    (k.server_name, k.key_id),
+                )
+                txn.execute(
+                    "INSERT INTO server_keys (server_name, key_id, verify_key, valid_until_ts,"
+                    " expired_ts, key_json) VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        k.server_name,
+                        k.key_id,
+                        k.verify_key,
+                        k.valid_until_ts,
+                        k.expired_ts,
+                        json.dumps(k.key_json),
+                    ),
+                )
+
+        await self._db.run_interaction("store_server_keys", _txn)
+
+    async def get_server_keys(self, server_name: str) -> list[StoredServerKey]:
+        def _txn(txn: Transaction) -> list[StoredServerKey]:
+            rows = txn.select_all(
+                "SELECT server_name, key_id, verify_key, valid_until_ts, expired_ts, key_json"
+                " FROM server_keys WHERE server_name = ?",
+                (server_name,),
+            )
+            return [
+                StoredServerKey(
+                    r[0],
+                    r[1],
+                    r[2],
+                    int(r[3]),
+                    None if r[4] is None else int(r[4]),
+                    json.loads(r[5]),
+                )
+                for r in rows
+            ]
+
+        return await self._db.run_interaction("get_server_keys", _txn)
+
+    # Outbox ------------------------------------------------------------------------
+
+    async def enqueue(self, items: list[tuple[str, str, dict[str, Any]]], now_ms: int) -> None:
+        """Queue (destination, kind, payload) rows in one transaction."""
+        rows = [(self._outbox_ids.next_id(), d, k, json.dumps(p), now_ms) for d, k, p in items]
+        await self._db.run_interaction(
+            "federation_enqueue",
+            lambda txn: txn.execute_many(
+                "INSERT INTO federation_outbox (id, destination, kind, payload, created_ts)"
+                " VALUES (?, ?, ?, ?, ?)",
+                rows,
+            ),
+        )
+
+    async def peek(self, destination: str, kind: str, limit: int) -> list[OutboxItem]:
+        def _txn(txn: Transaction) -> list[OutboxItem]:
+            rows = txn.select_all(
+                "SELECT id, destination, kind, payload FROM federation_outbox"
+                " WHERE destination = ? AND kind = ? ORDER BY id LIMIT ?",
+                (destination, kind, limit),
+            )
+            return [OutboxItem(int(r[0]), r[1], r[2], json.loads(r[3])) for r in rows]
+
+        return await self._db.run_interaction("federation_peek", _txn)
+
+    async def ack(self, item_ids: list[int]) -> None:
+        await self._db.run_interaction(
+            "federation_ack",
+            lambda txn: txn.execute_many(
+                "DELETE FROM federation_outbox WHERE id = ?", [(i,) for i in item_ids]
+            ),
+        )
+
+    async def destinations_with_pending(self) -> list[str]:
+        def _txn(txn: Transaction) -> list[str]:
+            return [
+                str(r[0])
+                for r in txn.select_all("SELECT DISTINCT destination FROM federation_outbox")
+            ]
+
+        return await self._db.run_interaction("federation_pending_destinations", _txn)
+
+    # Backoff -------------------------------------------------------------------------
+
+    async def get_retry(self, destination: str) -> tuple[int, int] | None:
+        def _txn(txn: Transaction) -> tuple[int, int] | None:
+            row = txn.select_one(
+                "SELECT retry_last_ts, retry_interval_ms FROM destinations WHERE destination = ?",
+                (destination,),
+            )
+            return (int(row[0]), int(row[1])) if row else None
+
+        return await self._db.run_interaction("get_retry", _txn)
+
+    async def set_retry(self, destination: str, last_ts: int, interval_ms: int) -> None:
+        def _txn(txn: Transaction) -> None:
+            txn.execute("DELETE FROM destinations WHERE destination = ?", (destination,))
+            if interval_ms > 0:
+                txn.execute(
+                    "INSERT INTO destinations (destination, retry_last_ts, retry_interval_ms)"
+                    " VALUES (?, ?, ?)",
+                    (destination, last_ts, interval_ms),
+                )
+
+        await self._db.run_interaction("set_retry", _txn)
+
+    # Inbound transactions ------------------------------------------------------------
+
+    async def get_received_transaction(self, origin: str, txn_id: str) -> dict[str, Any] | None:
+        def _txn(txn: Transaction) -> dict[str, Any] | None:
+            row = txn.select_one(
+                "SELECT response_json FROM received_transactions WHERE origin = ?"
+                " AND transaction_id = ?",
+                (origin, txn_id),
+            )
+            return json.loads(row[0]) if row else None  # type: ignore[no-any-return]
+
+        return await self._db.run_interaction("get_received_txn", _txn)
+
+    async def set_received_transaction(
+        self, origin: str, txn_id: str, response: dict[str, Any], now_ms: int
+    ) -> None:
+        def _txn(txn: Transaction) -> None:
+            txn.execute(
+                "DELETE FROM received_transactions WHERE origin = ? AND transaction_id = ?",
+                (origin, txn_id),
+            )
+            txn.execute(
+                "INSERT INTO received_transactions (origin, transaction_id, response_json,"
+                " received_ts) VALUES (?, ?, ?, ?)",
+                (origin, txn_id, json.dumps(response), now_ms),
+            )
+
+        await self._db.run_interaction("set_received_txn", _txn)

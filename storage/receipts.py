@@ -1,0 +1,177 @@
+"""Read receipts: the latest receipt per (room, receipt type, user, thread).
+
+Invariants:
+- A receipt only moves forward: a new one replaces the stored one only when its event
+  is later in the events stream; otherwise it is ignored and takes no stream position
+  that anyone sees.
+- Every stored change gets a position of the receipts stream (``stream``); the
+  position becomes visible (``current_position``) only once the change is committed,
+  and ``RoomChangeCache`` records the room before that, so a reader that sees
+  position N can tell from memory which rooms changed up to N.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from storage.database import Database, Transaction
+from storage.id_generator import IdGenerator
+
+UNTHREADED = ""  # thread_id column value of an unthreaded receipt
+PRIVATE_READ = "m.read.private"
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    room_id: str
+    receipt_type: str
+    user_id: str
+    thread_id: str | None  # None: unthreaded
+    event_id: str
+    data: dict[str, Any]
+    stream_id: int
+
+
+class RoomChangeCache:
+    """The last stream position at which each room changed, from ``earliest`` on.
+
+    ``may_have_changed(room, since)`` is exact for ``since >= earliest``; for older
+    positions (a token from before this process started) it answers True.
+    """
+
+    def __init__(self, earliest: int) -> None:
+        self.earliest = earliest
+        self._last_change: dict[str, int] = {}
+
+    def record(self, room_id: str, position: int) -> None:
+        if position > self._last_change.get(room_id, 0):
+            self._last_change[room_id] = position
+
+    def may_have_changed(self, room_id: str, since: int) -> bool:
+        if since < self.earliest:
+            return True
+        return self._last_change.get(room_id, 0) > since
+
+
+def _chunks(items: Sequence[str], size: int = 500) -> Iterable[Sequence[str]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _row_to_receipt(row: Sequence[Any]) -> Receipt:
+    return Receipt(
+        room_id=row[0],
+        receipt_type=row[1],
+        user_id=row[2],
+        thread_id=row[3] or None,
+        event_id=row[4],
+        data=json.loads(row[5]),
+        stream_id=int(row[6]),
+    )
+
+
+_COLUMNS = "room_id, receipt_type, user_id, thread_id, event_id, data, stream_id"
+
+
+class ReceiptsStore:
+    def __init__(self, db: Database, stream: IdGenerator) -> None:
+        self._db = db
+        self.stream = stream
+        self.changes = RoomChangeCache(stream.current_position)
+        # Called with each stored receipt once its position is visible.
+        self.listeners: list[Callable[[Receipt], None]] = []
+
+    async def insert_receipt(
+        self,
+        room_id: str,
+        receipt_type: str,
+        user_id: str,
+        thread_id: str | None,
+        event_id: str,
+        event_stream_ordering: int,
+        data: dict[str, Any],
+    ) -> Receipt | None:
+        """Store the receipt unless one for a later event is kept; None if ignored."""
+        encoded = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+        with self.stream.reserve() as stream_id:
+
+            def _txn(txn: Transaction) -> bool:
+                txn.execute(
+                    "INSERT INTO receipts (room_id, receipt_type, user_id, thread_id, event_id,"
+                    " event_stream_ordering, data, stream_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (room_id, receipt_type, user_id, thread_id) DO UPDATE SET"
+                    " event_id = excluded.event_id,"
+                    " event_stream_ordering = excluded.event_stream_ordering,"
+                    " data = excluded.data, stream_id = excluded.stream_id"
+                    " WHERE receipts.event_stream_ordering < excluded.event_stream_ordering",
+                    (
+                        room_id,
+                        receipt_type,
+                        user_id,
+                        thread_id or UNTHREADED,
+                        event_id,
+                        event_stream_ordering,
+                        encoded,
+                        stream_id,
+                    ),
+                )
+                return txn.rowcount > 0
+
+            stored = await self._db.run_interaction("insert_receipt", _txn)
+            if stored:
+                self.changes.record(room_id, stream_id)
+        if not stored:
+            return None
+        receipt = Receipt(room_id, receipt_type, user_id, thread_id, event_id, data, stream_id)
+        # After the block: the position is visible before anyone is told.
+        for listener in self.listeners:
+            listener(receipt)
+        return receipt
+
+    async def get_receipts_for_rooms(
+        self,
+        room_ids: Iterable[str],
+        from_stream: int,
+        to_stream: int,
+        *,
+        viewer: str,
+    ) -> list[Receipt]:
+        """Receipts of these rooms stored in (from_stream, to_stream], oldest first.
+
+        Other users' private receipts are left out: only ``viewer``'s own are returned.
+        """
+        rooms = sorted(set(room_ids))
+        if not rooms or from_stream >= to_stream:
+            return []
+
+        def _txn(txn: Transaction) -> list[Receipt]:
+            out: list[Receipt] = []
+            for chunk in _chunks(rooms):
+                marks = ", ".join("?" for _ in chunk)
+                rows = txn.select_all(
+                    f"SELECT {_COLUMNS} FROM receipts WHERE room_id IN ({marks})"
+                    " AND stream_id > ? AND stream_id <= ?"
+                    " AND (receipt_type != ? OR user_id = ?)",
+                    (*chunk, from_stream, to_stream, PRIVATE_READ, viewer),
+                )
+                out.extend(_row_to_receipt(r) for r in rows)
+            out.sort(key=lambda r: r.stream_id)
+            return out
+
+        return await self._db.run_interaction("get_receipts_for_rooms", _txn)
+
+    async def get_user_receipts(self, room_id: str, user_id: str) -> list[Receipt]:
+        """All of one user's current receipts in a room."""
+
+        def _txn(txn: Transaction) -> list[Receipt]:
+            rows = txn.select_all(
+                f"SELECT {_COLUMNS} FROM receipts WHERE room_id = ? AND user_id = ?"
+                " ORDER BY stream_id",
+                (room_id, user_id),
+            )
+            return [_row_to_receipt(r) for r in rows]
+
+        return await self._db.run_interaction("get_user_receipts", _txn)

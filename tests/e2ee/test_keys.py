@@ -1,0 +1,282 @@
+"""/keys/upload, /keys/query and /keys/claim over real HTTP, with their errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest_twisted
+
+from tests.api.helpers import assert_error, sqlite_only
+from tests.e2ee.helpers import (
+    V3,
+    FakeDevice,
+    claim,
+    query,
+    random_curve25519,
+    upload,
+    upload_device,
+)
+from tests.support.client import Client
+from tests.support.server import RunningServer
+
+
+@pytest_twisted.ensureDeferred
+async def test_upload_device_keys_then_query_returns_them_with_display_name(
+    server: RunningServer, alice: Client, bob: Client
+) -> None:
+    device = FakeDevice.of(alice)
+    resp = await client_put_display_name(alice, "Alice's phone")
+    result = await upload_device(alice, device, otks=3)
+    assert result == {"one_time_key_counts": {"signed_curve25519": 3}}
+
+    body = await query(bob, {alice.user_id: []})
+    assert body["failures"] == {}
+    info = body["device_keys"][alice.user_id][alice.device_id]
+    expected = device.device_keys()
+    for key in ("user_id", "device_id", "algorithms", "keys", "signatures"):
+        assert info[key] == expected[key]
+    assert info["unsigned"] == {"device_display_name": "Alice's phone"}
+    assert resp.code == 200
+
+
+async def client_put_display_name(client: Client, name: str) -> Any:
+    return await client.put(f"{V3}/devices/{client.device_id}", {"display_name": name})
+
+
+@pytest_twisted.ensureDeferred
+async def test_query_by_device_id_and_unknown_users_and_devices(
+    server: RunningServer, alice: Client, bob: Client
+) -> None:
+    await upload_device(alice, FakeDevice.of(alice))
+    second = server.client()
+    await second.login("alice")
+    await upload_device(second, FakeDevice.of(second))
+
+    body = await query(bob, {alice.user_id: [second.device_id or ""]})
+    assert list(body["device_keys"][alice.user_id]) == [second.device_id]
+    everything = await query(bob, {alice.user_id: []})
+    assert set(everything["device_keys"][alice.user_id]) == {alice.device_id, second.device_id}
+
+    # Unknown users and devices are simply absent (or empty), not failures.
+    body = await query(bob, {"@nobody:test.local": [], alice.user_id: ["NOPE"]})
+    assert body["device_keys"] == {"@nobody:test.local": {}, alice.user_id: {}}
+    assert body["failures"] == {}
+
+
+@pytest_twisted.ensureDeferred
+async def test_query_of_remote_user_reports_a_failure_for_its_server(
+    server: RunningServer, alice: Client
+) -> None:
+    body = await query(alice, {"@carol:elsewhere.example": []})
+    assert list(body["failures"]) == ["elsewhere.example"]
+    assert body["device_keys"] == {}
+
+
+@sqlite_only
+@pytest_twisted.ensureDeferred
+async def test_query_rejects_malformed_requests(server: RunningServer, alice: Client) -> None:
+    assert_error(await alice.post(f"{V3}/keys/query", {}), 400, "M_MISSING_PARAM")
+    resp = await alice.post(f"{V3}/keys/query", {"device_keys": {alice.user_id: "all"}})
+    assert_error(resp, 400, "M_BAD_JSON")
+    resp = await alice.post(f"{V3}/keys/query", {"device_keys": {"not-a-user": []}})
+    assert_error(resp, 400, "M_INVALID_PARAM")
+    resp = await alice.post(f"{V3}/keys/query", {"device_keys": {}}, token=False)
+    assert_error(resp, 401, "M_MISSING_TOKEN")
+
+
+@sqlite_only
+@pytest_twisted.ensureDeferred
+async def test_upload_refuses_keys_for_another_user_or_device(
+    server: RunningServer, alice: Client
+) -> None:
+    other_user = FakeDevice("@mallory:test.local", alice.device_id or "")
+    resp = await upload(alice, {"device_keys": other_user.device_keys()})
+    assert_error(resp, 400, "M_INVALID_PARAM")
+    other_device = FakeDevice(alice.user_id or "", "OTHERDEVICE")
+    resp = await upload(alice, {"device_keys": other_device.device_keys()})
+    assert_error(resp, 400, "M_INVALID_PARAM")
+
+
+@sqlite_only
+@pytest_twisted.ensureDeferred
+async def test_upload_refuses_a_bad_device_signature(server: RunningServer, alice: Client) -> None:
+    device = FakeDevice.of(alice)
+    keys = device.device_keys()
+    keys["algorithms"] = ["m.megolm.v1.aes-sha2"]  # changed after signing
+    assert_error(await upload(alice, {"device_keys": keys}), 400, "M_INVALID_SIGNATURE")
+    unsigned = device.device_keys()
+    del unsigned["signatures"]
+    assert_error(await upload(alice, {"device_keys": unsigned}), 400, "M_INVALID_SIGNATURE")
+    # Signed by some other key claiming to be this device's.
+    impostor = FakeDevice.of(alice)
+    keys = impostor.device_keys()
+    keys["keys"][f"ed25519:{alice.device_id}"] = device.ed25519
+    assert_error(await upload(alice, {"device_keys": keys}), 400, "M_INVALID_SIGNATURE")
+    # Nothing was stored.
+    body = await query(alice, {alice.user_id or "": []})
+    assert body["device_keys"][alice.user_id] == {}
+
+
+@pytest_twisted.ensureDeferred
+async def test_device_identity_keys_cannot_change_once_uploaded(
+    server: RunningServer, alice: Client
+) -> None:
+    device = FakeDevice.of(alice)
+    await upload_device(alice, device)
+    # The same keys again: fine (clients re-upload).
+    assert (await upload(alice, {"device_keys": device.device_keys()})).code == 200
+    device.curve25519 = random_curve25519()
+    resp = await upload(alice, {"device_keys": device.device_keys()})
+    assert_error(resp, 400, "M_INVALID_PARAM")
+    body = await query(alice, {alice.user_id or "": []})
+    stored = body["device_keys"][alice.user_id][alice.device_id]
+    assert stored["keys"][f"curve25519:{alice.device_id}"] != device.curve25519
+
+
+@sqlite_only
+@pytest_twisted.ensureDeferred
+async def test_one_time_keys_need_a_valid_signature_and_known_device_keys(
+    server: RunningServer, alice: Client
+) -> None:
+    device = FakeDevice.of(alice)
+    resp = await upload(alice, {"one_time_keys": device.one_time_keys(1)})
+    assert_error(resp, 400, "M_INVALID_PARAM")  # no device keys to check them with
+    await upload_device(alice, device)
+    otks = device.one_time_keys(1)
+    for key in otks.values():
+        key["key"] = random_curve25519()  # changed after signing
+    assert_error(await upload(alice, {"one_time_keys": otks}), 400, "M_INVALID_SIGNATURE")
+    resp = await upload(alice, {"one_time_keys": {"nocolon": {"key": "x"}}})
+    assert_error(resp, 400, "M_INVALID_PARAM")
+    resp = await upload(alice, {"one_time_keys": ["not", "an", "object"]})
+    assert_error(resp, 400, "M_BAD_JSON")
+    resp = await upload(alice, {"fallback_keys": {"signed_curve25519:X": "unsigned"}})
+    assert_error(resp, 400, "M_BAD_JSON")
+    counts = await upload(alice, {})
+    assert counts.json == {"one_time_key_counts": {"signed_curve25519": 0}}
+
+
+@pytest_twisted.ensureDeferred
+async def test_reusing_a_one_time_key_id_with_another_key_is_refused(
+    server: RunningServer, alice: Client
+) -> None:
+    device = FakeDevice.of(alice)
+    await upload_device(alice, device)
+    otks = device.one_time_keys(2)
+    assert (await upload(alice, {"one_time_keys": otks})).code == 200
+    # The same keys again are accepted and not counted twice.
+    again = await upload(alice, {"one_time_keys": otks})
+    assert again.json == {"one_time_key_counts": {"signed_curve25519": 2}}
+    key_id = next(iter(otks))
+    clash = {key_id: device.sign({"key": random_curve25519()})}
+    assert_error(await upload(alice, {"one_time_keys": clash}), 400, "M_INVALID_PARAM")
+
+
+@pytest_twisted.ensureDeferred
+async def test_claim_hands_out_keys_in_upload_order_then_the_fallback_key(
+    server: RunningServer, alice: Client, bob: Client
+) -> None:
+    device = FakeDevice.of(alice)
+    first = device.one_time_keys(2)
+    fallback = device.fallback_key()
+    await upload(
+        alice,
+        {"device_keys": device.device_keys(), "one_time_keys": first, "fallback_keys": fallback},
+    )
+    second = device.one_time_keys(1)
+    await upload(alice, {"one_time_keys": second})
+
+    wanted = {alice.user_id or "": {alice.device_id or "": "signed_curve25519"}}
+    got = []
+    for _ in range(5):
+        resp = await claim(bob, wanted)
+        assert resp.code == 200, resp
+        assert resp.json["failures"] == {}
+        got.append(resp.json["one_time_keys"][alice.user_id][alice.device_id])
+    assert [set(g) for g in got[:2]] == [{k} for k in first] or {
+        next(iter(g)) for g in got[:2]
+    } == set(first)
+    assert got[2] == second
+    # Then the fallback key, again and again (it is not consumed).
+    assert got[3] == fallback and got[4] == fallback
+
+    sync_counts = await alice.get(f"{V3}/sync")
+    assert sync_counts.json["device_one_time_keys_count"] == {"signed_curve25519": 0}
+    assert sync_counts.json["device_unused_fallback_key_types"] == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_sync_reports_key_counts_and_unused_fallback_key(
+    server: RunningServer, alice: Client
+) -> None:
+    first = await alice.get(f"{V3}/sync")
+    assert first.json["device_unused_fallback_key_types"] == []
+    await upload_device(alice, FakeDevice.of(alice), otks=5, fallback=True)
+    body = (await alice.get(f"{V3}/sync")).json
+    assert body["device_one_time_keys_count"] == {"signed_curve25519": 5}
+    assert body["device_unused_fallback_key_types"] == ["signed_curve25519"]
+    # A new fallback key replaces the old one and is unused again.
+    device = FakeDevice.of(alice)
+    await upload(alice, {"fallback_keys": device.fallback_key()})
+
+
+@pytest_twisted.ensureDeferred
+async def test_claim_of_unknown_devices_and_remote_users(
+    server: RunningServer, alice: Client, bob: Client
+) -> None:
+    resp = await claim(
+        bob,
+        {
+            alice.user_id or "": {"NODEVICE": "signed_curve25519"},
+            "@carol:remote.example": {"DEV": "signed_curve25519"},
+        },
+    )
+    assert resp.code == 200, resp
+    assert resp.json["one_time_keys"] == {}
+    assert list(resp.json["failures"]) == ["remote.example"]
+
+
+@sqlite_only
+@pytest_twisted.ensureDeferred
+async def test_claim_rejects_malformed_requests(server: RunningServer, alice: Client) -> None:
+    assert_error(await alice.post(f"{V3}/keys/claim", {}), 400, "M_MISSING_PARAM")
+    resp = await claim(alice, {alice.user_id or "": {"DEV": 5}})  # type: ignore[dict-item]
+    assert_error(resp, 400, "M_BAD_JSON")
+    resp = await alice.post(f"{V3}/keys/claim", {"one_time_keys": []})
+    assert_error(resp, 400, "M_BAD_JSON")
+
+
+@pytest_twisted.ensureDeferred
+async def test_deleting_a_device_deletes_its_keys(server: RunningServer, alice: Client) -> None:
+    second = server.client()
+    await second.login("alice")
+    await upload_device(second, FakeDevice.of(second), otks=2)
+    resp = await alice.post(
+        f"{V3}/delete_devices",
+        {
+            "devices": [second.device_id],
+            "auth": {
+                "type": "m.login.password",
+                "identifier": {"type": "m.id.user", "user": alice.user_id},
+                "password": "correct horse",
+            },
+        },
+    )
+    assert resp.code == 401, resp  # UIA needs a session first
+    resp = await alice.post(
+        f"{V3}/delete_devices",
+        {
+            "devices": [second.device_id],
+            "auth": {
+                "type": "m.login.password",
+                "identifier": {"type": "m.id.user", "user": alice.user_id},
+                "password": "correct horse",
+                "session": resp.json["session"],
+            },
+        },
+    )
+    assert resp.code == 200, resp
+    body = await query(alice, {alice.user_id or "": []})
+    assert body["device_keys"][alice.user_id] == {}
+    resp = await claim(alice, {alice.user_id or "": {second.device_id or "": "signed_curve25519"}})
+    assert resp.json["one_time_keys"] == {}

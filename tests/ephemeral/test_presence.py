@@ -1,0 +1,244 @@
+"""Presence: PUT/GET /status, set_presence on /sync, timeouts, visibility, persistence."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest_twisted
+
+from tests.ephemeral.helpers import (
+    V3,
+    assert_error,
+    create_room,
+    presence_events,
+    restart,
+    send,
+    shared_room,
+    sleep,
+    sqlite_only,
+    sync,
+    user,
+    with_config,
+)
+from tests.support.client import Client, Response, q
+from tests.support.server import RunningServer
+
+FAST = {"presence": {"sync_online_timeout": 300, "offline_timeout": 700}}
+
+
+async def put_status(
+    client: Client, presence: str, status_msg: str | None = None, *, target: str | None = None
+) -> Response:
+    body: dict[str, Any] = {"presence": presence}
+    if status_msg is not None:
+        body["status_msg"] = status_msg
+    return await client.put(f"{V3}/presence/{q(target or client.user_id or '')}/status", body)
+
+
+async def get_status(client: Client, target: Client | str) -> Response:
+    user_id = target if isinstance(target, str) else target.user_id
+    return await client.get(f"{V3}/presence/{q(user_id or '')}/status")
+
+
+@pytest_twisted.ensureDeferred
+async def test_put_and_get_own_presence(server: RunningServer) -> None:
+    alice = await user(server, "alice")
+    resp = await put_status(alice, "online", "Making cupcakes")
+    assert resp.code == 200 and resp.json == {}, resp
+
+    resp = await get_status(alice, alice)
+    assert resp.code == 200, resp
+    assert resp.json["presence"] == "online"
+    assert resp.json["status_msg"] == "Making cupcakes"
+    assert resp.json["currently_active"] is True
+    assert 0 <= resp.json["last_active_ago"] < 5000
+
+    # A PUT without status_msg clears it, as in Synapse.
+    assert (await put_status(alice, "unavailable")).code == 200
+    resp = await get_status(alice, alice)
+    assert resp.json["presence"] == "unavailable"
+    assert "status_msg" not in resp.json and "currently_active" not in resp.json
+
+
+@pytest_twisted.ensureDeferred
+async def test_presence_errors(server: RunningServer) -> None:
+    alice, bob = await user(server, "alice"), await user(server, "bob")
+    path = f"{V3}/presence/{q(alice.user_id or '')}/status"
+    assert_error(await put_status(bob, "online", target=alice.user_id), 403, "M_FORBIDDEN")
+    assert_error(await alice.put(path, {"presence": "away"}), 400, "M_INVALID_PARAM")
+    assert_error(await alice.put(path, {}), 400, "M_MISSING_PARAM")
+    assert_error(await alice.put(path, {"presence": "online", "status_msg": 3}), 400, "M_BAD_JSON")
+    too_long = {"presence": "online", "status_msg": "x" * 5000}
+    assert_error(await alice.put(path, too_long), 400, "M_TOO_LARGE")
+    assert_error(await alice.request("PUT", path, raw=b"?"), 400, "M_NOT_JSON")
+    assert_error(await alice.get(path, token=False), 401, "M_MISSING_TOKEN")
+    # Strangers (and unknown users) may not read it; a room-mate may.
+    assert_error(await get_status(bob, alice), 403, "M_FORBIDDEN")
+    assert_error(await get_status(bob, "@nobody:test.local"), 403, "M_FORBIDDEN")
+    await shared_room(alice, bob)
+    assert (await get_status(bob, alice)).code == 200
+
+
+@pytest_twisted.ensureDeferred
+async def test_presence_changes_reach_room_mates_but_not_strangers(
+    server: RunningServer,
+) -> None:
+    alice, bob, eve = [await user(server, n) for n in ("alice", "bob", "eve")]
+    await shared_room(alice, bob)
+    await create_room(eve)
+    bob_since = (await sync(bob))["next_batch"]
+    eve_since = (await sync(eve))["next_batch"]
+
+    assert (await put_status(alice, "online", "hello")).code == 200
+    body = await sync(bob, bob_since, timeout=5000)
+    seen = presence_events(body)
+    assert seen[alice.user_id or ""]["presence"] == "online"
+    assert seen[alice.user_id or ""]["status_msg"] == "hello"
+    assert seen[alice.user_id or ""]["currently_active"] is True
+
+    body = await sync(eve, eve_since, timeout=300)
+    assert alice.user_id not in presence_events(body)
+    assert alice.user_id not in presence_events(await sync(eve))
+    # Own presence is sent to oneself.
+    assert presence_events(await sync(alice))[alice.user_id or ""]["status_msg"] == "hello"
+
+
+@pytest_twisted.ensureDeferred
+async def test_syncing_sets_online_unless_set_presence_says_otherwise(
+    server: RunningServer,
+) -> None:
+    alice, bob, carol = [await user(server, n) for n in ("alice", "bob", "carol")]
+    await shared_room(alice, bob, carol)
+
+    await sync(carol, set_presence="offline")
+    assert (await get_status(bob, carol)).json["presence"] == "offline"
+    await sync(carol, set_presence="unavailable")
+    assert (await get_status(bob, carol)).json["presence"] == "unavailable"
+
+    bob_since = (await sync(bob))["next_batch"]
+    await sync(alice)
+    resp = await get_status(bob, alice)
+    assert resp.json["presence"] == "online" and resp.json["currently_active"] is True
+    seen = presence_events(await sync(bob, bob_since, timeout=5000))
+    assert seen[alice.user_id or ""]["presence"] == "online"
+
+
+@pytest_twisted.ensureDeferred
+async def test_initial_sync_lists_room_mates_who_are_not_offline(server: RunningServer) -> None:
+    alice, bob, carol = [await user(server, n) for n in ("alice", "bob", "carol")]
+    await shared_room(alice, bob, carol)
+    assert (await put_status(alice, "unavailable", "lunch")).code == 200
+    assert (await put_status(carol, "offline")).code == 200
+
+    seen = presence_events(await sync(bob))
+    assert seen[alice.user_id or ""] == {
+        "presence": "unavailable",
+        "status_msg": "lunch",
+        "last_active_ago": seen[alice.user_id or ""]["last_active_ago"],
+    }
+    assert carol.user_id not in seen
+
+
+@sqlite_only
+@with_config(**FAST)
+@pytest_twisted.ensureDeferred
+async def test_user_whose_syncs_stop_goes_unavailable_then_offline(
+    server: RunningServer,
+) -> None:
+    alice, bob = await user(server, "alice"), await user(server, "bob")
+    await shared_room(alice, bob)
+    await sync(alice)
+    assert (await get_status(bob, alice)).json["presence"] == "online"
+    bob_since = (await sync(bob))["next_batch"]
+
+    await sleep(0.45)  # past sync_online_timeout (0.3 s)
+    assert (await get_status(bob, alice)).json["presence"] == "unavailable"
+    body = await sync(bob, bob_since, timeout=2000)
+    assert presence_events(body)[alice.user_id or ""]["presence"] == "unavailable"
+
+    await sleep(0.45)  # past offline_timeout (0.7 s)
+    assert (await get_status(bob, alice)).json["presence"] == "offline"
+    body = await sync(bob, body["next_batch"], timeout=2000)
+    assert presence_events(body)[alice.user_id or ""]["presence"] == "offline"
+
+
+@sqlite_only
+@with_config(**FAST)
+@pytest_twisted.ensureDeferred
+async def test_quick_reconnects_do_not_change_presence(server: RunningServer) -> None:
+    alice, bob = await user(server, "alice"), await user(server, "bob")
+    await shared_room(alice, bob)
+    await sync(alice)
+    bob_since = (await sync(bob))["next_batch"]
+
+    for _ in range(4):  # 0.8 s in all, never 0.3 s without a sync
+        await sleep(0.2)
+        await sync(alice)
+    assert (await get_status(bob, alice)).json["presence"] == "online"
+    body = await sync(bob, bob_since, timeout=100)
+    assert alice.user_id not in presence_events(body)
+
+
+@sqlite_only
+@with_config(**FAST)
+@pytest_twisted.ensureDeferred
+async def test_a_long_poll_keeps_the_user_online(server: RunningServer) -> None:
+    alice, bob = await user(server, "alice"), await user(server, "bob")
+    await shared_room(alice, bob)
+    since = (await sync(alice))["next_batch"]
+    await sync(alice, since, timeout=900)  # in flight for longer than both timeouts
+    assert (await get_status(bob, alice)).json["presence"] == "online"
+
+
+@pytest_twisted.ensureDeferred
+async def test_sending_a_message_makes_the_sender_online(server: RunningServer) -> None:
+    alice, bob = await user(server, "alice"), await user(server, "bob")
+    room = await shared_room(alice, bob)
+    assert (await put_status(alice, "offline")).code == 200
+    await send(alice, room, "back")
+    for _ in range(50):  # the bump runs beside the send
+        if (await get_status(bob, alice)).json["presence"] == "online":
+            break
+        await sleep(0.02)
+    assert (await get_status(bob, alice)).json["presence"] == "online"
+
+
+@pytest_twisted.ensureDeferred
+async def test_status_message_survives_a_restart(
+    server: RunningServer, tmp_path: Any, database: dict[str, Any]
+) -> None:
+    alice, bob = await user(server, "alice"), await user(server, "bob")
+    await shared_room(alice, bob)
+    assert (await put_status(alice, "unavailable", "on holiday")).code == 200
+    since = (await sync(bob))["next_batch"]
+
+    restarted = await restart(server, str(tmp_path), database)
+    try:
+        alice.base_url = bob.base_url = restarted.base_url
+        resp = await get_status(bob, alice)
+        assert resp.json["presence"] == "unavailable"
+        assert resp.json["status_msg"] == "on holiday"
+        # Tokens from before the restart keep working; new changes arrive.
+        assert (await put_status(alice, "online", "back")).code == 200
+        seen = presence_events(await sync(bob, since, timeout=5000))
+        assert seen[alice.user_id or ""]["status_msg"] == "back"
+    finally:
+        await restarted.stop()
+
+
+@with_config(presence={"enabled": False})
+@pytest_twisted.ensureDeferred
+async def test_disabled_presence_tracks_and_sends_nothing(server: RunningServer) -> None:
+    alice, bob = await user(server, "alice"), await user(server, "bob")
+    await shared_room(alice, bob)
+    bob_since = (await sync(bob))["next_batch"]
+    await sync(alice)
+    assert (await put_status(alice, "online", "ignored")).code == 200
+
+    assert (await get_status(bob, alice)).json == {"presence": "offline"}
+    assert (await get_status(alice, alice)).json == {"presence": "offline"}
+    body = await sync(bob, bob_since, timeout=200)
+    assert body["presence"]["events"] == []
+    assert (await sync(alice))["presence"]["events"] == []
+    stored = await server.hs.storage.presence.get_states([alice.user_id or ""])
+    assert stored == {}

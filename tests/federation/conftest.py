@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import pytest_twisted
+
+from tests.support.databases import database_config
+from tests.support.federation import start_federating_server
+from tests.support.server import RunningServer
+
+
+@pytest.fixture
+def database_b(db_kind: str, tmp_path: Any) -> Any:
+    os.makedirs(str(tmp_path / "b"), exist_ok=True)
+    with database_config(db_kind, str(tmp_path / "b")) as config:
+        yield config
+
+
+@pytest_twisted.async_yield_fixture
+async def two_servers(
+    database: dict[str, Any], database_b: dict[str, Any], tmp_path: Any
+) -> AsyncIterator[tuple[RunningServer, RunningServer]]:
+    a = await start_federating_server(str(tmp_path / "a"), database)
+    b = await start_federating_server(str(tmp_path / "b"), database_b)
+    try:
+        yield a, b
+    finally:
+        await a.stop()
+        await b.stop()
