@@ -379,9 +379,14 @@ async def send_at_rate(run: Run, t0: float, measure_from: float, until: float) -
 # Results ----------------------------------------------------------------------------
 
 
-def expected_missing(run: Run) -> int:
+async def wait_for_stragglers(run: Run, grace_s: float) -> None:
+    """Until every successful send reached every member, or ``grace_s`` has passed."""
     ok = [s.bench_id for s in run.sent if s.ok]
-    return sum(1 for u in run.users for b in ok if b not in u.arrivals)
+    missing = [(u, b) for u in run.users for b in ok if b not in u.arrivals]
+    deadline = time.monotonic() + grace_s
+    while missing and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+        missing = [(u, b) for u, b in missing if b not in u.arrivals]
 
 
 def summarise(run: Run, cpu: dict[str, float]) -> dict[str, Any]:
@@ -498,9 +503,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 send(run, t0, measure_from, until), args.warmup + args.duration + 120
             )
             await sampler
-            deadline = time.monotonic() + args.grace
-            while time.monotonic() < deadline and expected_missing(run) > 0:
-                await asyncio.sleep(0.2)
+            await wait_for_stragglers(run, args.grace)
         finally:
             run.stopping = True
             for task in syncs:

@@ -8,6 +8,8 @@
 # first time, then runs it with an override file: SQLite, one plain-HTTP client listener
 # on 127.0.0.1:PORT, open registration without verification, bcrypt_rounds 4, presence
 # off (this project has none yet), no key servers, and every rate limit lifted.
+# DATABASE=postgres uses a PostgreSQL database named bench_synapse on 127.0.0.1 (created
+# if missing, C collation as Synapse requires) instead of SQLite.
 # Never run by CI: it downloads Synapse and its dependencies.
 set -euo pipefail
 data="${1:-/tmp/bench-synapse}"
@@ -20,6 +22,9 @@ data="$(cd "$data" && pwd)"
 if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import synapse" 2>/dev/null; then
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q "matrix-synapse==$version"
+fi
+if [ "${DATABASE:-sqlite}" = postgres ] && ! "$venv/bin/python" -c "import psycopg2" 2>/dev/null; then
+    "$venv/bin/pip" install -q "psycopg2-binary==2.9.13"
 fi
 
 cd "$data"
@@ -40,10 +45,6 @@ listeners:
     resources:
       - names: [client]
         compress: false
-database:
-  name: sqlite3
-  args:
-    database: $data/homeserver.db
 enable_registration: true
 enable_registration_without_verification: true
 bcrypt_rounds: 4
@@ -59,6 +60,18 @@ rc_joins: {local: $high, remote: $high}
 rc_joins_per_room: $high
 rc_invites: {per_room: $high, per_user: $high, per_issuer: $high}
 YAML
+if [ "${DATABASE:-sqlite}" = postgres ]; then
+    psql -h 127.0.0.1 -U postgres -tc "SELECT 1 FROM pg_database WHERE datname='bench_synapse'" \
+        | grep -q 1 || psql -h 127.0.0.1 -U postgres -c "CREATE DATABASE bench_synapse \
+        ENCODING 'UTF8' LC_COLLATE='C' LC_CTYPE='C' TEMPLATE template0"
+    cat >> "$data/bench-overrides.yaml" <<YAML
+database: {name: psycopg2, args: {host: 127.0.0.1, user: postgres, database: bench_synapse, cp_min: 5, cp_max: 10}}
+YAML
+else
+    cat >> "$data/bench-overrides.yaml" <<YAML
+database: {name: sqlite3, args: {database: $data/homeserver.db}}
+YAML
+fi
 
 exec "$venv/bin/python" -m synapse.app.homeserver \
     -c "$data/homeserver.yaml" -c "$data/bench-overrides.yaml"

@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from crypto.event_hashing import compute_event_id
+from federation.acl import server_allowed_by_acl
 from federation.event_auth_checks import PduRejected, auth_failure, check_pdu
 from federation.interfaces import FederationClient, FederationRequestError, Keyring
 from homeserver.events.auth_rules import auth_types_for_event
@@ -66,12 +67,44 @@ class FederationEventHandler:
     def keyring(self) -> Keyring:
         return self._keyring
 
+    # Reads that also see accepted events the persister has not committed yet.
+
+    async def _have(self, event_ids: Iterable[str]) -> set[str]:
+        ids = list(event_ids)
+        pending = {e for e in ids if e in self._persister.pending}
+        rest = [e for e in ids if e not in pending]
+        return pending | (await self._events.have_events(rest) if rest else set())
+
+    async def _get(self, event_ids: Iterable[str]) -> dict[str, Event]:
+        ids = list(event_ids)
+        found = {e: self._persister.pending[e] for e in ids if e in self._persister.pending}
+        rest = [e for e in ids if e not in found]
+        if rest:
+            found.update(await self._events.get_events(rest))
+        return found
+
+    async def _chain(self, event_ids: Iterable[str], include_given: bool = False) -> set[str]:
+        """Auth chain, following pending events' auth events too."""
+        given = set(event_ids)
+        frontier = set(given)
+        from_pending: set[str] = set()
+        while True:
+            pending = [self._persister.pending[e] for e in frontier if e in self._persister.pending]
+            if not pending:
+                break
+            frontier = {a for ev in pending for a in ev.auth_event_ids} - from_pending - given
+            from_pending |= frontier
+        seeds = (given | from_pending) - set(self._persister.pending)
+        chain = await self._events.get_auth_chain_ids(seeds, include_given=True) if seeds else set()
+        chain |= from_pending
+        return chain | given if include_given else chain - given
+
     async def process_locked(
         self, origin: str, version: RoomVersion, event_id: str, pdu: JsonDict
     ) -> Event | None:
         """Process a checked PDU; the caller holds the room lock."""
-        if await self._events.have_events([event_id]):
-            return (await self._events.get_events([event_id])).get(event_id)
+        if await self._have([event_id]):
+            return (await self._get([event_id])).get(event_id)
         return await self._process(origin, version, event_id, pdu, depth_budget=MAX_MISSING_EVENTS)
 
     async def state_before_prevs(self, room_id: str, pdu: JsonDict) -> StateIds:
@@ -79,7 +112,7 @@ class FederationEventHandler:
         room = await self._rooms.get(room_id)
         assert room is not None
         prevs = [p for p in pdu.get("prev_events", []) if isinstance(p, str)]
-        known = await self._events.have_events(prevs)
+        known = await self._have(prevs)
         sets = [await self.state_after_event(room_id, p) for p in prevs if p in known]
         if not sets:
             return {key: ev.event_id for key, ev in room.state.items()}
@@ -153,9 +186,13 @@ class FederationEventHandler:
         room = await self._rooms.get(room_id)
         if room is None:
             return f"Unknown room {room_id}"
+        acl = room.state_content("m.room.server_acl")
+        sender_server = server_of_sender(pdu)
+        if not server_allowed_by_acl(origin, acl) or not server_allowed_by_acl(sender_server, acl):
+            return "Server is banned from this room by its server ACL"
         version = room.room_version
         event_id = compute_event_id(pdu, version)
-        if await self._events.have_events([event_id]):
+        if await self._have([event_id]):
             return None
         try:
             checked = await check_pdu(pdu, version, self._keyring)
@@ -175,11 +212,11 @@ class FederationEventHandler:
         """Process a checked PDU of a room we hold; the room lock must be held."""
         room_id = str(pdu["room_id"])
         prevs = [p for p in pdu.get("prev_events", []) if isinstance(p, str)]
-        known = await self._events.have_events(prevs)
+        known = await self._have(prevs)
         missing = [p for p in prevs if p not in known]
         if missing and depth_budget > 0:
             await self._fetch_missing_prevs(origin, version, room_id, event_id, pdu, depth_budget)
-            known = await self._events.have_events(prevs)
+            known = await self._have(prevs)
             missing = [p for p in prevs if p not in known]
         state_sets: list[StateIds] = []
         for prev in prevs:
@@ -232,7 +269,7 @@ class FederationEventHandler:
                 logger.info("Dropping missing event from %s: %s", origin, e)
                 continue
             mid = compute_event_id(checked, version)
-            if await self._events.have_events([mid]):
+            if await self._have([mid]):
                 continue
             await self._process(origin, version, mid, checked, depth_budget=budget - 1)
 
@@ -253,7 +290,7 @@ class FederationEventHandler:
         pdu_ids = [i for i in resp.get("pdu_ids", []) if isinstance(i, str)]
         auth_ids = [i for i in resp.get("auth_chain_ids", []) if isinstance(i, str)]
         await self.fetch_and_store_outliers(origin, version, room_id, [*auth_ids, *pdu_ids])
-        state_events = await self._events.get_events(pdu_ids)
+        state_events = await self._get(pdu_ids)
         state: StateIds = {ev.state_tuple: ev.event_id for ev in state_events.values()}
         if prev_pdu is not None:
             await self.store_outliers(version, [prev_pdu])
@@ -272,7 +309,7 @@ class FederationEventHandler:
         self, origin: str, version: RoomVersion, room_id: str, event_ids: Iterable[str]
     ) -> None:
         wanted = list(dict.fromkeys(event_ids))
-        have = await self._events.have_events(wanted)
+        have = await self._have(wanted)
         pdus = []
         for event_id in wanted:
             if event_id in have:
@@ -290,7 +327,7 @@ class FederationEventHandler:
         self, origin: str, version: RoomVersion, room_id: str, event_id: str, pdu: JsonDict
     ) -> None:
         auth_ids = [a for a in pdu.get("auth_events", []) if isinstance(a, str)]
-        have = await self._events.have_events(auth_ids)
+        have = await self._have(auth_ids)
         if all(a in have for a in auth_ids):
             return
         try:
@@ -317,7 +354,7 @@ class FederationEventHandler:
                 logger.info("Dropping outlier: %s", e)
                 continue
             by_id[compute_event_id(checked, version)] = checked
-        have = await self._events.have_events(by_id)
+        have = await self._have(by_id)
         stored: list[Event] = []
         pending = sorted(
             (eid for eid in by_id if eid not in have), key=lambda e: int(by_id[e].get("depth", 0))
@@ -325,7 +362,7 @@ class FederationEventHandler:
         known: dict[str, JsonDict] = {}
         if pending:
             needed = {a for e in pending for a in by_id[e].get("auth_events", [])}
-            for ev in (await self._events.get_events(needed)).values():
+            for ev in (await self._get(needed)).values():
                 known[ev.event_id] = pdu_with_id(ev)
         for eid in pending:
             pdu = by_id[eid]
@@ -383,8 +420,8 @@ class FederationEventHandler:
         if len(unique) == 1:
             return unique[0]
         ids = {eid for s in unique for eid in s.values()}
-        chain = await self._events.get_auth_chain_ids(ids, include_given=True)
-        events = await self._events.get_events(chain | ids)
+        chain = await self._chain(ids, include_given=True)
+        events = await self._get(chain | ids)
         event_map = {eid: pdu_with_id(ev) for eid, ev in events.items()}
         create = None
         for s in unique:
@@ -411,13 +448,19 @@ class FederationEventHandler:
     # Persisting ------------------------------------------------------------------------
 
     async def _persist_event(
-        self, version: RoomVersion, event_id: str, pdu: JsonDict, state_before: StateIds
+        self,
+        version: RoomVersion,
+        event_id: str,
+        pdu: JsonDict,
+        state_before: StateIds,
+        *,
+        write_full_state: bool = False,
     ) -> Event:
         room_id = str(pdu["room_id"])
         room = await self._rooms.get(room_id)
         assert room is not None
         needed = set(state_before.values()) | set(pdu.get("auth_events", []))
-        loaded = await self._events.get_events(needed)
+        loaded = await self._get(needed)
         create = room.create_event
         create_json = pdu_with_id(create) if create is not None else None
         full = {**pdu, "event_id": event_id}
@@ -492,14 +535,15 @@ class FederationEventHandler:
             extra_groups.append(NewStateGroup(group_current, None, dict(new_current), 0))
         current_delta: dict[StateKey, str | None] | None = None
         if new_current is not None:
-            old = {key: ev.event_id for key, ev in room.state.items()}
+            # A room we just joined has no current state in the database yet.
+            old = {} if write_full_state else {key: ev.event_id for key, ev in room.state.items()}
             current_delta = {k: v for k, v in new_current.items() if old.get(k) != v}
             for k in old:
                 if k not in new_current:
                     current_delta[k] = None
             missing = [v for v in new_current.values() if v not in loaded and v != event_id]
             if missing:
-                loaded.update(await self._events.get_events(missing))
+                loaded.update(await self._get(missing))
 
         # --- synchronous apply, as for local events ---
         event.stream_ordering = self._events.stream.allocate()
@@ -562,7 +606,7 @@ class FederationEventHandler:
                 eid = compute_event_id(pdu, version)
                 if "state_key" in pdu:
                     state_ids[(str(pdu["type"]), str(pdu["state_key"]))] = eid
-            stored = await self._events.get_events(state_ids.values())
+            stored = await self._get(state_ids.values())
             if state_ids.get(("m.room.create", "")) not in stored:
                 raise FederationRequestError("", 502, None, "send_join create event was invalid")
             join_id = compute_event_id(join_pdu, version)
@@ -579,7 +623,9 @@ class FederationEventHandler:
             )
             self._rooms.add_new_room(room)
             # The join's prev events may be unknown to us: their state is what we were sent.
-            event = await self._persist_event(version, join_id, join_pdu, state_ids)
+            event = await self._persist_event(
+                version, join_id, join_pdu, state_ids, write_full_state=True
+            )
             if event.rejected_reason is not None:
                 raise FederationRequestError(
                     "", 403, "M_FORBIDDEN", f"Our join was rejected: {event.rejected_reason}"

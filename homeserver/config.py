@@ -13,7 +13,7 @@ import logging
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, is_dataclass
 from typing import Any
 
 import yaml
@@ -995,11 +995,8 @@ def generate_config_text(
         if key.name in concrete:
             lines.append(yaml.safe_dump({key.name: concrete[key.name]}, sort_keys=False).rstrip())
         else:
-            default = (
-                key.default
-                if not isinstance(key.default, (RateLimit, LoginRateLimits, RedisConfig))
-                else None
-            )
+            # Structured defaults (RateLimit, RedisConfig...) are not YAML: shown as null.
+            default = None if is_dataclass(key.default) else key.default
             rendered = yaml.safe_dump({key.name: default}, sort_keys=False).rstrip()
             lines.extend("#" + line for line in rendered.splitlines())
         lines.append("")

@@ -29,6 +29,7 @@ from homeserver.api.client.meta import MetaServlets
 from homeserver.api.client.presence import PresenceServlets
 from homeserver.api.client.profile import ProfileServlets
 from homeserver.api.client.register import RegisterServlets
+from homeserver.api.client.relations import RelationServlets
 from homeserver.api.client.room_keys import RoomKeysServlets
 from homeserver.api.client.rooms import RoomServlets
 from homeserver.api.client.search import SearchServlets
@@ -63,6 +64,8 @@ from homeserver.http.server import JsonResource, MatrixSite
 from homeserver.media.preview import UrlPreviewer
 from homeserver.media.repository import MediaRepository, MediaSettings
 from homeserver.media.storage import FileSystemMediaStorage
+from homeserver.push.setup import PushServices, build_push
+from homeserver.relations.handler import RelationsHandler
 from homeserver.rooms.directory import RoomDirectory
 from homeserver.rooms.event_creation import EventCreator
 from homeserver.rooms.handler import RoomHandler
@@ -90,7 +93,10 @@ class HomeServer:
     ports: list[Any] = field(default_factory=list)
     # Run by stop() before the database closes: timers to cancel, writes to finish.
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    sites: list[Any] = field(default_factory=list)
     media: MediaRepository | None = None
+    upload_spool_dir: str | None = None
+    push: PushServices | None = None
 
     @property
     def server_name(self) -> str:
@@ -108,7 +114,9 @@ class HomeServer:
                 max_body_size=self.config.max_request_body_size,
                 x_forwarded=listener.x_forwarded,
                 max_upload_size=self.config.max_upload_size,
+                upload_spool_dir=self.upload_spool_dir,
             )
+            self.sites.append(site)
             for address in listener.bind_addresses:
                 try:
                     if tls_options is not None:
@@ -154,6 +162,8 @@ class HomeServer:
         stopping = [p.stopListening() for p in self.ports]
         await defer.gatherResults([d for d in stopping if d is not None], consumeErrors=True)
         self.ports.clear()
+        for site in self.sites:
+            site.close_connections()
         for hook in self.on_stop:
             await hook()
         self.storage.db.close()
@@ -185,13 +195,8 @@ class EventFanout:
                 self._memberships.on_membership(ev)
                 if ev.state_key:
                     to_wake.add(ev.state_key)
-            redacts = ev.redacts
-            if redacts is not None and room is not None:
-                for target in room.recent:
-                    if target.event_id == redacts and target.redacted_by is None:
-                        target.redacted_by = ev.event_id
-                        target.redaction = ev
-                        target.invalidate_client_cache()
+            if ev.redacts is not None and room is not None:
+                room.apply_redaction(ev)
             if room is not None:
                 to_wake |= room.joined_members()
         self._notifier.notify_users(u for u in to_wake if u.endswith(self._suffix))
@@ -257,6 +262,11 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
     history = RoomHistory(storage, room_cache, visibility)
     directory = RoomDirectory(storage, room_cache, server_name, appservices)
     sync = SyncHandler(storage, room_cache, memberships, notifier, visibility, reactor)
+    relations = RelationsHandler(storage, room_cache, history, visibility)
+    room_handler.message_checks.append(relations.check_new_event)
+    sync.bundler = relations.bundles_for_user
+    push = build_push(config, reactor, storage, room_cache, memberships, sync)
+    fanout.listeners.append(push.on_persisted)
     storage.account_data.listeners.append(lambda user_id: notifier.notify_users([user_id]))
     presence = PresenceHandler(
         storage.presence,
@@ -290,12 +300,8 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
     sync.add_source(DeviceListSource(storage.e2ee, device_lists))
     sync.sync_hooks.append(presence.user_syncing)
 
-    media = MediaRepository(
-        MediaSettings.from_config(config),
-        storage.media,
-        FileSystemMediaStorage(config.media_store_path),
-        reactor,
-    )
+    media_files = FileSystemMediaStorage(config.media_store_path)
+    media = MediaRepository(MediaSettings.from_config(config), storage.media, media_files, reactor)
     previewer = (
         UrlPreviewer(
             media,
@@ -346,7 +352,14 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         DeviceServlets(storage, auth, ui_auth),
         ProfileServlets(auth, profiles),
         AccountDataServlets(storage, auth),
-        RoomServlets(auth, room_handler, history, Ratelimiter(reactor, config.rc_message)),
+        RoomServlets(
+            auth,
+            room_handler,
+            history,
+            Ratelimiter(reactor, config.rc_message),
+            bundler=relations.bundles_for_user,
+        ),
+        RelationServlets(auth, relations),
         SyncServlets(storage, auth, sync),
         E2eKeysServlets(auth, ui_auth, e2e_keys, cross_signing, to_device),
         RoomKeysServlets(auth, KeyBackupHandler(storage.key_backup)),
@@ -365,15 +378,19 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         ),
     ):
         servlets.register(resource)
+    push.register(resource, auth)
 
     await appservices.start()  # after the wiring: events may flow from here on
     await federation.sender.start()
+    await push.start()
     return HomeServer(
         config=config,
         reactor=reactor,
         storage=storage,
         auth=auth,
         resource=resource,
-        on_stop=[typing.stop, presence.stop, appservices.stop, federation.stop],
+        on_stop=[typing.stop, presence.stop, appservices.stop, federation.stop, push.stop],
         media=media,
+        upload_spool_dir=media_files.spool_dir,
+        push=push,
     )

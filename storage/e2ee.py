@@ -12,6 +12,9 @@ Invariants:
 - To-device messages stay in ``device_inbox`` until the recipient device syncs with a
   token past them (``delete_messages``). ``device_inbox_txns`` rows are never deleted, so
   the to-device stream position survives a restart with an empty inbox.
+- Replacing a row is DELETE then INSERT ... ON CONFLICT DO NOTHING: a concurrent writer
+  of the same row makes PostgreSQL raise a serialization failure (retried), never a
+  unique violation.
 - One-time key counts are cached per device; every write that changes a device's keys
   invalidates its entry after commit, and a read racing a write does not fill the cache.
 """
@@ -285,7 +288,7 @@ class E2eeStore:
                 )
                 txn.execute(
                     "INSERT INTO e2e_fallback_keys (user_id, device_id, algorithm, key_id,"
-                    " key_json, used) VALUES (?, ?, ?, ?, ?, 0)",
+                    " key_json, used) VALUES (?, ?, ?, ?, ?, 0) ON CONFLICT DO NOTHING",
                     (user_id, device_id, k.algorithm, k.key_id, encoded),
                 )
             if changed:
@@ -458,7 +461,7 @@ class E2eeStore:
                 )
                 txn.execute(
                     "INSERT INTO e2e_cross_signing_keys (user_id, key_type, key_id, key_json)"
-                    " VALUES (?, ?, ?, ?)",
+                    " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
                     (user_id, key.key_type, key.key_id, canonical(key.key)),
                 )
             self._record_changes_txn(txn, stream_id, changes)
@@ -495,7 +498,7 @@ class E2eeStore:
                 )
                 txn.execute(
                     "INSERT INTO e2e_cross_signing_signatures (user_id, key_id, target_user_id,"
-                    " target_key_id, signature) VALUES (?, ?, ?, ?, ?)",
+                    " target_key_id, signature) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                     (
                         s.signer_user_id,
                         s.signer_key_id,

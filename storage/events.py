@@ -20,6 +20,7 @@ from homeserver.events.event import Event
 from homeserver.events.room_versions import RoomVersion, get_room_version
 from storage.database import Database, Transaction
 from storage.id_generator import IdGenerator
+from storage.relations import index_relations_txn
 from storage.search import index_event_txn
 
 StateKey = tuple[str, str]
@@ -256,6 +257,7 @@ class EventsStore:
                     (ev.event_id, redacts, ev.room_id),
                 )
             index_event_txn(txn, ev)  # full-text search index (storage/search.py)
+            index_relations_txn(txn, ev)  # relations and threads (storage/relations.py)
 
     def _apply_current_state_delta(
         self, txn: Transaction, room_id: str, delta: dict[StateKey, str | None]

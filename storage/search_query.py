@@ -8,8 +8,8 @@ Synapse uses), so a search behaves the same on SQLite and PostgreSQL:
 * ``-word`` / ``-"a phrase"`` excludes events that contain it;
 * ``or`` (any case) between two terms makes alternatives: ``a b or c`` is
   ``(a AND b) OR c``;
-* the last plain word of the search matches as a prefix (``mart`` finds "martians"),
-  as Synapse does for search-as-you-type.
+* the last word, if plain (not quoted, not excluded), matches as a prefix (``mart``
+  finds "martians"), for search-as-you-type.
 
 Invariants:
 - User input never reaches an engine's query syntax: a word is a run of letters,
@@ -130,9 +130,9 @@ def _ts_term(term: Term) -> str:
 _OR = object()
 
 
-def _lex(search_term: str) -> list[Term | object]:
-    """Terms and ``_OR`` markers, in input order."""
-    items: list[Term | object] = []
+def _lex(search_term: str) -> list[tuple[Term, bool] | object]:
+    """(term, was quoted) and ``_OR`` markers, in input order."""
+    items: list[tuple[Term, bool] | object] = []
     i, n = 0, len(search_term)
     while i < n:
         ch = search_term[i]
@@ -150,7 +150,7 @@ def _lex(search_term: str) -> list[Term | object]:
             words = _words(search_term[i + 1 : end])
             i = end + 1
             if words:
-                items.append(Term(tuple(words), negated))
+                items.append((Term(tuple(words), negated), True))
             continue
         end = i
         while end < n and not search_term[end].isspace() and search_term[end] != '"':
@@ -163,18 +163,19 @@ def _lex(search_term: str) -> list[Term | object]:
         words = _words(chunk)
         if words:
             # "foo-bar" or "e.g." is one chunk of several words: a phrase.
-            items.append(Term(tuple(words), negated))
+            items.append((Term(tuple(words), negated), False))
     return items
 
 
 def parse_search_term(search_term: str) -> SearchQuery:
     items = _lex(search_term)
-    # The last plain single word becomes a prefix match.
+    # The last term becomes a prefix match if it is a plain (unquoted) single word.
     for index in range(len(items) - 1, -1, -1):
         item = items[index]
-        if isinstance(item, Term):
-            if not item.negated and len(item.words) == 1:
-                items[index] = Term(item.words, False, True)
+        if isinstance(item, tuple):
+            term, quoted = item
+            if not term.negated and not quoted and len(term.words) == 1:
+                items[index] = (Term(term.words, False, True), False)
             break
     groups: list[list[Term]] = [[]]
     count = 0
@@ -183,13 +184,13 @@ def parse_search_term(search_term: str) -> SearchQuery:
         if item is _OR:
             pending_or = bool(groups[-1])
             continue
-        assert isinstance(item, Term)
+        assert isinstance(item, tuple)
         if count >= MAX_TERMS:
             break
         if pending_or:
             groups.append([])
             pending_or = False
-        groups[-1].append(item)
+        groups[-1].append(item[0])
         count += 1
     kept = tuple(Group(tuple(g)) for g in groups if any(not t.negated for t in g))
     return SearchQuery(kept)

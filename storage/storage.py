@@ -16,8 +16,10 @@ from storage.media import MediaStore
 from storage.migrations import prepare_database
 from storage.presence import PresenceStore
 from storage.profiles import ProfileStore
+from storage.push import PushStore
 from storage.receipts import ReceiptsStore
 from storage.registration import RegistrationStore
+from storage.relations import RelationsStore
 from storage.search import SearchStore
 from storage.user_directory import UserDirectoryStore
 from storage.users import UserStore
@@ -40,6 +42,8 @@ class Storage:
     media: MediaStore
     appservice: AppServiceStore
     federation: FederationStore
+    relations: RelationsStore
+    push: PushStore
 
     @classmethod
     async def open(cls, db: Database) -> Storage:
@@ -72,4 +76,6 @@ class Storage:
             media=MediaStore(db),
             appservice=AppServiceStore(db),
             federation=FederationStore(db, await IdGenerator.load(db, "federation_outbox", "id")),
+            relations=RelationsStore(db),
+            push=PushStore(db),
         )

@@ -62,9 +62,7 @@ class FederationMediaServlets:
         width, height, method, animated = parse_thumbnail_params(request)
         record = await self._repo.get_local_media(mediaId, _timeout_ms(request))
         served = await self._repo.get_thumbnail(record, width, height, method, animated)
-        disposition = content_disposition(
-            served.content_type, thumbnail_name(served), inline=True
-        )
+        disposition = content_disposition(served.content_type, thumbnail_name(served), inline=True)
         return 200, self._multipart(served, disposition)
 
     def _multipart(self, served: ServedFile, disposition: str) -> MultipartFileResponse:

@@ -79,15 +79,24 @@ class AppServiceApi:
             raise AppServiceConnectionFailed(f"application service {service.id} has no URL")
         url = service.url + APP_PREFIX + path
         d = defer.ensureDeferred(self._exchange(service, method, url, body, params))
-        d.addTimeout(timeout_s or self.timeout_s or REQUEST_TIMEOUT_S, self._reactor)
+        timed_out = False
+
+        def _time_out() -> None:
+            nonlocal timed_out
+            timed_out = True
+            d.cancel()
+
+        timeout = timeout_s or self.timeout_s or REQUEST_TIMEOUT_S
+        timer = self._reactor.callLater(timeout, _time_out)
         try:
             status, raw = await d
-        except defer.TimeoutError:
-            raise AppServiceTimeout(f"{method} {url} timed out") from None
-        except AppServiceError:
-            raise
         except Exception as e:
+            if timed_out:
+                raise AppServiceTimeout(f"{method} {url} timed out after {timeout}s") from None
             raise AppServiceConnectionFailed(f"{method} {url}: {type(e).__name__}: {e}") from None
+        finally:
+            if timer.active():
+                timer.cancel()
         if not 200 <= status < 300:
             raise AppServiceBadStatus(status, raw)
         if not raw.strip():

@@ -89,7 +89,7 @@ class ServiceQueue:
         self._http: defer.Deferred[None] | None = None
         self._retry_call: DelayedCall | None = None
         self._flush_call: DelayedCall | None = None
-        self._backoff = BACKOFF_INITIAL_S
+        self._failures_in_a_row = 0
         self.sent_count = 0
         self.failure_count = 0
 
@@ -156,7 +156,7 @@ class ServiceQueue:
         if self._retry_call is not None and self._retry_call.active():
             self._retry_call.cancel()
         self._retry_call = None
-        self._backoff = BACKOFF_INITIAL_S
+        self._failures_in_a_row = 0
         self.poke()
 
     @property
@@ -217,27 +217,29 @@ class ServiceQueue:
             if self._stopped:
                 return False
             self.failure_count += 1
+            delay = self._schedule_retry()
             logger.warning(
                 "Application service %s: transaction %d failed (%s); retrying in %.1fs",
                 self.service.id,
                 txn.txn_id,
                 e,
-                self._backoff,
+                delay,
             )
-            self._schedule_retry()
             return False
         finally:
             self._http = None
         self.sent_count += 1
-        self._backoff = BACKOFF_INITIAL_S
+        self._failures_in_a_row = 0
         return True
 
-    def _schedule_retry(self) -> None:
-        if self._stopped:
-            return
-        delay = self._backoff
-        self._backoff = min(self._backoff * 2, BACKOFF_MAX_S)
-        self._retry_call = self._clock.callLater(delay, self._retry_fired)
+    def _schedule_retry(self) -> float:
+        """Wait BACKOFF_INITIAL_S, doubled for each failure in a row, at most BACKOFF_MAX_S."""
+        doubling: float = 2.0 ** min(self._failures_in_a_row, 30)
+        delay = min(BACKOFF_INITIAL_S * doubling, BACKOFF_MAX_S)
+        self._failures_in_a_row += 1
+        if not self._stopped:
+            self._retry_call = self._clock.callLater(delay, self._retry_fired)
+        return delay
 
     def _retry_fired(self) -> None:
         self._retry_call = None

@@ -17,6 +17,9 @@ Invariants:
   goes from online to unavailable ``sync_online_timeout`` after their last sync or
   activity, and offline ``offline_timeout`` after it. A sync that starts again
   within the grace period cancels the timer and changes nothing visible.
+- A sync asks for ``set_presence`` (default online) for its device; the user's state
+  is the most present state asked by any device syncing now or within
+  ``sync_online_timeout``, so two devices asking differently do not flip-flop.
 - With presence disabled nothing is tracked, stored or sent; the stream stays at 0.
 """
 
@@ -25,10 +28,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from twisted.internet import defer
+from twisted.python.failure import Failure
 
 from homeserver.async_utils import observe
 from homeserver.clock import Clock, now_ms
@@ -49,6 +53,7 @@ UNAVAILABLE = "unavailable"
 OFFLINE = "offline"
 PRESENCE_STATES = (ONLINE, UNAVAILABLE, OFFLINE)
 LAST_ACTIVE_GRANULARITY_MS = 60_000
+_PRIORITY = {ONLINE: 2, UNAVAILABLE: 1, OFFLINE: 0}
 
 
 def should_notify(old: PresenceState, new: PresenceState, granularity_ms: int) -> bool:
@@ -102,7 +107,10 @@ class PresenceHandler:
         self._include_offline = include_offline_users_on_sync
         self._granularity = last_active_granularity_ms
         self._states: dict[str, PresenceState] = {}
-        self._syncing: dict[str, int] = {}
+        # user -> device -> number of its /sync requests in flight
+        self._syncing: dict[str, dict[str | None, int]] = {}
+        # user -> device -> (state its syncs ask for, when it last synced)
+        self._device_requests: dict[str, dict[str | None, tuple[str, int]]] = {}
         self._timers: dict[str, Any] = {}
         # user -> position of their last visible change, in position order.
         self._changes: OrderedDict[str, int] = OrderedDict()
@@ -111,6 +119,8 @@ class PresenceHandler:
         self._dirty: dict[str, PresenceState] = {}
         self._flushing: defer.Deferred[None] | None = None
         self._stopped = False
+        # Work started in the background (bumps, notifications): awaited by stop().
+        self._background: set[defer.Deferred[None]] = set()
 
     # Lifecycle ----------------------------------------------------------------------
 
@@ -123,12 +133,29 @@ class PresenceHandler:
             self._schedule_timer(state.user_id)
 
     async def stop(self) -> None:
+        """Cancel timers, let background work finish and write what is pending."""
         self._stopped = True
         for timer in self._timers.values():
             if timer.active():
                 timer.cancel()
         self._timers.clear()
+        while self._background:
+            await observe(next(iter(self._background)))
         await self.flush()
+
+    def _in_background(self, work: Coroutine[Any, Any, None], what: str) -> None:
+        d = defer.ensureDeferred(work)
+        if d.called:
+            d.addErrback(lambda f: logger.error("%s failed: %s", what, f.value))
+            return
+        self._background.add(d)
+
+        def _done(result: Any) -> None:
+            self._background.discard(d)
+            if isinstance(result, Failure):
+                logger.error("%s failed: %s", what, result.value)
+
+        d.addBoth(_done)
 
     @property
     def position(self) -> int:
@@ -182,30 +209,54 @@ class PresenceHandler:
         """A /sync starts (a heartbeat); the returned callable is called when it ends."""
         if not self.enabled or set_presence == OFFLINE:
             return _noop
-        presence = set_presence or ONLINE
         state = await self._get(user_id)
-        self._syncing[user_id] = self._syncing.get(user_id, 0) + 1
+        devices = self._syncing.setdefault(user_id, {})
+        devices[device_id] = devices.get(device_id, 0) + 1
         now = now_ms(self._clock)
+        presence = self._combined(user_id, device_id, set_presence or ONLINE, now)
         new = dataclasses.replace(state, state=presence, last_user_sync_ts=now)
         if presence == ONLINE:
             new = dataclasses.replace(new, last_active_ts=now)
         self._update(new)
 
         def _ended() -> None:
-            count = self._syncing.get(user_id, 0) - 1
+            syncing = self._syncing.get(user_id, {})
+            count = syncing.get(device_id, 0) - 1
             if count > 0:
-                self._syncing[user_id] = count
+                syncing[device_id] = count
             else:
-                self._syncing.pop(user_id, None)
+                syncing.pop(device_id, None)
+                if not syncing:
+                    self._syncing.pop(user_id, None)
+            end = now_ms(self._clock)
+            requested = self._device_requests.get(user_id, {})
+            if device_id in requested:
+                requested[device_id] = (requested[device_id][0], end)
             current = self._states.get(user_id)
             if current is None or self._stopped:
                 return
-            self._states[user_id] = dataclasses.replace(
-                current, last_user_sync_ts=now_ms(self._clock)
-            )
+            self._states[user_id] = dataclasses.replace(current, last_user_sync_ts=end)
             self._schedule_timer(user_id)
 
         return _ended
+
+    def _combined(self, user_id: str, device_id: str | None, requested: str, now: int) -> str:
+        """The state a sync leads to: the most present one any live device asks for.
+
+        A device counts while it syncs and for ``sync_online_timeout`` after, so one
+        device syncing as ``unavailable`` does not flip a user who is online on another
+        device (each flip would wake every room-mate).
+        """
+        devices = self._device_requests.setdefault(user_id, {})
+        devices[device_id] = (requested, now)
+        syncing = self._syncing.get(user_id, {})
+        best = requested
+        for device, (state, seen) in list(devices.items()):
+            if device not in syncing and now - seen > self._sync_online_timeout:
+                del devices[device]  # gone quiet: no longer counts
+            elif _PRIORITY[state] > _PRIORITY[best]:
+                best = state
+        return best
 
     def bump_active(self, user_id: str) -> None:
         """The user did something (sent an event, typed): online and active now."""
@@ -218,9 +269,7 @@ class PresenceHandler:
                 dataclasses.replace(state, state=ONLINE, last_active_ts=now_ms(self._clock))
             )
 
-        defer.ensureDeferred(_bump()).addErrback(
-            lambda f: logger.error("Presence bump for %s failed: %s", user_id, f.value)
-        )
+        self._in_background(_bump(), f"Presence bump for {user_id}")
 
     def on_event_accepted(self, event: Event) -> None:
         """EventCreator hook: a local user sending an event is active."""
@@ -241,9 +290,7 @@ class PresenceHandler:
             self._changes.move_to_end(user_id)
             self._dirty[user_id] = new
             self._start_flush()
-            defer.ensureDeferred(self._notify(user_id)).addErrback(
-                lambda f: logger.error("Presence notification failed: %s", f.value)
-            )
+            self._in_background(self._notify(user_id), "Presence notification")
         else:
             self._states[user_id] = new
         self._schedule_timer(user_id)
@@ -301,7 +348,9 @@ class PresenceHandler:
 
     def _start_flush(self) -> None:
         if self._flushing is None and self._dirty:
-            self._flushing = defer.ensureDeferred(self._flush())
+            flushing = defer.ensureDeferred(self._flush())
+            if not flushing.called:  # it resets _flushing itself when done
+                self._flushing = flushing
 
     async def _flush(self) -> None:
         try:

@@ -6,9 +6,10 @@ Invariants:
   goes through ``VisibilityFilter`` with the user's membership in its room, so a
   result is never an event the user could not read through ``/messages``. The same
   holds for the events of ``event_context``.
-- Pages are filled after filtering: candidates are fetched in batches until the page
-  is full, the matches run out, or ``MAX_ROUNDS`` batches were examined (then the page
-  may be short and ``next_batch`` resumes after the last examined candidate).
+- Pages are filled after filtering: candidates are fetched in batches (each twice the
+  last, up to ``MAX_FETCH``) until the page is full, the matches run out, or
+  ``MAX_ROUNDS`` batches were examined; then the page may be short (even empty) and
+  ``next_batch`` resumes after the last examined candidate.
 - ``next_batch`` is opaque: the order, an optional group scope (``room_id`` or
   ``sender`` and its value) and a cursor (``storage.search.SearchCursor``). Resuming
   from it never repeats a result and skips none, as long as the matches do not
@@ -50,6 +51,7 @@ JsonDict = dict[str, Any]
 MAX_PAGE = 500  # cap on filter.limit
 MAX_CONTEXT = 100  # cap on before_limit / after_limit
 MAX_ROUNDS = 5
+MAX_FETCH = 1000
 GROUP_KEYS = ("room_id", "sender")
 ORDERS = ("rank", "recent")
 
@@ -287,6 +289,7 @@ class SearchHandler:
             if hits:
                 cursor = hits[-1].cursor(by_rank)
             exhausted = len(hits) < fetch
+            fetch = min(fetch * 2, MAX_FETCH)
             visible += await self._visible(user_id, hits, memberships, flt)
             if len(visible) > limit or exhausted:
                 break
@@ -303,19 +306,20 @@ class SearchHandler:
         flt: EventFilter,
     ) -> list[tuple[SearchHit, Event]]:
         events = await self._storage.events.get_events(h.event_id for h in hits)
-        by_room: dict[str, list[Event]] = {}
+        # The visibility check reads the state at each event; only the user's current
+        # membership is per room, so one call per membership value covers all rooms.
+        by_membership: dict[str, list[Event]] = {}
         for hit in hits:
             ev = events.get(hit.event_id)
             if ev is None or ev.redacted_by or ev.rejected_reason is not None:
                 continue
             if not flt.matches(event_json(ev), ev.room_id):
                 continue
-            by_room.setdefault(ev.room_id, []).append(ev)
+            by_membership.setdefault(memberships[ev.room_id].membership, []).append(ev)
         allowed: set[str] = set()
-        for room_id, room_events in by_room.items():
-            membership = memberships[room_id].membership
+        for membership, candidates in by_membership.items():
             for ev in await self._visibility.filter_for_user(
-                user_id, room_events, current_membership=membership
+                user_id, candidates, current_membership=membership
             ):
                 allowed.add(ev.event_id)
         return [(h, events[h.event_id]) for h in hits if h.event_id in allowed]

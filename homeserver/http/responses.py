@@ -122,11 +122,11 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
             raise RangeNotSatisfiable()
         return max(0, size - suffix), min(suffix, size)
     start = int(first)
-    end = int(last) if last else size - 1
-    if end < start:
+    if last and int(last) < start:
         return None  # syntactically invalid: ignored
     if start >= size:
         raise RangeNotSatisfiable()
+    end = int(last) if last else size - 1
     end = min(end, size - 1)
     return start, end - start + 1
 
@@ -147,12 +147,11 @@ class FileResponse(RawResponse):
     etag: str | None = None
 
     async def write(self, request: MatrixRequest, status: int) -> None:
-        if self.etag is not None:
-            if _etag_matches(request.getHeader("if-none-match"), self.etag):
-                _set_headers(request, self._validator_headers())
-                request.setResponseCode(304)
-                request.finish()
-                return
+        if self.etag is not None and _etag_matches(request.getHeader("if-none-match"), self.etag):
+            _set_headers(request, self._validator_headers())
+            request.setResponseCode(304)
+            request.finish()
+            return
         start, length, code = 0, self.size, status
         range_header = request.getHeader("range")
         if range_header is not None and status == 200 and self._if_range_holds(request):

@@ -4,7 +4,8 @@ Handlers are ``async def handler(request, **path_params) -> (status, json_body)`
 handler whose body is not JSON (media) returns a ``RawResponse`` as the body, which
 writes itself. Request bodies are limited by ``max_request_body_size``, except media
 uploads (``MEDIA_UPLOAD_PATH``), limited by ``max_upload_size``; bodies past 100 KB are
-spooled by Twisted to an anonymous temporary file, never held in memory.
+spooled to an anonymous temporary file (uploads: in the site's ``upload_spool_dir``, the
+media store's own disk), never held in memory.
 Every error leaves through ``_respond_error`` exactly once: ``MatrixError`` becomes its
 status and body, anything else is logged with the request id and answered
 500 ``M_UNKNOWN`` without a traceback.
@@ -17,6 +18,7 @@ import itertools
 import json
 import logging
 import re
+import tempfile
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -55,6 +57,7 @@ class MatrixRequest(server.Request):
 
     max_body_size: int = 10 * 1024 * 1024
     max_upload_size: int = 50 * 1024 * 1024
+    upload_spool_dir: str | None = None
 
     def __init__(self, channel: HTTPChannel, queued: bool = False) -> None:
         super().__init__(channel, queued)
@@ -63,18 +66,20 @@ class MatrixRequest(server.Request):
         self.body_limit = self.max_body_size
         self._body_bytes = 0
 
-    def _choose_body_limit(self) -> int:
+    def _is_upload(self) -> bool:
         # Called once the headers are in: the request line is still only on the channel.
         method = getattr(self.channel, "_command", b"")
         path = getattr(self.channel, "_path", b"")
-        if method in (b"POST", b"PUT") and MEDIA_UPLOAD_PATH.match(path or b""):
-            return self.max_upload_size
-        return self.max_body_size
+        return method in (b"POST", b"PUT") and bool(MEDIA_UPLOAD_PATH.match(path or b""))
 
     def gotLength(self, length: int | None) -> None:
-        self.body_limit = self._choose_body_limit()
+        upload = self._is_upload()
+        self.body_limit = self.max_upload_size if upload else self.max_body_size
         if length is not None and length > self.body_limit:
             self.body_too_large = True
+        if upload and not self.body_too_large and (length is None or length >= 100_000):
+            self.content = tempfile.TemporaryFile(dir=self.upload_spool_dir)  # noqa: SIM115
+            return
         super().gotLength(length if not self.body_too_large else 0)
 
     def handleContentChunk(self, data: bytes) -> None:
@@ -107,18 +112,45 @@ class MatrixSite(server.Site):
         max_body_size: int,
         x_forwarded: bool,
         max_upload_size: int | None = None,
+        upload_spool_dir: str | None = None,
     ) -> None:
         super().__init__(root)
         self.x_forwarded = x_forwarded
         self.noisy = False
         limit = max_body_size
         upload_limit = max_upload_size if max_upload_size is not None else max_body_size
+        spool_dir = upload_spool_dir
 
         class _Request(MatrixRequest):
             max_body_size = limit
             max_upload_size = upload_limit
+            upload_spool_dir = spool_dir
 
         self.requestFactory = _Request  # type: ignore[assignment]
+        self.open_channels: set[Any] = set()
+
+    def buildProtocol(self, addr: Any) -> Any:
+        """Track connections, so shutting down can close idle keep-alive ones."""
+        channel = super().buildProtocol(addr)
+        if channel is None:
+            return None
+        self.open_channels.add(channel)
+        original = channel.connectionLost
+
+        def connection_lost(reason: Any) -> None:
+            self.open_channels.discard(channel)
+            original(reason)
+
+        channel.connectionLost = connection_lost
+        return channel
+
+    def close_connections(self) -> None:
+        for channel in list(self.open_channels):
+            # Site wraps each HTTPChannel in a protocol proxy; the transport is on the inner one.
+            inner = getattr(channel, "_channel", channel)
+            transport = getattr(inner, "transport", None) or getattr(channel, "transport", None)
+            if transport is not None:
+                transport.abortConnection()
 
     def log(self, request: Any) -> None:
         # Access log without query strings: they may carry access tokens.
@@ -256,6 +288,7 @@ class JsonResource(resource.Resource):
 
 
 async def _write_raw(request: MatrixRequest, status: int, body: RawResponse) -> None:
+    request.defaultContentType = None  # the body sets its own (none for 304/416)
     for cors_name, cors_value in CORS_HEADERS.items():
         request.setHeader(cors_name, cors_value)
     try:

@@ -109,8 +109,8 @@ def _is_token(name: str) -> bool:
 
 
 def content_disposition(content_type: str, filename: str | None, *, inline: bool = False) -> str:
-    disposition = "inline" if inline or base_type(content_type) in INLINE_CONTENT_TYPES else (
-        "attachment"
+    disposition = (
+        "inline" if inline or base_type(content_type) in INLINE_CONTENT_TYPES else ("attachment")
     )
     if not filename:
         return disposition
@@ -119,7 +119,9 @@ def content_disposition(content_type: str, filename: str | None, *, inline: bool
     return f"{disposition}; filename*=utf-8''{urllib.parse.quote(filename, safe='')}"
 
 
-def media_headers(content_type: str, filename: str | None, *, inline: bool = False) -> dict[str, str]:
+def media_headers(
+    content_type: str, filename: str | None, *, inline: bool = False
+) -> dict[str, str]:
     return {
         **SECURITY_HEADERS,
         "Content-Disposition": content_disposition(content_type, filename, inline=inline),

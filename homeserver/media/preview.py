@@ -41,7 +41,6 @@ CACHE_TTL_S = 3600.0
 CACHE_SIZE = 1000
 
 
-
 class AddressBlocked(Exception):
     pass
 
@@ -234,12 +233,16 @@ class UrlPreviewer:
         except Exception as e:
             if blocked:
                 raise MatrixError(403, Codes.UNKNOWN, "IP address blocked") from None
-            logger.info("URL preview of %s failed after %.1fs: %r", url, time.monotonic() - started, e)
+            logger.info(
+                "URL preview of %s failed after %.1fs: %r", url, time.monotonic() - started, e
+            )
             raise MatrixError(502, Codes.UNKNOWN, "Failed to fetch the URL") from None
 
     async def _get(self, agent: IAgent, url: str) -> Fetched:
         response = await treq.get(
-            url, agent=agent, headers=Headers({b"User-Agent": [USER_AGENT], b"Accept-Language": [b"en"]})
+            url,
+            agent=agent,
+            headers=Headers({b"User-Agent": [USER_AGENT], b"Accept-Language": [b"en"]}),
         )
         if response.code != 200:
             await response.text()  # drain

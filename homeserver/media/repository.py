@@ -85,7 +85,10 @@ class MediaSettings:
             # Longest period first: when it is not exceeded, shorter ones rarely are.
             upload_limits=tuple(
                 sorted(
-                    (UploadLimit(x["time_period"], x["max_size"]) for x in config.media_upload_limits),
+                    (
+                        UploadLimit(x["time_period"], x["max_size"])
+                        for x in config.media_upload_limits
+                    ),
                     key=lambda limit: -limit.time_period_ms,
                 )
             ),
@@ -201,6 +204,27 @@ class MediaRepository:
             media_id = random_media_id()
         elif media_id in self._uploading:
             raise MatrixError(409, Codes.CANNOT_OVERWRITE_MEDIA, "Media ID already has content")
+        # Not cancelled with the request: a write already under way on a thread must be
+        # recorded or cleaned up by this code, never left behind half-handled.
+        work = defer.ensureDeferred(
+            self._store_upload(
+                user_id, source, content_type, upload_name, media_id, pending, url_cache
+            )
+        )
+        result = observe(work)
+        work.addErrback(lambda _failure: None)  # reported through ``result``
+        return await result
+
+    async def _store_upload(
+        self,
+        user_id: str,
+        source: BinaryIO,
+        content_type: str,
+        upload_name: str | None,
+        media_id: str,
+        pending: bool,
+        url_cache: bool,
+    ) -> str:
         self._uploading.add(media_id)
         key = local_content_key(media_id)
         written: list[str] = []
@@ -285,10 +309,14 @@ class MediaRepository:
             return ImageFacts(thumbnail_error=e.reason), []
         records = []
         for t in thumbs:
-            t_key = local_thumbnail_key(media_id, t.width, t.height, t.content_type, t.method, False)
+            t_key = local_thumbnail_key(
+                media_id, t.width, t.height, t.content_type, t.method, False
+            )
             await self.storage.store_bytes(t_key, t.data)
             written.append(t_key)
-            records.append(ThumbnailRecord(t.width, t.height, t.method, t.content_type, len(t.data)))
+            records.append(
+                ThumbnailRecord(t.width, t.height, t.method, t.content_type, len(t.data))
+            )
         return ImageFacts(info.width, info.height, info.animated), records
 
     # Lookups ---------------------------------------------------------------------
@@ -323,15 +351,14 @@ class MediaRepository:
                 raise not_found()
             remaining = deadline - now_ms(self._clock)
             if remaining <= 0:
-                raise MatrixError(
-                    504, Codes.NOT_YET_UPLOADED, "Media has not been uploaded yet"
-                )
+                raise MatrixError(504, Codes.NOT_YET_UPLOADED, "Media has not been uploaded yet")
             await self._wait_for_upload(media_id, min(remaining, _POLL_MS))
 
     async def _wait_for_upload(self, media_id: str, wait_ms: int) -> None:
         woken: defer.Deferred[None] = defer.Deferred()
         waiters = self._waiters.setdefault(media_id, [])
         waiters.append(woken)
+
         def _time_up() -> None:
             if not woken.called:
                 woken.callback(None)
@@ -386,7 +413,9 @@ class MediaRepository:
         want_animated = animated and record.image_animated
         if self.settings.dynamic_thumbnails:
             return await self._exact(record, ideal[0], ideal[1], method, want_animated)
-        candidates = [t for t in await self._store.get_thumbnails(self.server_name, record.media_id)]
+        candidates = [
+            t for t in await self._store.get_thumbnails(self.server_name, record.media_id)
+        ]
         thumb_type = thumbnailer.thumbnail_type_for(record.content_type)
         chosen = select_thumbnail(
             [t for t in candidates if not t.animated], width, height, method, thumb_type
@@ -424,10 +453,10 @@ class MediaRepository:
             else thumbnailer.thumbnail_type_for(record.content_type)
         )
         assert content_type is not None
+        wanted = (width, height, method, animated, content_type)
         for t in await self._store.get_thumbnails(self.server_name, record.media_id):
-            if (t.width, t.height, t.method, t.animated) == (width, height, method, animated):
-                if t.content_type == content_type:
-                    return self._served_thumbnail(record, t)
+            if (t.width, t.height, t.method, t.animated, t.content_type) == wanted:
+                return self._served_thumbnail(record, t)
         gen_key = f"{record.media_id}/{width}x{height}/{method}/{animated}"
         running = self._generating.get(gen_key)
         if running is None:

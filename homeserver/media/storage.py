@@ -62,9 +62,7 @@ def local_thumbnail_key(
 
 
 class MediaStorage(Protocol):
-    async def store(
-        self, key: str, source: BinaryIO, *, max_size: int | None = None
-    ) -> StoredFile:
+    async def store(self, key: str, source: BinaryIO, *, max_size: int | None = None) -> StoredFile:
         """Copy ``source`` (from its current position) to ``key``, hashing it on the way.
 
         Raises ``MediaTooLarge`` (nothing stored) when more than ``max_size`` bytes come.
@@ -91,15 +89,18 @@ class FileSystemMediaStorage:
         self._fsync = fsync
         os.makedirs(self._tmp_dir, exist_ok=True)
 
+    @property
+    def spool_dir(self) -> str:
+        """Where the HTTP edge may spool upload bodies: same disk, never the final paths."""
+        return self._tmp_dir
+
     def path_of(self, key: str) -> str:
         parts = key.split("/")
         if not key or any(p in ("", ".", "..") for p in parts) or key.startswith("/"):
             raise ValueError(f"invalid media key {key!r}")
         return os.path.join(self.base_path, *parts)
 
-    async def store(
-        self, key: str, source: BinaryIO, *, max_size: int | None = None
-    ) -> StoredFile:
+    async def store(self, key: str, source: BinaryIO, *, max_size: int | None = None) -> StoredFile:
         return await threads.deferToThread(self._write, key, source.read, max_size)
 
     async def store_bytes(self, key: str, data: bytes) -> None:

@@ -37,6 +37,9 @@ THUMBNAIL_TYPE_FOR = {
 }
 ANIMATED_THUMBNAIL_TYPE = "image/webp"
 _ENCODERS = {"image/jpeg": "JPEG", "image/png": "PNG", "image/webp": "WEBP"}
+# Shrink by whole factors first (cheap box reduction), then LANCZOS for the last
+# factor of at most this much: the output is indistinguishable, large images much faster.
+_GAP = 3.0
 
 
 class ThumbnailError(Exception):
@@ -140,23 +143,21 @@ def _resize(image: Image.Image, width: int, height: int, method: str) -> Image.I
         image = image.convert("RGBA" if has_alpha else "RGB")
     src_w, src_h = image.size
     if method != "crop":
-        return image.resize((width, height), Image.Resampling.LANCZOS)
+        return image.resize((width, height), Image.Resampling.LANCZOS, reducing_gap=_GAP)
     # Scale to cover the box, then cut the centre.
     if width * src_h > height * src_w:
         scaled = (width, max(height, width * src_h // src_w))
     else:
         scaled = (max(width, height * src_w // src_h), height)
     left, top = (scaled[0] - width) // 2, (scaled[1] - height) // 2
-    resized = image.resize(scaled, Image.Resampling.LANCZOS)
+    resized = image.resize(scaled, Image.Resampling.LANCZOS, reducing_gap=_GAP)
     return resized.crop((left, top, left + width, top + height))
 
 
 def _encode(image: Image.Image, content_type: str) -> bytes:
     out = io.BytesIO()
     fmt = _ENCODERS[content_type]
-    if fmt == "JPEG" and image.mode != "RGB":
-        image = image.convert("RGB")
-    elif fmt == "PNG" and image.mode == "CMYK":
+    if fmt == "JPEG" and image.mode != "RGB" or fmt == "PNG" and image.mode == "CMYK":
         image = image.convert("RGB")
     image.save(out, fmt, quality=80)
     return out.getvalue()
@@ -226,7 +227,11 @@ def make_thumbnail(
     """
     with _open(open_file, max_pixels) as image:
         src_pixels = image.size[0] * image.size[1]
-        if animated and _is_animated(image) and int(getattr(image, "n_frames", 1)) * src_pixels <= max_pixels:
+        if (
+            animated
+            and _is_animated(image)
+            and int(getattr(image, "n_frames", 1)) * src_pixels <= max_pixels
+        ):
             try:
                 return _animated_thumbnail(image, width, height, method)
             except (OSError, ValueError, EOFError) as e:

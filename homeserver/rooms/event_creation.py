@@ -214,6 +214,16 @@ class EventCreator:
         auth_keys = auth_types_for_event(pdu, version)
         pdu["auth_events"] = sorted(room.state[k].event_id for k in auth_keys if k in room.state)
         signed, event_id = self._sign(pdu, version)
+        if "state_key" in pdu:
+            # What clients read as unsigned.prev_content (membership changes, renames).
+            # `unsigned` is covered by neither the hashes nor the signatures.
+            replaced = room.state.get((str(pdu["type"]), str(pdu["state_key"])))
+            if replaced is not None:
+                signed["unsigned"] = {
+                    "replaces_state": replaced.event_id,
+                    "prev_content": replaced.content,
+                    "prev_sender": replaced.sender,
+                }
         event = Event(event_id=event_id, pdu=signed, room_version=version)
         self._validate(event)
         create = room.create_event
@@ -229,8 +239,10 @@ class EventCreator:
         return event
 
     def _validate(self, event: Event) -> None:
+        # The size limit is the sender's content, not our own unsigned additions.
+        pdu = {k: v for k, v in event.pdu.items() if k != "unsigned"}
         try:
-            validate_pdu_format(event.pdu, event.room_version)
+            validate_pdu_format(pdu, event.room_version)
         except EventFormatError as e:
             raise MatrixError(
                 413 if e.errcode == Codes.TOO_LARGE else 400, e.errcode, e.message

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import secrets
 import string
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from homeserver.appservice.handler import AppServiceHandler
@@ -78,6 +79,11 @@ class RoomHandler:
         self._memberships = memberships
         # Set by the composition root when federation is enabled.
         self.remote: RemoteMembership | None = None
+        # Checks of a message before it is built (relations): (requester, room id, event
+        # type, content, transaction id); each raises MatrixError to refuse it.
+        self.message_checks: list[
+            Callable[[Requester, str, str, JsonDict, str | None], Awaitable[None]]
+        ] = []
 
     def is_mine(self, user_id: str) -> bool:
         return user_id.rsplit(":", 1)[-1] == self.server_name or user_id.endswith(
@@ -230,13 +236,12 @@ class RoomHandler:
             creation_content["additional_creators"] = list(dict.fromkeys(extra + invitees))
         room_id = None if version.room_id_is_create_event_hash else self._new_room_id()
         create = self._creator.build_create_event(version, user_id, creation_content, room_id)
-        if alias is not None:
-            # Claimed atomically before the room exists, so concurrent requests for one
-            # alias create one room (the check above only gives an early answer).
-            if not await self._storage.events.create_alias(
-                RoomAlias(alias, create.room_id, user_id, [self.server_name])
-            ):
-                raise MatrixError(400, Codes.ROOM_IN_USE, "Room alias already taken")
+        # The alias is claimed atomically before the room exists, so concurrent requests
+        # for one alias create one room (the check above only gives an early answer).
+        if alias is not None and not await self._storage.events.create_alias(
+            RoomAlias(alias, create.room_id, user_id, [self.server_name])
+        ):
+            raise MatrixError(400, Codes.ROOM_IN_USE, "Room alias already taken")
         room = await self._creator.persist_create_event(create, user_id)
         room_id = room.room_id
 
@@ -250,23 +255,36 @@ class RoomHandler:
         await send_state(
             "m.room.member", {"membership": "join", **await self._profile_content(user_id)}, user_id
         )
+        initial_keys = {(ev["type"], str(ev.get("state_key", ""))) for ev in initial_state}
+        # Power levels given in initial_state replace the defaults (as Synapse); the
+        # override still applies on top.
+        given_pl = next(
+            (
+                dict(ev["content"])
+                for ev in initial_state
+                if (ev["type"], str(ev.get("state_key", ""))) == ("m.room.power_levels", "")
+            ),
+            None,
+        )
+        override = body.get("power_level_content_override")
+        if given_pl is not None:
+            given_pl.update(override or {})
         await send_state(
             "m.room.power_levels",
-            self._initial_power_levels(
-                version, user_id, preset, invitees, body.get("power_level_content_override")
-            ),
+            given_pl
+            if given_pl is not None
+            else self._initial_power_levels(version, user_id, preset, invitees, override),
         )
         if alias is not None:
             await send_state("m.room.canonical_alias", {"alias": alias})
         settings = PRESETS[preset]
-        state_types = {ev["type"] for ev in initial_state}
-        if "m.room.join_rules" not in state_types:
+        if ("m.room.join_rules", "") not in initial_keys:
             await send_state("m.room.join_rules", {"join_rule": settings["join_rule"]})
-        if "m.room.history_visibility" not in state_types:
+        if ("m.room.history_visibility", "") not in initial_keys:
             await send_state(
                 "m.room.history_visibility", {"history_visibility": settings["history"]}
             )
-        if "m.room.guest_access" not in state_types:
+        if ("m.room.guest_access", "") not in initial_keys:
             await send_state("m.room.guest_access", {"guest_access": settings["guest"]})
         for ev in initial_state:
             if ev["type"] in _CREATE_ROOM_RESERVED:
@@ -275,7 +293,15 @@ class RoomHandler:
         if body.get("name") is not None:
             await send_state("m.room.name", {"name": body["name"]})
         if body.get("topic") is not None:
-            await send_state("m.room.topic", {"topic": body["topic"]})
+            # "with a text/plain mimetype" (spec v1.15+): the m.topic block too.
+            topic = body["topic"]
+            await send_state(
+                "m.room.topic",
+                {
+                    "topic": topic,
+                    "m.topic": {"m.text": [{"body": topic, "mimetype": "text/plain"}]},
+                },
+            )
         for invitee in invitees:
             await self.update_membership(
                 requester, room_id, invitee, "invite", is_direct=bool(body.get("is_direct"))
@@ -381,6 +407,14 @@ class RoomHandler:
         if extra_content:
             for k, v in extra_content.items():
                 content.setdefault(k, v)
+        current = room.state.get(("m.room.member", target))
+        if (
+            current is not None
+            and current.sender == requester.user_id
+            and current.membership == membership
+            and current.content == content
+        ):
+            return current  # a repeat (a second /join...): no new event, as Synapse
         pre_persist = None
         if membership == "invite" and not self.is_mine(target):
             remote = self.remote
@@ -540,6 +574,8 @@ class RoomHandler:
         txn_id: str | None,
     ) -> Event:
         await self.require_joined(requester, room_id)
+        for check in self.message_checks:
+            await check(requester, room_id, event_type, content, txn_id)
         txn = (requester.device_id or "", txn_id) if txn_id is not None else None
         return await self._creator.send(
             room_id, {"type": event_type, "sender": requester.user_id, "content": content}, txn=txn
@@ -662,8 +698,13 @@ class RoomHandler:
             raise MatrixError(400, Codes.INVALID_PARAM, "Room alias too long")
         if not is_valid_room_id(room_id):
             raise MatrixError(400, Codes.INVALID_PARAM, "Invalid room ID")
-        await self.get_room(room_id)
-        self._check_alias_namespace(requester, alias)
+        room = await self.get_room(room_id)
+        managed = self._check_alias_namespace(requester, alias)
+        if room.membership_of(requester.user_id) != "join" and not (managed or requester.is_admin):
+            # As Synapse: otherwise anyone could squat names on any room.
+            raise MatrixError(
+                403, Codes.FORBIDDEN, "You must be in the room to create an alias for it"
+            )
         if not await self._storage.events.create_alias(
             RoomAlias(alias, room_id, requester.user_id, [self.server_name])
         ):

@@ -45,10 +45,14 @@ class EventPersister:
         self._queue: list[_Queued] = []
         self._running = False
         self._idle: list[defer.Deferred[None]] = []
+        # Accepted events not yet committed, by id: readers that must see every
+        # accepted event (state resolution) look here before the database.
+        self.pending: dict[str, Event] = {}
 
     def enqueue(self, item: PersistItem) -> defer.Deferred[None]:
         done: defer.Deferred[None] = defer.Deferred()
         self._queue.append(_Queued(item, done))
+        self.pending[item.event.event_id] = item.event
         if not self._running:
             self._running = True
             defer.ensureDeferred(self._run())
@@ -71,6 +75,8 @@ class EventPersister:
                     self._fail(batch, e)
                     continue
                 events = [q.item.event for q in batch]
+                for ev in events:
+                    self.pending.pop(ev.event_id, None)
                 self._store.stream.advance_to(max(ev.stream_ordering for ev in events))
                 try:
                     self._on_persisted(events)
@@ -90,4 +96,5 @@ class EventPersister:
         self._queue = [q for q in self._queue if q.item.event.room_id not in rooms]
         self._on_failure(rooms)
         for q in batch + dependent:
+            self.pending.pop(q.item.event.event_id, None)
             q.done.errback(error)

@@ -74,6 +74,18 @@ class LiveRoom:
     def auth_state(self) -> dict[StateKey, dict[str, object]]:
         return {key: pdu_with_id(ev) for key, ev in self.state.items()}
 
+    def apply_redaction(self, redaction: Event) -> None:
+        """Mark the redacted event wherever memory holds it: recent events and state
+        (a state event loaded from the database is not among the recent ones)."""
+        target_id = redaction.redacts
+        held = [ev for ev in self.recent if ev.event_id == target_id]
+        held += [ev for ev in self.state.values() if ev.event_id == target_id]
+        for target in held:
+            if target.redacted_by is None:
+                target.redacted_by = redaction.event_id
+                target.redaction = redaction
+                target.invalidate_client_cache()
+
     def events_after(self, stream: int) -> list[Event] | None:
         """Events with stream ordering > ``stream`` from memory, or None if not all held."""
         if stream < self.recent_floor:

@@ -127,6 +127,9 @@ class SyncHandler:
         self.sync_hooks: list[
             Callable[[str, str | None, str | None], Awaitable[Callable[[], None]]]
         ] = []
+        # Bundled aggregations (``unsigned.m.relations``) of a user's timeline events, by
+        # event id; set by the composition root, asked for limited or new timelines only.
+        self.bundler: Callable[[list[Event], str], Awaitable[dict[str, JsonDict]]] | None = None
 
     def add_source(self, source: SyncSource) -> None:
         if source.name not in SOURCE_ORDER:
@@ -216,11 +219,13 @@ class SyncHandler:
                 target = invite if row.membership == "invite" else knock
                 target[room_id] = {key: {"events": events}}
             elif row.membership in ("leave", "ban"):
-                if (since is None and not filters.include_leave()) or not (
-                    changed or req.full_state
-                ):
-                    continue
-                if since is None and row.sender == req.user_id and not filters.include_leave():
+                if since is None or req.full_state:
+                    # As Synapse: rooms one was kicked or banned from always show; rooms
+                    # one left oneself only with include_leave.
+                    own_leave = row.membership == "leave" and row.sender == req.user_id
+                    if own_leave and not filters.include_leave():
+                        continue
+                elif not changed:
                     continue
                 section = await self._left_room(req, row, now, room_account_data)
                 if section is not None:
@@ -332,7 +337,9 @@ class SyncHandler:
             room_id, from_stream, to_stream, limit
         )
 
-    def _serialize(self, ev: Event, req: SyncRequest) -> JsonDict:
+    def _serialize(
+        self, ev: Event, req: SyncRequest, relations: JsonDict | None = None
+    ) -> JsonDict:
         if req.filters.event_format == "federation":
             out: JsonDict = dict(ev.pdu)
             out["event_id"] = ev.event_id
@@ -345,6 +352,9 @@ class SyncHandler:
             ):
                 out = dict(out)
                 out["unsigned"] = {**out.get("unsigned", {}), "transaction_id": ev.txn_id}
+            if relations:
+                out = dict(out)
+                out["unsigned"] = {**out.get("unsigned", {}), "m.relations": relations}
         if req.filters.event_fields:
             out = apply_event_fields(out, list(req.filters.event_fields))
         return out
@@ -376,18 +386,18 @@ class SyncHandler:
         elif limited and events:
             state = await self._state_delta(room_id, events[0], req.since)
         if filters.lazy_load_members() and not req.full_state:
-            senders = {ev.sender for ev in timeline} | {req.user_id}
+            # Members of the timeline's senders; on a fresh start of the room also the
+            # user's own and the heroes' (the spec: heroes' members MUST be included).
+            senders = {ev.sender for ev in timeline}
+            if changed or req.since is None:
+                senders.add(req.user_id)
+                if room is not None:
+                    senders.update(self._heroes(room, req.user_id) or [])
             state = [ev for ev in state if ev.type != "m.room.member" or ev.state_key in senders]
             present = {ev.state_key for ev in state if ev.type == "m.room.member"}
             present |= {ev.state_key for ev in timeline if ev.type == "m.room.member"}
             missing = senders - present
-            if missing and room is not None and not (changed or req.since is None):
-                state.extend(
-                    room.state[("m.room.member", u)]
-                    for u in sorted(missing)
-                    if ("m.room.member", u) in room.state
-                )
-            elif missing and room is not None:
+            if missing and room is not None:
                 state.extend(
                     room.state[("m.room.member", u)]
                     for u in sorted(missing)
@@ -408,9 +418,12 @@ class SyncHandler:
         prev_batch = (
             f"t{first.depth}-{first.stream_ordering - 1}" if first is not None else f"s{now.events}"
         )
+        bundles: dict[str, JsonDict] = {}
+        if self.bundler is not None and timeline and (limited or changed or req.since is None):
+            bundles = await self.bundler(timeline, req.user_id)
         section: JsonDict = {
             "timeline": {
-                "events": [self._serialize(ev, req) for ev in timeline],
+                "events": [self._serialize(ev, req, bundles.get(ev.event_id)) for ev in timeline],
                 "limited": limited,
                 "prev_batch": prev_batch,
             },
@@ -500,15 +513,32 @@ class SyncHandler:
 
     @staticmethod
     def _summary(room: LiveRoom, user_id: str) -> JsonDict:
-        joined = room.joined_members()
-        invited = room.members_with("invite")
         summary: JsonDict = {
-            "m.joined_member_count": len(joined),
-            "m.invited_member_count": len(invited),
+            "m.joined_member_count": len(room.joined_members()),
+            "m.invited_member_count": len(room.members_with("invite")),
         }
-        if not room.state_content("m.room.name").get("name") and not room.state_content(
-            "m.room.canonical_alias"
-        ).get("alias"):
-            heroes = sorted(u for u in (set(joined) | set(invited)) if u != user_id)[:5]
+        heroes = SyncHandler._heroes(room, user_id)
+        if heroes is not None:
             summary["m.heroes"] = heroes
         return summary
+
+    @staticmethod
+    def _heroes(room: LiveRoom, user_id: str) -> list[str] | None:
+        """None when the room has a name or canonical alias; else (the spec) the first
+        5 joined or invited members by stream order, never the user, falling back to
+        members who left or were banned."""
+        if room.state_content("m.room.name").get("name") or room.state_content(
+            "m.room.canonical_alias"
+        ).get("alias"):
+            return None
+
+        def first_five(memberships: tuple[str, ...]) -> list[str]:
+            members = [
+                ev
+                for (etype, key), ev in room.state.items()
+                if etype == "m.room.member" and key != user_id and ev.membership in memberships
+            ]
+            members.sort(key=lambda ev: ev.stream_ordering)
+            return [ev.state_key or "" for ev in members[:5]]
+
+        return first_five(("join", "invite")) or first_five(("leave", "ban"))

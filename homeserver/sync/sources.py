@@ -19,7 +19,14 @@ from homeserver.events.filtering import FilterCollection
 JsonDict = dict[str, Any]
 
 # Token order after events and account data; a new source appends here, never reorders.
-SOURCE_ORDER = ("receipts", "typing", "presence", "to_device", "device_lists")
+SOURCE_ORDER = (
+    "receipts",
+    "typing",
+    "presence",
+    "to_device",
+    "device_lists",
+    "unread_counts",
+)
 
 
 @dataclass(frozen=True, slots=True)

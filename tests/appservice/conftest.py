@@ -86,7 +86,5 @@ def registration_files(
 
 
 @pytest.fixture
-def config_overrides(
-    registration_files: list[str], hs_overrides: dict[str, Any]
-) -> dict[str, Any]:
+def config_overrides(registration_files: list[str], hs_overrides: dict[str, Any]) -> dict[str, Any]:
     return {"app_service_config_files": registration_files, **hs_overrides}

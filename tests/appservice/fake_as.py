@@ -123,14 +123,19 @@ class FakeAppService:
         self.url = f"http://127.0.0.1:{self._port.getHost().port}"
 
     async def stop(self) -> None:
-        for d in self._resource.hanging:
+        hanging, self._resource.hanging = self._resource.hanging, []
+        for d in hanging:
             d.callback(None)
-        await self._port.stopListening()
+        if self._port is not None:
+            port, self._port = self._port, None
+            await port.stopListening()
 
     # What was received ------------------------------------------------------------------
 
     def transaction_requests(self) -> list[Recorded]:
-        return [r for r in self.state.requests if r.path.startswith("/_matrix/app/v1/transactions/")]
+        return [
+            r for r in self.state.requests if r.path.startswith("/_matrix/app/v1/transactions/")
+        ]
 
     def accepted_transactions(self) -> list[Recorded]:
         return [r for r in self.transaction_requests() if r.status == 200]
@@ -155,6 +160,8 @@ class FakeAppService:
             await deferLater(reactor, 0.02, lambda: None)
             waited += 0.02
 
-    async def wait_for_event(self, match: Callable[[JsonDict], bool], timeout: float = 10.0) -> JsonDict:
+    async def wait_for_event(
+        self, match: Callable[[JsonDict], bool], timeout: float = 10.0
+    ) -> JsonDict:
         await self.wait_for(lambda: any(match(e) for e in self.received_events()), timeout)
         return next(e for e in self.received_events() if match(e))

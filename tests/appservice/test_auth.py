@@ -113,7 +113,9 @@ async def test_a_puppet_sends_into_a_room_as_itself(server: RunningServer) -> No
         user_id=user_id,
     )
     assert resp.code == 200, resp
-    resp = await as_request(server, "GET", f"{V3}/rooms/{q(room_id)}/messages?dir=b", user_id=user_id)
+    resp = await as_request(
+        server, "GET", f"{V3}/rooms/{q(room_id)}/messages?dir=b", user_id=user_id
+    )
     assert resp.code == 200, resp
     senders = {e["sender"] for e in resp.json["chunk"]}
     assert senders == {user_id}

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
+from homeserver.appservice.registration import AppServiceRegistry, load_app_services
 from homeserver.cli import main as cli_main
 from homeserver.config import ConfigError, parse_config
-from homeserver.appservice.registration import AppServiceRegistry, load_app_services
 from homeserver.errors import MatrixError
 from tests.appservice.helpers import registration, write_registration
 
@@ -60,7 +60,10 @@ def test_url_may_be_null_and_ephemeral_accepts_the_unstable_key(tmp_path: Any) -
         ({"url": "ftp://x"}, "url"),
         ({"namespaces": "users"}, "namespaces"),
         ({"namespaces": {"users": {"regex": "x"}}}, "namespaces.users"),
-        ({"namespaces": {"users": [{"regex": "(", "exclusive": True}]}}, "namespaces.users[0].regex"),
+        (
+            {"namespaces": {"users": [{"regex": "(", "exclusive": True}]}},
+            "namespaces.users[0].regex",
+        ),
         ({"namespaces": {"aliases": [{"regex": "#a"}]}}, "namespaces.aliases[0].exclusive"),
         ({"namespaces": {"rooms": [{"exclusive": False}]}}, "namespaces.rooms[0].regex"),
         ({"rate_limited": "no"}, "rate_limited"),

@@ -25,7 +25,7 @@ from homeserver.events.format import validate_pdu_format
 from homeserver.events.redaction import prune_event
 from homeserver.events.room_versions import ROOM_VERSIONS
 
-SAMPLES = Path(os.environ.get("FEDERATION_SAMPLES", "/work/shared/federation-samples"))
+from tests.support.samples import SAMPLES  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"no samples at {SAMPLES}")
 

@@ -15,7 +15,6 @@ from tests.ephemeral.helpers import (
     room_path,
     send,
     shared_room,
-    sleep,
     sqlite_only,
     sync,
     user,

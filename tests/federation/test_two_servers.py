@@ -15,7 +15,9 @@ async def sleep(seconds: float) -> None:
     await task.deferLater(reactor, seconds, lambda: None)
 
 
-async def wait_for_message(client: Client, room_id: str, body: str, timeout: float = 10.0) -> dict[str, Any]:
+async def wait_for_message(
+    client: Client, room_id: str, body: str, timeout: float = 10.0
+) -> dict[str, Any]:
     """Sync until a message with ``body`` shows up in ``room_id``."""
     since = None
     deadline = reactor.seconds() + timeout
@@ -93,7 +95,9 @@ async def test_remote_join_by_alias_and_messages_both_ways(
 
 
 @pytest_twisted.ensureDeferred
-async def test_invite_remote_user_then_join(two_servers: tuple[RunningServer, RunningServer]) -> None:
+async def test_invite_remote_user_then_join(
+    two_servers: tuple[RunningServer, RunningServer],
+) -> None:
     a, b = two_servers
     alice = a.client()
     await alice.register("alice")
@@ -135,21 +139,35 @@ async def test_forked_dag_resolves_to_same_state(
         {"preset": "public_chat", "power_level_content_override": {"state_default": 0}},
     )
     room_id = resp.json["room_id"]
-    resp = await bob.post(f"/_matrix/client/v3/join/{q(room_id)}", {}, params={"server_name": a.hs.server_name})
+    resp = await bob.post(
+        f"/_matrix/client/v3/join/{q(room_id)}", {}, params={"server_name": a.hs.server_name}
+    )
     assert resp.code == 200, resp
     # Both sides change the same state at once: the graph forks, then resolves.
-    r1, r2 = await defer.gatherResults([
-        defer.ensureDeferred(alice.put(
-            f"/_matrix/client/v3/rooms/{q(room_id)}/state/m.room.topic", {"topic": "from A"})),
-        defer.ensureDeferred(bob.put(
-            f"/_matrix/client/v3/rooms/{q(room_id)}/state/m.room.topic", {"topic": "from B"})),
-    ])
+    r1, r2 = await defer.gatherResults(
+        [
+            defer.ensureDeferred(
+                alice.put(
+                    f"/_matrix/client/v3/rooms/{q(room_id)}/state/m.room.topic", {"topic": "from A"}
+                )
+            ),
+            defer.ensureDeferred(
+                bob.put(
+                    f"/_matrix/client/v3/rooms/{q(room_id)}/state/m.room.topic", {"topic": "from B"}
+                )
+            ),
+        ]
+    )
     assert r1.code == 200 and r2.code == 200
     for i in range(3):
-        await alice.put(f"/_matrix/client/v3/rooms/{q(room_id)}/send/m.room.message/m{i}",
-                        {"msgtype": "m.text", "body": f"a{i}"})
-        await bob.put(f"/_matrix/client/v3/rooms/{q(room_id)}/send/m.room.message/m{i}",
-                      {"msgtype": "m.text", "body": f"b{i}"})
+        await alice.put(
+            f"/_matrix/client/v3/rooms/{q(room_id)}/send/m.room.message/m{i}",
+            {"msgtype": "m.text", "body": f"a{i}"},
+        )
+        await bob.put(
+            f"/_matrix/client/v3/rooms/{q(room_id)}/send/m.room.message/m{i}",
+            {"msgtype": "m.text", "body": f"b{i}"},
+        )
     await wait_for_message(alice, room_id, "b2")
     await wait_for_message(bob, room_id, "a2")
     await eventually_equal_state(alice, bob, room_id)

@@ -9,9 +9,8 @@ from typing import Any
 import treq
 from twisted.internet import defer, task
 from twisted.web.client import FileBodyProducer
-from twisted.web.iweb import UNKNOWN_LENGTH
+from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
-from twisted.web.iweb import IBodyProducer
 
 from tests.media.helpers import pool
 
@@ -77,3 +76,24 @@ async def file_upload(url: str, token: str, path: str, content_type: str) -> tup
         )
         body = await treq.content(resp)
     return resp.code, json.loads(body) if body else None
+
+
+async def send_and_hang_up(base_url: str, path: str, token: str, body: bytes) -> None:
+    """Send a complete upload request on a raw socket and close before the answer."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from twisted.internet import threads
+
+    url = urlsplit(base_url)
+
+    def _send() -> None:
+        with socket.create_connection((url.hostname, url.port)) as sock:
+            head = (
+                f"POST {path} HTTP/1.1\r\nHost: {url.netloc}\r\n"
+                f"Authorization: Bearer {token}\r\nContent-Type: application/octet-stream\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n"
+            ).encode()
+            sock.sendall(head + body)
+
+    await threads.deferToThread(_send)

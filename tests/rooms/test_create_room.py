@@ -196,7 +196,10 @@ async def test_name_topic_invite_and_is_direct(server: RunningServer) -> None:
     )
     assert await state_content(alice, room_id, "m.room.name") == {"name": "Room name"}
     topic = await state_content(alice, room_id, "m.room.topic")
-    assert topic["topic"] == "About things"
+    assert topic == {
+        "topic": "About things",
+        "m.topic": {"m.text": [{"body": "About things", "mimetype": "text/plain"}]},
+    }
     member = await state_content(alice, room_id, "m.room.member", bob.user_id)
     assert member["membership"] == "invite"
     assert member["is_direct"] is True
@@ -462,9 +465,7 @@ async def test_v12_creator_not_in_power_levels_and_tombstone_above_state_default
     assert pl["events"]["m.room.tombstone"] == 150
     assert pl["events"]["m.room.tombstone"] > pl["state_default"]
     # The creator still has power (infinite): may change power levels.
-    resp = await alice.put(
-        f"{V3}/rooms/{q(room_id)}/state/m.room.power_levels", {**pl, "kick": 60}
-    )
+    resp = await alice.put(f"{V3}/rooms/{q(room_id)}/state/m.room.power_levels", {**pl, "kick": 60})
     assert resp.code == 200, resp
 
 
@@ -477,3 +478,37 @@ async def test_create_room_response_and_creator_membership(server: RunningServer
     assert member == {"membership": "join", "displayname": "Alice A"}
     resp = await alice.get(f"{V3}/joined_rooms")
     assert room_id in resp.json["joined_rooms"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_power_levels_in_initial_state_replace_the_defaults(server: RunningServer) -> None:
+    alice = await user(server, "alice")
+    pl = {
+        "users": {alice.user_id: 100},
+        "events_default": 10,
+        "state_default": 60,
+        "invite": 30,
+    }
+    room_id = await create_room(
+        alice,
+        room_version="11",
+        initial_state=[{"type": "m.room.power_levels", "state_key": "", "content": pl}],
+        power_level_content_override={"kick": 70},
+    )
+    got = await state_content(alice, room_id, "m.room.power_levels")
+    assert got == {**pl, "kick": 70}
+    events = await all_events(alice, room_id)
+    assert [e["type"] for e in events].count("m.room.power_levels") == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_preset_state_only_replaced_by_empty_state_key(server: RunningServer) -> None:
+    alice = await user(server, "alice")
+    room_id = await create_room(
+        alice,
+        preset="public_chat",
+        initial_state=[
+            {"type": "m.room.join_rules", "state_key": "odd", "content": {"join_rule": "invite"}}
+        ],
+    )
+    assert (await state_content(alice, room_id, "m.room.join_rules"))["join_rule"] == "public"

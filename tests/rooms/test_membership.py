@@ -60,9 +60,12 @@ async def test_join_public_room_by_id_alias_and_rooms_join(server: RunningServer
         assert await joined_rooms(c) == [room_id]
     resp = await get_state(alice, room_id, "m.room.member", dan.user_id)
     assert resp.json["reason"] == "hello"
-    # Joining again is allowed (idempotent join).
+    # Joining again is allowed and writes nothing new (as Synapse).
+    before = await get_state(alice, room_id, "m.room.member", bob.user_id, fmt="event")
     resp = await join(bob, room_id)
     assert resp.code == 200, resp
+    after = await get_state(alice, room_id, "m.room.member", bob.user_id, fmt="event")
+    assert after.json["event_id"] == before.json["event_id"]
 
 
 @pytest_twisted.ensureDeferred
@@ -297,9 +300,7 @@ async def test_knock_then_invite_then_join(server: RunningServer) -> None:
     assert room_id in body["rooms"]["knock"]
     knock_state = body["rooms"]["knock"][room_id]["knock_state"]["events"]
     assert any(e["type"] == "m.room.join_rules" for e in knock_state)
-    assert any(
-        e["type"] == "m.room.member" and e["state_key"] == bob.user_id for e in knock_state
-    )
+    assert any(e["type"] == "m.room.member" and e["state_key"] == bob.user_id for e in knock_state)
     # Knocking again is allowed by the auth rules (knock -> knock).
     resp = await bob.post(f"{V3}/knock/{q(room_id)}", {"reason": "let me in"})
     assert resp.code == 200, resp

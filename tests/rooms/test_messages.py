@@ -180,9 +180,7 @@ async def test_messages_lazy_load_members_returns_sender_member_state(
     await join(carol, room_id)
     for _ in range(3):
         await send(bob, room_id, "from bob")
-    resp = await messages(
-        alice, room_id, dir="b", limit=3, filter={"lazy_load_members": True}
-    )
+    resp = await messages(alice, room_id, dir="b", limit=3, filter={"lazy_load_members": True})
     assert resp.code == 200, resp
     assert {e["sender"] for e in resp.json["chunk"]} == {bob.user_id}
     state = resp.json["state"]
@@ -347,7 +345,9 @@ async def test_timestamp_to_event_both_directions(server: RunningServer) -> None
     assert_error(resp, 404, "M_NOT_FOUND")
     resp = await lookup(0, "f")
     assert resp.code == 200
-    create = await alice.get(room_path(room_id, "/state/m.room.create/"), params={"format": "event"})
+    create = await alice.get(
+        room_path(room_id, "/state/m.room.create/"), params={"format": "event"}
+    )
     assert resp.json["event_id"] == create.json["event_id"]
 
     resp = await alice.get(

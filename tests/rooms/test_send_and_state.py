@@ -97,8 +97,9 @@ async def test_transaction_id_is_not_shown_to_other_users(server: RunningServer)
     await join(bob, room_id)
     event_id = await send(alice, room_id, "x", txn="secret")
     body = await sync(bob)
-    ev = next(e for e in body["rooms"]["join"][room_id]["timeline"]["events"]
-              if e["event_id"] == event_id)
+    ev = next(
+        e for e in body["rooms"]["join"][room_id]["timeline"]["events"] if e["event_id"] == event_id
+    )
     assert "transaction_id" not in ev.get("unsigned", {})
     resp = await bob.get(room_path(room_id, f"/event/{q(event_id)}"))
     assert "transaction_id" not in resp.json.get("unsigned", {})
@@ -320,6 +321,9 @@ async def test_redacted_state_event_keeps_allowed_keys(server: RunningServer) ->
     resp = await alice.get(room_path(room_id, f"/event/{q(topic_id)}"))
     assert resp.json["content"] == {}
     assert resp.json["state_key"] == ""
+    # The current state shows the redacted content too.
+    resp = await get_state(alice, room_id, "m.room.topic")
+    assert resp.code == 200 and resp.json == {}, resp
 
 
 @pytest_twisted.ensureDeferred
@@ -351,3 +355,32 @@ async def test_send_state_on_unknown_room(server: RunningServer) -> None:
     assert resp.code in (403, 404), resp
     resp = await alice.put(f"{V3}/rooms/{q('not-a-room')}/state/m.room.topic", {"topic": "x"})
     assert resp.code == 400 or resp.code == 404, resp
+
+
+@pytest_twisted.ensureDeferred
+async def test_state_events_carry_prev_content(server: RunningServer) -> None:
+    alice = await user(server, "alice")
+    room_id = await create_room(alice)
+    first = (await put_state(alice, room_id, "m.room.topic", {"topic": "one"})).json["event_id"]
+    resp = await put_state(alice, room_id, "m.room.topic", {"topic": "two"})
+    second = resp.json["event_id"]
+    resp = await alice.get(room_path(room_id, f"/event/{q(second)}"))
+    unsigned = resp.json["unsigned"]
+    assert unsigned["prev_content"] == {"topic": "one"}
+    assert unsigned["replaces_state"] == first
+    assert unsigned["prev_sender"] == alice.user_id
+    resp = await alice.get(room_path(room_id, f"/event/{q(first)}"))
+    assert "prev_content" not in resp.json.get("unsigned", {})
+
+
+@pytest_twisted.ensureDeferred
+async def test_large_state_can_replace_large_state(server: RunningServer) -> None:
+    """prev_content does not count towards the sender's 64 KiB."""
+    alice = await user(server, "alice")
+    room_id = await create_room(alice)
+    resp = await put_state(alice, room_id, "com.example.big", {"v": "a" * 50000})
+    assert resp.code == 200, resp
+    resp = await put_state(alice, room_id, "com.example.big", {"v": "b" * 50000})
+    assert resp.code == 200, resp
+    resp = await get_state(alice, room_id, "com.example.big")
+    assert resp.json == {"v": "b" * 50000}

@@ -35,14 +35,16 @@ async def leave(client: Client, room_id: str) -> None:
 
 
 async def send(
-    client: Client, room_id: str, body: str, *, event_type: str = "m.room.message",
+    client: Client,
+    room_id: str,
+    body: str,
+    *,
+    event_type: str = "m.room.message",
     content: dict[str, Any] | None = None,
 ) -> str:
     if content is None:
         content = {"msgtype": "m.text", "body": body}
-    resp = await client.put(
-        f"{V3}/rooms/{q(room_id)}/send/{q(event_type)}/t{next(_txn)}", content
-    )
+    resp = await client.put(f"{V3}/rooms/{q(room_id)}/send/{q(event_type)}/t{next(_txn)}", content)
     assert resp.code == 200, resp
     return str(resp.json["event_id"])
 
@@ -58,16 +60,12 @@ async def put_state(
 
 
 async def redact(client: Client, room_id: str, event_id: str) -> str:
-    resp = await client.put(
-        f"{V3}/rooms/{q(room_id)}/redact/{q(event_id)}/r{next(_txn)}", {}
-    )
+    resp = await client.put(f"{V3}/rooms/{q(room_id)}/redact/{q(event_id)}/r{next(_txn)}", {})
     assert resp.code == 200, resp
     return str(resp.json["event_id"])
 
 
-async def search_raw(
-    client: Client, next_batch: str | None = None, **room_events: Any
-) -> Response:
+async def search_raw(client: Client, next_batch: str | None = None, **room_events: Any) -> Response:
     params = {"next_batch": next_batch} if next_batch is not None else None
     return await client.post(
         f"{V3}/search", {"search_categories": {"room_events": room_events}}, params=params

@@ -87,7 +87,10 @@ def federation_config(
         ip_range_whitelist=["127.0.0.0/8"],
         trusted_key_servers=[],
         allow_public_rooms_over_federation=True,
-        federation={"destination_min_retry_interval": "200ms", "destination_max_retry_interval": "2s"},
+        federation={
+            "destination_min_retry_interval": "200ms",
+            "destination_max_retry_interval": "2s",
+        },
     )
     config.update(overrides)
     return config

@@ -42,8 +42,15 @@ def make_config_dict(data_dir: str, database: dict[str, Any], **overrides: Any) 
 
 
 class RunningServer:
-    def __init__(self, hs: HomeServer) -> None:
+    def __init__(
+        self,
+        hs: HomeServer,
+        config_dict: dict[str, Any] | None = None,
+        data_dir: str | None = None,
+    ) -> None:
         self.hs = hs
+        self.config_dict = config_dict
+        self.data_dir = data_dir
         port = hs.ports[0].getHost().port
         self.base_url = f"http://127.0.0.1:{port}"
 
@@ -53,9 +60,22 @@ class RunningServer:
     async def stop(self) -> None:
         await self.hs.stop()
 
+    async def restart(self) -> None:
+        """Stop, then start a new server on the same config and database (a new port:
+        re-point clients at ``base_url``). Nothing in memory survives."""
+        assert self.config_dict is not None and self.data_dir is not None
+        await self.hs.stop()
+        fresh = await start_server(self.config_dict, self.data_dir)
+        self.hs = fresh.hs
+        self.base_url = fresh.base_url
+
 
 async def start_server(config_dict: dict[str, Any], data_dir: str) -> RunningServer:
     config = parse_config(config_dict, data_dir)
     hs = await build_homeserver(config, reactor)
-    hs.listen()
-    return RunningServer(hs)
+    try:
+        hs.listen()
+    except BaseException:
+        await hs.stop()  # its database threads would keep the test process alive
+        raise
+    return RunningServer(hs, config_dict, data_dir)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from twisted.web.server import Request
@@ -15,10 +16,13 @@ from homeserver.handlers.auth import AuthHandler, Requester
 from homeserver.http.ratelimit import Ratelimiter
 from homeserver.http.server import JsonResource
 from homeserver.http.servlet import field, parse_integer, parse_json_body, parse_string
+from homeserver.relations.bundles import with_relations
 from homeserver.rooms.handler import RoomHandler
 from homeserver.rooms.history import RoomHistory
 
 JsonDict = dict[str, Any]
+# (events, viewer) -> event id -> bundled aggregations (``unsigned.m.relations``)
+Bundler = Callable[[Sequence[Event], str], Awaitable[dict[str, JsonDict]]]
 
 
 def serialize(ev: Event, requester: Requester | None = None) -> JsonDict:
@@ -55,11 +59,20 @@ class RoomServlets:
         rooms: RoomHandler,
         history: RoomHistory,
         message_limiter: Ratelimiter,
+        bundler: Bundler | None = None,
     ) -> None:
         self._auth = auth
         self._rooms = rooms
         self._history = history
         self._limiter = message_limiter
+        self._bundler = bundler
+
+    async def _serialize_all(self, events: list[Event], requester: Requester) -> list[JsonDict]:
+        """Client events with their bundled aggregations, for this requester."""
+        bundles: dict[str, JsonDict] = {}
+        if self._bundler is not None and events:
+            bundles = await self._bundler(events, requester.user_id)
+        return [with_relations(serialize(ev, requester), bundles.get(ev.event_id)) for ev in events]
 
     def register(self, r: JsonResource) -> None:
         r.register_many("POST", client_paths("/createRoom"), self.on_create_room)
@@ -82,8 +95,12 @@ class RoomServlets:
         )
         r.register_many("PUT", client_paths("/rooms/{roomId}/state/{eventType}"), self.on_put_state)
         # An empty state key leaves a trailing slash (clients build ".../{type}/{key}").
-        r.register_many("PUT", client_paths("/rooms/{roomId}/state/{eventType}/"), self.on_put_state)
-        r.register_many("GET", client_paths("/rooms/{roomId}/state/{eventType}/"), self.on_get_state)
+        r.register_many(
+            "PUT", client_paths("/rooms/{roomId}/state/{eventType}/"), self.on_put_state
+        )
+        r.register_many(
+            "GET", client_paths("/rooms/{roomId}/state/{eventType}/"), self.on_get_state
+        )
         r.register_many(
             "GET", client_paths("/rooms/{roomId}/state/{eventType}/{stateKey}"), self.on_get_state
         )
@@ -232,7 +249,8 @@ class RoomServlets:
         if ev is None:
             raise MatrixError(404, Codes.NOT_FOUND, "Event not found.")
         fmt = parse_string(request, "format", default="content", allowed=("content", "event"))
-        return 200, (ev.content if fmt == "content" else serialize(ev))
+        # Through serialize, so a redacted state event shows its redacted content.
+        return 200, (serialize(ev)["content"] if fmt == "content" else serialize(ev))
 
     async def on_get_all_state(self, request: Request, roomId: str) -> tuple[int, Any]:
         requester = await self._auth.get_user_by_req(request, allow_guest=True)
@@ -255,7 +273,7 @@ class RoomServlets:
         chunk, start, end, lazy_state = await self._history.messages(
             requester.user_id, roomId, from_token, to_token, direction, limit, event_filter
         )
-        result: JsonDict = {"chunk": [serialize(ev, requester) for ev in chunk], "start": start}
+        result: JsonDict = {"chunk": await self._serialize_all(chunk, requester), "start": start}
         if end is not None:
             result["end"] = end
         if lazy_state:
@@ -269,10 +287,12 @@ class RoomServlets:
         ctx = await self._history.context(
             requester.user_id, roomId, eventId, limit, parse_event_filter(request)
         )
+        before, after = ctx["events_before"], ctx["events_after"]
+        served = await self._serialize_all([ctx["event"], *before, *after], requester)
         return 200, {
-            "event": serialize(ctx["event"], requester),
-            "events_before": [serialize(e, requester) for e in ctx["events_before"]],
-            "events_after": [serialize(e, requester) for e in ctx["events_after"]],
+            "event": served[0],
+            "events_before": served[1 : 1 + len(before)],
+            "events_after": served[1 + len(before) :],
             "state": [serialize(e) for e in ctx["state"]],
             "start": ctx["start"],
             "end": ctx["end"],
@@ -281,7 +301,7 @@ class RoomServlets:
     async def on_event(self, request: Request, roomId: str, eventId: str) -> tuple[int, Any]:
         requester = await self._auth.get_user_by_req(request, allow_guest=True)
         ev = await self._history.get_event(requester.user_id, roomId, eventId)
-        return 200, serialize(ev, requester)
+        return 200, (await self._serialize_all([ev], requester))[0]
 
     async def on_members(self, request: Request, roomId: str) -> tuple[int, Any]:
         requester = await self._auth.get_user_by_req(request, allow_guest=True)

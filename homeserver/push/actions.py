@@ -1,0 +1,264 @@
+"""Push actions for new events: push rules evaluated for every local member of the room.
+
+Invariants:
+- Runs as an ``EventFanout`` listener: batches are handled one at a time in stream
+  order. For each event (not outliers, not rejected) the rules of every joined local
+  member except the sender — plus the local invitee of an invite — are evaluated with
+  the event flattened once; rule sets and display names come from memory (one query
+  for rule sets not cached), and the notifying actions of a whole batch are counted
+  and stored with one insert (``UnreadCounts.record``).
+- The thread of an event (for per-thread counts) is the root of an ``m.thread``
+  relation, found by following relations at most ``MAX_RELATION_HOPS`` up (from
+  memory when the parents are recent, else one query); ``main`` otherwise.
+- ``caught_up()`` fires once every batch handed over so far has been counted, so a
+  /sync can wait until the counts cover the events it serves.
+- Evaluation uses the room's current state (power levels, member count, display
+  names), not the state at the event.
+- A push is not durable: an event is counted and its actions stored after it commits;
+  a crash in between loses its notifications (never the event).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from twisted.internet import defer
+
+from homeserver.clock import Clock, now_ms
+from homeserver.events.auth_rules import get_user_power_level
+from homeserver.events.event import Event
+from homeserver.push.counts import UnreadCounts
+from homeserver.push.evaluator import (
+    PreparedEvent,
+    PushContext,
+    actions_highlight,
+    actions_notify,
+    evaluate,
+)
+from homeserver.push.rules_handler import PushRulesHandler
+from homeserver.rooms.room_cache import LiveRoom, RoomCache, pdu_with_id
+from storage.push import PushActionRow
+from storage.relations import MAIN_THREAD, THREAD, RelationsStore, relation_of
+
+logger = logging.getLogger(__name__)
+
+JsonDict = dict[str, Any]
+MAX_RELATION_HOPS = 3
+CAUGHT_UP_TIMEOUT_S = 5.0
+_HIDDEN_KEYS = frozenset(("auth_events", "prev_events", "hashes", "signatures", "depth", "origin"))
+
+# (event, room, notifying rows) for each event that notified somebody.
+NotificationListener = Callable[[Event, LiveRoom, list[PushActionRow]], None]
+
+
+def push_view(ev: Event) -> JsonDict:
+    """What push rule conditions look at: the event as a client sees it."""
+    view = {k: v for k, v in ev.pdu.items() if k not in _HIDDEN_KEYS}
+    view["event_id"] = ev.event_id
+    view["room_id"] = ev.room_id
+    return view
+
+
+class PushActionGenerator:
+    def __init__(
+        self,
+        server_name: str,
+        clock: Clock,
+        rooms: RoomCache,
+        rules: PushRulesHandler,
+        relations: RelationsStore,
+        counts: UnreadCounts,
+    ) -> None:
+        self._suffix = f":{server_name}"
+        self._clock = clock
+        self._rooms = rooms
+        self._rules = rules
+        self._relations = relations
+        self._counts = counts
+        self._queue: deque[tuple[int, list[Event]]] = deque()
+        self._running = False
+        self._queued_upto = 0
+        self._applied_upto = 0
+        self._waiters: list[tuple[int, defer.Deferred[None]]] = []
+        self.listeners: list[NotificationListener] = []
+
+    # The pipeline ------------------------------------------------------------------------
+
+    def on_persisted(self, events: list[Event]) -> None:
+        if not events:
+            return
+        top = max(ev.stream_ordering for ev in events)
+        self._queued_upto = max(self._queued_upto, top)
+        wanted = [ev for ev in events if not ev.outlier and ev.rejected_reason is None]
+        self._queue.append((top, wanted))
+        if not self._running:
+            self._running = True
+            defer.ensureDeferred(self._run())
+
+    async def _run(self) -> None:
+        try:
+            while self._queue:
+                top, events = self._queue.popleft()
+                try:
+                    await self._handle_batch(events)
+                except Exception:
+                    logger.exception("Computing push actions failed")
+                self._applied_upto = max(self._applied_upto, top)
+                self._wake_waiters()
+        finally:
+            self._running = False
+            self._wake_waiters()
+
+    def _wake_waiters(self) -> None:
+        ready = [d for target, d in self._waiters if target <= self._applied_upto]
+        if not self._running:
+            ready = [d for _, d in self._waiters]
+        self._waiters = [(t, d) for t, d in self._waiters if d not in ready]
+        for d in ready:
+            if not d.called:
+                d.callback(None)
+
+    def caught_up(self) -> defer.Deferred[None]:
+        """Fires once everything handed over until now is counted (or after a timeout)."""
+        if not self._running or self._applied_upto >= self._queued_upto:
+            return defer.succeed(None)
+        d: defer.Deferred[None] = defer.Deferred()
+        self._waiters.append((self._queued_upto, d))
+
+        def _give_up() -> None:
+            if not d.called:
+                logger.warning("Push actions are late: serving counts without them")
+                d.callback(None)
+
+        timer = self._clock.callLater(CAUGHT_UP_TIMEOUT_S, _give_up)
+
+        def _stop_timer(result: Any) -> Any:
+            if timer.active():
+                timer.cancel()
+            return result
+
+        d.addBoth(_stop_timer)
+        return d
+
+    async def wait_idle(self) -> None:
+        while self._running:
+            await self.caught_up()
+
+    # One batch ---------------------------------------------------------------------------
+
+    async def _handle_batch(self, events: list[Event]) -> None:
+        rows: list[PushActionRow] = []
+        notified: list[tuple[Event, LiveRoom, list[PushActionRow]]] = []
+        by_id = {ev.event_id: ev for ev in events}
+        for ev in events:
+            room = self._rooms.get_if_loaded(ev.room_id) or await self._rooms.get(ev.room_id)
+            if room is None:
+                continue
+            event_rows = await self.actions_for_event(ev, room, by_id)
+            if event_rows:
+                rows += event_rows
+                notified.append((ev, room, event_rows))
+        self._counts.record(rows)
+        for ev, room, event_rows in notified:
+            for listener in self.listeners:
+                try:
+                    listener(ev, room, event_rows)
+                except Exception:
+                    logger.exception("A push listener failed")
+
+    def _targets(self, ev: Event, room: LiveRoom) -> list[str]:
+        targets = [u for u in room.joined_members() if u.endswith(self._suffix) and u != ev.sender]
+        invitee = ev.state_key
+        if (
+            ev.membership == "invite"
+            and invitee is not None
+            and invitee.endswith(self._suffix)
+            and invitee not in targets
+            and invitee != ev.sender
+        ):
+            targets.append(invitee)
+        return targets
+
+    async def actions_for_event(
+        self, ev: Event, room: LiveRoom, batch: Mapping[str, Event] | None = None
+    ) -> list[PushActionRow]:
+        """The notifying push actions of ``ev`` for each local user it concerns."""
+        targets = self._targets(ev, room)
+        if not targets:
+            return []
+        rulesets = await self._rules.get_rulesets(targets)
+        prepared = PreparedEvent(push_view(ev))
+        power_levels = room.state_content("m.room.power_levels") or None
+        sender_level = self._sender_level(ev, room)
+        member_count = len(room.joined_members())
+        thread_id: str | None = None
+        received = now_ms(self._clock)
+        rows: list[PushActionRow] = []
+        for user_id in targets:
+            member = room.state.get(("m.room.member", user_id))
+            name = member.content.get("displayname") if member is not None else None
+            ctx = PushContext(
+                user_id=user_id,
+                room_member_count=member_count,
+                user_display_name=name if isinstance(name, str) else None,
+                power_levels=power_levels,
+                sender_power_level=sender_level,
+            )
+            actions = evaluate(rulesets[user_id], prepared, ctx)
+            if not actions_notify(actions):
+                continue
+            assert actions is not None
+            if thread_id is None:
+                thread_id = await self._thread_id(ev, room, batch or {})
+            rows.append(
+                PushActionRow(
+                    user_id=user_id,
+                    room_id=ev.room_id,
+                    event_id=ev.event_id,
+                    stream_ordering=ev.stream_ordering,
+                    thread_id=thread_id,
+                    highlight=actions_highlight(actions),
+                    actions=actions,
+                    received_ts=received,
+                )
+            )
+        return rows
+
+    @staticmethod
+    def _sender_level(ev: Event, room: LiveRoom) -> int | float:
+        auth_state: dict[tuple[str, str], dict[str, object]] = {}
+        for key in (("m.room.create", ""), ("m.room.power_levels", "")):
+            state_event = room.state.get(key)
+            if state_event is not None:
+                auth_state[key] = pdu_with_id(state_event)
+        create = room.create_event
+        return get_user_power_level(
+            ev.sender,
+            auth_state,
+            room.room_version,
+            create_event=pdu_with_id(create) if create is not None else None,
+        )
+
+    async def _thread_id(self, ev: Event, room: LiveRoom, batch: Mapping[str, Event]) -> str:
+        current: Event | None = ev
+        parent_id = ""
+        for hop in range(MAX_RELATION_HOPS):
+            assert current is not None
+            relation = relation_of(current.content)
+            if relation is None:
+                return MAIN_THREAD
+            if relation.rel_type == THREAD:
+                return relation.parent_id
+            parent_id = relation.parent_id
+            current = batch.get(parent_id) or next(
+                (e for e in room.recent if e.event_id == parent_id), None
+            )
+            if current is None:
+                remaining = MAX_RELATION_HOPS - hop - 1
+                if remaining <= 0:
+                    return MAIN_THREAD
+                return await self._relations.get_thread_id(parent_id, remaining)
+        return MAIN_THREAD

@@ -1,0 +1,84 @@
+"""Wiring of push notifications: rules, actions and counts, pushers, /sync and servlets.
+
+The composition root calls ``build_push`` once and hands ``on_persisted`` to the event
+fanout; everything else hooks itself in here (receipt listener, device listener, sync
+source and hooks), so the root stays free of push details.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from homeserver.api.client.push_rules import PushRuleServlets
+from homeserver.api.client.pushers import PusherServlets
+from homeserver.events.event import Event
+from homeserver.handlers.auth import AuthHandler
+from homeserver.http.server import JsonResource
+from homeserver.push.actions import PushActionGenerator
+from homeserver.push.counts import UnreadCounts, UnreadCountsSource
+from homeserver.push.notifications import NotificationsHandler
+from homeserver.push.pusher import GatewayClient, PusherPool, PushSettings
+from homeserver.push.rules_handler import PushRulesHandler
+from homeserver.rooms.memberships import MembershipCache
+from homeserver.rooms.room_cache import RoomCache
+from homeserver.sync.handler import SyncHandler
+from storage.storage import Storage
+
+
+@dataclass
+class PushServices:
+    rules: PushRulesHandler
+    counts: UnreadCounts
+    actions: PushActionGenerator
+    pushers: PusherPool
+    notifications: NotificationsHandler
+    reactor: Any
+
+    @property
+    def settings(self) -> PushSettings:
+        return self.pushers.settings
+
+    def on_persisted(self, events: list[Event]) -> None:
+        self.actions.on_persisted(events)
+
+    def register(self, resource: JsonResource, auth: AuthHandler) -> None:
+        PushRuleServlets(auth, self.rules).register(resource)
+        PusherServlets(auth, self.pushers, self.notifications, self.reactor).register(resource)
+
+    async def start(self) -> None:
+        await self.pushers.start()
+
+    async def stop(self) -> None:
+        await self.actions.wait_idle()
+        await self.counts.flush()
+        await self.pushers.stop()
+
+
+def build_push(
+    config: Any,
+    reactor: Any,
+    storage: Storage,
+    rooms: RoomCache,
+    memberships: MembershipCache,
+    sync: SyncHandler,
+) -> PushServices:
+    section = config.values.get("push") or {}
+    settings = PushSettings(include_content=bool(section.get("include_content", True)))
+    rules = PushRulesHandler(storage)
+    counts = UnreadCounts(storage.push)
+    actions = PushActionGenerator(
+        config.server_name, reactor, rooms, rules, storage.relations, counts
+    )
+    pushers = PusherPool(
+        storage.push, counts, memberships, reactor, GatewayClient(reactor), settings
+    )
+    actions.listeners.append(pushers.on_notifications)
+    counts.receipt_listeners.append(pushers.on_receipt_applied)
+    storage.receipts.listeners.append(counts.on_receipt)
+    storage.users.device_listeners.append(pushers.on_devices_changed)
+    sync.add_source(UnreadCountsSource(counts, actions.caught_up))
+    sync.sync_hooks.append(rules.sync_hook)
+    sync.sync_hooks.append(pushers.sync_hook)
+    notifications = NotificationsHandler(storage, actions.caught_up, counts.flush)
+    return PushServices(rules, counts, actions, pushers, notifications, reactor)

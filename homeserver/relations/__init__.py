@@ -1,0 +1,1 @@
+"""Event relationships: validation, aggregation and the relations/threads endpoints."""

@@ -1,0 +1,276 @@
+"""/sync as a live stream: long-polling, profile updates, concurrent senders, restarts."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest_twisted
+from twisted.internet import defer, reactor, task
+
+from tests.rooms.helpers import (
+    V3,
+    all_events,
+    bodies,
+    create_room,
+    join,
+    leave,
+    send,
+    send_raw,
+    sync,
+    timeline,
+    user,
+)
+from tests.support.client import Client, q
+from tests.support.server import RunningServer
+
+
+async def sleep(seconds: float) -> None:
+    await task.deferLater(reactor, seconds, lambda: None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_long_poll_returns_as_soon_as_a_message_arrives(server: RunningServer) -> None:
+    alice = await user(server, "alice")
+    bob = await user(server, "bob")
+    room_id = await create_room(alice, preset="public_chat")
+    await join(bob, room_id)
+    since = (await sync(bob))["next_batch"]
+
+    started = time.monotonic()
+    pending = defer.ensureDeferred(sync(bob, since, timeout=10_000))
+    await sleep(0.2)
+    assert not pending.called  # really waiting
+    await send(alice, room_id, "wake up")
+    body = await pending
+    elapsed = time.monotonic() - started
+    assert bodies(timeline(body, room_id)["events"]) == ["wake up"]
+    assert elapsed < 3.0, elapsed  # far below the 10 s timeout
+
+
+@pytest_twisted.ensureDeferred
+async def test_long_poll_returns_empty_at_timeout(server: RunningServer) -> None:
+    alice = await user(server, "alice")
+    room_id = await create_room(alice)
+    since = (await sync(alice))["next_batch"]
+    started = time.monotonic()
+    body = await sync(alice, since, timeout=400)
+    elapsed = time.monotonic() - started
+    assert 0.35 <= elapsed < 3.0, elapsed
+    assert body["rooms"]["join"] == {}
+    assert body["next_batch"] == since
+    assert room_id
+
+
+@pytest_twisted.ensureDeferred
+async def test_long_poll_not_woken_by_other_rooms(server: RunningServer) -> None:
+    alice = await user(server, "alice")
+    bob = await user(server, "bob")
+    bobs_room = await create_room(bob)
+    alices_room = await create_room(alice)
+    since = (await sync(bob))["next_batch"]
+    pending = defer.ensureDeferred(sync(bob, since, timeout=600))
+    await send(alice, alices_room, "not for bob")
+    body = await pending
+    assert body["rooms"]["join"] == {}
+    assert bobs_room
+
+
+@pytest_twisted.ensureDeferred
+async def test_long_poll_woken_by_invite_and_account_data(server: RunningServer) -> None:
+    alice = await user(server, "alice")
+    bob = await user(server, "bob")
+    room_id = await create_room(alice)
+    since = (await sync(bob))["next_batch"]
+    started = time.monotonic()
+    pending = defer.ensureDeferred(sync(bob, since, timeout=10_000))
+    await sleep(0.1)
+    await alice.post(f"{V3}/rooms/{q(room_id)}/invite", {"user_id": bob.user_id})
+    body = await pending
+    assert room_id in body["rooms"]["invite"]
+    assert time.monotonic() - started < 3.0
+
+    since = body["next_batch"]
+    pending = defer.ensureDeferred(sync(bob, since, timeout=10_000))
+    await sleep(0.1)
+    await bob.put(f"{V3}/user/{q(bob.user_id or '')}/account_data/com.example.x", {"a": 1})
+    body = await pending
+    assert body["account_data"]["events"] == [{"type": "com.example.x", "content": {"a": 1}}]
+
+
+@pytest_twisted.ensureDeferred
+async def test_displayname_change_writes_member_events_seen_in_sync(
+    server: RunningServer,
+) -> None:
+    alice = await user(server, "alice")
+    bob = await user(server, "bob")
+    r1 = await create_room(alice, preset="public_chat")
+    r2 = await create_room(alice, preset="public_chat")
+    gone = await create_room(alice, preset="public_chat")
+    for room_id in (r1, r2, gone):
+        await join(bob, room_id)
+    await leave(bob, gone)
+    since = (await sync(alice))["next_batch"]
+
+    resp = await bob.put(
+        f"{V3}/profile/{q(bob.user_id or '')}/displayname", {"displayname": "Bobby"}
+    )
+    assert resp.code == 200, resp
+    resp = await bob.put(
+        f"{V3}/profile/{q(bob.user_id or '')}/avatar_url", {"avatar_url": "mxc://x/y"}
+    )
+    assert resp.code == 200, resp
+
+    body = await sync(alice, since)
+    for room_id in (r1, r2):
+        events = timeline(body, room_id)["events"]
+        members = [e for e in events if e["type"] == "m.room.member"]
+        assert [m["state_key"] for m in members] == [bob.user_id, bob.user_id]
+        assert members[0]["content"] == {"membership": "join", "displayname": "Bobby"}
+        assert members[1]["content"] == {
+            "membership": "join",
+            "displayname": "Bobby",
+            "avatar_url": "mxc://x/y",
+        }
+        assert members[0]["unsigned"].get("prev_content", {}).get("membership") in (
+            "join",
+            None,
+        )
+    assert gone not in body["rooms"]["join"]
+    resp = await alice.get(f"{V3}/rooms/{q(r1)}/joined_members")
+    assert resp.json["joined"][bob.user_id] == {
+        "display_name": "Bobby",
+        "avatar_url": "mxc://x/y",
+    }
+    # Setting the same name again writes nothing new.
+    since = body["next_batch"]
+    await bob.put(f"{V3}/profile/{q(bob.user_id or '')}/displayname", {"displayname": "Bobby"})
+    body = await sync(alice, since)
+    assert r1 not in body["rooms"]["join"]
+
+
+async def _all_sync_events(client: Client, room_id: str, since: str) -> list[dict[str, Any]]:
+    """Every event after ``since`` by incremental syncs (small limit: follows gaps too)."""
+    out: list[dict[str, Any]] = []
+    body = await sync(client, since, filter={"room": {"timeline": {"limit": 100}}})
+    tl = timeline(body, room_id)
+    assert tl["limited"] is False
+    out += tl["events"]
+    return out
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrent_senders_are_seen_in_one_order_everywhere(
+    server: RunningServer,
+) -> None:
+    alice = await user(server, "alice")
+    bob = await user(server, "bob")
+    carol = await user(server, "carol")
+    clients = [alice, bob, carol]
+    room_id = await create_room(alice, preset="public_chat")
+    await join(bob, room_id)
+    await join(carol, room_id)
+    tokens = [(await sync(c))["next_batch"] for c in clients]
+
+    async def burst(client: Client, name: str) -> list[str]:
+        ids = []
+        for i in range(20):
+            resp = await send_raw(client, room_id, f"{name}-{i}", txn=f"{name}-{i}")
+            assert resp.code == 200, resp
+            ids.append(resp.json["event_id"])
+        return ids
+
+    results = await defer.gatherResults(
+        [defer.ensureDeferred(burst(c, n)) for c, n in zip(clients, ["a", "b", "c"], strict=True)]
+    )
+    sent = {eid for ids in results for eid in ids}
+    assert len(sent) == 60
+
+    orders = []
+    for client, since in zip(clients, tokens, strict=True):
+        events = await _all_sync_events(client, room_id, since)
+        ids = [e["event_id"] for e in events if e["type"] == "m.room.message"]
+        assert set(ids) == sent and len(ids) == 60
+        orders.append(ids)
+        history = [
+            e["event_id"]
+            for e in await all_events(client, room_id, page=25)
+            if e["type"] == "m.room.message"
+        ]
+        assert history == ids
+    assert orders[0] == orders[1] == orders[2]
+    # Each sender's own messages stay in the order they were sent.
+    for name in ("a", "b", "c"):
+        events = await all_events(alice, room_id, page=50)
+        mine = [b for b in bodies(events) if b.startswith(f"{name}-")]
+        assert mine == [f"{name}-{i}" for i in range(20)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_sync_token_survives_a_restart(server: RunningServer) -> None:
+    alice = await user(server, "alice")
+    bob = await user(server, "bob")
+    room_id = await create_room(alice, preset="public_chat")
+    await join(bob, room_id)
+    await send(alice, room_id, "seen before restart")
+    since = (await sync(bob))["next_batch"]
+    for i in range(3):
+        await send(alice, room_id, f"unseen {i}", txn=f"u{i}")
+
+    await server.restart()
+    alice2 = Client(server.base_url, alice.access_token)
+    bob2 = Client(server.base_url, bob.access_token)
+    alice2.user_id, alice2.device_id = alice.user_id, alice.device_id
+    bob2.user_id, bob2.device_id = bob.user_id, bob.device_id
+
+    body = await sync(bob2, since)
+    got = bodies(timeline(body, room_id)["events"])
+    assert got == ["unseen 0", "unseen 1", "unseen 2"]
+    since = body["next_batch"]
+
+    # A retried transaction after the restart is still the same event.
+    resp = await send_raw(alice2, room_id, "unseen 2", txn="u2")
+    assert resp.code == 200, resp
+    body = await sync(bob2, since, timeout=200)
+    assert room_id not in body["rooms"]["join"]
+
+    pending = defer.ensureDeferred(sync(bob2, since, timeout=10_000))
+    await sleep(0.1)
+    await send(alice2, room_id, "after restart")
+    body = await pending
+    assert bodies(timeline(body, room_id)["events"]) == ["after restart"]
+    assert bodies(await all_events(bob2, room_id)) == [
+        "seen before restart",
+        "unseen 0",
+        "unseen 1",
+        "unseen 2",
+        "after restart",
+    ]
+
+
+@pytest_twisted.ensureDeferred
+async def test_redacting_state_loaded_after_a_restart_redacts_current_state(
+    server: RunningServer,
+) -> None:
+    from tests.rooms.helpers import get_state, put_state
+
+    alice = await user(server, "alice")
+    room_id = await create_room(alice, room_version="11")
+    resp = await put_state(alice, room_id, "m.room.topic", {"topic": "rude"})
+    topic_id = resp.json["event_id"]
+    await server.restart()  # the room is reloaded from the database: nothing "recent"
+    alice2 = Client(server.base_url, alice.access_token)
+    alice2.user_id, alice2.device_id = alice.user_id, alice.device_id
+    since = (await sync(alice2))["next_batch"]
+    resp = await alice2.put(f"{V3}/rooms/{q(room_id)}/redact/{q(topic_id)}/r1", {})
+    assert resp.code == 200, resp
+    resp = await get_state(alice2, room_id, "m.room.topic")
+    assert resp.code == 200 and resp.json == {}, resp
+    resp = await alice2.get(f"{V3}/rooms/{q(room_id)}/state")
+    topic = next(e for e in resp.json if e["type"] == "m.room.topic")
+    assert topic["content"] == {}
+    body = await sync(alice2, since, full_state=True)
+    topic = next(
+        e for e in body["rooms"]["join"][room_id]["state"]["events"] if e["type"] == "m.room.topic"
+    )
+    assert topic["content"] == {}
