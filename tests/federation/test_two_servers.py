@@ -16,7 +16,7 @@ async def sleep(seconds: float) -> None:
 
 
 async def wait_for_message(
-    client: Client, room_id: str, body: str, timeout: float = 10.0
+    client: Client, room_id: str, body: str, timeout: float = 30.0
 ) -> dict[str, Any]:
     """Sync until a message with ``body`` shows up in ``room_id``."""
     since = None
