@@ -18,6 +18,8 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
+from twisted.internet import defer
+
 from crypto.event_hashing import compute_event_id
 from federation.acl import server_allowed_by_acl
 from federation.event_auth_checks import PduRejected, auth_failure, check_pdu
@@ -388,17 +390,23 @@ class FederationEventHandler:
             )
             known[eid] = full
             stored.append(ev)
+        # Enqueued together, so the persister commits them in a few large batches.
+        waits = []
         for ev in stored:
             ev.stream_ordering = self._events.stream.allocate()
-            await self._persister.enqueue(
-                PersistItem(
-                    event=ev,
-                    state_group_before=-1,
-                    state_group_after=-1,
-                    new_state_group=None,
-                    update_current_state=False,
+            waits.append(
+                self._persister.enqueue(
+                    PersistItem(
+                        event=ev,
+                        state_group_before=-1,
+                        state_group_after=-1,
+                        new_state_group=None,
+                        update_current_state=False,
+                    )
                 )
             )
+        if waits:
+            await defer.gatherResults(waits, consumeErrors=True)
         return stored
 
     # State -------------------------------------------------------------------------

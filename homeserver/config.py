@@ -742,30 +742,92 @@ SCHEMA: list[Key] = [
         "General",
     ),
     Key("web_client_location", _opt_str, None, "Where `/` redirects a browser.", None, "General"),
-    Key("tls_certificate_path", _opt_str, None, "PEM certificate (chain) for listeners with "
-        "`tls: true`.", None, "Federation"),
-    Key("tls_private_key_path", _opt_str, None, "PEM private key for listeners with `tls: true`.",
-        None, "Federation"),
-    Key("federation_verify_certificates", _bool, True, "Verify other servers' TLS certificates "
-        "(turn off only for tests with self-signed certificates).", None, "Federation"),
-    Key("federation_domain_whitelist", lambda k, v: None if v is None else _str_list(k, v), None,
-        "If set, federate only with these server names.", None, "Federation"),
-    Key("ip_range_blacklist", _str_list, None, "Address ranges (CIDR) outbound federation "
-        "requests may not reach; defaults to private, loopback and reserved ranges.", None,
-        "Federation"),
-    Key("ip_range_whitelist", _str_list, [], "Ranges allowed even though blacklisted (e.g. "
-        "`127.0.0.0/8` for tests on one machine).", None, "Federation"),
-    Key("trusted_key_servers", _trusted_key_servers, [], "Notary servers to fetch other "
+    Key(
+        "tls_certificate_path",
+        _opt_str,
+        None,
+        "PEM certificate (chain) for listeners with `tls: true`.",
+        None,
+        "Federation",
+    ),
+    Key(
+        "tls_private_key_path",
+        _opt_str,
+        None,
+        "PEM private key for listeners with `tls: true`.",
+        None,
+        "Federation",
+    ),
+    Key(
+        "federation_verify_certificates",
+        _bool,
+        True,
+        "Verify other servers' TLS certificates "
+        "(turn off only for tests with self-signed certificates).",
+        None,
+        "Federation",
+    ),
+    Key(
+        "federation_domain_whitelist",
+        lambda k, v: None if v is None else _str_list(k, v),
+        None,
+        "If set, federate only with these server names.",
+        None,
+        "Federation",
+    ),
+    Key(
+        "ip_range_blacklist",
+        _str_list,
+        None,
+        "Address ranges (CIDR) outbound federation "
+        "requests may not reach; defaults to private, loopback and reserved ranges.",
+        None,
+        "Federation",
+    ),
+    Key(
+        "ip_range_whitelist",
+        _str_list,
+        [],
+        "Ranges allowed even though blacklisted (e.g. `127.0.0.0/8` for tests on one machine).",
+        None,
+        "Federation",
+    ),
+    Key(
+        "trusted_key_servers",
+        _trusted_key_servers,
+        [],
+        "Notary servers to fetch other "
         "servers' keys through: `server_name` and `verify_keys` (key id → base64). An empty "
-        "list fetches keys from each server directly.", None, "Federation"),
-    Key("allow_public_rooms_over_federation", _bool, False, "Serve our public room list to "
-        "other servers.", None, "Federation"),
-    Key("allow_public_rooms_without_auth", _bool, False, "Serve `/publicRooms` to clients "
-        "without an access token.", None, "Federation"),
-    Key("federation", _federation_retry, _federation_retry("federation", None), "Outbound "
+        "list fetches keys from each server directly.",
+        None,
+        "Federation",
+    ),
+    Key(
+        "allow_public_rooms_over_federation",
+        _bool,
+        False,
+        "Serve our public room list to other servers.",
+        None,
+        "Federation",
+    ),
+    Key(
+        "allow_public_rooms_without_auth",
+        _bool,
+        False,
+        "Serve `/publicRooms` to clients without an access token.",
+        None,
+        "Federation",
+    ),
+    Key(
+        "federation",
+        _federation_retry,
+        _federation_retry("federation", None),
+        "Outbound "
         "retry settings: `destination_min_retry_interval` (10s), "
         "`destination_retry_multiplier` (2), `destination_max_retry_interval` (1 week).",
-        None, "Federation"),
+        None,
+        "Federation",
+    ),
     Key(
         "app_service_config_files",
         _str_list,

@@ -229,8 +229,14 @@ class EventsStore:
                 txn.execute(
                     "INSERT INTO out_of_band_memberships (user_id, room_id, event_id, membership,"
                     " stream_ordering, stripped_state) VALUES (?, ?, ?, ?, ?, ?)",
-                    (ev.state_key, ev.room_id, ev.event_id, ev.membership, ev.stream_ordering,
-                     json.dumps(item.out_of_band_stripped_state)),
+                    (
+                        ev.state_key,
+                        ev.room_id,
+                        ev.event_id,
+                        ev.membership,
+                        ev.stream_ordering,
+                        json.dumps(item.out_of_band_stripped_state),
+                    ),
                 )
             if ev.txn_id is not None and ev.txn_device_id is not None:
                 txn.execute(
@@ -297,7 +303,9 @@ class EventsStore:
 
         return await self._db.run_interaction("have_events", _txn) if ids else set()
 
-    async def get_auth_chain_ids(self, event_ids: Iterable[str], include_given: bool = False) -> set[str]:
+    async def get_auth_chain_ids(
+        self, event_ids: Iterable[str], include_given: bool = False
+    ) -> set[str]:
         """Every event reachable through auth_events from ``event_ids`` (breadth first)."""
 
         def _txn(txn: Transaction) -> set[str]:

@@ -1,8 +1,12 @@
 """An event as held in memory: the PDU plus what we know about it locally.
 
 The PDU dict is never mutated after the event id has been computed (the id is its
-hash). Local facts — stream position, the transaction id that produced it, whether it
-was redacted — live beside it.
+hash); only ``unsigned``, which no hash or signature covers, is filled in once while a
+local event is built (``prev_content`` of a state event). Local facts — stream
+position, the transaction id that produced it, whether it was redacted — live beside it.
+
+The client form (``client_dict``) always carries ``room_id`` (a v12 create event's PDU
+has none) and, for redactions, a top-level ``redacts`` (v11+ PDUs keep it in content).
 """
 
 from __future__ import annotations

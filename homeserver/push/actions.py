@@ -83,6 +83,7 @@ class PushActionGenerator:
         self._queued_upto = 0
         self._applied_upto = 0
         self._waiters: list[tuple[int, defer.Deferred[None]]] = []
+        self._idle: list[defer.Deferred[None]] = []
         self.listeners: list[NotificationListener] = []
 
     # The pipeline ------------------------------------------------------------------------
@@ -111,6 +112,9 @@ class PushActionGenerator:
         finally:
             self._running = False
             self._wake_waiters()
+            idle, self._idle = self._idle, []
+            for d in idle:
+                d.callback(None)
 
     def _wake_waiters(self) -> None:
         ready = [d for target, d in self._waiters if target <= self._applied_upto]
@@ -144,8 +148,11 @@ class PushActionGenerator:
         return d
 
     async def wait_idle(self) -> None:
-        while self._running:
-            await self.caught_up()
+        """Wait until no batch is queued or being handled."""
+        if self._running:
+            d: defer.Deferred[None] = defer.Deferred()
+            self._idle.append(d)
+            await d
 
     # One batch ---------------------------------------------------------------------------
 

@@ -139,13 +139,18 @@ class RoomHistory:
         if last is not None:
             end = self.token_before(last) if backwards else self.token_after(last)
         lazy_state: list[Event] = []
-        if event_filter is not None and event_filter.lazy_load_members:
-            senders = {ev.sender for ev in visible}
-            lazy_state = [
-                room.state[("m.room.member", s)]
-                for s in sorted(senders)
-                if ("m.room.member", s) in room.state
-            ]
+        if event_filter is not None and event_filter.lazy_load_members and visible:
+            senders = sorted({ev.sender for ev in visible})
+            if bound is None:
+                members = {s: room.state.get(("m.room.member", s)) for s in senders}
+            else:
+                # A departed user gets the members as they were when they left.
+                own = room.state[("m.room.member", user_id)]
+                at_leave = await self._storage.events.get_state_ids_at_event(own.event_id)
+                ids = [(at_leave or {}).get(("m.room.member", s)) for s in senders]
+                found = await self._storage.events.get_events(i for i in ids if i)
+                members = {s: found.get(i or "") for s, i in zip(senders, ids, strict=True)}
+            lazy_state = [ev for ev in members.values() if ev is not None]
         return visible, from_token, end, lazy_state
 
     async def get_event(self, user_id: str, room_id: str, event_id: str) -> Event:

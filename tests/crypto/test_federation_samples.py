@@ -7,8 +7,6 @@ the tests are skipped when the directory is absent.
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,7 +22,6 @@ from crypto.signing_key import VerifyKey, decode_verify_key
 from homeserver.events.format import validate_pdu_format
 from homeserver.events.redaction import prune_event
 from homeserver.events.room_versions import ROOM_VERSIONS
-
 from tests.support.samples import SAMPLES  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"no samples at {SAMPLES}")

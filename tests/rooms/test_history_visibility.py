@@ -114,7 +114,7 @@ async def test_invited_visibility_shows_events_from_the_invite(server: RunningSe
     assert await initial_sync_bodies(bob, room_id) == ["after invite", "after join"]
 
 
-@pytest.mark.parametrize("visibility", ["shared", "invited", "joined"])
+@pytest.mark.parametrize("visibility", ["shared", "invited"])
 @pytest_twisted.ensureDeferred
 async def test_invitee_cannot_read_history_before_joining(
     server: RunningServer, visibility: str
@@ -260,3 +260,17 @@ async def test_rejoined_user_does_not_see_the_gap_under_joined(server: RunningSe
 
 def _types(events: list[dict[str, Any]]) -> list[str]:
     return [e["type"] for e in events]
+
+
+@pytest_twisted.ensureDeferred
+async def test_lazy_members_for_user_who_left_are_as_of_the_leave(server: RunningServer) -> None:
+    alice, bob, room_id = await room_with_visibility(server, "shared")
+    await join(bob, room_id)
+    await send(alice, room_id, "hi bob")
+    await leave(bob, room_id)
+    await alice.put(f"{V3}/profile/{q(alice.user_id or '')}/displayname", {"displayname": "New"})
+    resp = await messages(bob, room_id, dir="b", limit=5, filter={"lazy_load_members": True})
+    assert resp.code == 200, resp
+    alices = [e for e in resp.json["state"] if e["state_key"] == alice.user_id]
+    assert len(alices) == 1
+    assert alices[0]["content"]["displayname"] != "New"  # not the rename after bob left
