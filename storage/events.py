@@ -746,13 +746,13 @@ class EventsStore:
 
     async def create_alias(self, alias: RoomAlias) -> bool:
         def _txn(txn: Transaction) -> bool:
-            if txn.select_one("SELECT 1 FROM room_aliases WHERE room_alias = ?", (alias.alias,)):
-                return False
+            # ON CONFLICT: two concurrent claims of one alias give one winner, no error.
             txn.execute(
-                "INSERT INTO room_aliases (room_alias, room_id, creator, servers) VALUES (?, ?, ?, ?)",
+                "INSERT INTO room_aliases (room_alias, room_id, creator, servers) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (room_alias) DO NOTHING",
                 (alias.alias, alias.room_id, alias.creator, json.dumps(alias.servers)),
             )
-            return True
+            return txn.rowcount == 1
 
         return await self._db.run_interaction("create_alias", _txn)
 
