@@ -272,8 +272,13 @@ class PresenceHandler:
         self._in_background(_bump(), f"Presence bump for {user_id}")
 
     def on_event_accepted(self, event: Event) -> None:
-        """EventCreator hook: a local user sending an event is active."""
-        self.bump_active(event.sender)
+        """EventCreator hook: a local user sending an event is active.
+
+        Deferred to the next reactor turn: the hook runs inside the event creator's
+        no-await section, which must not resume waiting syncs.
+        """
+        if self.enabled and not self._stopped:
+            self._clock.callLater(0, self.bump_active, event.sender)
 
     def _update(self, new: PresenceState) -> PresenceState:
         """Make ``new`` current (synchronously); publish it if it is news."""
