@@ -236,13 +236,14 @@ class PushStore:
     # Push actions -----------------------------------------------------------------------
 
     async def add_push_actions(self, rows: Sequence[PushActionRow]) -> None:
+        """One multi-row INSERT per 100 rows (a 500-member room is 5 statements)."""
+
         def _txn(txn: Transaction) -> None:
-            txn.execute_many(
-                "INSERT INTO event_push_actions (user_id, room_id, event_id, stream_ordering,"
-                " thread_id, notif, highlight, actions, received_ts)"
-                " VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?)",
-                [
-                    (
+            for start in range(0, len(rows), 100):
+                chunk = rows[start : start + 100]
+                args: list[Any] = []
+                for r in chunk:
+                    args += [
                         r.user_id,
                         r.room_id,
                         r.event_id,
@@ -251,10 +252,13 @@ class PushStore:
                         int(r.highlight),
                         _encode(r.actions),
                         r.received_ts,
-                    )
-                    for r in rows
-                ],
-            )
+                    ]
+                txn.execute(
+                    "INSERT INTO event_push_actions (user_id, room_id, event_id, stream_ordering,"
+                    " thread_id, notif, highlight, actions, received_ts) VALUES "
+                    + ", ".join(["(?, ?, ?, ?, ?, 1, ?, ?, ?)"] * len(chunk)),
+                    args,
+                )
 
         if rows:
             await self._db.run_interaction("add_push_actions", _txn)

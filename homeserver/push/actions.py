@@ -10,8 +10,9 @@ Invariants:
 - The thread of an event (for per-thread counts) is the root of an ``m.thread``
   relation, found by following relations at most ``MAX_RELATION_HOPS`` up (from
   memory when the parents are recent, else one query); ``main`` otherwise.
-- ``caught_up()`` fires once every batch handed over so far has been counted, so a
-  /sync can wait until the counts cover the events it serves.
+- ``caught_up()`` fires once every event at or below the events stream's current
+  position has been counted, so a /sync can wait until the counts cover the events it
+  serves (events persisted before start-up were counted by the previous process).
 - Evaluation uses the room's current state (power levels, member count, display
   names), not the state at the event.
 - A push is not durable: an event is counted and its actions stored after it commits;
@@ -40,6 +41,7 @@ from homeserver.push.evaluator import (
 )
 from homeserver.push.rules_handler import PushRulesHandler
 from homeserver.rooms.room_cache import LiveRoom, RoomCache, pdu_with_id
+from storage.id_generator import IdGenerator
 from storage.push import PushActionRow
 from storage.relations import MAIN_THREAD, THREAD, RelationsStore, relation_of
 
@@ -71,6 +73,7 @@ class PushActionGenerator:
         rules: PushRulesHandler,
         relations: RelationsStore,
         counts: UnreadCounts,
+        events_stream: IdGenerator,
     ) -> None:
         self._suffix = f":{server_name}"
         self._clock = clock
@@ -80,8 +83,9 @@ class PushActionGenerator:
         self._counts = counts
         self._queue: deque[tuple[int, list[Event]]] = deque()
         self._running = False
-        self._queued_upto = 0
-        self._applied_upto = 0
+        self._events_stream = events_stream
+        # Everything persisted before start-up was counted by the previous process.
+        self._queued_upto = self._applied_upto = events_stream.current_position
         self._waiters: list[tuple[int, defer.Deferred[None]]] = []
         self._idle: list[defer.Deferred[None]] = []
         self.listeners: list[NotificationListener] = []
@@ -118,19 +122,23 @@ class PushActionGenerator:
 
     def _wake_waiters(self) -> None:
         ready = [d for target, d in self._waiters if target <= self._applied_upto]
-        if not self._running:
-            ready = [d for _, d in self._waiters]
         self._waiters = [(t, d) for t, d in self._waiters if d not in ready]
         for d in ready:
             if not d.called:
                 d.callback(None)
 
     def caught_up(self) -> defer.Deferred[None]:
-        """Fires once everything handed over until now is counted (or after a timeout)."""
-        if not self._running or self._applied_upto >= self._queued_upto:
+        """Fires once every event visible now is counted (or after a timeout).
+
+        The events stream advances just before the fanout calls its listeners, and a
+        sync woken by that fanout may get here first: so the target is the stream's
+        position, not only what was handed over so far.
+        """
+        target = max(self._queued_upto, self._events_stream.current_position)
+        if self._applied_upto >= target:
             return defer.succeed(None)
         d: defer.Deferred[None] = defer.Deferred()
-        self._waiters.append((self._queued_upto, d))
+        self._waiters.append((target, d))
 
         def _give_up() -> None:
             if not d.called:

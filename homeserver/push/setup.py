@@ -68,14 +68,15 @@ def build_push(
     rules = PushRulesHandler(storage)
     counts = UnreadCounts(storage.push)
     actions = PushActionGenerator(
-        config.server_name, reactor, rooms, rules, storage.relations, counts
+        config.server_name, reactor, rooms, rules, storage.relations, counts, storage.events.stream
     )
     pushers = PusherPool(
         storage.push, counts, memberships, reactor, GatewayClient(reactor), settings
     )
     actions.listeners.append(pushers.on_notifications)
     counts.receipt_listeners.append(pushers.on_receipt_applied)
-    storage.receipts.listeners.append(counts.on_receipt)
+    # First: a sync woken by another receipt listener must find the reload pending.
+    storage.receipts.listeners.insert(0, counts.on_receipt)
     storage.users.device_listeners.append(pushers.on_devices_changed)
     sync.add_source(UnreadCountsSource(counts, actions.caught_up))
     sync.sync_hooks.append(rules.sync_hook)
