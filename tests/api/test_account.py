@@ -267,6 +267,9 @@ async def test_deactivated_account_cannot_log_in_and_tokens_die(
     login = await server.client().login("alice")
     assert login.code == 403, login
     assert login.json["errcode"] in ("M_USER_DEACTIVATED", "M_FORBIDDEN")
+    # A wrong password learns nothing about the account's state.
+    guess = await server.client().login("alice", "wrong guess")
+    assert_error(guess, 403, "M_FORBIDDEN")
     # The name stays taken.
     available = await server.client().get(
         "/_matrix/client/v3/register/available", params={"username": "alice"}

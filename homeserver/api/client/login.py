@@ -16,6 +16,8 @@ from homeserver.http.server import JsonResource, MatrixRequest
 from homeserver.http.servlet import field, parse_json_body
 from storage.storage import Storage
 
+APPSERVICE_LOGIN = "m.login.application_service"
+
 
 class LoginServlets:
     def __init__(
@@ -48,19 +50,19 @@ class LoginServlets:
 
     async def on_get_login(self, request: Request) -> tuple[int, Any]:
         flows = [{"type": "m.login.password"}] if self._password_enabled() else []
+        flows.append({"type": APPSERVICE_LOGIN})
         return 200, {"flows": flows}
 
     async def on_login(self, request: Request) -> tuple[int, Any]:
         assert isinstance(request, MatrixRequest)
         body = parse_json_body(request)
         login_type = field(body, "type", str, required=True)
+        if login_type == APPSERVICE_LOGIN:
+            return await self._appservice_login(request, body)
         if login_type != "m.login.password" or not self._password_enabled():
             raise MatrixError(400, Codes.UNKNOWN, f"Unknown login type {login_type}")
         self._address_limiter.ratelimit(request.client_ip())
         password = field(body, "password", str, required=True)
-        device_id = field(body, "device_id", str)
-        display_name = field(body, "initial_device_display_name", str)
-        want_refresh = bool(field(body, "refresh_token", bool))
         user_id = resolve_identifier_user(body, self._config.server_name)
         if user_id is None:
             raise MatrixError(400, Codes.MISSING_PARAM, "Missing user identifier")
@@ -69,14 +71,40 @@ class LoginServlets:
         self._failed_limiter.ratelimit(user_id.lower(), update=False)
         matches = await self._storage.users.find_user_case_insensitive(user_id)
         canonical = user_id if user_id in matches else (matches[0] if len(matches) == 1 else None)
-        user = await self._storage.users.get_user(canonical) if canonical else None
-        if user is not None and user.deactivated:
-            raise MatrixError(403, Codes.USER_DEACTIVATED, "This account has been deactivated")
         if canonical is None or not await self._auth.check_password(canonical, password):
             self._failed_limiter.ratelimit(user_id.lower())
             raise MatrixError(403, Codes.FORBIDDEN, "Invalid username or password")
+        # Only after the password: a wrong guess must not learn that the account is gone.
+        user = await self._storage.users.get_user(canonical)
+        if user is None or user.deactivated:
+            raise MatrixError(403, Codes.USER_DEACTIVATED, "This account has been deactivated")
+        return 200, await self._complete_login(canonical, body)
+
+    async def _appservice_login(
+        self, request: MatrixRequest, body: dict[str, Any]
+    ) -> tuple[int, Any]:
+        """``m.login.application_service``: the service's ``as_token`` vouches for the user."""
+        service = self._auth.get_appservice_by_req(request)
+        if service.rate_limited:
+            self._address_limiter.ratelimit(request.client_ip())
+        user_id = resolve_identifier_user(body, self._config.server_name)
+        if user_id is None:
+            raise MatrixError(400, Codes.MISSING_PARAM, "Missing user identifier")
+        if user_id != service.sender and not service.is_interested_in_user(user_id):
+            raise MatrixError(403, Codes.FORBIDDEN, "Invalid user for this application service")
+        user = await self._storage.users.get_user(user_id)
+        if user is None:
+            raise MatrixError(403, Codes.FORBIDDEN, "User not found")
+        if user.deactivated:
+            raise MatrixError(403, Codes.USER_DEACTIVATED, "This account has been deactivated")
+        return 200, await self._complete_login(user_id, body)
+
+    async def _complete_login(self, user_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        device_id = field(body, "device_id", str)
+        display_name = field(body, "initial_device_display_name", str)
+        want_refresh = bool(field(body, "refresh_token", bool))
         session = await self._auth.create_session(
-            canonical, device_id, display_name, with_refresh_token=want_refresh
+            user_id, device_id, display_name, with_refresh_token=want_refresh
         )
         result: dict[str, Any] = {
             "user_id": session.user_id,
@@ -89,7 +117,7 @@ class LoginServlets:
             result["refresh_token"] = session.refresh_token
         if session.expires_in_ms is not None:
             result["expires_in_ms"] = session.expires_in_ms
-        return 200, result
+        return result
 
     async def on_refresh(self, request: Request) -> tuple[int, Any]:
         body = parse_json_body(request)
