@@ -214,6 +214,13 @@ class Run:
 
     @property
     def filter_json(self) -> dict[str, Any]:
+        if self.args.ephemeral:  # as a chat client asks: receipts, typing and presence too
+            return {
+                "room": {
+                    "timeline": {"limit": self.args.timeline_limit},
+                    "state": {"lazy_load_members": True},
+                }
+            }
         return {
             "room": {
                 "rooms": [self.room_id],
@@ -546,6 +553,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=("upload", "inline"),
         default="upload",
         help="upload the sync filter and pass its id (as Element does), or pass it inline",
+    )
+    p.add_argument(
+        "--ephemeral",
+        action="store_true",
+        help="sync receipts, typing, presence and account data too (as a chat client does)",
     )
     p.add_argument("--sync-timeout-ms", type=int, default=30000)
     p.add_argument("--setup-concurrency", type=int, default=20)

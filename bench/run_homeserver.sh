@@ -24,6 +24,7 @@ fi
 high='{per_second: 100000, burst_count: 100000}'
 cat > "$data/bench-overrides.yaml" <<YAML
 bcrypt_rounds: 4
+presence: {enabled: ${PRESENCE:-true}}
 rc_message: $high
 rc_registration: $high
 rc_login: {address: $high, account: $high, failed_attempts: $high}

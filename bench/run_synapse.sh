@@ -7,7 +7,8 @@
 # if it is not there, generates its config for server name localhost:PORT in DATA_DIR the
 # first time, then runs it with an override file: SQLite, one plain-HTTP client listener
 # on 127.0.0.1:PORT, open registration without verification, bcrypt_rounds 4, presence
-# off (this project has none yet), no key servers, and every rate limit lifted.
+# on (PRESENCE=false turns it off, for both servers alike), no key servers, and every
+# rate limit lifted.
 # DATABASE=postgres uses a PostgreSQL database named bench_synapse on 127.0.0.1 (created
 # if missing, C collation as Synapse requires) instead of SQLite.
 # Never run by CI: it downloads Synapse and its dependencies.
@@ -49,7 +50,7 @@ enable_registration: true
 enable_registration_without_verification: true
 bcrypt_rounds: 4
 presence:
-  enabled: false
+  enabled: ${PRESENCE:-true}
 trusted_key_servers: []
 suppress_key_server_warning: true
 report_stats: false

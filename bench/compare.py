@@ -1,0 +1,329 @@
+#!/usr/bin/env python3
+"""Ours against Synapse, side by side: one command, one machine, the same database kind.
+
+For each server in turn (ours first, then Synapse from PyPI, installed by
+``run_synapse.sh`` on first use) it starts the server on a fresh data directory (and a
+fresh PostgreSQL database with ``--db postgres``), with presence on and every rate limit
+lifted, runs the scenarios through ``load.py`` with the client filter a chat client uses
+(receipts, typing and presence included), stops the server, and finally prints both
+results, their ratios, and each of issue #8's targets with PASS or MISS:
+
+- ``busy``: 50 users in one room, all syncing, 5 senders back to back; ours must reach
+  10x Synapse's throughput and at most 1/10 of its p99 delivery latency, 0 lost;
+- ``large``: a 500-member room at a steady 10 msg/s; p99 delivery under 200 ms;
+- ``idle``: N idle ``/sync`` long-polls (and, for ours, N idle WebSockets) held open,
+  server RSS per connection (target: at most 9 KiB each).
+
+Server CPU (% of one core over the measured window) and RSS (after the run, and the
+peak) are read from /proc. Only loopback addresses; every phase is time-bounded.
+
+    .venv/bin/python bench/compare.py                  # SQLite, every scenario
+    .venv/bin/python bench/compare.py --db postgres --scenarios busy,large
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import load
+
+HERE = Path(__file__).resolve().parent
+SCENARIOS = ("busy", "large", "idle")
+START_TIMEOUT_S = 300.0  # Synapse's first start installs it and builds its schema
+
+
+@dataclass
+class ServerKind:
+    name: str
+    script: str
+    port: int
+    db_name: str
+    results: dict[str, Any] = field(default_factory=dict)
+
+
+class Server:
+    """One homeserver process started through its run script, in its own session."""
+
+    def __init__(self, kind: ServerKind, db: str, data_dir: str, log_path: str) -> None:
+        self.kind = kind
+        self.base_url = f"http://127.0.0.1:{kind.port}"
+        env = {**os.environ, "DATABASE": db, "PRESENCE": "true"}
+        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        # The script execs the server: this pid is the server's.
+        self.proc = subprocess.Popen(
+            ["bash", str(HERE / kind.script), data_dir, str(kind.port)],
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"{self.kind.name} exited with {self.proc.returncode}")
+            try:
+                with urllib.request.urlopen(f"{self.base_url}/_matrix/client/versions", timeout=2):
+                    return
+            except OSError:
+                time.sleep(0.5)
+        raise SystemExit(f"{self.kind.name} did not answer within {START_TIMEOUT_S:.0f} s")
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def memory_kib(self) -> dict[str, int]:
+        return read_memory_kib(self.pid)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self._log.close()
+
+
+def read_memory_kib(pid: int) -> dict[str, int]:
+    """VmRSS (now) and VmHWM (peak) of a process, in KiB."""
+    values = {}
+    with open(f"/proc/{pid}/status", encoding="ascii") as f:
+        for line in f:
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                values[key] = int(rest.split()[0])
+    return {"rss_kib": values.get("VmRSS", 0), "peak_rss_kib": values.get("VmHWM", 0)}
+
+
+def fresh_postgres_database(name: str) -> None:
+    import psycopg2
+
+    conn = psycopg2.connect(host="127.0.0.1", user="postgres", dbname="postgres")
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    conn.close()  # the run script creates it again, with the collation its server needs
+
+
+# Scenarios --------------------------------------------------------------------------
+
+
+def load_args(server: Server, args: argparse.Namespace, **options: Any) -> argparse.Namespace:
+    argv = [
+        "--base-url",
+        server.base_url,
+        "--server-pid",
+        str(server.pid),
+        "--ephemeral",
+        "--setup-concurrency",
+        "10",
+    ]
+    for key, value in options.items():
+        argv += [f"--{key.replace('_', '-')}", str(value)]
+    return load.parse_args(argv)
+
+
+def run_load(server: Server, args: argparse.Namespace, **options: Any) -> dict[str, Any]:
+    result = asyncio.run(load.bench(load_args(server, args, **options)))
+    result["memory"] = server.memory_kib()
+    return result
+
+
+def scenario_busy(server: Server, args: argparse.Namespace) -> dict[str, Any]:
+    return run_load(
+        server, args, users=50, senders=5, rate=0, duration=args.duration, warmup=args.warmup
+    )
+
+
+def scenario_large(server: Server, args: argparse.Namespace) -> dict[str, Any]:
+    return run_load(
+        server,
+        args,
+        users=args.large_users,
+        senders=5,
+        rate=10,
+        duration=args.duration,
+        warmup=args.warmup,
+        grace=20,
+    )
+
+
+def scenario_idle(server: Server, args: argparse.Namespace) -> dict[str, Any]:
+    import idle_connections
+
+    return asyncio.run(
+        idle_connections.measure(
+            server.base_url,
+            server.pid,
+            args.idle,
+            websockets=server.kind.name == "ours",
+        )
+    )
+
+
+RUNNERS: dict[str, Callable[[Server, argparse.Namespace], dict[str, Any]]] = {
+    "busy": scenario_busy,
+    "large": scenario_large,
+    "idle": scenario_idle,
+}
+
+
+# Report -----------------------------------------------------------------------------
+
+
+def _fmt(value: float | None, unit: str = "") -> str:
+    if value is None or value != value:  # None or NaN
+        return "-"
+    return f"{value:,.1f}{unit}"
+
+
+def _ratio(ours: float | None, theirs: float | None) -> str:
+    if not ours or not theirs or ours != ours or theirs != theirs:
+        return "-"
+    return f"{ours / theirs:.2f}x"
+
+
+def load_rows(r: dict[str, Any]) -> dict[str, float | None]:
+    delivery, send = r["delivery_latency_ms"], r["send_latency_ms"]
+    return {
+        "throughput (msg/s)": r["throughput_msg_s"],
+        "send p50 (ms)": send["p50"],
+        "send p99 (ms)": send["p99"],
+        "delivery p50 (ms)": delivery["p50"],
+        "delivery p95 (ms)": delivery["p95"],
+        "delivery p99 (ms)": delivery["p99"],
+        "delivery max (ms)": delivery["max"],
+        "deliveries lost": r["deliveries_lost"],
+        "server CPU (% core)": r["cpu_percent"].get("server"),
+        "server RSS (MiB)": r["memory"]["rss_kib"] / 1024,
+        "server peak RSS (MiB)": r["memory"]["peak_rss_kib"] / 1024,
+    }
+
+
+def print_comparison(kinds: list[ServerKind], scenarios: list[str]) -> list[str]:
+    """The side-by-side table; returns the target lines (PASS/MISS)."""
+    ours, synapse = kinds[0].results, (kinds[1].results if len(kinds) > 1 else {})
+    targets: list[str] = []
+    for name in scenarios:
+        mine, theirs = ours.get(name), synapse.get(name)
+        print(f"\n== {name} " + "=" * 60)
+        if name == "idle":
+            for label in sorted({*(mine or {}), *(theirs or {})}):
+                a, b = (mine or {}).get(label), (theirs or {}).get(label)
+                print(f"{label:<36}{_fmt(a):>14}{_fmt(b):>14}{_ratio(a, b):>10}")
+            continue
+        rows_a = load_rows(mine) if mine else {}
+        rows_b = load_rows(theirs) if theirs else {}
+        print(f"{'':<26}{'ours':>14}{'synapse':>14}{'ours/synapse':>14}")
+        for label in rows_a or rows_b:
+            a, b = rows_a.get(label), rows_b.get(label)
+            print(f"{label:<26}{_fmt(a):>14}{_fmt(b):>14}{_ratio(a, b):>14}")
+    busy_a, busy_b = ours.get("busy"), synapse.get("busy")
+    if busy_a and busy_b:
+        t = busy_a["throughput_msg_s"] / max(busy_b["throughput_msg_s"], 1e-9)
+        p = busy_a["delivery_latency_ms"]["p99"] / max(busy_b["delivery_latency_ms"]["p99"], 1e-9)
+        targets.append(f"busy: throughput {t:.1f}x Synapse's (target >= 10x): {_verdict(t >= 10)}")
+        targets.append(
+            f"busy: p99 delivery {p:.3f} of Synapse's (target <= 0.1): {_verdict(p <= 0.1)}"
+        )
+    if busy_a:
+        lost = busy_a["deliveries_lost"]
+        targets.append(f"busy: {lost} deliveries lost (target 0): {_verdict(lost == 0)}")
+    large = ours.get("large")
+    if large:
+        p99 = large["delivery_latency_ms"]["p99"]
+        targets.append(f"large: p99 delivery {p99:.0f} ms (target < 200 ms): {_verdict(p99 < 200)}")
+    idle = ours.get("idle")
+    if idle:
+        for key in ("sync KiB/connection", "websocket KiB/connection"):
+            if key in idle:
+                targets.append(
+                    f"idle: {key} {idle[key]:.1f} (target <= 9): {_verdict(idle[key] <= 9)}"
+                )
+        if "websockets held" in idle:
+            held = idle["websockets held"]
+            targets.append(
+                f"idle: {held:.0f} WebSockets held (target 10,000): {_verdict(held >= 10_000)}"
+            )
+    print("\n== targets " + "=" * 57)
+    for line in targets:
+        print(line)
+    return targets
+
+
+def _verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
+    p.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated")
+    p.add_argument("--servers", default="ours,synapse", help="comma-separated: ours, synapse")
+    p.add_argument("--duration", type=float, default=30, help="measured seconds per load run")
+    p.add_argument("--warmup", type=float, default=5)
+    p.add_argument("--large-users", type=int, default=500, help="members of the large room")
+    p.add_argument("--idle", type=int, default=1000, help="idle connections of each kind")
+    p.add_argument("--keep", action="store_true", help="keep the data directories and logs")
+    p.add_argument("--json", metavar="PATH", help="write every result as JSON")
+    args = p.parse_args(argv)
+    args.scenario_list = [s for s in args.scenarios.split(",") if s]
+    unknown = set(args.scenario_list) - set(SCENARIOS)
+    if unknown:
+        p.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    all_kinds = {
+        "ours": ServerKind("ours", "run_homeserver.sh", 18008, "bench_homeserver"),
+        "synapse": ServerKind("synapse", "run_synapse.sh", 18448, "bench_synapse"),
+    }
+    kinds = [all_kinds[n] for n in args.servers.split(",") if n]
+    root = tempfile.mkdtemp(prefix="bench-compare-")
+    print(f"data and logs in {root}; database {args.db}; scenarios {args.scenarios}")
+    try:
+        for kind in kinds:
+            for scenario in args.scenario_list:
+                # A fresh server per scenario: no scenario pays for another's data.
+                data_dir = os.path.join(root, f"{kind.name}-{scenario}")
+                if args.db == "postgres":
+                    fresh_postgres_database(kind.db_name)
+                server = Server(kind, args.db, data_dir, f"{data_dir}.log")
+                try:
+                    server.wait_ready()
+                    print(f"\n{kind.name}: {scenario} (pid {server.pid}) ...", flush=True)
+                    kind.results[scenario] = RUNNERS[scenario](server, args)
+                finally:
+                    server.stop()
+        print_comparison(kinds, args.scenario_list)
+        if args.json:
+            with open(args.json, "w", encoding="utf-8") as f:
+                json.dump({k.name: k.results for k in kinds}, f, indent=2)
+    finally:
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
