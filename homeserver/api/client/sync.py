@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
+from functools import lru_cache
 from typing import Any
 
 from twisted.web.server import Request
@@ -17,6 +19,27 @@ from homeserver.sync.handler import SyncHandler, SyncRequest, SyncToken
 from storage.storage import Storage
 
 MAX_TIMEOUT_MS = 5 * 60 * 1000
+FILTER_CACHE_SIZE = 10_000
+
+
+def _parse_filter(data: Any) -> FilterCollection:
+    try:
+        validate_filter(data)
+    except FilterError as e:
+        raise MatrixError(400, Codes.BAD_JSON, f"Invalid filter: {e}") from None
+    return FilterCollection.from_json(data)
+
+
+@lru_cache(maxsize=1024)
+def _parse_inline_filter(raw: str) -> FilterCollection:
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise MatrixError(400, Codes.NOT_JSON, "filter is not valid JSON") from None
+    return _parse_filter(data)
+
+
+_EMPTY_FILTER = FilterCollection.from_json({})
 
 
 class SyncServlets:
@@ -24,6 +47,8 @@ class SyncServlets:
         self._storage = storage
         self._auth = auth
         self._sync = sync
+        # (user id, filter id) -> parsed filter, least recently used first
+        self._filter_cache: OrderedDict[tuple[str, int], FilterCollection] = OrderedDict()
 
     def register(self, r: JsonResource) -> None:
         r.register_many("GET", client_paths("/sync"), self.on_sync)
@@ -31,28 +56,29 @@ class SyncServlets:
         r.register_many("GET", client_paths("/user/{userId}/filter/{filterId}"), self.on_get_filter)
 
     async def load_filter(self, user_id: str, raw: str | None) -> FilterCollection:
+        """The parsed filter of a /sync request (an id or inline JSON); cached, since
+        stored filters never change and clients repeat the same filter on every sync."""
         if raw is None:
-            return FilterCollection.from_json({})
+            return _EMPTY_FILTER
         if raw.lstrip().startswith("{"):
-            try:
-                data = json.loads(raw)
-            except ValueError:
-                raise MatrixError(400, Codes.NOT_JSON, "filter is not valid JSON") from None
-        else:
-            try:
-                filter_id = int(raw)
-            except ValueError:
-                raise MatrixError(
-                    400, Codes.INVALID_PARAM, "filter must be an id or JSON"
-                ) from None
-            data = await self._storage.events.get_filter(user_id, filter_id)
-            if data is None:
-                raise MatrixError(400, Codes.INVALID_PARAM, f"No filter with id {filter_id}")
+            return _parse_inline_filter(raw)
         try:
-            validate_filter(data)
-        except FilterError as e:
-            raise MatrixError(400, Codes.BAD_JSON, f"Invalid filter: {e}") from None
-        return FilterCollection.from_json(data)
+            filter_id = int(raw)
+        except ValueError:
+            raise MatrixError(400, Codes.INVALID_PARAM, "filter must be an id or JSON") from None
+        key = (user_id, filter_id)
+        cached = self._filter_cache.get(key)
+        if cached is not None:
+            self._filter_cache.move_to_end(key)
+            return cached
+        data = await self._storage.events.get_filter(user_id, filter_id)
+        if data is None:
+            raise MatrixError(400, Codes.INVALID_PARAM, f"No filter with id {filter_id}")
+        parsed = _parse_filter(data)
+        self._filter_cache[key] = parsed
+        if len(self._filter_cache) > FILTER_CACHE_SIZE:
+            self._filter_cache.popitem(last=False)
+        return parsed
 
     async def on_sync(self, request: Request) -> tuple[int, Any]:
         requester = await self._auth.get_user_by_req(request, allow_guest=True)
@@ -83,10 +109,7 @@ class SyncServlets:
         if requester.user_id != userId:
             raise MatrixError(403, Codes.FORBIDDEN, "Cannot create filters for other users")
         body = parse_json_body(request)
-        try:
-            validate_filter(body)
-        except FilterError as e:
-            raise MatrixError(400, Codes.BAD_JSON, f"Invalid filter: {e}") from None
+        _parse_filter(body)
         filter_id = await self._storage.events.add_filter(userId, body)
         return 200, {"filter_id": str(filter_id)}
 
