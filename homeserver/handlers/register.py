@@ -14,6 +14,14 @@ MAX_USER_ID_LENGTH = 255
 MAX_PASSWORD_LENGTH = 512
 
 
+SESSION_PASSWORD_HASH = "org.homeserver.password_hash"
+
+
+def check_password_length(password: str) -> None:
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise MatrixError(400, Codes.BAD_JSON, "Password too long")
+
+
 class RegistrationHandler:
     def __init__(self, storage: Storage, auth: AuthHandler, server_name: str) -> None:
         self._storage = storage
@@ -63,9 +71,12 @@ class RegistrationHandler:
         is_guest: bool = False,
         appservice_id: str | None = None,
         displayname: str | None = None,
+        password_hash: str | None = None,
     ) -> str:
-        if password is not None and len(password) > MAX_PASSWORD_LENGTH:
-            raise MatrixError(400, Codes.BAD_JSON, "Password too long")
+        """Create an account with ``password`` (hashed here) or an already computed
+        ``password_hash``; neither: no password login."""
+        if password is not None:
+            check_password_length(password)
         if localpart is None:
             # A generated id: letters only, so it never collides with the guest range.
             for _ in range(10):
@@ -80,7 +91,8 @@ class RegistrationHandler:
             else:  # pragma: no cover - astronomically unlikely
                 raise MatrixError(500, Codes.UNKNOWN, "Could not generate a user id")
         user_id = self.check_localpart(localpart, allow_numeric=is_guest)
-        password_hash = await self._auth.hash_password(password) if password else None
+        if password:
+            password_hash = await self._auth.hash_password(password)
         created = await self._storage.users.create_user(
             user_id,
             password_hash,

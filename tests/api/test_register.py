@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -78,6 +79,26 @@ async def test_second_step_may_omit_fields_sent_in_the_first(server: RunningServ
     )
     assert resp.code == 200, resp
     assert resp.json["user_id"] == "@alice:test.local"
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_uia_session_never_holds_the_password(server: RunningServer) -> None:
+    c = server.client()
+    state = await _start(c, {"username": "alice", "password": PASSWORD})
+    session = await server.hs.storage.registration.get_ui_auth_session(state["session"])
+    assert session is not None
+    assert PASSWORD not in json.dumps(session.clientdict)
+    # A client cannot choose the stored hash itself.
+    resp = await c.post(
+        REGISTER,
+        {
+            "auth": {"type": "m.login.dummy", "session": state["session"]},
+            "org.homeserver.password_hash": "$2b$04$forgedforgedforgedforgedforgedforgedforgedforgedforg",
+        },
+        token=False,
+    )
+    assert resp.code == 200, resp
+    assert (await server.client().login("alice", PASSWORD)).code == 200
 
 
 @pytest_twisted.ensureDeferred

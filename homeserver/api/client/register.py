@@ -11,7 +11,11 @@ from homeserver.appservice.handler import AppServiceHandler
 from homeserver.config import HomeserverConfig
 from homeserver.errors import Codes, MatrixError
 from homeserver.handlers.auth import AuthHandler
-from homeserver.handlers.register import RegistrationHandler
+from homeserver.handlers.register import (
+    SESSION_PASSWORD_HASH,
+    RegistrationHandler,
+    check_password_length,
+)
 from homeserver.handlers.ui_auth import DUMMY, REGISTRATION_TOKEN, UiAuthHandler
 from homeserver.http.ratelimit import Ratelimiter
 from homeserver.http.server import JsonResource, MatrixRequest
@@ -115,6 +119,12 @@ class RegisterServlets:
         # Checked on every step, counted only when an account is created (as Synapse):
         # the UIA round trips of one registration must not use up the limit.
         self._limiter.ratelimit(request.client_ip(), update=False)
+        # The UIA session keeps the request's parameters until the flow ends: it gets the
+        # password's hash, never the password (a client-sent hash key is dropped).
+        body = {k: v for k, v in body.items() if k not in ("password", SESSION_PASSWORD_HASH)}
+        if password is not None:
+            check_password_length(password)
+            body[SESSION_PASSWORD_HASH] = await self._auth.hash_password(password)
         completed, params, session_id = await self._ui_auth.check(
             body,
             self._flows(),
@@ -123,8 +133,8 @@ class RegisterServlets:
             description="register a new account",
         )
         username = field(params, "username", str)
-        password = field(params, "password", str)
-        if password is None:
+        password_hash = field(params, SESSION_PASSWORD_HASH, str)
+        if password_hash is None:
             raise MatrixError(400, Codes.MISSING_PARAM, "Missing password")
         if REGISTRATION_TOKEN in completed and not (
             await self._storage.registration.use_registration_token(
@@ -133,7 +143,7 @@ class RegisterServlets:
         ):
             raise MatrixError(401, Codes.FORBIDDEN, "Registration token is no longer valid")
         user_id = await self._registration.register_user(
-            username.lower() if username else None, password
+            username.lower() if username else None, None, password_hash=password_hash
         )
         self._limiter.record(request.client_ip())
         await self._ui_auth.finish(session_id)
