@@ -99,6 +99,6 @@ async def test_capabilities_change_password_off_when_passwords_disabled(
     resp = await c.get("/_matrix/client/v3/capabilities")
     assert resp.json["capabilities"]["m.change_password"] == {"enabled": False}
     login = await c.get("/_matrix/client/v3/login")
-    assert login.json["flows"] == []
+    assert login.json["flows"] == [{"type": "m.login.application_service"}]
     password = await c.post("/_matrix/client/v3/account/password", {"new_password": "x"})
     assert_error(password, 403, "M_FORBIDDEN")

@@ -17,6 +17,16 @@ from homeserver.http.servlet import field, parse_json_body
 from storage.storage import Storage
 
 APPSERVICE_LOGIN = "m.login.application_service"
+SessionOptions = tuple[str | None, str | None, bool]
+
+
+def _session_options(body: dict[str, Any]) -> SessionOptions:
+    """The new session's device id, display name and refresh wish (checked up front)."""
+    return (
+        field(body, "device_id", str),
+        field(body, "initial_device_display_name", str),
+        bool(field(body, "refresh_token", bool)),
+    )
 
 
 class LoginServlets:
@@ -63,6 +73,7 @@ class LoginServlets:
             raise MatrixError(400, Codes.UNKNOWN, f"Unknown login type {login_type}")
         self._address_limiter.ratelimit(request.client_ip())
         password = field(body, "password", str, required=True)
+        options = _session_options(body)
         user_id = resolve_identifier_user(body, self._config.server_name)
         if user_id is None:
             raise MatrixError(400, Codes.MISSING_PARAM, "Missing user identifier")
@@ -78,13 +89,14 @@ class LoginServlets:
         user = await self._storage.users.get_user(canonical)
         if user is None or user.deactivated:
             raise MatrixError(403, Codes.USER_DEACTIVATED, "This account has been deactivated")
-        return 200, await self._complete_login(canonical, body)
+        return 200, await self._complete_login(canonical, options)
 
     async def _appservice_login(
         self, request: MatrixRequest, body: dict[str, Any]
     ) -> tuple[int, Any]:
         """``m.login.application_service``: the service's ``as_token`` vouches for the user."""
         service = self._auth.get_appservice_by_req(request)
+        options = _session_options(body)
         if service.rate_limited:
             self._address_limiter.ratelimit(request.client_ip())
         user_id = resolve_identifier_user(body, self._config.server_name)
@@ -97,12 +109,10 @@ class LoginServlets:
             raise MatrixError(403, Codes.FORBIDDEN, "User not found")
         if user.deactivated:
             raise MatrixError(403, Codes.USER_DEACTIVATED, "This account has been deactivated")
-        return 200, await self._complete_login(user_id, body)
+        return 200, await self._complete_login(user_id, options)
 
-    async def _complete_login(self, user_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        device_id = field(body, "device_id", str)
-        display_name = field(body, "initial_device_display_name", str)
-        want_refresh = bool(field(body, "refresh_token", bool))
+    async def _complete_login(self, user_id: str, options: SessionOptions) -> dict[str, Any]:
+        device_id, display_name, want_refresh = options
         session = await self._auth.create_session(
             user_id, device_id, display_name, with_refresh_token=want_refresh
         )
