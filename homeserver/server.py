@@ -55,6 +55,7 @@ from homeserver.ephemeral.typing import TypingHandler, TypingSource
 from homeserver.ephemeral.user_directory import UserDirectoryHandler
 from homeserver.events.event import Event
 from homeserver.handlers.auth import AuthHandler
+from homeserver.handlers.client_ips import ClientIpTracker
 from homeserver.handlers.profile import ProfileHandler
 from homeserver.handlers.register import RegistrationHandler
 from homeserver.handlers.search import SearchHandler
@@ -240,6 +241,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         refresh_token_lifetime_ms=config.refresh_token_lifetime,
         appservices=appservice_registry,
     )
+    auth.client_ips = client_ips = ClientIpTracker(storage.users, reactor)
     ui_auth = UiAuthHandler(storage, auth, server_name, failed_login_limiter)
     registration = RegistrationHandler(storage, auth, server_name)
 
@@ -383,13 +385,21 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
     await appservices.start()  # after the wiring: events may flow from here on
     await federation.sender.start()
     await push.start()
+    client_ips.start()
     return HomeServer(
         config=config,
         reactor=reactor,
         storage=storage,
         auth=auth,
         resource=resource,
-        on_stop=[typing.stop, presence.stop, appservices.stop, federation.stop, push.stop],
+        on_stop=[
+            typing.stop,
+            presence.stop,
+            appservices.stop,
+            federation.stop,
+            push.stop,
+            client_ips.stop,
+        ],
         media=media,
         upload_spool_dir=media_files.spool_dir,
         push=push,

@@ -243,15 +243,16 @@ class UserStore:
 
         return await self._db.run_interaction("update_device", _txn)
 
-    async def update_device_last_seen(
-        self, user_id: str, device_id: str, ts: int, ip: str, user_agent: str | None
+    async def update_devices_last_seen(
+        self, rows: list[tuple[str, str, int, str, str | None]]
     ) -> None:
+        """(user id, device id, ts, ip, user agent) rows, in one transaction."""
         await self._db.run_interaction(
-            "device_last_seen",
-            lambda txn: txn.execute(
+            "devices_last_seen",
+            lambda txn: txn.execute_many(
                 "UPDATE devices SET last_seen_ts = ?, last_seen_ip = ?, last_seen_user_agent = ?"
                 " WHERE user_id = ? AND device_id = ?",
-                (ts, ip, user_agent, user_id, device_id),
+                [(ts, ip, ua, user_id, device_id) for user_id, device_id, ts, ip, ua in rows],
             ),
         )
 

@@ -22,6 +22,7 @@ from twisted.web.server import Request
 from homeserver.appservice.registration import ApplicationService, AppServiceRegistry
 from homeserver.clock import Clock
 from homeserver.errors import Codes, MatrixError
+from homeserver.handlers.client_ips import ClientIpTracker
 from storage.storage import Storage
 from storage.users import AccessTokenRecord
 
@@ -98,6 +99,7 @@ class AuthHandler:
         # token hash -> record; an LRU so hot tokens cost no query.
         self._token_cache: OrderedDict[str, tuple[AccessTokenRecord, bool, bool]] = OrderedDict()
         self._hash_by_token_id: dict[int, str] = {}
+        self.client_ips: ClientIpTracker | None = None
 
     def now_ms(self) -> int:
         return int(self._clock.seconds() * 1000)
@@ -236,9 +238,15 @@ class AuthHandler:
         service = self._appservices.by_token(token)
         if service is not None:
             return await self._get_appservice_user(request, service)
-        return await self.get_user_by_access_token(
+        requester = await self.get_user_by_access_token(
             token, allow_guest=allow_guest, allow_expired=allow_expired
         )
+        if self.client_ips is not None:
+            agent = request.getHeader("user-agent")
+            self.client_ips.record(
+                requester.user_id, requester.device_id, _client_address(request) or "", agent
+            )
+        return requester
 
     async def get_user_by_access_token(
         self, token: str, *, allow_guest: bool = False, allow_expired: bool = False

@@ -251,3 +251,15 @@ async def test_put_creates_the_current_device_when_missing(
     resp = await alice.put(_device("GHOST"), {"display_name": "Ghost"}, token="mat_ghost_device")
     assert resp.code == 200, resp
     assert (await alice.get(_device("GHOST"))).json["display_name"] == "Ghost"
+
+
+@pytest_twisted.ensureDeferred
+async def test_last_seen_is_recorded(server: RunningServer, alice: Client) -> None:
+    await alice.get("/_matrix/client/v3/account/whoami", headers={"User-Agent": "test-agent/1"})
+    await server.hs.auth.client_ips.flush()  # type: ignore[union-attr]
+    resp = await alice.get(f"/_matrix/client/v3/devices/{q(alice.device_id)}")
+    assert resp.code == 200, resp
+    assert resp.json["last_seen_ip"] == "127.0.0.1"
+    assert isinstance(resp.json["last_seen_ts"], int) and resp.json["last_seen_ts"] > 0
+    stored = await server.hs.storage.users.get_device(alice.user_id, alice.device_id)
+    assert stored is not None and stored.last_seen_user_agent == "test-agent/1"

@@ -128,7 +128,7 @@ async def test_devices_listed_in_order_and_renamed(storage: Storage) -> None:
 @pytest_twisted.ensureDeferred
 async def test_device_last_seen(storage: Storage) -> None:
     await storage.users.store_device(ALICE, "D1", None)
-    await storage.users.update_device_last_seen(ALICE, "D1", 999, "10.0.0.1", "agent/1")
+    await storage.users.update_devices_last_seen([(ALICE, "D1", 999, "10.0.0.1", "agent/1")])
     device = await storage.users.get_device(ALICE, "D1")
     assert device is not None
     assert (device.last_seen_ts, device.last_seen_ip, device.last_seen_user_agent) == (
