@@ -28,6 +28,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
+from homeserver.events.format import is_valid_user_id
 from homeserver.events.room_versions import ROOM_VERSIONS, RoomVersion
 
 __all__ = [
@@ -98,9 +99,6 @@ CREATOR_LEVEL_WITHOUT_POWER_LEVELS: Final = 100
 # Canonical JSON integers (the event could not be hashed/signed otherwise).
 _MAX_SAFE_INT: Final = 2**53 - 1
 
-_SERVER_NAME_RE: Final = re.compile(
-    r"(?:\[[0-9A-Fa-f:.]{2,45}\]|[A-Za-z0-9.\-]{1,255})(?::[0-9]{1,5})?"
-)
 _LEGACY_INT_RE: Final = re.compile(r"[+-]?[0-9]+")
 
 
@@ -121,26 +119,6 @@ def _server_name(user_id: str) -> str:
     """The part of a user ID after the first ``:`` ("" if there is none)."""
     _, sep, server = user_id.partition(":")
     return server if sep else ""
-
-
-def is_valid_user_id(value: object) -> bool:
-    """Whether ``value`` is a user ID acceptable over federation.
-
-    Historical localparts are allowed (any code points except ``:`` and NUL,
-    possibly empty); the server name must follow the grammar and the whole ID
-    is at most 255 bytes of UTF-8.
-    """
-    if not isinstance(value, str) or not value.startswith("@"):
-        return False
-    localpart, sep, server = value[1:].partition(":")
-    if not sep or "\x00" in localpart:
-        return False
-    try:
-        if len(value.encode("utf-8")) > 255:
-            return False
-    except UnicodeEncodeError:  # lone surrogates
-        return False
-    return _SERVER_NAME_RE.fullmatch(server) is not None
 
 
 def _is_strict_int(value: object) -> bool:
