@@ -26,8 +26,28 @@ def server_of(user_id: str) -> str:
     return user_id.split(":", 1)[1] if ":" in user_id else ""
 
 
+# What a remote server may tell us in ``unsigned`` (nothing else of it is trusted).
+KEPT_UNSIGNED_KEYS = ("invite_room_state", "knock_room_state")
+
+
+def strip_unsigned(pdu: JsonDict) -> JsonDict:
+    """The PDU without the unsigned data a remote server may not dictate (``age``,
+    ``redacted_because``, relations...); stripped state of a membership event stays."""
+    unsigned = pdu.get("unsigned")
+    if unsigned is None:
+        return pdu
+    stripped = {k: v for k, v in pdu.items() if k != "unsigned"}
+    if pdu.get("type") == "m.room.member" and isinstance(unsigned, dict):
+        kept = {k: unsigned[k] for k in KEPT_UNSIGNED_KEYS if k in unsigned}
+        if kept:
+            stripped["unsigned"] = kept
+    return stripped
+
+
 async def check_pdu(pdu: JsonDict, room_version: RoomVersion, keyring: Keyring) -> JsonDict:
-    """Format, signatures and hashes; return the PDU to use (redacted on a bad hash)."""
+    """Format, signatures and hashes; return the PDU to use (redacted on a bad hash,
+    always without remote ``unsigned`` data)."""
+    pdu = strip_unsigned(pdu)
     try:
         validate_pdu_format(pdu, room_version)
     except EventFormatError as e:
