@@ -195,6 +195,18 @@ async def test_new_remote_device_is_a_device_list_change(
     assert cached[bob.user_id or ""].stream_id == served["stream_id"]
     assert {d["device_id"] for d in served["devices"]} == {first.device_id, "PHONE"}
 
+    # New cross-signing keys reach A's cache as an m.signing_key_update.
+    master, ssk, usk = cross_signing_set(bob.user_id or "")
+    resp = await bob.post(f"{V3}/keys/device_signing/upload", signing_upload_body(master, ssk, usk))
+    assert resp.code == 200, resp
+    for _ in range(50):
+        result = await query(alice, {bob.user_id or "": []})
+        if bob.user_id in result["master_keys"]:
+            break
+        await sleep(0.1)
+    assert result["master_keys"][bob.user_id]["keys"] == master.public_json()["keys"]
+    assert result["self_signing_keys"][bob.user_id]["keys"] == ssk.public_json()["keys"]
+
     # Deleting the device reaches A as well.
     resp = await bob.post(
         f"{V3}/delete_devices",
