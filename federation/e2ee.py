@@ -35,6 +35,7 @@ from homeserver.e2ee.keys import KeysHandler
 from homeserver.e2ee.locality import Locality
 from homeserver.e2ee.to_device import ToDeviceHandler
 from homeserver.errors import Codes, MatrixError
+from homeserver.events.event import Event
 from storage.device_federation import DeviceFederationStore, RemoteDevice, RemoteDeviceList
 from storage.e2ee import DeviceListChange
 from storage.users import UserStore
@@ -185,7 +186,6 @@ class FederationE2ee:
         self._keys = keys
         self._to_device = to_device
         self._device_lists = device_lists
-        self._locality = Locality(server_name)
         self._locks: dict[str, defer.DeferredLock] = {}
         self._resyncing: dict[str, defer.Deferred[Exception | None]] = {}
         self._resync_again: set[str] = set()
@@ -446,6 +446,18 @@ class FederationE2ee:
             ssk if _cross_signing_key_of(ssk, user_id) else None,
         ):
             await self._device_lists.notify([DeviceListChange(user_id)])
+
+    async def on_events(self, events: list[Event]) -> None:
+        """Forget a remote user's cached list once no room is shared with them: their
+        server stops sending us updates, so the cache would silently go stale."""
+        for ev in events:
+            user_id = ev.state_key
+            if ev.membership not in ("leave", "ban") or not user_id:
+                continue
+            if server_of(user_id) in (None, self._server_name):
+                continue
+            if not await self._device_lists.shares_room_with_local_user(user_id):
+                await self._store.forget_remote_list(user_id)
 
     # Outbound (DeviceListPublisher, RemoteToDevice) ------------------------------------
 

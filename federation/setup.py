@@ -76,6 +76,7 @@ class Federation:
     sender: FederationSender
     transactions: TransactionServlet
     servlets: list[Any]
+    e2ee: FederationE2ee
 
     def register(self, resource: JsonResource) -> None:
         for servlets in self.servlets:
@@ -84,6 +85,8 @@ class Federation:
     def on_persisted(self, events: list[Event]) -> None:
         d = defer.ensureDeferred(self.sender.on_persisted(events))
         d.addErrback(lambda f: logger.error("Queueing events for federation failed: %s", f.value))
+        d = defer.ensureDeferred(self.e2ee.on_events(events))
+        d.addErrback(lambda f: logger.error("Device list bookkeeping failed: %s", f.value))
 
     async def stop(self) -> None:
         self.sender.stop()
@@ -180,5 +183,5 @@ def build_federation(
         KeyServlets(keyring),
     ]
     return Federation(
-        client, keyring, authenticator, events, membership, sender, transactions, servlets
+        client, keyring, authenticator, events, membership, sender, transactions, servlets, e2ee
     )

@@ -353,7 +353,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
             failed_login_limiter,
         ),
         AccountServlets(config, storage, auth, ui_auth),
-        DeviceServlets(storage, auth, ui_auth),
+        DeviceServlets(storage, auth, ui_auth, device_lists.on_device_renamed),
         ProfileServlets(auth, profiles),
         AccountDataServlets(storage, auth),
         RoomServlets(

@@ -110,6 +110,12 @@ class DeviceLists:
         await self.notify([DeviceListChange(user_id)])
         await self.publish_devices(user_id, device_ids, deleted=not created)
 
+    async def on_device_renamed(self, user_id: str, device_id: str) -> None:
+        """A device's display name changed: others see it in /keys/query."""
+        await self._store.record_device_list_changes([DeviceListChange(user_id)])
+        await self.notify([DeviceListChange(user_id)])
+        await self.publish_devices(user_id, [device_id])
+
     async def changes(
         self,
         user_id: str,

@@ -296,3 +296,39 @@ async def test_federation_key_endpoints_refuse_other_servers_users(
     )
     assert bob.device_id in answer["device_keys"][bob.user_id]
     assert "user_signing_keys" not in answer
+
+
+@pytest_twisted.ensureDeferred
+async def test_renamed_device_and_leaving_the_last_shared_room(
+    two_servers: tuple[RunningServer, RunningServer],
+) -> None:
+    a, b = two_servers
+    alice, _ = await user_with_keys(a, "alice")
+    bob, bob_device = await user_with_keys(b, "bob")
+    bob_id = bob.user_id or ""
+    room_id = await share_room(alice, bob, a)
+    await query(alice, {bob_id: []})
+
+    resp = await bob.put(f"{V3}/devices/{bob.device_id}", {"display_name": "Laptop"})
+    assert resp.code == 200, resp
+    for _ in range(50):
+        result = await query(alice, {bob_id: []})
+        unsigned = result["device_keys"][bob_id][bob_device.device_id].get("unsigned", {})
+        if unsigned.get("device_display_name") == "Laptop":
+            break
+        await sleep(0.1)
+    assert unsigned.get("device_display_name") == "Laptop"
+
+    # Once no room is shared, updates stop coming: the cache is dropped, queries go live.
+    resp = await bob.post(f"{V3}/rooms/{q(room_id)}/leave", {})
+    assert resp.code == 200, resp
+    for _ in range(50):
+        cached = await a.hs.storage.device_federation.get_remote_lists([bob_id])
+        if not cached:
+            break
+        await sleep(0.1)
+    assert cached == {}
+    result = await query(alice, {bob_id: []})
+    assert result["device_keys"][bob_id][bob_device.device_id]["unsigned"] == {
+        "device_display_name": "Laptop"
+    }
