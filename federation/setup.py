@@ -12,6 +12,8 @@ from signedjson.types import SigningKey
 from twisted.internet import defer
 
 from federation.discovery import ServerResolver
+from federation.e2ee import FederationE2ee
+from federation.e2ee_servlets import FederationE2eeServlets
 from federation.http_client import (
     DEFAULT_IP_RANGE_BLACKLIST,
     IpRangePolicy,
@@ -25,6 +27,9 @@ from federation.room_servlets import FederationRoomServlets
 from federation.sender import FederationSender, RetrySettings
 from federation.transport_server import FederationAuthenticator, KeyServlets, TransactionServlet
 from homeserver.config import HomeserverConfig
+from homeserver.e2ee.device_lists import DeviceLists
+from homeserver.e2ee.keys import KeysHandler
+from homeserver.e2ee.to_device import ToDeviceHandler
 from homeserver.events.event import Event
 from homeserver.handlers.profile import ProfileHandler
 from homeserver.http.server import JsonResource
@@ -71,6 +76,7 @@ class Federation:
     sender: FederationSender
     transactions: TransactionServlet
     servlets: list[Any]
+    e2ee: FederationE2ee
 
     def register(self, resource: JsonResource) -> None:
         for servlets in self.servlets:
@@ -79,6 +85,8 @@ class Federation:
     def on_persisted(self, events: list[Event]) -> None:
         d = defer.ensureDeferred(self.sender.on_persisted(events))
         d.addErrback(lambda f: logger.error("Queueing events for federation failed: %s", f.value))
+        d = defer.ensureDeferred(self.e2ee.on_events(events))
+        d.addErrback(lambda f: logger.error("Device list bookkeeping failed: %s", f.value))
 
     async def stop(self) -> None:
         self.sender.stop()
@@ -95,6 +103,9 @@ def build_federation(
     room_handler: RoomHandler,
     profiles: ProfileHandler,
     directory: RoomDirectory,
+    keys: KeysHandler,
+    to_device: ToDeviceHandler,
+    device_lists: DeviceLists,
 ) -> Federation:
     server_name = config.server_name
     resolver = ServerResolver(reactor, _fetch_well_known, _lookup_srv)
@@ -138,21 +149,39 @@ def build_federation(
         RetrySettings(retry.min_interval_ms, retry.multiplier, retry.max_interval_ms),
     )
     transactions = TransactionServlet(authenticator, storage.federation, events, reactor)
+    e2ee = FederationE2ee(
+        server_name,
+        reactor,
+        client,
+        sender,
+        storage.device_federation,
+        storage.users,
+        keys,
+        to_device,
+        device_lists,
+    )
+    keys.remote = e2ee
+    to_device.remote = e2ee
+    device_lists.publishers.append(e2ee)
+    transactions.edu_handlers.update(e2ee.edu_handlers)
+    queries = FederationQueryServlets(
+        server_name,
+        authenticator.authenticate,
+        storage,
+        profiles,
+        directory,
+        allow_public_rooms_over_federation=config.allow_public_rooms_over_federation,
+    )
+    queries.device_list_provider = e2ee.user_devices
     servlets: list[Any] = [
         transactions,
         FederationRoomServlets(
             server_name, authenticator.authenticate, rooms, storage.events, events, membership
         ),
-        FederationQueryServlets(
-            server_name,
-            authenticator.authenticate,
-            storage,
-            profiles,
-            directory,
-            allow_public_rooms_over_federation=config.allow_public_rooms_over_federation,
-        ),
+        queries,
+        FederationE2eeServlets(authenticator.authenticate, e2ee),
         KeyServlets(keyring),
     ]
     return Federation(
-        client, keyring, authenticator, events, membership, sender, transactions, servlets
+        client, keyring, authenticator, events, membership, sender, transactions, servlets, e2ee
     )

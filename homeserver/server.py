@@ -15,7 +15,7 @@ from typing import Any
 from twisted.internet import defer
 
 from crypto.signing_key import load_or_generate_signing_key
-from federation.setup import build_federation
+from federation.setup import Federation, build_federation
 from homeserver.api.client.account import AccountServlets
 from homeserver.api.client.account_data import AccountDataServlets
 from homeserver.api.client.appservice import AppServiceServlets
@@ -98,6 +98,7 @@ class HomeServer:
     media: MediaRepository | None = None
     upload_spool_dir: str | None = None
     push: PushServices | None = None
+    federation: Federation | None = None
 
     @property
     def server_name(self) -> str:
@@ -326,6 +327,9 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         room_handler,
         profiles,
         directory,
+        e2e_keys,
+        to_device,
+        device_lists,
     )
     fanout.listeners.append(federation.on_persisted)
 
@@ -351,7 +355,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
             failed_login_limiter,
         ),
         AccountServlets(config, storage, auth, ui_auth),
-        DeviceServlets(storage, auth, ui_auth),
+        DeviceServlets(storage, auth, ui_auth, device_lists.on_device_renamed),
         ProfileServlets(auth, profiles),
         AccountDataServlets(storage, auth),
         RoomServlets(
@@ -403,4 +407,5 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         media=media,
         upload_spool_dir=media_files.spool_dir,
         push=push,
+        federation=federation,
     )

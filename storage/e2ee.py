@@ -128,9 +128,12 @@ class E2eeStore:
     async def open(cls, db: Database) -> E2eeStore:
         inbox = await IdGenerator.load(db, "device_inbox", "stream_id")
         txns = await IdGenerator.load(db, "device_inbox_txns", "stream_id")
+        federated = await IdGenerator.load(db, "device_federation_inbox", "stream_id")
         return cls(
             db,
-            IdGenerator(max(inbox.current_position, txns.current_position)),
+            IdGenerator(
+                max(inbox.current_position, txns.current_position, federated.current_position)
+            ),
             await IdGenerator.load(db, "device_lists_stream", "stream_id"),
             await IdGenerator.load(db, "e2e_one_time_keys", "upload_seq"),
         )
@@ -138,7 +141,7 @@ class E2eeStore:
     # Device list stream ---------------------------------------------------------
 
     @staticmethod
-    def _record_changes_txn(
+    def record_changes_txn(
         txn: Transaction, stream_id: int, changes: Iterable[DeviceListChange]
     ) -> None:
         txn.execute_many(
@@ -149,7 +152,7 @@ class E2eeStore:
     async def record_device_list_changes(self, changes: list[DeviceListChange]) -> int:
         with self.device_lists.reserve() as stream_id:
             await self._db.run_interaction(
-                "record_device_list_changes", self._record_changes_txn, stream_id, changes
+                "record_device_list_changes", self.record_changes_txn, stream_id, changes
             )
         return stream_id
 
@@ -194,7 +197,7 @@ class E2eeStore:
                     (user_id, device_id),
                 )
                 txn.call_after(self._forget_device, (user_id, device_id))
-            self._record_changes_txn(txn, stream_id, [DeviceListChange(user_id)])
+            self.record_changes_txn(txn, stream_id, [DeviceListChange(user_id)])
 
         with self.device_lists.reserve() as stream_id:
             await self._db.run_interaction("delete_device_e2e", _txn, stream_id)
@@ -292,7 +295,7 @@ class E2eeStore:
                     (user_id, device_id, k.algorithm, k.key_id, encoded),
                 )
             if changed:
-                self._record_changes_txn(txn, stream_id, [DeviceListChange(user_id)])
+                self.record_changes_txn(txn, stream_id, [DeviceListChange(user_id)])
             txn.call_after(self._invalidate_counts, (user_id, device_id))
             return UploadResult(None, changed)
 
@@ -464,7 +467,7 @@ class E2eeStore:
                     " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
                     (user_id, key.key_type, key.key_id, canonical(key.key)),
                 )
-            self._record_changes_txn(txn, stream_id, changes)
+            self.record_changes_txn(txn, stream_id, changes)
 
         with self.device_lists.reserve() as stream_id:
             await self._db.run_interaction("set_cross_signing_keys", _txn, stream_id)
@@ -507,7 +510,7 @@ class E2eeStore:
                         s.signature,
                     ),
                 )
-            self._record_changes_txn(txn, stream_id, changes)
+            self.record_changes_txn(txn, stream_id, changes)
 
         with self.device_lists.reserve() as stream_id:
             await self._db.run_interaction("store_signatures", _txn, stream_id)
@@ -521,16 +524,27 @@ class E2eeStore:
         txn_id: str,
         now_ms: int,
         messages: dict[str, dict[str, JsonDict]],
+        origin: str | None = None,
     ) -> set[str] | None:
         """Queue messages (device ``*``: every device of the user; unknown devices are
-        skipped). Returns the users given a message, or None if ``txn_id`` was seen."""
+        skipped). Returns the users given a message, or None if ``txn_id`` was seen.
+
+        With ``origin`` (an ``m.direct_to_device`` EDU), ``txn_id`` is the EDU's
+        message id and is deduplicated per origin server instead of per sender device."""
 
         def _txn(txn: Transaction, stream_id: int) -> set[str] | None:
-            txn.execute(
-                "INSERT INTO device_inbox_txns (user_id, device_id, txn_id, stream_id,"
-                " inserted_ts) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                (sender_user_id, sender_device_id, txn_id, stream_id, now_ms),
-            )
+            if origin is not None:
+                txn.execute(
+                    "INSERT INTO device_federation_inbox (origin, message_id, stream_id,"
+                    " received_ts) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    (origin, txn_id, stream_id, now_ms),
+                )
+            else:
+                txn.execute(
+                    "INSERT INTO device_inbox_txns (user_id, device_id, txn_id, stream_id,"
+                    " inserted_ts) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    (sender_user_id, sender_device_id, txn_id, stream_id, now_ms),
+                )
             if txn.rowcount != 1:
                 return None
             rows: list[tuple[int, str, str, str]] = []

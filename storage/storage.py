@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from storage.account_data import AccountDataStore
 from storage.appservice import AppServiceStore
 from storage.database import Database
+from storage.device_federation import DeviceFederationStore
 from storage.e2ee import E2eeStore
 from storage.events import EventsStore
 from storage.federation import FederationStore
@@ -34,6 +35,7 @@ class Storage:
     registration: RegistrationStore
     events: EventsStore
     e2ee: E2eeStore
+    device_federation: DeviceFederationStore
     key_backup: KeyBackupStore
     search: SearchStore
     receipts: ReceiptsStore
@@ -60,6 +62,7 @@ class Storage:
         state_groups = await IdGenerator.load(db, "state_groups", "id")
         receipts_stream = await IdGenerator.load(db, "receipts", "stream_id")
         presence_stream = await IdGenerator.load(db, "presence", "stream_id")
+        e2ee = await E2eeStore.open(db)
         return cls(
             db=db,
             users=UserStore(db, token_ids),
@@ -67,7 +70,8 @@ class Storage:
             account_data=AccountDataStore(db, account_data_stream),
             registration=RegistrationStore(db),
             events=EventsStore(db, events_stream, state_groups),
-            e2ee=await E2eeStore.open(db),
+            e2ee=e2ee,
+            device_federation=await DeviceFederationStore.open(db, e2ee),
             key_backup=await KeyBackupStore.open(db),
             search=SearchStore(db),
             receipts=ReceiptsStore(db, receipts_stream),

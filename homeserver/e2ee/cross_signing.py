@@ -99,6 +99,8 @@ class CrossSigningHandler:
             changes.append(DeviceListChange(user_id, for_user_id=user_id))
         await self._store.set_cross_signing_keys(user_id, new, changes)
         await self._device_lists.notify(changes)
+        if any(k.key_type in ("master", "self_signing") for k in new):
+            await self._device_lists.publish_signing_keys(user_id)
 
     @staticmethod
     def _check_key(
@@ -144,6 +146,14 @@ class CrossSigningHandler:
             ]
             await self._store.store_signatures(accepted, changes)
             await self._device_lists.notify(changes)
+            # Other servers see our users' devices and master key with new signatures.
+            own = [s for s in accepted if s.target_user_id == user_id]
+            master = (await self._keys_of(user_id)).get("master")
+            devices = sorted({s.target_key_id for s in own} - {master.key_id if master else ""})
+            if devices:
+                await self._device_lists.publish_devices(user_id, devices)
+            if len(devices) < len({s.target_key_id for s in own}):
+                await self._device_lists.publish_signing_keys(user_id)
         return {"failures": failures}
 
     async def _own_signatures(

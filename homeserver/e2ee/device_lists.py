@@ -4,7 +4,11 @@ Invariants:
 - Every change to a user's devices or keys is a row in the device list stream
   (``E2eeStore``), written in the transaction that makes the change; afterwards
   ``notify`` wakes the user and every local user sharing a joined room with them (or
-  only ``for_user_id`` for a change meant for one user).
+  only ``for_user_id`` for a change meant for one user). For a remote user's change
+  (from federation), that is every local user sharing a joined room with them.
+- Every change to a local user's devices or cross-signing keys is also handed to the
+  ``publishers`` (federation sends it to the servers sharing a room); a failing
+  publisher is logged and does not fail the change, which is already committed.
 - ``changes`` answers for one user and one window: users with device list rows in the
   window who share a room with them (or the user themselves), users who joined a room
   they share or whose room they joined (``changed``), and users with whom they no
@@ -13,15 +17,19 @@ Invariants:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from homeserver.e2ee.locality import Locality
+from homeserver.e2ee.remote import DeviceListPublisher
 from homeserver.rooms.membership_changes import MembershipChange
 from homeserver.rooms.memberships import MembershipCache
 from homeserver.rooms.room_cache import RoomCache
 from homeserver.sync.notifier import Notifier
 from storage.e2ee import DeviceListChange, E2eeStore
+
+logger = logging.getLogger(__name__)
 
 JOINING = ("join", "invite", "knock")
 LEAVING = ("leave", "ban")
@@ -47,6 +55,7 @@ class DeviceLists:
         self._memberships = memberships
         self._notifier = notifier
         self._locality = locality
+        self.publishers: list[DeviceListPublisher] = []
 
     async def joined_room_ids(self, user_id: str) -> set[str]:
         rooms = await self._memberships.rooms_for_user(user_id)
@@ -69,9 +78,28 @@ class DeviceLists:
                 to_wake.add(change.for_user_id)
                 continue
             to_wake.add(change.user_id)
-            if self._locality.is_mine(change.user_id):
-                to_wake |= await self.members_of(await self.joined_room_ids(change.user_id))
+            to_wake |= await self.members_of(await self.joined_room_ids(change.user_id))
         self._notifier.notify_users(u for u in to_wake if self._locality.is_mine(u))
+
+    async def shares_room_with_local_user(self, user_id: str) -> bool:
+        members = await self.members_of(await self.joined_room_ids(user_id))
+        return any(self._locality.is_mine(u) for u in members if u != user_id)
+
+    async def publish_devices(
+        self, user_id: str, device_ids: list[str], deleted: bool = False
+    ) -> None:
+        for publisher in self.publishers:
+            try:
+                await publisher.devices_changed(user_id, device_ids, deleted)
+            except Exception:
+                logger.exception("Publishing device changes of %s failed", user_id)
+
+    async def publish_signing_keys(self, user_id: str) -> None:
+        for publisher in self.publishers:
+            try:
+                await publisher.signing_keys_changed(user_id)
+            except Exception:
+                logger.exception("Publishing cross-signing keys of %s failed", user_id)
 
     async def on_devices_changed(self, user_id: str, device_ids: list[str], created: bool) -> None:
         """``UserStore`` listener: a device was created, or devices were deleted."""
@@ -80,6 +108,13 @@ class DeviceLists:
         else:
             await self._store.delete_devices(user_id, device_ids)
         await self.notify([DeviceListChange(user_id)])
+        await self.publish_devices(user_id, device_ids, deleted=not created)
+
+    async def on_device_renamed(self, user_id: str, device_id: str) -> None:
+        """A device's display name changed: others see it in /keys/query."""
+        await self._store.record_device_list_changes([DeviceListChange(user_id)])
+        await self.notify([DeviceListChange(user_id)])
+        await self.publish_devices(user_id, [device_id])
 
     async def changes(
         self,

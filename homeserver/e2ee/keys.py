@@ -6,8 +6,10 @@ Invariants:
   device has identity keys they never change (400).
 - ``signed_curve25519`` one-time and fallback keys must carry a valid signature by the
   uploading device's ed25519 key.
-- Remote users are answered with ``failures`` for their server until federation exists;
-  the local/remote decision is ``Locality.is_mine``.
+- Remote users are asked of through ``remote`` (``RemoteKeys``: federation, one request
+  per server within the client's ``timeout``); servers that fail, or every server when
+  no ``remote`` is plugged in, are listed in ``failures``. The local/remote decision is
+  ``Locality.is_mine``.
 - What a user sees of other users' signatures follows the spec's visibility rules: a
   signature is shown when made by the key's owner or by the requesting user.
 """
@@ -20,6 +22,7 @@ from typing import Any
 from homeserver.clock import Clock, now_ms
 from homeserver.e2ee.device_lists import DeviceLists, DeviceListUpdates
 from homeserver.e2ee.locality import Locality, remote_failure
+from homeserver.e2ee.remote import RemoteKeys
 from homeserver.e2ee.signatures import check_signature, verify_key
 from homeserver.errors import Codes, MatrixError
 from homeserver.handlers.auth import Requester
@@ -33,6 +36,7 @@ from storage.events import EventsStore
 JsonDict = dict[str, Any]
 
 SIGNED_CURVE25519 = "signed_curve25519"
+DEFAULT_TIMEOUT_MS = 10_000
 
 
 def bad(message: str) -> MatrixError:
@@ -40,7 +44,7 @@ def bad(message: str) -> MatrixError:
 
 
 def merge_signatures(
-    key: Mapping[str, Any], signatures: Iterable[Signature], viewer: str
+    key: Mapping[str, Any], signatures: Iterable[Signature], viewer: str | None
 ) -> JsonDict:
     """``key`` plus the stored signatures on it that ``viewer`` may see."""
     out = dict(key)
@@ -71,6 +75,7 @@ class KeysHandler:
         self._device_lists = device_lists
         self._locality = locality
         self._clock = clock
+        self.remote: RemoteKeys | None = None
 
     # Upload --------------------------------------------------------------------
 
@@ -100,6 +105,7 @@ class KeysHandler:
             raise bad(f"Cannot store keys: {result.conflict}")
         if result.device_keys_changed:
             await self._device_lists.notify([DeviceListChange(user_id)])
+            await self._device_lists.publish_devices(user_id, [device_id])
         counts = await self._store.get_key_counts(user_id, device_id)
         return {"one_time_key_counts": one_time_key_counts(counts.one_time_keys)}
 
@@ -150,16 +156,33 @@ class KeysHandler:
 
     # Query -----------------------------------------------------------------------
 
-    async def query(self, requester: Requester, device_keys: dict[str, list[str]]) -> JsonDict:
+    async def query(
+        self,
+        requester: Requester,
+        device_keys: dict[str, list[str]],
+        timeout_ms: int = DEFAULT_TIMEOUT_MS,
+    ) -> JsonDict:
         viewer = requester.user_id
         local: dict[str, list[str]] = {}
-        failures: JsonDict = {}
+        remote: dict[str, list[str]] = {}
         for user_id, device_ids in device_keys.items():
-            if self._locality.is_mine(user_id):
-                local[user_id] = device_ids
+            (local if self._locality.is_mine(user_id) else remote)[user_id] = device_ids
+        out = await self.local_keys(local, viewer)
+        out["user_signing_keys"] = out.pop("_user_signing_keys")
+        out["failures"] = {}
+        if remote:
+            if self.remote is None:
+                answer: JsonDict = {"failures": unreachable(remote)}
             else:
-                server = self._locality.server_of(user_id)
-                failures[server] = remote_failure(server)
+                answer = await self.remote.query(remote, timeout_ms)
+            for name in ("device_keys", "master_keys", "self_signing_keys", "failures"):
+                out[name].update(answer.get(name) or {})
+        return out
+
+    async def local_keys(self, device_keys: dict[str, list[str]], viewer: str | None) -> JsonDict:
+        """Keys of local users: ``device_keys``, ``master_keys``, ``self_signing_keys``
+        and, for the viewer alone, ``_user_signing_keys`` (federation leaves it out)."""
+        local = device_keys
         records = await self._store.query_device_keys(local)
         cross = await self._store.get_cross_signing_keys(local)
         targets = [(u, d) for u, devices in records.items() for d in devices]
@@ -195,25 +218,40 @@ class KeysHandler:
             "device_keys": out_devices,
             "master_keys": masters,
             "self_signing_keys": self_signing,
-            "user_signing_keys": user_signing,
-            "failures": failures,
+            "_user_signing_keys": user_signing,
         }
 
     # Claim -----------------------------------------------------------------------
 
-    async def claim(self, one_time_keys: dict[str, dict[str, str]]) -> JsonDict:
-        wanted: list[tuple[str, str, str]] = []
-        failures: JsonDict = {}
+    async def claim(
+        self, one_time_keys: dict[str, dict[str, str]], timeout_ms: int = DEFAULT_TIMEOUT_MS
+    ) -> JsonDict:
+        local: dict[str, dict[str, str]] = {}
+        remote: dict[str, dict[str, str]] = {}
         for user_id, by_device in one_time_keys.items():
-            if self._locality.is_mine(user_id):
-                wanted.extend((user_id, d, algorithm) for d, algorithm in by_device.items())
+            (local if self._locality.is_mine(user_id) else remote)[user_id] = by_device
+        result = await self.claim_local(local)
+        failures: JsonDict = {}
+        if remote:
+            if self.remote is None:
+                failures = unreachable(remote)
             else:
-                server = self._locality.server_of(user_id)
-                failures[server] = remote_failure(server)
+                answer = await self.remote.claim(remote, timeout_ms)
+                result.update(answer.get("one_time_keys") or {})
+                failures = answer.get("failures") or {}
+        return {"one_time_keys": result, "failures": failures}
+
+    async def claim_local(self, one_time_keys: dict[str, dict[str, str]]) -> JsonDict:
+        """One key per (local user, device, algorithm): user -> device -> key id -> key."""
+        wanted = [
+            (user_id, d, algorithm)
+            for user_id, by_device in one_time_keys.items()
+            for d, algorithm in by_device.items()
+        ]
         result: JsonDict = {}
         for key in await self._store.claim_keys(wanted):
             result.setdefault(key.user_id, {}).setdefault(key.device_id, {})[key.key_id] = key.key
-        return {"one_time_keys": result, "failures": failures}
+        return result
 
     # Changes ---------------------------------------------------------------------
 
@@ -244,6 +282,11 @@ class KeysHandler:
             members,
         )
         return {"changed": sorted(updates.changed), "left": sorted(updates.left)}
+
+
+def unreachable(users: Iterable[str]) -> JsonDict:
+    """``failures`` for every server of ``users`` (no federation plugged in)."""
+    return {server: remote_failure(server) for server in {Locality.server_of(u) for u in users}}
 
 
 def one_time_key_counts(counts: Mapping[str, int]) -> dict[str, int]:

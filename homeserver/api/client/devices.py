@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from twisted.web.server import Request
@@ -28,10 +29,18 @@ def device_json(device: DeviceRecord) -> dict[str, Any]:
 
 
 class DeviceServlets:
-    def __init__(self, storage: Storage, auth: AuthHandler, ui_auth: UiAuthHandler) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        auth: AuthHandler,
+        ui_auth: UiAuthHandler,
+        on_renamed: Callable[[str, str], Awaitable[None]] | None = None,
+    ) -> None:
         self._storage = storage
         self._auth = auth
         self._ui_auth = ui_auth
+        # Told (user, device) after a display name change: a device list change.
+        self._on_renamed = on_renamed
 
     def register(self, resource: JsonResource) -> None:
         resource.register_many("GET", client_paths("/devices"), self.on_list)
@@ -62,6 +71,8 @@ class DeviceServlets:
             found = await self._storage.users.update_device_display_name(
                 requester.user_id, deviceId, name
             )
+            if found and self._on_renamed is not None:
+                await self._on_renamed(requester.user_id, deviceId)
         else:
             # The spec: "If not given, the display name is unchanged."
             found = await self._storage.users.get_device(requester.user_id, deviceId) is not None

@@ -9,7 +9,7 @@ from twisted.web.server import Request
 
 from homeserver.api.client.paths import client_paths
 from homeserver.e2ee.cross_signing import CrossSigningHandler
-from homeserver.e2ee.keys import KeysHandler
+from homeserver.e2ee.keys import DEFAULT_TIMEOUT_MS, KeysHandler
 from homeserver.e2ee.to_device import ToDeviceHandler
 from homeserver.errors import Codes, MatrixError
 from homeserver.handlers.auth import AuthHandler
@@ -18,7 +18,7 @@ from homeserver.http.server import JsonResource
 from homeserver.http.servlet import field, parse_json_body, parse_string
 
 
-def _string_lists(value: Any, name: str) -> dict[str, list[str]]:
+def string_lists(value: Any, name: str) -> dict[str, list[str]]:
     if not isinstance(value, dict) or not all(
         isinstance(v, list) and all(isinstance(d, str) for d in v) for v in value.values()
     ):
@@ -26,7 +26,7 @@ def _string_lists(value: Any, name: str) -> dict[str, list[str]]:
     return value
 
 
-def _string_maps(value: Any, name: str) -> dict[str, dict[str, str]]:
+def string_maps(value: Any, name: str) -> dict[str, dict[str, str]]:
     if not isinstance(value, dict) or not all(
         isinstance(v, dict) and all(isinstance(a, str) for a in v.values()) for v in value.values()
     ):
@@ -34,6 +34,14 @@ def _string_maps(value: Any, name: str) -> dict[str, dict[str, str]]:
             400, Codes.BAD_JSON, f"'{name}' must map user ids to device ids to strings"
         )
     return value
+
+
+def _timeout(body: dict[str, Any]) -> int:
+    """The time in ms to wait for other servers (default 10 s, at most a minute)."""
+    timeout: int | None = field(body, "timeout", int)
+    if timeout is None:
+        return DEFAULT_TIMEOUT_MS
+    return max(0, min(timeout, 60_000))
 
 
 class E2eKeysServlets:
@@ -76,16 +84,16 @@ class E2eKeysServlets:
     async def on_query(self, request: Request) -> tuple[int, Any]:
         requester = await self._auth.get_user_by_req(request, allow_guest=True)
         body = parse_json_body(request)
-        field(body, "timeout", int)
-        device_keys = _string_lists(field(body, "device_keys", dict, required=True), "device_keys")
-        return 200, await self._keys.query(requester, device_keys)
+        timeout = _timeout(body)
+        device_keys = string_lists(field(body, "device_keys", dict, required=True), "device_keys")
+        return 200, await self._keys.query(requester, device_keys, timeout)
 
     async def on_claim(self, request: Request) -> tuple[int, Any]:
         await self._auth.get_user_by_req(request, allow_guest=True)
         body = parse_json_body(request)
-        field(body, "timeout", int)
-        wanted = _string_maps(field(body, "one_time_keys", dict, required=True), "one_time_keys")
-        return 200, await self._keys.claim(wanted)
+        timeout = _timeout(body)
+        wanted = string_maps(field(body, "one_time_keys", dict, required=True), "one_time_keys")
+        return 200, await self._keys.claim(wanted, timeout)
 
     async def on_changes(self, request: Request) -> tuple[int, Any]:
         requester = await self._auth.get_user_by_req(request, allow_guest=True)
