@@ -299,6 +299,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
     )
     cross_signing = CrossSigningHandler(storage.e2ee, storage.users, device_lists, locality)
     to_device = ToDeviceHandler(storage.e2ee, notifier, locality, reactor)
+    to_device.listeners.append(appservices.on_to_device)
     sync.add_source(ToDeviceSource(storage.e2ee))
     sync.add_source(DeviceListSource(storage.e2ee, device_lists))
     sync.sync_hooks.append(presence.user_syncing)

@@ -119,6 +119,40 @@ class AppServiceHandler:
             lambda f: logger.error("Routing %s to application services: %s", edu_type, f.value)
         )
 
+    def on_to_device(self, messages: dict[str, dict[str, JsonDict]]) -> None:
+        """To-device messages just queued for local devices (user -> device or ``*`` ->
+        ``{type, sender, content}``): those for a service's users go to the service
+        (MSC4203), with ``to_user_id`` and ``to_device_id``. Returns at once."""
+        targets = [
+            (s, user_id, by_device)
+            for user_id, by_device in messages.items()
+            for s in self.registry.services
+            if s.receive_ephemeral and s.url and s.is_interested_in_user(user_id)
+        ]
+        if not targets:
+            return
+        d = defer.ensureDeferred(self._route_to_device(targets))
+        d.addErrback(lambda f: logger.error("Routing to-device messages to services: %s", f.value))
+
+    async def _route_to_device(
+        self, targets: list[tuple[ApplicationService, str, dict[str, JsonDict]]]
+    ) -> None:
+        for service, user_id, by_device in targets:
+            devices: list[str] | None = None
+            for device_id, message in by_device.items():
+                if device_id == "*":
+                    if devices is None:
+                        devices = [
+                            d.device_id for d in await self._storage.users.get_devices(user_id)
+                        ]
+                    recipients = devices
+                else:
+                    recipients = [device_id]
+                for recipient in recipients:
+                    self.sender.on_to_device(
+                        service.id, {**message, "to_user_id": user_id, "to_device_id": recipient}
+                    )
+
     def on_receipt(self, receipt: Receipt) -> None:
         """A stored read receipt (a ``storage.receipts`` listener)."""
         self.on_ephemeral(receipt.room_id, "m.receipt", receipt_content([receipt]))

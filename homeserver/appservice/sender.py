@@ -74,6 +74,7 @@ class ServiceQueue:
         self._clock = clock
         self._pending: deque[_Pending] = deque()
         self._ephemeral: list[JsonDict] = []
+        self._to_device: list[JsonDict] = []
         self._position = 0  # recorded in the database
         self._seen = 0  # every event up to here is in _pending or was of no interest
         self._catching_up = True
@@ -151,6 +152,10 @@ class ServiceQueue:
         self._ephemeral.append(edu)
         self.poke()
 
+    def on_to_device(self, message: JsonDict) -> None:
+        self._to_device.append(message)
+        self.poke()
+
     def retry_now(self) -> None:
         """End a backoff wait now (the service answered a ping)."""
         if self._retry_call is not None and self._retry_call.active():
@@ -171,6 +176,7 @@ class ServiceQueue:
         work = (
             self._pending
             or self._ephemeral
+            or self._to_device
             or self._catching_up
             or self._has_unsent
             or self._inflight
@@ -251,12 +257,17 @@ class ServiceQueue:
         events = await self._next_events()
         ephemeral = self._ephemeral[:MAX_EPHEMERAL_PER_TXN]
         del self._ephemeral[:MAX_EPHEMERAL_PER_TXN]
-        if not events and not ephemeral:
+        to_device = self._to_device[:MAX_EPHEMERAL_PER_TXN]
+        del self._to_device[:MAX_EPHEMERAL_PER_TXN]
+        if not events and not ephemeral and not to_device:
             return None
         body: JsonDict = {"events": [ev.client_dict() for ev in events]}
         if ephemeral:
             body["ephemeral"] = ephemeral
             body["de.sorunome.msc2409.ephemeral"] = ephemeral
+        if to_device:  # MSC4203 (stable name) and MSC2409's unstable one, as bridges read
+            body["to_device"] = to_device
+            body["de.sorunome.msc2409.to_device"] = to_device
         position = self._safe_position()
         try:
             txn = await self._store.create_txn(self.service.id, body, position, now_ms(self._clock))
@@ -264,6 +275,7 @@ class ServiceQueue:
             # Not recorded: put everything back, in order, for the next attempt.
             self._pending.extendleft(_Pending(ev, True) for ev in reversed(events))
             self._ephemeral[:0] = ephemeral
+            self._to_device[:0] = to_device
             raise
         self._position = max(self._position, position)
         return txn
@@ -378,6 +390,11 @@ class AppServiceSender:
         queue = self.queues.get(service_id)
         if queue is not None and queue.service.receive_ephemeral:
             queue.on_ephemeral(edu)
+
+    def on_to_device(self, service_id: str, message: JsonDict) -> None:
+        queue = self.queues.get(service_id)
+        if queue is not None and queue.service.receive_ephemeral:
+            queue.on_to_device(message)
 
     def retry_now(self, service_id: str) -> None:
         queue = self.queues.get(service_id)

@@ -16,6 +16,7 @@ Invariants:
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from homeserver.clock import Clock, now_ms
@@ -40,6 +41,8 @@ class ToDeviceHandler:
         self._locality = locality
         self._clock = clock
         self.remote: RemoteToDevice | None = None
+        # Told of every batch queued for local devices (application services).
+        self.listeners: list[Callable[[dict[str, dict[str, JsonDict]]], None]] = []
 
     async def send(self, requester: Requester, event_type: str, txn_id: str, messages: Any) -> None:
         if not isinstance(messages, dict):
@@ -71,6 +74,7 @@ class ToDeviceHandler:
             return  # a retry of a send already done
         if recipients:
             self._notifier.notify_users(recipients)
+            self._tell_listeners(local)
         if remote:
             if self.remote is None:
                 logger.info("Dropping to-device messages for %d remote users", len(remote))
@@ -116,3 +120,11 @@ class ToDeviceHandler:
         )
         if recipients:
             self._notifier.notify_users(recipients)
+            self._tell_listeners(local)
+
+    def _tell_listeners(self, local: dict[str, dict[str, JsonDict]]) -> None:
+        for listener in self.listeners:
+            try:
+                listener(local)
+            except Exception:
+                logger.exception("A to-device listener failed")

@@ -11,7 +11,15 @@ from twisted.internet.task import deferLater
 
 from homeserver.appservice import sender
 from tests.appservice.fake_as import FakeAppService
-from tests.appservice.helpers import HS_TOKEN, V1, V3, as_client, as_request, puppet
+from tests.appservice.helpers import (
+    HS_TOKEN,
+    V1,
+    V3,
+    as_client,
+    as_request,
+    puppet,
+    register_puppet,
+)
 from tests.support.client import Client, q
 from tests.support.server import RunningServer, make_config_dict, start_server
 
@@ -249,3 +257,46 @@ class TestEphemeral:
         assert alice.user_id in edu["content"][event_id]["m.read"]
         unstable = [r for r in fake_as.transaction_requests() if r.body.get("ephemeral")]
         assert unstable[0].body["de.sorunome.msc2409.ephemeral"] == unstable[0].body["ephemeral"]
+
+    @pytest_twisted.ensureDeferred
+    async def test_to_device_messages_for_its_users_are_pushed(
+        self, server: RunningServer, fake_as: FakeAppService
+    ) -> None:
+        alice = server.client()
+        await alice.register("alice")
+        resp = await register_puppet(server, "_bridge_td", device_id="PUPPETDEV")
+        assert resp.code == 200, resp
+        puppet_id = resp.json["user_id"]
+        messages = {
+            puppet_id: {"PUPPETDEV": {"n": 1}},
+            alice.user_id: {"*": {"n": 2}},  # not the service's user: never pushed
+        }
+        resp = await alice.put(f"{V3}/sendToDevice/m.test/txn1", {"messages": messages})
+        assert resp.code == 200, resp
+        resp = await alice.put(
+            f"{V3}/sendToDevice/m.test/txn2", {"messages": {puppet_id: {"*": {"n": 3}}}}
+        )
+        assert resp.code == 200, resp
+
+        def pushed() -> list[dict[str, Any]]:
+            return [m for r in fake_as.transaction_requests() for m in r.body.get("to_device", [])]
+
+        await fake_as.wait_for(lambda: len(pushed()) >= 2)
+        assert pushed() == [
+            {
+                "type": "m.test",
+                "sender": alice.user_id,
+                "content": {"n": 1},
+                "to_user_id": puppet_id,
+                "to_device_id": "PUPPETDEV",
+            },
+            {
+                "type": "m.test",
+                "sender": alice.user_id,
+                "content": {"n": 3},
+                "to_user_id": puppet_id,
+                "to_device_id": "PUPPETDEV",
+            },
+        ]
+        unstable = [r for r in fake_as.transaction_requests() if r.body.get("to_device")]
+        assert unstable[0].body["de.sorunome.msc2409.to_device"] == unstable[0].body["to_device"]
