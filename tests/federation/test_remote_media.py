@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from collections.abc import AsyncIterator
@@ -12,6 +13,7 @@ import pytest_twisted
 from twisted.internet import defer
 
 from federation.interfaces import FederationRequestError
+from homeserver.http.responses import MultipartFileResponse
 from tests.media.helpers import assert_error, image_bytes, open_image, sqlite_only, stored_files
 from tests.media.test_federation_media import parse_multipart
 from tests.support.client import Client
@@ -20,6 +22,11 @@ from tests.support.server import RunningServer
 
 CLIENT_MEDIA = "/_matrix/client/v1/media"
 FED_MEDIA = "/_matrix/federation/v1/media"
+
+
+@pytest.fixture
+def a_overrides() -> dict[str, Any]:
+    return {}
 
 
 @pytest.fixture
@@ -40,9 +47,13 @@ class Pair:
 
 @pytest_twisted.async_yield_fixture
 async def pair(
-    database: dict[str, Any], database_b: dict[str, Any], tmp_path: Any, b_overrides: Any
+    database: dict[str, Any],
+    database_b: dict[str, Any],
+    tmp_path: Any,
+    a_overrides: Any,
+    b_overrides: Any,
 ) -> AsyncIterator[Pair]:
-    a = await start_federating_server(str(tmp_path / "a"), database)
+    a = await start_federating_server(str(tmp_path / "a"), database, **a_overrides)
     b = await start_federating_server(str(tmp_path / "b"), database_b, **b_overrides)
     p = Pair(a, b)
     try:
@@ -226,6 +237,49 @@ async def test_federation_media_requires_a_signature(pair: Pair) -> None:
     with pytest.raises(FederationRequestError) as err:
         await client.get_json(pair.a_name, f"{FED_MEDIA}/download/NoSuchMedia")
     assert err.value.code == 404 and err.value.errcode == "M_NOT_FOUND"
+
+
+@sqlite_only
+@pytest.mark.parametrize("a_overrides", [{"enable_authenticated_media": False}])
+@pytest_twisted.ensureDeferred
+async def test_fallback_to_legacy_download_for_old_servers(pair: Pair) -> None:
+    """A server without the federation media endpoints (404 M_UNRECOGNIZED) is asked
+    at /_matrix/media/v3/download with allow_remote=false."""
+    resource: Any = pair.a.hs.resource
+    resource._routes = [r for r in resource._routes if not r.pattern.startswith(FED_MEDIA)]
+    alice, bob = await user(pair.a, "alice"), await user(pair.b, "bob")
+    media_id = await upload(alice, b"from an old server", "text/plain", "old.txt")
+    resp = await bob.get(f"{CLIENT_MEDIA}/download/{pair.a_name}/{media_id}")
+    assert resp.code == 200, resp
+    assert resp.raw == b"from an old server"
+    assert resp.header("Content-Disposition") == "inline; filename=old.txt"
+    resp = await bob.get(f"{CLIENT_MEDIA}/download/{pair.a_name}/MissingOnTheOldServer")
+    assert_error(resp, 404, "M_NOT_FOUND")
+
+
+@sqlite_only
+@pytest.mark.parametrize("a_overrides", [{"enable_authenticated_media": False}])
+@pytest_twisted.ensureDeferred
+async def test_location_part_is_followed(pair: Pair) -> None:
+    """A remote may answer with a Location instead of the bytes (a CDN): B follows it
+    with a plain GET. Here A's download route is swapped for one that points at A's own
+    unauthenticated client endpoint."""
+    alice, bob = await user(pair.a, "alice"), await user(pair.b, "bob")
+    media_id = await upload(alice, b"behind a redirect", "text/plain", "cdn.txt")
+    target = f"{pair.a.base_url}/_matrix/media/v3/download/{pair.a_name}/{media_id}"
+
+    async def redirecting(request: Any, mediaId: str) -> tuple[int, Any]:
+        return 200, MultipartFileResponse(
+            open_file=lambda: io.BytesIO(b""), size=0, part_headers={"Location": target}
+        )
+
+    resource: Any = pair.a.hs.resource
+    resource._routes = [r for r in resource._routes if not r.pattern.startswith(FED_MEDIA)]
+    resource.register("GET", f"{FED_MEDIA}/download/{{mediaId}}", redirecting)
+    resp = await bob.get(f"{CLIENT_MEDIA}/download/{pair.a_name}/{media_id}")
+    assert resp.code == 200, resp
+    assert resp.raw == b"behind a redirect"
+    assert resp.header("Content-Disposition") == "inline; filename=cdn.txt"
 
 
 async def _content(response: Any) -> bytes:
