@@ -41,7 +41,7 @@ from homeserver.api.federation_media import FederationMediaServlets
 from homeserver.api.keys import KeyServlets
 from homeserver.appservice.handler import AppServiceHandler
 from homeserver.appservice.registration import AppServiceRegistry
-from homeserver.config import HomeserverConfig
+from homeserver.config import HomeserverConfig, RateLimit
 from homeserver.e2ee.backup import KeyBackupHandler
 from homeserver.e2ee.cross_signing import CrossSigningHandler
 from homeserver.e2ee.device_lists import DeviceLists
@@ -328,7 +328,18 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         ),
     )
     media = MediaRepository(
-        MediaSettings.from_config(config), storage.media, media_files, reactor, remote_media
+        MediaSettings.from_config(config),
+        storage.media,
+        media_files,
+        reactor,
+        remote_media,
+        Ratelimiter(
+            reactor,
+            RateLimit(
+                per_second=config.remote_media_download_per_second,
+                burst_count=config.remote_media_download_burst_count,
+            ),
+        ),
     )
     previewer = (
         UrlPreviewer(

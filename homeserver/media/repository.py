@@ -34,6 +34,7 @@ from homeserver.async_utils import observe
 from homeserver.clock import Clock, now_ms
 from homeserver.config import HomeserverConfig
 from homeserver.errors import Codes, MatrixError
+from homeserver.http.ratelimit import Ratelimiter
 from homeserver.media import thumbnailer
 from homeserver.media.storage import (
     MediaStorage,
@@ -65,6 +66,7 @@ DEFAULT_TIMEOUT_MS = 20_000
 MAX_TIMEOUT_MS = 60_000
 _POLL_MS = 1_000  # re-check pending media at least this often (uploads in other processes)
 _ID_ALPHABET = string.ascii_letters
+_MIB = 1024 * 1024
 
 
 def random_media_id() -> str:
@@ -136,6 +138,7 @@ class MediaRepository:
         storage: MediaStorage,
         clock: Clock,
         remote: RemoteMediaFetcher | None = None,
+        download_limiter: Ratelimiter | None = None,
     ) -> None:
         self.settings = settings
         self.server_name = settings.server_name
@@ -146,6 +149,7 @@ class MediaRepository:
         self._waiters: dict[str, list[defer.Deferred[None]]] = {}
         self._generating: dict[str, defer.Deferred[ThumbnailRecord]] = {}
         self._remote = remote
+        self._download_limiter = download_limiter
         self._fetching: dict[tuple[str, str], defer.Deferred[MediaRecord]] = {}
 
     def open_file(self, key: str) -> Callable[[], BinaryIO]:
@@ -378,6 +382,7 @@ class MediaRepository:
         *,
         allow_remote: bool = True,
         allow_authenticated: bool = True,
+        requester_ip: str = "",
     ) -> MediaRecord:
         """Media by mxc URI parts: ours (``get_local_media``) or another server's."""
         if server_name == self.server_name:
@@ -390,6 +395,7 @@ class MediaRepository:
             timeout_ms,
             allow_remote=allow_remote,
             allow_authenticated=allow_authenticated,
+            requester_ip=requester_ip,
         )
 
     async def get_remote_media(
@@ -400,12 +406,15 @@ class MediaRepository:
         *,
         allow_remote: bool = True,
         allow_authenticated: bool = True,
+        requester_ip: str = "",
     ) -> MediaRecord:
         """Another server's media from the cache, fetched first when not there.
 
         404 without asking the other server when ``allow_remote`` is false, for an
         invalid id, or (unauthenticated endpoints) for media cached while authenticated
-        media was on; 403 for a server outside ``federation_domain_whitelist``.
+        media was on; 403 for a server outside ``federation_domain_whitelist``; 429
+        when ``requester_ip`` has used up its download allowance (as Synapse: a fetch
+        needs 1 MiB of allowance to start and is charged its size when done).
         """
         if not is_valid_media_id(media_id):
             raise not_found()
@@ -426,7 +435,11 @@ class MediaRepository:
         key = (server_name, media_id)
         running = self._fetching.get(key)
         if running is None:
-            running = defer.ensureDeferred(self._fetch_remote(server_name, media_id, timeout_ms))
+            if self._download_limiter is not None:
+                self._download_limiter.ratelimit(requester_ip, cost=_MIB, update=False)
+            running = defer.ensureDeferred(
+                self._fetch_remote(server_name, media_id, timeout_ms, requester_ip)
+            )
             self._fetching[key] = running
             running.addBoth(lambda r: (self._fetching.pop(key, None), r)[1])
             result = observe(running)
@@ -434,9 +447,13 @@ class MediaRepository:
             return await result
         return await observe(running)
 
-    async def _fetch_remote(self, server_name: str, media_id: str, timeout_ms: int) -> MediaRecord:
+    async def _fetch_remote(
+        self, server_name: str, media_id: str, timeout_ms: int, requester_ip: str
+    ) -> MediaRecord:
         assert self._remote is not None
         fetched = await self._remote.fetch(server_name, media_id, timeout_ms)
+        if self._download_limiter is not None:
+            self._download_limiter.record(requester_ip, cost=fetched.size)
         key = self._content_key(server_name, media_id)
         written: list[str] = []
         try:

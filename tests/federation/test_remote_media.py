@@ -286,3 +286,23 @@ async def _content(response: Any) -> bytes:
     import treq
 
     return bytes(await treq.content(response))
+
+
+@sqlite_only
+@pytest.mark.parametrize(
+    "b_overrides",
+    [{"remote_media_download_burst_count": "1536K", "remote_media_download_per_second": 1}],
+)
+@pytest_twisted.ensureDeferred
+async def test_remote_downloads_are_rate_limited_per_address(pair: Pair) -> None:
+    alice, bob = await user(pair.a, "alice"), await user(pair.b, "bob")
+    first = await upload(alice, os.urandom(1_000_000), "application/octet-stream")
+    second = await upload(alice, os.urandom(1000), "application/octet-stream")
+    resp = await bob.get(f"{CLIENT_MEDIA}/download/{pair.a_name}/{first}")
+    assert resp.code == 200, resp
+    # A fetch needs 1 MiB of allowance left: only ~0.5 MiB is.
+    resp = await bob.get(f"{CLIENT_MEDIA}/download/{pair.a_name}/{second}")
+    assert_error(resp, 429, "M_LIMIT_EXCEEDED")
+    # What is cached is not counted.
+    resp = await bob.get(f"{CLIENT_MEDIA}/download/{pair.a_name}/{first}")
+    assert resp.code == 200, resp

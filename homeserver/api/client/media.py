@@ -188,6 +188,7 @@ class MediaServlets:
             _timeout_ms(request),
             allow_remote=bool(allow_remote),
             allow_authenticated=authenticated,
+            requester_ip=request.client_ip(),
         )
 
     # URL previews ----------------------------------------------------------------
