@@ -24,7 +24,7 @@ from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.internet.ssl import CertificateOptions, optionsForClientTLS
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IPolicyForHTTPS
+from twisted.web.iweb import IPolicyForHTTPS, IResponse
 from zope.interface import implementer
 
 from federation.discovery import ServerResolver, is_ip_literal
@@ -57,6 +57,23 @@ DEFAULT_IP_RANGE_BLACKLIST = (
     "ff00::/8",
     "fec0::/10",
 )
+
+
+def error_from_response(destination: str, code: int, content: bytes) -> FederationRequestError:
+    """The error for a non-2xx answer, with the Matrix errcode when the body has one."""
+    try:
+        parsed = json.loads(content) if content else None
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict):
+        errcode = parsed.get("errcode")
+        return FederationRequestError(
+            destination,
+            code,
+            errcode if isinstance(errcode, str) else None,
+            str(parsed.get("error", "")),
+        )
+    return FederationRequestError(destination, code, None, content[:200].decode("utf-8", "replace"))
 
 
 class IpRangePolicy:
@@ -154,7 +171,7 @@ class MatrixFederationHttpClient:
     def destination_allowed(self, destination: str) -> bool:
         return self._whitelist is None or destination in self._whitelist
 
-    async def request(
+    async def send(
         self,
         method: str,
         destination: str,
@@ -164,7 +181,12 @@ class MatrixFederationHttpClient:
         body: Any | None = None,
         timeout_s: float = 60.0,
         sign: bool = True,
-    ) -> Any:
+    ) -> IResponse:
+        """Send a request; the answer once its headers are in, its body not yet read.
+
+        ``timeout_s`` bounds the wait for the headers only. Connection failures raise
+        ``FederationRequestError`` (502, or 504 on timeout); HTTP errors do not.
+        """
         if destination == self.server_name:
             raise FederationRequestError(
                 destination, 400, None, "Refusing to federate with ourselves"
@@ -204,17 +226,39 @@ class MatrixFederationHttpClient:
             auth = sign_request(self._key, method, uri, self.server_name, destination, body)
             headers.addRawHeader(b"Authorization", auth.encode())
         try:
-            response = await treq.request(
+            response: IResponse = await treq.request(
                 method,
                 url,
                 data=data,
                 headers=headers,
                 agent=self._agent(resolved.tls_server_name),  # type: ignore[arg-type]
                 timeout=timeout_s,
+                unbuffered=True,
             )
-            content = await treq.content(response)
         except defer.CancelledError:
             raise FederationRequestError(destination, 504, None, "Request timed out") from None
+        except Exception as e:
+            raise FederationRequestError(
+                destination, 502, None, f"Connection failed: {e}"
+            ) from None
+        return response
+
+    async def request(
+        self,
+        method: str,
+        destination: str,
+        path: str,
+        *,
+        args: Args = None,
+        body: Any | None = None,
+        timeout_s: float = 60.0,
+        sign: bool = True,
+    ) -> Any:
+        response = await self.send(
+            method, destination, path, args=args, body=body, timeout_s=timeout_s, sign=sign
+        )
+        try:
+            content = await treq.content(response)
         except Exception as e:
             raise FederationRequestError(
                 destination, 502, None, f"Connection failed: {e}"
@@ -224,13 +268,7 @@ class MatrixFederationHttpClient:
         except ValueError:
             parsed = None
         if not 200 <= response.code < 300:
-            errcode = parsed.get("errcode") if isinstance(parsed, dict) else None
-            message = (
-                parsed.get("error", "")
-                if isinstance(parsed, dict)
-                else content[:200].decode("utf-8", "replace")
-            )
-            raise FederationRequestError(destination, response.code, errcode, str(message))
+            raise error_from_response(destination, response.code, content)
         if parsed is None:
             raise FederationRequestError(destination, 502, None, "Response was not JSON")
         return parsed

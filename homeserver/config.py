@@ -510,6 +510,24 @@ SCHEMA: list[Key] = [
         "Media",
     ),
     Key(
+        "remote_media_download_burst_count",
+        parse_size,
+        500 * 1024**2,
+        "Bytes of other servers' media one client address may have fetched at once "
+        "(a token bucket, with `remote_media_download_per_second`); past it, fetches "
+        "answer 429 `M_LIMIT_EXCEEDED`. Media already cached is not counted.",
+        None,
+        "Media",
+    ),
+    Key(
+        "remote_media_download_per_second",
+        parse_size,
+        87 * 1024,
+        "Bytes per second by which that allowance refills.",
+        None,
+        "Media",
+    ),
+    Key(
         "media_upload_limits",
         _media_upload_limits,
         [],

@@ -15,6 +15,7 @@ from typing import Any
 from twisted.internet import defer
 
 from crypto.signing_key import load_or_generate_signing_key
+from federation.http_client import DEFAULT_IP_RANGE_BLACKLIST
 from federation.setup import Federation, build_federation
 from homeserver.api.client.account import AccountServlets
 from homeserver.api.client.account_data import AccountDataServlets
@@ -40,7 +41,7 @@ from homeserver.api.federation_media import FederationMediaServlets
 from homeserver.api.keys import KeyServlets
 from homeserver.appservice.handler import AppServiceHandler
 from homeserver.appservice.registration import AppServiceRegistry
-from homeserver.config import HomeserverConfig
+from homeserver.config import HomeserverConfig, RateLimit
 from homeserver.e2ee.backup import KeyBackupHandler
 from homeserver.e2ee.cross_signing import CrossSigningHandler
 from homeserver.e2ee.device_lists import DeviceLists
@@ -62,7 +63,8 @@ from homeserver.handlers.search import SearchHandler
 from homeserver.handlers.ui_auth import UiAuthHandler
 from homeserver.http.ratelimit import Ratelimiter
 from homeserver.http.server import JsonResource, MatrixSite
-from homeserver.media.preview import UrlPreviewer
+from homeserver.media.preview import IpFilter, UrlPreviewer
+from homeserver.media.remote import RemoteMediaFetcher
 from homeserver.media.repository import MediaRepository, MediaSettings
 from homeserver.media.storage import FileSystemMediaStorage
 from homeserver.push.setup import PushServices, build_push
@@ -304,20 +306,6 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
     sync.add_source(DeviceListSource(storage.e2ee, device_lists))
     sync.sync_hooks.append(presence.user_syncing)
 
-    media_files = FileSystemMediaStorage(config.media_store_path)
-    media = MediaRepository(MediaSettings.from_config(config), storage.media, media_files, reactor)
-    previewer = (
-        UrlPreviewer(
-            media,
-            reactor,
-            ip_blacklist=config.url_preview_ip_range_blacklist,
-            ip_whitelist=config.url_preview_ip_range_whitelist,
-            max_size=config.max_spider_size,
-        )
-        if config.url_preview_enabled
-        else None
-    )
-
     federation = build_federation(
         config,
         reactor,
@@ -333,6 +321,44 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         device_lists,
     )
     fanout.listeners.append(federation.on_persisted)
+
+    media_files = FileSystemMediaStorage(config.media_store_path)
+    blacklist = config.ip_range_blacklist
+    remote_media = RemoteMediaFetcher(
+        reactor,
+        federation.client,
+        media_files.spool_dir,
+        config.max_upload_size,
+        IpFilter(
+            list(DEFAULT_IP_RANGE_BLACKLIST) if blacklist is None else blacklist,
+            config.ip_range_whitelist,
+        ),
+    )
+    media = MediaRepository(
+        MediaSettings.from_config(config),
+        storage.media,
+        media_files,
+        reactor,
+        remote_media,
+        Ratelimiter(
+            reactor,
+            RateLimit(
+                per_second=config.remote_media_download_per_second,
+                burst_count=config.remote_media_download_burst_count,
+            ),
+        ),
+    )
+    previewer = (
+        UrlPreviewer(
+            media,
+            reactor,
+            ip_blacklist=config.url_preview_ip_range_blacklist,
+            ip_whitelist=config.url_preview_ip_range_whitelist,
+            max_size=config.max_spider_size,
+        )
+        if config.url_preview_enabled
+        else None
+    )
 
     resource = JsonResource()
     federation.register(resource)
@@ -378,7 +404,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         DirectoryServlets(auth, room_handler, directory),
         AppServiceServlets(auth, appservices),
         MediaServlets(auth, media, Ratelimiter(reactor, config.rc_media_create), previewer),
-        FederationMediaServlets(media),
+        FederationMediaServlets(media, federation.authenticator.authenticate),
         KeyServlets(server_name, signing_key, reactor, config.key_refresh_interval),
         SharedSecretRegistrationServlet(
             config.registration_shared_secret, reactor, auth, registration

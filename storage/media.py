@@ -119,7 +119,7 @@ class NewUpload:
 
     server_name: str
     media_id: str
-    user_id: str
+    user_id: str | None  # None for another server's media
     content_type: str
     upload_name: str | None
     size: int
@@ -284,6 +284,52 @@ class MediaStore:
 
         await self._db.run_interaction("complete_pending_media", _txn)
 
+    async def store_remote(self, media: NewUpload, now_ms: int) -> None:
+        """Record another server's media fetched into the cache (replacing a stale row).
+
+        ``media.user_id`` is not stored: the uploader is the other server's business.
+        """
+
+        def _txn(txn: Transaction) -> None:
+            txn.execute(
+                "INSERT INTO media (server_name, media_id, user_id, created_ts, content_type,"
+                " upload_name, size, sha256, authenticated, url_cache, image_width,"
+                " image_height, image_animated, thumbnail_error)"
+                " VALUES (?, ?, NULL, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)"
+                " ON CONFLICT (server_name, media_id) DO UPDATE SET"
+                " created_ts = excluded.created_ts, content_type = excluded.content_type,"
+                " upload_name = excluded.upload_name, size = excluded.size,"
+                " sha256 = excluded.sha256, authenticated = excluded.authenticated,"
+                " image_width = excluded.image_width, image_height = excluded.image_height,"
+                " image_animated = excluded.image_animated,"
+                " thumbnail_error = excluded.thumbnail_error",
+                (
+                    media.server_name,
+                    media.media_id,
+                    now_ms,
+                    media.content_type,
+                    media.upload_name,
+                    media.size,
+                    media.sha256,
+                    int(media.authenticated),
+                    media.image.width,
+                    media.image.height,
+                    int(media.image.animated),
+                    media.image.thumbnail_error,
+                ),
+            )
+            txn.execute_many(
+                "INSERT INTO media_thumbnails (server_name, media_id, width, height, method,"
+                " content_type, size, animated) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT DO NOTHING",
+                [
+                    (media.server_name, media.media_id, *_thumbnail_values(t))
+                    for t in media.thumbnails
+                ],
+            )
+
+        await self._db.run_interaction("store_remote_media", _txn)
+
     async def add_thumbnail(
         self, server_name: str, media_id: str, thumbnail: ThumbnailRecord
     ) -> None:
@@ -323,6 +369,7 @@ def _check_and_count(
 ) -> None:
     if upload.url_cache:
         return
+    assert upload.user_id is not None  # local uploads only
     # Touch the usage row first: it is the per-user lock for the checks below.
     txn.execute(
         "INSERT INTO media_usage (user_id, media_count, total_bytes) VALUES (?, 0, 0)"

@@ -127,3 +127,30 @@ def media_headers(
         "Content-Disposition": content_disposition(content_type, filename, inline=inline),
         "Cache-Control": CACHE_CONTROL,
     }
+
+
+_DISPOSITION_PARAM_RE = re.compile(
+    r";\s*(filename\*?)\s*=\s*(\"(?:[^\"\\]|\\.)*\"|[^;]*)", re.IGNORECASE
+)
+
+
+def filename_from_disposition(value: str | None) -> str | None:
+    """The file name of a ``Content-Disposition`` (``filename*`` first, as RFC 6266 says)."""
+    if not value:
+        return None
+    plain: str | None = None
+    for name, raw in _DISPOSITION_PARAM_RE.findall(value):
+        raw = raw.strip()
+        if name.lower() == "filename*":
+            charset, _, rest = raw.partition("'")
+            _lang, _, encoded = rest.partition("'")
+            if charset.lower() == "utf-8" and encoded:
+                try:
+                    return urllib.parse.unquote(encoded, errors="strict") or None
+                except UnicodeDecodeError:
+                    continue
+        elif plain is None:
+            if raw.startswith('"') and raw.endswith('"') and len(raw) >= 2:
+                raw = re.sub(r"\\(.)", r"\1", raw[1:-1])
+            plain = raw or None
+    return plain

@@ -124,6 +124,22 @@ class _ResolverReactor:
         return getattr(self._reactor, name)
 
 
+def filtering_agent(
+    reactor: Any, ip_filter: IpFilter, on_blocked: Any, *, connect_timeout: float = 10
+) -> IAgent:
+    """An agent (no persistent connections) that never connects to a blocked address."""
+    resolver = _BlocklistingResolver(reactor.nameResolver, ip_filter, on_blocked)
+    filtered = _ResolverReactor(reactor, resolver)
+    return cast(
+        IAgent,
+        Agent(
+            filtered,
+            pool=HTTPConnectionPool(filtered, persistent=False),
+            connectTimeout=connect_timeout,
+        ),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Fetched:
     url: str
@@ -209,14 +225,7 @@ class UrlPreviewer:
 
     async def _fetch(self, url: str) -> Fetched:
         blocked: list[bool] = []
-        resolver = _BlocklistingResolver(
-            self._reactor.nameResolver, self._filter, lambda: blocked.append(True)
-        )
-        reactor = _ResolverReactor(self._reactor, resolver)
-        agent = cast(
-            IAgent,
-            Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False), connectTimeout=10),
-        )
+        agent = filtering_agent(self._reactor, self._filter, lambda: blocked.append(True))
         d = defer.ensureDeferred(self._get(agent, url))
         d.addTimeout(self._timeout_s, self._reactor)
         started = time.monotonic()

@@ -11,16 +11,22 @@ Invariants:
   animated thumbnails, ``dynamic_thumbnails``, or when no configured size fits.
 - Thumbnails are never upscaled; an image smaller than the requested size is answered
   with the original (unless it is animated and animation was not asked for).
+- Other servers' media is fetched (``remote.py``) at most once at a time per mxc URI:
+  concurrent requests share one download, which the requests' own cancellation does not
+  stop. It is cached like an upload (file under ``remote_content/<server>/``, thumbnails
+  of the configured sizes, then the row), so a recorded row always has its file, and
+  later requests are served from the cache without asking the other server.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import string
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from twisted.internet import defer, threads
 
@@ -28,6 +34,7 @@ from homeserver.async_utils import observe
 from homeserver.clock import Clock, now_ms
 from homeserver.config import HomeserverConfig
 from homeserver.errors import Codes, MatrixError
+from homeserver.http.ratelimit import Ratelimiter
 from homeserver.media import thumbnailer
 from homeserver.media.storage import (
     MediaStorage,
@@ -35,6 +42,8 @@ from homeserver.media.storage import (
     is_valid_media_id,
     local_content_key,
     local_thumbnail_key,
+    remote_content_key,
+    remote_thumbnail_key,
 )
 from homeserver.media.thumbnailer import ThumbnailError, ThumbnailSpec
 from storage.media import (
@@ -48,12 +57,16 @@ from storage.media import (
     UploadLimit,
 )
 
+if TYPE_CHECKING:
+    from homeserver.media.remote import RemoteMediaFetcher
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_MS = 20_000
 MAX_TIMEOUT_MS = 60_000
 _POLL_MS = 1_000  # re-check pending media at least this often (uploads in other processes)
 _ID_ALPHABET = string.ascii_letters
+_MIB = 1024 * 1024
 
 
 def random_media_id() -> str:
@@ -124,6 +137,8 @@ class MediaRepository:
         store: MediaStore,
         storage: MediaStorage,
         clock: Clock,
+        remote: RemoteMediaFetcher | None = None,
+        download_limiter: Ratelimiter | None = None,
     ) -> None:
         self.settings = settings
         self.server_name = settings.server_name
@@ -133,6 +148,9 @@ class MediaRepository:
         self._uploading: set[str] = set()
         self._waiters: dict[str, list[defer.Deferred[None]]] = {}
         self._generating: dict[str, defer.Deferred[ThumbnailRecord]] = {}
+        self._remote = remote
+        self._download_limiter = download_limiter
+        self._fetching: dict[tuple[str, str], defer.Deferred[MediaRecord]] = {}
 
     def open_file(self, key: str) -> Callable[[], BinaryIO]:
         """A blocking opener of ``key``, for worker threads."""
@@ -244,7 +262,9 @@ class MediaRepository:
                     413, Codes.TOO_LARGE, "Upload request body is too large"
                 ) from None
             written.append(key)
-            image, thumbnails = await self._make_thumbnails(media_id, key, content_type, written)
+            image, thumbnails = await self._make_thumbnails(
+                self.server_name, media_id, key, content_type, written
+            )
             upload = NewUpload(
                 server_name=self.server_name,
                 media_id=media_id,
@@ -291,7 +311,7 @@ class MediaRepository:
                 raise MatrixError(403, Codes.FORBIDDEN, "Media upload limit exceeded")
 
     async def _make_thumbnails(
-        self, media_id: str, key: str, content_type: str, written: list[str]
+        self, server_name: str, media_id: str, key: str, content_type: str, written: list[str]
     ) -> tuple[ImageFacts, list[ThumbnailRecord]]:
         thumb_type = thumbnailer.thumbnail_type_for(content_type)
         if thumb_type is None:
@@ -309,8 +329,8 @@ class MediaRepository:
             return ImageFacts(thumbnail_error=e.reason), []
         records = []
         for t in thumbs:
-            t_key = local_thumbnail_key(
-                media_id, t.width, t.height, t.content_type, t.method, False
+            t_key = self._thumbnail_key(
+                server_name, media_id, t.width, t.height, t.content_type, t.method, False
             )
             await self.storage.store_bytes(t_key, t.data)
             written.append(t_key)
@@ -354,6 +374,119 @@ class MediaRepository:
                 raise MatrixError(504, Codes.NOT_YET_UPLOADED, "Media has not been uploaded yet")
             await self._wait_for_upload(media_id, min(remaining, _POLL_MS))
 
+    async def get_media(
+        self,
+        server_name: str,
+        media_id: str,
+        timeout_ms: int,
+        *,
+        allow_remote: bool = True,
+        allow_authenticated: bool = True,
+        requester_ip: str = "",
+    ) -> MediaRecord:
+        """Media by mxc URI parts: ours (``get_local_media``) or another server's."""
+        if server_name == self.server_name:
+            return await self.get_local_media(
+                media_id, timeout_ms, allow_authenticated=allow_authenticated
+            )
+        return await self.get_remote_media(
+            server_name,
+            media_id,
+            timeout_ms,
+            allow_remote=allow_remote,
+            allow_authenticated=allow_authenticated,
+            requester_ip=requester_ip,
+        )
+
+    async def get_remote_media(
+        self,
+        server_name: str,
+        media_id: str,
+        timeout_ms: int,
+        *,
+        allow_remote: bool = True,
+        allow_authenticated: bool = True,
+        requester_ip: str = "",
+    ) -> MediaRecord:
+        """Another server's media from the cache, fetched first when not there.
+
+        404 without asking the other server when ``allow_remote`` is false, for an
+        invalid id, or (unauthenticated endpoints) for media cached while authenticated
+        media was on; 403 for a server outside ``federation_domain_whitelist``; 429
+        when ``requester_ip`` has used up its download allowance (as Synapse: a fetch
+        needs 1 MiB of allowance to start and is charged its size when done).
+        """
+        if not is_valid_media_id(media_id):
+            raise not_found()
+        record = await self._store.get_media(server_name, media_id)
+        # The deprecated endpoints never fetch: they serve old cache entries only.
+        legacy_refused = record is None or record.authenticated
+        if not allow_authenticated and self.settings.authenticated_media and legacy_refused:
+            raise not_found()
+        if record is not None and not record.is_pending:
+            if record.quarantined_by is not None:
+                raise not_found()
+            if await self.storage.exists(self._content_key(server_name, media_id)):
+                return record
+        if not allow_remote or self._remote is None:
+            raise not_found()
+        if not self._remote.destination_allowed(server_name):
+            raise MatrixError(403, Codes.FORBIDDEN, f"Federation denied with {server_name}")
+        key = (server_name, media_id)
+        running = self._fetching.get(key)
+        if running is None:
+            if self._download_limiter is not None:
+                self._download_limiter.ratelimit(requester_ip, cost=_MIB, update=False)
+            running = defer.ensureDeferred(
+                self._fetch_remote(server_name, media_id, timeout_ms, requester_ip)
+            )
+            self._fetching[key] = running
+            running.addBoth(lambda r: (self._fetching.pop(key, None), r)[1])
+            result = observe(running)
+            running.addErrback(lambda _failure: None)  # reported through the observers
+            return await result
+        return await observe(running)
+
+    async def _fetch_remote(
+        self, server_name: str, media_id: str, timeout_ms: int, requester_ip: str
+    ) -> MediaRecord:
+        assert self._remote is not None
+        fetched = await self._remote.fetch(server_name, media_id, timeout_ms)
+        if self._download_limiter is not None:
+            self._download_limiter.record(requester_ip, cost=fetched.size)
+        key = self._content_key(server_name, media_id)
+        written: list[str] = []
+        try:
+            await self.storage.adopt(key, fetched.path)
+            written.append(key)
+            image, thumbnails = await self._make_thumbnails(
+                server_name, media_id, key, fetched.content_type, written
+            )
+            media = NewUpload(
+                server_name=server_name,
+                media_id=media_id,
+                user_id=None,
+                content_type=fetched.content_type,
+                upload_name=fetched.upload_name,
+                size=fetched.size,
+                sha256=fetched.sha256,
+                authenticated=self.settings.authenticated_media,
+                url_cache=False,
+                image=image,
+                thumbnails=tuple(thumbnails),
+            )
+            await self._store.store_remote(media, now_ms(self._clock))
+        except BaseException:
+            if not written:
+                await threads.deferToThread(_unlink_quietly, fetched.path)
+            for stored_key in written:
+                await self.storage.delete(stored_key)
+            raise
+        logger.info("Cached remote media %s/%s (%d bytes)", server_name, media_id, fetched.size)
+        record = await self._store.get_media(server_name, media_id)
+        assert record is not None
+        return record
+
     async def _wait_for_upload(self, media_id: str, wait_ms: int) -> None:
         woken: defer.Deferred[None] = defer.Deferred()
         waiters = self._waiters.setdefault(media_id, [])
@@ -378,10 +511,31 @@ class MediaRepository:
             if not woken.called:
                 woken.callback(None)
 
+    def _content_key(self, server_name: str, media_id: str) -> str:
+        if server_name == self.server_name:
+            return local_content_key(media_id)
+        return remote_content_key(server_name, media_id)
+
+    def _thumbnail_key(
+        self,
+        server_name: str,
+        media_id: str,
+        width: int,
+        height: int,
+        content_type: str,
+        method: str,
+        animated: bool,
+    ) -> str:
+        if server_name == self.server_name:
+            return local_thumbnail_key(media_id, width, height, content_type, method, animated)
+        return remote_thumbnail_key(
+            server_name, media_id, width, height, content_type, method, animated
+        )
+
     def original(self, record: MediaRecord) -> ServedFile:
         assert record.size is not None and record.sha256 is not None
         return ServedFile(
-            key=local_content_key(record.media_id),
+            key=self._content_key(record.server_name, record.media_id),
             size=record.size,
             content_type=record.content_type or "application/octet-stream",
             etag=record.sha256,
@@ -414,7 +568,7 @@ class MediaRepository:
         if self.settings.dynamic_thumbnails:
             return await self._exact(record, ideal[0], ideal[1], method, want_animated)
         candidates = [
-            t for t in await self._store.get_thumbnails(self.server_name, record.media_id)
+            t for t in await self._store.get_thumbnails(record.server_name, record.media_id)
         ]
         thumb_type = thumbnailer.thumbnail_type_for(record.content_type)
         chosen = select_thumbnail(
@@ -430,8 +584,14 @@ class MediaRepository:
         return self._served_thumbnail(record, chosen)
 
     def _served_thumbnail(self, record: MediaRecord, t: ThumbnailRecord) -> ServedFile:
-        key = local_thumbnail_key(
-            record.media_id, t.width, t.height, t.content_type, t.method, t.animated
+        key = self._thumbnail_key(
+            record.server_name,
+            record.media_id,
+            t.width,
+            t.height,
+            t.content_type,
+            t.method,
+            t.animated,
         )
         subtype = t.content_type.partition("/")[2]
         animated = "-animated" if t.animated else ""
@@ -454,10 +614,10 @@ class MediaRepository:
         )
         assert content_type is not None
         wanted = (width, height, method, animated, content_type)
-        for t in await self._store.get_thumbnails(self.server_name, record.media_id):
+        for t in await self._store.get_thumbnails(record.server_name, record.media_id):
             if (t.width, t.height, t.method, t.animated, t.content_type) == wanted:
                 return self._served_thumbnail(record, t)
-        gen_key = f"{record.media_id}/{width}x{height}/{method}/{animated}"
+        gen_key = f"{record.server_name}/{record.media_id}/{width}x{height}/{method}/{animated}"
         running = self._generating.get(gen_key)
         if running is None:
             running = defer.ensureDeferred(
@@ -479,7 +639,7 @@ class MediaRepository:
         try:
             thumb = await threads.deferToThread(
                 thumbnailer.make_thumbnail,
-                self.open_file(local_content_key(record.media_id)),
+                self.open_file(self._content_key(record.server_name, record.media_id)),
                 width,
                 height,
                 method,
@@ -494,14 +654,20 @@ class MediaRepository:
                     413, Codes.TOO_LARGE, "Content is too large to thumbnail"
                 ) from None
             raise cannot_thumbnail() from None
-        key = local_thumbnail_key(
-            record.media_id, thumb.width, thumb.height, thumb.content_type, method, thumb.animated
+        key = self._thumbnail_key(
+            record.server_name,
+            record.media_id,
+            thumb.width,
+            thumb.height,
+            thumb.content_type,
+            method,
+            thumb.animated,
         )
         await self.storage.store_bytes(key, thumb.data)
         row = ThumbnailRecord(
             thumb.width, thumb.height, method, thumb.content_type, len(thumb.data), thumb.animated
         )
-        await self._store.add_thumbnail(self.server_name, record.media_id, row)
+        await self._store.add_thumbnail(record.server_name, record.media_id, row)
         return row
 
 
@@ -536,6 +702,13 @@ def select_thumbnail(
         if group:
             return min(group, key=lambda entry: entry[:-1])[-1]  # type: ignore[no-any-return]
     return None
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def _remaining_size(source: BinaryIO) -> int | None:

@@ -61,7 +61,53 @@ def local_thumbnail_key(
     return f"local_thumbnails/{_shard(media_id)}/{width}-{height}-{top}-{sub}-{method}{suffix}"
 
 
+def _remote_shard(media_id: str) -> str:
+    # Other servers may hand out ids too short to shard; they live apart ("_short"
+    # cannot be a two-character shard directory).
+    if is_valid_media_id(media_id) and len(media_id) < 5:
+        return f"_short/{media_id}"
+    return _shard(media_id)
+
+
+def _server_dir(server_name: str) -> str:
+    # A valid server name has no "/", but ".." style names must not climb out.
+    if not server_name or "/" in server_name or server_name in (".", ".."):
+        raise ValueError(f"invalid server name {server_name!r}")
+    return server_name
+
+
+def remote_content_key(server_name: str, media_id: str) -> str:
+    return f"remote_content/{_server_dir(server_name)}/{_remote_shard(media_id)}"
+
+
+def remote_thumbnail_key(
+    server_name: str,
+    media_id: str,
+    width: int,
+    height: int,
+    content_type: str,
+    method: str,
+    animated: bool,
+) -> str:
+    top, _, sub = content_type.partition("/")
+    suffix = "-animated" if animated else ""
+    shard = _remote_shard(media_id)
+    return (
+        f"remote_thumbnails/{_server_dir(server_name)}/{shard}/"
+        f"{width}-{height}-{top}-{sub}-{method}{suffix}"
+    )
+
+
 class MediaStorage(Protocol):
+    @property
+    def spool_dir(self) -> str:
+        """A directory on the store's file system for files being received."""
+        ...
+
+    async def adopt(self, key: str, path: str) -> None:
+        """Move a complete, fsynced file at ``path`` (in ``spool_dir``) to ``key``."""
+        ...
+
     async def store(self, key: str, source: BinaryIO, *, max_size: int | None = None) -> StoredFile:
         """Copy ``source`` (from its current position) to ``key``, hashing it on the way.
 
@@ -107,6 +153,9 @@ class FileSystemMediaStorage:
         chunks = iter((data,))
         await threads.deferToThread(self._write, key, lambda _n: next(chunks, b""), None)
 
+    async def adopt(self, key: str, path: str) -> None:
+        await threads.deferToThread(self._adopt, key, path)
+
     async def exists(self, key: str) -> bool:
         return bool(await threads.deferToThread(os.path.isfile, self.path_of(key)))
 
@@ -146,6 +195,11 @@ class FileSystemMediaStorage:
                 pass
             raise
         return StoredFile(size=size, sha256=digest.hexdigest())
+
+    def _adopt(self, key: str, path: str) -> None:
+        final_path = self.path_of(key)
+        os.makedirs(os.path.dirname(final_path), exist_ok=True)
+        os.replace(path, final_path)
 
     def _delete(self, key: str) -> None:
         try:

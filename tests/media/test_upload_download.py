@@ -92,8 +92,14 @@ async def test_unknown_media_is_404(server: RunningServer) -> None:
 @pytest_twisted.ensureDeferred
 async def test_remote_and_invalid_server_names(server: RunningServer) -> None:
     alice = await user(server, "alice")
-    resp = await alice.get(f"{CLIENT_MEDIA}/download/other.example/abcdefgh")
+    # allow_remote=false: never fetched, so unknown.
+    resp = await alice.get(
+        f"{CLIENT_MEDIA}/download/other.example/abcdefgh", params={"allow_remote": "false"}
+    )
     assert_error(resp, 404, "M_NOT_FOUND")
+    # A server that cannot be reached: 502, as Synapse.
+    resp = await alice.get(f"{CLIENT_MEDIA}/download/other.invalid/abcdefgh")
+    assert_error(resp, 502, "M_UNKNOWN")
     resp = await alice.get(f"{CLIENT_MEDIA}/download/bad_server!name/abcdefgh")
     assert_error(resp, 400, "M_INVALID_PARAM")
 

@@ -30,6 +30,7 @@ from homeserver.media.repository import (
     MediaRepository,
     ServedFile,
 )
+from storage.media import MediaRecord
 
 CLIENT_V1 = "/_matrix/client/v1/media"
 LEGACY_VERSIONS = ("v3", "r0", "v1")
@@ -141,10 +142,7 @@ class MediaServlets:
         *,
         authenticated: bool,
     ) -> tuple[int, Any]:
-        self._require_local(request, server_name)
-        record = await self._repo.get_local_media(
-            media_id, _timeout_ms(request), allow_authenticated=authenticated
-        )
+        record = await self._get_media(request, server_name, media_id, authenticated)
         served = self._repo.original(record)
         name = file_name or record.upload_name
         return 200, self._file_response(served, media_headers(served.content_type, name))
@@ -164,10 +162,7 @@ class MediaServlets:
         self, request: MatrixRequest, server_name: str, media_id: str, *, authenticated: bool
     ) -> tuple[int, Any]:
         width, height, method, animated = parse_thumbnail_params(request)
-        self._require_local(request, server_name)
-        record = await self._repo.get_local_media(
-            media_id, _timeout_ms(request), allow_authenticated=authenticated
-        )
+        record = await self._get_media(request, server_name, media_id, authenticated)
         served = await self._repo.get_thumbnail(record, width, height, method, animated)
         headers = media_headers(served.content_type, thumbnail_name(served), inline=True)
         return 200, self._file_response(served, headers)
@@ -181,12 +176,20 @@ class MediaServlets:
             etag=served.etag,
         )
 
-    def _require_local(self, request: MatrixRequest, server_name: str) -> None:
+    async def _get_media(
+        self, request: MatrixRequest, server_name: str, media_id: str, authenticated: bool
+    ) -> MediaRecord:
         if not is_valid_server_name(server_name):
             raise MatrixError(400, Codes.INVALID_PARAM, "Invalid server name")
-        if server_name != self._repo.server_name:
-            # Fetching other servers' media needs the federation client (not built yet).
-            raise MatrixError(404, Codes.NOT_FOUND, "Remote media is not available")
+        allow_remote = parse_boolean(request, "allow_remote", default=True)
+        return await self._repo.get_media(
+            server_name,
+            media_id,
+            _timeout_ms(request),
+            allow_remote=bool(allow_remote),
+            allow_authenticated=authenticated,
+            requester_ip=request.client_ip(),
+        )
 
     # URL previews ----------------------------------------------------------------
 
