@@ -32,7 +32,7 @@ from twisted.internet import defer
 from federation.sender import FederationSender, server_of
 from federation.transport_server import EduHandlerFn
 from homeserver.clock import Clock, now_ms
-from homeserver.ephemeral.presence import PRESENCE_STATES, PresenceHandler
+from homeserver.ephemeral.presence import OFFLINE, PRESENCE_STATES, PresenceHandler
 from homeserver.ephemeral.receipts import READ, ReceiptsHandler
 from homeserver.ephemeral.typing import TypingHandler
 from homeserver.events.event import Event
@@ -312,7 +312,12 @@ class FederationEdus:
         else:
             destinations = {server_of(user_id)}
             users = [u for u in room.joined_members() if self._is_mine(u)]
-        states = [s for s in await self._presence.current_states(users) if s.stream_id]
+        # Offline is what a server assumes of users it has heard nothing about.
+        states = [
+            s
+            for s in await self._presence.current_states(users)
+            if s.stream_id and s.state != OFFLINE
+        ]
         if destinations and states:
             now = now_ms(self._clock)
             await self._sender.send_edu(
