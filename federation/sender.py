@@ -9,6 +9,9 @@ Invariants:
 - A failing destination is retried with exponential backoff (min interval × multiplier,
   capped), and its queue keeps growing meanwhile: when it comes back it gets what it
   missed, in order.
+- An EDU queued with a time to live (typing, receipts, presence) is dropped instead of
+  sent once it is older than that: after a long outage it would only show stale state.
+  Other EDUs and PDUs never expire.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ logger = logging.getLogger(__name__)
 JsonDict = dict[str, Any]
 MAX_PDUS = 50
 MAX_EDUS = 100
+# Key of a queued EDU's payload holding its expiry; removed before sending.
+_EXPIRES = "expires_ts"
 
 
 @dataclass(frozen=True)
@@ -104,8 +109,18 @@ class FederationSender:
                 items.append((destination, "pdu", ev.pdu))
         await self._enqueue(items)
 
-    async def send_edu(self, destinations: Iterable[str], edu_type: str, content: JsonDict) -> None:
-        edu = {"edu_type": edu_type, "content": content}
+    async def send_edu(
+        self,
+        destinations: Iterable[str],
+        edu_type: str,
+        content: JsonDict,
+        *,
+        ttl_ms: int | None = None,
+    ) -> None:
+        """Queue an EDU; with ``ttl_ms`` it is dropped unsent once older than that."""
+        edu: JsonDict = {"edu_type": edu_type, "content": content}
+        if ttl_ms is not None:
+            edu[_EXPIRES] = now_ms(self._clock) + ttl_ms
         await self._enqueue([(d, "edu", edu) for d in destinations if d and d != self._server_name])
 
     async def _enqueue(self, items: list[tuple[str, str, JsonDict]]) -> None:
@@ -139,12 +154,19 @@ class FederationSender:
                 edus = await self._store.peek(destination, "edu", MAX_EDUS)
                 if not pdus and not edus:
                     return
+                now = now_ms(self._clock)
+                expired = {e.item_id for e in edus if e.payload.get(_EXPIRES, now) < now}
+                if expired:
+                    await self._store.ack(list(expired))
+                    edus = [e for e in edus if e.item_id not in expired]
+                    if not pdus and not edus:
+                        continue
                 txn_id = f"{now_ms(self._clock)}{secrets.token_hex(4)}"
                 body = {
                     "origin": self._server_name,
                     "origin_server_ts": now_ms(self._clock),
                     "pdus": [p.payload for p in pdus],
-                    "edus": [e.payload for e in edus],
+                    "edus": [{k: v for k, v in e.payload.items() if k != _EXPIRES} for e in edus],
                 }
                 try:
                     await self._client.put_json(

@@ -15,6 +15,7 @@ from typing import Any
 from twisted.internet import defer
 
 from crypto.signing_key import load_or_generate_signing_key
+from federation.edus import FederationEdus
 from federation.http_client import DEFAULT_IP_RANGE_BLACKLIST
 from federation.setup import Federation, build_federation
 from homeserver.api.client.account import AccountServlets
@@ -283,6 +284,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         sync_online_timeout_ms=config.presence["sync_online_timeout"],
         offline_timeout_ms=config.presence["offline_timeout"],
         include_offline_users_on_sync=config.presence["include_offline_users_on_sync"],
+        server_name=server_name,
     )
     await presence.start()
     typing = TypingHandler(room_cache, notifier, reactor)
@@ -321,6 +323,25 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         device_lists,
     )
     fanout.listeners.append(federation.on_persisted)
+    edus = FederationEdus(
+        server_name,
+        reactor,
+        federation.sender,
+        room_cache,
+        memberships,
+        typing,
+        receipts,
+        presence,
+    )
+    federation.transactions.edu_handlers.update(edus.handlers())
+    typing.listeners.append(edus.on_local_typing)
+    storage.receipts.listeners.append(edus.on_local_receipt)
+    presence.listeners.append(edus.on_local_presence)
+    presence.listeners.append(appservices.on_presence)
+    typing.listeners.append(
+        lambda room_id, _user, _typing: appservices.on_typing(room_id, typing.typing_users(room_id))
+    )
+    fanout.listeners.append(edus.on_persisted)
 
     media_files = FileSystemMediaStorage(config.media_store_path)
     blacklist = config.ip_range_blacklist

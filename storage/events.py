@@ -671,10 +671,13 @@ class EventsStore:
         """The user's current membership in every room they have one in."""
 
         def _txn(txn: Transaction) -> list[MembershipRow]:
+            # From `events`, not `room_memberships`: a remote user's membership that came
+            # with a joined room's state is an outlier, which has no membership row.
             rows = txn.select_all(
-                "SELECT c.room_id, c.membership, c.event_id, m.stream_ordering, m.sender,"
+                "SELECT c.room_id, c.membership, c.event_id, e.stream_ordering, e.sender,"
                 " m.forgotten FROM current_state_events c"
-                " JOIN room_memberships m ON m.event_id = c.event_id"
+                " JOIN events e ON e.event_id = c.event_id"
+                " LEFT JOIN room_memberships m ON m.event_id = c.event_id"
                 " WHERE c.type = 'm.room.member' AND c.state_key = ?",
                 (user_id,),
             )

@@ -30,6 +30,7 @@ from homeserver.appservice.interest import ServiceInterest
 from homeserver.appservice.registration import ApplicationService, AppServiceRegistry
 from homeserver.appservice.sender import AppServiceSender
 from homeserver.clock import Clock, now_ms
+from homeserver.ephemeral.presence import format_presence
 from homeserver.ephemeral.receipts import receipt_content
 from homeserver.errors import Codes, MatrixError
 from homeserver.events.event import Event
@@ -37,6 +38,7 @@ from homeserver.events.format import is_valid_localpart, is_valid_room_id
 from homeserver.rooms.memberships import MembershipCache
 from homeserver.rooms.room_cache import RoomCache
 from storage.events import RoomAlias
+from storage.presence import PresenceState
 from storage.receipts import Receipt
 from storage.storage import Storage
 
@@ -73,6 +75,7 @@ class AppServiceHandler:
             clock,
         )
         self._ephemeral_lock = defer.DeferredLock()
+        self._typing_sent: dict[str, tuple[str, ...]] = {}
 
     async def start(self) -> None:
         for service in self.registry.services:
@@ -117,6 +120,27 @@ class AppServiceHandler:
         )
         d.addErrback(
             lambda f: logger.error("Routing %s to application services: %s", edu_type, f.value)
+        )
+
+    def on_typing(self, room_id: str, user_ids: list[str]) -> None:
+        """The room's typing users after a change (renewals that change nothing are
+        not repeated)."""
+        current = tuple(user_ids)
+        if self._typing_sent.get(room_id, ()) == current:
+            return
+        if current:
+            self._typing_sent[room_id] = current
+        else:
+            self._typing_sent.pop(room_id, None)
+        self.on_ephemeral(room_id, "m.typing", {"user_ids": list(current)})
+
+    def on_presence(self, state: PresenceState) -> None:
+        """A visible presence change (a PresenceHandler listener)."""
+        self.on_ephemeral(
+            None,
+            "m.presence",
+            format_presence(state, now_ms(self._clock)),
+            sender=state.user_id,
         )
 
     def on_to_device(self, messages: dict[str, dict[str, JsonDict]]) -> None:

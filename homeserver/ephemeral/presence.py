@@ -21,6 +21,9 @@ Invariants:
   is the most present state asked by any device syncing now or within
   ``sync_online_timeout``, so two devices asking differently do not flip-flop.
 - With presence disabled nothing is tracked, stored or sent; the stream stays at 0.
+- Remote users' states (``apply_remote``, from federation) are kept, published and
+  persisted the same way but get no timers: their own server tells us of changes.
+  ``listeners`` hear every visible change; the federation side sends on only ours.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
 from twisted.internet import defer
@@ -77,6 +80,9 @@ def format_presence(state: PresenceState, now: int) -> JsonDict:
     return content
 
 
+PresenceListener = Callable[[PresenceState], None]
+
+
 def _noop() -> None:
     pass
 
@@ -95,6 +101,7 @@ class PresenceHandler:
         offline_timeout_ms: int = 300_000,
         include_offline_users_on_sync: bool = False,
         last_active_granularity_ms: int = LAST_ACTIVE_GRANULARITY_MS,
+        server_name: str | None = None,
     ) -> None:
         self._store = store
         self._rooms = rooms
@@ -106,6 +113,10 @@ class PresenceHandler:
         self._offline_timeout = offline_timeout_ms
         self._include_offline = include_offline_users_on_sync
         self._granularity = last_active_granularity_ms
+        # None: every user is ours (no federation).
+        self._local_suffix = f":{server_name}" if server_name is not None else None
+        # Called with every visible change (local and remote users), on the reactor.
+        self.listeners: list[PresenceListener] = []
         self._states: dict[str, PresenceState] = {}
         # user -> device -> number of its /sync requests in flight
         self._syncing: dict[str, dict[str | None, int]] = {}
@@ -121,6 +132,9 @@ class PresenceHandler:
         self._stopped = False
         # Work started in the background (bumps, notifications): awaited by stop().
         self._background: set[defer.Deferred[None]] = set()
+
+    def is_local(self, user_id: str) -> bool:
+        return self._local_suffix is None or user_id.endswith(self._local_suffix)
 
     # Lifecycle ----------------------------------------------------------------------
 
@@ -178,6 +192,12 @@ class PresenceHandler:
         if user_id == other:
             return True
         return bool(await self._joined_rooms(user_id) & await self._joined_rooms(other))
+
+    async def current_states(self, user_ids: Iterable[str]) -> list[PresenceState]:
+        """The users' states as they stand (empty when presence is disabled)."""
+        if not self.enabled:
+            return []
+        return [await self._get(user_id) for user_id in user_ids]
 
     async def get_presence(self, observer: str, target: str) -> JsonDict:
         if not await self.shares_room(observer, target):
@@ -288,18 +308,53 @@ class PresenceHandler:
         active = new.state == ONLINE and now - new.last_active_ts < self._granularity
         new = dataclasses.replace(new, currently_active=active, stream_id=old.stream_id)
         if should_notify(old, new, self._granularity):
-            position = self._store.stream.next_id()
-            new = dataclasses.replace(new, stream_id=position)
-            self._states[user_id] = new
-            self._changes[user_id] = position
-            self._changes.move_to_end(user_id)
-            self._dirty[user_id] = new
-            self._start_flush()
-            self._in_background(self._notify(user_id), "Presence notification")
+            new = self._publish(new)
         else:
             self._states[user_id] = new
         self._schedule_timer(user_id)
         return new
+
+    def _publish(self, new: PresenceState) -> PresenceState:
+        """A visible change: next stream position, persist, wake room-mates, tell listeners."""
+        user_id = new.user_id
+        position = self._store.stream.next_id()
+        new = dataclasses.replace(new, stream_id=position)
+        self._states[user_id] = new
+        self._changes[user_id] = position
+        self._changes.move_to_end(user_id)
+        self._dirty[user_id] = new
+        self._start_flush()
+        self._in_background(self._notify(user_id), "Presence notification")
+        for listener in self.listeners:
+            try:
+                listener(new)
+            except Exception:
+                logger.exception("A presence listener failed")
+        return new
+
+    async def apply_remote(
+        self,
+        user_id: str,
+        presence: str,
+        last_active_ago: int,
+        currently_active: bool,
+        status_msg: str | None,
+    ) -> None:
+        """A remote user's state from their server (the caller checked the origin)."""
+        if not self.enabled or self._stopped or self.is_local(user_id):
+            return
+        old = await self._get(user_id)
+        new = dataclasses.replace(
+            old,
+            state=presence,
+            status_msg=status_msg,
+            last_active_ts=now_ms(self._clock) - max(0, last_active_ago),
+            currently_active=currently_active and presence == ONLINE,
+        )
+        if should_notify(old, new, self._granularity):
+            self._publish(new)
+        else:
+            self._states[user_id] = new
 
     async def _notify(self, user_id: str) -> None:
         users = {user_id}
@@ -327,8 +382,8 @@ class PresenceHandler:
         if timer is not None and timer.active():
             timer.cancel()
         state = self._states.get(user_id)
-        if state is None or self._stopped:
-            return
+        if state is None or self._stopped or not self.is_local(user_id):
+            return  # a remote user's server tells us when their state changes
         deadline = self._deadline(state)
         if deadline is None:
             return

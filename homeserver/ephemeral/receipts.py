@@ -8,6 +8,8 @@ Invariants:
   viewer and a private receipt wakes only its owner's syncs.
 - A threaded receipt's ``thread_id`` is ``main`` or the root of the thread the event
   is in (following at most ``MAX_RELATION_HOPS`` relations), as Synapse checks.
+- Receipts from other servers (``store_remote_receipt``) are stored like local ones,
+  for events we hold in that room; their thread id is taken as given, as Synapse does.
 - ``m.fully_read`` is room account data (``storage.account_data``), so it reaches
   /sync through the account data stream, not as a receipt.
 """
@@ -150,6 +152,22 @@ class ReceiptsHandler:
             await self._store_receipt(user_id, room_id, READ, events[read], None)
         if read_private is not None:
             await self._store_receipt(user_id, room_id, PRIVATE_READ, events[read_private], None)
+
+    async def store_remote_receipt(
+        self, user_id: str, room_id: str, event_id: str, thread_id: str | None, ts: int
+    ) -> Receipt | None:
+        """An ``m.read`` receipt from federation (the caller checked who may send it).
+
+        A receipt for an event we do not have (or not in this room) is dropped: its
+        position in the events stream, which orders receipts, is unknown.
+        """
+        try:
+            event = await self._event_in_room(room_id, event_id)
+        except MatrixError:
+            return None
+        return await self._storage.receipts.insert_receipt(
+            room_id, READ, user_id, thread_id, event.event_id, event.stream_ordering, {"ts": ts}
+        )
 
     async def _store_receipt(
         self, user_id: str, room_id: str, receipt_type: str, event: Event, thread_id: str | None

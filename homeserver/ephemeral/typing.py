@@ -9,11 +9,15 @@ Invariants:
   at 0, and the sync handler treats a ``since`` above it as "nothing new".
 - Renewing a timeout of someone already typing changes no list, so it wakes nobody.
 - ``m.typing`` always carries a room's whole current list (clients replace theirs).
+- Remote users' typing (from federation) lives in the same lists, with the federation
+  timeout; ``listeners`` hear every start (renewals too), stop and expiry of anyone,
+  and the federation side sends on only its own users'.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from homeserver.clock import Clock
@@ -27,6 +31,10 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_MS = 30_000
 MAX_TIMEOUT_MS = 120_000  # Synapse's clamp
+# A remote user's typing ends this long after their server's last notice (Synapse's).
+FEDERATION_TIMEOUT_MS = 60_000
+
+TypingListener = Callable[[str, str, bool], None]
 
 
 class TypingHandler:
@@ -38,6 +46,8 @@ class TypingHandler:
         self._typing: dict[str, dict[str, Any]] = {}
         self._room_changed_at: dict[str, int] = {}
         self._position = 0
+        # Called with (room id, user id, typing) on every start, renewal, stop and expiry.
+        self.listeners: list[TypingListener] = []
 
     @property
     def position(self) -> int:
@@ -60,6 +70,13 @@ class TypingHandler:
         else:
             self._stop(room_id, user_id)
 
+    def set_remote_typing(self, room_id: str, user_id: str, typing: bool) -> None:
+        """A typing notice from another server (the caller checked the user may send it)."""
+        if typing:
+            self._start(room_id, user_id, FEDERATION_TIMEOUT_MS)
+        else:
+            self._stop(room_id, user_id)
+
     def typing_users(self, room_id: str) -> list[str]:
         return list(self._typing.get(room_id, ()))
 
@@ -70,8 +87,9 @@ class TypingHandler:
         if previous is not None:
             if previous.active():
                 previous.cancel()
-            return  # already listed: only the timeout moved
-        self._changed(room_id)
+        else:
+            self._changed(room_id)  # a renewal moves only the timeout: no list change
+        self._tell(room_id, user_id, True)
 
     def _stop(self, room_id: str, user_id: str) -> None:
         users = self._typing.get(room_id)
@@ -83,6 +101,7 @@ class TypingHandler:
         if not users:
             del self._typing[room_id]
         self._changed(room_id)
+        self._tell(room_id, user_id, False)
 
     def _expire(self, room_id: str, user_id: str) -> None:
         users = self._typing.get(room_id)
@@ -92,6 +111,14 @@ class TypingHandler:
         if not users:
             del self._typing[room_id]
         self._changed(room_id)
+        self._tell(room_id, user_id, False)
+
+    def _tell(self, room_id: str, user_id: str, typing: bool) -> None:
+        for listener in self.listeners:
+            try:
+                listener(room_id, user_id, typing)
+            except Exception:
+                logger.exception("A typing listener failed")
 
     def _changed(self, room_id: str) -> None:
         self._position += 1

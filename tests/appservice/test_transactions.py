@@ -300,3 +300,39 @@ class TestEphemeral:
         ]
         unstable = [r for r in fake_as.transaction_requests() if r.body.get("to_device")]
         assert unstable[0].body["de.sorunome.msc2409.to_device"] == unstable[0].body["to_device"]
+
+    @pytest_twisted.ensureDeferred
+    async def test_typing_and_presence_in_bridged_rooms_are_pushed(
+        self, server: RunningServer, fake_as: FakeAppService
+    ) -> None:
+        alice, room_id, _ = await bridged_room(server, fake_as)
+        path = f"{V3}/rooms/{q(room_id)}/typing/{q(alice.user_id)}"
+        resp = await alice.put(path, {"typing": True, "timeout": 30000})
+        assert resp.code == 200, resp
+        resp = await alice.put(path, {"typing": True, "timeout": 30000})  # a renewal
+        resp = await alice.put(path, {"typing": False})
+        assert resp.code == 200, resp
+        resp = await alice.put(
+            f"{V3}/presence/{q(alice.user_id)}/status",
+            {"presence": "unavailable", "status_msg": "away"},
+        )
+        assert resp.code == 200, resp
+
+        def edus(kind: str) -> list[dict[str, Any]]:
+            return [
+                e
+                for r in fake_as.transaction_requests()
+                for e in r.body.get("ephemeral", [])
+                if e["type"] == kind
+            ]
+
+        await fake_as.wait_for(lambda: len(edus("m.typing")) >= 2)
+        await fake_as.wait_for(
+            lambda: any(e["content"]["presence"] == "unavailable" for e in edus("m.presence"))
+        )
+        typing = edus("m.typing")
+        assert [e["content"]["user_ids"] for e in typing] == [[alice.user_id], []]
+        assert all(e["room_id"] == room_id for e in typing)
+        presence = [e for e in edus("m.presence") if e["content"]["presence"] == "unavailable"]
+        assert presence[-1]["sender"] == alice.user_id
+        assert presence[-1]["content"]["status_msg"] == "away"

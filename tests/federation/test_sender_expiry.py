@@ -1,0 +1,83 @@
+"""The outbox drops EDUs queued with a time to live once they are stale, and only those."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest_twisted
+from twisted.internet import reactor, task
+
+from federation.interfaces import FederationRequestError
+from federation.sender import FederationSender, RetrySettings
+from homeserver.rooms.room_cache import RoomCache
+from storage.database import Database, make_engine
+from storage.storage import Storage
+
+
+@pytest_twisted.async_yield_fixture
+async def storage(database: dict[str, Any]) -> AsyncIterator[Storage]:
+    db = Database(make_engine(database), reactor, cp_min=1, cp_max=2)
+    try:
+        yield await Storage.open(db)
+    finally:
+        db.close()
+
+
+class RemoteServer:
+    """Stands in for the network: refuses while ``down``, records what it accepts."""
+
+    def __init__(self) -> None:
+        self.down = True
+        self.attempts = 0
+        self.received: list[dict[str, Any]] = []
+
+    async def put_json(self, destination: str, path: str, body: dict[str, Any], **kw: Any) -> Any:
+        self.attempts += 1
+        if self.down:
+            raise FederationRequestError(destination, 502, None, "unreachable")
+        self.received.append(body)
+        return {"pdus": {}}
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    for _ in range(200):
+        if condition():
+            return
+        await task.deferLater(reactor, 0.01, lambda: None)
+    raise AssertionError("condition never met")
+
+
+@pytest_twisted.ensureDeferred
+async def test_stale_ephemeral_edus_are_dropped_durable_ones_kept(storage: Storage) -> None:
+    clock = task.Clock()
+    clock.advance(1_000)
+    remote = RemoteServer()
+    sender = FederationSender(
+        "a.example",
+        clock,
+        storage.federation,
+        remote,
+        RoomCache(storage.events),
+        RetrySettings(min_interval_ms=1000),
+    )
+    try:
+        typing = {"room_id": "!r:a.example", "user_id": "@u:a.example", "typing": True}
+        await sender.send_edu(["b.example"], "m.typing", typing, ttl_ms=60_000)
+        await until(lambda: remote.attempts == 1)
+        await sender.send_edu(["b.example"], "m.device_list_update", {"user_id": "@u:a.example"})
+        await sender.send_edu(["b.example"], "m.receipt", {"fresh": True}, ttl_ms=300_000)
+
+        clock.advance(120)  # the typing notice is stale now, the receipt is not
+        remote.down = False
+        sender.retry_now("b.example")
+        await until(lambda: bool(remote.received))
+        edus = remote.received[0]["edus"]
+        assert edus == [
+            {"edu_type": "m.device_list_update", "content": {"user_id": "@u:a.example"}},
+            {"edu_type": "m.receipt", "content": {"fresh": True}},
+        ]
+        await until(lambda: not sender._running)
+        assert await storage.federation.peek("b.example", "edu", 10) == []
+    finally:
+        sender.stop()
