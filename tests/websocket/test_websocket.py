@@ -270,6 +270,11 @@ async def test_slow_consumer_closed_with_4000_then_resumes(server: RunningServer
     ws = await Ws.open(server, bob, sock=sock, max_queue=1, filter=everything)
     first = await ws.next_sync()
     token = first["next_batch"]
+    # A small kernel send buffer on the server's side too (no autotuning up to megabytes),
+    # so the bytes needed to back the server up do not depend on the machine.
+    assert server.hs.websockets is not None
+    (conn,) = server.hs.websockets.connections
+    conn.transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
     big = "x" * 40_000
     sent = 0
     # Until the server gives up on the connection (bounded: it must within 200 events).
