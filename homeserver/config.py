@@ -366,6 +366,56 @@ def _federation_retry(key: str, value: Any) -> FederationRetry:
     )
 
 
+@dataclass(frozen=True)
+class WebSocketConfig:
+    """The WebSocket /sync transport (docs/websocket.md); durations in milliseconds."""
+
+    enabled: bool = True
+    poll_timeout_ms: int = 30_000
+    ping_interval_ms: int = 30_000
+    ping_timeout_ms: int = 10_000
+    stall_timeout_ms: int = 30_000
+    close_timeout_ms: int = 5_000
+    max_buffered_bytes: int = 1024 * 1024
+    max_pending_messages: int = 100
+    max_calls_in_flight: int = 16
+
+
+def _websocket(key: str, value: Any) -> WebSocketConfig:
+    value = {} if value is None else value
+    _expect(key, value, dict, "a mapping")
+    d = WebSocketConfig()
+
+    def duration(name: str, default: int) -> int:
+        ms = parse_duration_ms(f"{key}.{name}", value.get(name, default))
+        if ms <= 0:
+            raise ConfigError(f"{key}.{name}: must be positive")
+        return ms
+
+    def count(name: str, default: int) -> int:
+        n = _int(f"{key}.{name}", value.get(name, default))
+        if n <= 0:
+            raise ConfigError(f"{key}.{name}: must be positive")
+        return n
+
+    max_buffered = parse_size(
+        f"{key}.max_buffered_bytes", value.get("max_buffered_bytes", d.max_buffered_bytes)
+    )
+    if max_buffered <= 0:
+        raise ConfigError(f"{key}.max_buffered_bytes: must be positive")
+    return WebSocketConfig(
+        enabled=_bool(f"{key}.enabled", value.get("enabled", True)),
+        poll_timeout_ms=duration("poll_timeout", d.poll_timeout_ms),
+        ping_interval_ms=duration("ping_interval", d.ping_interval_ms),
+        ping_timeout_ms=duration("ping_timeout", d.ping_timeout_ms),
+        stall_timeout_ms=duration("stall_timeout", d.stall_timeout_ms),
+        close_timeout_ms=duration("close_timeout", d.close_timeout_ms),
+        max_buffered_bytes=max_buffered,
+        max_pending_messages=count("max_pending_messages", d.max_pending_messages),
+        max_calls_in_flight=count("max_calls_in_flight", d.max_calls_in_flight),
+    )
+
+
 def _trusted_key_servers(key: str, value: Any) -> list[dict[str, Any]]:
     _expect(key, value, list, "a list of {server_name, verify_keys}")
     out = []
@@ -855,6 +905,22 @@ SCHEMA: list[Key] = [
         "see docs/appservices.md.",
         None,
         "Application services",
+    ),
+    Key(
+        "websocket",
+        _websocket,
+        WebSocketConfig(),
+        "The WebSocket /sync transport (docs/websocket.md): `enabled` (true); "
+        "`poll_timeout` (30s: each long-poll's timeout inside a connection); "
+        "`ping_interval` (30s) and `ping_timeout` (10s: WebSocket pings; a peer that does "
+        "not answer is dropped); `stall_timeout` (30s: a peer that reads nothing for this "
+        "long while data waits is closed with 4000); `max_buffered_bytes` (1M: unsent bytes "
+        "past which a peer is closed with 4000); `max_pending_messages` (100: replies "
+        "written while the peer does not read, past which it is closed); "
+        "`max_calls_in_flight` (16: concurrent calls per connection); `close_timeout` "
+        "(5s: how long a closing handshake may take).",
+        None,
+        "WebSocket",
     ),
     Key(
         "presence",

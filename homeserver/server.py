@@ -38,6 +38,7 @@ from homeserver.api.client.search import SearchServlets
 from homeserver.api.client.sync import SyncServlets
 from homeserver.api.client.tags import TagServlets
 from homeserver.api.client.user_directory import UserDirectoryServlets
+from homeserver.api.client.websocket import SyncStreamFactory, WebSocketServlet
 from homeserver.api.federation_media import FederationMediaServlets
 from homeserver.api.keys import KeyServlets
 from homeserver.appservice.handler import AppServiceHandler
@@ -102,6 +103,7 @@ class HomeServer:
     upload_spool_dir: str | None = None
     push: PushServices | None = None
     federation: Federation | None = None
+    websockets: SyncStreamFactory | None = None
 
     @property
     def server_name(self) -> str:
@@ -383,6 +385,24 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
 
     resource = JsonResource()
     federation.register(resource)
+    # Shared with the WebSocket transport, which calls the same methods (and limiters).
+    room_servlets = RoomServlets(
+        auth,
+        room_handler,
+        history,
+        Ratelimiter(reactor, config.rc_message),
+        bundler=relations.bundles_for_user,
+    )
+    sync_servlets = SyncServlets(storage, auth, sync)
+    ephemeral_servlets = EphemeralServlets(auth, receipts, typing, presence)
+    on_stop: list[Callable[[], Awaitable[None]]] = []
+    ws_factory: SyncStreamFactory | None = None
+    if config.websocket.enabled:
+        ws_factory = SyncStreamFactory(
+            config.websocket, reactor, auth, sync, room_servlets, ephemeral_servlets
+        )
+        WebSocketServlet(ws_factory, auth, sync_servlets).register(resource)
+        on_stop.append(ws_factory.stop)
     for servlets in (
         MetaServlets(config, auth),
         RegisterServlets(
@@ -406,18 +426,12 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         DeviceServlets(storage, auth, ui_auth, device_lists.on_device_renamed),
         ProfileServlets(auth, profiles),
         AccountDataServlets(storage, auth),
-        RoomServlets(
-            auth,
-            room_handler,
-            history,
-            Ratelimiter(reactor, config.rc_message),
-            bundler=relations.bundles_for_user,
-        ),
+        room_servlets,
         RelationServlets(auth, relations),
-        SyncServlets(storage, auth, sync),
+        sync_servlets,
         E2eKeysServlets(auth, ui_auth, e2e_keys, cross_signing, to_device),
         RoomKeysServlets(auth, KeyBackupHandler(storage.key_backup)),
-        EphemeralServlets(auth, receipts, typing, presence),
+        ephemeral_servlets,
         PresenceServlets(auth, presence),
         TagServlets(auth, TagsHandler(storage.account_data)),
         UserDirectoryServlets(auth, UserDirectoryHandler(storage.user_directory)),
@@ -445,6 +459,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         auth=auth,
         resource=resource,
         on_stop=[
+            *on_stop,
             typing.stop,
             presence.stop,
             appservices.stop,
@@ -456,4 +471,5 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         upload_spool_dir=media_files.spool_dir,
         push=push,
         federation=federation,
+        websockets=ws_factory,
     )

@@ -147,6 +147,11 @@ class SyncHandler:
         return SyncToken(tuple(positions))
 
     async def sync(self, req: SyncRequest) -> JsonDict:
+        return (await self.sync_with_updates(req))[0]
+
+    async def sync_with_updates(self, req: SyncRequest) -> tuple[JsonDict, bool]:
+        """The /sync response and whether it holds anything for the user (a long-poll
+        that timed out holds nothing; the WebSocket transport does not push those)."""
         ends = [
             await hook(req.user_id, req.device_id, req.set_presence) for hook in self.sync_hooks
         ]
@@ -156,7 +161,7 @@ class SyncHandler:
             for end in ends:
                 end()
 
-    async def _sync(self, req: SyncRequest) -> JsonDict:
+    async def _sync(self, req: SyncRequest) -> tuple[JsonDict, bool]:
         deadline = self._clock.seconds() + req.timeout_ms / 1000.0
         while True:
             now = self.current_token()
@@ -168,15 +173,15 @@ class SyncHandler:
                 raise MatrixError(400, Codes.INVALID_PARAM, "Sync token is ahead of the server")
             response, has_updates = await self._build(req, now)
             if has_updates or req.since is None or req.full_state:
-                return response
+                return response, has_updates
             if self.current_token() != now:
                 continue  # something arrived while building: look again at once
             remaining = deadline - self._clock.seconds()
             if remaining <= 0:
-                return response
+                return response, False
             await self._notifier.wait(req.user_id, remaining)
             if self._clock.seconds() >= deadline and self.current_token() == now:
-                return response
+                return response, False
 
     # Building ------------------------------------------------------------------
 

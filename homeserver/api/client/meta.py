@@ -6,7 +6,7 @@ from typing import Any
 
 from twisted.web.server import Request
 
-from homeserver.api.client.paths import client_paths
+from homeserver.api.client.paths import WEBSOCKET_FEATURE, client_paths
 from homeserver.config import HomeserverConfig
 from homeserver.events.room_versions import DEFAULT_ROOM_VERSION, ROOM_VERSIONS
 from homeserver.handlers.auth import AuthHandler
@@ -28,7 +28,10 @@ class MetaServlets:
         resource.register_many("GET", client_paths("/capabilities"), self.on_capabilities)
 
     async def on_versions(self, request: Request) -> tuple[int, Any]:
-        return 200, {"versions": SUPPORTED_VERSIONS, "unstable_features": {}}
+        unstable: dict[str, bool] = {}
+        if self._config.websocket.enabled:
+            unstable[WEBSOCKET_FEATURE] = True  # docs/websocket.md
+        return 200, {"versions": SUPPORTED_VERSIONS, "unstable_features": unstable}
 
     async def on_wellknown_client(self, request: Request) -> tuple[int, Any]:
         return 200, {"m.homeserver": {"base_url": self._config.client_baseurl}}

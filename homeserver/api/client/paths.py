@@ -11,3 +11,7 @@ def client_paths(path: str, *, versions: tuple[str, ...] = ("v3", "r0")) -> list
 
 def client_v1_paths(path: str) -> list[str]:
     return [f"{CLIENT_PREFIX}/v1{path}"]
+
+
+# The WebSocket transport's unstable namespace (docs/websocket.md), advertised in /versions.
+WEBSOCKET_FEATURE = "org.homeserver.ws"

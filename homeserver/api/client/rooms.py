@@ -216,18 +216,41 @@ class RoomServlets:
     ) -> tuple[int, Any]:
         requester = await self._auth.get_user_by_req(request)
         content = parse_json_body(request)
-        self._limiter.ratelimit_requester(requester)
-        event = await self._rooms.send_message(requester, roomId, eventType, content, txnId)
-        return 200, {"event_id": event.event_id}
+        return 200, {
+            "event_id": await self.send_event(requester, roomId, eventType, content, txnId)
+        }
 
     async def on_put_state(
         self, request: Request, roomId: str, eventType: str, stateKey: str = ""
     ) -> tuple[int, Any]:
         requester = await self._auth.get_user_by_req(request)
         content = parse_json_body(request)
+        return 200, {
+            "event_id": await self.put_state(requester, roomId, eventType, stateKey, content)
+        }
+
+    # Shared with the WebSocket transport, so both do exactly the same.
+
+    async def send_event(
+        self, requester: Requester, room_id: str, event_type: str, content: JsonDict, txn_id: str
+    ) -> str:
+        """PUT /rooms/{roomId}/send/{eventType}/{txnId} once authenticated and parsed."""
         self._limiter.ratelimit_requester(requester)
-        event = await self._rooms.send_state(requester, roomId, eventType, stateKey, content)
-        return 200, {"event_id": event.event_id}
+        event = await self._rooms.send_message(requester, room_id, event_type, content, txn_id)
+        return event.event_id
+
+    async def put_state(
+        self,
+        requester: Requester,
+        room_id: str,
+        event_type: str,
+        state_key: str,
+        content: JsonDict,
+    ) -> str:
+        """PUT /rooms/{roomId}/state/{eventType}/{stateKey} once authenticated and parsed."""
+        self._limiter.ratelimit_requester(requester)
+        event = await self._rooms.send_state(requester, room_id, event_type, state_key, content)
+        return event.event_id
 
     async def on_redact(
         self, request: Request, roomId: str, eventId: str, txnId: str
