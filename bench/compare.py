@@ -169,14 +169,15 @@ def scenario_large(server: Server, args: argparse.Namespace) -> dict[str, Any]:
 def scenario_idle(server: Server, args: argparse.Namespace) -> dict[str, Any]:
     import idle_connections
 
-    return asyncio.run(
-        idle_connections.measure(
-            server.base_url,
-            server.pid,
-            args.idle,
-            websockets=server.kind.name == "ours",
-        )
+    websockets = args.idle_websockets if server.kind.name == "ours" else 0  # Synapse has none
+    per_connection = asyncio.run(
+        idle_connections.measure(server.base_url, server.pid, args.idle, websockets)
     )
+    result: dict[str, Any] = {"sync KiB/connection": per_connection["long-poll"] / 1024}
+    if "websocket" in per_connection:
+        result["websocket KiB/connection"] = per_connection["websocket"] / 1024
+        result["websockets held"] = float(websockets)
+    return result
 
 
 RUNNERS: dict[str, Callable[[Server, argparse.Namespace], dict[str, Any]]] = {
@@ -281,7 +282,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=30, help="measured seconds per load run")
     p.add_argument("--warmup", type=float, default=5)
     p.add_argument("--large-users", type=int, default=500, help="members of the large room")
-    p.add_argument("--idle", type=int, default=1000, help="idle connections of each kind")
+    p.add_argument("--idle", type=int, default=1000, help="idle /sync long-polls")
+    p.add_argument(
+        "--idle-websockets", type=int, default=10_000, help="idle WebSockets (ours only)"
+    )
     p.add_argument("--keep", action="store_true", help="keep the data directories and logs")
     p.add_argument("--json", metavar="PATH", help="write every result as JSON")
     args = p.parse_args(argv)

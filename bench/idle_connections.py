@@ -103,25 +103,35 @@ async def run(args: argparse.Namespace) -> None:
         server = ServerProcess(proc, f"http://127.0.0.1:{port}", f"localhost:{port}", tmp_path)
         try:
             wait_until_up(server)
-            await measure(server, args)
+            results = await measure(
+                server.base_url, server.proc.pid, args.long_polls, args.websockets, args.users
+            )
+            print(
+                "summary (bytes of server RSS per idle connection):",
+                {k: round(v) for k, v in results.items()},
+            )
         finally:
             server.stop()
 
 
-async def measure(server: ServerProcess, args: argparse.Namespace) -> None:
-    base = server.base_url
-    pid = server.proc.pid
+async def measure(
+    base: str, pid: int, long_polls: int, websockets: int, user_count: int = 50
+) -> dict[str, float]:
+    """Open the idle connections against a running server; bytes of its RSS per
+    connection, by kind ("long-poll", "websocket")."""
+    raise_fd_limit(2 * (long_polls + websockets) + 1000)
     connector = aiohttp.TCPConnector(limit=0, force_close=False)
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=30)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
-        users = [await register(http, base, f"idle{i}") for i in range(args.users)]
+        prefix = f"idle{int(time.time()) % 100000}_"
+        users = [await register(http, base, f"{prefix}{i}") for i in range(user_count)]
         gc.collect()
         start = await settled_rss(pid)
-        print(f"server RSS after start-up and {args.users} users: {start} KiB")
+        print(f"server RSS after start-up and {user_count} users: {start} KiB")
         results: dict[str, Any] = {}
 
         polls: list[asyncio.Task[Any]] = []
-        if args.long_polls:
+        if long_polls:
 
             async def long_poll(i: int) -> None:
                 token, since = users[i % len(users)]
@@ -129,21 +139,21 @@ async def measure(server: ServerProcess, args: argparse.Namespace) -> None:
                 async with http.get(url, headers={"Authorization": f"Bearer {token}"}) as r:
                     await r.read()
 
-            polls = [asyncio.ensure_future(long_poll(i)) for i in range(args.long_polls)]
+            polls = [asyncio.ensure_future(long_poll(i)) for i in range(long_polls)]
             before = start
             after = await settled_rss(pid, 5.0)
-            per = (after - before) * 1024 / args.long_polls
+            per = (after - before) * 1024 / long_polls
             results["long-poll"] = per
             print(
-                f"{args.long_polls} idle /sync long-polls: RSS {before} -> {after} KiB, "
+                f"{long_polls} idle /sync long-polls: RSS {before} -> {after} KiB, "
                 f"{per:.0f} bytes ({per / 1024:.2f} KiB) per connection"
             )
 
-        if args.websockets:
+        if websockets:
             before = await settled_rss(pid, 1.0)
             sockets: list[aiohttp.ClientWebSocketResponse] = []
             started = time.monotonic()
-            for first in range(0, args.websockets, BATCH):
+            for first in range(0, websockets, BATCH):
 
                 async def open_ws(i: int) -> aiohttp.ClientWebSocketResponse:
                     token, since = users[i % len(users)]
@@ -156,14 +166,14 @@ async def measure(server: ServerProcess, args: argparse.Namespace) -> None:
                         compress=0,
                     )
 
-                count = min(BATCH, args.websockets - first)
+                count = min(BATCH, websockets - first)
                 sockets += await asyncio.gather(*(open_ws(first + j) for j in range(count)))
             print(f"opened {len(sockets)} WebSockets in {time.monotonic() - started:.1f} s")
             after = await settled_rss(pid, 5.0)
-            per = (after - before) * 1024 / args.websockets
+            per = (after - before) * 1024 / websockets
             results["websocket"] = per
             print(
-                f"{args.websockets} idle WebSockets: RSS {before} -> {after} KiB, "
+                f"{websockets} idle WebSockets: RSS {before} -> {after} KiB, "
                 f"{per:.0f} bytes ({per / 1024:.2f} KiB) per connection"
             )
             # Still alive? One call on the last connection.
@@ -175,10 +185,7 @@ async def measure(server: ServerProcess, args: argparse.Namespace) -> None:
         for task in polls:
             task.cancel()
         await asyncio.gather(*polls, return_exceptions=True)
-        print(
-            "summary (bytes of server RSS per idle connection):",
-            {k: round(v) for k, v in results.items()},
-        )
+        return results
 
 
 def main() -> None:
