@@ -208,7 +208,8 @@ class EventCreator:
         version = room.room_version
         pdu: JsonDict = dict(event_dict)
         pdu["room_id"] = room.room_id
-        pdu["origin_server_ts"] = now_ms(self._clock)
+        # Kept when given: an application service's timestamp massaging.
+        pdu.setdefault("origin_server_ts", now_ms(self._clock))
         pdu["prev_events"] = room.extremities[:MAX_PREV_EVENTS]
         pdu["depth"] = room.max_depth + 1
         auth_keys = auth_types_for_event(pdu, version)

@@ -572,14 +572,17 @@ class RoomHandler:
         event_type: str,
         content: JsonDict,
         txn_id: str | None,
+        origin_server_ts: int | None = None,
     ) -> Event:
+        """``origin_server_ts``: an application service's timestamp massaging (``ts``)."""
         await self.require_joined(requester, room_id)
         for check in self.message_checks:
             await check(requester, room_id, event_type, content, txn_id)
         txn = (requester.device_id or "", txn_id) if txn_id is not None else None
-        return await self._creator.send(
-            room_id, {"type": event_type, "sender": requester.user_id, "content": content}, txn=txn
-        )
+        event_dict: JsonDict = {"type": event_type, "sender": requester.user_id, "content": content}
+        if origin_server_ts is not None:
+            event_dict["origin_server_ts"] = origin_server_ts
+        return await self._creator.send(room_id, event_dict, txn=txn)
 
     async def send_state(
         self,
@@ -588,22 +591,22 @@ class RoomHandler:
         event_type: str,
         state_key: str,
         content: JsonDict,
+        origin_server_ts: int | None = None,
     ) -> Event:
         room = await self.require_joined(requester, room_id)
+        event_dict: JsonDict = {
+            "type": event_type,
+            "state_key": state_key,
+            "sender": requester.user_id,
+            "content": content,
+        }
+        if origin_server_ts is not None:
+            event_dict["origin_server_ts"] = origin_server_ts
         if event_type == "m.room.member":
             membership = content.get("membership")
             if not isinstance(membership, str):
                 raise MatrixError(400, Codes.BAD_JSON, "membership must be a string")
-            return await self._creator.send(
-                room_id,
-                {
-                    "type": event_type,
-                    "state_key": state_key,
-                    "sender": requester.user_id,
-                    "content": content,
-                },
-                room=room,
-            )
+            return await self._creator.send(room_id, event_dict, room=room)
         if event_type == "m.room.canonical_alias":
             await self._check_canonical_alias(room_id, content)
         existing = room.state.get((event_type, state_key))
@@ -613,16 +616,7 @@ class RoomHandler:
             and existing.sender == requester.user_id
         ):
             return existing  # Synapse dedupes identical state from the same sender
-        return await self._creator.send(
-            room_id,
-            {
-                "type": event_type,
-                "state_key": state_key,
-                "sender": requester.user_id,
-                "content": content,
-            },
-            room=room,
-        )
+        return await self._creator.send(room_id, event_dict, room=room)
 
     async def _check_canonical_alias(self, room_id: str, content: JsonDict) -> None:
         aliases: list[Any] = []

@@ -336,3 +336,31 @@ class TestEphemeral:
         presence = [e for e in edus("m.presence") if e["content"]["presence"] == "unavailable"]
         assert presence[-1]["sender"] == alice.user_id
         assert presence[-1]["content"]["status_msg"] == "away"
+
+
+@pytest_twisted.ensureDeferred
+async def test_timestamp_massaging_for_services_only(
+    server: RunningServer, fake_as: FakeAppService
+) -> None:
+    alice, room_id, puppet_id = await bridged_room(server, fake_as)
+    ts = 1_500_000_000_000
+    path = f"{V3}/rooms/{q(room_id)}/send/m.room.message/massaged"
+    resp = await as_client(server).request(
+        "PUT", path, {"msgtype": "m.text", "body": "old"}, params={"user_id": puppet_id, "ts": ts}
+    )
+    assert resp.code == 200, resp
+    event = await alice.get(f"{V3}/rooms/{q(room_id)}/event/{q(resp.json['event_id'])}")
+    assert event.json["origin_server_ts"] == ts
+    state = await as_client(server).request(
+        "PUT",
+        f"{V3}/rooms/{q(room_id)}/state/m.room.member/{q(puppet_id)}",
+        {"membership": "join", "displayname": "Puppet"},
+        params={"user_id": puppet_id, "ts": ts},
+    )
+    assert state.code == 200, state
+    event = await alice.get(f"{V3}/rooms/{q(room_id)}/event/{q(state.json['event_id'])}")
+    assert event.json["origin_server_ts"] == ts
+    # A normal user's ts is ignored.
+    resp = await alice.put(f"{path}2?ts={ts}", {"msgtype": "m.text", "body": "now"})
+    event = await alice.get(f"{V3}/rooms/{q(room_id)}/event/{q(resp.json['event_id'])}")
+    assert event.json["origin_server_ts"] > ts

@@ -52,6 +52,14 @@ def parse_event_filter(request: Request) -> EventFilter | None:
     return EventFilter.from_json(data)
 
 
+def massaged_timestamp(request: Request, requester: Requester) -> int | None:
+    """The ``ts`` query parameter: honoured for application services only (the spec's
+    timestamp massaging), ignored for everyone else as Synapse does."""
+    if requester.app_service_id is None:
+        return None
+    return parse_integer(request, "ts", minimum=0)
+
+
 class RoomServlets:
     def __init__(
         self,
@@ -216,8 +224,9 @@ class RoomServlets:
     ) -> tuple[int, Any]:
         requester = await self._auth.get_user_by_req(request)
         content = parse_json_body(request)
+        ts = massaged_timestamp(request, requester)
         return 200, {
-            "event_id": await self.send_event(requester, roomId, eventType, content, txnId)
+            "event_id": await self.send_event(requester, roomId, eventType, content, txnId, ts)
         }
 
     async def on_put_state(
@@ -225,18 +234,27 @@ class RoomServlets:
     ) -> tuple[int, Any]:
         requester = await self._auth.get_user_by_req(request)
         content = parse_json_body(request)
+        ts = massaged_timestamp(request, requester)
         return 200, {
-            "event_id": await self.put_state(requester, roomId, eventType, stateKey, content)
+            "event_id": await self.put_state(requester, roomId, eventType, stateKey, content, ts)
         }
 
     # Shared with the WebSocket transport, so both do exactly the same.
 
     async def send_event(
-        self, requester: Requester, room_id: str, event_type: str, content: JsonDict, txn_id: str
+        self,
+        requester: Requester,
+        room_id: str,
+        event_type: str,
+        content: JsonDict,
+        txn_id: str,
+        origin_server_ts: int | None = None,
     ) -> str:
         """PUT /rooms/{roomId}/send/{eventType}/{txnId} once authenticated and parsed."""
         self._limiter.ratelimit_requester(requester)
-        event = await self._rooms.send_message(requester, room_id, event_type, content, txn_id)
+        event = await self._rooms.send_message(
+            requester, room_id, event_type, content, txn_id, origin_server_ts
+        )
         return event.event_id
 
     async def put_state(
@@ -246,10 +264,13 @@ class RoomServlets:
         event_type: str,
         state_key: str,
         content: JsonDict,
+        origin_server_ts: int | None = None,
     ) -> str:
         """PUT /rooms/{roomId}/state/{eventType}/{stateKey} once authenticated and parsed."""
         self._limiter.ratelimit_requester(requester)
-        event = await self._rooms.send_state(requester, room_id, event_type, state_key, content)
+        event = await self._rooms.send_state(
+            requester, room_id, event_type, state_key, content, origin_server_ts
+        )
         return event.event_id
 
     async def on_redact(
