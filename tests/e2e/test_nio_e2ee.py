@@ -18,6 +18,7 @@ import nio
 import pytest
 
 from tests.support.databases import database_config
+from tests.support.nio_e2ee import nio_client, register_with_keys, sqlite_bytes, sync
 from tests.support.subprocess_server import (
     NO_RATE_LIMITS,
     ServerProcess,
@@ -27,7 +28,6 @@ from tests.support.subprocess_server import (
     write_overrides,
 )
 
-PASSWORD = "correct horse battery staple"
 SYNC_ATTEMPTS = 20
 
 
@@ -54,37 +54,12 @@ def e2ee_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[E2ee
         assert status == 0, f"unclean shutdown ({status}); stderr:\n{server.stderr()}"
 
 
-def _client(server: E2eeServer, store: Path) -> nio.AsyncClient:
-    store.mkdir()
-    config = nio.AsyncClientConfig(
-        encryption_enabled=True,
-        store_sync_tokens=True,
-        max_limit_exceeded=0,
-        max_timeouts=2,
-        request_timeout=20,
-    )
-    return nio.AsyncClient(server.process.base_url, "", store_path=str(store), config=config)
-
-
-async def _sync(client: nio.AsyncClient) -> nio.SyncResponse:
-    resp = await client.sync(timeout=200, full_state=False)
-    assert isinstance(resp, nio.SyncResponse), resp
-    return resp
-
-
 async def _scenario(server: E2eeServer, tmp_path: Path, secret: str, control: str) -> None:
-    alice = _client(server, tmp_path / "alice-store")
-    bob = _client(server, tmp_path / "bob-store")
+    alice = nio_client(server.process.base_url, tmp_path / "alice-store")
+    bob = nio_client(server.process.base_url, tmp_path / "bob-store")
     try:
         for client, name in ((alice, "alice"), (bob, "bob")):
-            reg = await client.register(name, PASSWORD, device_name=f"{name}'s laptop")
-            assert isinstance(reg, nio.RegisterResponse), reg
-            assert client.olm is not None, "nio has no Olm machine: is matrix-nio[e2e] installed?"
-            assert client.should_upload_keys
-            up = await client.keys_upload()
-            assert isinstance(up, nio.KeysUploadResponse), up
-            assert up.signed_curve25519_count > 0
-            await _sync(client)
+            await register_with_keys(client, name)
 
         created = await alice.room_create(
             name="secret plans",
@@ -95,8 +70,8 @@ async def _scenario(server: E2eeServer, tmp_path: Path, secret: str, control: st
         room_id = created.room_id
         joined = await bob.join(room_id)
         assert isinstance(joined, nio.JoinResponse), joined
-        await _sync(bob)
-        await _sync(alice)
+        await sync(bob)
+        await sync(alice)
         assert alice.rooms[room_id].encrypted
         assert bob.user_id in alice.rooms[room_id].users
 
@@ -113,7 +88,7 @@ async def _scenario(server: E2eeServer, tmp_path: Path, secret: str, control: st
         decrypted: list[str] = []
         undecryptable: list[Any] = []
         for _ in range(SYNC_ATTEMPTS):
-            resp = await _sync(bob)
+            resp = await sync(bob)
             room = resp.rooms.join.get(room_id)
             for event in room.timeline.events if room else []:
                 if isinstance(event, nio.RoomMessageText):
@@ -133,7 +108,7 @@ async def _scenario(server: E2eeServer, tmp_path: Path, secret: str, control: st
         # A control message, sent in clear to an unencrypted room, proves the scan works.
         plain = await alice.room_create(name="plain room")
         assert isinstance(plain, nio.RoomCreateResponse), plain
-        await _sync(alice)
+        await sync(alice)
         clear = await alice.room_send(
             plain.room_id, "m.room.message", {"msgtype": "m.text", "body": control}
         )
@@ -141,13 +116,6 @@ async def _scenario(server: E2eeServer, tmp_path: Path, secret: str, control: st
     finally:
         await alice.close()
         await bob.close()
-
-
-def _sqlite_bytes(data_dir: Path) -> bytes:
-    out = b""
-    for path in sorted(data_dir.glob("homeserver.db*")):  # the database, its WAL and SHM
-        out += path.read_bytes()
-    return out
 
 
 def _postgres_dump(database: dict[str, Any]) -> bytes:
@@ -177,7 +145,7 @@ def test_olm_and_megolm_between_two_nio_clients(e2ee_server: E2eeServer, tmp_pat
     asyncio.run(_scenario(e2ee_server, tmp_path, secret, control))
 
     if e2ee_server.database["name"] == "sqlite3":
-        contents = _sqlite_bytes(e2ee_server.data_dir)
+        contents = sqlite_bytes(e2ee_server.data_dir)
     else:
         contents = _postgres_dump(e2ee_server.database)
     assert control.encode() in contents, "the scan did not see the database's messages"
