@@ -33,6 +33,7 @@ from federation.acl import server_allowed_by_acl
 from federation.event_auth_checks import PduRejected, auth_failure, check_pdu
 from federation.interfaces import FederationClient, FederationRequestError
 from federation.room_events import FederationEventHandler, quote, server_of_sender
+from homeserver.clock import Clock
 from homeserver.events.auth_rules import auth_types_for_event
 from homeserver.events.event import Event
 from homeserver.events.room_versions import RoomVersion
@@ -48,13 +49,17 @@ StateIds = dict[StateKey, str]
 
 MAX_BACKFILL = 100
 MIN_BACKFILL = 20
-MAX_SERVERS_TRIED = 5
+MAX_SERVERS_TRIED = 3
+# After a backfill of a room that got nothing, /messages does not ask again for this
+# long: a page at an unfillable gap must not wait on remote servers every time.
+FAILURE_BACKOFF_S = 60.0
 
 
 class FederationBackfiller:
     def __init__(
         self,
         server_name: str,
+        clock: Clock,
         rooms: RoomCache,
         events: EventsStore,
         persister: EventPersister,
@@ -64,6 +69,7 @@ class FederationBackfiller:
         timeout_s: float = 10.0,
     ) -> None:
         self._server_name = server_name
+        self._clock = clock
         self._rooms = rooms
         self._events = events
         self._persister = persister
@@ -73,6 +79,7 @@ class FederationBackfiller:
         # One backfill per room at a time; a second caller waits, then finds the gap
         # filled (or tries again).
         self._locks: dict[str, defer.DeferredLock] = {}
+        self._failed_at: dict[str, float] = {}
 
     async def backfill(self, room_id: str, extremities: list[str], limit: int) -> bool:
         lock = self._locks.setdefault(room_id, defer.DeferredLock())
@@ -82,7 +89,14 @@ class FederationBackfiller:
             if held:
                 # Filled while we waited for another caller's backfill.
                 return True
-            return await self._backfill(room_id, extremities, limit)
+            failed_at = self._failed_at.get(room_id)
+            if failed_at is not None and self._clock.seconds() - failed_at < FAILURE_BACKOFF_S:
+                return False
+            if await self._backfill(room_id, extremities, limit):
+                self._failed_at.pop(room_id, None)
+                return True
+            self._failed_at[room_id] = self._clock.seconds()
+            return False
         finally:
             lock.release()
             if not lock.locked and not lock.waiting:

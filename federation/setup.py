@@ -184,7 +184,9 @@ def build_federation(
         FederationE2eeServlets(authenticator.authenticate, e2ee),
         KeyServlets(keyring),
     ]
-    backfiller = FederationBackfiller(server_name, rooms, storage.events, persister, events, client)
+    backfiller = FederationBackfiller(
+        server_name, reactor, rooms, storage.events, persister, events, client
+    )
     return Federation(
         client,
         keyring,

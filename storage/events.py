@@ -340,16 +340,19 @@ class EventsStore:
                 (ev.room_id, prev, ev.depth),
             )
 
-    async def get_backward_extremities(self, room_id: str, max_depth: int, limit: int) -> list[str]:
-        """Gaps below ``max_depth`` (by the depth of what points at them), nearest first."""
+    async def get_backward_extremities(
+        self, room_id: str, max_depth: int, limit: int, min_depth: int | None = None
+    ) -> list[str]:
+        """Gaps in [min_depth, max_depth] (by the depth of what points at them), nearest
+        first."""
 
         def _txn(txn: Transaction) -> list[str]:
             return [
                 str(r[0])
                 for r in txn.select_all(
                     "SELECT event_id FROM event_backward_extremities WHERE room_id = ?"
-                    " AND depth <= ? ORDER BY depth DESC, event_id LIMIT ?",
-                    (room_id, max_depth, limit),
+                    " AND depth <= ? AND depth >= ? ORDER BY depth DESC, event_id LIMIT ?",
+                    (room_id, max_depth, min_depth if min_depth is not None else -1, limit),
                 )
             ]
 

@@ -136,7 +136,7 @@ class RoomHistory:
                 to_pos = bound if to_pos is None or to_pos > bound else to_pos
         fetch = limit * 2 + 10 if event_filter else limit
         raw = await self._storage.events.paginate_room(room_id, pos, to_pos, backwards, fetch)
-        if backwards and len(raw) < fetch and await self._backfill(room_id, pos[0], limit):
+        if backwards and len(raw) < fetch and await self._backfill(room_id, pos, to_pos, limit):
             raw = await self._storage.events.paginate_room(room_id, pos, to_pos, backwards, fetch)
         kept = event_filter.filter(raw, room_id) if event_filter is not None else raw
         if len(kept) > limit:
@@ -168,11 +168,15 @@ class RoomHistory:
             lazy_state = [ev for ev in members.values() if ev is not None]
         return visible, from_token, end, lazy_state
 
-    async def _backfill(self, room_id: str, depth: int, limit: int) -> bool:
-        """Ask the backfiller for history older than we hold, below ``depth``."""
+    async def _backfill(
+        self, room_id: str, pos: tuple[int, int], to_pos: tuple[int, int] | None, limit: int
+    ) -> bool:
+        """Ask the backfiller for history older than we hold, between the page's bounds."""
         if self.backfiller is None:
             return False
-        gaps = await self._storage.events.get_backward_extremities(room_id, depth, 5)
+        gaps = await self._storage.events.get_backward_extremities(
+            room_id, pos[0], 5, min_depth=to_pos[0] if to_pos is not None else None
+        )
         if not gaps:
             return False
         return await self.backfiller.backfill(room_id, gaps, limit)
