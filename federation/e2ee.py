@@ -449,15 +449,77 @@ class FederationE2ee:
 
     async def on_events(self, events: list[Event]) -> None:
         """Forget a remote user's cached list once no room is shared with them: their
-        server stops sending us updates, so the cache would silently go stale."""
+        server stops sending us updates, so the cache would silently go stale. Announce
+        device lists on joins (``_push_on_join``)."""
         for ev in events:
             user_id = ev.state_key
+            if (
+                ev.membership == "join"
+                and user_id
+                and not ev.outlier
+                and ev.rejected_reason is None
+                and ev.stream_ordering > 0  # not backfilled history
+            ):
+                try:
+                    await self._push_on_join(ev.room_id, user_id, ev)
+                except Exception:
+                    logger.exception("Announcing device lists on a join failed")
             if ev.membership not in ("leave", "ban") or not user_id:
                 continue
             if server_of(user_id) in (None, self._server_name):
                 continue
             if not await self._device_lists.shares_room_with_local_user(user_id):
                 await self._store.forget_remote_list(user_id)
+
+    async def _push_on_join(self, room_id: str, user_id: str, ev: Event) -> None:
+        """As Synapse: a server newly sharing a room with a user hears of their devices
+        at once, rather than on its first /keys/query. A local user's join announces
+        them to the room's other servers; a remote server's first user in a room gets
+        the devices of our users there."""
+        prev = (ev.pdu.get("unsigned") or {}).get("prev_content") or {}
+        if isinstance(prev, dict) and prev.get("membership") == "join":
+            return  # a profile change, not a join
+        members = await self._device_lists.members_of([room_id])
+        joiner_server = server_of(user_id)
+        if joiner_server == self._server_name:
+            servers = {server_of(u) for u in members} - {None, self._server_name}
+            await self._announce_devices(user_id, {s for s in servers if s is not None})
+            return
+        if joiner_server is None or any(
+            server_of(u) == joiner_server for u in members if u != user_id
+        ):
+            return  # that server was already in the room
+        for member in sorted(members):
+            if server_of(member) == self._server_name:
+                await self._announce_devices(member, {joiner_server})
+
+    async def _announce_devices(self, user_id: str, destinations: set[str]) -> None:
+        """One update per device of ``user_id``, at its current stream id, to
+        ``destinations`` only. ``prev_id`` is empty: the others' chains stay intact, and
+        a receiver without the list resyncs it."""
+        if not destinations:
+            return
+        devices = await self._users.get_devices(user_id)
+        if not devices:
+            return
+        stream_id = await self._store.outbound_stream_id(user_id)
+        if stream_id == 0:
+            _, ids = await self._store.next_outbound_ids(user_id, 1)
+            stream_id = ids[0]
+        keys = await self._keys.local_keys({user_id: [d.device_id for d in devices]}, None)
+        device_keys = keys.get("device_keys", {}).get(user_id, {})
+        for device in devices:
+            content: JsonDict = {
+                "user_id": user_id,
+                "device_id": device.device_id,
+                "stream_id": stream_id,
+                "prev_id": [],
+            }
+            if device.display_name is not None:
+                content["device_display_name"] = device.display_name
+            if device.device_id in device_keys:
+                content["keys"] = _strip_unsigned(device_keys[device.device_id])
+            await self._sender.send_edu(sorted(destinations), DEVICE_LIST_UPDATE, content)
 
     # Outbound (DeviceListPublisher, RemoteToDevice) ------------------------------------
 

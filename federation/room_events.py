@@ -85,6 +85,10 @@ class FederationEventHandler:
             found.update(await self._events.get_events(rest))
         return found
 
+    async def get_events(self, event_ids: Iterable[str]) -> dict[str, Event]:
+        """Stored or accepted-but-uncommitted events, by id."""
+        return await self._get(event_ids)
+
     async def _chain(self, event_ids: Iterable[str], include_given: bool = False) -> set[str]:
         """Auth chain, following pending events' auth events too."""
         given = set(event_ids)
@@ -226,13 +230,13 @@ class FederationEventHandler:
             if prev in known:
                 state = await self.state_after_event(room_id, prev)
             else:
-                state = await self._fetch_state_after(origin, version, room_id, prev)
+                state = await self.fetch_state_after(origin, version, room_id, prev)
             if state is not None:
                 state_sets.append(state)
         if not state_sets:
             logger.warning("No state for prev events of %s; dropping it", event_id)
             return None
-        await self._ensure_auth_events(origin, version, room_id, event_id, pdu)
+        await self.ensure_auth_events(origin, version, room_id, event_id, pdu)
         state_before = await self.resolve(version, room_id, state_sets)
         return await self._persist_event(version, event_id, pdu, state_before)
 
@@ -275,7 +279,7 @@ class FederationEventHandler:
                 continue
             await self._process(origin, version, mid, checked, depth_budget=budget - 1)
 
-    async def _fetch_state_after(
+    async def fetch_state_after(
         self, origin: str, version: RoomVersion, room_id: str, prev_id: str
     ) -> StateIds | None:
         """State after an event we do not have, asked from ``origin`` (/state_ids)."""
@@ -325,7 +329,7 @@ class FederationEventHandler:
                 pdus.append(pdu)
         await self.store_outliers(version, pdus)
 
-    async def _ensure_auth_events(
+    async def ensure_auth_events(
         self, origin: str, version: RoomVersion, room_id: str, event_id: str, pdu: JsonDict
     ) -> None:
         auth_ids = [a for a in pdu.get("auth_events", []) if isinstance(a, str)]

@@ -11,6 +11,7 @@ import treq
 from signedjson.types import SigningKey
 from twisted.internet import defer
 
+from federation.backfill import FederationBackfiller
 from federation.discovery import ServerResolver
 from federation.e2ee import FederationE2ee
 from federation.e2ee_servlets import FederationE2eeServlets
@@ -77,6 +78,7 @@ class Federation:
     transactions: TransactionServlet
     servlets: list[Any]
     e2ee: FederationE2ee
+    backfiller: FederationBackfiller
 
     def register(self, resource: JsonResource) -> None:
         for servlets in self.servlets:
@@ -182,6 +184,18 @@ def build_federation(
         FederationE2eeServlets(authenticator.authenticate, e2ee),
         KeyServlets(keyring),
     ]
+    backfiller = FederationBackfiller(
+        server_name, reactor, rooms, storage.events, persister, events, client
+    )
     return Federation(
-        client, keyring, authenticator, events, membership, sender, transactions, servlets, e2ee
+        client,
+        keyring,
+        authenticator,
+        events,
+        membership,
+        sender,
+        transactions,
+        servlets,
+        e2ee,
+        backfiller,
     )

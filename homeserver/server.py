@@ -325,6 +325,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         device_lists,
     )
     fanout.listeners.append(federation.on_persisted)
+    history.backfiller = federation.backfiller
     edus = FederationEdus(
         server_name,
         reactor,

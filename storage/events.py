@@ -55,6 +55,9 @@ class PersistItem:
     # For an outlier membership of a local user in a room we do not hold (a remote
     # invite): the stripped state to show with it.
     out_of_band_stripped_state: list[dict[str, Any]] | None = None
+    # History fetched with /backfill: a negative stream ordering (never in a /sync
+    # window), no forward extremity or membership row; an outlier copy is replaced.
+    backfilled: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,10 +118,25 @@ def _chunks(items: Sequence[Any], size: int = 500) -> Iterable[Sequence[Any]]:
 
 
 class EventsStore:
-    def __init__(self, db: Database, stream: IdGenerator, state_groups: IdGenerator) -> None:
+    def __init__(
+        self,
+        db: Database,
+        stream: IdGenerator,
+        state_groups: IdGenerator,
+        backfill_floor: int = 0,
+    ) -> None:
         self._db = db
         self.stream = stream
         self.state_group_ids = state_groups
+        # Backfilled events count down from 0 (as in Synapse), so they sort before every
+        # live event of the same depth and no /sync window (from >= 0) ever includes them.
+        self._backfill_next = min(backfill_floor, 0) - 1
+
+    def allocate_backfill_ordering(self) -> int:
+        """A (negative) stream ordering for a backfilled event; reactor thread only."""
+        value = self._backfill_next
+        self._backfill_next -= 1
+        return value
 
     # Writing -----------------------------------------------------------------
 
@@ -128,6 +146,9 @@ class EventsStore:
     def _persist_txn(self, txn: Transaction, items: list[PersistItem]) -> None:
         for item in items:
             ev = item.event
+            redacted_by = None
+            if item.backfilled:
+                redacted_by = self._drop_outlier_copy_txn(txn, ev.event_id)
             if item.room_is_new:
                 txn.execute(
                     "INSERT INTO rooms (room_id, room_version, creator, is_public, created_ts)"
@@ -163,14 +184,27 @@ class EventsStore:
                 "INSERT INTO event_edges (event_id, prev_event_id) VALUES (?, ?)",
                 [(ev.event_id, p) for p in ev.prev_event_ids],
             )
+            if redacted_by is not None:
+                txn.execute(
+                    "UPDATE events SET redacted_by = ? WHERE event_id = ?",
+                    (redacted_by, ev.event_id),
+                )
+            if not ev.outlier:
+                self._update_backward_extremities_txn(txn, ev)
             # Forward extremities: the new event replaces those it points at, unless
             # something already points at it (it arrived late, e.g. by backfill).
-            txn.execute_many(
-                "DELETE FROM event_forward_extremities WHERE room_id = ? AND event_id = ?",
-                [(ev.room_id, p) for p in ev.prev_event_ids],
-            )
-            if not ev.outlier and not txn.select_one(
-                "SELECT 1 FROM event_edges WHERE prev_event_id = ? LIMIT 1", (ev.event_id,)
+            # Backfilled history never moves them.
+            if not item.backfilled:
+                txn.execute_many(
+                    "DELETE FROM event_forward_extremities WHERE room_id = ? AND event_id = ?",
+                    [(ev.room_id, p) for p in ev.prev_event_ids],
+                )
+            if (
+                not ev.outlier
+                and not item.backfilled
+                and not txn.select_one(
+                    "SELECT 1 FROM event_edges WHERE prev_event_id = ? LIMIT 1", (ev.event_id,)
+                )
             ):
                 txn.execute(
                     "INSERT INTO event_forward_extremities (room_id, event_id) VALUES (?, ?)",
@@ -208,7 +242,12 @@ class EventsStore:
                     " membership) VALUES (?, ?, ?, ?, ?)",
                     (ev.room_id, ev.type, ev.state_key, ev.event_id, ev.membership),
                 )
-            if ev.membership is not None and ev.rejected_reason is None and not ev.outlier:
+            if (
+                ev.membership is not None
+                and ev.rejected_reason is None
+                and not ev.outlier
+                and not item.backfilled
+            ):
                 txn.execute(
                     "INSERT INTO room_memberships (event_id, user_id, sender, room_id, membership,"
                     " stream_ordering) VALUES (?, ?, ?, ?, ?, ?)",
@@ -264,6 +303,79 @@ class EventsStore:
                 )
             index_event_txn(txn, ev)  # full-text search index (storage/search.py)
             index_relations_txn(txn, ev)  # relations and threads (storage/relations.py)
+
+    def _drop_outlier_copy_txn(self, txn: Transaction, event_id: str) -> str | None:
+        """Remove an outlier copy of an event about to be stored in the timeline.
+
+        Returns the copy's ``redacted_by``, to be kept. Outliers have no search,
+        relation, membership or state-group rows, so only these tables hold them.
+        """
+        row = txn.select_one(
+            "SELECT redacted_by FROM events WHERE event_id = ? AND outlier = 1", (event_id,)
+        )
+        if row is None:
+            return None
+        txn.execute("DELETE FROM events WHERE event_id = ?", (event_id,))
+        txn.execute("DELETE FROM event_edges WHERE event_id = ?", (event_id,))
+        txn.execute("DELETE FROM redactions WHERE event_id = ?", (event_id,))
+        return str(row[0]) if row[0] is not None else None
+
+    def _update_backward_extremities_txn(self, txn: Transaction, ev: Event) -> None:
+        """``ev`` fills its own gap; its prev events we lack in the timeline are gaps."""
+        txn.execute(
+            "DELETE FROM event_backward_extremities WHERE room_id = ? AND event_id = ?",
+            (ev.room_id, ev.event_id),
+        )
+        for prev in ev.prev_event_ids:
+            if txn.select_one(
+                "SELECT 1 FROM events WHERE event_id = ? AND outlier = 0", (prev,)
+            ) or txn.select_one(
+                "SELECT 1 FROM event_backward_extremities WHERE room_id = ? AND event_id = ?",
+                (ev.room_id, prev),
+            ):
+                continue
+            txn.execute(
+                "INSERT INTO event_backward_extremities (room_id, event_id, depth)"
+                " VALUES (?, ?, ?)",
+                (ev.room_id, prev, ev.depth),
+            )
+
+    async def get_backward_extremities(
+        self, room_id: str, max_depth: int, limit: int, min_depth: int | None = None
+    ) -> list[str]:
+        """Gaps in [min_depth, max_depth] (by the depth of what points at them), nearest
+        first."""
+
+        def _txn(txn: Transaction) -> list[str]:
+            return [
+                str(r[0])
+                for r in txn.select_all(
+                    "SELECT event_id FROM event_backward_extremities WHERE room_id = ?"
+                    " AND depth <= ? AND depth >= ? ORDER BY depth DESC, event_id LIMIT ?",
+                    (room_id, max_depth, min_depth if min_depth is not None else -1, limit),
+                )
+            ]
+
+        return await self._db.run_interaction("backward_extremities", _txn)
+
+    async def have_timeline_events(self, event_ids: Iterable[str]) -> set[str]:
+        """Those of ``event_ids`` held in a room's timeline (not as outliers)."""
+        ids = list(dict.fromkeys(event_ids))
+
+        def _txn(txn: Transaction) -> set[str]:
+            found: set[str] = set()
+            for chunk in _chunks(ids):
+                marks = ",".join("?" * len(chunk))
+                found.update(
+                    str(r[0])
+                    for r in txn.select_all(
+                        f"SELECT event_id FROM events WHERE event_id IN ({marks}) AND outlier = 0",
+                        list(chunk),
+                    )
+                )
+            return found
+
+        return await self._db.run_interaction("have_timeline_events", _txn) if ids else set()
 
     def _apply_current_state_delta(
         self, txn: Transaction, room_id: str, delta: dict[StateKey, str | None]

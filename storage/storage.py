@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from storage.account_data import AccountDataStore
 from storage.appservice import AppServiceStore
-from storage.database import Database
+from storage.database import Database, Transaction
 from storage.device_federation import DeviceFederationStore
 from storage.e2ee import E2eeStore
 from storage.events import EventsStore
@@ -63,13 +63,19 @@ class Storage:
         receipts_stream = await IdGenerator.load(db, "receipts", "stream_id")
         presence_stream = await IdGenerator.load(db, "presence", "stream_id")
         e2ee = await E2eeStore.open(db)
+
+        def _min_stream(txn: Transaction) -> int:
+            row = txn.select_one("SELECT MIN(stream_ordering) FROM events")
+            return int(row[0]) if row and row[0] is not None else 0
+
+        backfill_floor = await db.run_interaction("min_events_stream", _min_stream)
         return cls(
             db=db,
             users=UserStore(db, token_ids),
             profiles=ProfileStore(db),
             account_data=AccountDataStore(db, account_data_stream),
             registration=RegistrationStore(db),
-            events=EventsStore(db, events_stream, state_groups),
+            events=EventsStore(db, events_stream, state_groups, backfill_floor),
             e2ee=e2ee,
             device_federation=await DeviceFederationStore.open(db, e2ee),
             key_backup=await KeyBackupStore.open(db),

@@ -9,13 +9,18 @@ Pagination tokens are positions *between* events, as in Synapse: ``t<depth>-<str
 is the point just after the event at (depth, stream) in history order, ``s<stream>``
 the point just after everything up to that stream position. Paginating backwards from
 a token returns the events before it, forwards the events after it, so any token may
-be used in either direction without skipping or repeating an event.
+be used in either direction without skipping or repeating an event. Backfilled events
+have negative stream orderings, so ``<stream>`` may be negative (``t5--3``).
+
+A backwards page that comes up short while the room has gaps in what we hold (backward
+extremities at or below the page's depth) asks the ``Backfiller`` (federation) for older
+history first, then reads the page again.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Protocol
 
 from homeserver.errors import Codes, MatrixError
 from homeserver.events.event import Event
@@ -26,10 +31,16 @@ from storage.storage import Storage
 
 JsonDict = dict[str, Any]
 
-_TOPO_RE = re.compile(r"^t(-?\d+)-(\d+)$")
+_TOPO_RE = re.compile(r"^t(-?\d+)-(-?\d+)$")
 _STREAM_RE = re.compile(r"^s(\d+)(?:_\d+)*$")
 
 MAX_LIMIT = 1000
+
+
+class Backfiller(Protocol):
+    async def backfill(self, room_id: str, extremities: list[str], limit: int) -> bool:
+        """Fetch history before ``extremities`` from other servers; whether any was stored."""
+        ...
 
 
 class RoomHistory:
@@ -37,6 +48,8 @@ class RoomHistory:
         self._storage = storage
         self._rooms = rooms
         self._visibility = visibility
+        # Set by the federation layer; None: only what we hold is served.
+        self.backfiller: Backfiller | None = None
 
     async def _room_and_membership(self, user_id: str, room_id: str) -> tuple[LiveRoom, str | None]:
         room = await self._rooms.get(room_id)
@@ -123,6 +136,8 @@ class RoomHistory:
                 to_pos = bound if to_pos is None or to_pos > bound else to_pos
         fetch = limit * 2 + 10 if event_filter else limit
         raw = await self._storage.events.paginate_room(room_id, pos, to_pos, backwards, fetch)
+        if backwards and len(raw) < fetch and await self._backfill(room_id, pos, to_pos, limit):
+            raw = await self._storage.events.paginate_room(room_id, pos, to_pos, backwards, fetch)
         kept = event_filter.filter(raw, room_id) if event_filter is not None else raw
         if len(kept) > limit:
             events = kept[:limit]
@@ -152,6 +167,19 @@ class RoomHistory:
                 members = {s: found.get(i or "") for s, i in zip(senders, ids, strict=True)}
             lazy_state = [ev for ev in members.values() if ev is not None]
         return visible, from_token, end, lazy_state
+
+    async def _backfill(
+        self, room_id: str, pos: tuple[int, int], to_pos: tuple[int, int] | None, limit: int
+    ) -> bool:
+        """Ask the backfiller for history older than we hold, between the page's bounds."""
+        if self.backfiller is None:
+            return False
+        gaps = await self._storage.events.get_backward_extremities(
+            room_id, pos[0], 5, min_depth=to_pos[0] if to_pos is not None else None
+        )
+        if not gaps:
+            return False
+        return await self.backfiller.backfill(room_id, gaps, limit)
 
     async def get_event(self, user_id: str, room_id: str, event_id: str) -> Event:
         room, membership = await self._room_and_membership(user_id, room_id)

@@ -1,0 +1,290 @@
+"""Client-side backfill: older history of a room, fetched from another server.
+
+When /messages runs out of events before a gap (a backward extremity: a prev event we do
+not hold in the timeline, typically everything before our join), ``RoomHistory`` asks
+``FederationBackfiller.backfill``. It asks the other servers in the room, one at a time
+and each within ``timeout_s``, for ``GET /_matrix/federation/v1/backfill``, and stores
+what comes back as history.
+
+Invariants:
+- Each PDU passes the checks of any other ingested event: format, signatures, hashes
+  (``check_pdu``), then the auth rules against its auth events and against the state
+  before it (failing either: stored rejected, never shown). There is no soft-fail check:
+  the current state says nothing about history.
+- Backfilled events get negative stream orderings (``allocate_backfill_ordering``) and
+  go straight to the store, not through the persister: no /sync window ever includes
+  them, nothing is fanned out (push, application services, federation), and the room's
+  current state, forward extremities and ``LiveRoom`` are never touched.
+- An event we already hold as an outlier (state from our send_join) is moved into the
+  timeline, so /messages shows it too.
+- Work on a room's graph happens under ``RoomCache.lock(room_id)``, like inbound PDUs;
+  the HTTP request to the other server does not.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from twisted.internet import defer
+
+from crypto.event_hashing import compute_event_id
+from federation.acl import server_allowed_by_acl
+from federation.event_auth_checks import PduRejected, auth_failure, check_pdu
+from federation.interfaces import FederationClient, FederationRequestError
+from federation.room_events import FederationEventHandler, quote, server_of_sender
+from homeserver.clock import Clock
+from homeserver.events.auth_rules import auth_types_for_event
+from homeserver.events.event import Event
+from homeserver.events.room_versions import RoomVersion
+from homeserver.rooms.persister import EventPersister
+from homeserver.rooms.room_cache import LiveRoom, RoomCache, pdu_with_id
+from storage.events import MAX_STATE_DELTA_DEPTH, EventsStore, NewStateGroup, PersistItem
+
+logger = logging.getLogger(__name__)
+
+JsonDict = dict[str, Any]
+StateKey = tuple[str, str]
+StateIds = dict[StateKey, str]
+
+MAX_BACKFILL = 100
+MIN_BACKFILL = 20
+MAX_SERVERS_TRIED = 3
+# After a backfill of a room that got nothing, /messages does not ask again for this
+# long: a page at an unfillable gap must not wait on remote servers every time.
+FAILURE_BACKOFF_S = 60.0
+
+
+class FederationBackfiller:
+    def __init__(
+        self,
+        server_name: str,
+        clock: Clock,
+        rooms: RoomCache,
+        events: EventsStore,
+        persister: EventPersister,
+        handler: FederationEventHandler,
+        client: FederationClient,
+        *,
+        timeout_s: float = 10.0,
+    ) -> None:
+        self._server_name = server_name
+        self._clock = clock
+        self._rooms = rooms
+        self._events = events
+        self._persister = persister
+        self._handler = handler
+        self._client = client
+        self._timeout_s = timeout_s
+        # One backfill per room at a time; a second caller waits, then finds the gap
+        # filled (or tries again).
+        self._locks: dict[str, defer.DeferredLock] = {}
+        self._failed_at: dict[str, float] = {}
+
+    async def backfill(self, room_id: str, extremities: list[str], limit: int) -> bool:
+        lock = self._locks.setdefault(room_id, defer.DeferredLock())
+        await lock.acquire()
+        try:
+            held = await self._events.have_timeline_events(extremities)
+            if held:
+                # Filled while we waited for another caller's backfill.
+                return True
+            failed_at = self._failed_at.get(room_id)
+            if failed_at is not None and self._clock.seconds() - failed_at < FAILURE_BACKOFF_S:
+                return False
+            if await self._backfill(room_id, extremities, limit):
+                self._failed_at.pop(room_id, None)
+                return True
+            self._failed_at[room_id] = self._clock.seconds()
+            return False
+        finally:
+            lock.release()
+            if not lock.locked and not lock.waiting:
+                self._locks.pop(room_id, None)
+
+    def servers_to_try(self, room: LiveRoom) -> list[str]:
+        """Other servers with joined users, the longest in the room first (as Synapse:
+        they are the likeliest to hold old history)."""
+        first_join: dict[str, int] = {}
+        for (etype, user_id), ev in room.state.items():
+            if etype != "m.room.member" or ev.membership != "join" or ":" not in user_id:
+                continue
+            server = user_id.split(":", 1)[1]
+            if server != self._server_name:
+                first_join[server] = min(first_join.get(server, ev.depth), ev.depth)
+        return sorted(first_join, key=lambda s: (first_join[s], s))[:MAX_SERVERS_TRIED]
+
+    async def _backfill(self, room_id: str, extremities: list[str], limit: int) -> bool:
+        room = await self._rooms.get(room_id)
+        if room is None:
+            return False
+        wanted = min(max(limit, MIN_BACKFILL), MAX_BACKFILL)
+        for server in self.servers_to_try(room):
+            try:
+                resp = await self._client.get_json(
+                    server,
+                    f"/_matrix/federation/v1/backfill/{quote(room_id)}",
+                    {"v": list(extremities), "limit": str(wanted)},
+                    timeout_s=self._timeout_s,
+                )
+            except FederationRequestError as e:
+                logger.info("Backfill of %s from %s failed: %s", room_id, server, e)
+                continue
+            except Exception as e:  # timeouts, connection errors
+                logger.info("Backfill of %s from %s failed: %r", room_id, server, e)
+                continue
+            pdus = resp.get("pdus") if isinstance(resp, dict) else None
+            if not isinstance(pdus, list) or not pdus:
+                continue
+            pdus = [p for p in pdus if isinstance(p, dict)][:MAX_BACKFILL]
+            lock = self._rooms.lock(room_id)
+            await lock.acquire()
+            try:
+                stored = await self._ingest(server, room, pdus)
+            finally:
+                lock.release()
+            if stored:
+                logger.info("Backfilled %d events of %s from %s", stored, room_id, server)
+                return True
+        return False
+
+    async def _ingest(self, origin: str, room: LiveRoom, pdus: list[JsonDict]) -> int:
+        """Check and store ``pdus`` as history, oldest first; the room lock is held."""
+        version = room.room_version
+        acl = room.state_content("m.room.server_acl")
+        checked: dict[str, JsonDict] = {}
+        for pdu in pdus:
+            # A room version 12 create event has no room_id (checked by its id below).
+            if pdu.get("room_id", room.room_id) != room.room_id:
+                continue
+            if not server_allowed_by_acl(server_of_sender(pdu), acl):
+                continue
+            try:
+                ok = await check_pdu(pdu, version, self._handler.keyring)
+            except PduRejected as e:
+                logger.info("Dropping backfilled event from %s: %s", origin, e)
+                continue
+            event_id = compute_event_id(ok, version)
+            if "room_id" not in ok and "!" + event_id[1:] != room.room_id:
+                continue
+            checked[event_id] = ok
+        # Outlier copies (e.g. from our join) must be committed before we replace them.
+        await self._persister.wait_idle()
+        held = await self._events.have_timeline_events(checked)
+        todo = sorted(
+            (eid for eid in checked if eid not in held),
+            key=lambda e: (_depth(checked[e]), e),
+        )
+        # State groups of the events stored in this run: a chain of history reuses
+        # them as deltas instead of writing the whole state for every event.
+        groups: dict[str, tuple[int, int, StateIds]] = {}
+        stored = 0
+        for eid in todo:
+            if await self._store_one(origin, version, room, eid, checked[eid], groups):
+                stored += 1
+        return stored
+
+    async def _state_before(
+        self,
+        origin: str,
+        version: RoomVersion,
+        room_id: str,
+        prevs: list[str],
+        groups: dict[str, tuple[int, int, StateIds]],
+    ) -> StateIds | None:
+        if not prevs:
+            return {}  # the create event
+        held = await self._events.have_timeline_events(p for p in prevs if p not in groups)
+        sets: list[StateIds] = []
+        for prev in prevs:
+            state: StateIds | None
+            if prev in groups:
+                state = groups[prev][2]
+            elif prev in held:
+                state = await self._handler.state_after_event(room_id, prev)
+            else:
+                # Still a gap below this event: ask for the state there.
+                state = await self._handler.fetch_state_after(origin, version, room_id, prev)
+            if state is not None:
+                sets.append(state)
+        if not sets:
+            return None
+        return await self._handler.resolve(version, room_id, sets)
+
+    async def _store_one(
+        self,
+        origin: str,
+        version: RoomVersion,
+        room: LiveRoom,
+        event_id: str,
+        pdu: JsonDict,
+        groups: dict[str, tuple[int, int, StateIds]],
+    ) -> bool:
+        room_id = room.room_id
+        prevs = [p for p in pdu.get("prev_events", []) if isinstance(p, str)]
+        state_before = await self._state_before(origin, version, room_id, prevs, groups)
+        if state_before is None:
+            logger.info("No state before backfilled %s; dropping it", event_id)
+            return False
+        await self._handler.ensure_auth_events(origin, version, room_id, event_id, pdu)
+        auth_ids = [a for a in pdu.get("auth_events", []) if isinstance(a, str)]
+        loaded = await self._handler.get_events([*state_before.values(), *auth_ids])
+        create = room.create_event
+        create_json = pdu_with_id(create) if create is not None else None
+        full = {**pdu, "event_id": event_id}
+        auth_state: dict[StateKey, JsonDict] = {}
+        for auth_id in auth_ids:
+            auth = loaded.get(auth_id)
+            if auth is not None and auth.is_state():
+                auth_state[auth.state_tuple] = pdu_with_id(auth)
+        reason = auth_failure(full, auth_state, version, create_json)
+        if reason is None:
+            wanted = auth_types_for_event(pdu, version)
+            before = {
+                key: pdu_with_id(loaded[eid])
+                for key, eid in state_before.items()
+                if key in wanted and eid in loaded
+            }
+            reason = auth_failure(full, before, version, create_json)
+        event = Event(event_id=event_id, pdu=pdu, room_version=version, rejected_reason=reason)
+        event.stream_ordering = self._events.allocate_backfill_ordering()
+
+        extra: list[NewStateGroup] = []
+        reuse = groups.get(prevs[0]) if len(prevs) == 1 else None
+        if reuse is not None and reuse[2] == state_before:
+            group_before, depth_before = reuse[0], reuse[1]
+        else:
+            group_before, depth_before = self._events.state_group_ids.next_id(), 0
+            extra.append(NewStateGroup(group_before, None, dict(state_before), 0))
+        group_after, depth_after, state_after = group_before, depth_before, state_before
+        new_group = None
+        if event.is_state() and reason is None:
+            state_after = {**state_before, event.state_tuple: event_id}
+            group_after = self._events.state_group_ids.next_id()
+            if depth_before + 1 >= MAX_STATE_DELTA_DEPTH:
+                new_group = NewStateGroup(group_after, None, dict(state_after), 0)
+                depth_after = 0
+            else:
+                delta = {event.state_tuple: event_id}
+                new_group = NewStateGroup(group_after, group_before, delta, depth_before + 1)
+                depth_after = depth_before + 1
+        await self._events.persist_batch(
+            [
+                PersistItem(
+                    event=event,
+                    state_group_before=group_before,
+                    state_group_after=group_after,
+                    new_state_group=new_group,
+                    update_current_state=False,
+                    extra_state_groups=tuple(extra),
+                    backfilled=True,
+                )
+            ]
+        )
+        groups[event_id] = (group_after, depth_after, state_after)
+        return reason is None
+
+
+def _depth(pdu: JsonDict) -> int:
+    depth = pdu.get("depth")
+    return depth if isinstance(depth, int) else 0
