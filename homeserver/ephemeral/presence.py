@@ -117,6 +117,8 @@ class PresenceHandler:
         self._local_suffix = f":{server_name}" if server_name is not None else None
         # Called with every visible change (local and remote users), on the reactor.
         self.listeners: list[PresenceListener] = []
+        # user id -> how many explicit PUT /status changes this process has seen
+        self._explicit_changes: dict[str, int] = {}
         self._states: dict[str, PresenceState] = {}
         # user -> device -> number of its /sync requests in flight
         self._syncing: dict[str, dict[str | None, int]] = {}
@@ -216,6 +218,7 @@ class PresenceHandler:
         """An explicit ``PUT /status`` (it replaces the status message too)."""
         if not self.enabled:
             return
+        self._explicit_changes[user_id] = self._explicit_changes.get(user_id, 0) + 1
         state = await self._get(user_id)
         new = dataclasses.replace(state, state=presence, status_msg=status_msg)
         if presence == ONLINE:
@@ -278,16 +281,26 @@ class PresenceHandler:
                 best = state
         return best
 
-    def bump_active(self, user_id: str) -> None:
-        """The user did something (sent an event, typed): online and active now."""
+    def bump_active(self, user_id: str, explicit_seen: int | None = None) -> None:
+        """The user did something (sent an event, typed): online and active now.
+
+        ``explicit_seen``: the user's count of explicit status changes when the action
+        happened; if a ``PUT /status`` came after it, that choice stands (the action
+        only counts as activity).
+        """
         if not self.enabled or self._stopped:
             return
+        if explicit_seen is None:
+            explicit_seen = self._explicit_changes.get(user_id, 0)
 
         async def _bump() -> None:
-            state = await self._get(user_id)
-            self._update(
-                dataclasses.replace(state, state=ONLINE, last_active_ts=now_ms(self._clock))
-            )
+            await self._get(user_id)
+            state = self._states.get(user_id) or PresenceState.default(user_id)  # current
+            now = now_ms(self._clock)
+            if self._explicit_changes.get(user_id, 0) != explicit_seen:
+                self._update(dataclasses.replace(state, last_active_ts=now))
+            else:
+                self._update(dataclasses.replace(state, state=ONLINE, last_active_ts=now))
 
         self._in_background(_bump(), f"Presence bump for {user_id}")
 
@@ -298,7 +311,8 @@ class PresenceHandler:
         no-await section, which must not resume waiting syncs.
         """
         if self.enabled and not self._stopped:
-            self._clock.callLater(0, self.bump_active, event.sender)
+            seen = self._explicit_changes.get(event.sender, 0)
+            self._clock.callLater(0, self.bump_active, event.sender, seen)
 
     def _update(self, new: PresenceState) -> PresenceState:
         """Make ``new`` current (synchronously); publish it if it is news."""
