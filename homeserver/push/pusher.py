@@ -54,6 +54,7 @@ MAX_BACKOFF_S = 3600.0
 MAX_QUEUE = 1000
 ACTIVE_GRACE_S = 10.0
 POSITION_FLUSH_S = 5.0
+STOP_GRACE_S = 2.0
 
 
 @dataclass
@@ -152,6 +153,8 @@ class HttpPusher:
         self._queue: deque[_Item] = deque()
         self._running = False
         self._stopped = False
+        self._closing = False  # no new sends: the server is stopping
+        self._idle: list[defer.Deferred[None]] = []
         self._sleep: tuple[DelayedCall, defer.Deferred[None]] | None = None
         self.sent = 0
         # The badge the device was last told (badge-only updates are sent on change).
@@ -173,7 +176,7 @@ class HttpPusher:
 
     def offer(self, stream_ordering: int, make: BodyMaker) -> None:
         """Queue the notification of an action, unless one at or after it was queued."""
-        if stream_ordering <= self.position or self._stopped:
+        if stream_ordering <= self.position or self._stopped or self._closing:
             return
         self.position = stream_ordering
         self._push(_Item(stream_ordering, None, make))
@@ -187,7 +190,7 @@ class HttpPusher:
             self._save_call = self._clock.callLater(POSITION_FLUSH_S, self._save_later)
 
     def _push(self, item: _Item) -> None:
-        if self._stopped:
+        if self._stopped or self._closing:
             return
         self._queue.append(item)
         while len(self._queue) > self._settings.max_queue:
@@ -224,14 +227,14 @@ class HttpPusher:
     async def _run(self) -> None:
         backoff = self._settings.initial_backoff_s
         try:
-            while self._queue and not self._stopped:
+            while self._queue and not self._stopped and not self._closing:
                 item = self._queue[0]
                 if item.body is None and item.make is not None:
                     try:
                         item.body = await item.make(self)
                     except Exception:
                         logger.exception("Building a push for %s failed", self.record.pushkey)
-                if self._stopped:
+                if self._stopped or self._closing:
                     return
                 sent = False
                 if item.body is not None:
@@ -251,6 +254,30 @@ class HttpPusher:
                 backoff *= 2
         finally:
             self._running = False
+            idle, self._idle = self._idle, []
+            for d in idle:
+                if not d.called:
+                    d.callback(None)
+
+    async def close(self, grace_s: float) -> None:
+        """Stop sending, but let a request in flight finish (up to ``grace_s``) so that
+        a delivered notification is recorded as such; store the position; stop."""
+        self._closing = True
+        self._end_sleep()
+        if self._running:
+            d: defer.Deferred[None] = defer.Deferred()
+            self._idle.append(d)
+
+            def _give_up() -> None:
+                if not d.called:
+                    d.callback(None)
+
+            timer = self._clock.callLater(grace_s, _give_up)
+            await d
+            if timer.active():
+                timer.cancel()
+        await self.save_position()
+        self.stop()
 
     async def _send(self, body: JsonDict) -> bool:
         url = str(self.record.data.get("url"))
@@ -280,6 +307,9 @@ class HttpPusher:
         self._queue.clear()
         if self._save_call is not None and self._save_call.active():
             self._save_call.cancel()
+        self._end_sleep()
+
+    def _end_sleep(self) -> None:
         if self._sleep is not None:
             call, d = self._sleep
             if call.active():
@@ -388,10 +418,12 @@ class PusherPool:
             logger.info("Pusher %s: %d notifications owed", record.pushkey, len(rows))
 
     async def stop(self) -> None:
-        for pushers in self._pushers.values():
-            for pusher in pushers.values():
-                await pusher.save_position()
-                pusher.stop()
+        closing = [
+            defer.ensureDeferred(pusher.close(STOP_GRACE_S))
+            for pushers in self._pushers.values()
+            for pusher in pushers.values()
+        ]
+        await defer.gatherResults(closing, consumeErrors=True)
         await self._client.close()
 
     # Pushers ----------------------------------------------------------------------------
