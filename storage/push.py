@@ -3,11 +3,16 @@
 Invariants:
 - A user's push rules are one row of JSON (``PushRuleSet.to_storage_json``): what the
   user changed, never the server defaults.
-- Pushers are unique per (app_id, pushkey, user_id).
+- Pushers are unique per (app_id, pushkey, user_id); each has ``last_stream_ordering``:
+  every notifying action of its user at or below it was handled (sent, given up on or
+  skipped while the user was online).
 - ``event_push_actions`` holds only notifying actions (``notif`` = 1); a user's
   unread count for a thread is the number of its rows after the user's read position
   for that thread (the later of the unthreaded and the thread's own ``m.read`` /
-  ``m.read.private`` receipt).
+  ``m.read.private`` receipt). Rows are unique per (user, event): storing an event's
+  actions twice keeps the first.
+- ``push_actions_position`` (one row) moves in the transaction that stores a batch's
+  actions: every event at or below it has its actions stored.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ class PusherRecord:
     lang: str
     data: dict[str, Any]
     pushkey_ts: int  # milliseconds
+    # Every notifying action at or below this events stream position was handled.
+    last_stream_ordering: int = 0
 
     def to_client_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -83,7 +90,7 @@ class UnreadState:
 
 _PUSHER_COLUMNS = (
     "user_id, app_id, pushkey, kind, device_id, app_display_name, device_display_name,"
-    " profile_tag, lang, data, pushkey_ts"
+    " profile_tag, lang, data, pushkey_ts, last_stream_ordering"
 )
 
 
@@ -100,6 +107,7 @@ def _pusher(row: Sequence[Any]) -> PusherRecord:
         lang=row[8],
         data=json.loads(row[9]),
         pushkey_ts=int(row[10]),
+        last_stream_ordering=int(row[11]),
     )
 
 
@@ -179,7 +187,8 @@ class PushStore:
                 (pusher.app_id, pusher.pushkey, pusher.user_id),
             )
             txn.execute(
-                f"INSERT INTO pushers ({_PUSHER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO pushers ({_PUSHER_COLUMNS})"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     pusher.user_id,
                     pusher.app_id,
@@ -192,6 +201,7 @@ class PushStore:
                     pusher.lang,
                     _encode(pusher.data),
                     pusher.pushkey_ts,
+                    pusher.last_stream_ordering,
                 ),
             )
             return removed
@@ -233,10 +243,95 @@ class PushStore:
 
         return await self._db.run_interaction("delete_pushers_of_devices", _txn)
 
+    async def set_pusher_position(
+        self, user_id: str, app_id: str, pushkey: str, position: int
+    ) -> None:
+        """Move a pusher's ``last_stream_ordering`` forward (never back)."""
+
+        def _txn(txn: Transaction) -> None:
+            txn.execute(
+                "UPDATE pushers SET last_stream_ordering = ? WHERE user_id = ? AND app_id = ?"
+                " AND pushkey = ? AND last_stream_ordering < ?",
+                (position, user_id, app_id, pushkey, position),
+            )
+
+        await self._db.run_interaction("set_pusher_position", _txn)
+
+    async def get_unread_push_actions_after(
+        self, user_id: str, after: int, limit: int
+    ) -> list[PushActionRow]:
+        """The newest ``limit`` notifying actions of the user after stream ``after``
+        that are still unread, oldest first (what a pusher owes after a restart)."""
+
+        def _txn(txn: Transaction) -> list[PushActionRow]:
+            rows = [
+                PushActionRow(
+                    user_id, r[0], r[1], int(r[2]), r[3], bool(r[4]), json.loads(r[5]), int(r[6])
+                )
+                for r in txn.select_all(
+                    "SELECT room_id, event_id, stream_ordering, thread_id, highlight, actions,"
+                    " received_ts FROM event_push_actions WHERE user_id = ?"
+                    " AND stream_ordering > ? ORDER BY stream_ordering DESC LIMIT ?",
+                    (user_id, after, limit),
+                )
+            ]
+            receipts = self._receipts_txn(txn, user_id, sorted({r.room_id for r in rows}))
+
+            def _unread(row: PushActionRow) -> bool:
+                by_thread = receipts.get(row.room_id, {})
+                read = max(by_thread.get(UNTHREADED, 0), by_thread.get(row.thread_id, 0))
+                return row.stream_ordering > read
+
+            return [r for r in reversed(rows) if _unread(r)]
+
+        return await self._db.run_interaction("get_unread_push_actions_after", _txn)
+
     # Push actions -----------------------------------------------------------------------
 
-    async def add_push_actions(self, rows: Sequence[PushActionRow]) -> None:
-        """One multi-row INSERT per 100 rows (a 500-member room is 5 statements)."""
+    async def get_push_actions_position(self) -> int:
+        """Every event at or below this events stream position has its actions stored."""
+
+        def _txn(txn: Transaction) -> int:
+            row = txn.select_one("SELECT stream_ordering FROM push_actions_position WHERE id = 1")
+            return int(row[0]) if row is not None else 0
+
+        return await self._db.run_interaction("get_push_actions_position", _txn)
+
+    async def get_push_catch_up(
+        self, after: int, up_to: int, limit: int
+    ) -> tuple[list[tuple[int, str]], set[str]]:
+        """(stream ordering, event id) of the non-outlier events in (after, up_to], oldest
+        first, at most ``limit``; and which of them already have push actions stored."""
+
+        def _txn(txn: Transaction) -> tuple[list[tuple[int, str]], set[str]]:
+            rows = [
+                (int(r[0]), str(r[1]))
+                for r in txn.select_all(
+                    "SELECT stream_ordering, event_id FROM events"
+                    " WHERE stream_ordering > ? AND stream_ordering <= ? AND outlier = 0"
+                    " ORDER BY stream_ordering LIMIT ?",
+                    (after, up_to, limit),
+                )
+            ]
+            done: set[str] = set()
+            if rows:
+                done = {
+                    str(r[0])
+                    for r in txn.select_all(
+                        "SELECT DISTINCT event_id FROM event_push_actions"
+                        " WHERE stream_ordering > ? AND stream_ordering <= ?",
+                        (after, rows[-1][0]),
+                    )
+                }
+            return rows, done
+
+        return await self._db.run_interaction("get_push_catch_up", _txn)
+
+    async def add_push_actions(
+        self, rows: Sequence[PushActionRow], position: int | None = None
+    ) -> None:
+        """Store the actions (one multi-row INSERT per 100 rows: a 500-member room is 5
+        statements) and move ``push_actions_position`` to ``position`` with them."""
 
         def _txn(txn: Transaction) -> None:
             for start in range(0, len(rows), 100):
@@ -256,11 +351,18 @@ class PushStore:
                 txn.execute(
                     "INSERT INTO event_push_actions (user_id, room_id, event_id, stream_ordering,"
                     " thread_id, notif, highlight, actions, received_ts) VALUES "
-                    + ", ".join(["(?, ?, ?, ?, ?, 1, ?, ?, ?)"] * len(chunk)),
+                    + ", ".join(["(?, ?, ?, ?, ?, 1, ?, ?, ?)"] * len(chunk))
+                    + " ON CONFLICT (user_id, event_id) DO NOTHING",
                     args,
                 )
+            if position is not None:
+                txn.execute(
+                    "UPDATE push_actions_position SET stream_ordering = ?"
+                    " WHERE id = 1 AND stream_ordering < ?",
+                    (position, position),
+                )
 
-        if rows:
+        if rows or position is not None:
             await self._db.run_interaction("add_push_actions", _txn)
 
     def _receipts_txn(

@@ -10,13 +10,22 @@ Invariants:
 - The thread of an event (for per-thread counts) is the root of an ``m.thread``
   relation, found by following relations at most ``MAX_RELATION_HOPS`` up (from
   memory when the parents are recent, else one query); ``main`` otherwise.
+- Durable: ``push_actions_position`` (``storage.push``) is stored in the transaction
+  that stores a batch's actions, so position and rows move together; a batch that
+  notified nobody moves it lazily (``POSITION_FLUSH_S``, and at stop). At ``start``
+  the events in (stored position, events stream position] are read back from the
+  database in pages of ``CATCH_UP_PAGE`` and evaluated like live ones, before the live
+  batches queued meanwhile (which only hold events after that range). A crash
+  between an event's commit and its evaluation thus delays its counts and pushes,
+  never loses them.
+- Idempotent: an event whose actions are already stored (a stale position after a
+  crash) is skipped by the catch-up, so nothing is counted twice in memory; the rows
+  are unique per (user, event) in the database as well.
 - ``caught_up()`` fires once every event at or below the events stream's current
   position has been counted, so a /sync can wait until the counts cover the events it
-  serves (events persisted before start-up were counted by the previous process).
+  serves; until the catch-up is done that includes the events it re-reads.
 - Evaluation uses the room's current state (power levels, member count, display
-  names), not the state at the event.
-- A push is not durable: an event is counted and its actions stored after it commits;
-  a crash in between loses its notifications (never the event).
+  names), not the state at the event (also for events evaluated by the catch-up).
 """
 
 from __future__ import annotations
@@ -28,7 +37,7 @@ from typing import Any
 
 from twisted.internet import defer
 
-from homeserver.clock import Clock, now_ms
+from homeserver.clock import Clock, DelayedCall, now_ms
 from homeserver.events.auth_rules import get_user_power_level
 from homeserver.events.event import Event
 from homeserver.push.counts import UnreadCounts
@@ -41,8 +50,9 @@ from homeserver.push.evaluator import (
 )
 from homeserver.push.rules_handler import PushRulesHandler
 from homeserver.rooms.room_cache import LiveRoom, RoomCache, pdu_with_id
+from storage.events import EventsStore
 from storage.id_generator import IdGenerator
-from storage.push import PushActionRow
+from storage.push import PushActionRow, PushStore
 from storage.relations import MAIN_THREAD, THREAD, RelationsStore, relation_of
 
 logger = logging.getLogger(__name__)
@@ -50,6 +60,9 @@ logger = logging.getLogger(__name__)
 JsonDict = dict[str, Any]
 MAX_RELATION_HOPS = 3
 CAUGHT_UP_TIMEOUT_S = 5.0
+CATCH_UP_PAGE = 200
+POSITION_FLUSH_S = 5.0
+CATCH_UP_RETRY_S = 1.0
 _HIDDEN_KEYS = frozenset(("auth_events", "prev_events", "hashes", "signatures", "depth", "origin"))
 
 # (event, room, notifying rows) for each event that notified somebody.
@@ -74,6 +87,8 @@ class PushActionGenerator:
         relations: RelationsStore,
         counts: UnreadCounts,
         events_stream: IdGenerator,
+        store: PushStore,
+        events: EventsStore,
     ) -> None:
         self._suffix = f":{server_name}"
         self._clock = clock
@@ -84,41 +99,122 @@ class PushActionGenerator:
         self._queue: deque[tuple[int, list[Event]]] = deque()
         self._running = False
         self._events_stream = events_stream
-        # Everything persisted before start-up was counted by the previous process.
-        self._queued_upto = self._applied_upto = events_stream.current_position
+        self._store = store
+        self._events = events
+        # Until ``start`` has read the stored position, nothing counts as applied.
+        self._queued_upto = self._applied_upto = 0
+        self._started = self._stopping = False
+        self._boundary = 0  # end of the catch-up range: live events come after it
+        self._catching_up = False
+        self._stored_upto = 0  # push_actions_position as written (or queued)
+        self._flush_call: DelayedCall | None = None
         self._waiters: list[tuple[int, defer.Deferred[None]]] = []
         self._idle: list[defer.Deferred[None]] = []
         self.listeners: list[NotificationListener] = []
 
     # The pipeline ------------------------------------------------------------------------
 
+    async def start(self) -> None:
+        """Read the stored position; catch up on what was persisted after it."""
+        self._stored_upto = self._applied_upto = await self._store.get_push_actions_position()
+        self._boundary = max(self._applied_upto, self._events_stream.current_position)
+        self._queued_upto = max(self._queued_upto, self._boundary)
+        # Live batches queued before start may overlap the catch-up range: drop that part.
+        queued, self._queue = self._queue, deque()
+        for top, events in queued:
+            if top > self._boundary:
+                self._queue.append((top, [e for e in events if e.stream_ordering > self._boundary]))
+        self._catching_up = self._boundary > self._applied_upto
+        if self._catching_up:
+            logger.info("Push actions: catching up on (%d, %d]", self._applied_upto, self._boundary)
+        self._started = True
+        if not self._running:
+            self._running = True
+            defer.ensureDeferred(self._run())
+
+    async def stop(self) -> None:
+        """Stop catching up, wait for the batch in hand, store the position."""
+        self._stopping = True
+        await self.wait_idle()
+        if self._flush_call is not None and self._flush_call.active():
+            self._flush_call.cancel()
+        self._flush_position()
+
     def on_persisted(self, events: list[Event]) -> None:
         if not events:
             return
         top = max(ev.stream_ordering for ev in events)
+        if self._started and top <= self._boundary:
+            return  # the catch-up reads these from the database
         self._queued_upto = max(self._queued_upto, top)
-        wanted = [ev for ev in events if not ev.outlier and ev.rejected_reason is None]
+        wanted = [
+            ev
+            for ev in events
+            if not ev.outlier and ev.rejected_reason is None and ev.stream_ordering > self._boundary
+        ]
         self._queue.append((top, wanted))
-        if not self._running:
+        if self._started and not self._running:
             self._running = True
             defer.ensureDeferred(self._run())
 
     async def _run(self) -> None:
         try:
-            while self._queue:
-                top, events = self._queue.popleft()
+            while self._catching_up and not self._stopping:
                 try:
-                    await self._handle_batch(events)
+                    await self._catch_up_page()
                 except Exception:
-                    logger.exception("Computing push actions failed")
-                self._applied_upto = max(self._applied_upto, top)
-                self._wake_waiters()
+                    logger.exception("Push actions catch-up failed: retrying")
+                    await self._sleep(CATCH_UP_RETRY_S)
+            while self._queue and not self._catching_up:
+                top, events = self._queue.popleft()
+                await self._apply(top, events)
         finally:
             self._running = False
             self._wake_waiters()
             idle, self._idle = self._idle, []
             for d in idle:
                 d.callback(None)
+
+    async def _catch_up_page(self) -> None:
+        rows, done = await self._store.get_push_catch_up(
+            self._applied_upto, self._boundary, CATCH_UP_PAGE
+        )
+        todo = [event_id for _, event_id in rows if event_id not in done]
+        loaded = await self._events.get_events(todo) if todo else {}
+        events = [
+            ev
+            for ev in (loaded.get(event_id) for event_id in todo)
+            if ev is not None and not ev.outlier and ev.rejected_reason is None
+        ]
+        last = len(rows) < CATCH_UP_PAGE
+        await self._apply(self._boundary if last else rows[-1][0], events)
+        if last:
+            self._catching_up = False
+            logger.info("Push actions: caught up to %d", self._boundary)
+
+    async def _apply(self, top: int, events: list[Event]) -> None:
+        try:
+            stored = await self._handle_batch(events, top)
+        except Exception:
+            logger.exception("Computing push actions failed")
+            stored = False
+        self._applied_upto = max(self._applied_upto, top)
+        if stored:
+            self._stored_upto = max(self._stored_upto, top)
+        elif self._flush_call is None or not self._flush_call.active():
+            self._flush_call = self._clock.callLater(POSITION_FLUSH_S, self._flush_position)
+        self._wake_waiters()
+
+    def _flush_position(self) -> None:
+        """Store the position of batches that notified nobody (after the queued inserts)."""
+        if self._applied_upto > self._stored_upto:
+            self._stored_upto = self._applied_upto
+            self._counts.record([], self._applied_upto)
+
+    async def _sleep(self, seconds: float) -> None:
+        d: defer.Deferred[None] = defer.Deferred()
+        self._clock.callLater(seconds, d.callback, None)
+        await d
 
     def _wake_waiters(self) -> None:
         ready = [d for target, d in self._waiters if target <= self._applied_upto]
@@ -164,7 +260,9 @@ class PushActionGenerator:
 
     # One batch ---------------------------------------------------------------------------
 
-    async def _handle_batch(self, events: list[Event]) -> None:
+    async def _handle_batch(self, events: list[Event], top: int) -> bool:
+        """Count the batch and store its actions with position ``top``; whether any
+        were stored (if not, the position is left for ``_flush_position``)."""
         rows: list[PushActionRow] = []
         notified: list[tuple[Event, LiveRoom, list[PushActionRow]]] = []
         by_id = {ev.event_id: ev for ev in events}
@@ -176,13 +274,15 @@ class PushActionGenerator:
             if event_rows:
                 rows += event_rows
                 notified.append((ev, room, event_rows))
-        self._counts.record(rows)
+        if rows:
+            self._counts.record(rows, top)
         for ev, room, event_rows in notified:
             for listener in self.listeners:
                 try:
                     listener(ev, room, event_rows)
                 except Exception:
                     logger.exception("A push listener failed")
+        return bool(rows)
 
     def _targets(self, ev: Event, room: LiveRoom) -> list[str]:
         targets = [u for u in room.joined_members() if u.endswith(self._suffix) and u != ev.sender]

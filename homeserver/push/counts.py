@@ -6,6 +6,8 @@ Invariants:
   loads share one FIFO lock, so a load's snapshot holds exactly the rows recorded
   before it was requested. Rows recorded while a load is pending go to that load's
   buffer and are applied when it installs: nothing is counted twice or lost.
+- Inserts carry the push actions position (``storage.push``): it is stored with the
+  rows it covers, in the same transaction.
 - A row counts only if it is after the user's read position for its thread: the later
   of their unthreaded and that thread's own ``m.read`` / ``m.read.private`` receipt.
 - When a read receipt of a loaded user moves, their counts for the room are reloaded
@@ -84,8 +86,11 @@ class UnreadCounts:
 
     # Writing ---------------------------------------------------------------------------
 
-    def record(self, rows: Sequence[PushActionRow]) -> defer.Deferred[None]:
-        """Count ``rows`` now; their insert runs after every earlier insert and load."""
+    def record(
+        self, rows: Sequence[PushActionRow], position: int | None = None
+    ) -> defer.Deferred[None]:
+        """Count ``rows`` now; their insert (with ``push_actions_position`` moved to
+        ``position``, if given) runs after every earlier insert and load."""
         for row in rows:
             inc = Increment(row.room_id, row.thread_id, row.stream_ordering, row.highlight)
             key = (row.user_id, row.room_id)
@@ -95,11 +100,12 @@ class UnreadCounts:
             entry = rooms.get(row.room_id) if rooms is not None else None
             if entry is not None:
                 entry.add(inc.thread_id, inc.stream_ordering, inc.highlight)
-        if not rows:
+        if not rows and position is None:
             return defer.succeed(None)
-        self.version += 1
+        if rows:
+            self.version += 1
         done: defer.Deferred[None] = self._lock.run(
-            lambda: defer.ensureDeferred(self._store.add_push_actions(rows))
+            lambda: defer.ensureDeferred(self._store.add_push_actions(rows, position))
         )
         done.addErrback(lambda f: logger.error("Storing push actions failed: %s", f.value))
         return done

@@ -9,8 +9,14 @@ Invariants:
   a timeout, a non-2xx status) is retried after 1 s, doubling up to
   ``max_backoff_s``; a notification still failing then is dropped and the next one is
   tried. Pushkeys the gateway lists in ``rejected`` lose their pushers at once.
-- Delivery is in memory: a pusher queues at most ``max_queue`` notifications (the
-  oldest are dropped beyond that) and a restart forgets what was queued.
+- A pusher queues at most ``max_queue`` notifications (the oldest are dropped beyond
+  that), in events stream order; the body (with the badge) is built when it is sent.
+- Delivery survives a restart: each pusher's ``last_stream_ordering`` (``storage.push``)
+  is moved past a notification once it was sent or given up on (and, lazily after
+  ``POSITION_FLUSH_S``, past those skipped because the user was online). At start the
+  unread notifying actions after it (the newest ``max_queue``) are queued again, so a
+  restart re-sends at most what was in flight, never loses it. Badge-only updates are
+  not replayed.
 - The ``data`` given to the gateway is the pusher's ``data`` without ``url``; with
   ``format: event_id_only`` only the event id, room id, counts, prio and devices go.
 """
@@ -20,7 +26,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -34,7 +40,9 @@ from homeserver.events.event import Event
 from homeserver.push.counts import UnreadCounts
 from homeserver.push.evaluator import actions_tweaks
 from homeserver.rooms.memberships import MembershipCache
-from homeserver.rooms.room_cache import LiveRoom
+from homeserver.rooms.room_cache import LiveRoom, RoomCache
+from storage.events import EventsStore
+from storage.id_generator import IdGenerator
 from storage.push import PushActionRow, PusherRecord, PushStore
 
 logger = logging.getLogger(__name__)
@@ -45,6 +53,8 @@ INITIAL_BACKOFF_S = 1.0
 MAX_BACKOFF_S = 3600.0
 MAX_QUEUE = 1000
 ACTIVE_GRACE_S = 10.0
+POSITION_FLUSH_S = 5.0
+STOP_GRACE_S = 2.0
 
 
 @dataclass
@@ -107,6 +117,17 @@ class GatewayClient:
         await self._pool.closeCachedConnections()
 
 
+# Builds a notification's body when it is sent (None: the event is gone, skip it).
+BodyMaker = Callable[["HttpPusher"], Awaitable[JsonDict | None]]
+
+
+@dataclass(slots=True)
+class _Item:
+    stream_ordering: int | None  # None: a badge-only update
+    body: JsonDict | None
+    make: BodyMaker | None = None
+
+
 class HttpPusher:
     """One pusher's queue of notifications and its delivery loop."""
 
@@ -117,15 +138,23 @@ class HttpPusher:
         clock: Clock,
         settings: PushSettings,
         on_rejected: Callable[[PusherRecord], None],
+        store: PushStore | None = None,
     ) -> None:
         self.record = record
         self._client = client
         self._clock = clock
         self._settings = settings
         self._on_rejected = on_rejected
-        self._queue: deque[JsonDict] = deque()
+        self._store = store
+        # Every notifying action at or below ``position`` was queued or skipped; at or
+        # below ``_stored`` (the database's last_stream_ordering) it was handled.
+        self.position = self._stored = record.last_stream_ordering
+        self._save_call: DelayedCall | None = None
+        self._queue: deque[_Item] = deque()
         self._running = False
         self._stopped = False
+        self._closing = False  # no new sends: the server is stopping
+        self._idle: list[defer.Deferred[None]] = []
         self._sleep: tuple[DelayedCall, defer.Deferred[None]] | None = None
         self.sent = 0
         # The badge the device was last told (badge-only updates are sent on change).
@@ -142,9 +171,28 @@ class HttpPusher:
         }
 
     def enqueue(self, notification: JsonDict) -> None:
-        if self._stopped:
+        """Queue a ready body (a badge-only update: not replayed after a restart)."""
+        self._push(_Item(None, notification))
+
+    def offer(self, stream_ordering: int, make: BodyMaker) -> None:
+        """Queue the notification of an action, unless one at or after it was queued."""
+        if stream_ordering <= self.position or self._stopped or self._closing:
             return
-        self._queue.append(notification)
+        self.position = stream_ordering
+        self._push(_Item(stream_ordering, None, make))
+
+    def skip(self, stream_ordering: int) -> None:
+        """An action not pushed (the user is online): store the position later."""
+        if stream_ordering <= self.position or self._stopped:
+            return
+        self.position = stream_ordering
+        if self._save_call is None or not self._save_call.active():
+            self._save_call = self._clock.callLater(POSITION_FLUSH_S, self._save_later)
+
+    def _push(self, item: _Item) -> None:
+        if self._stopped or self._closing:
+            return
+        self._queue.append(item)
         while len(self._queue) > self._settings.max_queue:
             self._queue.popleft()
             logger.warning("Push queue of %s full: dropped a notification", self.record.pushkey)
@@ -152,25 +200,84 @@ class HttpPusher:
             self._running = True
             defer.ensureDeferred(self._run())
 
+    def safe_position(self) -> int:
+        """Every action at or below this was sent, given up on, dropped or skipped."""
+        for item in self._queue:
+            if item.stream_ordering is not None:
+                return min(self.position, item.stream_ordering - 1)
+        return self.position
+
+    async def save_position(self) -> None:
+        position = self.safe_position()
+        if self._store is None or position <= self._stored:
+            return
+        record = self.record
+        try:
+            await self._store.set_pusher_position(
+                record.user_id, record.app_id, record.pushkey, position
+            )
+            self._stored = max(self._stored, position)
+        except Exception as e:
+            logger.warning("Recording the position of pusher %s failed: %s", record.pushkey, e)
+
+    def _save_later(self) -> None:
+        if not self._stopped:
+            defer.ensureDeferred(self.save_position())
+
     async def _run(self) -> None:
         backoff = self._settings.initial_backoff_s
         try:
-            while self._queue and not self._stopped:
-                body = self._queue[0]
-                sent = await self._send(body)
-                if self._stopped:
+            while self._queue and not self._stopped and not self._closing:
+                item = self._queue[0]
+                if item.body is None and item.make is not None:
+                    try:
+                        item.body = await item.make(self)
+                    except Exception:
+                        logger.exception("Building a push for %s failed", self.record.pushkey)
+                if self._stopped or self._closing:
                     return
-                if sent or backoff > self._settings.max_backoff_s:
-                    if not sent:
+                sent = False
+                if item.body is not None:
+                    sent = await self._send(item.body)
+                    if self._stopped:
+                        return
+                if sent or item.body is None or backoff > self._settings.max_backoff_s:
+                    if not sent and item.body is not None:
                         logger.warning("Giving up on a push to %s", self.record.data.get("url"))
-                    if self._queue and self._queue[0] is body:
+                    if self._queue and self._queue[0] is item:
                         self._queue.popleft()
                     backoff = self._settings.initial_backoff_s
+                    if item.stream_ordering is not None:
+                        await self.save_position()
                     continue
                 await self._wait(backoff)
                 backoff *= 2
         finally:
             self._running = False
+            idle, self._idle = self._idle, []
+            for d in idle:
+                if not d.called:
+                    d.callback(None)
+
+    async def close(self, grace_s: float) -> None:
+        """Stop sending, but let a request in flight finish (up to ``grace_s``) so that
+        a delivered notification is recorded as such; store the position; stop."""
+        self._closing = True
+        self._end_sleep()
+        if self._running:
+            d: defer.Deferred[None] = defer.Deferred()
+            self._idle.append(d)
+
+            def _give_up() -> None:
+                if not d.called:
+                    d.callback(None)
+
+            timer = self._clock.callLater(grace_s, _give_up)
+            await d
+            if timer.active():
+                timer.cancel()
+        await self.save_position()
+        self.stop()
 
     async def _send(self, body: JsonDict) -> bool:
         url = str(self.record.data.get("url"))
@@ -198,6 +305,11 @@ class HttpPusher:
     def stop(self) -> None:
         self._stopped = True
         self._queue.clear()
+        if self._save_call is not None and self._save_call.active():
+            self._save_call.cancel()
+        self._end_sleep()
+
+    def _end_sleep(self) -> None:
         if self._sleep is not None:
             call, d = self._sleep
             if call.active():
@@ -266,8 +378,15 @@ class PusherPool:
         clock: Clock,
         client: GatewayClient,
         settings: PushSettings | None = None,
+        *,
+        events: EventsStore,
+        rooms: RoomCache,
+        events_stream: IdGenerator,
     ) -> None:
         self._store = store
+        self._events = events
+        self._rooms = rooms
+        self._events_stream = events_stream
         self._counts = counts
         self._memberships = memberships
         self._clock = clock
@@ -278,13 +397,33 @@ class PusherPool:
         self._last_sync_end: dict[str, float] = {}
 
     async def start(self) -> None:
+        """Load the pushers; queue again what they owe from before the restart."""
         for record in await self._store.get_all_pushers():
             self._install(record)
+        for pushers in list(self._pushers.values()):
+            for pusher in list(pushers.values()):
+                try:
+                    await self._catch_up(pusher)
+                except Exception:
+                    logger.exception("Catching up pusher %s failed", pusher.record.pushkey)
+
+    async def _catch_up(self, pusher: HttpPusher) -> None:
+        record = pusher.record
+        rows = await self._store.get_unread_push_actions_after(
+            record.user_id, pusher.position, self.settings.max_queue
+        )
+        for row in rows:
+            pusher.offer(row.stream_ordering, self._body_from_storage(row))
+        if rows:
+            logger.info("Pusher %s: %d notifications owed", record.pushkey, len(rows))
 
     async def stop(self) -> None:
-        for pushers in self._pushers.values():
-            for pusher in pushers.values():
-                pusher.stop()
+        closing = [
+            defer.ensureDeferred(pusher.close(STOP_GRACE_S))
+            for pushers in self._pushers.values()
+            for pusher in pushers.values()
+        ]
+        await defer.gatherResults(closing, consumeErrors=True)
         await self._client.close()
 
     # Pushers ----------------------------------------------------------------------------
@@ -293,7 +432,9 @@ class PusherPool:
         previous = self._pushers.get(record.user_id, {}).get((record.app_id, record.pushkey))
         if previous is not None:
             previous.stop()
-        pusher = HttpPusher(record, self._client, self._clock, self.settings, self._rejected)
+        pusher = HttpPusher(
+            record, self._client, self._clock, self.settings, self._rejected, self._store
+        )
         self._pushers.setdefault(record.user_id, {})[(record.app_id, record.pushkey)] = pusher
 
     def _uninstall(self, user_id: str, app_id: str, pushkey: str) -> None:
@@ -314,6 +455,11 @@ class PusherPool:
         existing = self.pusher(record.user_id, record.app_id, record.pushkey)
         if existing is not None and existing.record.data == record.data:
             record = replace(record, pushkey_ts=existing.record.pushkey_ts)
+        # A new pusher is owed nothing from before it existed.
+        position = existing.position if existing is not None else None
+        if position is None:
+            position = self._events_stream.current_position
+        record = replace(record, last_stream_ordering=position)
         removed = await self._store.add_pusher(record, append=append)
         for gone in removed:
             self._uninstall(gone.user_id, gone.app_id, gone.pushkey)
@@ -369,20 +515,36 @@ class PusherPool:
 
     def on_notifications(self, ev: Event, room: LiveRoom, rows: list[PushActionRow]) -> None:
         for row in rows:
-            if row.user_id in self._pushers and not self.is_active(row.user_id):
-                d = defer.ensureDeferred(self._dispatch(ev, room, row))
-                d.addErrback(lambda f: logger.error("Dispatching a push failed: %s", f.value))
+            pushers = self._pushers.get(row.user_id)
+            if not pushers:
+                continue
+            active = self.is_active(row.user_id)
+            for pusher in list(pushers.values()):
+                if active:
+                    pusher.skip(row.stream_ordering)
+                else:
+                    pusher.offer(row.stream_ordering, self._body_maker(ev, room, row))
 
     async def _joined_rooms(self, user_id: str) -> Iterable[str]:
         rooms = await self._memberships.rooms_for_user(user_id)
         return [r for r, row in rooms.items() if row.membership == "join"]
 
-    async def _dispatch(self, ev: Event, room: LiveRoom, row: PushActionRow) -> None:
-        badge = await self._counts.badge(row.user_id, await self._joined_rooms(row.user_id))
-        for pusher in list(self._pushers.get(row.user_id, {}).values()):
-            pusher.enqueue(
-                notification_body(pusher, ev, room, row, badge, self.settings.include_content)
-            )
+    def _body_maker(self, ev: Event, room: LiveRoom, row: PushActionRow) -> BodyMaker:
+        async def _make(pusher: HttpPusher) -> JsonDict:
+            badge = await self._counts.badge(row.user_id, await self._joined_rooms(row.user_id))
+            return notification_body(pusher, ev, room, row, badge, self.settings.include_content)
+
+        return _make
+
+    def _body_from_storage(self, row: PushActionRow) -> BodyMaker:
+        async def _make(pusher: HttpPusher) -> JsonDict | None:
+            ev = (await self._events.get_events([row.event_id])).get(row.event_id)
+            room = self._rooms.get_if_loaded(row.room_id) or await self._rooms.get(row.room_id)
+            if ev is None or room is None:
+                return None
+            return await self._body_maker(ev, room, row)(pusher)
+
+        return _make
 
     def on_receipt_applied(self, user_id: str) -> None:
         """Counts went down: tell the user's devices the new badge."""

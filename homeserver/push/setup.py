@@ -47,10 +47,13 @@ class PushServices:
         PusherServlets(auth, self.pushers, self.notifications, self.reactor).register(resource)
 
     async def start(self) -> None:
+        # Pushers first: their catch-up reads the actions stored before the restart, the
+        # generator's catch-up then hands them the ones it computes (no overlap).
         await self.pushers.start()
+        await self.actions.start()
 
     async def stop(self) -> None:
-        await self.actions.wait_idle()
+        await self.actions.stop()
         await self.counts.flush()
         await self.pushers.stop()
 
@@ -68,10 +71,26 @@ def build_push(
     rules = PushRulesHandler(storage)
     counts = UnreadCounts(storage.push)
     actions = PushActionGenerator(
-        config.server_name, reactor, rooms, rules, storage.relations, counts, storage.events.stream
+        config.server_name,
+        reactor,
+        rooms,
+        rules,
+        storage.relations,
+        counts,
+        storage.events.stream,
+        storage.push,
+        storage.events,
     )
     pushers = PusherPool(
-        storage.push, counts, memberships, reactor, GatewayClient(reactor), settings
+        storage.push,
+        counts,
+        memberships,
+        reactor,
+        GatewayClient(reactor),
+        settings,
+        events=storage.events,
+        rooms=rooms,
+        events_stream=storage.events.stream,
     )
     actions.listeners.append(pushers.on_notifications)
     counts.receipt_listeners.append(pushers.on_receipt_applied)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet import task
+from twisted.internet import defer, task
 
 from homeserver.events.event import Event
 from homeserver.events.room_versions import get_room_version
@@ -22,12 +22,25 @@ class _NoRooms:
 
 
 class _Counts:
-    def record(self, rows: Any) -> None:
+    def record(self, rows: Any, position: int | None = None) -> None:
         return None
 
 
+class _Store:
+    """The stored position is the stream's: nothing to catch up on."""
+
+    def __init__(self, position: int) -> None:
+        self.position = position
+
+    async def get_push_actions_position(self) -> int:
+        return self.position
+
+    async def get_push_catch_up(self, after: int, up_to: int, limit: int) -> Any:
+        return [], set()
+
+
 def _generator(stream: IdGenerator, clock: task.Clock) -> PushActionGenerator:
-    return PushActionGenerator(
+    generator = PushActionGenerator(
         "test.local",
         clock,
         _NoRooms(),
@@ -35,7 +48,12 @@ def _generator(stream: IdGenerator, clock: task.Clock) -> PushActionGenerator:
         None,
         _Counts(),
         stream,  # type: ignore[arg-type]
+        _Store(stream.current_position),  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]
     )
+    started = defer.ensureDeferred(generator.start())
+    assert started.called  # the fake store answers at once
+    return generator
 
 
 def _event(stream_ordering: int) -> Event:
@@ -45,10 +63,26 @@ def _event(stream_ordering: int) -> Event:
     return Event(f"$e{stream_ordering}", pdu, version, stream_ordering=stream_ordering)
 
 
-def test_events_persisted_before_start_are_already_counted() -> None:
+def test_events_at_or_below_the_stored_position_are_already_counted() -> None:
     stream = IdGenerator(41)
     generator = _generator(stream, task.Clock())
     assert generator.caught_up().called
+
+
+def test_not_caught_up_before_start() -> None:
+    stream = IdGenerator(41)
+    generator = PushActionGenerator(
+        "test.local",
+        task.Clock(),
+        _NoRooms(),  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]
+        _Counts(),  # type: ignore[arg-type]
+        stream,
+        _Store(41),  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]
+    )
+    assert not generator.caught_up().called  # the stored position is not read yet
 
 
 def test_waits_for_the_listener_when_the_stream_moved_first() -> None:
