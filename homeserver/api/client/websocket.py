@@ -591,6 +591,7 @@ class SyncStreamFactory(WebSocketServerFactory):  # type: ignore[misc]
             maxFramePayloadSize=64 * 1024,
             utf8validateIncoming=False,
         )
+
         # autobahn copies each option onto every connection unless its class has it: a
         # class of our own per factory holds them once.
         class Configured(SyncStreamProtocol):
