@@ -318,9 +318,13 @@ class SyncStreamProtocol(WebSocketServerProtocol):  # type: ignore[misc]
         self._kick()
 
     def wake(self) -> None:
-        """The notifier: something happened for the user (one call per registration)."""
+        """The notifier: something happened for the user (one call per registration).
+
+        The build starts on the next reactor turn, not inside the notifier's caller,
+        which may have more to do first (logout invalidates the token after deleting
+        the device, whose notification wakes us)."""
         self._waiting = False
-        self._kick()
+        self.factory.clock.callLater(0, self._kick)
 
     def _kick(self) -> None:
         if self._closing or self._building or self._paused:
@@ -336,8 +340,6 @@ class SyncStreamProtocol(WebSocketServerProtocol):  # type: ignore[misc]
         user_id = session.requester.user_id
         try:
             while not self._closing and not self._paused:
-                if not await self._still_authorised(allow_guest=True):
-                    return
                 since = session.since
                 response, has_updates = await factory.sync.sync_with_updates(
                     SyncRequest(
@@ -356,6 +358,10 @@ class SyncStreamProtocol(WebSocketServerProtocol):  # type: ignore[misc]
                     self._push(response)
                 token = SyncToken.parse(response["next_batch"])
                 session.since = token
+                # Checked after the build, right before waiting: what woke us may be the
+                # token's own death (logout deletes the device, then the token).
+                if not await self._still_authorised(allow_guest=True):
+                    return
                 if not self._closing and not self._paused and factory.sync.current_token() == token:
                     # Nothing arrived while building; registering is synchronous with that
                     # check, so whatever comes next wakes us.
