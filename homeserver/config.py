@@ -911,7 +911,7 @@ SCHEMA: list[Key] = [
         _websocket,
         WebSocketConfig(),
         "The WebSocket /sync transport (docs/websocket.md): `enabled` (true); "
-        "`poll_timeout` (30s: each long-poll's timeout inside a connection); "
+        "`poll_timeout` (accepted, unused: idle connections wait on the notifier); "
         "`ping_interval` (30s) and `ping_timeout` (10s: WebSocket pings; a peer that does "
         "not answer is dropped); `stall_timeout` (30s: a peer that reads nothing for this "
         "long while data waits is closed with 4000); `max_buffered_bytes` (1M: unsent bytes "

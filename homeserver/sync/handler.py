@@ -161,6 +161,17 @@ class SyncHandler:
             for end in ends:
                 end()
 
+    async def hold(
+        self, user_id: str, device_id: str | None, set_presence: str | None
+    ) -> tuple[Callable[[], None], ...]:
+        """Start the sync hooks for a connection that stays open between syncs (a
+        WebSocket): the user counts as syncing until every returned callable is called."""
+        return tuple([await hook(user_id, device_id, set_presence) for hook in self.sync_hooks])
+
+    @property
+    def notifier(self) -> Notifier:
+        return self._notifier
+
     async def _sync(self, req: SyncRequest) -> tuple[JsonDict, bool]:
         deadline = self._clock.seconds() + req.timeout_ms / 1000.0
         while True:

@@ -6,22 +6,56 @@ Invariants:
 - Waking costs one dict lookup per affected local user: the notifier keeps no per-event
   queues and runs no query; the woken sync computes its own response.
 - Which local users a room event concerns comes from ``members_of_room`` (the in-memory
-  room state), so fan-out to a 500-member room is 500 Deferred callbacks, nothing more.
+  room state), so fan-out to a 500-member room is 500 ``wake()`` calls, nothing more.
+- A waiter costs its own small object and one set entry: long-poll timeouts share one
+  timer (a wheel of deadline buckets), not a DelayedCall each, and an idle WebSocket
+  registers itself (no Deferred, no timer).
 """
 
 from __future__ import annotations
 
+import heapq
+import math
 from collections.abc import Callable, Iterable
+from typing import Any, Protocol
 
 from twisted.internet import defer
 
 from homeserver.clock import Clock
 
+# Long-poll deadlines are rounded up to this (seconds): one bucket, one timer, per step.
+TIMEOUT_GRANULARITY_S = 0.05
+
+
+class Waiter(Protocol):
+    def wake(self) -> None:
+        """The user was notified (called at most once per registration)."""
+
+
+class _PollWaiter(defer.Deferred[bool]):
+    """A long-poll: fires True when notified, False at its deadline."""
+
+    __slots__ = ()
+
+    def wake(self) -> None:
+        if not self.called:
+            self.callback(True)
+
+    def expire(self) -> None:
+        if not self.called:
+            self.callback(False)
+
 
 class Notifier:
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
-        self._waiters: dict[str, set[defer.Deferred[None]]] = {}
+        self._waiters: dict[str, set[Waiter]] = {}
+        # Long-poll deadlines: bucket number -> its waiters; a heap of the bucket numbers
+        # and the one timer armed for the earliest.
+        self._buckets: dict[int, set[_PollWaiter]] = {}
+        self._bucket_heap: list[int] = []
+        self._timer: Any = None
+        self._timer_bucket: int | None = None
         # Called with every change; extra listeners (workers over Redis, WebSockets).
         self.listeners: list[Callable[[Iterable[str]], None]] = []
 
@@ -30,38 +64,69 @@ class Notifier:
         for user_id in users:
             waiters = self._waiters.pop(user_id, None)
             if waiters:
-                for d in waiters:
-                    if not d.called:
-                        d.callback(None)
+                for waiter in waiters:
+                    waiter.wake()
         for listener in self.listeners:
             listener(users)
+
+    def add_waiter(self, user_id: str, waiter: Waiter) -> None:
+        """Call ``waiter.wake()`` once, at the next notification of ``user_id``."""
+        waiters = self._waiters.get(user_id)
+        if waiters is None:
+            self._waiters[user_id] = waiters = set()
+        waiters.add(waiter)
+
+    def remove_waiter(self, user_id: str, waiter: Waiter) -> None:
+        waiters = self._waiters.get(user_id)
+        if waiters is not None:
+            waiters.discard(waiter)
+            if not waiters:
+                del self._waiters[user_id]
 
     async def wait(self, user_id: str, timeout_s: float) -> bool:
         """Wait until ``user_id`` is notified or the timeout passes; True if notified."""
         if timeout_s <= 0:
             return False
-        d: defer.Deferred[None] = defer.Deferred()
-        self._waiters.setdefault(user_id, set()).add(d)
-        timed_out = False
-
-        def _timeout() -> None:
-            nonlocal timed_out
-            timed_out = True
-            if not d.called:
-                d.callback(None)
-
-        timer = self._clock.callLater(timeout_s, _timeout)
+        waiter = _PollWaiter()
+        self.add_waiter(user_id, waiter)
+        bucket = math.ceil((self._clock.seconds() + timeout_s) / TIMEOUT_GRANULARITY_S)
+        self._add_deadline(bucket, waiter)
         try:
-            await d
+            return await waiter
         finally:
-            if timer.active():
-                timer.cancel()
-            waiters = self._waiters.get(user_id)
-            if waiters is not None:
-                waiters.discard(d)
-                if not waiters:
-                    del self._waiters[user_id]
-        return not timed_out
+            self.remove_waiter(user_id, waiter)
+            members = self._buckets.get(bucket)
+            if members is not None:
+                members.discard(waiter)
+                # An emptied bucket stays until its time comes (its heap entry with it).
+
+    def _add_deadline(self, bucket: int, waiter: _PollWaiter) -> None:
+        members = self._buckets.get(bucket)
+        if members is None:
+            self._buckets[bucket] = members = set()
+            heapq.heappush(self._bucket_heap, bucket)
+        members.add(waiter)
+        if self._timer_bucket is None or bucket < self._timer_bucket:
+            self._arm(bucket)
+
+    def _arm(self, bucket: int) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        delay = max(0.0, bucket * TIMEOUT_GRANULARITY_S - self._clock.seconds())
+        self._timer_bucket = bucket
+        self._timer = self._clock.callLater(delay, self._expire)
+
+    def _expire(self) -> None:
+        self._timer = None
+        self._timer_bucket = None
+        now = self._clock.seconds()
+        heap = self._bucket_heap
+        while heap and heap[0] * TIMEOUT_GRANULARITY_S <= now + 1e-9:
+            members = self._buckets.pop(heapq.heappop(heap), None)
+            for waiter in list(members or ()):
+                waiter.expire()
+        if heap:
+            self._arm(heap[0])
 
     def waiting_count(self) -> int:
         return sum(len(w) for w in self._waiters.values())

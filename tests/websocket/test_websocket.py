@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import threads
+from twisted.internet import reactor, task, threads
 from websockets.exceptions import InvalidStatus
 
 from tests.rooms.helpers import V3, create_room, room_path, send, user
-from tests.support.client import Client
+from tests.support.client import Client, q
 from tests.support.server import RunningServer
 from tests.websocket.helpers import Ws, timeline_bodies, ws_url
 
@@ -311,3 +311,52 @@ async def test_server_stop_closes_connections(server: RunningServer) -> None:
     await server.restart()
     closed = await ws.drain_until_closed()
     assert closed.rcvd is not None and closed.rcvd.code == 4001
+
+
+PRESENCE_FAST = {"presence": {"sync_online_timeout": 300, "offline_timeout": 700}}
+
+
+@pytest.mark.parametrize("config_overrides", [PRESENCE_FAST])
+@pytest_twisted.ensureDeferred
+async def test_idle_connection_keeps_the_user_online_until_closed(
+    server: RunningServer,
+) -> None:
+    alice, bob, _room_id = await _joined_pair(server)
+    ws = await Ws.open(server, alice)
+    try:
+        await ws.next_sync()
+        # Idle for more than the offline timeout: no sync runs, the connection holds.
+        await _sleep(1.0)
+        status = await bob.get(f"{V3}/presence/{q(alice.user_id or '')}/status")
+        assert status.json["presence"] == "online", status
+    finally:
+        await ws.close()
+    await _sleep(1.0)
+    status = await bob.get(f"{V3}/presence/{q(alice.user_id or '')}/status")
+    assert status.json["presence"] == "offline", status
+
+
+PING_FAST = {"websocket": {"ping_interval": 300, "ping_timeout": 200}}
+
+
+@pytest.mark.parametrize("config_overrides", [PING_FAST])
+@pytest_twisted.ensureDeferred
+async def test_answered_pings_keep_an_idle_connection_and_pushes_stay_prompt(
+    server: RunningServer,
+) -> None:
+    alice, bob, room_id = await _joined_pair(server)
+    ws = await Ws.open(server, bob)
+    try:
+        await ws.next_sync()
+        await _sleep(1.5)  # five ping rounds, each answered by the client
+        started = time.monotonic()
+        await send(alice, room_id, "still here")
+        pushed = await ws.next_sync(timeout=5)
+        assert timeline_bodies(pushed, room_id) == ["still here"]
+        assert time.monotonic() - started < 2.0
+    finally:
+        await ws.close()
+
+
+async def _sleep(seconds: float) -> None:
+    await task.deferLater(reactor, seconds, lambda: None)  # type: ignore[arg-type]

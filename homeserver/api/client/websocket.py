@@ -18,15 +18,20 @@ Invariants:
   paused for ``stall_timeout``, with more than ``max_buffered_bytes`` unsent, or with
   more than ``max_pending_messages`` replies written while paused, is closed with 4000;
   it resumes from its last ``next_batch``.
-- An idle connection holds the autobahn protocol object, one long-poll (a coroutine
-  chain ending in one notifier Deferred and its timer, replaced on each poll, never
-  chained) and autobahn's ping timer. Nothing else per connection.
+- An idle connection holds the autobahn protocol object (its ``__dict__`` trimmed to
+  what differs from class-level defaults), one entry in the notifier's waiters (the
+  protocol itself: woken, it builds one sync and registers again) and one in the
+  factory's ping ring. No coroutine, Deferred or timer per idle connection: one shared
+  LoopingCall pings every connection once per ``ping_interval`` (in slices) and drops
+  those that do not answer within ``ping_timeout``. The user counts as syncing
+  (presence, push) from open to close (``SyncHandler.hold``); each build is a heartbeat.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -87,6 +92,57 @@ _HANDSHAKE_LEFTOVERS = (
 # instance instead of ~1.2 KiB each.
 _SHARED_TRAFFIC_STATS = TrafficStats()
 
+# Per-connection autobahn state that an open, healthy connection holds at its initial
+# value: read from the class instead (an instance attribute appears again only when
+# autobahn sets it), so each connection's __dict__ holds only what differs.
+_STATE_DEFAULTS: dict[str, Any] = {
+    **dict.fromkeys(_HANDSHAKE_LEFTOVERS),
+    **dict.fromkeys(
+        (
+            "wasNotCleanReason",
+            "localCloseCode",
+            "localCloseReason",
+            "remoteCloseCode",
+            "remoteCloseReason",
+            "openHandshakeTimeoutCall",
+            "closeHandshakeTimeoutCall",
+            "autoPingTimeoutCall",
+            "autoPingPending",
+            "autoPingPendingCall",
+            "autoPingPendingSent",
+            "_perMessageCompress",
+            "trackedTimings",
+            "utf8validator",
+            "websocket_origin",
+            "http_request_uri",
+        )
+    ),
+    **dict.fromkeys(
+        (
+            "closedByMe",
+            "failedByMe",
+            "droppedByMe",
+            "wasClean",
+            "wasServerConnectionDropTimeout",
+            "wasOpenHandshakeTimeout",
+            "wasCloseHandshakeTimeout",
+            "wasServingFlashSocketPolicyFile",
+            "wasMaxFramePayloadSizeExceeded",
+            "wasMaxMessagePayloadSizeExceeded",
+            "triggered",
+            "inside_message",
+        ),
+        False,
+    ),
+    "autoPingPendingSeq": 0,
+    "data": b"",
+    "send_queue": (),
+    "trafficStats": _SHARED_TRAFFIC_STATS,
+}
+
+# The shared pinger visits one slice of the connections per tick.
+PING_TICK_S = 1.0
+
 
 def _unsent_bytes(transport: Any) -> int:
     """Bytes written to ``transport`` not yet handed to the kernel (TLS: below it too)."""
@@ -131,10 +187,12 @@ class SyncStreamProtocol(WebSocketServerProtocol):  # type: ignore[misc]
     factory: SyncStreamFactory
     session: _Session
 
-    # Set in onOpen; class defaults keep connections that never open cheap.
-    _loop: defer.Deferred[None] | None = None
+    # Class defaults: an instance attribute exists only while it differs.
+    _building = False  # a sync build (or the opening hold) is running
+    _waiting = False  # registered with the notifier
+    _holds: tuple[Callable[[], None], ...] = ()  # ends of the sync hooks (presence, push)
+    _ping_sent = 0.0  # when an unanswered ping went out
     _paused = False
-    _resumed: defer.Deferred[None] | None = None
     _stall_timer: Any = None  # an IDelayedCall while paused
     _pending_while_paused = 0
     _calls = 0
@@ -148,40 +206,43 @@ class SyncStreamProtocol(WebSocketServerProtocol):  # type: ignore[misc]
         return SUBPROTOCOL if request.protocols else None
 
     def onOpen(self) -> None:
-        self.factory.connections.add(self)
-        for name in _HANDSHAKE_LEFTOVERS:
-            if name in self.__dict__:
-                setattr(self, name, None)
-        self.trafficStats = _SHARED_TRAFFIC_STATS
-        # autobahn queues frames only for sync=True sends (never made here); an empty
-        # tuple reads as an empty queue, and any append would fail loudly, not cross-talk.
-        self.send_queue = ()  # type: ignore[assignment]
-        # Incoming text is not validated incrementally (utf8validateIncoming is off):
-        # json.loads refuses invalid UTF-8, answered M_NOT_JSON.
-        self.utf8validator = None  # type: ignore[assignment]
+        self.factory.add(self)
+        # Handshake leftovers, the per-connection TrafficStats and the UTF-8 validator go
+        # (incoming text is not validated incrementally, utf8validateIncoming is off:
+        # json.loads refuses invalid UTF-8, answered M_NOT_JSON), and so does all state
+        # still at its class default: a fresh, compact __dict__. autobahn queues frames
+        # only for sync=True sends (never made here); the default empty tuple reads as an
+        # empty queue, and any append would fail loudly, not cross-talk.
+        self.__dict__ = {k: v for k, v in self.__dict__.items() if k not in _STATE_DEFAULTS}
         # The HTTP channel was the transport's producer until the upgrade; now we are.
         assert self.transport is not None
         self.transport.unregisterProducer()
         self.registerProducer(self, True)
-        self._loop = defer.ensureDeferred(self._stream())
-        self._loop.addErrback(self._loop_failed)
+        self._building = True
+        d = defer.ensureDeferred(self._open_stream())
+        d.addErrback(self._loop_failed)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
-        self.factory.connections.discard(self)
+        self.factory.discard(self)
         self._closing = True
         self._cancel_stall_timer()
-        if self._loop is not None and not self._loop.called:
-            self._loop.cancel()
-        self._loop = None
+        self._stop_waiting()
+        holds, self._holds = self._holds, ()
+        for end in holds:
+            end()
 
     def _close(self, code: int, reason: str) -> None:
         if self._closing:
             return
         self._closing = True
         self._cancel_stall_timer()
-        if self._loop is not None and not self._loop.called:
-            self._loop.cancel()
+        self._stop_waiting()
         self.sendClose(code, reason)
+
+    def _stop_waiting(self) -> None:
+        if self._waiting:
+            self._waiting = False
+            self.factory.sync.notifier.remove_waiter(self.session.requester.user_id, self)
 
     # Back-pressure (IPushProducer, called by the transport) ----------------------------
 
@@ -197,9 +258,8 @@ class SyncStreamProtocol(WebSocketServerProtocol):  # type: ignore[misc]
     def resumeProducing(self) -> None:
         self._paused = False
         self._cancel_stall_timer()
-        resumed, self._resumed = self._resumed, None
-        if resumed is not None:
-            resumed.callback(None)
+        if not self._waiting:
+            self._kick()  # a build skipped while paused (a no-op if one is running)
 
     def stopProducing(self) -> None:
         self._close(1000, "connection lost")
@@ -242,35 +302,97 @@ class SyncStreamProtocol(WebSocketServerProtocol):  # type: ignore[misc]
 
     # Server to client: the sync loop ---------------------------------------------------
 
-    async def _stream(self) -> None:
+    async def _open_stream(self) -> None:
+        session = self.session
+        try:
+            holds = await self.factory.sync.hold(
+                session.requester.user_id, session.requester.device_id, session.set_presence
+            )
+        finally:
+            self._building = False
+        if self._closing:
+            for end in holds:
+                end()
+            return
+        self._holds = holds
+        self._kick()
+
+    def wake(self) -> None:
+        """The notifier: something happened for the user (one call per registration).
+
+        The build starts on the next reactor turn, not inside the notifier's caller,
+        which may have more to do first (logout invalidates the token after deleting
+        the device, whose notification wakes us)."""
+        self._waiting = False
+        self.factory.clock.callLater(0, self._kick)
+
+    def _kick(self) -> None:
+        if self._closing or self._building or self._paused:
+            return  # the running build looks again; resumeProducing kicks a paused one
+        self._building = True
+        d = defer.ensureDeferred(self._sync_until_idle())
+        d.addErrback(self._loop_failed)
+
+    async def _sync_until_idle(self) -> None:
+        """Build (and push) syncs until nothing new is left, then wait on the notifier."""
         factory = self.factory
         session = self.session
-        poll_ms = factory.settings.poll_timeout_ms
-        while not self._closing:
-            if self._paused:
-                # The peer is not reading: build nothing until it does (or stalls out).
-                self._resumed = defer.Deferred()
-                await self._resumed
-                continue
-            if not await self._still_authorised(allow_guest=True):
-                return
-            since = session.since
-            response, has_updates = await factory.sync.sync_with_updates(
-                SyncRequest(
-                    user_id=session.requester.user_id,
-                    device_id=session.requester.device_id,
-                    since=since,
-                    timeout_ms=poll_ms if since is not None else 0,
-                    filters=session.filters,
-                    full_state=False,
-                    set_presence=session.set_presence,
+        user_id = session.requester.user_id
+        try:
+            while not self._closing and not self._paused:
+                since = session.since
+                response, has_updates = await factory.sync.sync_with_updates(
+                    SyncRequest(
+                        user_id=user_id,
+                        device_id=session.requester.device_id,
+                        since=since,
+                        timeout_ms=0,
+                        filters=session.filters,
+                        full_state=False,
+                        set_presence=session.set_presence,
+                    )
                 )
-            )
-            if self._closing:
-                return
-            if has_updates or since is None:
-                self._push(response)
-            session.since = SyncToken.parse(response["next_batch"])
+                if self._closing:
+                    return
+                if has_updates or since is None:
+                    self._push(response)
+                token = SyncToken.parse(response["next_batch"])
+                session.since = token
+                # Checked after the build, right before waiting: what woke us may be the
+                # token's own death (logout deletes the device, then the token).
+                if not await self._still_authorised(allow_guest=True):
+                    return
+                if not self._closing and not self._paused and factory.sync.current_token() == token:
+                    # Nothing arrived while building; registering is synchronous with that
+                    # check, so whatever comes next wakes us.
+                    self._waiting = True
+                    factory.sync.notifier.add_waiter(user_id, self)
+                    return
+        finally:
+            self._building = False
+
+    def _recheck_token(self) -> None:
+        """From the pinger: an idle connection whose token expired is closed (logout and
+        deactivation wake it at once; expiry notifies nobody)."""
+        if self._waiting and not self._closing:
+            d = defer.ensureDeferred(self._still_authorised(allow_guest=True))
+            d.addErrback(self._loop_failed)
+
+    def _ping(self, now: float) -> None:
+        if self._closing or self.state != WebSocketServerProtocol.STATE_OPEN:
+            return
+        if not self._ping_sent:
+            self._ping_sent = now
+            self.sendPing()
+
+    def _ping_expired(self, now: float, timeout: float) -> None:
+        if self._ping_sent and now - self._ping_sent >= timeout and not self._closing:
+            self.wasClean = False
+            self.wasNotCleanReason = "WebSocket ping timeout (no pong in time)"
+            self.dropConnection(abort=True)
+
+    def onPong(self, payload: bytes) -> None:
+        self._ping_sent = 0.0
 
     def _loop_failed(self, failure: Any) -> None:
         if failure.check(defer.CancelledError):
@@ -305,6 +427,8 @@ class SyncStreamProtocol(WebSocketServerProtocol):  # type: ignore[misc]
     # Client to server: calls -----------------------------------------------------------
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if self._ping_sent:
+            self._ping_sent = 0.0  # any traffic shows the peer is alive
         if isBinary:
             self._close(1003, "only text frames (JSON) are accepted")
             return
@@ -354,6 +478,10 @@ class SyncStreamProtocol(WebSocketServerProtocol):  # type: ignore[misc]
             )
         finally:
             self._calls -= 1
+
+
+for _name, _value in _STATE_DEFAULTS.items():
+    setattr(SyncStreamProtocol, _name, _value)
 
 
 # The methods: each the REST endpoint's shared servlet method ------------------------
@@ -460,14 +588,59 @@ class SyncStreamFactory(WebSocketServerFactory):  # type: ignore[misc]
         # Set only while WebSocketResource.render builds the protocol (synchronously).
         self._next_session: _Session | None = None
         self.setProtocolOptions(
-            autoPingInterval=settings.ping_interval_ms / 1000.0,
-            autoPingTimeout=settings.ping_timeout_ms / 1000.0,
+            # Pings are ours (one LoopingCall for all connections), not a timer each.
+            autoPingInterval=0,
+            autoPingTimeout=0,
             closeHandshakeTimeout=settings.close_timeout_ms / 1000.0,
             # Calls are small; pushed frames are sent whole (never fragmented).
             maxMessagePayloadSize=64 * 1024,
             maxFramePayloadSize=64 * 1024,
             utf8validateIncoming=False,
         )
+
+        # autobahn copies each option onto every connection unless its class has it: a
+        # class of our own per factory holds them once.
+        class Configured(SyncStreamProtocol):
+            pass
+
+        for name in SyncStreamProtocol.CONFIG_ATTRS:
+            setattr(Configured, name, getattr(self, name))
+        self.protocol = Configured
+
+        # The ping ring: connections in slices, one slice visited per tick.
+        interval = settings.ping_interval_ms / 1000.0
+        self._ping_tick = min(PING_TICK_S, interval)
+        self._ring: list[set[SyncStreamProtocol]] = [
+            set() for _ in range(max(1, round(interval / self._ping_tick)))
+        ]
+        self._ping_timeout = settings.ping_timeout_ms / 1000.0
+        self._timeout_lag = math.ceil(self._ping_timeout / self._ping_tick)
+        self._tick = 0
+        self._pinger: task.LoopingCall | None = None
+
+    def add(self, conn: SyncStreamProtocol) -> None:
+        self.connections.add(conn)
+        self._ring[hash(conn) % len(self._ring)].add(conn)
+        if self._pinger is None:
+            self._pinger = task.LoopingCall(self._ping_slice)
+            self._pinger.clock = self.clock  # type: ignore[assignment]
+            self._pinger.start(self._ping_tick, now=False)
+
+    def discard(self, conn: SyncStreamProtocol) -> None:
+        self.connections.discard(conn)
+        self._ring[hash(conn) % len(self._ring)].discard(conn)
+
+    def _ping_slice(self) -> None:
+        """Ping one slice; drop connections of an earlier slice still owing a pong."""
+        now = self.clock.seconds()
+        ring = self._ring
+        self._tick += 1
+        for conn in list(ring[(self._tick - self._timeout_lag) % len(ring)]):
+            conn._ping_expired(now, self._ping_timeout)
+        for conn in list(ring[self._tick % len(ring)]):
+            conn._ping_expired(now, self._ping_timeout)
+            conn._ping(now)
+            conn._recheck_token()
 
     def buildProtocol(self, addr: Any) -> SyncStreamProtocol:  # type: ignore[override]
         session = self._next_session
@@ -487,6 +660,9 @@ class SyncStreamFactory(WebSocketServerFactory):  # type: ignore[misc]
 
     async def stop(self) -> None:
         """Close every connection (4001), abort those that do not finish in time."""
+        pinger, self._pinger = self._pinger, None
+        if pinger is not None and pinger.running:
+            pinger.stop()
         for conn in list(self.connections):
             conn._close(CLOSE_SHUTTING_DOWN, "server shutting down")
         deadline = self.clock.seconds() + 1.0
@@ -496,6 +672,8 @@ class SyncStreamFactory(WebSocketServerFactory):  # type: ignore[misc]
             if conn.transport is not None:
                 conn.transport.abortConnection()
         self.connections.clear()
+        for ring_slice in self._ring:
+            ring_slice.clear()
 
 
 class _Upgrade(RawResponse):
