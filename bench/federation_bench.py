@@ -90,6 +90,8 @@ async def run(reactor: Any, args: argparse.Namespace) -> None:
                     for e in room.get("timeline", {}).get("events", [])
                 )
             latencies.append((time.monotonic() - t0) * 1000)
+            if args.verbose:
+                print(f"  message {i}: {latencies[-1]:.1f} ms")
         print(
             f"federated message latency over {args.messages} messages (ms): "
             f"p50 {pct(latencies, 50):.1f}  p95 {pct(latencies, 95):.1f}  "
@@ -104,6 +106,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--state-events", type=int, default=2000)
     parser.add_argument("--messages", type=int, default=50)
+    parser.add_argument("--verbose", action="store_true", help="print each latency")
     args = parser.parse_args()
     task.react(lambda reactor: defer.ensureDeferred(run(reactor, args)))
 

@@ -65,6 +65,7 @@ class FederationSender:
         self._rooms = rooms
         self._retry = retry
         self._running: set[str] = set()
+        self._look_again: set[str] = set()
         self._wakeups: dict[str, Any] = {}
         self._backoff: dict[str, int] = {}
         self._stopped = False
@@ -133,7 +134,12 @@ class FederationSender:
     # Sending ------------------------------------------------------------------------
 
     def _kick(self, destination: str) -> None:
-        if self._stopped or destination in self._running or destination in self._wakeups:
+        if self._stopped or destination in self._wakeups:
+            return
+        if destination in self._running:
+            # Its loop may have looked at the queue just before this item committed:
+            # make it look once more before it stops.
+            self._look_again.add(destination)
             return
         self._running.add(destination)
         from twisted.internet import defer
@@ -150,9 +156,12 @@ class FederationSender:
     async def _run(self, destination: str) -> None:
         try:
             while not self._stopped:
+                self._look_again.discard(destination)
                 pdus = await self._store.peek(destination, "pdu", MAX_PDUS)
                 edus = await self._store.peek(destination, "edu", MAX_EDUS)
                 if not pdus and not edus:
+                    if destination in self._look_again:
+                        continue
                     return
                 now = now_ms(self._clock)
                 expired = {e.item_id for e in edus if e.payload.get(_EXPIRES, now) < now}

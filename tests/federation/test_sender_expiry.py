@@ -81,3 +81,39 @@ async def test_stale_ephemeral_edus_are_dropped_durable_ones_kept(storage: Stora
         assert await storage.federation.peek("b.example", "edu", 10) == []
     finally:
         sender.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_item_queued_while_the_loop_finds_the_queue_empty_is_sent(
+    storage: Storage,
+) -> None:
+    """The loop's last look at the queue may run just before a new item commits; the
+    new item's kick must make it look again rather than be lost until the next one."""
+    remote = RemoteServer()
+    remote.down = False
+    sender = FederationSender(
+        "a.example",
+        reactor,
+        storage.federation,
+        remote,
+        RoomCache(storage.events),
+        RetrySettings(min_interval_ms=60_000),
+    )
+    real_peek = storage.federation.peek
+    late: list[bool] = []
+
+    async def peek_then_enqueue(destination: str, kind: str, limit: int) -> Any:
+        result = await real_peek(destination, kind, limit)
+        if kind == "edu" and remote.received and not late:
+            # The loop saw an empty queue; another item commits before it stops.
+            late.append(True)
+            await sender.send_edu(["b.example"], "m.test", {"n": 2})
+        return result
+
+    storage.federation.peek = peek_then_enqueue  # type: ignore[method-assign]
+    try:
+        await sender.send_edu(["b.example"], "m.test", {"n": 1})
+        await until(lambda: len(remote.received) == 2)
+        assert [t["edus"][0]["content"] for t in remote.received] == [{"n": 1}, {"n": 2}]
+    finally:
+        sender.stop()
