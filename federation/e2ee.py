@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -49,6 +50,8 @@ DEVICE_LIST_UPDATE = "m.device_list_update"
 SIGNING_KEY_UPDATE = "m.signing_key_update"
 DIRECT_TO_DEVICE = "m.direct_to_device"
 RESYNC_TIMEOUT_S = 30.0
+MAX_EARLY_UPDATES = 1000
+EARLY_UPDATE_TTL_S = 120.0
 
 
 def failure_of(server: str, error: Exception) -> JsonDict:
@@ -188,6 +191,9 @@ class FederationE2ee:
         self._device_lists = device_lists
         self._locks: dict[str, defer.DeferredLock] = {}
         self._resyncing: dict[str, defer.Deferred[Exception | None]] = {}
+        # Users whose update came before we shared a room with them (our join to their
+        # room was still being persisted): user id -> when; resynced if the join lands.
+        self._early_updates: OrderedDict[str, float] = OrderedDict()
         self._resync_again: set[str] = set()
 
     @property
@@ -416,7 +422,13 @@ class FederationE2ee:
             logger.warning("%s sent a device list update for %s; ignored", origin, user_id)
             return
         if not await self._device_lists.shares_room_with_local_user(user_id):
-            return  # not tracked: we resync if we ever need the list
+            # Not tracked: we resync if we ever need the list, or if a join of ours
+            # to a room of theirs lands soon (servers announce devices on joins).
+            self._early_updates[user_id] = self._clock.seconds()
+            self._early_updates.move_to_end(user_id)
+            while len(self._early_updates) > MAX_EARLY_UPDATES:
+                self._early_updates.popitem(last=False)
+            return
         cached = (await self._store.get_remote_lists([user_id])).get(user_id)
         if cached is not None and update.stream_id <= cached.stream_id:
             return  # already applied (or included in a resync)
@@ -484,6 +496,7 @@ class FederationE2ee:
         if joiner_server == self._server_name:
             servers = {server_of(u) for u in members} - {None, self._server_name}
             await self._announce_devices(user_id, {s for s in servers if s is not None})
+            self._resync_early_updates(members)
             return
         if joiner_server is None or any(
             server_of(u) == joiner_server for u in members if u != user_id
@@ -492,6 +505,14 @@ class FederationE2ee:
         for member in sorted(members):
             if server_of(member) == self._server_name:
                 await self._announce_devices(member, {joiner_server})
+
+    def _resync_early_updates(self, members: Iterable[str]) -> None:
+        """Resync members whose device updates reached us just before our join did."""
+        cutoff = self._clock.seconds() - EARLY_UPDATE_TTL_S
+        for member in members:
+            seen = self._early_updates.pop(member, None)
+            if seen is not None and seen >= cutoff:
+                self._resync_in_background(member)
 
     async def _announce_devices(self, user_id: str, destinations: set[str]) -> None:
         """One update per device of ``user_id``, at its current stream id, to
