@@ -71,5 +71,7 @@ class IdGenerator:
 
     @property
     def current_position(self) -> int:
-        with self._lock:
-            return self._current
+        # No lock: reading one attribute is atomic, and /sync reads this thousands of
+        # times a second; taking the lock there queued the reactor behind database
+        # threads holding it across a GIL switch (about 20 µs a read under load).
+        return self._current
