@@ -44,6 +44,7 @@ class ToDeviceSource:
 
 class DeviceListSource:
     name = "device_lists"
+    quiet_when_still = True
 
     def __init__(self, store: E2eeStore, device_lists: DeviceLists) -> None:
         self._store = store

@@ -392,13 +392,18 @@ class PresenceHandler:
         return min(deadlines) if deadlines else None
 
     def _schedule_timer(self, user_id: str) -> None:
-        timer = self._timers.pop(user_id, None)
-        if timer is not None and timer.active():
-            timer.cancel()
         state = self._states.get(user_id)
-        if state is None or self._stopped or not self.is_local(user_id):
-            return  # a remote user's server tells us when their state changes
-        deadline = self._deadline(state)
+        deadline = None
+        if state is not None and not self._stopped and self.is_local(user_id):
+            deadline = self._deadline(state)  # (a remote user's server tells us instead)
+        timer = self._timers.get(user_id)
+        if timer is not None and timer.active():
+            # Every sync and send moves the deadline later: an earlier timer is kept
+            # (it re-evaluates and reschedules when it fires) rather than replaced.
+            if deadline is not None and timer.getTime() <= deadline / 1000.0 + 0.001:
+                return
+            timer.cancel()
+        self._timers.pop(user_id, None)
         if deadline is None:
             return
         delay = max(0, deadline - now_ms(self._clock)) / 1000.0 + 0.001
@@ -493,6 +498,7 @@ class PresenceHandler:
 
 class PresenceSource:
     name = "presence"
+    quiet_when_still = True
 
     def __init__(self, handler: PresenceHandler, clock: Clock) -> None:
         self._handler = handler

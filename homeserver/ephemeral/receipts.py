@@ -228,6 +228,7 @@ class ReceiptsSource:
     """Per-room ``m.receipt`` ephemeral events: whole for new rooms, deltas otherwise."""
 
     name = "receipts"
+    quiet_when_still = True
 
     def __init__(self, storage: Storage) -> None:
         self._store = storage.receipts

@@ -158,6 +158,7 @@ class TypingSource:
     """``m.typing`` for rooms whose list changed in the window; whole for new rooms."""
 
     name = "typing"
+    quiet_when_still = True
 
     def __init__(self, handler: TypingHandler) -> None:
         self._handler = handler

@@ -48,6 +48,7 @@ STRIPPED_STATE_TYPES = (
 
 _TOKEN_RE = re.compile(r"^s\d+(?:_\d+)*$")
 TOKEN_FIELDS = ("events", "account_data", *SOURCE_ORDER)
+_FIELD_INDEX = {name: i for i, name in enumerate(TOKEN_FIELDS)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +69,7 @@ class SyncToken:
         return self.positions[1]
 
     def get(self, name: str) -> int:
-        return self.positions[TOKEN_FIELDS.index(name)]
+        return self.positions[_FIELD_INDEX[name]]
 
     def __str__(self) -> str:
         return "s" + "_".join(str(p) for p in self.positions)
@@ -290,6 +291,8 @@ class SyncHandler:
             changes = await membership_changes(
                 self._rooms, self._storage.events, joined | moved, since.events, now.events
             )
+        # Nothing that makes a quiet source speak without its own stream moving.
+        still = since is not None and not newly and not changes
         ctx = SyncContext(
             user_id=req.user_id,
             device_id=req.device_id,
@@ -308,6 +311,8 @@ class SyncHandler:
             end = now.get(name)
             if start > end:
                 start = end  # an in-memory stream restarted: nothing is owed
+            if start == end and still and getattr(source, "quiet_when_still", False):
+                continue
             fragment = await source.get_updates(ctx, start, end)
             fragments.append(fragment)
             for room_id, events in fragment.ephemeral.items():

@@ -55,6 +55,11 @@ class SyncFragment:
 
 
 class SyncSource(Protocol):
+    """``name`` keys its position in the sync token. A source may set a class attribute
+    ``quiet_when_still = True``: it promises an empty fragment when its own position
+    did not move, the sync is incremental, and no room was joined or membership changed
+    in the window — so /sync skips calling it then."""
+
     name: str
 
     def current_position(self) -> int: ...
