@@ -155,7 +155,9 @@ def scenario_busy(server: Server, args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
-def scenario_large(server: Server, args: argparse.Namespace) -> dict[str, Any]:
+def scenario_large(
+    server: Server, args: argparse.Namespace, transport: str = "sync"
+) -> dict[str, Any]:
     return run_load(
         server,
         args,
@@ -165,21 +167,12 @@ def scenario_large(server: Server, args: argparse.Namespace) -> dict[str, Any]:
         duration=args.duration,
         warmup=args.warmup,
         grace=20,
+        transport=transport,
     )
 
 
 def scenario_large_ws(server: Server, args: argparse.Namespace) -> dict[str, Any]:
-    return run_load(
-        server,
-        args,
-        users=args.large_users,
-        senders=5,
-        rate=10,
-        duration=args.duration,
-        warmup=args.warmup,
-        grace=20,
-        transport="websocket",
-    )
+    return scenario_large(server, args, transport="websocket")
 
 
 def scenario_idle(server: Server, args: argparse.Namespace) -> dict[str, Any]:

@@ -360,22 +360,7 @@ class EventsStore:
 
     async def have_timeline_events(self, event_ids: Iterable[str]) -> set[str]:
         """Those of ``event_ids`` held in a room's timeline (not as outliers)."""
-        ids = list(dict.fromkeys(event_ids))
-
-        def _txn(txn: Transaction) -> set[str]:
-            found: set[str] = set()
-            for chunk in _chunks(ids):
-                marks = ",".join("?" * len(chunk))
-                found.update(
-                    str(r[0])
-                    for r in txn.select_all(
-                        f"SELECT event_id FROM events WHERE event_id IN ({marks}) AND outlier = 0",
-                        list(chunk),
-                    )
-                )
-            return found
-
-        return await self._db.run_interaction("have_timeline_events", _txn) if ids else set()
+        return await self.have_events(event_ids, timeline_only=True)
 
     def _apply_current_state_delta(
         self, txn: Transaction, room_id: str, delta: dict[StateKey, str | None]
@@ -398,8 +383,12 @@ class EventsStore:
                 (room_id, etype, state_key, event_id, membership),
             )
 
-    async def have_events(self, event_ids: Iterable[str]) -> set[str]:
+    async def have_events(
+        self, event_ids: Iterable[str], *, timeline_only: bool = False
+    ) -> set[str]:
+        """Those of ``event_ids`` we hold (``timeline_only``: not as outliers)."""
         ids = list(dict.fromkeys(event_ids))
+        only_timeline = " AND outlier = 0" if timeline_only else ""
 
         def _txn(txn: Transaction) -> set[str]:
             found: set[str] = set()
@@ -408,7 +397,8 @@ class EventsStore:
                 found.update(
                     str(r[0])
                     for r in txn.select_all(
-                        f"SELECT event_id FROM events WHERE event_id IN ({marks})", list(chunk)
+                        f"SELECT event_id FROM events WHERE event_id IN ({marks}){only_timeline}",
+                        list(chunk),
                     )
                 )
             return found
