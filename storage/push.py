@@ -352,7 +352,7 @@ class PushStore:
                     "INSERT INTO event_push_actions (user_id, room_id, event_id, stream_ordering,"
                     " thread_id, notif, highlight, actions, received_ts) VALUES "
                     + ", ".join(["(?, ?, ?, ?, ?, 1, ?, ?, ?)"] * len(chunk))
-                    + " ON CONFLICT (user_id, event_id) DO NOTHING",
+                    + " ON CONFLICT (user_id, stream_ordering) DO NOTHING",
                     args,
                 )
             if position is not None:
@@ -386,17 +386,20 @@ class PushStore:
 
         def _txn(txn: Transaction) -> UnreadState:
             receipts = self._receipts_txn(txn, user_id, rooms)
-            rows: list[UnreadRow] = []
-            for room_id in rooms:
-                floor = receipts.get(room_id, {}).get(UNTHREADED, 0)
-                rows += [
-                    UnreadRow(room_id, str(r[0]), int(r[1]), bool(r[2]))
-                    for r in txn.select_all(
-                        "SELECT thread_id, stream_ordering, highlight FROM event_push_actions"
-                        " WHERE user_id = ? AND room_id = ? AND stream_ordering > ?",
-                        (user_id, room_id, floor),
-                    )
-                ]
+            if not rooms:
+                return UnreadState(receipts, [])
+            floors = {r: receipts.get(r, {}).get(UNTHREADED, 0) for r in rooms}
+            # One range of the (user_id, stream_ordering) key from the oldest read
+            # position; rows of other rooms, or before their room's position, are skipped.
+            rows = [
+                UnreadRow(str(r[0]), str(r[1]), int(r[2]), bool(r[3]))
+                for r in txn.select_all(
+                    "SELECT room_id, thread_id, stream_ordering, highlight FROM event_push_actions"
+                    " WHERE user_id = ? AND stream_ordering > ?",
+                    (user_id, min(floors.values())),
+                )
+                if r[0] in floors and int(r[2]) > floors[r[0]]
+            ]
             return UnreadState(receipts, rows)
 
         return await self._db.run_interaction("get_unread_state", _txn)

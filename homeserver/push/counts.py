@@ -68,6 +68,13 @@ class RoomUnread:
         return sum(c[0] for c in self.counts.values()), sum(c[1] for c in self.counts.values())
 
 
+@dataclass(slots=True)
+class _PendingWrite:
+    rows: list[PushActionRow] = field(default_factory=list)
+    position: int | None = None
+    done: defer.Deferred[None] = field(default_factory=defer.Deferred)
+
+
 def _counts_json(notifications: int, highlights: int) -> JsonDict:
     return {"notification_count": notifications, "highlight_count": highlights}
 
@@ -81,6 +88,8 @@ class UnreadCounts:
         self._buffers: dict[tuple[str, str], list[list[Increment]]] = {}
         self._pending: dict[tuple[str, str], defer.Deferred[None]] = {}
         self.version = 0
+        # The write queued behind the lock that ``record`` still adds rows to.
+        self._open_write: _PendingWrite | None = None
         # Told (user id) after a receipt changed a loaded user's counts.
         self.receipt_listeners: list[Callable[[str], None]] = []
 
@@ -104,11 +113,30 @@ class UnreadCounts:
             return defer.succeed(None)
         if rows:
             self.version += 1
-        done: defer.Deferred[None] = self._lock.run(
-            lambda: defer.ensureDeferred(self._store.add_push_actions(rows, position))
-        )
-        done.addErrback(lambda f: logger.error("Storing push actions failed: %s", f.value))
+        write = self._open_write
+        queue = write is None
+        if write is None:
+            write = self._open_write = _PendingWrite()
+        write.rows.extend(rows)
+        if position is not None:
+            write.position = max(write.position or 0, position)
+        done = observe(write.done)
+        if queue:  # last: with the lock free, the write starts right here
+            self._lock.run(lambda: defer.ensureDeferred(self._write(write)))
         return done
+
+    async def _write(self, write: _PendingWrite) -> None:
+        """One transaction for every row recorded since the last write started (a busy
+        room's events share their pages' writes instead of dirtying them once each)."""
+        if self._open_write is write:
+            self._open_write = None
+        try:
+            await self._store.add_push_actions(write.rows, write.position)
+        except Exception as e:
+            # Logged, not raised: the counts in memory stand, and catch-up after a
+            # restart recomputes what the stored position says is missing.
+            logger.error("Storing push actions failed: %s", e)
+        write.done.callback(None)
 
     async def flush(self) -> None:
         """Wait for every queued insert and load."""
@@ -135,6 +163,9 @@ class UnreadCounts:
     # Loading ---------------------------------------------------------------------------
 
     def _start_load(self, user_id: str, room_ids: Sequence[str]) -> defer.Deferred[None]:
+        # Rows recorded from now on go to this load's buffers: they must not join a
+        # write queued before the load, or the load's snapshot would count them twice.
+        self._open_write = None
         buffers: dict[str, list[Increment]] = {}
         for room_id in room_ids:
             buffer: list[Increment] = []
