@@ -106,6 +106,24 @@ def stripped_state(room: LiveRoom, invite_event: Event | None) -> list[JsonDict]
     return out
 
 
+# Shared room sections kept for the current events position (one per room and filter).
+MAX_SHARED_SECTIONS = 256
+
+
+@dataclass(frozen=True, slots=True)
+class SharedSection:
+    """The part of a joined room's incremental section that is the same for every
+    member: built once per (room, window, filter) while the events position holds."""
+
+    timeline: JsonDict
+    state: JsonDict
+    with_summary: bool
+    unread_threads: bool
+    # Senders of events with a transaction id: their own sections show it, so they
+    # never use the shared one.
+    txn_senders: frozenset[str]
+
+
 class SyncHandler:
     def __init__(
         self,
@@ -123,6 +141,10 @@ class SyncHandler:
         self._visibility = visibility
         self._clock = clock
         self._sources: dict[str, SyncSource] = {}
+        # Room sections shared by the members a single event wakes (see _joined_room),
+        # valid for the events position _shared_at only.
+        self._shared_sections: dict[tuple[Any, ...], SharedSection] = {}
+        self._shared_at = -1
         # Told when a sync starts (user, device, set_presence); each returns a callable
         # run when that sync ends (presence heartbeats).
         self.sync_hooks: list[
@@ -157,10 +179,17 @@ class SyncHandler:
             await hook(req.user_id, req.device_id, req.set_presence) for hook in self.sync_hooks
         ]
         try:
-            return await self._sync(req)
+            response, has_updates, _ = await self._sync(req)
+            return response, has_updates
         finally:
             for end in ends:
                 end()
+
+    async def sync_held(self, req: SyncRequest) -> tuple[JsonDict, bool, SyncToken]:
+        """``sync_with_updates`` for a connection whose hooks ``hold`` already runs (a
+        WebSocket): no hooks per build; the token handed back comes parsed too."""
+        response, has_updates, token = await self._sync(req)
+        return response, has_updates, token
 
     async def hold(
         self, user_id: str, device_id: str | None, set_presence: str | None
@@ -173,7 +202,7 @@ class SyncHandler:
     def notifier(self) -> Notifier:
         return self._notifier
 
-    async def _sync(self, req: SyncRequest) -> tuple[JsonDict, bool]:
+    async def _sync(self, req: SyncRequest) -> tuple[JsonDict, bool, SyncToken]:
         deadline = self._clock.seconds() + req.timeout_ms / 1000.0
         while True:
             now = self.current_token()
@@ -185,15 +214,15 @@ class SyncHandler:
                 raise MatrixError(400, Codes.INVALID_PARAM, "Sync token is ahead of the server")
             response, has_updates = await self._build(req, now)
             if has_updates or req.since is None or req.full_state:
-                return response, has_updates
+                return response, has_updates, now
             if self.current_token() != now:
                 continue  # something arrived while building: look again at once
             remaining = deadline - self._clock.seconds()
             if remaining <= 0:
-                return response, False
+                return response, False, now
             await self._notifier.wait(req.user_id, remaining)
             if self._clock.seconds() >= deadline and self.current_token() == now:
-                return response, False
+                return response, False, now
 
     # Building ------------------------------------------------------------------
 
@@ -393,6 +422,18 @@ class SyncHandler:
         filters = req.filters
         limit = filters.timeline_limit()
         from_stream = 0 if (changed or req.since is None) else req.since.events
+        shared_key: tuple[Any, ...] | None = None
+        if room is not None and req.since is not None and not (changed or req.full_state):
+            # The live fan-out: every member woken by the same event asks for the same
+            # window of the same room, usually with the same filter. The room part is
+            # built once for all of them; only per-user fields are added to a copy.
+            if self._shared_at != now.events:
+                self._shared_sections.clear()
+                self._shared_at = now.events
+            shared_key = (room_id, from_stream, filters)
+            shared = self._shared_sections.get(shared_key)
+            if shared is not None and req.user_id not in shared.txn_senders:
+                return self._personalise(shared, req, room, room_account_data)
         events, limited = await self._timeline_events(room, room_id, from_stream, now.events, limit)
         if from_stream < row.stream_ordering:
             # Some events may predate the user's join: apply history visibility.
@@ -442,6 +483,31 @@ class SyncHandler:
         bundles: dict[str, JsonDict] = {}
         if self.bundler is not None and timeline and (limited or changed or req.since is None):
             bundles = await self.bundler(timeline, req.user_id)
+        txn_senders = frozenset(ev.sender for ev in timeline if ev.txn_id is not None)
+        if (
+            shared_key is not None
+            and room is not None
+            and timeline
+            and not bundles
+            and req.user_id not in txn_senders  # their copy carries transaction ids
+            and self._shared_at == now.events
+        ):
+            # Nothing user-specific inside: the same for every member with this filter.
+            shared = SharedSection(
+                timeline={
+                    "events": [self._serialize(ev, req) for ev in timeline],
+                    "limited": limited,
+                    "prev_batch": prev_batch,
+                },
+                state={"events": [self._serialize(ev, req) for ev in state]},
+                with_summary=any(ev.type == "m.room.member" for ev in timeline),
+                unread_threads=filters.unread_thread_notifications(),
+                txn_senders=txn_senders,
+            )
+            if len(self._shared_sections) >= MAX_SHARED_SECTIONS:
+                self._shared_sections.pop(next(iter(self._shared_sections)))
+            self._shared_sections[shared_key] = shared
+            return self._personalise(shared, req, room, room_account_data)
         section: JsonDict = {
             "timeline": {
                 "events": [self._serialize(ev, req, bundles.get(ev.event_id)) for ev in timeline],
@@ -458,6 +524,25 @@ class SyncHandler:
         ):
             section["summary"] = self._summary(room, req.user_id)
         if filters.unread_thread_notifications():
+            section["unread_thread_notifications"] = {}
+        return section
+
+    @staticmethod
+    def _personalise(
+        shared: SharedSection, req: SyncRequest, room: LiveRoom, room_account_data: list[JsonDict]
+    ) -> JsonDict:
+        """A member's section from the shared part: the timeline and state objects are
+        shared between responses (never mutated); the rest is the member's own."""
+        section: JsonDict = {
+            "timeline": shared.timeline,
+            "state": shared.state,
+            "account_data": {"events": room_account_data},
+            "ephemeral": {"events": []},
+            "unread_notifications": {"notification_count": 0, "highlight_count": 0},
+        }
+        if shared.with_summary:
+            section["summary"] = SyncHandler._summary(room, req.user_id)
+        if shared.unread_threads:
             section["unread_thread_notifications"] = {}
         return section
 

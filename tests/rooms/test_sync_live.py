@@ -274,3 +274,36 @@ async def test_redacting_state_loaded_after_a_restart_redacts_current_state(
         e for e in body["rooms"]["join"][room_id]["state"]["events"] if e["type"] == "m.room.topic"
     )
     assert topic["content"] == {}
+
+
+@pytest_twisted.ensureDeferred
+async def test_members_woken_together_share_the_room_but_keep_their_own_parts(
+    server: RunningServer,
+) -> None:
+    """One event wakes several long-polls at the same token: the room section is built
+    once for them (SyncHandler's shared sections), yet the sender alone sees the
+    transaction id, and each member gets their own unread counts and summary."""
+    alice, bob, carol = [await user(server, n) for n in ("alice", "bob", "carol")]
+    room_id = await create_room(alice, preset="public_chat")
+    await join(bob, room_id)
+    await join(carol, room_id)
+    for n in (1, 2):  # a second round: sections cached for the first are not reused
+        tokens = {c.user_id: (await sync(c))["next_batch"] for c in (alice, bob, carol)}
+        polls = {
+            c.user_id: defer.ensureDeferred(sync(c, tokens[c.user_id], timeout=10_000))
+            for c in (carol, bob, alice)
+        }
+        await sleep(0.2)
+        event_id = await send(alice, room_id, "together", txn="shared-txn-" + tokens[alice.user_id])
+        results = {uid: await d for uid, d in polls.items()}
+        for uid, body in results.items():
+            (ev,) = [e for e in timeline(body, room_id)["events"] if e["event_id"] == event_id]
+            assert ev["content"]["body"] == "together"
+            has_txn = "transaction_id" in ev.get("unsigned", {})
+            assert has_txn == (uid == alice.user_id), (uid, ev)
+            counts = body["rooms"]["join"][room_id]["unread_notifications"]
+            # Own messages never count; the others were notified (3 members: .m.rule.message).
+            assert counts["notification_count"] == (0 if uid == alice.user_id else n), (uid, counts)
+        bob_tl = timeline(results[bob.user_id], room_id)
+        carol_tl = timeline(results[carol.user_id], room_id)
+        assert bob_tl == carol_tl

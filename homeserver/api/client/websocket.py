@@ -341,7 +341,7 @@ class SyncStreamProtocol(WebSocketServerProtocol):  # type: ignore[misc]
         try:
             while not self._closing and not self._paused:
                 since = session.since
-                response, has_updates = await factory.sync.sync_with_updates(
+                response, has_updates, token = await factory.sync.sync_held(
                     SyncRequest(
                         user_id=user_id,
                         device_id=session.requester.device_id,
@@ -356,7 +356,6 @@ class SyncStreamProtocol(WebSocketServerProtocol):  # type: ignore[misc]
                     return
                 if has_updates or since is None:
                     self._push(response)
-                token = SyncToken.parse(response["next_batch"])
                 session.since = token
                 # Checked after the build, right before waiting: what woke us may be the
                 # token's own death (logout deletes the device, then the token).
