@@ -258,6 +258,8 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
     )
     profiles = ProfileHandler(storage, server_name, appservices)
     notifier = Notifier(reactor)
+    # A connection held open on a token that died re-checks it at once and closes.
+    auth.token_listeners.append(lambda user_id: notifier.notify_users([user_id]))
     fanout = EventFanout(server_name, room_cache, memberships, notifier)
     fanout.listeners.append(appservices.on_events)
     persister = EventPersister(storage.events, fanout.on_persisted, fanout.on_failure)

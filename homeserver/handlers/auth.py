@@ -13,6 +13,7 @@ import logging
 import secrets
 import string
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import bcrypt
@@ -98,6 +99,8 @@ class AuthHandler:
         self._refresh_lifetime = refresh_token_lifetime_ms
         # token hash -> record; an LRU so hot tokens cost no query.
         self._token_cache: OrderedDict[str, tuple[AccessTokenRecord, bool, bool]] = OrderedDict()
+        # Told (user id) after tokens of the user were invalidated (logout, deactivation).
+        self.token_listeners: list[Callable[[str], None]] = []
         self._hash_by_token_id: dict[int, str] = {}
         self.client_ips: ClientIpTracker | None = None
 
@@ -197,16 +200,30 @@ class AuthHandler:
         )
 
     def invalidate_token_ids(self, token_ids: list[int]) -> None:
+        users: set[str] = set()
         for token_id in token_ids:
             token_hash = self._hash_by_token_id.pop(token_id, None)
             if token_hash is not None:
-                self._token_cache.pop(token_hash, None)
+                cached = self._token_cache.pop(token_hash, None)
+                if cached is not None:
+                    users.add(cached[0].user_id)
+        self._tokens_died(users)
 
     def invalidate_user(self, user_id: str) -> None:
         for token_hash, (record, _, _) in list(self._token_cache.items()):
             if record.user_id == user_id:
                 self._token_cache.pop(token_hash, None)
                 self._hash_by_token_id.pop(record.token_id, None)
+        self._tokens_died({user_id})
+
+    def _tokens_died(self, user_ids: set[str]) -> None:
+        """Tell the listeners (connections held open with a token: they re-check it)."""
+        for user_id in user_ids:
+            for listener in self.token_listeners:
+                try:
+                    listener(user_id)
+                except Exception:
+                    logger.exception("A token listener failed")
 
     async def logout(self, requester: Requester) -> None:
         """Delete the token's device (and so every token of it), as Synapse does."""
