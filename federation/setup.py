@@ -85,8 +85,7 @@ class Federation:
             servlets.register(resource)
 
     def on_persisted(self, events: list[Event]) -> None:
-        d = defer.ensureDeferred(self.sender.on_persisted(events))
-        d.addErrback(lambda f: logger.error("Queueing events for federation failed: %s", f.value))
+        self.sender.on_persisted(events)
         d = defer.ensureDeferred(self.e2ee.on_events(events))
         d.addErrback(lambda f: logger.error("Device list bookkeeping failed: %s", f.value))
 
@@ -150,6 +149,7 @@ def build_federation(
         rooms,
         RetrySettings(retry.min_interval_ms, retry.multiplier, retry.max_interval_ms),
     )
+    persister.preparers.append(sender.prepare)
     transactions = TransactionServlet(authenticator, storage.federation, events, reactor)
     e2ee = FederationE2ee(
         server_name,
