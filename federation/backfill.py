@@ -18,12 +18,18 @@ Invariants:
 - An event we already hold as an outlier (state from our send_join) is moved into the
   timeline, so /messages shows it too.
 - Work on a room's graph happens under ``RoomCache.lock(room_id)``, like inbound PDUs;
-  the HTTP request to the other server does not.
+  no request to another server is made while that lock is held (local sends and
+  inbound PDUs of the room wait on it). Everything remote — the ``/backfill`` itself,
+  signature keys, ``/state_ids`` at a gap below the batch, auth chains — is fetched
+  first (``_prefetch``); under the lock it is checked again against what we hold by
+  then (a gap filled meanwhile uses our own state) and stored. An event whose state
+  could not be fetched is left for a later backfill (the gap stays).
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet import defer
@@ -32,7 +38,12 @@ from crypto.event_hashing import compute_event_id
 from federation.acl import server_allowed_by_acl
 from federation.event_auth_checks import PduRejected, auth_failure, check_pdu
 from federation.interfaces import FederationClient, FederationRequestError
-from federation.room_events import FederationEventHandler, quote, server_of_sender
+from federation.room_events import (
+    FederationEventHandler,
+    RemoteState,
+    quote,
+    server_of_sender,
+)
 from homeserver.clock import Clock
 from homeserver.events.auth_rules import auth_types_for_event
 from homeserver.events.event import Event
@@ -53,6 +64,18 @@ MAX_SERVERS_TRIED = 3
 # After a backfill of a room that got nothing, /messages does not ask again for this
 # long: a page at an unfillable gap must not wait on remote servers every time.
 FAILURE_BACKOFF_S = 60.0
+
+
+@dataclass
+class _Prefetched:
+    """What was fetched from the other server before taking the room lock."""
+
+    # Gap (prev event neither in the batch nor held) -> the state after it, as told.
+    states: dict[str, RemoteState] = field(default_factory=dict)
+    # Event id -> its auth chain, for events whose auth events we lacked.
+    auth_chains: dict[str, list[JsonDict]] = field(default_factory=dict)
+    # Gaps whose state is stored already in this run (by store_remote_state).
+    stored_states: dict[str, StateIds] = field(default_factory=dict)
 
 
 class FederationBackfiller:
@@ -137,10 +160,13 @@ class FederationBackfiller:
             if not isinstance(pdus, list) or not pdus:
                 continue
             pdus = [p for p in pdus if isinstance(p, dict)][:MAX_BACKFILL]
+            checked = await self._check(server, room, pdus)
+            prefetched = await self._prefetch(server, room.room_version, room_id, checked)
             lock = self._rooms.lock(room_id)
             await lock.acquire()
             try:
-                stored = await self._ingest(server, room, pdus)
+                room = self._rooms.get_if_loaded(room_id) or room
+                stored = await self._ingest(room, checked, prefetched)
             finally:
                 lock.release()
             if stored:
@@ -148,8 +174,11 @@ class FederationBackfiller:
                 return True
         return False
 
-    async def _ingest(self, origin: str, room: LiveRoom, pdus: list[JsonDict]) -> int:
-        """Check and store ``pdus`` as history, oldest first; the room lock is held."""
+    async def _check(
+        self, origin: str, room: LiveRoom, pdus: list[JsonDict]
+    ) -> dict[str, JsonDict]:
+        """The PDUs of this room that pass format, signature and hash checks, by id
+        (signature keys may be fetched: no lock held)."""
         version = room.room_version
         acl = room.state_content("m.room.server_acl")
         checked: dict[str, JsonDict] = {}
@@ -168,9 +197,45 @@ class FederationBackfiller:
             if "room_id" not in ok and "!" + event_id[1:] != room.room_id:
                 continue
             checked[event_id] = ok
+        return checked
+
+    async def _prefetch(
+        self, origin: str, version: RoomVersion, room_id: str, checked: dict[str, JsonDict]
+    ) -> _Prefetched:
+        """Fetch, before taking the room lock, the state at each gap below the batch
+        and the auth chains we lack. Requests and reads only: nothing is stored."""
+        out = _Prefetched()
+        held = await self._events.have_timeline_events(checked)
+        todo = [eid for eid in checked if eid not in held]
+        prevs = {p for eid in todo for p in _prev_ids(checked[eid]) if p not in checked}
+        held_prevs = await self._events.have_timeline_events(prevs) if prevs else set()
+        for prev in sorted(prevs - held_prevs):
+            remote = await self._handler.fetch_remote_state(origin, room_id, prev)
+            if remote is not None:
+                out.states[prev] = remote
+        # Auth events we will hold once the batch and the chains fetched so far are
+        # stored: events of one batch mostly share theirs, one request covers them.
+        auth_ids = {a for eid in todo for a in _auth_ids(checked[eid])}
+        covered = set(checked) | (await self._events.have_events(auth_ids) if auth_ids else set())
+        for remote in out.states.values():
+            covered |= _ids_of(remote.pdus, version)
+        for eid in sorted(todo, key=lambda e: (_depth(checked[e]), e)):
+            if all(a in covered for a in _auth_ids(checked[eid])):
+                continue
+            chain = await self._handler.fetch_auth_chain(origin, room_id, eid, checked[eid])
+            if chain:
+                out.auth_chains[eid] = chain
+                covered |= _ids_of(chain, version)
+        return out
+
+    async def _ingest(
+        self, room: LiveRoom, checked: dict[str, JsonDict], prefetched: _Prefetched
+    ) -> int:
+        """Store the checked PDUs as history, oldest first; the room lock is held."""
+        version = room.room_version
         # Outlier copies (e.g. from our join) must be committed before we replace them.
         await self._persister.wait_idle()
-        held = await self._events.have_timeline_events(checked)
+        held = await self._events.have_timeline_events(checked)  # again: under the lock
         todo = sorted(
             (eid for eid in checked if eid not in held),
             key=lambda e: (_depth(checked[e]), e),
@@ -180,17 +245,17 @@ class FederationBackfiller:
         groups: dict[str, tuple[int, int, StateIds]] = {}
         stored = 0
         for eid in todo:
-            if await self._store_one(origin, version, room, eid, checked[eid], groups):
+            if await self._store_one(version, room, eid, checked[eid], groups, prefetched):
                 stored += 1
         return stored
 
     async def _state_before(
         self,
-        origin: str,
         version: RoomVersion,
         room_id: str,
         prevs: list[str],
         groups: dict[str, tuple[int, int, StateIds]],
+        prefetched: _Prefetched,
     ) -> StateIds | None:
         if not prevs:
             return {}  # the create event
@@ -201,10 +266,16 @@ class FederationBackfiller:
             if prev in groups:
                 state = groups[prev][2]
             elif prev in held:
+                # Ours (also when the gap was filled since the prefetch).
                 state = await self._handler.state_after_event(room_id, prev)
+            elif prev in prefetched.stored_states:
+                state = prefetched.stored_states[prev]
+            elif prev in prefetched.states:
+                # Still a gap below this event: the state there, as fetched.
+                state = await self._handler.store_remote_state(version, prefetched.states[prev])
+                prefetched.stored_states[prev] = state
             else:
-                # Still a gap below this event: ask for the state there.
-                state = await self._handler.fetch_state_after(origin, version, room_id, prev)
+                state = None  # not fetched (failed, or a batch event left unstored)
             if state is not None:
                 sets.append(state)
         if not sets:
@@ -213,21 +284,23 @@ class FederationBackfiller:
 
     async def _store_one(
         self,
-        origin: str,
         version: RoomVersion,
         room: LiveRoom,
         event_id: str,
         pdu: JsonDict,
         groups: dict[str, tuple[int, int, StateIds]],
+        prefetched: _Prefetched,
     ) -> bool:
         room_id = room.room_id
-        prevs = [p for p in pdu.get("prev_events", []) if isinstance(p, str)]
-        state_before = await self._state_before(origin, version, room_id, prevs, groups)
+        prevs = _prev_ids(pdu)
+        state_before = await self._state_before(version, room_id, prevs, groups, prefetched)
         if state_before is None:
             logger.info("No state before backfilled %s; dropping it", event_id)
             return False
-        await self._handler.ensure_auth_events(origin, version, room_id, event_id, pdu)
-        auth_ids = [a for a in pdu.get("auth_events", []) if isinstance(a, str)]
+        chain = prefetched.auth_chains.get(event_id)
+        if chain:
+            await self._handler.store_outliers(version, chain)  # what is held is skipped
+        auth_ids = _auth_ids(pdu)
         loaded = await self._handler.get_events([*state_before.values(), *auth_ids])
         create = room.create_event
         create_json = pdu_with_id(create) if create is not None else None
@@ -283,6 +356,25 @@ class FederationBackfiller:
         )
         groups[event_id] = (group_after, depth_after, state_after)
         return reason is None
+
+
+def _ids_of(pdus: list[JsonDict], version: RoomVersion) -> set[str]:
+    """Ids of fetched (not yet checked) PDUs; one too malformed for an id is skipped."""
+    ids = set()
+    for pdu in pdus:
+        try:
+            ids.add(compute_event_id(pdu, version))
+        except Exception:
+            continue
+    return ids
+
+
+def _auth_ids(pdu: JsonDict) -> list[str]:
+    return [a for a in pdu.get("auth_events", []) if isinstance(a, str)]
+
+
+def _prev_ids(pdu: JsonDict) -> list[str]:
+    return [p for p in pdu.get("prev_events", []) if isinstance(p, str)]
 
 
 def _depth(pdu: JsonDict) -> int:

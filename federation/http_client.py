@@ -109,7 +109,7 @@ class _NoVerifyCreator:
 
 
 @implementer(IPolicyForHTTPS)
-class _FixedNamePolicy:
+class FixedNamePolicy:
     """TLS for a connection to an IP, named (SNI, certificate check) by the server name."""
 
     def __init__(self, tls_name: str, verify: bool) -> None:
@@ -156,7 +156,7 @@ class MatrixFederationHttpClient:
         if agent is None:
             agent = Agent(
                 self._reactor,
-                contextFactory=_FixedNamePolicy(tls_name, self._verify),
+                contextFactory=FixedNamePolicy(tls_name, self._verify),
                 pool=self._pool,
                 connectTimeout=20,
             )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import defer
@@ -40,6 +41,19 @@ StateIds = dict[StateKey, str]
 
 SOFT_FAILED = "soft_failed"
 MAX_MISSING_EVENTS = 20
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteState:
+    """What another server said about the state after an event we do not hold
+    (``/state_ids`` and ``/event``), fetched without holding any lock; nothing of it
+    is stored until ``store_remote_state``."""
+
+    prev_id: str
+    pdu_ids: list[str]
+    prev_pdu: JsonDict | None
+    # The state and auth chain events we did not hold when fetching.
+    pdus: list[JsonDict]
 
 
 def quote(value: str) -> str:
@@ -283,6 +297,16 @@ class FederationEventHandler:
         self, origin: str, version: RoomVersion, room_id: str, prev_id: str
     ) -> StateIds | None:
         """State after an event we do not have, asked from ``origin`` (/state_ids)."""
+        remote = await self.fetch_remote_state(origin, room_id, prev_id)
+        if remote is None:
+            return None
+        return await self.store_remote_state(version, remote)
+
+    async def fetch_remote_state(
+        self, origin: str, room_id: str, prev_id: str
+    ) -> RemoteState | None:
+        """Requests only (``/state_ids``, then ``/event`` for what we lack): no writes,
+        so no lock is needed."""
         try:
             resp = await self._client.get_json(
                 origin,
@@ -295,13 +319,20 @@ class FederationEventHandler:
             return None
         pdu_ids = [i for i in resp.get("pdu_ids", []) if isinstance(i, str)]
         auth_ids = [i for i in resp.get("auth_chain_ids", []) if isinstance(i, str)]
-        await self.fetch_and_store_outliers(origin, version, room_id, [*auth_ids, *pdu_ids])
-        state_events = await self._get(pdu_ids)
+        pdus = await self.fetch_missing_events(origin, [*auth_ids, *pdu_ids])
+        return RemoteState(prev_id, pdu_ids, prev_pdu, pdus)
+
+    async def store_remote_state(self, version: RoomVersion, remote: RemoteState) -> StateIds:
+        """Store what ``fetch_remote_state`` got (as outliers: each is checked, what is
+        held by now is skipped) and return the state after ``remote.prev_id``."""
+        await self.store_outliers(version, remote.pdus)
+        state_events = await self._get(remote.pdu_ids)
         state: StateIds = {ev.state_tuple: ev.event_id for ev in state_events.values()}
+        prev_pdu = remote.prev_pdu
         if prev_pdu is not None:
             await self.store_outliers(version, [prev_pdu])
             if "state_key" in prev_pdu:
-                state[(str(prev_pdu["type"]), str(prev_pdu["state_key"]))] = prev_id
+                state[(str(prev_pdu["type"]), str(prev_pdu["state_key"]))] = remote.prev_id
         return state
 
     async def _fetch_event(self, origin: str, event_id: str) -> JsonDict | None:
@@ -311,9 +342,8 @@ class FederationEventHandler:
         pdus = resp.get("pdus", [])
         return pdus[0] if pdus and isinstance(pdus[0], dict) else None
 
-    async def fetch_and_store_outliers(
-        self, origin: str, version: RoomVersion, room_id: str, event_ids: Iterable[str]
-    ) -> None:
+    async def fetch_missing_events(self, origin: str, event_ids: Iterable[str]) -> list[JsonDict]:
+        """The events among ``event_ids`` we do not hold, fetched one by one (unchecked)."""
         wanted = list(dict.fromkeys(event_ids))
         have = await self._have(wanted)
         pdus = []
@@ -327,24 +357,37 @@ class FederationEventHandler:
                 continue
             if pdu is not None:
                 pdus.append(pdu)
-        await self.store_outliers(version, pdus)
+        return pdus
+
+    async def fetch_and_store_outliers(
+        self, origin: str, version: RoomVersion, room_id: str, event_ids: Iterable[str]
+    ) -> None:
+        await self.store_outliers(version, await self.fetch_missing_events(origin, event_ids))
 
     async def ensure_auth_events(
         self, origin: str, version: RoomVersion, room_id: str, event_id: str, pdu: JsonDict
     ) -> None:
+        chain = await self.fetch_auth_chain(origin, room_id, event_id, pdu)
+        if chain:
+            await self.store_outliers(version, chain)
+
+    async def fetch_auth_chain(
+        self, origin: str, room_id: str, event_id: str, pdu: JsonDict
+    ) -> list[JsonDict]:
+        """The PDU's auth chain from ``origin`` if we lack any of its auth events (else
+        nothing); a request only, no writes."""
         auth_ids = [a for a in pdu.get("auth_events", []) if isinstance(a, str)]
         have = await self._have(auth_ids)
         if all(a in have for a in auth_ids):
-            return
+            return []
         try:
             resp = await self._client.get_json(
                 origin, f"/_matrix/federation/v1/event_auth/{quote(room_id)}/{quote(event_id)}"
             )
         except FederationRequestError as e:
             logger.info("event_auth from %s failed: %s", origin, e)
-            return
-        chain = [p for p in resp.get("auth_chain", []) if isinstance(p, dict)]
-        await self.store_outliers(version, chain)
+            return []
+        return [p for p in resp.get("auth_chain", []) if isinstance(p, dict)]
 
     async def store_outliers(self, version: RoomVersion, pdus: list[JsonDict]) -> list[Event]:
         """Check and store events outside the timeline (auth chains, state from joins).

@@ -4,6 +4,9 @@ Invariants:
 - Items are written to ``federation_outbox`` before any attempt to send them, and
   removed only after the destination accepted the transaction carrying them, so a
   restart loses nothing queued (it resumes every destination with pending items).
+- A local event's PDUs are written by the event's own transaction (``prepare`` names
+  the destinations when the event is queued for persistence; ``on_persisted`` only
+  wakes them after the commit), so a crash right after the commit loses no send.
 - One transaction in flight per destination, at most 50 PDUs and 100 EDUs, in queue
   order.
 - A failing destination is retried with exponential backoff (min interval × multiplier,
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +30,8 @@ from federation.interfaces import FederationRequestError
 from homeserver.clock import Clock, now_ms
 from homeserver.events.event import Event
 from homeserver.rooms.room_cache import RoomCache
-from storage.federation import FederationStore
+from storage.events import PersistItem
+from storage.federation import FederationStore, OutboundPdu
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +74,9 @@ class FederationSender:
         self._wakeups: dict[str, Any] = {}
         self._backoff: dict[str, int] = {}
         self._stopped = False
+        # Destinations of events queued for persistence with an outbound PDU, in queue
+        # order (the persister commits in that order): woken once the event commits.
+        self._uncommitted: OrderedDict[str, tuple[str, ...]] = OrderedDict()
 
     async def start(self) -> None:
         """Resume every destination that still has queued items."""
@@ -93,22 +101,39 @@ class FederationSender:
         servers.discard("")
         return servers
 
-    async def on_persisted(self, events: list[Event]) -> None:
-        """Queue our own new events for every other server in their rooms."""
-        items: list[tuple[str, str, JsonDict]] = []
-        for ev in events:
-            if ev.outlier or ev.rejected_reason is not None:
-                continue
-            if server_of(ev.sender) != self._server_name:
-                continue
-            extra = []
-            if ev.membership is not None and ev.state_key:
-                extra.append(server_of(ev.state_key))  # a kicked/banned remote user's server
-                if ev.membership == "invite":
-                    continue  # sent through /invite, not /send
-            for destination in self.destinations_for_room(ev.room_id, extra):
-                items.append((destination, "pdu", ev.pdu))
-        await self._enqueue(items)
+    def prepare(self, item: PersistItem) -> None:
+        """Name the servers our new event goes to, so its persistence queues the sends.
+
+        Runs when the event is queued for persistence, after the room cache has applied
+        it: the joined servers are those of the state at the event.
+        """
+        ev = item.event
+        if ev.outlier or ev.rejected_reason is not None or item.backfilled:
+            return
+        if server_of(ev.sender) != self._server_name:
+            return
+        extra = []
+        if ev.membership is not None and ev.state_key:
+            if ev.membership == "invite":
+                return  # sent through /invite, not /send
+            extra.append(server_of(ev.state_key))  # a kicked/banned remote user's server
+        destinations = tuple(sorted(self.destinations_for_room(ev.room_id, extra)))
+        if destinations:
+            item.outbound = OutboundPdu(destinations, now_ms(self._clock))
+            self._uncommitted[ev.event_id] = destinations
+
+    def on_persisted(self, events: list[Event]) -> None:
+        """Wake the destinations of our newly committed events."""
+        committed = {ev.event_id for ev in events if ev.event_id in self._uncommitted}
+        to_wake: set[str] = set()
+        while committed and self._uncommitted:
+            # FIFO commits: an entry queued before one of these that is still here
+            # belonged to a batch that failed (nothing was queued; waking is harmless).
+            event_id, destinations = self._uncommitted.popitem(last=False)
+            committed.discard(event_id)
+            to_wake.update(destinations)
+        for destination in to_wake:
+            self._kick(destination)
 
     async def send_edu(
         self,

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 from typing import Any
 
-import treq
 from signedjson.types import SigningKey
 from twisted.internet import defer
 
@@ -27,6 +25,7 @@ from federation.room_events import FederationEventHandler
 from federation.room_servlets import FederationRoomServlets
 from federation.sender import FederationSender, RetrySettings
 from federation.transport_server import FederationAuthenticator, KeyServlets, TransactionServlet
+from federation.well_known import WellKnownFetcher
 from homeserver.config import HomeserverConfig
 from homeserver.e2ee.device_lists import DeviceLists
 from homeserver.e2ee.keys import KeysHandler
@@ -41,18 +40,6 @@ from homeserver.rooms.room_cache import RoomCache
 from storage.storage import Storage
 
 logger = logging.getLogger(__name__)
-
-
-async def _fetch_well_known(host: str) -> tuple[int, bytes, float | None]:
-    response = await treq.get(f"https://{host}/.well-known/matrix/server", timeout=10)
-    body = await treq.content(response)
-    ttl = None
-    cache_control = response.headers.getRawHeaders(b"cache-control") or []
-    for value in cache_control:
-        m = re.search(rb"max-age=(\d+)", value)
-        if m:
-            ttl = float(m.group(1))
-    return response.code, body, ttl
 
 
 async def _lookup_srv(name: str) -> list[tuple[str, int]]:
@@ -85,8 +72,7 @@ class Federation:
             servlets.register(resource)
 
     def on_persisted(self, events: list[Event]) -> None:
-        d = defer.ensureDeferred(self.sender.on_persisted(events))
-        d.addErrback(lambda f: logger.error("Queueing events for federation failed: %s", f.value))
+        self.sender.on_persisted(events)
         d = defer.ensureDeferred(self.e2ee.on_events(events))
         d.addErrback(lambda f: logger.error("Device list bookkeeping failed: %s", f.value))
 
@@ -110,12 +96,15 @@ def build_federation(
     device_lists: DeviceLists,
 ) -> Federation:
     server_name = config.server_name
-    resolver = ServerResolver(reactor, _fetch_well_known, _lookup_srv)
     blacklist = config.ip_range_blacklist
     ip_policy = IpRangePolicy(
         list(DEFAULT_IP_RANGE_BLACKLIST) if blacklist is None else blacklist,
         config.ip_range_whitelist,
     )
+    well_known = WellKnownFetcher(
+        reactor, ip_policy, verify_certificates=config.federation_verify_certificates
+    )
+    resolver = ServerResolver(reactor, well_known, _lookup_srv)
     client = MatrixFederationHttpClient(
         reactor,
         server_name,
@@ -150,6 +139,7 @@ def build_federation(
         rooms,
         RetrySettings(retry.min_interval_ms, retry.multiplier, retry.max_interval_ms),
     )
+    persister.preparers.append(sender.prepare)
     transactions = TransactionServlet(authenticator, storage.federation, events, reactor)
     e2ee = FederationE2ee(
         server_name,

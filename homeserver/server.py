@@ -104,6 +104,7 @@ class HomeServer:
     push: PushServices | None = None
     federation: Federation | None = None
     websockets: SyncStreamFactory | None = None
+    presence: PresenceHandler | None = None
 
     @property
     def server_name(self) -> str:
@@ -342,6 +343,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
     typing.listeners.append(edus.on_local_typing)
     storage.receipts.listeners.append(edus.on_local_receipt)
     presence.listeners.append(edus.on_local_presence)
+    presence.federation_pings.append(edus.on_local_presence)
     presence.listeners.append(appservices.on_presence)
     typing.listeners.append(
         lambda room_id, _user, _typing: appservices.on_typing(room_id, typing.typing_users(room_id))
@@ -475,4 +477,5 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         push=push,
         federation=federation,
         websockets=ws_factory,
+        presence=presence,
     )

@@ -4,6 +4,8 @@ Invariants:
 - ``persist_batch`` writes each event together with its edges, state group, current
   state change, membership row, transaction id and redaction in one transaction; an
   event is either wholly there or not at all.
+- A local event's federation send (``PersistItem.outbound``) is queued in that same
+  transaction: a committed event is always either sent or still in the outbox.
 - ``stream_ordering`` values are handed out by the persister's ``IdGenerator`` and
   only become visible to readers (``events_stream.current_position``) once committed.
 - The stored PDU JSON is never rewritten; redaction is applied when serving.
@@ -19,6 +21,7 @@ from typing import Any
 from homeserver.events.event import Event
 from homeserver.events.room_versions import RoomVersion, get_room_version
 from storage.database import Database, Transaction
+from storage.federation import FederationStore, OutboundPdu
 from storage.id_generator import IdGenerator
 from storage.relations import index_relations_txn
 from storage.search import index_event_txn
@@ -58,6 +61,8 @@ class PersistItem:
     # History fetched with /backfill: a negative stream ordering (never in a /sync
     # window), no forward extremity or membership row; an outlier copy is replaced.
     backfilled: bool = False
+    # A local event's federation send, queued in the same transaction as the event.
+    outbound: OutboundPdu | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,8 +129,10 @@ class EventsStore:
         stream: IdGenerator,
         state_groups: IdGenerator,
         backfill_floor: int = 0,
+        outbox: FederationStore | None = None,
     ) -> None:
         self._db = db
+        self._outbox = outbox
         self.stream = stream
         self.state_group_ids = state_groups
         # Backfilled events count down from 0 (as in Synapse), so they sort before every
@@ -303,6 +310,12 @@ class EventsStore:
                 )
             index_event_txn(txn, ev)  # full-text search index (storage/search.py)
             index_relations_txn(txn, ev)  # relations and threads (storage/relations.py)
+            if item.outbound is not None and self._outbox is not None:
+                self._outbox.enqueue_txn(
+                    txn,
+                    [(d, "pdu", ev.pdu) for d in item.outbound.destinations],
+                    item.outbound.queued_ts,
+                )
 
     def _drop_outlier_copy_txn(self, txn: Transaction, event_id: str) -> str | None:
         """Remove an outlier copy of an event about to be stored in the timeline.

@@ -22,6 +22,15 @@ class StoredServerKey:
 
 
 @dataclass(frozen=True, slots=True)
+class OutboundPdu:
+    """Where a local event goes over federation: written to the outbox by the event's
+    own transaction (``EventsStore.persist_batch``), so a commit never loses its send."""
+
+    destinations: tuple[str, ...]
+    queued_ts: int
+
+
+@dataclass(frozen=True, slots=True)
 class OutboxItem:
     item_id: int
     destination: str
@@ -83,14 +92,27 @@ class FederationStore:
 
     async def enqueue(self, items: list[tuple[str, str, dict[str, Any]]], now_ms: int) -> None:
         """Queue (destination, kind, payload) rows in one transaction."""
-        rows = [(self._outbox_ids.next_id(), d, k, json.dumps(p), now_ms) for d, k, p in items]
-        await self._db.run_interaction(
-            "federation_enqueue",
-            lambda txn: txn.execute_many(
-                "INSERT INTO federation_outbox (id, destination, kind, payload, created_ts)"
-                " VALUES (?, ?, ?, ?, ?)",
-                rows,
-            ),
+        await self._db.run_interaction("federation_enqueue", self.enqueue_txn, items, now_ms)
+
+    def enqueue_txn(
+        self, txn: Transaction, items: list[tuple[str, str, dict[str, Any]]], now_ms: int
+    ) -> None:
+        """Queue rows inside the caller's transaction (a local event's, so the send
+        commits with the event). Ids come from a thread-safe generator; the event
+        persister commits in order, so PDU ids commit in queue order."""
+        if not items:
+            return
+        encoded: dict[int, str] = {}  # one payload to many destinations: encode it once
+        rows = []
+        for destination, kind, payload in items:
+            text = encoded.get(id(payload))
+            if text is None:
+                text = encoded[id(payload)] = json.dumps(payload)
+            rows.append((self._outbox_ids.next_id(), destination, kind, text, now_ms))
+        txn.execute_many(
+            "INSERT INTO federation_outbox (id, destination, kind, payload, created_ts)"
+            " VALUES (?, ?, ?, ?, ?)",
+            rows,
         )
 
     async def peek(self, destination: str, kind: str, limit: int) -> list[OutboxItem]:

@@ -4,6 +4,10 @@ Invariants:
 - A receipt only moves forward: a new one replaces the stored one only when its event
   is later in the events stream; otherwise it is ignored and takes no stream position
   that anyone sees.
+- A receipt (from another server) for an event we do not hold is stored all the same,
+  as Synapse does, with ``UNKNOWN_EVENT`` as its event's position: it replaces the
+  stored receipt whatever that is, and any receipt for an event we hold replaces it
+  unless its event has arrived since and is the later one.
 - Every stored change gets a position of the receipts stream (``stream``); the
   position becomes visible (``current_position``) only once the change is committed,
   and ``RoomChangeCache`` records the room before that, so a reader that sees
@@ -21,6 +25,9 @@ from storage.database import Database, Transaction
 from storage.id_generator import IdGenerator
 
 UNTHREADED = ""  # thread_id column value of an unthreaded receipt
+# event_stream_ordering of a receipt whose event we did not hold when it came: below
+# every real position (backfilled events count down from 0).
+UNKNOWN_EVENT = -(2**62)
 PRIVATE_READ = "m.read.private"
 
 
@@ -91,11 +98,27 @@ class ReceiptsStore:
         user_id: str,
         thread_id: str | None,
         event_id: str,
-        event_stream_ordering: int,
+        event_stream_ordering: int | None,
         data: dict[str, Any],
     ) -> Receipt | None:
-        """Store the receipt unless one for a later event is kept; None if ignored."""
+        """Store the receipt unless one for a later event is kept; None if ignored.
+
+        ``event_stream_ordering`` None: the event is not held here (a remote receipt);
+        the receipt is stored unconditionally (see the module docstring).
+        """
         encoded = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+        if event_stream_ordering is None:
+            event_stream_ordering = UNKNOWN_EVENT
+            condition = ""
+        else:
+            # A stored receipt's event that was unknown may have arrived since: compare
+            # with its real position then.
+            condition = (
+                " WHERE (CASE WHEN receipts.event_stream_ordering = ? THEN COALESCE("
+                "(SELECT e.stream_ordering FROM events AS e WHERE e.event_id = receipts.event_id"
+                " AND e.room_id = receipts.room_id AND e.outlier = 0), ?)"
+                " ELSE receipts.event_stream_ordering END) < excluded.event_stream_ordering"
+            )
         with self.stream.reserve() as stream_id:
 
             def _txn(txn: Transaction) -> bool:
@@ -105,8 +128,7 @@ class ReceiptsStore:
                     " ON CONFLICT (room_id, receipt_type, user_id, thread_id) DO UPDATE SET"
                     " event_id = excluded.event_id,"
                     " event_stream_ordering = excluded.event_stream_ordering,"
-                    " data = excluded.data, stream_id = excluded.stream_id"
-                    " WHERE receipts.event_stream_ordering < excluded.event_stream_ordering",
+                    " data = excluded.data, stream_id = excluded.stream_id" + condition,
                     (
                         room_id,
                         receipt_type,
@@ -116,6 +138,7 @@ class ReceiptsStore:
                         event_stream_ordering,
                         encoded,
                         stream_id,
+                        *((UNKNOWN_EVENT, UNKNOWN_EVENT) if condition else ()),
                     ),
                 )
                 return txn.rowcount > 0

@@ -69,13 +69,14 @@ class Storage:
             return int(row[0]) if row and row[0] is not None else 0
 
         backfill_floor = await db.run_interaction("min_events_stream", _min_stream)
+        federation = FederationStore(db, await IdGenerator.load(db, "federation_outbox", "id"))
         return cls(
             db=db,
             users=UserStore(db, token_ids),
             profiles=ProfileStore(db),
             account_data=AccountDataStore(db, account_data_stream),
             registration=RegistrationStore(db),
-            events=EventsStore(db, events_stream, state_groups, backfill_floor),
+            events=EventsStore(db, events_stream, state_groups, backfill_floor, federation),
             e2ee=e2ee,
             device_federation=await DeviceFederationStore.open(db, e2ee),
             key_backup=await KeyBackupStore.open(db),
@@ -85,7 +86,7 @@ class Storage:
             user_directory=UserDirectoryStore(db),
             media=MediaStore(db),
             appservice=AppServiceStore(db),
-            federation=FederationStore(db, await IdGenerator.load(db, "federation_outbox", "id")),
+            federation=federation,
             relations=RelationsStore(db),
             push=PushStore(db),
         )

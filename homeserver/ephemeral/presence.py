@@ -22,7 +22,15 @@ Invariants:
   ``sync_online_timeout``, so two devices asking differently do not flip-flop.
 - With presence disabled nothing is tracked, stored or sent; the stream stays at 0.
 - Remote users' states (``apply_remote``, from federation) are kept, published and
-  persisted the same way but get no timers: their own server tells us of changes.
+  persisted the same way; their own server tells us of changes. Their one timer: a
+  remote user held as online or unavailable from whose server we have heard nothing
+  about them for ``federation_timeout_ms`` (Synapse's 30 min ``FEDERATION_TIMEOUT``;
+  since start-up, for states loaded then) goes offline, as their server may be gone.
+- The other side of that: a local user who is not offline and whose state has not
+  gone out for ``federation_ping_interval_ms`` (Synapse's 25 min
+  ``FEDERATION_PING_INTERVAL``; a minute after start-up, for states loaded then) is
+  handed to ``federation_pings`` unchanged, to be re-sent so that other servers do not
+  time them out. Every visible change of a local user counts as sent.
   ``listeners`` hear every visible change; the federation side sends on only ours.
 """
 
@@ -56,6 +64,11 @@ UNAVAILABLE = "unavailable"
 OFFLINE = "offline"
 PRESENCE_STATES = (ONLINE, UNAVAILABLE, OFFLINE)
 LAST_ACTIVE_GRANULARITY_MS = 60_000
+FEDERATION_TIMEOUT_MS = 30 * 60_000
+FEDERATION_PING_INTERVAL_MS = 25 * 60_000
+# After a restart we do not know when a local user's state last went out: re-send it
+# this long after start-up (the federation sender is wired and running by then).
+STARTUP_PING_DELAY_MS = 60_000
 _PRIORITY = {ONLINE: 2, UNAVAILABLE: 1, OFFLINE: 0}
 
 
@@ -102,6 +115,8 @@ class PresenceHandler:
         include_offline_users_on_sync: bool = False,
         last_active_granularity_ms: int = LAST_ACTIVE_GRANULARITY_MS,
         server_name: str | None = None,
+        federation_timeout_ms: int = FEDERATION_TIMEOUT_MS,
+        federation_ping_interval_ms: int = FEDERATION_PING_INTERVAL_MS,
     ) -> None:
         self._store = store
         self._rooms = rooms
@@ -117,6 +132,15 @@ class PresenceHandler:
         self._local_suffix = f":{server_name}" if server_name is not None else None
         # Called with every visible change (local and remote users), on the reactor.
         self.listeners: list[PresenceListener] = []
+        # Called with a local user's unchanged state when other servers should hear it
+        # again (see the module docstring).
+        self.federation_pings: list[PresenceListener] = []
+        self.federation_timeout_ms = federation_timeout_ms
+        self.federation_ping_interval_ms = federation_ping_interval_ms
+        # remote user -> when their server last told us their state (ms)
+        self._federation_seen: dict[str, int] = {}
+        # local user -> when their state last went to other servers (ms)
+        self._federation_sent: dict[str, int] = {}
         # user id -> how many explicit PUT /status changes this process has seen
         self._explicit_changes: dict[str, int] = {}
         self._states: dict[str, PresenceState] = {}
@@ -138,14 +162,25 @@ class PresenceHandler:
     def is_local(self, user_id: str) -> bool:
         return self._local_suffix is None or user_id.endswith(self._local_suffix)
 
+    @property
+    def _federates(self) -> bool:
+        return self._local_suffix is not None
+
     # Lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
         """Load users who are not offline and restart their timers."""
         if not self.enabled:
             return
+        now = now_ms(self._clock)
         for state in await self._store.get_not_offline():
             self._states.setdefault(state.user_id, state)
+            if self.is_local(state.user_id):
+                self._federation_sent.setdefault(
+                    state.user_id, now - self.federation_ping_interval_ms + STARTUP_PING_DELAY_MS
+                )
+            else:
+                self._federation_seen.setdefault(state.user_id, now)
             self._schedule_timer(state.user_id)
 
     async def stop(self) -> None:
@@ -331,6 +366,8 @@ class PresenceHandler:
     def _publish(self, new: PresenceState) -> PresenceState:
         """A visible change: next stream position, persist, wake room-mates, tell listeners."""
         user_id = new.user_id
+        if self._federates and self.is_local(user_id):
+            self._federation_sent[user_id] = now_ms(self._clock)  # listeners send it
         position = self._store.stream.next_id()
         new = dataclasses.replace(new, stream_id=position)
         self._states[user_id] = new
@@ -358,17 +395,20 @@ class PresenceHandler:
         if not self.enabled or self._stopped or self.is_local(user_id):
             return
         old = await self._get(user_id)
+        now = now_ms(self._clock)
+        self._federation_seen[user_id] = now
         new = dataclasses.replace(
             old,
             state=presence,
             status_msg=status_msg,
-            last_active_ts=now_ms(self._clock) - max(0, last_active_ago),
+            last_active_ts=now - max(0, last_active_ago),
             currently_active=currently_active and presence == ONLINE,
         )
         if should_notify(old, new, self._granularity):
             self._publish(new)
         else:
             self._states[user_id] = new
+        self._schedule_timer(user_id)
 
     async def _notify(self, user_id: str) -> None:
         users = {user_id}
@@ -381,7 +421,15 @@ class PresenceHandler:
     # Timers -------------------------------------------------------------------------
 
     def _deadline(self, state: PresenceState) -> int | None:
+        if not self.is_local(state.user_id):
+            if state.state == OFFLINE:
+                return None
+            seen = self._federation_seen.get(state.user_id, now_ms(self._clock))
+            return seen + self.federation_timeout_ms
         deadlines = []
+        if self._federates and state.state != OFFLINE:
+            sent = self._federation_sent.get(state.user_id, 0)
+            deadlines.append(sent + self.federation_ping_interval_ms)
         if state.currently_active:
             deadlines.append(state.last_active_ts + self._granularity)
         if state.user_id not in self._syncing and state.state != OFFLINE:
@@ -394,8 +442,8 @@ class PresenceHandler:
     def _schedule_timer(self, user_id: str) -> None:
         state = self._states.get(user_id)
         deadline = None
-        if state is not None and not self._stopped and self.is_local(user_id):
-            deadline = self._deadline(state)  # (a remote user's server tells us instead)
+        if state is not None and not self._stopped:
+            deadline = self._deadline(state)
         timer = self._timers.get(user_id)
         if timer is not None and timer.active():
             # Every sync and send moves the deadline later: an earlier timer is kept
@@ -414,14 +462,34 @@ class PresenceHandler:
         state = self._states.get(user_id)
         if state is None or self._stopped:
             return
+        now = now_ms(self._clock)
+        if not self.is_local(user_id):
+            seen = self._federation_seen.get(user_id, now)
+            if state.state != OFFLINE and now - seen >= self.federation_timeout_ms:
+                # Their server has gone quiet about them: it may be down, and would
+                # never tell us they left.
+                self._publish(dataclasses.replace(state, state=OFFLINE, currently_active=False))
+            self._schedule_timer(user_id)
+            return
         new = state
         if user_id not in self._syncing and state.state != OFFLINE:
-            idle = now_ms(self._clock) - max(state.last_user_sync_ts, state.last_active_ts)
+            idle = now - max(state.last_user_sync_ts, state.last_active_ts)
             if idle >= self._offline_timeout:
                 new = dataclasses.replace(state, state=OFFLINE)
             elif state.state == ONLINE and idle >= self._sync_online_timeout:
                 new = dataclasses.replace(state, state=UNAVAILABLE)
-        self._update(new)
+        sent = self._federation_sent.get(user_id, 0)
+        ping = self._federates and now - sent >= self.federation_ping_interval_ms
+        if ping:
+            self._federation_sent[user_id] = now  # before _update schedules the next timer
+        result = self._update(new)
+        if ping and result.stream_id == state.stream_id and result.state != OFFLINE:
+            # Nothing visible changed (a change would have gone out by itself).
+            for listener in self.federation_pings:
+                try:
+                    listener(result)
+                except Exception:
+                    logger.exception("A presence ping listener failed")
 
     # Persisting ---------------------------------------------------------------------
 

@@ -8,8 +8,11 @@ Invariants:
   viewer and a private receipt wakes only its owner's syncs.
 - A threaded receipt's ``thread_id`` is ``main`` or the root of the thread the event
   is in (following at most ``MAX_RELATION_HOPS`` relations), as Synapse checks.
-- Receipts from other servers (``store_remote_receipt``) are stored like local ones,
-  for events we hold in that room; their thread id is taken as given, as Synapse does.
+- Receipts from other servers (``store_remote_receipt``) are stored like local ones;
+  their thread id is taken as given, as Synapse does. So is a receipt for an event we
+  do not hold (or hold only as an outlier), as Synapse does: /sync shows it at once,
+  and clients match it to the event once that arrives. One for an event of another
+  room, or a rejected one, is dropped.
 - ``m.fully_read`` is room account data (``storage.account_data``), so it reaches
   /sync through the account data stream, not as a receipt.
 """
@@ -156,17 +159,18 @@ class ReceiptsHandler:
     async def store_remote_receipt(
         self, user_id: str, room_id: str, event_id: str, thread_id: str | None, ts: int
     ) -> Receipt | None:
-        """An ``m.read`` receipt from federation (the caller checked who may send it).
-
-        A receipt for an event we do not have (or not in this room) is dropped: its
-        position in the events stream, which orders receipts, is unknown.
-        """
-        try:
-            event = await self._event_in_room(room_id, event_id)
-        except MatrixError:
+        """An ``m.read`` receipt from federation (the caller checked who may send it)."""
+        if not event_id.startswith("$"):
             return None
+        event = await self._storage.events.get_event(event_id)
+        ordering: int | None = None  # not held (in the timeline): position unknown
+        if event is not None:
+            if event.room_id != room_id or event.rejected_reason is not None:
+                return None
+            if not event.outlier:
+                ordering = event.stream_ordering
         return await self._storage.receipts.insert_receipt(
-            room_id, READ, user_id, thread_id, event.event_id, event.stream_ordering, {"ts": ts}
+            room_id, READ, user_id, thread_id, event_id, ordering, {"ts": ts}
         )
 
     async def _store_receipt(

@@ -48,8 +48,17 @@ class EventPersister:
         # Accepted events not yet committed, by id: readers that must see every
         # accepted event (state resolution) look here before the database.
         self.pending: dict[str, Event] = {}
+        # Run on each item as it is queued, to add what must commit with the event (the
+        # federation sender fills ``PersistItem.outbound``); synchronous, reactor thread.
+        self.preparers: list[Callable[[PersistItem], None]] = []
 
     def enqueue(self, item: PersistItem) -> defer.Deferred[None]:
+        for prepare in self.preparers:
+            try:
+                prepare(item)
+            except Exception:
+                # The event is already applied in memory: it must still be persisted.
+                logger.exception("Preparing %s for persistence failed", item.event.event_id)
         done: defer.Deferred[None] = defer.Deferred()
         self._queue.append(_Queued(item, done))
         self.pending[item.event.event_id] = item.event

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest_twisted
+from twisted.internet import defer, reactor
 
 from tests.federation.test_two_servers import current_state, wait_for_message
 from tests.support.client import Client, q
@@ -183,3 +184,88 @@ async def test_backfill_with_remote_gone_returns_what_we_hold(
     assert resp.code == 200, resp
     assert [e["event_id"] for e in resp.json["chunk"]] != []
     assert resp.json["chunk"][0]["state_key"] == bob.user_id
+
+
+@pytest_twisted.ensureDeferred
+async def test_room_is_not_locked_while_fetching_the_state_at_a_gap(
+    two_servers: tuple[RunningServer, RunningServer],
+) -> None:
+    """While B waits on A's /state_ids at a gap below a backfilled batch, B's room lock
+    is free: bob's own message goes out meanwhile. The history is complete after."""
+    a, b = two_servers
+    alice = a.client()
+    await alice.register("alice")
+    bob = b.client()
+    await bob.register("bob")
+    resp = await alice.post("/_matrix/client/v3/createRoom", {"preset": "public_chat"})
+    room_id = resp.json["room_id"]
+    resp = await alice.put(
+        f"/_matrix/client/v3/rooms/{q(room_id)}/state/m.room.history_visibility",
+        {"history_visibility": "shared"},
+    )
+    assert resp.code == 200, resp
+    for i in range(MESSAGES):
+        resp = await alice.put(
+            f"/_matrix/client/v3/rooms/{q(room_id)}/send/m.room.message/t{i}",
+            {"msgtype": "m.text", "body": f"m{i}"},
+        )
+        assert resp.code == 200, resp
+    resp = await bob.post(
+        f"/_matrix/client/v3/join/{q(room_id)}", {}, params={"server_name": a.hs.server_name}
+    )
+    assert resp.code == 200, resp
+
+    assert b.hs.federation is not None
+    client = b.hs.federation.client
+    real_get_json = client.get_json
+    reached: defer.Deferred[None] = defer.Deferred()
+    gate: defer.Deferred[None] = defer.Deferred()
+    state_ids_calls = [0]
+
+    async def gated_get_json(destination: str, path: str, *args: Any, **kw: Any) -> Any:
+        if "/state_ids/" in path:
+            state_ids_calls[0] += 1
+            if not reached.called:
+                reached.callback(None)
+            await gate  # A is slow to answer
+        return await real_get_json(destination, path, *args, **kw)
+
+    client.get_json = gated_get_json  # type: ignore[method-assign]
+    paging = defer.ensureDeferred(paginate_back(bob, room_id, None, 10))
+    await with_timeout(reached, 20, "a /state_ids request at the gap")
+
+    try:
+        # The room lock is free: a local send completes while /state_ids is pending.
+        send = bob.put(
+            f"/_matrix/client/v3/rooms/{q(room_id)}/send/m.room.message/during",
+            {"msgtype": "m.text", "body": "during backfill"},
+        )
+        resp = await with_timeout(defer.ensureDeferred(send), 10, "bob's send during backfill")
+        assert resp.code == 200, resp
+        assert not paging.called
+    finally:
+        gate.callback(None)
+    events, _ = await with_timeout(paging, 60, "the pagination")
+    assert state_ids_calls[0] >= 1
+    assert bodies(events) == [f"m{i}" for i in reversed(range(MESSAGES))]
+    assert events[-1]["type"] == "m.room.create"
+    await wait_for_message(alice, room_id, "during backfill")
+
+
+async def with_timeout(d: defer.Deferred[Any], seconds: float, what: str) -> Any:
+    timed_out: list[bool] = []
+
+    def _cancel() -> None:
+        timed_out.append(True)
+        d.cancel()
+
+    timer = reactor.callLater(seconds, _cancel)
+    try:
+        return await d
+    except Exception:
+        if timed_out:
+            raise AssertionError(f"timed out waiting for {what}") from None
+        raise
+    finally:
+        if timer.active():
+            timer.cancel()

@@ -288,3 +288,40 @@ async def test_a_server_joining_a_room_learns_the_members_presence(
     while await alice_status() != "set before anyone came":
         assert reactor.seconds() < deadline, "alice's presence never reached B"
         await task.deferLater(reactor, 0.1, lambda: None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_receipt_for_an_event_not_yet_held_is_kept_and_ordered_once_it_arrives(
+    two_servers: tuple[RunningServer, RunningServer],
+) -> None:
+    """As Synapse: a receipt for an event we do not hold is stored (and synced) rather
+    than dropped; once the event arrives, an older receipt does not replace it."""
+    a, b = two_servers
+    alice, bob, room_id = await shared_room(a, b)
+    older = await send_text(bob, room_id, "older")
+    await wait_for_message(alice, room_id, "older")
+
+    assert b.hs.federation is not None
+    b.hs.federation.sender.stop()  # A gets nothing from B until B restarts
+    newer = await send_text(bob, room_id, "newer")
+    assert await a.hs.storage.events.get_event(newer) is None
+
+    def receipt(event_id: str, ts: int) -> JsonDict:
+        data = {"event_ids": [event_id], "data": {"ts": ts}}
+        return {"edu_type": "m.receipt", "content": {room_id: {"m.read": {bob.user_id: data}}}}
+
+    await send_as(b, a, "unheld1", [receipt(newer, 2)])
+    seen = await sync_until(
+        alice, lambda s: receipts_of(s, room_id, bob.user_id), "bob's receipt for an unheld event"
+    )
+    assert list(seen) == [newer]
+
+    await b.restart()  # B's outbox delivers "newer" to A
+    await wait_for_message(alice, room_id, "newer")
+    await send_as(b, a, "unheld2", [receipt(older, 3)])  # late and out of order: ignored
+    await send_as(b, a, "unheld3", [receipt(newer, 4)])  # same event: not later either
+    resp = await alice.get("/_matrix/client/v3/sync")
+    assert resp.code == 200, resp
+    stored = receipts_of(resp.json, room_id, bob.user_id)
+    assert list(stored) == [newer], stored
+    assert stored[newer]["m.read"]["ts"] == 2
