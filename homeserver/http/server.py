@@ -188,12 +188,24 @@ def compile_pattern(pattern: str) -> re.Pattern[str]:
     return re.compile(f"^{regex}$")
 
 
+class EncodedJson:
+    """A response body a servlet encoded itself (/sync splices shared parts in)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
 def respond_json(
     request: server.Request, status: int, body: Any, headers: dict[str, str] | None = None
 ) -> None:
     if request.finished or request._disconnected:  # type: ignore[attr-defined]
         return
-    payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    if isinstance(body, EncodedJson):
+        payload = body.data
+    else:
+        payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     request.setResponseCode(status)
     request.setHeader(b"Content-Type", b"application/json")
     request.setHeader(b"Content-Length", str(len(payload)).encode())

@@ -26,6 +26,7 @@ from homeserver.rooms.membership_changes import membership_changes
 from homeserver.rooms.memberships import MembershipCache
 from homeserver.rooms.room_cache import LiveRoom, RoomCache
 from homeserver.rooms.visibility import VisibilityFilter
+from homeserver.sync.encoding import SharedJson
 from homeserver.sync.notifier import Notifier
 from homeserver.sync.sources import SOURCE_ORDER, SyncContext, SyncFragment, SyncSource
 from storage.account_data import GLOBAL, AccountDataChange
@@ -115,8 +116,8 @@ class SharedSection:
     """The part of a joined room's incremental section that is the same for every
     member: built once per (room, window, filter) while the events position holds."""
 
-    timeline: JsonDict
-    state: JsonDict
+    timeline: SharedJson
+    state: SharedJson
     with_summary: bool
     unread_threads: bool
     # Senders of events with a transaction id: their own sections show it, so they
@@ -494,12 +495,12 @@ class SyncHandler:
         ):
             # Nothing user-specific inside: the same for every member with this filter.
             shared = SharedSection(
-                timeline={
-                    "events": [self._serialize(ev, req) for ev in timeline],
-                    "limited": limited,
-                    "prev_batch": prev_batch,
-                },
-                state={"events": [self._serialize(ev, req) for ev in state]},
+                timeline=SharedJson(
+                    events=[self._serialize(ev, req) for ev in timeline],
+                    limited=limited,
+                    prev_batch=prev_batch,
+                ),
+                state=SharedJson(events=[self._serialize(ev, req) for ev in state]),
                 with_summary=any(ev.type == "m.room.member" for ev in timeline),
                 unread_threads=filters.unread_thread_notifications(),
                 txn_senders=txn_senders,

@@ -13,8 +13,9 @@ from homeserver.api.client.paths import client_paths
 from homeserver.errors import Codes, MatrixError
 from homeserver.events.filtering import FilterCollection, FilterError, validate_filter
 from homeserver.handlers.auth import AuthHandler
-from homeserver.http.server import JsonResource
+from homeserver.http.server import EncodedJson, JsonResource
 from homeserver.http.servlet import parse_boolean, parse_integer, parse_json_body, parse_string
+from homeserver.sync.encoding import encode_sync_body
 from homeserver.sync.handler import SyncHandler, SyncRequest, SyncToken
 from storage.storage import Storage
 
@@ -102,7 +103,7 @@ class SyncServlets:
                 set_presence=set_presence,
             )
         )
-        return 200, response
+        return 200, EncodedJson(encode_sync_body(response))
 
     async def on_post_filter(self, request: Request, userId: str) -> tuple[int, Any]:
         requester = await self._auth.get_user_by_req(request, allow_guest=True)

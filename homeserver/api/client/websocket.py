@@ -53,6 +53,7 @@ from homeserver.events.filtering import FilterCollection
 from homeserver.handlers.auth import AuthHandler, Requester, get_access_token_from_request
 from homeserver.http.server import JsonResource, MatrixRequest, RawResponse
 from homeserver.http.servlet import field, parse_string
+from homeserver.sync.encoding import encode_sync_body
 from homeserver.sync.handler import SyncHandler, SyncRequest, SyncToken
 
 logger = logging.getLogger(__name__)
@@ -155,10 +156,6 @@ def _unsent_bytes(transport: Any) -> int:
             total += getattr(transport, "_tempDataLen", 0)
         transport = getattr(transport, "transport", None)
     return total
-
-
-def _encode(body: JsonDict) -> bytes:
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 class _Session:
@@ -296,7 +293,7 @@ class SyncStreamProtocol(WebSocketServerProtocol):  # type: ignore[misc]
         limit: int = getattr(self, "maxMessagePayloadSize", 0)
         self.maxMessagePayloadSize = 0
         try:
-            self.sendMessage(_encode(body), isBinary=False)
+            self.sendMessage(encode_sync_body(body), isBinary=False)
         finally:
             self.maxMessagePayloadSize = limit
 
