@@ -265,6 +265,15 @@ class AuthHandler:
             )
         return requester
 
+    def cached_token_alive(self, token: str) -> bool:
+        """Whether ``token`` is known alive without a query: cached and not expired.
+        False says only "ask ``get_user_by_access_token``" (which may still accept it)."""
+        cached = self._token_cache.get(hash_token(token))
+        if cached is None:
+            return False
+        valid_until = cached[0].valid_until_ms
+        return valid_until is None or valid_until >= self.now_ms()
+
     async def get_user_by_access_token(
         self, token: str, *, allow_guest: bool = False, allow_expired: bool = False
     ) -> Requester:

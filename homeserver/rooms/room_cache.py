@@ -90,7 +90,22 @@ class LiveRoom:
         """Events with stream ordering > ``stream`` from memory, or None if not all held."""
         if stream < self.recent_floor:
             return None
-        return [ev for ev in self.recent if ev.stream_ordering > stream]
+        return self.recent_between(stream, None)
+
+    def recent_between(self, after: int, upto: int | None) -> list[Event]:
+        """Held events with ``after`` < stream ordering <= ``upto``, oldest first.
+
+        Walks back from the newest (``recent`` is in stream order): a live sync asks
+        for the last few events, once per woken member."""
+        out: list[Event] = []
+        for ev in reversed(self.recent):
+            position = ev.stream_ordering
+            if position <= after:
+                break
+            if upto is None or position <= upto:
+                out.append(ev)
+        out.reverse()
+        return out
 
 
 def pdu_with_id(ev: Event) -> dict[str, object]:

@@ -17,9 +17,13 @@ JsonDict = dict[str, Any]
 _SEPARATORS = (",", ":")
 
 
+# One encoder for every call: json.dumps with options builds a new one each time.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=_SEPARATORS)
+
+
 def encode_json(value: Any) -> str:
     """Compact JSON as every response is written (UTF-8 kept, no spaces)."""
-    return json.dumps(value, ensure_ascii=False, separators=_SEPARATORS)
+    return _ENCODER.encode(value)
 
 
 class SharedJson(dict[str, Any]):

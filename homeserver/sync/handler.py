@@ -123,6 +123,7 @@ class SharedSection:
     # Senders of events with a transaction id: their own sections show it, so they
     # never use the shared one.
     txn_senders: frozenset[str]
+    filters: FilterCollection
 
 
 class SyncHandler:
@@ -146,6 +147,7 @@ class SyncHandler:
         # valid for the events position _shared_at only.
         self._shared_sections: dict[tuple[Any, ...], SharedSection] = {}
         self._shared_at = -1
+        self._last_token_text: tuple[tuple[int, ...], str] = ((), "")
         # Told when a sync starts (user, device, set_presence); each returns a callable
         # run when that sync ends (presence heartbeats).
         self.sync_hooks: list[
@@ -283,7 +285,7 @@ class SyncHandler:
             {"type": c.data_type, "content": c.content} for c in account_data if c.room_id == GLOBAL
         ]
         response: JsonDict = {
-            "next_batch": str(now),
+            "next_batch": self._token_text(now),
             "account_data": {"events": global_data},
             "presence": {"events": []},
             "to_device": {"events": []},
@@ -368,6 +370,15 @@ class SyncHandler:
             "unread_notifications": {"notification_count": 0, "highlight_count": 0},
         }
 
+    def _token_text(self, token: SyncToken) -> str:
+        """``str(token)``, kept for the last token: a fan-out writes the same one
+        into every woken member's response."""
+        positions, text = self._last_token_text
+        if positions != token.positions:
+            text = str(token)
+            self._last_token_text = (token.positions, text)
+        return text
+
     async def _account_data(
         self, user_id: str, since: SyncToken | None, now: SyncToken
     ) -> list[AccountDataChange]:
@@ -381,7 +392,7 @@ class SyncHandler:
     ) -> tuple[list[Event], bool]:
         """Newest events in (from, to], oldest first, at most ``limit``; and whether cut."""
         if room is not None:
-            window = [ev for ev in room.recent if from_stream < ev.stream_ordering <= to_stream]
+            window = room.recent_between(from_stream, to_stream)
             if from_stream >= room.recent_floor or len(window) > limit:
                 return window[-limit:] if limit else [], len(window) > limit
         return await self._storage.events.get_room_events_between(
@@ -431,7 +442,9 @@ class SyncHandler:
             if self._shared_at != now.events:
                 self._shared_sections.clear()
                 self._shared_at = now.events
-            shared_key = (room_id, from_stream, filters)
+            # By identity: parsed filters are interned (the servlet), and the entry
+            # holds the filter, so its id is not reused while the entry lives.
+            shared_key = (room_id, from_stream, id(filters))
             shared = self._shared_sections.get(shared_key)
             if shared is not None and req.user_id not in shared.txn_senders:
                 return self._personalise(shared, req, room, room_account_data)
@@ -504,6 +517,7 @@ class SyncHandler:
                 with_summary=any(ev.type == "m.room.member" for ev in timeline),
                 unread_threads=filters.unread_thread_notifications(),
                 txn_senders=txn_senders,
+                filters=filters,
             )
             if len(self._shared_sections) >= MAX_SHARED_SECTIONS:
                 self._shared_sections.pop(next(iter(self._shared_sections)))

@@ -23,12 +23,25 @@ MAX_TIMEOUT_MS = 5 * 60 * 1000
 FILTER_CACHE_SIZE = 10_000
 
 
+# Parsed filters by their canonical JSON: users with the same filter (every user of
+# one client) share one object, which /sync's shared room sections are keyed by.
+_INTERNED: OrderedDict[str, FilterCollection] = OrderedDict()
+
+
 def _parse_filter(data: Any) -> FilterCollection:
     try:
         validate_filter(data)
     except FilterError as e:
         raise MatrixError(400, Codes.BAD_JSON, f"Invalid filter: {e}") from None
-    return FilterCollection.from_json(data)
+    key = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    parsed = _INTERNED.get(key)
+    if parsed is None:
+        parsed = _INTERNED[key] = FilterCollection.from_json(data)
+        if len(_INTERNED) > FILTER_CACHE_SIZE:
+            _INTERNED.popitem(last=False)
+    else:
+        _INTERNED.move_to_end(key)
+    return parsed
 
 
 @lru_cache(maxsize=1024)

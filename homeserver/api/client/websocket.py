@@ -403,6 +403,8 @@ class SyncStreamProtocol(WebSocketServerProtocol):  # type: ignore[misc]
 
     async def _still_authorised(self, *, allow_guest: bool) -> bool:
         """Re-check the access token (a cache hit unless it died); close if it did."""
+        if self.factory.auth.cached_token_alive(self.session.access_token):
+            return True  # the common case, once per build: no Requester built
         requester = await self._requester(allow_guest=allow_guest)
         return requester is not None
 
