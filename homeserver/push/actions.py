@@ -48,6 +48,7 @@ from homeserver.push.evaluator import (
     actions_notify,
     evaluate,
 )
+from homeserver.push.rules import Action
 from homeserver.push.rules_handler import PushRulesHandler
 from homeserver.rooms.room_cache import LiveRoom, RoomCache, pdu_with_id
 from storage.events import EventsStore
@@ -312,17 +313,38 @@ class PushActionGenerator:
         thread_id: str | None = None
         received = now_ms(self._clock)
         rows: list[PushActionRow] = []
+        mentions = ev.content.get("m.mentions")
+        mentioned = mentions.get("user_ids") if isinstance(mentions, dict) else None
+        mentioned_ids = (
+            frozenset(u for u in mentioned if isinstance(u, str))
+            if isinstance(mentioned, list)
+            else frozenset()
+        )
+        # Users with only the server-default rules get the same actions unless the event
+        # names them: the defaults' only user-dependent conditions are "state_key is the
+        # user" (.m.rule.invite_for_me) and "m.mentions.user_ids holds the user"
+        # (.m.rule.is_user_mention). Evaluated once per answer to those two questions.
+        by_defaults: dict[tuple[bool, bool], tuple[list[Action] | None, bool]] = {}
         for user_id in targets:
-            member = room.state.get(("m.room.member", user_id))
-            name = member.content.get("displayname") if member is not None else None
-            ctx = PushContext(
-                user_id=user_id,
-                room_member_count=member_count,
-                user_display_name=name if isinstance(name, str) else None,
-                power_levels=power_levels,
-                sender_power_level=sender_level,
-            )
-            actions = evaluate(rulesets[user_id], prepared, ctx)
+            ruleset = rulesets[user_id]
+            key = (ev.state_key == user_id, user_id in mentioned_ids)
+            known = by_defaults.get(key) if ruleset.only_server_defaults() else None
+            if known is not None:
+                actions, highlight = known
+            else:
+                member = room.state.get(("m.room.member", user_id))
+                name = member.content.get("displayname") if member is not None else None
+                ctx = PushContext(
+                    user_id=user_id,
+                    room_member_count=member_count,
+                    user_display_name=name if isinstance(name, str) else None,
+                    power_levels=power_levels,
+                    sender_power_level=sender_level,
+                )
+                actions = evaluate(ruleset, prepared, ctx)
+                highlight = actions_notify(actions) and actions_highlight(actions or [])
+                if ruleset.only_server_defaults():
+                    by_defaults[key] = (actions, highlight)
             if not actions_notify(actions):
                 continue
             assert actions is not None
@@ -335,8 +357,8 @@ class PushActionGenerator:
                     event_id=ev.event_id,
                     stream_ordering=ev.stream_ordering,
                     thread_id=thread_id,
-                    highlight=actions_highlight(actions),
-                    actions=actions,
+                    highlight=highlight,
+                    actions=actions,  # shared between rows: never mutated
                     received_ts=received,
                 )
             )

@@ -238,6 +238,14 @@ class PushRuleSet:
         """Bumped by every change; lets callers tell whether to re-save/re-derive."""
         return self._generation
 
+    def only_server_defaults(self) -> bool:
+        """No rule of the user's own and every server-default rule as shipped."""
+        return self.cached(
+            "only_server_defaults",
+            lambda rules: not any(rules._custom.values())
+            and not any(rules._default_changes.values()),
+        )
+
     def cached(self, key: str, factory: Callable[[PushRuleSet], T]) -> T:
         """A value derived from the rules, computed once until the next change.
 

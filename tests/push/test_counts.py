@@ -99,6 +99,33 @@ async def test_mentions_highlight_and_reactions_do_not_count(server: RunningServ
 
 
 @pytest_twisted.ensureDeferred
+async def test_default_rule_users_share_an_evaluation_but_not_their_mentions(
+    server: RunningServer,
+) -> None:
+    """Members with only the default rules are evaluated once per event and kind of
+    target (mentioned or not); a member with rules of their own is evaluated alone."""
+    alice, bob, carol, dave, erin = [
+        await user(server, n) for n in ("alice", "bob", "carol", "dave", "erin")
+    ]
+    room_id = await shared_room(alice, bob, carol, dave, erin)
+    # dave: this room muted; erin: every message highlights (a content rule on "e").
+    resp = await dave.put(f"{V3}/pushrules/global/room/{q(room_id)}", {"actions": []})
+    assert resp.code == 200, resp
+    resp = await erin.put(
+        f"{V3}/pushrules/global/content/everything",
+        {"pattern": "*", "actions": ["notify", {"set_tweak": "highlight"}]},
+    )
+    assert resp.code == 200, resp
+    await send(alice, room_id, "plain")
+    await mention(alice, room_id, carol)
+    await send(alice, room_id, "plain again")
+    assert await unread(bob, room_id) == counts(3, 0)
+    assert await unread(carol, room_id) == counts(3, 1)
+    assert await unread(dave, room_id) == counts(0, 0)
+    assert await unread(erin, room_id) == counts(3, 3)
+
+
+@pytest_twisted.ensureDeferred
 async def test_thread_counts_and_threaded_receipts(server: RunningServer) -> None:
     alice, bob, carol = [await user(server, n) for n in ("alice", "bob", "carol")]
     room_id = await shared_room(alice, bob, carol)
