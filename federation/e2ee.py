@@ -179,8 +179,12 @@ class FederationE2ee:
         keys: KeysHandler,
         to_device: ToDeviceHandler,
         device_lists: DeviceLists,
+        *,
+        expose_device_names: bool = False,
     ) -> None:
         self._server_name = server_name
+        # allow_device_name_lookup_over_federation: names leave only when allowed.
+        self._expose_device_names = expose_device_names
         self._clock = clock
         self._client = client
         self._sender = sender
@@ -225,7 +229,7 @@ class FederationE2ee:
                 "device_id": device.device_id,
                 "keys": _strip_unsigned(device_keys[device.device_id]),
             }
-            if device.display_name is not None:
+            if device.display_name is not None and self._expose_device_names:
                 entry["device_display_name"] = device.display_name
             devices.append(entry)
         out: JsonDict = {"user_id": user_id, "stream_id": stream_id, "devices": devices}
@@ -240,6 +244,16 @@ class FederationE2ee:
         self._check_local(device_keys)
         out = await self._keys.local_keys(device_keys, None)
         del out["_user_signing_keys"]
+        if not self._expose_device_names:
+            for devices in out["device_keys"].values():
+                for info in devices.values():
+                    unsigned = info.get("unsigned")
+                    if isinstance(unsigned, dict) and "device_display_name" in unsigned:
+                        unsigned = {k: v for k, v in unsigned.items() if k != "device_display_name"}
+                        if unsigned:
+                            info["unsigned"] = unsigned
+                        else:
+                            del info["unsigned"]
         return out
 
     async def claim_local(self, one_time_keys: dict[str, dict[str, str]]) -> JsonDict:
@@ -536,7 +550,7 @@ class FederationE2ee:
                 "stream_id": stream_id,
                 "prev_id": [],
             }
-            if device.display_name is not None:
+            if device.display_name is not None and self._expose_device_names:
                 content["device_display_name"] = device.display_name
             if device.device_id in device_keys:
                 content["keys"] = _strip_unsigned(device_keys[device.device_id])
@@ -580,7 +594,11 @@ class FederationE2ee:
                     content["deleted"] = True
                 else:
                     device = await self._users.get_device(user_id, device_id)
-                    if device is not None and device.display_name is not None:
+                    if (
+                        device is not None
+                        and device.display_name is not None
+                        and self._expose_device_names
+                    ):
                         content["device_display_name"] = device.display_name
                     if device_id in device_keys:
                         content["keys"] = _strip_unsigned(device_keys[device_id])

@@ -151,6 +151,7 @@ def build_federation(
         keys,
         to_device,
         device_lists,
+        expose_device_names=bool(config.allow_device_name_lookup_over_federation),
     )
     keys.remote = e2ee
     to_device.remote = e2ee

@@ -836,6 +836,15 @@ SCHEMA: list[Key] = [
         "Federation",
     ),
     Key(
+        "allow_device_name_lookup_over_federation",
+        _bool,
+        False,
+        "Show our users' device names to other servers (device lists and key queries). "
+        "Off by default, as in Synapse: names often say who owns a device.",
+        None,
+        "Federation",
+    ),
+    Key(
         "federation_domain_whitelist",
         lambda k, v: None if v is None else _str_list(k, v),
         None,

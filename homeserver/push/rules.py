@@ -242,8 +242,9 @@ class PushRuleSet:
         """No rule of the user's own and every server-default rule as shipped."""
         return self.cached(
             "only_server_defaults",
-            lambda rules: not any(rules._custom.values())
-            and not any(rules._default_changes.values()),
+            lambda rules: (
+                not any(rules._custom.values()) and not any(rules._default_changes.values())
+            ),
         )
 
     def cached(self, key: str, factory: Callable[[PushRuleSet], T]) -> T:

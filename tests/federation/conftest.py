@@ -19,12 +19,21 @@ def database_b(db_kind: str, tmp_path: Any) -> Any:
         yield config
 
 
+@pytest.fixture
+def server_b_overrides() -> dict[str, Any]:
+    """Configuration of server B in ``two_servers`` (parametrize to change it)."""
+    return {}
+
+
 @pytest_twisted.async_yield_fixture
 async def two_servers(
-    database: dict[str, Any], database_b: dict[str, Any], tmp_path: Any
+    database: dict[str, Any],
+    database_b: dict[str, Any],
+    tmp_path: Any,
+    server_b_overrides: dict[str, Any],
 ) -> AsyncIterator[tuple[RunningServer, RunningServer]]:
     a = await start_federating_server(str(tmp_path / "a"), database)
-    b = await start_federating_server(str(tmp_path / "b"), database_b)
+    b = await start_federating_server(str(tmp_path / "b"), database_b, **server_b_overrides)
     try:
         yield a, b
     finally:

@@ -184,7 +184,8 @@ async def test_new_remote_device_is_a_device_list_change(
         await sleep(0.1)
     phone_keys = result["device_keys"][bob.user_id]["PHONE"]
     assert phone_keys["keys"] == phone_device.device_keys()["keys"]
-    assert phone_keys["unsigned"]["device_display_name"] == "Phone"
+    # As Synapse by default (allow_device_name_lookup_over_federation): no names.
+    assert "device_display_name" not in phone_keys.get("unsigned", {})
     assert set(result["device_keys"][bob.user_id]) == {first.device_id, "PHONE"}
 
     # Applied from EDUs (prev_id chain), answered from the cache.
@@ -298,6 +299,7 @@ async def test_federation_key_endpoints_refuse_other_servers_users(
     assert "user_signing_keys" not in answer
 
 
+@pytest.mark.parametrize("server_b_overrides", [{"allow_device_name_lookup_over_federation": True}])
 @pytest_twisted.ensureDeferred
 async def test_renamed_device_and_leaving_the_last_shared_room(
     two_servers: tuple[RunningServer, RunningServer],
