@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -46,7 +47,7 @@ from homeserver.api.client.ephemeral import EphemeralServlets
 from homeserver.api.client.paths import CLIENT_PREFIX, WEBSOCKET_FEATURE
 from homeserver.api.client.rooms import RoomServlets
 from homeserver.api.client.sync import SyncServlets
-from homeserver.clock import Clock
+from homeserver.clock import Clock, DelayedCall
 from homeserver.config import WebSocketConfig
 from homeserver.errors import Codes, MatrixError
 from homeserver.events.filtering import FilterCollection
@@ -143,6 +144,8 @@ _STATE_DEFAULTS: dict[str, Any] = {
 
 # The shared pinger visits one slice of the connections per tick.
 PING_TICK_S = 1.0
+# Woken connections built per reactor turn (see SyncStreamFactory.kick_soon).
+KICK_SLICE = 50
 
 
 def _unsent_bytes(transport: Any) -> int:
@@ -321,7 +324,7 @@ class SyncStreamProtocol(WebSocketServerProtocol):  # type: ignore[misc]
         which may have more to do first (logout invalidates the token after deleting
         the device, whose notification wakes us)."""
         self._waiting = False
-        self.factory.clock.callLater(0, self._kick)
+        self.factory.kick_soon(self)
 
     def _kick(self) -> None:
         if self._closing or self._building or self._paused:
@@ -615,6 +618,24 @@ class SyncStreamFactory(WebSocketServerFactory):  # type: ignore[misc]
         self._timeout_lag = math.ceil(self._ping_timeout / self._ping_tick)
         self._tick = 0
         self._pinger: task.LoopingCall | None = None
+        self._to_kick: deque[SyncStreamProtocol] = deque()
+        self._kick_call: DelayedCall | None = None
+
+    def kick_soon(self, conn: SyncStreamProtocol) -> None:
+        """Build for ``conn`` on a coming reactor turn. One event wakes every member of
+        its room: their builds run KICK_SLICE at a time, and the reactor reads sockets
+        (new sends, database results) between slices instead of after all of them."""
+        self._to_kick.append(conn)
+        if self._kick_call is None:
+            self._kick_call = self.clock.callLater(0, self._kick_slice)
+
+    def _kick_slice(self) -> None:
+        self._kick_call = None
+        queue = self._to_kick
+        for _ in range(min(KICK_SLICE, len(queue))):
+            queue.popleft()._kick()
+        if queue:
+            self._kick_call = self.clock.callLater(0, self._kick_slice)
 
     def add(self, conn: SyncStreamProtocol) -> None:
         self.connections.add(conn)
