@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet import defer
@@ -54,6 +54,18 @@ class RemoteState:
     prev_pdu: JsonDict | None
     # The state and auth chain events we did not hold when fetching.
     pdus: list[JsonDict]
+
+
+@dataclass(slots=True)
+class Prefetched:
+    """Answers fetched for an inbound PDU before its room lock is taken."""
+
+    # Missing prev events (checked, oldest first) processed before the PDU.
+    missing: list[tuple[str, JsonDict]] = field(default_factory=list)
+    # The state after prev events below the fetched ones that we still lack.
+    states: dict[str, RemoteState] = field(default_factory=dict)
+    # Auth chains of events (the PDU's and the missing ones') whose auth events we lack.
+    auth_chains: dict[str, list[JsonDict]] = field(default_factory=dict)
 
 
 def quote(value: str) -> str:
@@ -218,23 +230,68 @@ class FederationEventHandler:
             checked = await check_pdu(pdu, version, self._keyring)
         except PduRejected as e:
             return str(e)
+        # Requests first, without the lock: sends and other servers' events in the room
+        # go on while a gap is filled. Under the lock nothing is asked of anyone unless
+        # the room moved meanwhile (then the old path asks, as a fallback).
+        fetched = await self._prefetch(origin, version, room_id, event_id, checked)
         lock = self._rooms.lock(room_id)
         await lock.acquire()
         try:
-            await self._process(origin, version, event_id, checked, depth_budget=MAX_MISSING_EVENTS)
+            for missing_id, missing_pdu in fetched.missing:
+                if not await self._have([missing_id]):
+                    await self._process(origin, version, missing_id, missing_pdu, 0, fetched)
+            await self._process(
+                origin, version, event_id, checked, depth_budget=MAX_MISSING_EVENTS, fetched=fetched
+            )
         finally:
             lock.release()
         return None
 
+    async def _prefetch(
+        self, origin: str, version: RoomVersion, room_id: str, event_id: str, pdu: JsonDict
+    ) -> Prefetched:
+        """What processing ``pdu`` will need from ``origin``, asked for now (no writes):
+        its missing prev events (one /get_missing_events), the state at each prev event
+        still unknown below them (/state_ids), and missing auth chains (/event_auth)."""
+        fetched = Prefetched()
+        prevs = [p for p in pdu.get("prev_events", []) if isinstance(p, str)]
+        known = await self._have(prevs)
+        if any(p not in known for p in prevs):
+            fetched.missing = await self._fetch_missing(origin, version, room_id, event_id, pdu)
+        todo = [*fetched.missing, (event_id, pdu)]
+        arriving = {eid for eid, _ in todo}
+        for eid, one in todo:
+            one_prevs = [p for p in one.get("prev_events", []) if isinstance(p, str)]
+            held = await self._have(one_prevs)
+            for prev in one_prevs:
+                if prev in held or prev in arriving or prev in fetched.states:
+                    continue
+                remote = await self.fetch_remote_state(origin, room_id, prev)
+                if remote is not None:
+                    fetched.states[prev] = remote
+            chain = await self.fetch_auth_chain(origin, room_id, eid, one)
+            if chain:
+                fetched.auth_chains[eid] = chain
+        return fetched
+
     async def _process(
-        self, origin: str, version: RoomVersion, event_id: str, pdu: JsonDict, depth_budget: int
+        self,
+        origin: str,
+        version: RoomVersion,
+        event_id: str,
+        pdu: JsonDict,
+        depth_budget: int,
+        fetched: Prefetched | None = None,
     ) -> Event | None:
-        """Process a checked PDU of a room we hold; the room lock must be held."""
+        """Process a checked PDU of a room we hold; the room lock must be held.
+
+        What ``fetched`` holds is used instead of asking; without it (or for what it
+        lacks) the requests are made here, under the lock."""
         room_id = str(pdu["room_id"])
         prevs = [p for p in pdu.get("prev_events", []) if isinstance(p, str)]
         known = await self._have(prevs)
         missing = [p for p in prevs if p not in known]
-        if missing and depth_budget > 0:
+        if missing and depth_budget > 0 and fetched is None:
             await self._fetch_missing_prevs(origin, version, room_id, event_id, pdu, depth_budget)
             known = await self._have(prevs)
             missing = [p for p in prevs if p not in known]
@@ -243,6 +300,8 @@ class FederationEventHandler:
             state: StateIds | None
             if prev in known:
                 state = await self.state_after_event(room_id, prev)
+            elif fetched is not None and prev in fetched.states:
+                state = await self.store_remote_state(version, fetched.states[prev])
             else:
                 state = await self.fetch_state_after(origin, version, room_id, prev)
             if state is not None:
@@ -250,19 +309,17 @@ class FederationEventHandler:
         if not state_sets:
             logger.warning("No state for prev events of %s; dropping it", event_id)
             return None
+        if fetched is not None and event_id in fetched.auth_chains:
+            await self.store_outliers(version, fetched.auth_chains[event_id])
         await self.ensure_auth_events(origin, version, room_id, event_id, pdu)
         state_before = await self.resolve(version, room_id, state_sets)
         return await self._persist_event(version, event_id, pdu, state_before)
 
-    async def _fetch_missing_prevs(
-        self,
-        origin: str,
-        version: RoomVersion,
-        room_id: str,
-        event_id: str,
-        pdu: JsonDict,
-        budget: int,
-    ) -> None:
+    async def _fetch_missing(
+        self, origin: str, version: RoomVersion, room_id: str, event_id: str, pdu: JsonDict
+    ) -> list[tuple[str, JsonDict]]:
+        """The events between our extremities and ``pdu`` (/get_missing_events, at most
+        10), checked, oldest first; those we hold are left out."""
         room = await self._rooms.get(room_id)
         earliest = room.extremities if room is not None else []
         try:
@@ -278,20 +335,37 @@ class FederationEventHandler:
             )
         except FederationRequestError as e:
             logger.info("get_missing_events from %s failed: %s", origin, e)
-            return
-        missing = resp.get("events", []) if isinstance(resp, dict) else []
-        missing = [m for m in missing if isinstance(m, dict)]
-        missing.sort(key=lambda m: int(m.get("depth", 0)))
-        for m in missing:
+            return []
+        events = resp.get("events", []) if isinstance(resp, dict) else []
+        events = sorted(
+            (m for m in events if isinstance(m, dict)), key=lambda m: int(m.get("depth", 0))
+        )
+        out: list[tuple[str, JsonDict]] = []
+        for m in events:
             try:
                 checked = await check_pdu(m, version, self._keyring)
             except PduRejected as e:
                 logger.info("Dropping missing event from %s: %s", origin, e)
                 continue
             mid = compute_event_id(checked, version)
-            if await self._have([mid]):
-                continue
-            await self._process(origin, version, mid, checked, depth_budget=budget - 1)
+            if mid != event_id and not await self._have([mid]):
+                out.append((mid, checked))
+        return out
+
+    async def _fetch_missing_prevs(
+        self,
+        origin: str,
+        version: RoomVersion,
+        room_id: str,
+        event_id: str,
+        pdu: JsonDict,
+        budget: int,
+    ) -> None:
+        for missing_id, checked in await self._fetch_missing(
+            origin, version, room_id, event_id, pdu
+        ):
+            if not await self._have([missing_id]):
+                await self._process(origin, version, missing_id, checked, depth_budget=budget - 1)
 
     async def fetch_state_after(
         self, origin: str, version: RoomVersion, room_id: str, prev_id: str

@@ -7,7 +7,11 @@ from typing import Any
 import pytest_twisted
 from twisted.internet import defer, reactor
 
-from tests.federation.test_two_servers import current_state, wait_for_message
+from tests.federation.test_two_servers import (
+    current_state,
+    eventually_equal_state,
+    wait_for_message,
+)
 from tests.support.client import Client, q
 from tests.support.server import RunningServer
 
@@ -252,6 +256,12 @@ async def test_room_is_not_locked_while_fetching_the_state_at_a_gap(
     await wait_for_message(alice, room_id, "during backfill")
 
 
+async def sleep(seconds: float) -> None:
+    d: defer.Deferred[None] = defer.Deferred()
+    reactor.callLater(seconds, d.callback, None)
+    await d
+
+
 async def with_timeout(d: defer.Deferred[Any], seconds: float, what: str) -> Any:
     timed_out: list[bool] = []
 
@@ -269,3 +279,79 @@ async def with_timeout(d: defer.Deferred[Any], seconds: float, what: str) -> Any
     finally:
         if timer.active():
             timer.cancel()
+
+
+@pytest_twisted.ensureDeferred
+async def test_inbound_gap_is_filled_without_holding_the_room_lock(
+    two_servers: tuple[RunningServer, RunningServer],
+) -> None:
+    """B misses 25 of A's events, then gets the next: /get_missing_events brings 10 and
+    the state below them comes by /state_ids. While that request is pending, B's room
+    lock is free (bob's message goes out), and the room ends equal on both sides."""
+    a, b = two_servers
+    alice = a.client()
+    await alice.register("alice")
+    bob = b.client()
+    await bob.register("bob")
+    resp = await alice.post("/_matrix/client/v3/createRoom", {"preset": "public_chat"})
+    room_id = resp.json["room_id"]
+    resp = await bob.post(
+        f"/_matrix/client/v3/join/{q(room_id)}", {}, params={"server_name": a.hs.server_name}
+    )
+    assert resp.code == 200, resp
+
+    # A's transactions to B vanish (answered as if delivered) while 25 messages go out.
+    assert a.hs.federation is not None and b.hs.federation is not None
+    a_client = a.hs.federation.client
+    real_put_json = a_client.put_json
+    dropping = [True]
+
+    async def lossy_put_json(destination: str, path: str, *args: Any, **kw: Any) -> Any:
+        if dropping[0] and "/send/" in path:
+            return {"pdus": {}}
+        return await real_put_json(destination, path, *args, **kw)
+
+    a_client.put_json = lossy_put_json  # type: ignore[method-assign]
+    for i in range(25):
+        resp = await alice.put(
+            f"/_matrix/client/v3/rooms/{q(room_id)}/send/m.room.message/gap{i}",
+            {"msgtype": "m.text", "body": f"gap {i}"},
+        )
+        assert resp.code == 200, resp
+    for _ in range(100):  # until A's outbox to B is drained (into the void)
+        if b.hs.server_name not in await a.hs.storage.federation.destinations_with_pending():
+            break
+        await sleep(0.1)
+    dropping[0] = False
+
+    b_client = b.hs.federation.client
+    real_get_json = b_client.get_json
+    reached: defer.Deferred[None] = defer.Deferred()
+    gate: defer.Deferred[None] = defer.Deferred()
+
+    async def gated_get_json(destination: str, path: str, *args: Any, **kw: Any) -> Any:
+        if "/state_ids/" in path:
+            if not reached.called:
+                reached.callback(None)
+            await gate  # A is slow to answer
+        return await real_get_json(destination, path, *args, **kw)
+
+    b_client.get_json = gated_get_json  # type: ignore[method-assign]
+    resp = await alice.put(
+        f"/_matrix/client/v3/rooms/{q(room_id)}/send/m.room.message/after",
+        {"msgtype": "m.text", "body": "after the gap"},
+    )
+    assert resp.code == 200, resp
+    await with_timeout(reached, 20, "a /state_ids request at the gap")
+    try:
+        send = bob.put(
+            f"/_matrix/client/v3/rooms/{q(room_id)}/send/m.room.message/during",
+            {"msgtype": "m.text", "body": "during the gap"},
+        )
+        resp = await with_timeout(defer.ensureDeferred(send), 10, "bob's send during the gap")
+        assert resp.code == 200, resp
+    finally:
+        gate.callback(None)
+    await wait_for_message(bob, room_id, "after the gap")
+    await wait_for_message(alice, room_id, "during the gap")
+    await eventually_equal_state(alice, bob, room_id)
