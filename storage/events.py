@@ -701,23 +701,21 @@ class EventsStore:
                     chunk,
                 ):
                     extremities.setdefault(room_id, []).append(event_id)
-                for room_id, depth in txn.select_all(
-                    "SELECT room_id, MAX(topological_ordering) FROM events"
-                    f" WHERE room_id IN ({marks}) GROUP BY room_id",
+                # Per room (correlated, so each is an indexed lookup; a GROUP BY would
+                # read every event of the rooms): the depth, and the state group of the
+                # newest event.
+                for room_id, depth, group in txn.select_all(
+                    "SELECT r.room_id,"
+                    " (SELECT MAX(e.topological_ordering) FROM events e"
+                    "  WHERE e.room_id = r.room_id),"
+                    " (SELECT s.state_group FROM event_to_state_groups s JOIN events e"
+                    "  USING (event_id) WHERE e.room_id = r.room_id"
+                    "  ORDER BY e.stream_ordering DESC LIMIT 1)"
+                    f" FROM rooms r WHERE r.room_id IN ({marks})",
                     chunk,
                 ):
                     depths[room_id] = int(depth) if depth is not None else 0
-                # The state group of each room's newest event, one indexed lookup each.
-                with_extremities = [r for r in chunk if r in extremities]
-                part = (
-                    "SELECT * FROM (SELECT e.room_id, s.state_group FROM event_to_state_groups s"
-                    " JOIN events e USING (event_id) WHERE e.room_id = ?"
-                    " ORDER BY e.stream_ordering DESC LIMIT 1) AS newest"
-                )
-                if with_extremities:
-                    for room_id, group in txn.select_all(
-                        " UNION ALL ".join([part] * len(with_extremities)), with_extremities
-                    ):
+                    if group is not None and room_id in extremities:
                         groups[room_id] = int(group)
             delta_depths: dict[int, int] = {}
             group_ids = sorted(set(groups.values()))
