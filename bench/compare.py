@@ -230,10 +230,10 @@ def scenario_initial(server: Server, args: argparse.Namespace) -> dict[str, Any]
     after_restart = one()
     return {
         "setup (s)": s.seconds,
-        "first sync (s)": first,
-        "warm sync, median of 3 (s)": statistics.median(warm),
-        "first sync after restart (s)": after_restart,
-        "same request again, median of 3 (s)": statistics.median(repeated),
+        "first sync (ms)": 1000 * first,
+        "warm sync, median of 3 (ms)": 1000 * statistics.median(warm),
+        "first sync after restart (ms)": 1000 * after_restart,
+        "same request again, median of 3 (ms)": 1000 * statistics.median(repeated),
         "server RSS before restart (MiB)": memory["rss_kib"] / 1024,
     }
 
@@ -245,12 +245,14 @@ RUNNERS: dict[str, Callable[[Server, argparse.Namespace], dict[str, Any]]] = {
     "idle": scenario_idle,
     "initial": scenario_initial,
 }
-INITIAL_TIMED = (
-    "first sync (s)",
-    "warm sync, median of 3 (s)",
-    "first sync after restart (s)",
-    "same request again, median of 3 (s)",  # Synapse: a replay of its response cache
+INITIAL_TARGETS = (
+    "first sync (ms)",
+    "warm sync, median of 3 (ms)",
+    "first sync after restart (ms)",
 )
+# No target: Synapse replays the response it keeps for 2 minutes (the "warm" is
+# its recomputed figure), but the ratio is printed.
+INITIAL_REPLAY = "same request again, median of 3 (ms)"
 
 
 # Report -----------------------------------------------------------------------------
@@ -336,12 +338,17 @@ def print_comparison(kinds: list[ServerKind], scenarios: list[str]) -> list[str]
             )
     initial_a, initial_b = ours.get("initial"), synapse.get("initial")
     if initial_a and initial_b:
-        for key in INITIAL_TIMED:
+        for key in INITIAL_TARGETS:
             share = initial_a[key] / max(initial_b[key], 1e-9)
             targets.append(
-                f"initial: {key.removesuffix(' (s)')} {share:.3f} of Synapse's "
+                f"initial: {key.removesuffix(' (ms)')} {share:.3f} of Synapse's "
                 f"(target <= 0.2): {_verdict(share <= 0.2)}"
             )
+        share = initial_a[INITIAL_REPLAY] / max(initial_b[INITIAL_REPLAY], 1e-9)
+        targets.append(
+            f"initial: {INITIAL_REPLAY.removesuffix(' (ms)')} {share:.3f} of Synapse's"
+            " (no target: Synapse replays its cached response)"
+        )
     print("\n== targets " + "=" * 57)
     for line in targets:
         print(line)

@@ -387,15 +387,19 @@ class PushStore:
         def _txn(txn: Transaction) -> UnreadState:
             receipts = self._receipts_txn(txn, user_id, rooms)
             rows: list[UnreadRow] = []
-            for room_id in rooms:
-                floor = receipts.get(room_id, {}).get(UNTHREADED, 0)
+            part = (
+                "SELECT room_id, thread_id, stream_ordering, highlight FROM event_push_actions"
+                " WHERE user_id = ? AND room_id = ? AND stream_ordering > ?"
+            )
+            # Each room from its own read position (an indexed range each), a hundred
+            # rooms a query: an initial sync asks for all of a user's rooms at once.
+            for chunk in _chunks(rooms, 100):
+                args: list[Any] = []
+                for room_id in chunk:
+                    args += [user_id, room_id, receipts.get(room_id, {}).get(UNTHREADED, 0)]
                 rows += [
-                    UnreadRow(room_id, str(r[0]), int(r[1]), bool(r[2]))
-                    for r in txn.select_all(
-                        "SELECT thread_id, stream_ordering, highlight FROM event_push_actions"
-                        " WHERE user_id = ? AND room_id = ? AND stream_ordering > ?",
-                        (user_id, room_id, floor),
-                    )
+                    UnreadRow(str(r[0]), str(r[1]), int(r[2]), bool(r[3]))
+                    for r in txn.select_all(" UNION ALL ".join([part] * len(chunk)), args)
                 ]
             return UnreadState(receipts, rows)
 
