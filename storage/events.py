@@ -501,19 +501,30 @@ class EventsStore:
 
         def _txn(txn: Transaction) -> dict[str, tuple[list[Event], bool]]:
             rows: list[Any] = []
-            # One compound SELECT per chunk, each part served by events_room_stream; a
+            # Each room's newest events by its own walk down events_room_stream; a
             # window function over the rooms would read their whole history instead.
-            part = (
-                f"SELECT * FROM (SELECT {_EVENT_COLUMNS} FROM events e JOIN rooms r"
-                " USING (room_id) WHERE e.room_id = ? AND e.stream_ordering <= ?"
-                " AND e.outlier = 0 AND e.rejected_reason IS NULL"
-                " ORDER BY e.stream_ordering DESC LIMIT ?) AS latest"
-            )
-            for chunk in _chunks(room_ids, 100):  # SQLite allows 500 parts at most
-                args: list[Any] = []
-                for room_id in chunk:
-                    args += [room_id, to_stream, limit + 1]
-                rows += txn.select_all(" UNION ALL ".join([part] * len(chunk)), args)
+            if txn.database_engine == "postgres":
+                rows = txn.select_all(
+                    f"SELECT {_EVENT_COLUMNS} FROM unnest(?::text[]) AS wanted (room_id)"
+                    " CROSS JOIN LATERAL (SELECT * FROM events e"
+                    " WHERE e.room_id = wanted.room_id AND e.stream_ordering <= ?"
+                    " AND e.outlier = 0 AND e.rejected_reason IS NULL"
+                    " ORDER BY e.stream_ordering DESC LIMIT ?) AS e"
+                    " JOIN rooms r ON r.room_id = e.room_id",
+                    (list(room_ids), to_stream, limit + 1),
+                )
+            else:  # no LATERAL: a compound SELECT, a part per room
+                part = (
+                    f"SELECT * FROM (SELECT {_EVENT_COLUMNS} FROM events e JOIN rooms r"
+                    " USING (room_id) WHERE e.room_id = ? AND e.stream_ordering <= ?"
+                    " AND e.outlier = 0 AND e.rejected_reason IS NULL"
+                    " ORDER BY e.stream_ordering DESC LIMIT ?) AS latest"
+                )
+                for chunk in _chunks(room_ids, 100):  # SQLite allows 500 parts at most
+                    args: list[Any] = []
+                    for room_id in chunk:
+                        args += [room_id, to_stream, limit + 1]
+                    rows += txn.select_all(" UNION ALL ".join([part] * len(chunk)), args)
             by_room: dict[str, list[Event]] = {room_id: [] for room_id in room_ids}
             for row in rows:
                 ev = _row_to_event(row)
