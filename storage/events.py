@@ -495,9 +495,9 @@ class EventsStore:
     async def get_rooms_latest_events(
         self, room_ids: Sequence[str], to_stream: int, limit: int
     ) -> dict[str, tuple[list[Event], bool]]:
-        """For each room: its newest ``limit`` events at or below ``to_stream``, oldest
-        first, and whether older ones were cut; as ``get_room_events_between`` from 0,
-        for many rooms at once (an initial /sync)."""
+        """For each room: its newest ``limit`` events in (0, ``to_stream``], oldest first,
+        and whether older ones were cut; ``get_room_events_between`` from 0 for many
+        rooms at once (an initial /sync). Backfilled events (below 0) are not included."""
 
         def _txn(txn: Transaction) -> dict[str, tuple[list[Event], bool]]:
             rows: list[Any] = []
@@ -507,7 +507,8 @@ class EventsStore:
                 rows = txn.select_all(
                     f"SELECT {_EVENT_COLUMNS} FROM unnest(?::text[]) AS wanted (room_id)"
                     " CROSS JOIN LATERAL (SELECT * FROM events e"
-                    " WHERE e.room_id = wanted.room_id AND e.stream_ordering <= ?"
+                    " WHERE e.room_id = wanted.room_id"
+                    " AND e.stream_ordering > 0 AND e.stream_ordering <= ?"
                     " AND e.outlier = 0 AND e.rejected_reason IS NULL"
                     " ORDER BY e.stream_ordering DESC LIMIT ?) AS e"
                     " JOIN rooms r ON r.room_id = e.room_id",
@@ -516,7 +517,8 @@ class EventsStore:
             else:  # no LATERAL: a compound SELECT, a part per room
                 part = (
                     f"SELECT * FROM (SELECT {_EVENT_COLUMNS} FROM events e JOIN rooms r"
-                    " USING (room_id) WHERE e.room_id = ? AND e.stream_ordering <= ?"
+                    " USING (room_id) WHERE e.room_id = ? AND e.stream_ordering > 0"
+                    " AND e.stream_ordering <= ?"
                     " AND e.outlier = 0 AND e.rejected_reason IS NULL"
                     " ORDER BY e.stream_ordering DESC LIMIT ?) AS latest"
                 )
