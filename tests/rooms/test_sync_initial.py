@@ -235,3 +235,39 @@ async def test_batched_room_reads_match_the_per_room_ones(server: RunningServer)
     old = (await store.get_room_events_between(rooms[0], 0, position, 3))[0][0].stream_ordering
     got, _ = (await store.get_rooms_latest_events([rooms[0]], old, 2))[rooms[0]]
     assert got[-1].stream_ordering == old and len(got) == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_sends_during_a_restarts_first_initial_sync_are_not_lost(
+    server: RunningServer,
+) -> None:
+    """Rooms being loaded for an initial sync are loaded once: a send to one of them
+    meanwhile waits for that load, and its event is in this sync or the next."""
+    alice = await user(server, "alice")
+    bob = await user(server, "bob")
+    rooms = [await create_room(alice, preset="public_chat") for _ in range(6)]
+    for room_id in rooms:
+        assert (await join(bob, room_id)).code == 200
+        await send(bob, room_id, "before")
+    await server.restart()
+    repoint(server, alice, bob)
+    sends = [defer.ensureDeferred(send(bob, room_id, "during")) for room_id in rooms]
+    first = await sync(alice, filter=ELEMENT)
+    sent = list(await defer.gatherResults(sends))
+    seen = {
+        e["event_id"]
+        for section in first["rooms"]["join"].values()
+        for e in section["timeline"]["events"]
+    }
+    later = await sync(alice, first["next_batch"], filter=ELEMENT, timeout=0)
+    seen |= {
+        e["event_id"]
+        for section in later["rooms"]["join"].values()
+        for e in section["timeline"]["events"]
+    }
+    assert set(sent) <= seen
+    # And each room's state in memory is whole: a further send works, seen live.
+    since = later["next_batch"]
+    last = await send(bob, rooms[0], "after")
+    body = await sync(alice, since, filter=ELEMENT, timeout=0)
+    assert [e["event_id"] for e in body["rooms"]["join"][rooms[0]]["timeline"]["events"]] == [last]
