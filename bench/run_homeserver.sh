@@ -6,7 +6,7 @@
 # Generates a config in DATA_DIR with `homeserver --generate-config` (SQLite, open
 # registration) the first time, then runs it with an override file that lifts the rate
 # limits and lowers bcrypt_rounds so that registering hundreds of users is quick.
-# DATABASE=postgres uses a PostgreSQL database named bench_homeserver on 127.0.0.1
+# DATABASE=postgres uses a PostgreSQL database named bench_homeserver (or $DB_NAME) on 127.0.0.1
 # (created if missing) instead of SQLite.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
@@ -29,12 +29,13 @@ rc_message: $high
 rc_registration: $high
 rc_login: {address: $high, account: $high, failed_attempts: $high}
 YAML
+db_name="${DB_NAME:-bench_homeserver}"
 if [ "${DATABASE:-sqlite}" = postgres ]; then
-    psql -h 127.0.0.1 -U postgres -tc "SELECT 1 FROM pg_database WHERE datname='bench_homeserver'" \
+    psql -h 127.0.0.1 -U postgres -tc "SELECT 1 FROM pg_database WHERE datname='$db_name'" \
         | grep -q 1 || psql -h 127.0.0.1 -U postgres -c \
-        "CREATE DATABASE bench_homeserver ENCODING 'UTF8' TEMPLATE template0"
+        "CREATE DATABASE $db_name ENCODING 'UTF8' TEMPLATE template0"
     cat >> "$data/bench-overrides.yaml" <<YAML
-database: {name: psycopg2, args: {host: 127.0.0.1, user: postgres, database: bench_homeserver, cp_min: 5, cp_max: 10}}
+database: {name: psycopg2, args: {host: 127.0.0.1, user: postgres, database: $db_name, cp_min: 5, cp_max: 10}}
 YAML
 fi
 

@@ -9,7 +9,7 @@
 # on 127.0.0.1:PORT, open registration without verification, bcrypt_rounds 4, presence
 # on (PRESENCE=false turns it off, for both servers alike), no key servers, and every
 # rate limit lifted.
-# DATABASE=postgres uses a PostgreSQL database named bench_synapse on 127.0.0.1 (created
+# DATABASE=postgres uses a PostgreSQL database named bench_synapse (or $DB_NAME) on 127.0.0.1 (created
 # if missing, C collation as Synapse requires) instead of SQLite.
 # Never run by CI: it downloads Synapse and its dependencies.
 set -euo pipefail
@@ -59,14 +59,16 @@ rc_registration: $high
 rc_login: {address: $high, account: $high, failed_attempts: $high}
 rc_joins: {local: $high, remote: $high}
 rc_joins_per_room: $high
+rc_room_creation: $high
 rc_invites: {per_room: $high, per_user: $high, per_issuer: $high}
 YAML
+db_name="${DB_NAME:-bench_synapse}"
 if [ "${DATABASE:-sqlite}" = postgres ]; then
-    psql -h 127.0.0.1 -U postgres -tc "SELECT 1 FROM pg_database WHERE datname='bench_synapse'" \
-        | grep -q 1 || psql -h 127.0.0.1 -U postgres -c "CREATE DATABASE bench_synapse \
+    psql -h 127.0.0.1 -U postgres -tc "SELECT 1 FROM pg_database WHERE datname='$db_name'" \
+        | grep -q 1 || psql -h 127.0.0.1 -U postgres -c "CREATE DATABASE $db_name \
         ENCODING 'UTF8' LC_COLLATE='C' LC_CTYPE='C' TEMPLATE template0"
     cat >> "$data/bench-overrides.yaml" <<YAML
-database: {name: psycopg2, args: {host: 127.0.0.1, user: postgres, database: bench_synapse, cp_min: 5, cp_max: 10}}
+database: {name: psycopg2, args: {host: 127.0.0.1, user: postgres, database: $db_name, cp_min: 5, cp_max: 10}}
 YAML
 else
     cat >> "$data/bench-overrides.yaml" <<YAML

@@ -505,6 +505,57 @@ class EventsStore:
 
         return await self._db.run_interaction("get_room_events_between", _txn)
 
+    async def get_rooms_latest_events(
+        self, room_ids: Sequence[str], to_stream: int, limit: int
+    ) -> dict[str, tuple[list[Event], bool]]:
+        """For each room: its newest ``limit`` events in (0, ``to_stream``], oldest first,
+        and whether older ones were cut; ``get_room_events_between`` from 0 for many
+        rooms at once (an initial /sync). Backfilled events (below 0) are not included."""
+
+        def _txn(txn: Transaction) -> dict[str, tuple[list[Event], bool]]:
+            rows: list[Any] = []
+            # Each room's newest events by its own walk down events_room_stream; a
+            # window function over the rooms would read their whole history instead.
+            if txn.database_engine == "postgres":
+                rows = txn.select_all(
+                    f"SELECT {_EVENT_COLUMNS} FROM unnest(?::text[]) AS wanted (room_id)"
+                    " CROSS JOIN LATERAL (SELECT * FROM events e"
+                    " WHERE e.room_id = wanted.room_id"
+                    " AND e.stream_ordering > 0 AND e.stream_ordering <= ?"
+                    " AND e.outlier = 0 AND e.rejected_reason IS NULL"
+                    " ORDER BY e.stream_ordering DESC LIMIT ?) AS e"
+                    " JOIN rooms r ON r.room_id = e.room_id",
+                    (list(room_ids), to_stream, limit + 1),
+                )
+            else:  # no LATERAL: a compound SELECT, a part per room
+                part = (
+                    f"SELECT * FROM (SELECT {_EVENT_COLUMNS} FROM events e JOIN rooms r"
+                    " USING (room_id) WHERE e.room_id = ? AND e.stream_ordering > 0"
+                    " AND e.stream_ordering <= ?"
+                    " AND e.outlier = 0 AND e.rejected_reason IS NULL"
+                    " ORDER BY e.stream_ordering DESC LIMIT ?) AS latest"
+                )
+                for chunk in _chunks(room_ids, 100):  # SQLite allows 500 parts at most
+                    args: list[Any] = []
+                    for room_id in chunk:
+                        args += [room_id, to_stream, limit + 1]
+                    rows += txn.select_all(" UNION ALL ".join([part] * len(chunk)), args)
+            by_room: dict[str, list[Event]] = {room_id: [] for room_id in room_ids}
+            for row in rows:
+                ev = _row_to_event(row)
+                by_room[ev.room_id].append(ev)
+            out: dict[str, tuple[list[Event], bool]] = {}
+            for room_id, events in by_room.items():
+                events.sort(key=lambda ev: ev.stream_ordering)
+                limited = len(events) > limit
+                out[room_id] = (events[len(events) - limit :] if limited else events), limited
+            self._attach_redactions(txn, [ev for evs, _ in out.values() for ev in evs])
+            return out
+
+        if not room_ids:
+            return {}
+        return await self._db.run_interaction("get_rooms_latest_events", _txn)
+
     async def paginate_room(
         self,
         room_id: str,
@@ -645,6 +696,78 @@ class EventsStore:
             )
 
         return await self._db.run_interaction("load_room", _txn)
+
+    async def load_rooms(self, room_ids: Sequence[str]) -> dict[str, tuple[RoomSnapshot, int]]:
+        """``load_room`` and the state group's delta depth for many rooms at once; rooms
+        that are not known are left out."""
+
+        def _txn(txn: Transaction) -> dict[str, tuple[RoomSnapshot, int]]:
+            versions: dict[str, RoomVersion] = {}
+            state: dict[str, StateMap] = {}
+            extremities: dict[str, list[str]] = {}
+            depths: dict[str, int] = {}
+            groups: dict[str, int] = {}
+            for chunk in _chunks(room_ids, 100):
+                marks = ",".join("?" * len(chunk))
+                for room_id, ident in txn.select_all(
+                    f"SELECT room_id, room_version FROM rooms WHERE room_id IN ({marks})", chunk
+                ):
+                    version = get_room_version(ident)
+                    assert version is not None
+                    versions[room_id] = version
+                for room_id, etype, key, event_id in txn.select_all(
+                    "SELECT room_id, type, state_key, event_id FROM current_state_events"
+                    f" WHERE room_id IN ({marks})",
+                    chunk,
+                ):
+                    state.setdefault(room_id, {})[(etype, key)] = event_id
+                for room_id, event_id in txn.select_all(
+                    "SELECT room_id, event_id FROM event_forward_extremities"
+                    f" WHERE room_id IN ({marks})",
+                    chunk,
+                ):
+                    extremities.setdefault(room_id, []).append(event_id)
+                # Per room (correlated, so each is an indexed lookup; a GROUP BY would
+                # read every event of the rooms): the depth, and the state group of the
+                # newest event.
+                for room_id, depth, group in txn.select_all(
+                    "SELECT r.room_id,"
+                    " (SELECT MAX(e.topological_ordering) FROM events e"
+                    "  WHERE e.room_id = r.room_id),"
+                    " (SELECT s.state_group FROM event_to_state_groups s JOIN events e"
+                    "  USING (event_id) WHERE e.room_id = r.room_id"
+                    "  ORDER BY e.stream_ordering DESC LIMIT 1)"
+                    f" FROM rooms r WHERE r.room_id IN ({marks})",
+                    chunk,
+                ):
+                    depths[room_id] = int(depth) if depth is not None else 0
+                    if group is not None and room_id in extremities:
+                        groups[room_id] = int(group)
+            delta_depths: dict[int, int] = {}
+            group_ids = sorted(set(groups.values()))
+            for chunk in _chunks(group_ids):
+                marks = ",".join("?" * len(chunk))
+                for group, delta in txn.select_all(
+                    f"SELECT id, delta_depth FROM state_groups WHERE id IN ({marks})", chunk
+                ):
+                    delta_depths[int(group)] = int(delta)
+            out: dict[str, tuple[RoomSnapshot, int]] = {}
+            for room_id, version in versions.items():
+                group = groups.get(room_id)
+                snapshot = RoomSnapshot(
+                    room_id,
+                    version,
+                    state.get(room_id, {}),
+                    extremities.get(room_id, []),
+                    depths.get(room_id, 0),
+                    group,
+                )
+                out[room_id] = snapshot, delta_depths.get(group, 0) if group is not None else 0
+            return out
+
+        if not room_ids:
+            return {}
+        return await self._db.run_interaction("load_rooms", _txn)
 
     async def ensure_room(self, room_id: str, room_version: str, creator: str | None) -> None:
         """Record a room we learn about over federation (no-op if known)."""

@@ -276,6 +276,19 @@ class EventFilter:
 
     # -- individual checks --
 
+    @property
+    def matches_everything(self) -> bool:
+        """Whether :meth:`matches` is true for every event (no restriction is set)."""
+        return (
+            self.types is None
+            and not self.not_types
+            and self.senders is None
+            and not self.not_senders
+            and self.rooms is None
+            and not self.not_rooms
+            and self.contains_url is None
+        )
+
     def type_allowed(self, event_type: object) -> bool:
         if any(matches_type_glob(event_type, p) for p in self.not_types):
             return False
@@ -434,6 +447,8 @@ class FilterCollection:
         return self.rooms is None or room_id in self.rooms
 
     def _room_level(self, sub: EventFilter, events: Iterable[_T], room_id: str | None) -> list[_T]:
+        if self.rooms is None and not self.not_rooms and sub.matches_everything:
+            return list(events)  # the usual case (a whole initial sync's worth of events)
         out: list[_T] = []
         for event in events:
             data = event_json(event)

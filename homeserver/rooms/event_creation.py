@@ -59,6 +59,10 @@ class EventCreator:
         self._recent_txns: OrderedDict[TxnKey, Event] = OrderedDict()
         # Hooks run (synchronously) for every accepted local event before it is queued.
         self.on_event_accepted: list[Callable[[Event], None]] = []
+        # The newest origin_server_ts given to a create event: where the room id is the
+        # create event's hash, two rooms created in the same millisecond by one user with
+        # the same content would otherwise get the same id.
+        self._last_create_ts = 0
 
     def _sign(self, pdu: JsonDict, room_version: RoomVersion) -> tuple[JsonDict, str]:
         signed = hash_and_sign_event(pdu, self.server_name, self._signing_key, room_version)
@@ -72,7 +76,7 @@ class EventCreator:
             "state_key": "",
             "sender": sender,
             "content": content,
-            "origin_server_ts": now_ms(self._clock),
+            "origin_server_ts": self._create_ts(),
             "depth": 1,
             "prev_events": [],
             "auth_events": [],
@@ -88,6 +92,10 @@ class EventCreator:
         except AuthError as e:
             raise MatrixError(400, Codes.BAD_JSON, f"Invalid m.room.create: {e.message}") from None
         return event
+
+    def _create_ts(self) -> int:
+        self._last_create_ts = max(now_ms(self._clock), self._last_create_ts + 1)
+        return self._last_create_ts
 
     async def persist_create_event(self, event: Event, creator: str) -> LiveRoom:
         """Start a room with its create event; the room enters the cache at once."""

@@ -22,7 +22,13 @@ from twisted.internet import defer
 from homeserver.async_utils import observe
 from homeserver.events.event import Event
 from homeserver.events.room_versions import RoomVersion
-from storage.events import MAX_STATE_DELTA_DEPTH, EventsStore, NewStateGroup, StateKey
+from storage.events import (
+    MAX_STATE_DELTA_DEPTH,
+    EventsStore,
+    NewStateGroup,
+    RoomSnapshot,
+    StateKey,
+)
 
 RECENT_EVENTS = 100
 
@@ -85,6 +91,27 @@ class LiveRoom:
                 target.redacted_by = redaction.event_id
                 target.redaction = redaction
                 target.invalidate_client_cache()
+
+    def seed_recent(self, events: list[Event], limited: bool, up_to: int) -> bool:
+        """Put events read from the database in front of ``recent`` (a room loaded after
+        a restart holds none): ``events`` are the room's newest at or below ``up_to``
+        (oldest first; ``limited``: older ones exist). The caller makes sure the room
+        did not change while they were read. False if nothing was added."""
+        if up_to < self.recent_floor:
+            return False  # a gap between them and ``recent``
+        older = [ev for ev in events if ev.stream_ordering <= self.recent_floor]
+        space = (self.recent.maxlen or 0) - len(self.recent)
+        if not older or space <= 0:
+            return False
+        if len(older) > space:
+            older, limited = older[-space:], True
+        # Redactions in ``recent`` may not be committed yet, so not in what was read.
+        redactions = [ev for ev in self.recent if ev.type == "m.room.redaction"]
+        self.recent.extendleft(reversed(older))
+        self.recent_floor = older[0].stream_ordering - 1 if limited else 0
+        for redaction in redactions:
+            self.apply_redaction(redaction)
+        return True
 
     def events_after(self, stream: int) -> list[Event] | None:
         """Events with stream ordering > ``stream`` from memory, or None if not all held."""
@@ -152,7 +179,49 @@ class RoomCache:
             return None
         events = await self._events.get_events(snapshot.current_state.values())
         depth = await self._events.get_state_group_delta_depth(snapshot.state_group)
+        return self._install(snapshot, snapshot.state_group, events, depth)
+
+    async def preload(self, room_ids: Iterable[str]) -> None:
+        """Load every room of ``room_ids`` not in memory, with a few queries for all of
+        them (an initial sync after a restart) instead of a few per room."""
+        missing = list(
+            dict.fromkeys(r for r in room_ids if r not in self._rooms and r not in self._loading)
+        )
+        if len(missing) < 2:
+            return  # ``get`` does one as well
+        # Meanwhile ``get`` waits for this load, as for its own: nothing can be applied
+        # to these rooms before they are in memory.
+        pending: dict[str, defer.Deferred[LiveRoom | None]] = {}
+        for room_id in missing:
+            pending[room_id] = self._loading[room_id] = defer.Deferred()
+        installed: dict[str, LiveRoom] = {}
+        try:
+            loaded = await self._events.load_rooms(missing)
+            events = await self._events.get_events(
+                eid for snapshot, _ in loaded.values() for eid in snapshot.current_state.values()
+            )
+            for snapshot, depth in loaded.values():
+                if snapshot.state_group is not None:
+                    installed[snapshot.room_id] = self._install(
+                        snapshot, snapshot.state_group, events, depth
+                    )
+        except BaseException as e:
+            for room_id, d in pending.items():
+                self._loading.pop(room_id, None)
+                d.errback(e)
+                d.addErrback(lambda _: None)  # its waiters have it; the caller gets it too
+            raise
+        for room_id, d in pending.items():
+            self._loading.pop(room_id, None)
+            d.callback(installed.get(room_id))
+
+    def _install(
+        self, snapshot: RoomSnapshot, state_group: int, events: dict[str, Event], depth: int
+    ) -> LiveRoom:
+        # Read after the snapshot: events of a room that is not in memory cannot be
+        # applied (that needs the room), so the snapshot holds all of them up to here.
         position = self._events.stream.current_position
+        room_id = snapshot.room_id
         room = LiveRoom(
             room_id=room_id,
             room_version=snapshot.room_version,
@@ -161,7 +230,7 @@ class RoomCache:
             },
             extremities=snapshot.forward_extremities,
             max_depth=snapshot.max_depth,
-            state_group=snapshot.state_group,
+            state_group=state_group,
             state_group_delta_depth=depth,
             recent_floor=position,
         )

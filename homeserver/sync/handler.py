@@ -96,6 +96,16 @@ class SyncRequest:
     set_presence: str | None = None
 
 
+@dataclass(slots=True)
+class InitialPrefetch:
+    """What an initial sync reads for all its joined rooms at once, not room by room."""
+
+    # room id -> the newest events up to the sync's position, and whether older were cut
+    timelines: dict[str, tuple[list[Event], bool]]
+    # event id -> bundled aggregations, for every event of ``timelines``
+    bundles: dict[str, JsonDict]
+
+
 def strip_event(ev: Event) -> JsonDict:
     return {"type": ev.type, "state_key": ev.state_key, "content": ev.content, "sender": ev.sender}
 
@@ -238,6 +248,7 @@ class SyncHandler:
         invite: JsonDict = {}
         leave: JsonDict = {}
         knock: JsonDict = {}
+        prefetch = await self._initial_prefetch(req, rooms, now) if since is None else None
         for room_id, row in list(rooms.items()):
             if row.stream_ordering > now.events or not filters.room_allowed(room_id):
                 continue
@@ -248,7 +259,9 @@ class SyncHandler:
                 if c.room_id == room_id
             ]
             if row.membership == "join":
-                section = await self._joined_room(req, row, now, changed, room_account_data)
+                section = await self._joined_room(
+                    req, row, now, changed, room_account_data, prefetch
+                )
                 if section is not None:
                     join[room_id] = section
             elif row.membership in ("invite", "knock") and (changed or req.full_state):
@@ -391,13 +404,70 @@ class SyncHandler:
         self, room: LiveRoom | None, room_id: str, from_stream: int, to_stream: int, limit: int
     ) -> tuple[list[Event], bool]:
         """Newest events in (from, to], oldest first, at most ``limit``; and whether cut."""
-        if room is not None:
-            window = room.recent_between(from_stream, to_stream)
-            if from_stream >= room.recent_floor or len(window) > limit:
-                return window[-limit:] if limit else [], len(window) > limit
+        held = self._timeline_in_memory(room, from_stream, to_stream, limit)
+        if held is not None:
+            return held
         return await self._storage.events.get_room_events_between(
             room_id, from_stream, to_stream, limit
         )
+
+    @staticmethod
+    def _timeline_in_memory(
+        room: LiveRoom | None, from_stream: int, to_stream: int, limit: int
+    ) -> tuple[list[Event], bool] | None:
+        """``_timeline_events`` from ``room.recent`` alone, or None if it may lack some."""
+        if room is None:
+            return None
+        window = room.recent_between(from_stream, to_stream)
+        if from_stream >= room.recent_floor or len(window) > limit:
+            return window[-limit:] if limit else [], len(window) > limit
+        return None
+
+    def _recent_mark(self, room_id: str) -> tuple[object, ...]:
+        """What changes when an event enters a loaded room's ``recent`` (or it reloads)."""
+        room = self._rooms.get_if_loaded(room_id)
+        if room is None:
+            return ()
+        return room, room.recent_floor, len(room.recent), room.recent[-1] if room.recent else None
+
+    async def _initial_prefetch(
+        self, req: SyncRequest, rooms: dict[str, MembershipRow], now: SyncToken
+    ) -> InitialPrefetch:
+        """The joined rooms (loaded into memory), their timelines and the timelines'
+        bundled aggregations, each read for all rooms in one go: a query per room
+        makes an initial sync of a large account slow, above all after a restart."""
+        limit = req.filters.timeline_limit()
+        joined = [
+            room_id
+            for room_id, row in rooms.items()
+            if row.membership == "join"
+            and row.stream_ordering <= now.events
+            and req.filters.room_allowed(room_id)
+        ]
+        await self._rooms.preload(joined)
+        timelines: dict[str, tuple[list[Event], bool]] = {}
+        unheld: list[str] = []
+        for room_id in joined:
+            room = self._rooms.get_if_loaded(room_id)
+            held = self._timeline_in_memory(room, 0, now.events, limit)
+            if held is None:
+                unheld.append(room_id)
+            else:
+                timelines[room_id] = held
+        before = {room_id: self._recent_mark(room_id) for room_id in unheld}
+        # One more than the timeline: with it in ``recent``, memory gives the next ones.
+        read = await self._storage.events.get_rooms_latest_events(unheld, now.events, limit + 1)
+        for room_id, (events, cut) in read.items():
+            timelines[room_id] = events[len(events) - limit :], cut or len(events) > limit
+            room = self._rooms.get_if_loaded(room_id)
+            if room is not None and self._recent_mark(room_id) == before[room_id]:
+                # Unchanged while read: keep them, the next syncs need no query.
+                room.seed_recent(events, cut, now.events)
+        bundles: dict[str, JsonDict] = {}
+        if self.bundler is not None:
+            every = [ev for events, _ in timelines.values() for ev in events]
+            bundles = await self.bundler(every, req.user_id)
+        return InitialPrefetch(timelines, bundles)
 
     def _serialize(
         self, ev: Event, req: SyncRequest, relations: JsonDict | None = None
@@ -428,6 +498,7 @@ class SyncHandler:
         now: SyncToken,
         changed: bool,
         room_account_data: list[JsonDict],
+        prefetch: InitialPrefetch | None = None,
     ) -> JsonDict | None:
         room_id = row.room_id
         room = await self._rooms.get(room_id)
@@ -435,7 +506,12 @@ class SyncHandler:
         limit = filters.timeline_limit()
         from_stream = 0 if (changed or req.since is None) else req.since.events
         shared_key: tuple[Any, ...] | None = None
-        if room is not None and req.since is not None and not (changed or req.full_state):
+        if (
+            room is not None
+            and req.since is not None
+            and prefetch is None
+            and not (changed or req.full_state)
+        ):
             # The live fan-out: every member woken by the same event asks for the same
             # window of the same room, usually with the same filter. The room part is
             # built once for all of them; only per-user fields are added to a copy.
@@ -448,9 +524,16 @@ class SyncHandler:
             shared = self._shared_sections.get(shared_key)
             if shared is not None and req.user_id not in shared.txn_senders:
                 return self._personalise(shared, req, room, room_account_data)
-        events, limited = await self._timeline_events(room, room_id, from_stream, now.events, limit)
-        if from_stream < row.stream_ordering:
-            # Some events may predate the user's join: apply history visibility.
+        prefetched = prefetch.timelines.get(room_id) if prefetch is not None else None
+        if prefetched is not None:
+            events, limited = prefetched
+        else:
+            events, limited = await self._timeline_events(
+                room, room_id, from_stream, now.events, limit
+            )
+        if events and events[0].stream_ordering <= row.stream_ordering:
+            # Some events may predate the user's join: apply history visibility. (The user
+            # is joined, since ``row``, at every event after it.)
             events = await self._visibility.filter_for_user(
                 req.user_id, events, current_membership="join"
             )
@@ -495,7 +578,9 @@ class SyncHandler:
             f"t{first.depth}-{first.stream_ordering - 1}" if first is not None else f"s{now.events}"
         )
         bundles: dict[str, JsonDict] = {}
-        if self.bundler is not None and timeline and (limited or changed or req.since is None):
+        if prefetched is not None and prefetch is not None:
+            bundles = prefetch.bundles
+        elif self.bundler is not None and timeline and (limited or changed or req.since is None):
             bundles = await self.bundler(timeline, req.user_id)
         txn_senders = frozenset(ev.sender for ev in timeline if ev.txn_id is not None)
         if (

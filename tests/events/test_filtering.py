@@ -740,3 +740,33 @@ def test_filters_accept_objects_with_pdu() -> None:
     assert event_json(keep.pdu) is keep.pdu
     with pytest.raises(TypeError):
         fc.filter_room_timeline([object()])
+
+
+@pytest.mark.parametrize(
+    "restriction",
+    [
+        {"types": ["m.room.message"]},
+        {"not_types": ["m.room.member"]},
+        {"senders": ["@a:x"]},
+        {"not_senders": ["@b:x"]},
+        {"rooms": ["!r:x"]},
+        {"not_rooms": ["!s:x"]},
+        {"contains_url": True},
+    ],
+)
+def test_matches_everything_only_without_restrictions(restriction: dict[str, Any]) -> None:
+    assert EventFilter.from_json({"limit": 5, "lazy_load_members": True}).matches_everything
+    assert not EventFilter.from_json(restriction).matches_everything
+    events = [
+        {
+            "type": "m.room.message",
+            "sender": "@a:x",
+            "room_id": "!r:x",
+            "content": {"url": "mxc://x/y"},
+        },
+        {"type": "m.room.member", "sender": "@b:x", "room_id": "!s:x", "content": {}},
+    ]
+    open_filter = FilterCollection.from_json({"room": {"timeline": {"limit": 5}}})
+    assert open_filter.filter_room_timeline(events) == events
+    restricted = FilterCollection.from_json({"room": {"timeline": restriction}})
+    assert len(restricted.filter_room_timeline(events)) == 1
