@@ -28,6 +28,12 @@ READ_RECEIPT_TYPES = ("m.read", "m.read.private")
 UNTHREADED = ""
 
 
+# Rows per multi-row INSERT (8 parameters each, below SQLite's 32,766 and PostgreSQL's
+# 65,535): a 500-member room's message is one statement. Few statements matter: each
+# one gives the GIL back, and a busy reactor keeps it up to the switch interval.
+ROWS_PER_INSERT = 1000
+
+
 @dataclass(frozen=True, slots=True)
 class PusherRecord:
     user_id: str
@@ -330,12 +336,12 @@ class PushStore:
     async def add_push_actions(
         self, rows: Sequence[PushActionRow], position: int | None = None
     ) -> None:
-        """Store the actions (one multi-row INSERT per 100 rows: a 500-member room is 5
-        statements) and move ``push_actions_position`` to ``position`` with them."""
+        """Store the actions (one multi-row INSERT per ROWS_PER_INSERT rows) and move
+        ``push_actions_position`` to ``position`` with them."""
 
         def _txn(txn: Transaction) -> None:
-            for start in range(0, len(rows), 100):
-                chunk = rows[start : start + 100]
+            for start in range(0, len(rows), ROWS_PER_INSERT):
+                chunk = rows[start : start + ROWS_PER_INSERT]
                 args: list[Any] = []
                 for r in chunk:
                     args += [
