@@ -19,6 +19,7 @@ from tests.rooms.helpers import (
     send,
     send_raw,
     sync,
+    sync_raw,
     timeline,
     user,
 )
@@ -383,3 +384,20 @@ async def test_a_burst_of_long_polls_waits_in_line_then_all_wake(server: Running
     results = await defer.gatherResults(pending)
     assert [bodies(timeline(r, room_id)["events"]) for r in results] == [["everyone"]] * count
     assert notifier.waiting_count() == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_long_poll_errors_are_answered_not_left_hanging(server: RunningServer) -> None:
+    """A long-poll's build runs outside the request's coroutine: its errors still come
+    back as Matrix errors, and the user stops counting as syncing."""
+    assert server.hs.push is not None
+    server.hs.push.settings.active_grace_s = 0.0
+    bob = await user(server, "bob")
+    since = (await sync(bob))["next_batch"]
+    ahead = "s" + "_".join(str(int(p) + 1000) for p in since[1:].split("_"))
+    started = time.monotonic()
+    resp = await sync_raw(bob, ahead, timeout=10_000)
+    assert resp.code == 400 and resp.json["errcode"] == "M_INVALID_PARAM", resp
+    assert time.monotonic() - started < 3.0
+    assert not server.hs.push.pushers.is_active(bob.user_id or "")
+    assert _notifier(server).waiting_count() == 0

@@ -261,16 +261,15 @@ class _LongPoll(PendingResponse):
         handler = self._handler
         req = self._req
         try:
-            self._ends = await handler.hold(req.user_id, req.device_id, req.set_presence)
-            response, has_updates = await handler.sync_once(req)
+            try:
+                self._ends = await handler.hold(req.user_id, req.device_id, req.set_presence)
+                response, has_updates = await handler.sync_once(req)
+            finally:
+                self._building = None
+                self._admission.leave()
+            self._answer_or_park(response, has_updates)
         except Exception as e:  # CancelledError included: the client went away
-            self._building = None
-            self._admission.leave()
             self._answer_error(e)
-            return
-        self._building = None
-        self._admission.leave()
-        self._answer_or_park(response, has_updates)
 
     def _park(self) -> None:
         handler = self._handler
@@ -334,13 +333,13 @@ class _LongPoll(PendingResponse):
 
     async def _build(self) -> None:
         try:
-            response, has_updates = await self._handler.sync_once(self._req)
+            try:
+                response, has_updates = await self._handler.sync_once(self._req)
+            finally:
+                self._building = None
+            self._answer_or_park(response, has_updates)
         except Exception as e:  # CancelledError included: the client went away
-            self._building = None
             self._answer_error(e)
-            return
-        self._building = None
-        self._answer_or_park(response, has_updates)
 
     def _answer_or_park(self, response: JsonDict, has_updates: bool) -> None:
         handler = self._handler
@@ -353,19 +352,21 @@ class _LongPoll(PendingResponse):
         self._park()
 
     def _answer(self, response: JsonDict) -> None:
+        # Called from the notifier's wake-up and deadline loops too: nothing may escape.
+        request = self._request
+        assert request is not None
+        request.handling = None
         try:
             _end_all(self._take_ends())
+            respond_json(request, 200, response)
         except Exception as e:
-            self._answer_error(e)
-            return
-        request = self._request
-        assert request is not None
-        request.handling = None
-        respond_json(request, 200, response)
+            respond_error(request, e)
 
     def _answer_error(self, exc: BaseException) -> None:
-        _end_all(self._take_ends())
         request = self._request
         assert request is not None
         request.handling = None
-        respond_error(request, exc)
+        try:
+            _end_all(self._take_ends())
+        finally:
+            respond_error(request, exc)
