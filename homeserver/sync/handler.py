@@ -12,7 +12,6 @@ Invariants:
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -201,12 +200,6 @@ class SyncHandler:
         """Start the sync hooks for a connection that stays open between syncs (a
         WebSocket): the user counts as syncing until every returned callable is called."""
         return tuple([await hook(user_id, device_id, set_presence) for hook in self.sync_hooks])
-
-    async def sync_once(self, req: SyncRequest) -> tuple[JsonDict, bool]:
-        """``sync_with_updates`` without waiting (``req.timeout_ms`` is ignored) and
-        without the sync hooks: for a caller that holds the hooks itself (``hold``) and
-        waits on the notifier itself (a long-poll parked outside any coroutine)."""
-        return await self._sync(dataclasses.replace(req, timeout_ms=0) if req.timeout_ms else req)
 
     @property
     def notifier(self) -> Notifier:

@@ -242,7 +242,7 @@ class _LongPoll(PendingResponse):
         self._deadline = handler.notifier.clock.seconds() + req.timeout_ms / 1000.0
         self._req = dataclasses.replace(req, timeout_ms=0)  # each build: no waiting inside
         self._now: SyncToken | None = None  # the token of the empty response held
-        self._held = ""  # that response, as JSON
+        self._held = b""  # that response, encoded
         self._ends: tuple[Callable[[], None], ...] = ()
         self._bucket = self._NOT_PARKED  # the notifier's deadline bucket while parked
         self._request: MatrixRequest | None = None
@@ -263,11 +263,11 @@ class _LongPoll(PendingResponse):
         try:
             try:
                 self._ends = await handler.hold(req.user_id, req.device_id, req.set_presence)
-                response, has_updates = await handler.sync_once(req)
+                response, has_updates, now = await handler.sync_held(req)
             finally:
                 self._building = None
                 self._admission.leave()
-            self._answer_or_park(response, has_updates)
+            self._answer_or_park(response, has_updates, now)
         except Exception as e:  # CancelledError included: the client went away
             self._answer_error(e)
 
@@ -317,7 +317,7 @@ class _LongPoll(PendingResponse):
             handler.notifier.clock.seconds() >= self._deadline
             and handler.current_token() == self._now
         ):
-            self._answer(json.loads(self._held))
+            self._answer(self._held)
             return
         self._run(self._build())
 
@@ -334,31 +334,31 @@ class _LongPoll(PendingResponse):
     async def _build(self) -> None:
         try:
             try:
-                response, has_updates = await self._handler.sync_once(self._req)
+                response, has_updates, now = await self._handler.sync_held(self._req)
             finally:
                 self._building = None
-            self._answer_or_park(response, has_updates)
+            self._answer_or_park(response, has_updates, now)
         except Exception as e:  # CancelledError included: the client went away
             self._answer_error(e)
 
-    def _answer_or_park(self, response: JsonDict, has_updates: bool) -> None:
-        handler = self._handler
-        if has_updates or handler.notifier.clock.seconds() >= self._deadline:
-            self._answer(response)
+    def _answer_or_park(self, response: JsonDict, has_updates: bool, now: SyncToken) -> None:
+        if has_updates or self._handler.notifier.clock.seconds() >= self._deadline:
+            self._answer(encode_sync_body(response))
             return
-        # sync_once saw the token unchanged right before returning, synchronously.
-        self._now = handler.current_token()
-        self._held = json.dumps(response, separators=(",", ":"))
+        # The build saw the token unchanged right before returning (synchronously): what
+        # comes next notifies us once parked.
+        self._now = now
+        self._held = encode_sync_body(response)
         self._park()
 
-    def _answer(self, response: JsonDict) -> None:
+    def _answer(self, body: bytes) -> None:
         # Called from the notifier's wake-up and deadline loops too: nothing may escape.
         request = self._request
         assert request is not None
         request.handling = None
         try:
             _end_all(self._take_ends())
-            respond_json(request, 200, response)
+            respond_json(request, 200, EncodedJson(body))
         except Exception as e:
             respond_error(request, e)
 
