@@ -6,7 +6,7 @@ writes itself. Request bodies are limited by ``max_request_body_size``, except m
 uploads (``MEDIA_UPLOAD_PATH``), limited by ``max_upload_size``; bodies past 100 KB are
 spooled to an anonymous temporary file (uploads: in the site's ``upload_spool_dir``, the
 media store's own disk), never held in memory.
-Every error leaves through ``_respond_error`` exactly once: ``MatrixError`` becomes its
+Every error leaves through ``respond_error`` exactly once: ``MatrixError`` becomes its
 status and body, anything else is logged with the request id and answered
 500 ``M_UNKNOWN`` without a traceback.
 """
@@ -25,9 +25,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import defer
+from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from twisted.web import resource, server
 from twisted.web.http import HTTPChannel
+from twisted.web.http_headers import Headers
 from twisted.web.server import NOT_DONE_YET
 
 from homeserver.errors import Codes, MatrixError
@@ -65,6 +67,30 @@ class MatrixRequest(server.Request):
         self.body_too_large = False
         self.body_limit = self.max_body_size
         self._body_bytes = 0
+        # The handling of this request, cancelled if the client goes away first (instead
+        # of a notifyFinish Deferred and two errback closures per request: a long-poll
+        # holds them for its whole wait).
+        self.handling: defer.Deferred[None] | PendingResponse | None = None
+
+    def release_input(self) -> None:
+        """Forget the request's input once it has been parsed: for a request that then
+        waits long before answering (a /sync long-poll), which keeps only what
+        answering needs (method, path, response headers, the connection)."""
+        self.requestHeaders = Headers()
+        self.received_cookies = {}
+        self.args = {}
+        self.uri = self.path  # the query string may hold an access token, too
+        self.prepath = []
+        self.postpath = []
+        if self.content is not None:
+            self.content.close()
+            self.content = None
+
+    def connectionLost(self, reason: Failure) -> None:
+        super().connectionLost(reason)
+        handling, self.handling = self.handling, None
+        if handling is not None:
+            handling.cancel()
 
     def _is_upload(self) -> bool:
         # Called once the headers are in: the request line is still only on the channel.
@@ -104,6 +130,16 @@ class MatrixRequest(server.Request):
         return getattr(peer, "host", "unknown")
 
 
+class MatrixChannel(HTTPChannel):
+    """An HTTP/1.1 connection that leaves its site's ``open_channels`` when it closes."""
+
+    site: MatrixSite
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.site.open_channels.discard(self)
+        super().connectionLost(reason)
+
+
 class MatrixSite(server.Site):
     def __init__(
         self,
@@ -127,21 +163,17 @@ class MatrixSite(server.Site):
             upload_spool_dir = spool_dir
 
         self.requestFactory = _Request  # type: ignore[assignment]
+        # Tracked, so shutting down can close idle keep-alive connections.
         self.open_channels: set[Any] = set()
 
+    # HTTP/1.1 only: TLS listeners offer no ALPN, so h2 is never negotiated and Twisted's
+    # protocol-switching proxy around each channel would be one more object per connection.
+    protocol = MatrixChannel  # type: ignore[assignment]
+
     def buildProtocol(self, addr: Any) -> Any:
-        """Track connections, so shutting down can close idle keep-alive ones."""
         channel = super().buildProtocol(addr)
-        if channel is None:
-            return None
-        self.open_channels.add(channel)
-        original = channel.connectionLost
-
-        def connection_lost(reason: Any) -> None:
-            self.open_channels.discard(channel)
-            original(reason)
-
-        channel.connectionLost = connection_lost
+        if channel is not None:
+            self.open_channels.add(channel)
         return channel
 
     def close_connections(self) -> None:
@@ -160,6 +192,26 @@ class MatrixSite(server.Site):
             request.path.decode("utf-8", "replace"),
             request.code,
         )
+
+
+class PendingResponse(abc.ABC):
+    """A response not ready yet whose wait needs no coroutine (a parked /sync long-poll).
+
+    A handler returns one as its body; ``_dispatch`` then ends (its coroutine and the
+    handler's with it) and calls ``start``, after which the object answers the request
+    itself, through ``respond_json`` or ``respond_error``, and clears
+    ``request.handling``. ``cancel`` is called instead if the client goes away first.
+    """
+
+    __slots__ = ()
+
+    @abc.abstractmethod
+    def start(self, request: MatrixRequest) -> None:
+        """Wait, then answer ``request``; ``request.handling`` is this object meanwhile."""
+
+    @abc.abstractmethod
+    def cancel(self) -> None:
+        """The client went away: stop waiting or working, answer nothing."""
 
 
 class RawResponse(abc.ABC):
@@ -221,8 +273,8 @@ def respond_json(
     request.finish()
 
 
-def _respond_error(request: MatrixRequest, failure: Failure) -> None:
-    exc = failure.value
+def respond_error(request: MatrixRequest, exc: BaseException) -> None:
+    """Answer ``request`` with ``exc`` as a Matrix error (nothing if the client left)."""
     if isinstance(exc, MatrixError):
         if exc.status >= 500:
             logger.error("[%s] %s: %s", request.request_id, exc.errcode, exc.message)
@@ -260,20 +312,48 @@ class JsonResource(resource.Resource):
         assert isinstance(request, MatrixRequest)
         token = current_request_id.set(request.request_id)
         try:
-            d = defer.ensureDeferred(self._dispatch(request))
-            d.addErrback(lambda f: _respond_error(request, f))
-            request.notifyFinish().addErrback(lambda _: d.cancel())
+            handling = defer.ensureDeferred(self._dispatch(request))
+            if not handling.called:
+                request.handling = handling  # cancelled by request.connectionLost
             return NOT_DONE_YET
         finally:
             current_request_id.reset(token)
 
     async def _dispatch(self, request: MatrixRequest) -> None:
+        """Route and answer ``request``; every error is answered here, none escapes.
+        One coroutine and no callbacks per request: a long-poll holds them for its wait."""
+        parked = False
+        try:
+            handler, params = self._match(request)
+            if handler is None:  # OPTIONS
+                respond_json(request, 200, {})
+                return
+            result = await handler(request, **params)
+            status, body = result[0], result[1]
+            if isinstance(body, PendingResponse):
+                parked = True
+                request.handling = body
+                body.start(request)  # it answers (and clears request.handling) itself
+                return
+            if isinstance(body, RawResponse):
+                await _write_raw(request, status, body)
+                return
+            headers = result[2] if len(result) > 2 else None  # type: ignore[misc]
+            respond_json(request, status, body, headers)
+        except Exception as e:  # CancelledError included: the client went away
+            request.handling = None
+            respond_error(request, e)
+        finally:
+            if not parked:
+                request.handling = None
+
+    def _match(self, request: MatrixRequest) -> tuple[Handler | None, dict[str, str]]:
+        """The handler for ``request`` and its path parameters; (None, {}) for OPTIONS."""
         method = request.method.decode("ascii", "replace")
         # request.path keeps percent-encoding, so a %2F inside a parameter stays one segment.
         path = request.path.decode("ascii", "replace")
         if method == "OPTIONS":
-            respond_json(request, 200, {})
-            return
+            return None, {}
         if request.body_too_large:
             raise MatrixError(413, Codes.TOO_LARGE, "Request body too large")
         lookup_method = "GET" if method == "HEAD" else method
@@ -286,14 +366,7 @@ class JsonResource(resource.Resource):
             if route.method != lookup_method:
                 continue
             params = {k: urllib.parse.unquote(v) for k, v in match.groupdict().items()}
-            result = await route.handler(request, **params)
-            status, body = result[0], result[1]
-            if isinstance(body, RawResponse):
-                await _write_raw(request, status, body)
-                return
-            headers = result[2] if len(result) > 2 else None  # type: ignore[misc]
-            respond_json(request, status, body, headers)
-            return
+            return route.handler, params
         if path_matched:
             raise MatrixError(405, Codes.UNRECOGNIZED, f"Unsupported method {method} for {path}")
         raise MatrixError(404, Codes.UNRECOGNIZED, "Unrecognized request")

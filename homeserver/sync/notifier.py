@@ -32,6 +32,11 @@ class Waiter(Protocol):
         """The user was notified (called at most once per registration)."""
 
 
+class Expiring(Protocol):
+    def expire(self) -> None:
+        """Its deadline passed (called at most once per ``add_deadline``)."""
+
+
 class _PollWaiter(defer.Deferred[bool]):
     """A long-poll: fires True when notified, False at its deadline."""
 
@@ -52,7 +57,7 @@ class Notifier:
         self._waiters: dict[str, set[Waiter]] = {}
         # Long-poll deadlines: bucket number -> its waiters; a heap of the bucket numbers
         # and the one timer armed for the earliest.
-        self._buckets: dict[int, set[_PollWaiter]] = {}
+        self._buckets: dict[int, set[Expiring]] = {}
         self._bucket_heap: list[int] = []
         self._timer: Any = None
         self._timer_bucket: int | None = None
@@ -89,18 +94,22 @@ class Notifier:
             return False
         waiter = _PollWaiter()
         self.add_waiter(user_id, waiter)
-        bucket = math.ceil((self._clock.seconds() + timeout_s) / TIMEOUT_GRANULARITY_S)
-        self._add_deadline(bucket, waiter)
+        bucket = self.add_deadline(waiter, timeout_s)
         try:
             return await waiter
         finally:
             self.remove_waiter(user_id, waiter)
-            members = self._buckets.get(bucket)
-            if members is not None:
-                members.discard(waiter)
-                # An emptied bucket stays until its time comes (its heap entry with it).
+            self.remove_deadline(bucket, waiter)
 
-    def _add_deadline(self, bucket: int, waiter: _PollWaiter) -> None:
+    @property
+    def clock(self) -> Clock:
+        """The clock deadlines run on."""
+        return self._clock
+
+    def add_deadline(self, waiter: Expiring, timeout_s: float) -> int:
+        """Call ``waiter.expire()`` once, ``timeout_s`` from now (rounded up to the wheel's
+        step), unless ``remove_deadline`` comes first; returns the bucket to pass to it."""
+        bucket = math.ceil((self._clock.seconds() + timeout_s) / TIMEOUT_GRANULARITY_S)
         members = self._buckets.get(bucket)
         if members is None:
             self._buckets[bucket] = members = set()
@@ -108,6 +117,13 @@ class Notifier:
         members.add(waiter)
         if self._timer_bucket is None or bucket < self._timer_bucket:
             self._arm(bucket)
+        return bucket
+
+    def remove_deadline(self, bucket: int, waiter: Expiring) -> None:
+        members = self._buckets.get(bucket)
+        if members is not None:
+            members.discard(waiter)
+            # An emptied bucket stays until its time comes (its heap entry with it).
 
     def _arm(self, bucket: int) -> None:
         if self._timer is not None and self._timer.active():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from typing import Any
 
@@ -18,6 +19,7 @@ from tests.rooms.helpers import (
     send,
     send_raw,
     sync,
+    sync_raw,
     timeline,
     user,
 )
@@ -307,3 +309,95 @@ async def test_members_woken_together_share_the_room_but_keep_their_own_parts(
         bob_tl = timeline(results[bob.user_id], room_id)
         carol_tl = timeline(results[carol.user_id], room_id)
         assert bob_tl == carol_tl
+
+
+def _notifier(server: RunningServer) -> Any:
+    assert server.hs.websockets is not None
+    return server.hs.websockets.sync.notifier
+
+
+async def _until(condition: Any, what: str, seconds: float = 5.0) -> None:
+    for _ in range(int(seconds / 0.02)):
+        if condition():
+            return
+        await sleep(0.02)
+    raise AssertionError(f"timed out waiting until {what}")
+
+
+@pytest_twisted.ensureDeferred
+async def test_client_going_away_ends_its_long_poll(server: RunningServer) -> None:
+    """A parked long-poll whose client disconnects leaves the notifier (waiter and
+    deadline) and ends its sync hooks (the user stops counting as syncing)."""
+    assert server.hs.push is not None
+    server.hs.push.settings.active_grace_s = 0.0  # "syncing" only while a sync is open
+    pushers = server.hs.push.pushers
+    alice = await user(server, "alice")
+    bob = await user(server, "bob")
+    room_id = await create_room(alice, preset="public_chat")
+    await join(bob, room_id)
+    since = (await sync(bob))["next_batch"]
+    notifier = _notifier(server)
+    assert notifier.waiting_count() == 0
+
+    host, port = server.base_url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)))
+    try:
+        sock.sendall(
+            f"GET {V3}/sync?since={since}&timeout=60000 HTTP/1.1\r\nHost: {host}\r\n"
+            f"Authorization: Bearer {bob.access_token}\r\n\r\n".encode()
+        )
+        await _until(lambda: notifier.waiting_count() == 1, "the long-poll is parked")
+        assert pushers.is_active(bob.user_id or "")
+        assert sum(len(b) for b in notifier._buckets.values()) == 1  # its deadline
+    finally:
+        sock.close()
+    await _until(lambda: notifier.waiting_count() == 0, "the long-poll leaves the notifier")
+    assert sum(len(b) for b in notifier._buckets.values()) == 0
+    await _until(lambda: not pushers.is_active(bob.user_id or ""), "its sync hooks end")
+    # The next event finds nobody waiting and no error; a new long-poll still works.
+    pending = defer.ensureDeferred(sync(bob, since, timeout=10_000))
+    await send(alice, room_id, "still here")
+    assert bodies(timeline(await pending, room_id)["events"]) == ["still here"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_burst_of_long_polls_waits_in_line_then_all_wake(server: RunningServer) -> None:
+    """More long-polls than may build at once (each first build reading the database:
+    their ``since`` is behind the account data stream) all park, and one event wakes
+    every one of them."""
+    from homeserver.api.client.sync import FIRST_BUILDS_AT_ONCE
+
+    alice = await user(server, "alice")
+    bob = await user(server, "bob")
+    room_id = await create_room(alice, preset="public_chat")
+    await join(bob, room_id)
+    since = (await sync(bob))["next_batch"]
+    await bob.put(f"{V3}/user/{q(bob.user_id or '')}/account_data/com.example.x", {"a": 1})
+    since = (await sync(bob, since))["next_batch"]
+    await alice.put(f"{V3}/user/{q(alice.user_id or '')}/account_data/com.example.y", {})
+    count = FIRST_BUILDS_AT_ONCE + 8
+    pending = [defer.ensureDeferred(sync(bob, since, timeout=20_000)) for _ in range(count)]
+    notifier = _notifier(server)
+    await _until(lambda: notifier.waiting_count() == count, "every long-poll is parked", 15)
+    assert not any(p.called for p in pending)
+    await send(alice, room_id, "everyone")
+    results = await defer.gatherResults(pending)
+    assert [bodies(timeline(r, room_id)["events"]) for r in results] == [["everyone"]] * count
+    assert notifier.waiting_count() == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_long_poll_errors_are_answered_not_left_hanging(server: RunningServer) -> None:
+    """A long-poll's build runs outside the request's coroutine: its errors still come
+    back as Matrix errors, and the user stops counting as syncing."""
+    assert server.hs.push is not None
+    server.hs.push.settings.active_grace_s = 0.0
+    bob = await user(server, "bob")
+    since = (await sync(bob))["next_batch"]
+    ahead = "s" + "_".join(str(int(p) + 1000) for p in since[1:].split("_"))
+    started = time.monotonic()
+    resp = await sync_raw(bob, ahead, timeout=10_000)
+    assert resp.code == 400 and resp.json["errcode"] == "M_INVALID_PARAM", resp
+    assert time.monotonic() - started < 3.0
+    assert not server.hs.push.pushers.is_active(bob.user_id or "")
+    assert _notifier(server).waiting_count() == 0

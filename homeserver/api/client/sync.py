@@ -2,25 +2,45 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections import OrderedDict
+from collections import OrderedDict, deque
+from collections.abc import Callable, Coroutine
 from functools import lru_cache
 from typing import Any
 
+from twisted.internet import defer
 from twisted.web.server import Request
 
 from homeserver.api.client.paths import client_paths
 from homeserver.errors import Codes, MatrixError
 from homeserver.events.filtering import FilterCollection, FilterError, validate_filter
 from homeserver.handlers.auth import AuthHandler
-from homeserver.http.server import EncodedJson, JsonResource
+from homeserver.http.server import (
+    EncodedJson,
+    JsonResource,
+    MatrixRequest,
+    PendingResponse,
+    respond_error,
+    respond_json,
+)
 from homeserver.http.servlet import parse_boolean, parse_integer, parse_json_body, parse_string
+from homeserver.logging_context import current_request_id
 from homeserver.sync.encoding import encode_sync_body
 from homeserver.sync.handler import SyncHandler, SyncRequest, SyncToken
 from storage.storage import Storage
 
+JsonDict = dict[str, Any]
+
 MAX_TIMEOUT_MS = 5 * 60 * 1000
 FILTER_CACHE_SIZE = 10_000
+# Long-polls whose first build may run at once; later arrivals wait in line, parked. A
+# build waiting on the database holds several KiB (coroutines, rows, the response), so a
+# burst of long-polls (clients reconnecting after a restart) would otherwise raise the
+# process's memory for good by that much per poll (freed memory stays with the process).
+# The database runs 1 (SQLite) to 10 queries at a time: a line longer than that gains
+# no throughput.
+FIRST_BUILDS_AT_ONCE = 32
 
 
 # Parsed filters by their canonical JSON: users with the same filter (every user of
@@ -63,6 +83,7 @@ class SyncServlets:
         self._sync = sync
         # (user id, filter id) -> parsed filter, least recently used first
         self._filter_cache: OrderedDict[tuple[str, int], FilterCollection] = OrderedDict()
+        self._first_builds = _Admission(FIRST_BUILDS_AT_ONCE)
 
     def register(self, r: JsonResource) -> None:
         r.register_many("GET", client_paths("/sync"), self.on_sync)
@@ -105,18 +126,20 @@ class SyncServlets:
         filters = await self.load_filter(requester.user_id, parse_string(request, "filter"))
         since = SyncToken.parse(since_raw) if since_raw else None
         assert timeout is not None
-        response = await self._sync.sync(
-            SyncRequest(
-                user_id=requester.user_id,
-                device_id=requester.device_id,
-                since=since,
-                timeout_ms=timeout,
-                filters=filters,
-                full_state=full_state,
-                set_presence=set_presence,
-            )
+        req = SyncRequest(
+            user_id=requester.user_id,
+            device_id=requester.device_id,
+            since=since,
+            timeout_ms=timeout,
+            filters=filters,
+            full_state=full_state,
+            set_presence=set_presence,
         )
-        return 200, EncodedJson(encode_sync_body(response))
+        if not timeout or since is None or full_state or not isinstance(request, MatrixRequest):
+            # Answered at once, never waits.
+            return 200, EncodedJson(encode_sync_body(await self._sync.sync(req)))
+        request.release_input()  # all parsed: a long-poll need not hold it while waiting
+        return 200, _LongPoll(self._sync, self._first_builds, req)
 
     async def on_post_filter(self, request: Request, userId: str) -> tuple[int, Any]:
         requester = await self._auth.get_user_by_req(request, allow_guest=True)
@@ -139,3 +162,211 @@ class SyncServlets:
         if data is None:
             raise MatrixError(404, Codes.NOT_FOUND, "No such filter")
         return 200, data
+
+
+def _end_all(ends: tuple[Callable[[], None], ...]) -> None:
+    for end in ends:
+        end()
+
+
+class _Admission:
+    """At most ``limit`` long-polls in their first build; the others wait in line."""
+
+    __slots__ = ("_limit", "_running", "_line", "_draining")
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._running = 0
+        self._line: deque[_LongPoll] = deque()
+        self._draining = False
+
+    def enter(self, poll: _LongPoll) -> None:
+        """``poll.first_build()`` now or when its turn comes; it calls ``leave`` after."""
+        self._line.append(poll)
+        self._drain()
+
+    def leave(self) -> None:
+        self._running -= 1
+        self._drain()
+
+    def _drain(self) -> None:
+        # A build that finishes at once leaves from inside first_build(): the loop here
+        # starts the next one, instead of a recursion as deep as the line.
+        if self._draining:
+            return
+        self._draining = True
+        try:
+            while self._line and self._running < self._limit:
+                poll = self._line.popleft()
+                if poll.cancelled:
+                    continue
+                self._running += 1
+                poll.first_build()
+        finally:
+            self._draining = False
+
+
+class _LongPoll(PendingResponse):
+    """A /sync long-poll (``since`` given, a timeout, not ``full_state``), which waits
+    without a coroutine of its own.
+
+    Between builds it is this object and its request (stripped by ``release_input``):
+    first in the ``_Admission`` line, then, after a build with nothing to answer, parked
+    on the notifier, whose deadline wheel times it out. A notification (``wake``) or
+    the deadline (``expire``) builds again in a new coroutine, which answers or parks
+    again, as ``SyncHandler``'s own waiting loop would: answer at once if anything is
+    new; at the deadline answer the last empty response if nothing moved since, else a
+    fresh one. The sync hooks (presence: the user is syncing) are held from the first
+    build until the answer or the disconnect.
+    """
+
+    __slots__ = (
+        "_handler",
+        "_admission",
+        "_req",
+        "_deadline",
+        "_now",
+        "_held",
+        "_ends",
+        "_bucket",
+        "_request",
+        "_building",
+        "cancelled",
+    )
+
+    _NOT_PARKED = -1
+
+    def __init__(self, handler: SyncHandler, admission: _Admission, req: SyncRequest) -> None:
+        self._handler = handler
+        self._admission = admission
+        self._deadline = handler.notifier.clock.seconds() + req.timeout_ms / 1000.0
+        self._req = dataclasses.replace(req, timeout_ms=0)  # each build: no waiting inside
+        self._now: SyncToken | None = None  # the token of the empty response held
+        self._held = b""  # that response, encoded
+        self._ends: tuple[Callable[[], None], ...] = ()
+        self._bucket = self._NOT_PARKED  # the notifier's deadline bucket while parked
+        self._request: MatrixRequest | None = None
+        self._building: defer.Deferred[None] | None = None
+        self.cancelled = False
+
+    def start(self, request: MatrixRequest) -> None:
+        self._request = request
+        self._admission.enter(self)
+
+    def first_build(self) -> None:
+        """Its turn in the admission line: start the sync hooks, then build."""
+        self._run(self._first_build())
+
+    async def _first_build(self) -> None:
+        handler = self._handler
+        req = self._req
+        try:
+            try:
+                self._ends = await handler.hold(req.user_id, req.device_id, req.set_presence)
+                response, has_updates, now = await handler.sync_held(req)
+            finally:
+                self._building = None
+                self._admission.leave()
+            self._answer_or_park(response, has_updates, now)
+        except Exception as e:  # CancelledError included: the client went away
+            self._answer_error(e)
+
+    def _park(self) -> None:
+        handler = self._handler
+        if handler.current_token() != self._now:
+            self._resume()  # something arrived since that build
+            return
+        notifier = handler.notifier
+        notifier.add_waiter(self._req.user_id, self)
+        remaining = max(0.0, self._deadline - notifier.clock.seconds())
+        self._bucket = notifier.add_deadline(self, remaining)
+
+    def _unpark(self) -> None:
+        if self._bucket != self._NOT_PARKED:
+            notifier = self._handler.notifier
+            notifier.remove_waiter(self._req.user_id, self)
+            notifier.remove_deadline(self._bucket, self)
+            self._bucket = self._NOT_PARKED
+
+    def wake(self) -> None:
+        """The notifier: something happened for the user."""
+        self._unpark()
+        self._resume()
+
+    def expire(self) -> None:
+        """The notifier: the deadline passed."""
+        self._unpark()
+        self._resume()
+
+    def cancel(self) -> None:
+        """The client went away."""
+        self.cancelled = True  # if still in the admission line, skipped there
+        self._unpark()
+        building, self._building = self._building, None
+        if building is not None:
+            building.cancel()  # its CancelledError ends the hooks and answers nothing
+        _end_all(self._take_ends())
+
+    def _take_ends(self) -> tuple[Callable[[], None], ...]:
+        ends, self._ends = self._ends, ()
+        return ends
+
+    def _resume(self) -> None:
+        handler = self._handler
+        if (
+            handler.notifier.clock.seconds() >= self._deadline
+            and handler.current_token() == self._now
+        ):
+            self._answer(self._held)
+            return
+        self._run(self._build())
+
+    def _run(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        assert self._request is not None
+        token = current_request_id.set(self._request.request_id)
+        try:
+            building = defer.ensureDeferred(coroutine)
+        finally:
+            current_request_id.reset(token)
+        if not building.called:
+            self._building = building
+
+    async def _build(self) -> None:
+        try:
+            try:
+                response, has_updates, now = await self._handler.sync_held(self._req)
+            finally:
+                self._building = None
+            self._answer_or_park(response, has_updates, now)
+        except Exception as e:  # CancelledError included: the client went away
+            self._answer_error(e)
+
+    def _answer_or_park(self, response: JsonDict, has_updates: bool, now: SyncToken) -> None:
+        if has_updates or self._handler.notifier.clock.seconds() >= self._deadline:
+            self._answer(encode_sync_body(response))
+            return
+        # The build saw the token unchanged right before returning (synchronously): what
+        # comes next notifies us once parked.
+        self._now = now
+        self._held = encode_sync_body(response)
+        self._park()
+
+    def _answer(self, body: bytes) -> None:
+        # Called from the notifier's wake-up and deadline loops too: nothing may escape.
+        request = self._request
+        assert request is not None
+        request.handling = None
+        try:
+            _end_all(self._take_ends())
+            respond_json(request, 200, EncodedJson(body))
+        except Exception as e:
+            respond_error(request, e)
+
+    def _answer_error(self, exc: BaseException) -> None:
+        request = self._request
+        assert request is not None
+        request.handling = None
+        try:
+            _end_all(self._take_ends())
+        finally:
+            respond_error(request, exc)
