@@ -300,9 +300,16 @@ class JsonResource(resource.Resource):
     def __init__(self) -> None:
         super().__init__()
         self._routes: list[Route] = []
+        # Paths that are whole patterns without parameters (/sync, /versions, ...):
+        # their match, found once by the ordered scan, by (method, path).
+        self._literal_paths: set[str] = set()
+        self._literal_matches: dict[tuple[str, str], tuple[Handler | None, dict[str, str]]] = {}
 
     def register(self, method: str, pattern: str, handler: Handler) -> None:
         self._routes.append(Route(method, compile_pattern(pattern), handler, pattern))
+        if "{" not in pattern:
+            self._literal_paths.add(pattern)
+        self._literal_matches.clear()
 
     def register_many(self, method: str, patterns: list[str], handler: Handler) -> None:
         for pattern in patterns:
@@ -357,6 +364,27 @@ class JsonResource(resource.Resource):
         if request.body_too_large:
             raise MatrixError(413, Codes.TOO_LARGE, "Request body too large")
         lookup_method = "GET" if method == "HEAD" else method
+        if path in self._literal_paths:
+            key = (lookup_method, path)
+            try:
+                found = self._literal_matches[key]
+            except KeyError:
+                found = self._literal_matches[key] = self._scan(lookup_method, path)[:2]
+            if found[0] is None:
+                raise MatrixError(
+                    405, Codes.UNRECOGNIZED, f"Unsupported method {method} for {path}"
+                )
+            return found[0], dict(found[1])
+        handler, params, path_matched = self._scan(lookup_method, path)
+        if handler is not None:
+            return handler, params
+        if path_matched:
+            raise MatrixError(405, Codes.UNRECOGNIZED, f"Unsupported method {method} for {path}")
+        raise MatrixError(404, Codes.UNRECOGNIZED, "Unrecognized request")
+
+    def _scan(self, lookup_method: str, path: str) -> tuple[Handler | None, dict[str, str], bool]:
+        """The first route (in registration order) for the method and path, its
+        parameters, and whether any route matched the path at all."""
         path_matched = False
         for route in self._routes:
             match = route.regex.match(path)
@@ -366,10 +394,8 @@ class JsonResource(resource.Resource):
             if route.method != lookup_method:
                 continue
             params = {k: urllib.parse.unquote(v) for k, v in match.groupdict().items()}
-            return route.handler, params
-        if path_matched:
-            raise MatrixError(405, Codes.UNRECOGNIZED, f"Unsupported method {method} for {path}")
-        raise MatrixError(404, Codes.UNRECOGNIZED, "Unrecognized request")
+            return route.handler, params, True
+        return None, {}, path_matched
 
 
 async def _write_raw(request: MatrixRequest, status: int, body: RawResponse) -> None:
