@@ -401,3 +401,21 @@ async def test_long_poll_errors_are_answered_not_left_hanging(server: RunningSer
     assert time.monotonic() - started < 3.0
     assert not server.hs.push.pushers.is_active(bob.user_id or "")
     assert _notifier(server).waiting_count() == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_long_poll_at_the_current_token_parks_and_times_out_empty(
+    server: RunningServer,
+) -> None:
+    """A long-poll from the newest token parks without building; at its timeout the
+    empty answer is built then, with the same next_batch."""
+    alice = await user(server, "alice")
+    room_id = await create_room(alice)
+    since = (await sync(alice))["next_batch"]
+    started = time.monotonic()
+    body = await sync(alice, since, timeout=1500)
+    elapsed = time.monotonic() - started
+    assert 1.4 <= elapsed < 4.0, elapsed
+    assert body["next_batch"] == since
+    assert body["rooms"]["join"] == {}
+    assert room_id  # the room exists; nothing happened in it

@@ -242,7 +242,7 @@ class _LongPoll(PendingResponse):
         self._deadline = handler.notifier.clock.seconds() + req.timeout_ms / 1000.0
         self._req = dataclasses.replace(req, timeout_ms=0)  # each build: no waiting inside
         self._now: SyncToken | None = None  # the token of the empty response held
-        self._held = b""  # that response, encoded
+        self._held: bytes | None = None  # that response, encoded (None: not built yet)
         self._ends: tuple[Callable[[], None], ...] = ()
         self._bucket = self._NOT_PARKED  # the notifier's deadline bucket while parked
         self._request: MatrixRequest | None = None
@@ -263,6 +263,19 @@ class _LongPoll(PendingResponse):
         try:
             try:
                 self._ends = await handler.hold(req.user_id, req.device_id, req.set_presence)
+                clock = handler.notifier.clock
+                if (
+                    req.since is not None
+                    and not req.full_state
+                    and self._deadline > clock.seconds() + 1
+                ):
+                    current = handler.current_token()
+                    if req.since == current:
+                        # Nothing can be new (a client back right after its last answer):
+                        # park at once; the empty answer is built only if it is needed.
+                        self._now = current
+                        self._park()
+                        return
                 response, has_updates, now = await handler.sync_held(req)
             finally:
                 self._building = None
@@ -316,6 +329,7 @@ class _LongPoll(PendingResponse):
         if (
             handler.notifier.clock.seconds() >= self._deadline
             and handler.current_token() == self._now
+            and self._held is not None
         ):
             self._answer(self._held)
             return
