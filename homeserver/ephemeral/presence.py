@@ -272,9 +272,16 @@ class PresenceHandler:
         devices[device_id] = devices.get(device_id, 0) + 1
         now = now_ms(self._clock)
         presence = self._combined(user_id, device_id, set_presence or ONLINE, now)
-        new = dataclasses.replace(state, state=presence, last_user_sync_ts=now)
-        if presence == ONLINE:
-            new = dataclasses.replace(new, last_active_ts=now)
+        # Built directly (not dataclasses.replace): this runs once per /sync request.
+        new = PresenceState(
+            user_id,
+            presence,
+            state.status_msg,
+            now if presence == ONLINE else state.last_active_ts,
+            now,
+            state.currently_active,
+            state.stream_id,
+        )
         self._update(new)
 
         def _ended() -> None:
@@ -293,7 +300,15 @@ class PresenceHandler:
             current = self._states.get(user_id)
             if current is None or self._stopped:
                 return
-            self._states[user_id] = dataclasses.replace(current, last_user_sync_ts=end)
+            self._states[user_id] = PresenceState(
+                current.user_id,
+                current.state,
+                current.status_msg,
+                current.last_active_ts,
+                end,
+                current.currently_active,
+                current.stream_id,
+            )
             self._schedule_timer(user_id)
 
         return _ended
@@ -355,7 +370,15 @@ class PresenceHandler:
         old = self._states.get(user_id) or PresenceState.default(user_id)
         now = now_ms(self._clock)
         active = new.state == ONLINE and now - new.last_active_ts < self._granularity
-        new = dataclasses.replace(new, currently_active=active, stream_id=old.stream_id)
+        new = PresenceState(
+            user_id,
+            new.state,
+            new.status_msg,
+            new.last_active_ts,
+            new.last_user_sync_ts,
+            active,
+            old.stream_id,
+        )
         if should_notify(old, new, self._granularity):
             new = self._publish(new)
         else:

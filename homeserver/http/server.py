@@ -134,6 +134,15 @@ class MatrixChannel(HTTPChannel):
     """An HTTP/1.1 connection that leaves its site's ``open_channels`` when it closes."""
 
     site: MatrixSite
+    _host: Any = None
+
+    def getHost(self) -> Any:  # type: ignore[misc]  # Twisted declares it as an attribute
+        # Each request asks (Request.__init__); the local address of a connection never
+        # changes, and asking the transport is a getsockname() system call every time.
+        if self._host is None:
+            transport: Any = self.transport
+            self._host = transport.getHost()
+        return self._host
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.site.open_channels.discard(self)
