@@ -164,6 +164,12 @@ class Database:
         if engine.single_connection:
             cp_min = cp_max = 1
         self._pool = ThreadPool(minthreads=cp_min, maxthreads=cp_max, name=f"db-{engine.name}")
+        # SQLite in WAL mode lets a reader run beside the one writer: lookups on the
+        # request path (run_read) do not queue behind large commits. PostgreSQL's pool
+        # already runs them side by side.
+        self._reader: ThreadPool | None = None
+        if engine.single_connection and getattr(engine, "path", ":memory:") != ":memory:":
+            self._reader = ThreadPool(minthreads=1, maxthreads=1, name=f"db-{engine.name}-read")
         self._local = threading.local()
         self._connections: list[Any] = []
         self._lock = threading.Lock()
@@ -176,12 +182,16 @@ class Database:
     def start(self) -> None:
         if not self._started:
             self._pool.start()
+            if self._reader is not None:
+                self._reader.start()
             self._started = True
 
     def close(self) -> None:
         """Stop the pool (waiting for running transactions) and close connections."""
         if self._started:
             self._pool.stop()
+            if self._reader is not None:
+                self._reader.stop()
             self._started = False
         with self._lock:
             for conn in self._connections:
@@ -212,12 +222,20 @@ class Database:
             except Exception:
                 pass
 
-    def _run_in_thread(self, desc: str, func: Callable[..., R], *args: Any) -> tuple[R, list[Any]]:
+    def _read_in_thread(self, desc: str, func: Callable[..., R], *args: Any) -> tuple[R, list[Any]]:
+        return self._run_in_thread(desc, func, *args, read_only=True)
+
+    def _run_in_thread(
+        self, desc: str, func: Callable[..., R], *args: Any, read_only: bool = False
+    ) -> tuple[R, list[Any]]:
         for attempt in range(1, MAX_TRANSACTION_ATTEMPTS + 1):
             conn = self._get_connection()
             txn = Transaction(self.engine, conn)
             try:
-                self.engine.begin(conn)
+                if read_only:
+                    conn.execute("BEGIN")  # SQLite reader: a snapshot, no write lock
+                else:
+                    self.engine.begin(conn)
                 result = func(txn, *args)
                 conn.commit()
                 return result, txn.after_callbacks
@@ -236,6 +254,23 @@ class Database:
                     continue
                 raise
         raise AssertionError("unreachable")
+
+    async def run_read(self, desc: str, func: Callable[..., R], *args: Any) -> R:
+        """``run_interaction`` for a transaction that only reads and needs no more than
+        what was committed when it starts; on SQLite it runs beside the writer."""
+        if self._reader is None:
+            return await self.run_interaction(desc, func, *args)
+        if not self._started:
+            self.start()
+        result, _ = await threads.deferToThreadPool(
+            self._reactor,  # type: ignore[arg-type]
+            self._reader,
+            self._read_in_thread,
+            desc,
+            func,
+            *args,
+        )
+        return result
 
     async def run_interaction(self, desc: str, func: Callable[..., R], *args: Any) -> R:
         """Run ``func(txn, *args)`` in one transaction on the database's thread pool."""

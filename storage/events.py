@@ -651,7 +651,8 @@ class EventsStore:
             )
             return str(row[0]) if row else None
 
-        return await self._db.run_interaction("get_event_id_for_txn", _txn)
+        # Beside the writer: every send with a transaction id asks, before it is built.
+        return await self._db.run_read("get_event_id_for_txn", _txn)
 
     # Rooms and state --------------------------------------------------------------
 
