@@ -75,6 +75,7 @@ from homeserver.rooms.directory import RoomDirectory
 from homeserver.rooms.event_creation import EventCreator
 from homeserver.rooms.handler import RoomHandler
 from homeserver.rooms.history import RoomHistory
+from homeserver.rooms.ignored import IgnoredUsers
 from homeserver.rooms.memberships import MembershipCache
 from homeserver.rooms.persister import EventPersister
 from homeserver.rooms.room_cache import RoomCache
@@ -270,12 +271,15 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
     )
     profiles.listeners.append(room_handler.on_profile_changed)
     visibility = VisibilityFilter(storage.events, room_cache)
+    ignored_users = IgnoredUsers(storage.account_data)
+    visibility.ignored = ignored_users
     history = RoomHistory(storage, room_cache, visibility)
     directory = RoomDirectory(storage, room_cache, server_name, appservices)
     sync = SyncHandler(storage, room_cache, memberships, notifier, visibility, reactor)
     relations = RelationsHandler(storage, room_cache, history, visibility)
     room_handler.message_checks.append(relations.check_new_event)
     sync.bundler = relations.bundles_for_user
+    sync.ignored = ignored_users
     push = build_push(config, reactor, storage, room_cache, memberships, sync)
     fanout.listeners.append(push.on_persisted)
     storage.account_data.listeners.append(lambda user_id: notifier.notify_users([user_id]))

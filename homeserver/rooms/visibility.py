@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from homeserver.events.event import Event
 from homeserver.events.visibility import filter_events_for_client
+from homeserver.rooms.ignored import IgnoredUsers, without_ignored
 from homeserver.rooms.room_cache import RoomCache
 from storage.events import EventsStore
 
@@ -14,13 +15,23 @@ class VisibilityFilter:
     def __init__(self, events: EventsStore, rooms: RoomCache) -> None:
         self._events = events
         self._rooms = rooms
+        # The users each user ignores (their non-state events are never shown); set by
+        # the composition root.
+        self.ignored: IgnoredUsers | None = None
 
     async def filter_for_user(
         self, user_id: str, events: list[Event], *, current_membership: str | None = None
     ) -> list[Event]:
-        """The events ``user_id`` may see, using the state at each event."""
+        """The events ``user_id`` may see, using the state at each event (and not the
+        non-state events of users they ignore)."""
         if not events:
             return []
+        if self.ignored is not None:
+            ignored = await self.ignored.get(user_id)
+            if ignored:
+                events = without_ignored(events, ignored)
+                if not events:
+                    return []
         member_key = ("m.room.member", user_id)
         wanted = [HISTORY_KEY, member_key]
         state_ids = await self._events.get_state_keys_at_events(

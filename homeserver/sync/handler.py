@@ -22,6 +22,7 @@ from homeserver.clock import Clock
 from homeserver.errors import Codes, MatrixError
 from homeserver.events.event import Event
 from homeserver.events.filtering import FilterCollection, apply_event_fields
+from homeserver.rooms.ignored import NOBODY, IgnoredUsers, without_ignored
 from homeserver.rooms.membership_changes import membership_changes
 from homeserver.rooms.memberships import MembershipCache
 from homeserver.rooms.room_cache import LiveRoom, RoomCache
@@ -166,6 +167,8 @@ class SyncHandler:
         # Bundled aggregations (``unsigned.m.relations``) of a user's timeline events, by
         # event id; set by the composition root, asked for limited or new timelines only.
         self.bundler: Callable[[list[Event], str], Awaitable[dict[str, JsonDict]]] | None = None
+        # The users each user ignores; set by the composition root.
+        self.ignored: IgnoredUsers | None = None
 
     def add_source(self, source: SyncSource) -> None:
         if source.name not in SOURCE_ORDER:
@@ -244,6 +247,7 @@ class SyncHandler:
         filters = req.filters
         account_data = await self._account_data(req.user_id, since, now)
         rooms = await self._memberships.rooms_for_user(req.user_id)
+        ignored = await self.ignored.get(req.user_id) if self.ignored is not None else NOBODY
         join: JsonDict = {}
         invite: JsonDict = {}
         leave: JsonDict = {}
@@ -260,11 +264,13 @@ class SyncHandler:
             ]
             if row.membership == "join":
                 section = await self._joined_room(
-                    req, row, now, changed, room_account_data, prefetch
+                    req, row, now, changed, room_account_data, prefetch, ignored
                 )
                 if section is not None:
                     join[room_id] = section
             elif row.membership in ("invite", "knock") and (changed or req.full_state):
+                if row.membership == "invite" and row.sender in ignored:
+                    continue  # as Synapse: invites from ignored users are not shown
                 live = await self._rooms.get(room_id)
                 if live is not None:
                     event = await self._storage.events.get_event(row.event_id)
@@ -289,7 +295,7 @@ class SyncHandler:
                         continue
                 elif not changed:
                     continue
-                section = await self._left_room(req, row, now, room_account_data)
+                section = await self._left_room(req, row, now, room_account_data, ignored)
                 if section is not None:
                     leave[room_id] = section
 
@@ -499,6 +505,7 @@ class SyncHandler:
         changed: bool,
         room_account_data: list[JsonDict],
         prefetch: InitialPrefetch | None = None,
+        ignored: frozenset[str] = NOBODY,
     ) -> JsonDict | None:
         room_id = row.room_id
         room = await self._rooms.get(room_id)
@@ -520,7 +527,7 @@ class SyncHandler:
                 self._shared_at = now.events
             # By identity: parsed filters are interned (the servlet), and the entry
             # holds the filter, so its id is not reused while the entry lives.
-            shared_key = (room_id, from_stream, id(filters))
+            shared_key = (room_id, from_stream, id(filters), ignored)
             shared = self._shared_sections.get(shared_key)
             if shared is not None and req.user_id not in shared.txn_senders:
                 return self._personalise(shared, req, room, room_account_data)
@@ -538,6 +545,8 @@ class SyncHandler:
                 req.user_id, events, current_membership="join"
             )
         timeline = filters.filter_room_timeline(events, room_id)
+        if ignored:
+            timeline = without_ignored(timeline, ignored)
 
         state: list[Event] = []
         if changed or req.full_state or req.since is None:
@@ -652,6 +661,7 @@ class SyncHandler:
         row: MembershipRow,
         now: SyncToken,
         room_account_data: list[JsonDict],
+        ignored: frozenset[str] = NOBODY,
     ) -> JsonDict | None:
         room_id = row.room_id
         room = await self._rooms.get(room_id)
@@ -664,6 +674,8 @@ class SyncHandler:
             req.user_id, events, current_membership="leave"
         )
         timeline = req.filters.filter_room_timeline(events, room_id)
+        if ignored:
+            timeline = without_ignored(timeline, ignored)
         state: list[Event] = []
         if timeline:
             state = await self._state_at(timeline[0].event_id, before=True)
