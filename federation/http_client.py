@@ -76,6 +76,13 @@ def error_from_response(destination: str, code: int, content: bytes) -> Federati
     return FederationRequestError(destination, code, None, content[:200].decode("utf-8", "replace"))
 
 
+async def resolve_ip(reactor: Any, host: str) -> str:
+    """``host``'s address (itself when it is an IP literal)."""
+    if is_ip_literal(host):
+        return host
+    return str(await reactor.resolve(host))
+
+
 class IpRangePolicy:
     """Outbound addresses in ``blacklist`` are refused unless in ``whitelist``."""
 
@@ -163,11 +170,6 @@ class MatrixFederationHttpClient:
             self._agents[key] = agent
         return agent
 
-    async def _resolve_ip(self, host: str) -> str:
-        if is_ip_literal(host):
-            return host
-        return str(await self._reactor.resolve(host))
-
     def destination_allowed(self, destination: str) -> bool:
         return self._whitelist is None or destination in self._whitelist
 
@@ -195,7 +197,7 @@ class MatrixFederationHttpClient:
             raise FederationRequestError(destination, 403, None, "Destination not whitelisted")
         resolved = await self._resolver.resolve(destination)
         try:
-            ip = await self._resolve_ip(resolved.host)
+            ip = await resolve_ip(self._reactor, resolved.host)
         except Exception as e:
             raise FederationRequestError(
                 destination, 502, None, f"DNS lookup failed: {e}"

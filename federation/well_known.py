@@ -27,8 +27,8 @@ from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
 
-from federation.discovery import WELL_KNOWN_MAX_BYTES, is_ip_literal
-from federation.http_client import FixedNamePolicy, IpRangePolicy
+from federation.discovery import WELL_KNOWN_MAX_BYTES
+from federation.http_client import FixedNamePolicy, IpRangePolicy, resolve_ip
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ class WellKnownFetcher:
             port = parts.port or self._https_port
         except ValueError:
             raise WellKnownError(f"Bad port in {url!r}") from None
-        ip = hostname if is_ip_literal(hostname) else str(await self._reactor.resolve(hostname))
+        ip = await resolve_ip(self._reactor, hostname)
         if not self._ip_policy.allowed(ip):
             raise WellKnownError(f"{hostname} resolves to {ip}, which is blacklisted")
         target = f"[{ip}]" if ":" in ip else ip

@@ -328,7 +328,8 @@ class PushActionGenerator:
         for user_id in targets:
             ruleset = rulesets[user_id]
             key = (ev.state_key == user_id, user_id in mentioned_ids)
-            known = by_defaults.get(key) if ruleset.only_server_defaults() else None
+            shares = ruleset.only_server_defaults()
+            known = by_defaults.get(key) if shares else None
             if known is not None:
                 actions, highlight = known
             else:
@@ -343,7 +344,7 @@ class PushActionGenerator:
                 )
                 actions = evaluate(ruleset, prepared, ctx)
                 highlight = actions_notify(actions) and actions_highlight(actions or [])
-                if ruleset.only_server_defaults():
+                if shares:
                     by_defaults[key] = (actions, highlight)
             if not actions_notify(actions):
                 continue

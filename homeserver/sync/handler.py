@@ -204,8 +204,7 @@ class SyncHandler:
     async def sync_held(self, req: SyncRequest) -> tuple[JsonDict, bool, SyncToken]:
         """``sync_with_updates`` for a connection whose hooks ``hold`` already runs (a
         WebSocket): no hooks per build; the token handed back comes parsed too."""
-        response, has_updates, token = await self._sync(req)
-        return response, has_updates, token
+        return await self._sync(req)
 
     async def hold(
         self, user_id: str, device_id: str | None, set_presence: str | None

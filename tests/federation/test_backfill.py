@@ -10,6 +10,7 @@ from twisted.internet import defer, reactor
 from tests.federation.test_two_servers import (
     current_state,
     eventually_equal_state,
+    sleep,
     wait_for_message,
 )
 from tests.support.client import Client, q
@@ -38,6 +39,23 @@ async def paginate_back(
             return events, pages
         token = resp.json["end"]
     raise AssertionError("pagination never ended")
+
+
+async def alice_bob_and_a_room(a: RunningServer, b: RunningServer) -> tuple[Client, Client, str]:
+    """alice on A with a public room she created, bob registered on B."""
+    alice = a.client()
+    await alice.register("alice")
+    bob = b.client()
+    await bob.register("bob")
+    resp = await alice.post("/_matrix/client/v3/createRoom", {"preset": "public_chat"})
+    return alice, bob, str(resp.json["room_id"])
+
+
+async def join_from_b(bob: Client, room_id: str, a: RunningServer) -> None:
+    resp = await bob.post(
+        f"/_matrix/client/v3/join/{q(room_id)}", {}, params={"server_name": a.hs.server_name}
+    )
+    assert resp.code == 200, resp
 
 
 def bodies(events: list[dict[str, Any]]) -> list[str]:
@@ -78,10 +96,7 @@ async def test_backfill_history_from_before_join(
     resp = await bob.get("/_matrix/client/v3/sync")
     assert resp.code == 200, resp
     since = resp.json["next_batch"]
-    resp = await bob.post(
-        f"/_matrix/client/v3/join/{q(room_id)}", {}, params={"server_name": a.hs.server_name}
-    )
-    assert resp.code == 200, resp
+    await join_from_b(bob, room_id, a)
     state_before = await current_state(bob, room_id)
 
     # Before backfill, B holds only its join in the timeline; paginating back from the
@@ -141,12 +156,7 @@ async def test_backfill_respects_history_visibility(
 ) -> None:
     """With ``joined`` visibility, B stores the history but its user sees none of it."""
     a, b = two_servers
-    alice = a.client()
-    await alice.register("alice")
-    bob = b.client()
-    await bob.register("bob")
-    resp = await alice.post("/_matrix/client/v3/createRoom", {"preset": "public_chat"})
-    room_id = resp.json["room_id"]
+    alice, bob, room_id = await alice_bob_and_a_room(a, b)
     resp = await alice.put(
         f"/_matrix/client/v3/rooms/{q(room_id)}/state/m.room.history_visibility",
         {"history_visibility": "joined"},
@@ -157,10 +167,7 @@ async def test_backfill_respects_history_visibility(
             f"/_matrix/client/v3/rooms/{q(room_id)}/send/m.room.message/t{i}",
             {"msgtype": "m.text", "body": f"m{i}"},
         )
-    resp = await bob.post(
-        f"/_matrix/client/v3/join/{q(room_id)}", {}, params={"server_name": a.hs.server_name}
-    )
-    assert resp.code == 200, resp
+    await join_from_b(bob, room_id, a)
     events, _ = await paginate_back(bob, room_id, None, 10)
     assert bodies(events) == []
     assert events and events[0]["state_key"] == bob.user_id
@@ -171,16 +178,8 @@ async def test_backfill_with_remote_gone_returns_what_we_hold(
     two_servers: tuple[RunningServer, RunningServer],
 ) -> None:
     a, b = two_servers
-    alice = a.client()
-    await alice.register("alice")
-    bob = b.client()
-    await bob.register("bob")
-    resp = await alice.post("/_matrix/client/v3/createRoom", {"preset": "public_chat"})
-    room_id = resp.json["room_id"]
-    resp = await bob.post(
-        f"/_matrix/client/v3/join/{q(room_id)}", {}, params={"server_name": a.hs.server_name}
-    )
-    assert resp.code == 200, resp
+    alice, bob, room_id = await alice_bob_and_a_room(a, b)
+    await join_from_b(bob, room_id, a)
     await a.stop()
     resp = await bob.get(
         f"/_matrix/client/v3/rooms/{q(room_id)}/messages", params={"dir": "b", "limit": "10"}
@@ -197,12 +196,7 @@ async def test_room_is_not_locked_while_fetching_the_state_at_a_gap(
     """While B waits on A's /state_ids at a gap below a backfilled batch, B's room lock
     is free: bob's own message goes out meanwhile. The history is complete after."""
     a, b = two_servers
-    alice = a.client()
-    await alice.register("alice")
-    bob = b.client()
-    await bob.register("bob")
-    resp = await alice.post("/_matrix/client/v3/createRoom", {"preset": "public_chat"})
-    room_id = resp.json["room_id"]
+    alice, bob, room_id = await alice_bob_and_a_room(a, b)
     resp = await alice.put(
         f"/_matrix/client/v3/rooms/{q(room_id)}/state/m.room.history_visibility",
         {"history_visibility": "shared"},
@@ -214,10 +208,7 @@ async def test_room_is_not_locked_while_fetching_the_state_at_a_gap(
             {"msgtype": "m.text", "body": f"m{i}"},
         )
         assert resp.code == 200, resp
-    resp = await bob.post(
-        f"/_matrix/client/v3/join/{q(room_id)}", {}, params={"server_name": a.hs.server_name}
-    )
-    assert resp.code == 200, resp
+    await join_from_b(bob, room_id, a)
 
     assert b.hs.federation is not None
     client = b.hs.federation.client
@@ -256,12 +247,6 @@ async def test_room_is_not_locked_while_fetching_the_state_at_a_gap(
     await wait_for_message(alice, room_id, "during backfill")
 
 
-async def sleep(seconds: float) -> None:
-    d: defer.Deferred[None] = defer.Deferred()
-    reactor.callLater(seconds, d.callback, None)
-    await d
-
-
 async def with_timeout(d: defer.Deferred[Any], seconds: float, what: str) -> Any:
     timed_out: list[bool] = []
 
@@ -289,16 +274,8 @@ async def test_inbound_gap_is_filled_without_holding_the_room_lock(
     the state below them comes by /state_ids. While that request is pending, B's room
     lock is free (bob's message goes out), and the room ends equal on both sides."""
     a, b = two_servers
-    alice = a.client()
-    await alice.register("alice")
-    bob = b.client()
-    await bob.register("bob")
-    resp = await alice.post("/_matrix/client/v3/createRoom", {"preset": "public_chat"})
-    room_id = resp.json["room_id"]
-    resp = await bob.post(
-        f"/_matrix/client/v3/join/{q(room_id)}", {}, params={"server_name": a.hs.server_name}
-    )
-    assert resp.code == 200, resp
+    alice, bob, room_id = await alice_bob_and_a_room(a, b)
+    await join_from_b(bob, room_id, a)
 
     # A's transactions to B vanish (answered as if delivered) while 25 messages go out.
     assert a.hs.federation is not None and b.hs.federation is not None
