@@ -33,7 +33,11 @@ async def two_servers(
     server_b_overrides: dict[str, Any],
 ) -> AsyncIterator[tuple[RunningServer, RunningServer]]:
     a = await start_federating_server(str(tmp_path / "a"), database)
-    b = await start_federating_server(str(tmp_path / "b"), database_b, **server_b_overrides)
+    try:
+        b = await start_federating_server(str(tmp_path / "b"), database_b, **server_b_overrides)
+    except BaseException:
+        await a.stop()
+        raise
     try:
         yield a, b
     finally:

@@ -12,6 +12,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from twisted.internet.error import CannotListenError
 
 from tests.support.server import RunningServer, make_config_dict, start_server
 
@@ -100,5 +101,15 @@ async def start_federating_server(
     data_dir: str, database: dict[str, Any], fed_port: int | None = None, **overrides: Any
 ) -> RunningServer:
     os.makedirs(data_dir, exist_ok=True)
-    port = fed_port or free_port()
-    return await start_server(federation_config(data_dir, database, port, **overrides), data_dir)
+    for attempt in range(1, 6):
+        port = fed_port or free_port()
+        try:
+            return await start_server(
+                federation_config(data_dir, database, port, **overrides), data_dir
+            )
+        except CannotListenError:
+            # free_port's port was taken between its check and our listen (by another
+            # connection's ephemeral port): a chosen port is final, a free one is not.
+            if fed_port is not None or attempt == 5:
+                raise
+    raise AssertionError("unreachable")
