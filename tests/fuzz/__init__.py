@@ -1,0 +1,1 @@
+"""API fuzzing driven by the spec's OpenAPI definitions."""

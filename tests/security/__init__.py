@@ -1,0 +1,1 @@
+"""Attacker tests: one per hole found by probing the server as an attacker would."""
