@@ -34,7 +34,7 @@ typecheck: venv
 test: venv
 	bash scripts/ensure-services.sh
 	$(MAKE) lint typecheck
-	$(BIN)/python -m pytest -q
+	$(BIN)/python scripts/run_tests.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
