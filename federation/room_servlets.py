@@ -1,7 +1,7 @@
 """Room endpoints of the server-server API: membership handshakes and reading history.
 
 Every handler first authenticates the request (X-Matrix) to learn the origin server,
-then applies the room's server ACL, then, for reads, requires a
+then applies the room's server ACL (403 ``M_FORBIDDEN``), then, for reads, requires a
 user of the origin joined to the room now (403, as Synapse), then history visibility
 by the state at each event returned (``VisibilityFilter.filter_for_server``): events
 the origin may not see are sent redacted by /backfill and /get_missing_events, and
@@ -15,7 +15,7 @@ from typing import Any
 
 from twisted.web.server import Request
 
-from federation.acl import server_allowed_by_acl
+from federation.acl import check_server_acl
 from federation.membership import FederationMembership
 from federation.room_events import FederationEventHandler
 from homeserver.errors import Codes, MatrixError
@@ -76,8 +76,7 @@ class FederationRoomServlets:
         room = await self._rooms.get(room_id)
         if room is None:
             raise MatrixError(404, Codes.NOT_FOUND, "Unknown room")
-        if not server_allowed_by_acl(origin, room.state_content("m.room.server_acl")):
-            raise MatrixError(403, Codes.FORBIDDEN, "Server is banned from this room")
+        check_server_acl(origin, room.state_content("m.room.server_acl"))
         return origin, room
 
     async def _readable_room(self, request: Request, room_id: str) -> tuple[str, LiveRoom]:
@@ -156,6 +155,9 @@ class FederationRoomServlets:
 
     async def on_invite(self, request: Request, roomId: str, eventId: str) -> tuple[int, Any]:
         origin = await self._authenticate(request)
+        room = await self._rooms.get(roomId)
+        if room is not None:  # a room we are not in has no ACL we know of (as Synapse)
+            check_server_acl(origin, room.state_content("m.room.server_acl"))
         body = parse_json_body(request)
         return 200, await self._membership.on_invite(origin, roomId, eventId, body)
 
@@ -167,10 +169,9 @@ class FederationRoomServlets:
         if ev is None:
             raise MatrixError(404, Codes.NOT_FOUND, "Event not found")
         room = await self._rooms.get(ev.room_id)
-        if room is None or not server_allowed_by_acl(
-            origin, room.state_content("m.room.server_acl")
-        ):
+        if room is None:
             raise MatrixError(404, Codes.NOT_FOUND, "Event not found")
+        check_server_acl(origin, room.state_content("m.room.server_acl"))
         self._require_in_room(origin, room)
         pdus = await self._visibility.filter_for_server(origin, [ev], redact=False)
         if not pdus:
