@@ -8,7 +8,7 @@ from typing import Any
 from crypto.event_hashing import compute_event_id
 from homeserver.events.room_versions import ROOM_VERSIONS
 from tests.support.client import Client, q
-from tests.support.malicious_server import Joined
+from tests.support.malicious_server import Joined, MaliciousServer
 from tests.support.server import RunningServer
 
 JsonDict = dict[str, Any]
@@ -37,6 +37,34 @@ async def create_room(
     resp = await owner.post("/_matrix/client/v3/createRoom", body)
     assert resp.code == 200, resp
     return str(resp.json["room_id"])
+
+
+async def room_of_two(preset: str, owner: Client, other: Client) -> str:
+    """A room created by ``owner`` that ``other`` (invited first) has joined."""
+    room_id = await create_room(owner, preset)
+    resp = await owner.post(
+        f"/_matrix/client/v3/rooms/{q(room_id)}/invite", {"user_id": other.user_id}
+    )
+    assert resp.code == 200, resp
+    resp = await other.post(f"/_matrix/client/v3/join/{q(room_id)}", {})
+    assert resp.code == 200, resp
+    return room_id
+
+
+async def get_missing_events(
+    attacker: MaliciousServer, ours: RunningServer, room_id: str, latest: str
+) -> tuple[int, Any]:
+    return await attacker.request(
+        ours,
+        "POST",
+        f"{FED}/get_missing_events/{q(room_id)}",
+        {"earliest_events": [], "latest_events": [latest], "limit": 20},
+    )
+
+
+async def assert_not_stored(client: Client, room_id: str, event_id: str) -> None:
+    resp = await client.get(f"/_matrix/client/v3/rooms/{q(room_id)}/event/{q(event_id)}")
+    assert resp.code == 404, resp
 
 
 async def send_text(client: Client, room_id: str, body: str) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 
-from tests.security.common import FED, create_room, message_auth_events, user
+from tests.security.common import FED, assert_not_stored, create_room, message_auth_events, user
 from tests.support.client import q
 from tests.support.malicious_server import MaliciousServer
 from tests.support.server import RunningServer
@@ -38,8 +38,7 @@ async def test_send_refuses_a_pdu_listing_an_auth_event_twice(
     assert status == 200, body
     assert body["pdus"][good["event_id"]] == {}, body
     assert "more than once" in body["pdus"][bad["event_id"]].get("error", ""), body
-    resp = await alice.get(f"/_matrix/client/v3/rooms/{q(room_id)}/event/{q(bad['event_id'])}")
-    assert resp.code == 404, resp
+    await assert_not_stored(alice, room_id, bad["event_id"])
 
 
 @pytest_twisted.ensureDeferred
@@ -73,8 +72,7 @@ async def test_missing_event_listing_an_auth_event_twice_is_not_stored(
     status, body = await attacker.send_pdus(ours, [tip])
     assert status == 200, body
     assert ("POST", f"{FED}/get_missing_events/{q(room_id)}") in attacker.received
-    resp = await alice.get(f"/_matrix/client/v3/rooms/{q(room_id)}/event/{q(bad['event_id'])}")
-    assert resp.code == 404, resp
+    await assert_not_stored(alice, room_id, bad["event_id"])
 
 
 @pytest_twisted.ensureDeferred

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest_twisted
 
-from tests.security.common import FED, create_room, send_state, send_text, user
+from tests.security.common import FED, room_of_two, send_state, send_text, user
 from tests.support.client import Client, q
 from tests.support.malicious_server import MaliciousServer
 from tests.support.server import RunningServer
@@ -31,8 +31,7 @@ async def test_denied_server_edus_invites_and_requests_are_refused(
 ) -> None:
     alice = await user(ours, "alice")
     bob = await user(ours, "bob")
-    room_id = await create_room(alice, "public_chat")
-    assert (await bob.post(f"/_matrix/client/v3/join/{q(room_id)}", {})).code == 200
+    room_id = await room_of_two("public_chat", alice, bob)
     joined = await attacker.join(ours, room_id)
     message = await send_text(alice, room_id, "hello")
     await send_state(alice, room_id, "m.room.server_acl", {"allow": ["*"], "deny": ["localhost"]})

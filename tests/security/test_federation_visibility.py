@@ -15,7 +15,14 @@ import pytest_twisted
 
 from crypto.event_hashing import sign_event
 from homeserver.events.room_versions import ROOM_VERSIONS
-from tests.security.common import FED, create_room, send_text, user
+from tests.security.common import (
+    FED,
+    create_room,
+    get_missing_events,
+    room_of_two,
+    send_text,
+    user,
+)
 from tests.support.client import q
 from tests.support.malicious_server import MaliciousServer
 from tests.support.server import RunningServer
@@ -29,11 +36,7 @@ async def test_server_not_in_room_reads_nothing_of_a_private_room(
 ) -> None:
     alice = await user(ours, "alice")
     bob = await user(ours, "bob")
-    room_id = await create_room(alice, "private_chat")
-    assert (
-        await alice.post(f"/_matrix/client/v3/rooms/{q(room_id)}/invite", {"user_id": bob.user_id})
-    ).code == 200
-    assert (await bob.post(f"/_matrix/client/v3/join/{q(room_id)}", {})).code == 200
+    room_id = await room_of_two("private_chat", alice, bob)
     secret = await send_text(alice, room_id, "the secret plan")
 
     status, body = await attacker.request(
@@ -80,12 +83,7 @@ async def test_backfill_cannot_start_from_another_rooms_event(
     assert status == 200, body
     assert "secret plan" not in json.dumps(body)
     assert all(p["room_id"] == public for p in body["pdus"])
-    status, body = await attacker.request(
-        ours,
-        "POST",
-        f"{FED}/get_missing_events/{q(public)}",
-        {"earliest_events": [], "latest_events": [secret], "limit": 20},
-    )
+    status, body = await get_missing_events(attacker, ours, public, secret)
     assert status == 200, body
     assert "secret plan" not in json.dumps(body)
 
@@ -146,12 +144,7 @@ async def test_history_before_a_server_joined_follows_visibility_at_each_event(
     redacted = [p for p in body["pdus"] if p["type"] == "m.room.message" and not p["content"]]
     assert len(redacted) == 2 - len(visible_before)  # redacted, not dropped
 
-    status, body = await attacker.request(
-        ours,
-        "POST",
-        f"{FED}/get_missing_events/{q(room_id)}",
-        {"earliest_events": [], "latest_events": [after_join], "limit": 20},
-    )
+    status, body = await get_missing_events(attacker, ours, room_id, after_join)
     assert status == 200, body
     served = _bodies(body["events"])
     for text in ("before invite", "after invite"):
