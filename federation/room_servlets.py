@@ -20,6 +20,7 @@ from federation.membership import FederationMembership
 from federation.room_events import FederationEventHandler
 from homeserver.errors import Codes, MatrixError
 from homeserver.events.event import Event
+from homeserver.events.visibility import server_of_user
 from homeserver.http.server import JsonResource
 from homeserver.http.servlet import parse_integer, parse_json_body, parse_string
 from homeserver.rooms.room_cache import LiveRoom, RoomCache
@@ -86,7 +87,7 @@ class FederationRoomServlets:
         return origin, room
 
     def _require_in_room(self, origin: str, room: LiveRoom) -> None:
-        if not any(u.endswith(f":{origin}") for u in room.joined_members()):
+        if not any(server_of_user(u) == origin for u in room.joined_members()):
             raise MatrixError(403, Codes.FORBIDDEN, "Host not in room.")
 
     # Membership handshakes -------------------------------------------------------------
