@@ -1,4 +1,4 @@
-"""m.room.server_acl evaluation (pure)."""
+"""m.room.server_acl evaluation (pure), and the check every room-scoped inbound path makes."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import re
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
+
+from homeserver.errors import Codes, MatrixError
 
 
 @lru_cache(maxsize=1024)
@@ -41,3 +43,11 @@ def server_allowed_by_acl(server_name: str, acl_content: Mapping[str, Any] | Non
     return isinstance(allow, list) and any(
         isinstance(p, str) and _glob(p).match(host) for p in allow
     )
+
+
+def check_server_acl(server_name: str, acl_content: Mapping[str, Any] | None) -> None:
+    """Raise 403 ``M_FORBIDDEN`` unless the room's ACL lets ``server_name`` take part:
+    the one check of every room-scoped inbound request (reads, membership handshakes,
+    invites), as Synapse's ``check_server_matches_acl``."""
+    if not server_allowed_by_acl(server_name, acl_content):
+        raise MatrixError(403, Codes.FORBIDDEN, "Server is banned from this room")

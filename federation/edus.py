@@ -9,8 +9,8 @@ Invariants:
 - Only our own users' changes go out; a remote change applied here is never echoed.
 - ``m.read.private`` never leaves this server (only ``m.read`` is sent or accepted).
 - An inbound EDU is applied only for a user of the server that sent it (user id domain ==
-  origin); typing and receipts only in a room one of our users is joined to, and only
-  for a user joined to it. Anything else is dropped silently (EDUs get no answer).
+  origin); typing and receipts only in a room one of our users is joined to, only
+  for a user joined to it, and only if the room's server ACL allows the origin. Anything else is dropped silently (EDUs get no answer).
   Presence is taken for any user of the origin: only their room-mates are shown it.
 - These EDUs are queued with a time to live (``TYPING_TTL_MS``, ``EPHEMERAL_TTL_MS``):
   after a long outage a destination is not sent stale typing or presence.
@@ -29,6 +29,7 @@ from typing import Any
 
 from twisted.internet import defer
 
+from federation.acl import server_allowed_by_acl
 from federation.sender import FederationSender, server_of
 from federation.transport_server import EduHandlerFn
 from homeserver.clock import Clock, now_ms
@@ -336,10 +337,13 @@ class FederationEdus:
 
     # Inbound ----------------------------------------------------------------------------
 
-    async def _room_with_member(self, room_id: str, user_id: str) -> LiveRoom | None:
-        """The room, if one of our users and ``user_id`` are both joined to it."""
+    async def _room_with_member(self, origin: str, room_id: str, user_id: str) -> LiveRoom | None:
+        """The room, if one of our users and ``user_id`` are both joined to it and its
+        server ACL lets ``origin`` take part."""
         room = await self._rooms.get(room_id)
         if room is None or room.membership_of(user_id) != "join":
+            return None
+        if not server_allowed_by_acl(origin, room.state_content("m.room.server_acl")):
             return None
         if not any(self._is_mine(u) for u in room.joined_members()):
             return None
@@ -350,15 +354,19 @@ class FederationEdus:
         if update is None:
             logger.info("Dropped an m.typing EDU from %s: malformed or forged", origin)
             return
-        if await self._room_with_member(update.room_id, update.user_id) is None:
-            logger.info("Dropped typing of %s in %s: not joined", update.user_id, update.room_id)
+        if await self._room_with_member(origin, update.room_id, update.user_id) is None:
+            logger.info(
+                "Dropped typing of %s in %s: not joined or ACL", update.user_id, update.room_id
+            )
             return
         self._typing.set_remote_typing(update.room_id, update.user_id, update.typing)
 
     async def on_receipt(self, origin: str, content: JsonDict) -> None:
         for r in parse_receipts(origin, content):
-            if await self._room_with_member(r.room_id, r.user_id) is None:
-                logger.info("Dropped a receipt of %s in %s: not joined", r.user_id, r.room_id)
+            if await self._room_with_member(origin, r.room_id, r.user_id) is None:
+                logger.info(
+                    "Dropped a receipt of %s in %s: not joined or ACL", r.user_id, r.room_id
+                )
                 continue
             await self._receipts.store_remote_receipt(
                 r.user_id, r.room_id, r.event_id, r.thread_id, r.ts

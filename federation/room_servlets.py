@@ -1,7 +1,11 @@
 """Room endpoints of the server-server API: membership handshakes and reading history.
 
 Every handler first authenticates the request (X-Matrix) to learn the origin server,
-then applies the room's server ACL, then history visibility for what it returns.
+then applies the room's server ACL (403 ``M_FORBIDDEN``), then, for reads, requires a
+user of the origin joined to the room now (403, as Synapse), then history visibility
+by the state at each event returned (``VisibilityFilter.filter_for_server``): events
+the origin may not see are sent redacted by /backfill and /get_missing_events, and
+are not found by /event and /timestamp_to_event.
 """
 
 from __future__ import annotations
@@ -11,16 +15,16 @@ from typing import Any
 
 from twisted.web.server import Request
 
-from federation.acl import server_allowed_by_acl
+from federation.acl import check_server_acl
 from federation.membership import FederationMembership
 from federation.room_events import FederationEventHandler
 from homeserver.errors import Codes, MatrixError
 from homeserver.events.event import Event
-from homeserver.events.redaction import prune_event
-from homeserver.events.visibility import server_may_see_event
+from homeserver.events.visibility import server_of_user
 from homeserver.http.server import JsonResource
 from homeserver.http.servlet import parse_integer, parse_json_body, parse_string
 from homeserver.rooms.room_cache import LiveRoom, RoomCache
+from homeserver.rooms.visibility import VisibilityFilter
 from storage.events import EventsStore
 
 JsonDict = dict[str, Any]
@@ -38,6 +42,7 @@ class FederationRoomServlets:
         events: EventsStore,
         handler: FederationEventHandler,
         membership: FederationMembership,
+        visibility: VisibilityFilter,
     ) -> None:
         self._server_name = server_name
         self._authenticate = authenticate
@@ -45,6 +50,7 @@ class FederationRoomServlets:
         self._events = events
         self._handler = handler
         self._membership = membership
+        self._visibility = visibility
 
     def register(self, r: JsonResource) -> None:
         r.register("GET", f"{PREFIX}/v1/make_join/{{roomId}}/{{userId}}", self.on_make_join)
@@ -71,43 +77,18 @@ class FederationRoomServlets:
         room = await self._rooms.get(room_id)
         if room is None:
             raise MatrixError(404, Codes.NOT_FOUND, "Unknown room")
-        if not server_allowed_by_acl(origin, room.state_content("m.room.server_acl")):
-            raise MatrixError(403, Codes.FORBIDDEN, "Server is banned from this room")
+        check_server_acl(origin, room.state_content("m.room.server_acl"))
+        return origin, room
+
+    async def _readable_room(self, request: Request, room_id: str) -> tuple[str, LiveRoom]:
+        """The origin and the room, for a read: allowed by the ACL, and in the room."""
+        origin, room = await self._room_for(request, room_id)
+        self._require_in_room(origin, room)
         return origin, room
 
     def _require_in_room(self, origin: str, room: LiveRoom) -> None:
-        if not any(u.endswith(f":{origin}") for u in room.joined_members()):
+        if not any(server_of_user(u) == origin for u in room.joined_members()):
             raise MatrixError(403, Codes.FORBIDDEN, "Host not in room.")
-
-    async def _visible(self, origin: str, room: LiveRoom, events: list[Event]) -> list[JsonDict]:
-        """PDUs for ``origin``: events it may not see are sent redacted."""
-        if not events:
-            return []
-        hv_key = ("m.room.history_visibility", "")
-        ids = await self._events.get_state_keys_at_events(
-            [e.event_id for e in events], [hv_key], before=True
-        )
-        hv_events = await self._events.get_events({m[hv_key] for m in ids.values() if hv_key in m})
-        members = {
-            key[1]: ev.membership or ""
-            for key, ev in room.state.items()
-            if key[0] == "m.room.member"
-        }
-        out = []
-        for ev in events:
-            hv_id = ids.get(ev.event_id, {}).get(hv_key)
-            hv_ev = hv_events.get(hv_id) if hv_id else None
-            hv = hv_ev.content.get("history_visibility") if hv_ev else None
-            if server_may_see_event(
-                ev.pdu,
-                origin,
-                history_visibility=hv if isinstance(hv, str) else None,
-                memberships=members,
-            ):
-                out.append(ev.pdu)
-            else:
-                out.append(prune_event(ev.pdu, ev.room_version))
-        return out
 
     # Membership handshakes -------------------------------------------------------------
 
@@ -175,6 +156,9 @@ class FederationRoomServlets:
 
     async def on_invite(self, request: Request, roomId: str, eventId: str) -> tuple[int, Any]:
         origin = await self._authenticate(request)
+        room = await self._rooms.get(roomId)
+        if room is not None:  # a room we are not in has no ACL we know of (as Synapse)
+            check_server_acl(origin, room.state_content("m.room.server_acl"))
         body = parse_json_body(request)
         return 200, await self._membership.on_invite(origin, roomId, eventId, body)
 
@@ -186,16 +170,17 @@ class FederationRoomServlets:
         if ev is None:
             raise MatrixError(404, Codes.NOT_FOUND, "Event not found")
         room = await self._rooms.get(ev.room_id)
-        if room is None or not server_allowed_by_acl(
-            origin, room.state_content("m.room.server_acl")
-        ):
+        if room is None:
             raise MatrixError(404, Codes.NOT_FOUND, "Event not found")
-        pdus = await self._visible(origin, room, [ev])
+        check_server_acl(origin, room.state_content("m.room.server_acl"))
+        self._require_in_room(origin, room)
+        pdus = await self._visibility.filter_for_server(origin, [ev], redact=False)
+        if not pdus:
+            raise MatrixError(404, Codes.NOT_FOUND, "Event not found")
         return 200, {"origin": self._server_name, "origin_server_ts": _now_ms(), "pdus": pdus}
 
     async def _state_at(self, request: Request, room_id: str) -> tuple[list[Event], list[Event]]:
-        origin, room = await self._room_for(request, room_id)
-        self._require_in_room(origin, room)
+        await self._readable_room(request, room_id)
         event_id = parse_string(request, "event_id", required=True)
         assert event_id is not None
         ev = await self._events.get_event(event_id)
@@ -221,8 +206,7 @@ class FederationRoomServlets:
         }
 
     async def on_event_auth(self, request: Request, roomId: str, eventId: str) -> tuple[int, Any]:
-        origin, room = await self._room_for(request, roomId)
-        self._require_in_room(origin, room)
+        await self._readable_room(request, roomId)
         ev = await self._events.get_event(eventId)
         if ev is None or ev.room_id != roomId:
             raise MatrixError(404, Codes.NOT_FOUND, "Event not found")
@@ -230,12 +214,15 @@ class FederationRoomServlets:
         return 200, {"auth_chain": [e.pdu for e in chain.values()]}
 
     async def on_backfill(self, request: Request, roomId: str) -> tuple[int, Any]:
-        origin, room = await self._room_for(request, roomId)
-        self._require_in_room(origin, room)
+        origin, _ = await self._readable_room(request, roomId)
         starts = [v.decode() for v in (request.args or {}).get(b"v", [])]
         limit = parse_integer(request, "limit", default=10, minimum=0, maximum=MAX_BACKFILL)
         assert limit is not None
-        found = await self._events.get_events(starts)
+        found = {
+            eid: ev
+            for eid, ev in (await self._events.get_events(starts)).items()
+            if ev.room_id == roomId  # never a walk from another room's event
+        }
         if not found:
             return 200, {"origin": self._server_name, "origin_server_ts": _now_ms(), "pdus": []}
         # Walk prev_events breadth first from the given events, newest depth first.
@@ -248,12 +235,11 @@ class FederationRoomServlets:
             for ev in frontier:
                 seen[ev.event_id] = ev
         events = sorted(seen.values(), key=lambda e: -e.depth)[:limit]
-        pdus = await self._visible(origin, room, events)
+        pdus = await self._visibility.filter_for_server(origin, events, redact=True)
         return 200, {"origin": self._server_name, "origin_server_ts": _now_ms(), "pdus": pdus}
 
     async def on_get_missing_events(self, request: Request, roomId: str) -> tuple[int, Any]:
-        origin, room = await self._room_for(request, roomId)
-        self._require_in_room(origin, room)
+        origin, _ = await self._readable_room(request, roomId)
         body = parse_json_body(request)
         earliest = {e for e in body.get("earliest_events", []) if isinstance(e, str)}
         latest = [e for e in body.get("latest_events", []) if isinstance(e, str)]
@@ -263,7 +249,13 @@ class FederationRoomServlets:
         result: list[Event] = []
         seen = set(latest) | earliest
         start = await self._events.get_events(latest)
-        frontier = [p for ev in start.values() for p in ev.prev_event_ids if p not in seen]
+        frontier = [
+            p
+            for ev in start.values()
+            if ev.room_id == roomId
+            for p in ev.prev_event_ids
+            if p not in seen
+        ]
         while frontier and len(result) < limit:
             seen.update(frontier)
             evs = await self._events.get_events(frontier)
@@ -275,15 +267,22 @@ class FederationRoomServlets:
                 next_frontier.extend(p for p in ev.prev_event_ids if p not in seen)
             frontier = next_frontier
         result.sort(key=lambda e: e.depth)
-        return 200, {"events": await self._visible(origin, room, result)}
+        return 200, {
+            "events": await self._visibility.filter_for_server(origin, result, redact=True)
+        }
 
     async def on_timestamp_to_event(self, request: Request, roomId: str) -> tuple[int, Any]:
-        await self._room_for(request, roomId)
+        origin, _ = await self._readable_room(request, roomId)
         ts = parse_integer(request, "ts", required=True)
         direction = parse_string(request, "dir", required=True, allowed=("f", "b"))
         assert ts is not None
         found = await self._events.get_event_closest_to_ts(roomId, ts, direction == "f")
-        if found is None:
+        ev = await self._events.get_event(found[0]) if found is not None else None
+        if (
+            found is None
+            or ev is None
+            or not await self._visibility.filter_for_server(origin, [ev], redact=False)
+        ):
             raise MatrixError(404, Codes.NOT_FOUND, "No event found")
         return 200, {"event_id": found[0], "origin_server_ts": found[1]}
 

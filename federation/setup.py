@@ -37,6 +37,7 @@ from homeserver.rooms.directory import RoomDirectory
 from homeserver.rooms.handler import RoomHandler
 from homeserver.rooms.persister import EventPersister
 from homeserver.rooms.room_cache import RoomCache
+from homeserver.rooms.visibility import VisibilityFilter
 from storage.storage import Storage
 
 logger = logging.getLogger(__name__)
@@ -169,7 +170,13 @@ def build_federation(
     servlets: list[Any] = [
         transactions,
         FederationRoomServlets(
-            server_name, authenticator.authenticate, rooms, storage.events, events, membership
+            server_name,
+            authenticator.authenticate,
+            rooms,
+            storage.events,
+            events,
+            membership,
+            VisibilityFilter(storage.events, rooms),
         ),
         queries,
         FederationE2eeServlets(authenticator.authenticate, e2ee),

@@ -823,15 +823,21 @@ class EventsStore:
         missing = set(keys)
         current: int | None = group
         while current is not None and missing:
-            for t, sk in list(missing):
-                row = txn.select_one(
-                    "SELECT event_id FROM state_group_entries WHERE state_group = ?"
-                    " AND type = ? AND state_key = ?",
-                    (current, t, sk),
-                )
-                if row is not None:
-                    found[(t, sk)] = str(row[0])
-                    missing.discard((t, sk))
+            # One query per event type and group (not per key): a server's members
+            # are many keys of one type.
+            by_type: dict[str, list[str]] = {}
+            for t, sk in missing:
+                by_type.setdefault(t, []).append(sk)
+            for t, state_keys in by_type.items():
+                for chunk in _chunks(sorted(state_keys)):
+                    marks = ",".join("?" * len(chunk))
+                    for sk, eid in txn.select_all(
+                        "SELECT state_key, event_id FROM state_group_entries"
+                        f" WHERE state_group = ? AND type = ? AND state_key IN ({marks})",
+                        [current, t, *chunk],
+                    ):
+                        found[(t, str(sk))] = str(eid)
+                        missing.discard((t, str(sk)))
             prev = txn.select_one("SELECT prev_group FROM state_groups WHERE id = ?", (current,))
             current = int(prev[0]) if prev and prev[0] is not None else None
         return found

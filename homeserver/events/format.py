@@ -214,7 +214,9 @@ def _check_int_field(event: Mapping[str, Any], key: str) -> int:
     return value
 
 
-def _check_event_id_list(event: Mapping[str, Any], key: str, limit: int) -> None:
+def _check_event_id_list(
+    event: Mapping[str, Any], key: str, limit: int, *, unique: bool = False
+) -> None:
     value = event.get(key)
     if not isinstance(value, list):
         raise _bad(f"'{key}' must be a list of event ids")
@@ -225,6 +227,8 @@ def _check_event_id_list(event: Mapping[str, Any], key: str, limit: int) -> None
             raise _bad(f"'{key}' must contain only strings")
         if not is_valid_event_id(entry):
             raise _bad(f"'{key}' contains an invalid event id: {entry!r}")
+    if unique and len(set(value)) != len(value):
+        raise _bad(f"'{key}' lists the same event more than once")
 
 
 def validate_pdu_format(event: Mapping[str, Any], room_version: RoomVersion) -> None:
@@ -268,7 +272,9 @@ def validate_pdu_format(event: Mapping[str, Any], room_version: RoomVersion) -> 
     if not isinstance(event.get("content"), Mapping):
         raise _bad("'content' must be an object")
 
-    _check_event_id_list(event, "auth_events", MAX_AUTH_EVENTS)
+    # The auth rules reject duplicate auth events (rule 2.1 / 3.1), as Synapse does for
+    # the same id listed twice: refused here, so no path can let one through.
+    _check_event_id_list(event, "auth_events", MAX_AUTH_EVENTS, unique=True)
     _check_event_id_list(event, "prev_events", MAX_PREV_EVENTS)
 
     depth = _check_int_field(event, "depth")

@@ -64,6 +64,7 @@ __all__ = [
     "is_event_visible",
     "mapping_view",
     "server_may_see_event",
+    "server_of_user",
 ]
 
 WORLD_READABLE: Final = "world_readable"
@@ -209,7 +210,8 @@ def filter_events_for_client(
     return out
 
 
-def _server_of(user_id: str) -> str:
+def server_of_user(user_id: str) -> str:
+    """The server name part of a user id."""
     return user_id.partition(":")[2]
 
 
@@ -230,7 +232,7 @@ def server_may_see_event(
         return True
 
     def ours(user_id: str) -> bool:
-        return _server_of(user_id) == server_name
+        return server_of_user(user_id) == server_name
 
     seen: set[str | None] = {m for user, m in memberships.items() if ours(user)}
     if _is_member_event_for(event, ours):

@@ -1,14 +1,28 @@
-"""History visibility applied to stored events (the pure rules are in events/visibility)."""
+"""History visibility applied to stored events (the pure rules are in events/visibility).
+
+Visibility is always judged by the state *at* each event (before it), never by the
+room's current state: a server or user that joined late does not see what came before
+because it is a member now.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from homeserver.events.event import Event
-from homeserver.events.visibility import filter_events_for_client
+from homeserver.events.redaction import prune_event
+from homeserver.events.visibility import (
+    filter_events_for_client,
+    filter_events_for_server,
+    server_of_user,
+)
 from homeserver.rooms.ignored import IgnoredUsers, without_ignored
 from homeserver.rooms.room_cache import RoomCache
 from storage.events import EventsStore
 
 HISTORY_KEY = ("m.room.history_visibility", "")
+MEMBER = "m.room.member"
 
 
 class VisibilityFilter:
@@ -56,3 +70,53 @@ class VisibilityFilter:
             is_peeking=current_membership is None,
             view=lambda e: (e.event_id, e.pdu),
         )
+
+    async def filter_for_server(
+        self, server_name: str, events: list[Event], *, redact: bool
+    ) -> list[dict[str, Any]]:
+        """The PDUs of ``events`` for the remote ``server_name`` (``/backfill``,
+        ``/get_missing_events``, ``/event``), in order. Those it may not see, by the
+        history visibility and its users' memberships in the state at each event, are
+        redacted (``redact``) or left out.
+
+        As Synapse, an event without state (an outlier) counts as ``shared``: there is
+        no state at it to judge by. The server's users are those with a membership in
+        the current state of the event's room (a state key, once set, stays in it)."""
+        if not events:
+            return []
+        keys: set[tuple[str, str]] = {HISTORY_KEY}
+        for room_id in {ev.room_id for ev in events}:
+            room = await self._rooms.get(room_id)
+            if room is not None:
+                keys.update(
+                    k for k in room.state if k[0] == MEMBER and server_of_user(k[1]) == server_name
+                )
+        state_ids = await self._events.get_state_keys_at_events(
+            [ev.event_id for ev in events], sorted(keys), before=True
+        )
+        state_events = await self._events.get_events(
+            {eid for m in state_ids.values() for eid in m.values()}
+        )
+
+        def state_at(event_id: str) -> tuple[str | None, Mapping[str, str | None]]:
+            ids = state_ids.get(event_id, {})
+            hv_event = state_events.get(ids.get(HISTORY_KEY, ""))
+            hv = hv_event.content.get("history_visibility") if hv_event else None
+            memberships = {
+                key[1]: ev.membership
+                for key, eid in ids.items()
+                if key[0] == MEMBER and (ev := state_events.get(eid)) is not None
+            }
+            return (hv if isinstance(hv, str) else None), memberships
+
+        visible = {
+            ev.event_id
+            for ev in filter_events_for_server(
+                events, server_name, state_at, view=lambda e: (e.event_id, e.pdu)
+            )
+        }
+        return [
+            ev.pdu if ev.event_id in visible else prune_event(ev.pdu, ev.room_version)
+            for ev in events
+            if redact or ev.event_id in visible
+        ]

@@ -115,6 +115,7 @@ BAD_JSON_CASES: list[tuple[str, Callable[[dict[str, Any]], None]]] = [
     ("auth_events non-string", _set("auth_events", [1])),
     ("auth_events bad id", _set("auth_events", ["$short"])),
     ("auth_events too many", _set("auth_events", [EVENT_ID] * 11)),
+    ("auth_events listed twice", _set("auth_events", [EVENT_ID, EVENT_ID])),
     ("prev_events not list", _set("prev_events", {})),
     ("prev_events non-string", _set("prev_events", [None])),
     ("prev_events legacy id", _set("prev_events", ["$abc:example.org"])),
