@@ -34,6 +34,7 @@ from homeserver.api.client.profile import ProfileServlets
 from homeserver.api.client.register import RegisterServlets
 from homeserver.api.client.relations import RelationServlets
 from homeserver.api.client.room_keys import RoomKeysServlets
+from homeserver.api.client.room_upgrade import RoomUpgradeServlets
 from homeserver.api.client.rooms import RoomServlets
 from homeserver.api.client.search import SearchServlets
 from homeserver.api.client.spaces import SpaceServlets
@@ -82,6 +83,7 @@ from homeserver.rooms.memberships import MembershipCache
 from homeserver.rooms.persister import EventPersister
 from homeserver.rooms.room_cache import RoomCache
 from homeserver.rooms.summary import RoomSummaryHandler
+from homeserver.rooms.upgrade import RoomUpgrader
 from homeserver.rooms.visibility import VisibilityFilter
 from homeserver.sync.handler import SyncHandler
 from homeserver.sync.notifier import Notifier
@@ -452,6 +454,9 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         SearchServlets(auth, SearchHandler(storage, room_cache, memberships, visibility)),
         DirectoryServlets(auth, room_handler, directory),
         SpaceServlets(auth, room_handler, summaries),
+        RoomUpgradeServlets(
+            auth, RoomUpgrader(server_name, storage, room_cache, creator, room_handler)
+        ),
         FederationHierarchyServlet(federation.authenticator.authenticate, summaries),
         AppServiceServlets(auth, appservices),
         MediaServlets(auth, media, Ratelimiter(reactor, config.rc_media_create), previewer),
