@@ -1,0 +1,54 @@
+"""A room upgrade on one of our servers, followed by a user of the other."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest_twisted
+
+from tests.federation.test_two_servers import sleep
+from tests.rooms.helpers import V3, assert_error, create_room, get_state, send_raw
+from tests.support.client import q
+from tests.support.server import RunningServer
+
+
+@pytest_twisted.ensureDeferred
+async def test_remote_member_sees_tombstone_and_joins_the_new_room(
+    two_servers: tuple[RunningServer, RunningServer],
+) -> None:
+    a, b = two_servers
+    alice = a.client()
+    await alice.register("alice")
+    bob = b.client()
+    await bob.register("bob")
+    old = await create_room(alice, room_version="11", preset="public_chat", name="Old")
+    resp = await bob.post(f"{V3}/join/{q(old)}", {}, params={"via": a.hs.server_name})
+    assert resp.code == 200, resp
+
+    resp = await alice.post(f"{V3}/rooms/{q(old)}/upgrade", {"new_version": "12"})
+    assert resp.code == 200, resp
+    new = resp.json["replacement_room"]
+
+    tombstone: Any = None
+    for _ in range(50):
+        tombstone = await get_state(bob, old, "m.room.tombstone")
+        if tombstone.code == 200:
+            break
+        await sleep(0.1)
+    assert tombstone.code == 200, tombstone
+    assert tombstone.json["replacement_room"] == new
+    # The old room is for moderators only now, on B too.
+    for _ in range(50):
+        if (await get_state(bob, old, "m.room.power_levels")).json["events_default"] == 50:
+            break
+        await sleep(0.1)
+    assert_error(await send_raw(bob, old, "hello?"), 403, "M_FORBIDDEN")
+
+    resp = await bob.post(f"{V3}/join/{q(new)}", {}, params={"via": a.hs.server_name})
+    assert resp.code == 200, resp
+    create = await get_state(bob, new, "m.room.create")
+    assert create.json["predecessor"] == {"room_id": old}
+    assert create.json["room_version"] == "12"
+    assert (await get_state(bob, new, "m.room.name")).json == {"name": "Old"}
+    resp = await send_raw(bob, new, "here now")
+    assert resp.code == 200, resp
