@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest_twisted
 
+from tests.federation.test_spaces import alice_and_bob
 from tests.federation.test_two_servers import sleep
 from tests.rooms.helpers import V3, assert_error, create_room, get_state, send_raw
 from tests.support.client import q
@@ -16,11 +17,8 @@ from tests.support.server import RunningServer
 async def test_remote_member_sees_tombstone_and_joins_the_new_room(
     two_servers: tuple[RunningServer, RunningServer],
 ) -> None:
-    a, b = two_servers
-    alice = a.client()
-    await alice.register("alice")
-    bob = b.client()
-    await bob.register("bob")
+    a, _ = two_servers
+    alice, bob = await alice_and_bob(two_servers)
     old = await create_room(alice, room_version="11", preset="public_chat", name="Old")
     resp = await bob.post(f"{V3}/join/{q(old)}", {}, params={"via": a.hs.server_name})
     assert resp.code == 200, resp

@@ -26,15 +26,20 @@ async def add_child(client: Client, space_id: str, child_id: str, server: str) -
     assert resp.code == 200, resp
 
 
+async def alice_and_bob(servers: tuple[RunningServer, RunningServer]) -> tuple[Client, Client]:
+    """@alice registered on the first server, @bob on the second."""
+    alice, bob = servers[0].client(), servers[1].client()
+    await alice.register("alice")
+    await bob.register("bob")
+    return alice, bob
+
+
 @pytest_twisted.ensureDeferred
 async def test_hierarchy_and_summary_of_rooms_only_on_the_other_server(
     two_servers: tuple[RunningServer, RunningServer],
 ) -> None:
     a, b = two_servers
-    alice = a.client()
-    await alice.register("alice")
-    bob = b.client()
-    await bob.register("bob")
+    alice, bob = await alice_and_bob(two_servers)
     b_name = b.hs.server_name
 
     # The space lives on A (bob joins it); its children only on B.
@@ -99,8 +104,7 @@ async def test_federation_hierarchy_refuses_servers_the_acl_denies(
     two_servers: tuple[RunningServer, RunningServer],
 ) -> None:
     a, b = two_servers
-    bob = b.client()
-    await bob.register("bob")
+    _, bob = await alice_and_bob(two_servers)
     room = await create_room(bob, preset="public_chat", name="No A here")
     path = f"/_matrix/federation/v1/hierarchy/{q(room)}"
     fed: Any = a.hs.federation.client

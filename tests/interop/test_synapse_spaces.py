@@ -35,6 +35,33 @@ async def hierarchy(client: Client, room_id: str, **params: str) -> Response:
     return resp
 
 
+async def space_tree(
+    owner: Client, children_owner: Client, server: str, prefix: str
+) -> tuple[str, str, str, str, str]:
+    """A public space of ``owner`` whose children (on ``server``) are a public sub-space
+    (holding a public room and the private one), a public room and a private room:
+    (space, sub-space, deep room, private room, public room)."""
+    space = await create(owner, preset="public_chat", creation_content={"type": "m.space"})
+    sub = await create(
+        children_owner,
+        preset="public_chat",
+        name=f"{prefix} sub",
+        creation_content={"type": "m.space"},
+    )
+    deep = await create(children_owner, preset="public_chat", name=f"{prefix} deep")
+    secret = await create(
+        children_owner, name=f"{prefix} secret name", topic=f"{prefix} secret topic"
+    )
+    open_room = await create(
+        children_owner, preset="public_chat", name=f"{prefix} open", topic="come in"
+    )
+    await add_child(children_owner, sub, deep, server)
+    await add_child(children_owner, sub, secret, server)
+    for child in (sub, open_room, secret):
+        await add_child(owner, space, child, server)
+    return space, sub, deep, secret, open_room
+
+
 def room_ids(resp: Response) -> list[str]:
     return [r["room_id"] for r in resp.json["rooms"]]
 
@@ -45,17 +72,7 @@ async def test_our_user_walks_a_space_whose_children_live_on_synapse(
 ) -> None:
     s_user, o_user = await users(synapse, ours)
     s_name = synapse.server_name
-    space = await create(o_user, preset="public_chat", creation_content={"type": "m.space"})
-    s_sub = await create(
-        s_user, preset="public_chat", name="S sub", creation_content={"type": "m.space"}
-    )
-    s_deep = await create(s_user, preset="public_chat", name="S deep")
-    s_secret = await create(s_user, name="S secret name", topic="S secret topic")
-    s_open = await create(s_user, preset="public_chat", name="S open", topic="come in")
-    await add_child(s_user, s_sub, s_deep, s_name)
-    await add_child(s_user, s_sub, s_secret, s_name)
-    for child in (s_sub, s_open, s_secret):
-        await add_child(o_user, space, child, s_name)
+    space, s_sub, s_deep, s_secret, s_open = await space_tree(o_user, s_user, s_name, "S")
 
     resp = await hierarchy(o_user, space)
     assert room_ids(resp) == [space, s_sub, s_deep, s_open]
@@ -83,17 +100,7 @@ async def test_synapse_user_walks_our_space_whose_children_live_here(
 ) -> None:
     s_user, o_user = await users(synapse, ours)
     o_name = ours.hs.server_name
-    space = await create(o_user, preset="public_chat", creation_content={"type": "m.space"})
-    sub = await create(
-        o_user, preset="public_chat", name="O sub", creation_content={"type": "m.space"}
-    )
-    deep = await create(o_user, preset="public_chat", name="O deep")
-    secret = await create(o_user, name="O secret name", topic="O secret topic")
-    open_room = await create(o_user, preset="public_chat", name="O open", topic="hi")
-    await add_child(o_user, sub, deep, o_name)
-    await add_child(o_user, sub, secret, o_name)
-    for child in (sub, open_room, secret):
-        await add_child(o_user, space, child, o_name)
+    space, sub, deep, secret, open_room = await space_tree(o_user, o_user, o_name, "O")
     resp = await s_user.post(f"{V3}/join/{q(space)}", {}, params={"server_name": o_name})
     assert resp.code == 200, resp
     await wait_joined(o_user, space, s_user.user_id)
@@ -107,7 +114,7 @@ async def test_synapse_user_walks_our_space_whose_children_live_here(
         await sleep(0.2)
     assert ids == [space, sub, deep, open_room], resp.json
     rooms = {r["room_id"]: r for r in resp.json["rooms"]}
-    assert rooms[open_room]["name"] == "O open" and rooms[open_room]["topic"] == "hi"
+    assert rooms[open_room]["name"] == "O open" and rooms[open_room]["topic"] == "come in"
     assert "O secret" not in resp.raw.decode()
 
     resp = await s_user.get(f"{V1}/room_summary/{q(open_room)}", params={"via": o_name})
