@@ -8,7 +8,7 @@ see it (the rules are in ``spaces.py``).
 
 Pagination (as Synapse): the walk is depth first over a stack of rooms still to visit;
 a page stops at ``limit`` rooms and the stack is kept under a random token for five
-minutes. A token is bound to its user, root room, ``suggested_only`` and ``max_depth``;
+minutes (a token can be used again: a retried page is answered the same). A token is bound to its user, root room, ``suggested_only`` and ``max_depth``;
 anything else is ``M_INVALID_PARAM``.
 """
 
@@ -66,7 +66,7 @@ class RemoteHierarchy(Protocol):
         ...
 
 
-@dataclass
+@dataclass(frozen=True)
 class _QueueEntry:
     room_id: str
     via: tuple[str, ...]
@@ -245,15 +245,24 @@ class RoomSummaryHandler:
             raise _forbidden(user_id, room_id)
 
         if from_token is not None:
-            session = self._take_session(from_token)
+            stored = self._get_session(from_token)
             if (
-                session is None
-                or session.user_id != user_id
-                or session.room_id != room_id
-                or session.suggested_only != suggested_only
-                or session.max_depth != max_depth
+                stored is None
+                or stored.user_id != user_id
+                or stored.room_id != room_id
+                or stored.suggested_only != suggested_only
+                or stored.max_depth != max_depth
             ):
                 raise MatrixError(400, Codes.INVALID_PARAM, "Unknown pagination token")
+            # A copy: the stored page stays as it was, so a retried request gets it again.
+            session = _Session(
+                user_id,
+                room_id,
+                suggested_only,
+                max_depth,
+                list(stored.queue),
+                set(stored.processed),
+            )
         else:
             session = _Session(
                 user_id, room_id, suggested_only, max_depth, [_QueueEntry(room_id, ())]
@@ -324,15 +333,16 @@ class RoomSummaryHandler:
             self._sessions.popitem(last=False)
         return token
 
-    def _take_session(self, token: str) -> _Session | None:
-        """The session of a token (a token is good for one page; expired ones go)."""
+    def _get_session(self, token: str) -> _Session | None:
+        """The session of a token (expired ones go first). Sessions are never changed
+        once stored: each page stores a new one."""
         now = now_ms(self._clock)
         while self._sessions:
             oldest = next(iter(self._sessions.values()))
             if now - oldest.created_ms <= SESSION_LIFETIME_MS:
                 break
             self._sessions.popitem(last=False)
-        return self._sessions.pop(token, None)
+        return self._sessions.get(token)
 
     # Federation /hierarchy -----------------------------------------------------------
 

@@ -118,6 +118,11 @@ async def test_hierarchy_pagination_with_from_and_limit(server: RunningServer) -
             break
     assert seen == [root, *children]
     assert pages == 3
+    # A page asked for again (a client's retry) is answered the same.
+    first = await hierarchy(alice, root, limit=2)
+    token = first.json["next_batch"]
+    again = [await hierarchy(alice, root, limit=2, **{"from": token}) for _ in range(2)]
+    assert ids(again[0]) == ids(again[1]) == children[1:3]
 
     # The token is bound to the parameters it was made with, and to the user.
     first = await hierarchy(alice, root, limit=1)
