@@ -174,3 +174,34 @@ async def test_synapse_user_follows_our_room_upgrade(
         f"{V3}/rooms/{q(new)}/send/m.room.message/t1", {"msgtype": "m.text", "body": "moved"}
     )
     assert resp.code == 200, resp
+
+
+@pytest_twisted.ensureDeferred
+async def test_our_user_follows_a_synapse_room_upgrade(
+    synapse: SynapsePeer, ours: RunningServer
+) -> None:
+    s_user, o_user = await users(synapse, ours)
+    s_name = synapse.server_name
+    old = await create(s_user, room_version="11", preset="public_chat", name="Theirs")
+    resp = await o_user.post(f"{V3}/join/{q(old)}", {}, params={"via": s_name})
+    assert resp.code == 200, resp
+    resp = await s_user.post(f"{V3}/rooms/{q(old)}/upgrade", {"new_version": "12"})
+    assert resp.code == 200, resp
+    new = resp.json["replacement_room"]
+
+    tombstone: Any = None
+    for _ in range(75):
+        tombstone = await o_user.get(f"{V3}/rooms/{q(old)}/state/m.room.tombstone/")
+        if tombstone.code == 200:
+            break
+        await sleep(0.2)
+    assert tombstone.code == 200, tombstone
+    assert tombstone.json["replacement_room"] == new
+    # Our user can see a summary of the new room before joining it, then join it.
+    resp = await o_user.get(f"{V1}/room_summary/{q(new)}", params={"via": s_name})
+    assert resp.code == 200, resp
+    assert resp.json["name"] == "Theirs" and resp.json["room_version"] == "12"
+    resp = await o_user.post(f"{V3}/join/{q(new)}", {}, params={"via": s_name})
+    assert resp.code == 200, resp
+    create_event = await o_user.get(f"{V3}/rooms/{q(new)}/state/m.room.create/")
+    assert create_event.json["predecessor"]["room_id"] == old
