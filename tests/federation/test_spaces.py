@@ -121,3 +121,50 @@ async def test_federation_hierarchy_refuses_servers_the_acl_denies(
         assert e.code == 403 and e.errcode == "M_FORBIDDEN"
     else:
         raise AssertionError("the ACL was not applied")
+
+
+@pytest_twisted.ensureDeferred
+async def test_restricted_and_acl_denied_children_over_federation(
+    two_servers: tuple[RunningServer, RunningServer],
+) -> None:
+    a, b = two_servers
+    alice, bob = await alice_and_bob(two_servers)
+    b_name = b.hs.server_name
+    space = await create_room(bob, preset="public_chat", creation_content={"type": "m.space"})
+    restricted = await create_room(
+        bob,
+        name="Space members only",
+        initial_state=[
+            {
+                "type": "m.room.join_rules",
+                "content": {
+                    "join_rule": "restricted",
+                    "allow": [{"type": "m.room_membership", "room_id": space}],
+                },
+            }
+        ],
+    )
+    banned = await create_room(bob, preset="public_chat", name="Not for A")
+    resp = await put_state(
+        bob, banned, "m.room.server_acl", {"allow": ["*"], "deny": [a.hs.server_name.split(":")[0]]}
+    )
+    assert resp.code == 200, resp
+    for child in (restricted, banned):
+        await add_child(bob, space, child, b_name)
+    path = f"/_matrix/federation/v1/hierarchy/{q(space)}"
+    fed: Any = a.hs.federation.client
+
+    # A has nobody in the space: the restricted child is not for it, nor the ACL'd one.
+    answer = await fed.get_json(b_name, path)
+    assert answer["children"] == []
+    assert sorted(answer["inaccessible_children"]) == sorted([restricted, banned])
+    assert "Space members only" not in str(answer) and "Not for A" not in str(answer)
+
+    # Once alice is in the space, A may see the restricted room, and so may she.
+    resp = await alice.post(f"/_matrix/client/v3/join/{q(space)}", {}, params={"via": b_name})
+    assert resp.code == 200, resp
+    answer = await fed.get_json(b_name, path)
+    assert [c["room_id"] for c in answer["children"]] == [restricted]
+    assert answer["children"][0]["allowed_room_ids"] == [space]
+    assert answer["inaccessible_children"] == [banned]
+    assert await hierarchy_ids(alice, space) == [space, restricted]
