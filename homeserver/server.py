@@ -339,6 +339,8 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
     fanout.listeners.append(federation.on_persisted)
     history.backfiller = federation.backfiller
     summaries = RoomSummaryHandler(server_name, reactor, room_cache, memberships)
+    upgrader = RoomUpgrader(server_name, storage, room_cache, creator, room_handler)
+    room_handler.upgrades = upgrader
     summaries.remote = FederationHierarchyClient(reactor, federation.client)
     edus = FederationEdus(
         server_name,
@@ -454,9 +456,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         SearchServlets(auth, SearchHandler(storage, room_cache, memberships, visibility)),
         DirectoryServlets(auth, room_handler, directory),
         SpaceServlets(auth, room_handler, summaries),
-        RoomUpgradeServlets(
-            auth, RoomUpgrader(server_name, storage, room_cache, creator, room_handler)
-        ),
+        RoomUpgradeServlets(auth, upgrader),
         FederationHierarchyServlet(federation.authenticator.authenticate, summaries),
         AppServiceServlets(auth, appservices),
         MediaServlets(auth, media, Ratelimiter(reactor, config.rc_media_create), previewer),

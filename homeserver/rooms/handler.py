@@ -57,6 +57,12 @@ class RemoteMembership(Protocol):
     async def query_alias(self, alias: str) -> tuple[str, list[str]]: ...
 
 
+class UpgradeFollower(Protocol):
+    """Carries our side of a room over to its replacement once we join that."""
+
+    async def on_remote_join(self, room_id: str) -> None: ...
+
+
 class RoomHandler:
     def __init__(
         self,
@@ -79,6 +85,8 @@ class RoomHandler:
         self._memberships = memberships
         # Set by the composition root when federation is enabled.
         self.remote: RemoteMembership | None = None
+        # Set by the composition root (room upgrades).
+        self.upgrades: UpgradeFollower | None = None
         # Checks of a message before it is built (relations): (requester, room id, event
         # type, content, transaction id); each raises MatrixError to refuse it.
         self.message_checks: list[
@@ -513,6 +521,11 @@ class RoomHandler:
             candidates = [s for s in dict.fromkeys(servers) if s != self.server_name]
             if candidates or room is None:
                 await self.remote.remote_join(requester.user_id, room_id, candidates, content)
+                if self.upgrades is not None:
+                    try:
+                        await self.upgrades.on_remote_join(room_id)
+                    except Exception:
+                        logger.exception("Carrying %s's predecessor over failed", room_id)
                 return room_id
         await self.update_membership(
             requester, room_id, requester.user_id, "join", reason=reason, txn=txn

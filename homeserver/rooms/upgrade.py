@@ -21,15 +21,18 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from homeserver.ephemeral.tags import TAG_TYPE
 from homeserver.errors import Codes, MatrixError
+from homeserver.events.auth_rules import room_creators
 from homeserver.events.event import Event
 from homeserver.events.format import is_valid_user_id
 from homeserver.events.room_versions import RoomVersion, get_room_version
 from homeserver.handlers.auth import Requester
 from homeserver.rooms.event_creation import EventCreator
 from homeserver.rooms.handler import PRESETS, RoomHandler
-from homeserver.rooms.room_cache import LiveRoom, RoomCache
+from homeserver.rooms.room_cache import LiveRoom, RoomCache, pdu_with_id
 from homeserver.rooms.spaces import SPACE_ROOM_TYPE
+from storage.account_data import GLOBAL
 from storage.storage import Storage
 
 logger = logging.getLogger(__name__)
@@ -163,6 +166,19 @@ def split_canonical_alias(
     return old, new
 
 
+def with_successor_in_direct(
+    direct: Mapping[str, Any], old_room_id: str, new_room_id: str
+) -> JsonDict | None:
+    """``m.direct`` with the new room listed wherever the old one is; None if unchanged."""
+    updated = dict(direct)
+    changed = False
+    for user_id, rooms in direct.items():
+        if isinstance(rooms, list) and old_room_id in rooms and new_room_id not in rooms:
+            updated[user_id] = [*rooms, new_room_id]
+            changed = True
+    return updated if changed else None
+
+
 # The operation ---------------------------------------------------------------------
 
 
@@ -247,10 +263,46 @@ class RoomUpgrader:
             room=old,
             pre_persist=populate,
         )
-        await self._storage.events.move_room_directory(old.room_id, new_room_id)
+        await self.transfer_room_state(old.room_id, new_room_id)
         await self._move_canonical_alias(old, new_room_id, user_id)
         await self._settle_power_levels(old, new_room_id, user_id, additional_creators)
         return new_room_id
+
+    async def transfer_room_state(self, old_room_id: str, new_room_id: str) -> None:
+        """What follows a room to its replacement on this server (as Synapse): local
+        aliases and the directory listing, and each local member's tags and ``m.direct``
+        entry."""
+        await self._storage.events.move_room_directory(old_room_id, new_room_id)
+        old = await self._rooms.get(old_room_id)
+        if old is None:
+            return
+        account_data = self._storage.account_data
+        for user_id in sorted(u for u in old.joined_members() if self._handler.is_mine(u)):
+            tags = (await account_data.get(user_id, old_room_id, TAG_TYPE) or {}).get("tags")
+            if isinstance(tags, dict) and tags:
+                current = await account_data.get(user_id, new_room_id, TAG_TYPE) or {}
+                merged = {**tags, **(current.get("tags") or {})}
+                await account_data.put(user_id, new_room_id, TAG_TYPE, {"tags": merged})
+            direct = await account_data.get(user_id, GLOBAL, "m.direct")
+            updated = with_successor_in_direct(direct or {}, old_room_id, new_room_id)
+            if updated is not None:
+                await account_data.put(user_id, GLOBAL, "m.direct", updated)
+
+    async def on_remote_join(self, room_id: str) -> None:
+        """Our server just joined ``room_id`` through another: if it replaces a room we are
+        in, and that room's tombstone agrees, carry our side over (as Synapse)."""
+        room = await self._rooms.get(room_id)
+        predecessor = room.state_content("m.room.create").get("predecessor") if room else None
+        old_room_id = predecessor.get("room_id") if isinstance(predecessor, dict) else None
+        if not isinstance(old_room_id, str):
+            return
+        old = await self._rooms.get(old_room_id)
+        if old is None or not any(self._handler.is_mine(u) for u in old.joined_members()):
+            return
+        if old.state_content("m.room.tombstone").get("replacement_room") != room_id:
+            logger.info("Ignoring unverified predecessor %s of %s", old_room_id, room_id)
+            return
+        await self.transfer_room_state(old_room_id, room_id)
 
     async def _send(
         self, room_id: str, sender: str, event_type: str, key: str, content: JsonDict
@@ -325,5 +377,12 @@ class RoomUpgrader:
         restored = dict(original)
         if new_room.room_version.room_id_is_create_event_hash:
             restored = without_creators(restored, [user_id, *(additional_creators or [])])
+        elif old.room_version.room_id_is_create_event_hash:
+            # Out of a v12 room, whose creators are not listed in its power levels: they
+            # would have no power left at all. They keep what the upgrader was raised to.
+            create = old.create_event
+            creators = room_creators(pdu_with_id(create), old.room_version) if create else set()
+            for creator in sorted(creators):
+                restored = raised_power_levels(restored, creator)
         if restored != new_room.state_content("m.room.power_levels"):
             await self._send(new_room_id, user_id, "m.room.power_levels", "", restored)

@@ -229,3 +229,44 @@ async def test_upgrade_refusals(server: Any) -> None:
         "M_BAD_JSON",
     )
     assert await state_of(alice, old) == before
+
+
+@pytest_twisted.ensureDeferred
+async def test_upgrade_carries_local_members_tags_and_direct_chats(server: Any) -> None:
+    alice = await user(server, "alice")
+    bob = await user(server, "bob")
+    old = await create_room(alice, preset="public_chat")
+    assert (await join(bob, old)).code == 200
+    for client, tag in ((alice, "m.favourite"), (bob, "u.work")):
+        resp = await client.put(
+            f"{V3}/user/{q(client.user_id)}/rooms/{q(old)}/tags/{q(tag)}", {"order": 0.5}
+        )
+        assert resp.code == 200, resp
+    direct = {bob.user_id: ["!other:test.local", old]}
+    resp = await alice.put(f"{V3}/user/{q(alice.user_id)}/account_data/m.direct", direct)
+    assert resp.code == 200, resp
+
+    resp = await upgrade(alice, old, {"new_version": "12"})
+    assert resp.code == 200, resp
+    new = resp.json["replacement_room"]
+    for client, tag in ((alice, "m.favourite"), (bob, "u.work")):
+        resp = await client.get(f"{V3}/user/{q(client.user_id)}/rooms/{q(new)}/tags")
+        assert resp.json == {"tags": {tag: {"order": 0.5}}}, resp
+    resp = await alice.get(f"{V3}/user/{q(alice.user_id)}/account_data/m.direct")
+    assert resp.json == {bob.user_id: ["!other:test.local", old, new]}
+
+
+@pytest_twisted.ensureDeferred
+async def test_upgrade_out_of_v12_leaves_the_creator_in_charge(server: Any) -> None:
+    alice = await user(server, "alice")
+    bob = await user(server, "bob")
+    old = await create_room(alice, room_version="12", preset="private_chat")
+    resp = await upgrade(alice, old, {"new_version": "11"})
+    assert resp.code == 200, resp
+    new = resp.json["replacement_room"]
+    # v11 has no creator power: without a level alice could do nothing in her room.
+    levels = (await get_state(alice, new, "m.room.power_levels")).json
+    assert levels["users"][alice.user_id] >= 100
+    assert (await put_state(alice, new, "m.room.topic", {"topic": "still mine"})).code == 200
+    resp = await alice.post(room_path(new, "/invite"), {"user_id": bob.user_id})
+    assert resp.code == 200, resp
