@@ -9,8 +9,20 @@ import pytest_twisted
 from tests.federation.test_spaces import alice_and_bob
 from tests.federation.test_two_servers import sleep
 from tests.rooms.helpers import V3, assert_error, create_room, get_state, send_raw
-from tests.support.client import q
+from tests.support.client import Client, q
 from tests.support.server import RunningServer
+
+
+async def wait_for_tombstone(client: Client, old: str, new: str) -> None:
+    """Until ``client``'s server holds the old room's tombstone, pointing at ``new``."""
+    tombstone: Any = None
+    for _ in range(50):
+        tombstone = await get_state(client, old, "m.room.tombstone")
+        if tombstone.code == 200:
+            break
+        await sleep(0.1)
+    assert tombstone.code == 200, tombstone
+    assert tombstone.json["replacement_room"] == new
 
 
 @pytest_twisted.ensureDeferred
@@ -27,14 +39,7 @@ async def test_remote_member_sees_tombstone_and_joins_the_new_room(
     assert resp.code == 200, resp
     new = resp.json["replacement_room"]
 
-    tombstone: Any = None
-    for _ in range(50):
-        tombstone = await get_state(bob, old, "m.room.tombstone")
-        if tombstone.code == 200:
-            break
-        await sleep(0.1)
-    assert tombstone.code == 200, tombstone
-    assert tombstone.json["replacement_room"] == new
+    await wait_for_tombstone(bob, old, new)
     # The old room is for moderators only now, on B too.
     for _ in range(50):
         if (await get_state(bob, old, "m.room.power_levels")).json["events_default"] == 50:
@@ -75,10 +80,7 @@ async def test_joining_the_replacement_moves_the_other_servers_directory_and_tag
     resp = await alice.post(f"{V3}/rooms/{q(old)}/upgrade", {"new_version": "12"})
     assert resp.code == 200, resp
     new = resp.json["replacement_room"]
-    for _ in range(50):
-        if (await get_state(bob, old, "m.room.tombstone")).code == 200:
-            break
-        await sleep(0.1)
+    await wait_for_tombstone(bob, old, new)
     resp = await bob.post(f"{V3}/join/{q(new)}", {}, params={"via": a.hs.server_name})
     assert resp.code == 200, resp
 

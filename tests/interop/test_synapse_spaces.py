@@ -62,6 +62,18 @@ async def space_tree(
     return space, sub, deep, secret, open_room
 
 
+async def wait_for_tombstone(client: Client, old: str, new: str) -> None:
+    """Until ``client``'s server holds the old room's tombstone, pointing at ``new``."""
+    tombstone: Any = None
+    for _ in range(75):
+        tombstone = await client.get(f"{V3}/rooms/{q(old)}/state/m.room.tombstone/")
+        if tombstone.code == 200:
+            break
+        await sleep(0.2)
+    assert tombstone.code == 200, tombstone
+    assert tombstone.json["replacement_room"] == new
+
+
 def room_ids(resp: Response) -> list[str]:
     return [r["room_id"] for r in resp.json["rooms"]]
 
@@ -141,14 +153,7 @@ async def test_synapse_user_follows_our_room_upgrade(
     assert resp.code == 200, resp
     new = resp.json["replacement_room"]
 
-    tombstone: Any = None
-    for _ in range(75):
-        tombstone = await s_user.get(f"{V3}/rooms/{q(old)}/state/m.room.tombstone/")
-        if tombstone.code == 200:
-            break
-        await sleep(0.2)
-    assert tombstone.code == 200, tombstone
-    assert tombstone.json["replacement_room"] == new
+    await wait_for_tombstone(s_user, old, new)
     # Synapse sees the old room restricted to moderators too.
     pl = await s_user.get(f"{V3}/rooms/{q(old)}/state/m.room.power_levels/")
     assert pl.json["events_default"] == 50
@@ -189,14 +194,7 @@ async def test_our_user_follows_a_synapse_room_upgrade(
     assert resp.code == 200, resp
     new = resp.json["replacement_room"]
 
-    tombstone: Any = None
-    for _ in range(75):
-        tombstone = await o_user.get(f"{V3}/rooms/{q(old)}/state/m.room.tombstone/")
-        if tombstone.code == 200:
-            break
-        await sleep(0.2)
-    assert tombstone.code == 200, tombstone
-    assert tombstone.json["replacement_room"] == new
+    await wait_for_tombstone(o_user, old, new)
     # Our user can see a summary of the new room before joining it, then join it.
     resp = await o_user.get(f"{V1}/room_summary/{q(new)}", params={"via": s_name})
     assert resp.code == 200, resp
