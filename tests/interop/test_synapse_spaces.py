@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 
-from tests.interop.test_synapse import sleep, users, wait_joined
+from tests.interop.test_synapse import name, sleep, users, wait_joined
 from tests.support.client import Client, Response, q
 from tests.support.server import RunningServer
 from tests.support.synapse import SynapsePeer
@@ -104,6 +104,13 @@ async def test_our_user_walks_a_space_whose_children_live_on_synapse(
     resp = await o_user.get(f"{V1}/room_summary/{q(s_secret)}", params={"via": s_name})
     assert resp.code == 404, resp
     assert "S secret" not in resp.raw.decode()
+    # By Synapse's alias: the alias query names the server to ask.
+    alias = f"#{name()}:{s_name}"
+    resp = await s_user.put(f"{V3}/directory/room/{q(alias)}", {"room_id": s_open})
+    assert resp.code == 200, resp
+    resp = await o_user.get(f"{V1}/room_summary/{q(alias)}")
+    assert resp.code == 200, resp
+    assert resp.json["room_id"] == s_open and resp.json["name"] == "S open"
 
 
 @pytest_twisted.ensureDeferred
