@@ -16,7 +16,7 @@ from typing import Any
 
 from twisted.web.server import Request
 
-from federation.interfaces import FederationClient, FederationRequestError
+from federation.interfaces import FederationClient
 from federation.room_events import quote
 from homeserver.clock import Clock
 from homeserver.http.server import JsonResource
@@ -85,7 +85,7 @@ class FederationHierarchyClient:
                     timeout_s=TIMEOUT_S,
                 )
                 space = parse_remote_space(room_id, body)
-            except (FederationRequestError, ValueError) as e:
+            except Exception as e:  # as Synapse: any failure means "ask the next one"
                 logger.info("No hierarchy of %s from %s: %s", room_id, server, e)
                 continue
             self._cache[key] = (self._clock.seconds(), space)

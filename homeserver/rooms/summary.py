@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from federation.acl import server_allowed_by_acl
 from homeserver.clock import Clock, now_ms
 from homeserver.errors import Codes, MatrixError
+from homeserver.events.format import is_valid_server_name
 from homeserver.rooms.directory import room_summary_entry
 from homeserver.rooms.memberships import MembershipCache
 from homeserver.rooms.room_cache import LiveRoom, RoomCache
@@ -219,7 +220,8 @@ class RoomSummaryHandler:
     async def _remote(
         self, room_id: str, via: Sequence[str], suggested_only: bool
     ) -> RemoteSpace | None:
-        servers = [s for s in via if s != self._server_name][:MAX_SERVERS_PER_CHILD]
+        servers = [s for s in via if s != self._server_name and is_valid_server_name(s)]
+        servers = servers[:MAX_SERVERS_PER_CHILD]
         if self.remote is None or not servers:
             return None
         return await self.remote.get_hierarchy(servers, room_id, suggested_only)

@@ -245,3 +245,6 @@ async def test_room_summary_of_local_rooms(server: RunningServer) -> None:
     assert_error(await summary(bob, "nonsense"), 400, "M_INVALID_PARAM")
     # A room we do not hold, with no server to ask.
     assert_error(await summary(bob, "!unknown:test.local"), 400, "M_MISSING_PARAM")
+    for via in ("not a server!", "127.0.0.1:1"):  # invalid; nobody listening
+        resp = await summary(bob, "!unknown:test.local", params={"via": via})
+        assert_error(resp, 404, "M_NOT_FOUND")
