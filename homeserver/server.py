@@ -339,7 +339,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
     fanout.listeners.append(federation.on_persisted)
     history.backfiller = federation.backfiller
     summaries = RoomSummaryHandler(server_name, reactor, room_cache, memberships)
-    upgrader = RoomUpgrader(server_name, storage, room_cache, creator, room_handler)
+    upgrader = RoomUpgrader(server_name, storage, room_cache, creator, room_handler, push.rules)
     room_handler.upgrades = upgrader
     summaries.remote = FederationHierarchyClient(reactor, federation.client)
     edus = FederationEdus(

@@ -28,6 +28,8 @@ from homeserver.events.event import Event
 from homeserver.events.format import is_valid_user_id
 from homeserver.events.room_versions import RoomVersion, get_room_version
 from homeserver.handlers.auth import Requester
+from homeserver.push.rules import PushRule, PushRuleSet
+from homeserver.push.rules_handler import PushRulesHandler
 from homeserver.rooms.event_creation import EventCreator
 from homeserver.rooms.handler import PRESETS, RoomHandler
 from homeserver.rooms.room_cache import LiveRoom, RoomCache, pdu_with_id
@@ -179,6 +181,38 @@ def with_successor_in_direct(
     return updated if changed else None
 
 
+def _about_room(rule: PushRule, room_id: str) -> bool:
+    if rule.kind == "room":
+        return rule.rule_id == room_id
+    return any(c.get("key") == "room_id" and c.get("pattern") == room_id for c in rule.conditions)
+
+
+def copy_room_push_rules(ruleset: PushRuleSet, old_room_id: str, new_room_id: str) -> None:
+    """As Synapse: each enabled rule of the user about the old room gets a copy about the
+    new one (a rule already there is left alone)."""
+    for kind in ("override", "room", "underride"):
+        for rule in ruleset.rules(kind):
+            if rule.default or not rule.enabled or not _about_room(rule, old_room_id):
+                continue
+            body: JsonDict = {"actions": list(rule.actions)}
+            if kind == "room":
+                rule_id = new_room_id
+            else:
+                rule_id = (
+                    rule.rule_id.replace(old_room_id, new_room_id)
+                    if old_room_id in rule.rule_id
+                    else f"{rule.rule_id}-{new_room_id}"
+                )
+                body["conditions"] = [
+                    {**c, "pattern": new_room_id}
+                    if c.get("key") == "room_id" and c.get("pattern") == old_room_id
+                    else dict(c)
+                    for c in rule.conditions
+                ]
+            if not any(r.rule_id == rule_id for r in ruleset.rules(kind)):
+                ruleset.add_rule(kind, rule_id, body)
+
+
 # The operation ---------------------------------------------------------------------
 
 
@@ -190,8 +224,10 @@ class RoomUpgrader:
         rooms: RoomCache,
         creator: EventCreator,
         handler: RoomHandler,
+        push_rules: PushRulesHandler,
     ) -> None:
         self._server_name = server_name
+        self._push_rules = push_rules
         self._storage = storage
         self._rooms = rooms
         self._creator = creator
@@ -270,8 +306,8 @@ class RoomUpgrader:
 
     async def transfer_room_state(self, old_room_id: str, new_room_id: str) -> None:
         """What follows a room to its replacement on this server (as Synapse): local
-        aliases and the directory listing, and each local member's tags and ``m.direct``
-        entry."""
+        aliases and the directory listing, and each local member's tags, ``m.direct``
+        entry and push rules about the room."""
         await self._storage.events.move_room_directory(old_room_id, new_room_id)
         old = await self._rooms.get(old_room_id)
         if old is None:
@@ -287,6 +323,11 @@ class RoomUpgrader:
             updated = with_successor_in_direct(direct or {}, old_room_id, new_room_id)
             if updated is not None:
                 await account_data.put(user_id, GLOBAL, "m.direct", updated)
+            rules = await self._push_rules.get(user_id)
+            if any(_about_room(r, old_room_id) for r in rules.ordered_rules() if not r.default):
+                await self._push_rules.change(
+                    user_id, lambda r: copy_room_push_rules(r, old_room_id, new_room_id)
+                )
 
     async def on_remote_join(self, room_id: str) -> None:
         """Our server just joined ``room_id`` through another: if it replaces a room we are

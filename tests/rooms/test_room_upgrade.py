@@ -270,3 +270,36 @@ async def test_upgrade_out_of_v12_leaves_the_creator_in_charge(server: Any) -> N
     assert (await put_state(alice, new, "m.room.topic", {"topic": "still mine"})).code == 200
     resp = await alice.post(room_path(new, "/invite"), {"user_id": bob.user_id})
     assert resp.code == 200, resp
+
+
+@pytest_twisted.ensureDeferred
+async def test_upgrade_copies_push_rules_about_the_room(server: Any) -> None:
+    alice = await user(server, "alice")
+    old = await create_room(alice, preset="public_chat")
+    rules = f"{V3}/pushrules/global"
+    resp = await alice.put(f"{rules}/room/{q(old)}", {"actions": ["notify"]})
+    assert resp.code == 200, resp
+    condition = {"kind": "event_match", "key": "room_id", "pattern": old}
+    resp = await alice.put(
+        f"{rules}/override/loud", {"actions": ["notify"], "conditions": [condition]}
+    )
+    assert resp.code == 200, resp
+    resp = await alice.put(
+        f"{rules}/override/off", {"actions": ["notify"], "conditions": [condition]}
+    )
+    assert resp.code == 200, resp
+    resp = await alice.put(f"{rules}/override/off/enabled", {"enabled": False})
+    assert resp.code == 200, resp
+
+    resp = await upgrade(alice, old, {"new_version": "12"})
+    assert resp.code == 200, resp
+    new = resp.json["replacement_room"]
+    resp = await alice.get(f"{rules}/room/{q(new)}")
+    assert resp.code == 200, resp
+    assert resp.json["actions"] == ["notify"]
+    resp = await alice.get(f"{rules}/override/{q(f'loud-{new}')}")
+    assert resp.code == 200, resp
+    assert resp.json["conditions"] == [{**condition, "pattern": new}]
+    assert (await alice.get(f"{rules}/override/{q(f'off-{new}')}")).code == 404
+    # The old room's rules stay.
+    assert (await alice.get(f"{rules}/room/{q(old)}")).code == 200
