@@ -185,22 +185,26 @@ async def test_hierarchy_hides_private_children_and_refuses_a_private_root(
             }
         ],
     )
-    for child in (secret, readable, invited, restricted):
+    knock = await create_room(alice, name="Knock first")
+    resp = await put_state(alice, knock, "m.room.join_rules", {"join_rule": "knock"})
+    assert resp.code == 200, resp
+    for child in (secret, readable, invited, restricted, knock):
         await add_child(alice, root, child)
 
     resp = await hierarchy(bob, root)
-    assert set(ids(resp)) == {root, readable, invited}
+    assert set(ids(resp)) == {root, readable, invited, knock}
     assert "Secret plans" not in resp.raw.decode()
     assert "do not read" not in resp.raw.decode()
     # Joined to the space: the restricted room opens up (and shows its allow list).
     assert (await join(bob, root)).code == 200
     resp = await hierarchy(bob, root)
-    assert set(ids(resp)) == {root, readable, invited, restricted}
+    assert set(ids(resp)) == {root, readable, invited, restricted, knock}
     entry = next(r for r in resp.json["rooms"] if r["room_id"] == restricted)
     assert entry["allowed_room_ids"] == [root]
     assert entry["join_rule"] == "restricted"
     # The room's members see it all.
-    assert set(ids(await hierarchy(alice, root))) == {root, secret, readable, invited, restricted}
+    everything = {root, secret, readable, invited, restricted, knock}
+    assert set(ids(await hierarchy(alice, root))) == everything
 
     private_space = await space(alice)
     assert_error(await hierarchy(bob, private_space), 403, "M_FORBIDDEN")
