@@ -312,22 +312,29 @@ class RoomUpgrader:
         old = await self._rooms.get(old_room_id)
         if old is None:
             return
-        account_data = self._storage.account_data
         for user_id in sorted(u for u in old.joined_members() if self._handler.is_mine(u)):
-            tags = (await account_data.get(user_id, old_room_id, TAG_TYPE) or {}).get("tags")
-            if isinstance(tags, dict) and tags:
-                current = await account_data.get(user_id, new_room_id, TAG_TYPE) or {}
-                merged = {**tags, **(current.get("tags") or {})}
-                await account_data.put(user_id, new_room_id, TAG_TYPE, {"tags": merged})
-            direct = await account_data.get(user_id, GLOBAL, "m.direct")
-            updated = with_successor_in_direct(direct or {}, old_room_id, new_room_id)
-            if updated is not None:
-                await account_data.put(user_id, GLOBAL, "m.direct", updated)
-            rules = await self._push_rules.get(user_id)
-            if any(_about_room(r, old_room_id) for r in rules.ordered_rules() if not r.default):
-                await self._push_rules.change(
-                    user_id, lambda r: copy_room_push_rules(r, old_room_id, new_room_id)
-                )
+            try:
+                await self._copy_user_state(user_id, old_room_id, new_room_id)
+            except Exception:
+                # As Synapse: one user's settings do not undo the upgrade.
+                logger.exception("Settings of %s not copied to %s", user_id, new_room_id)
+
+    async def _copy_user_state(self, user_id: str, old_room_id: str, new_room_id: str) -> None:
+        account_data = self._storage.account_data
+        tags = (await account_data.get(user_id, old_room_id, TAG_TYPE) or {}).get("tags")
+        if isinstance(tags, dict) and tags:
+            current = await account_data.get(user_id, new_room_id, TAG_TYPE) or {}
+            merged = {**tags, **(current.get("tags") or {})}
+            await account_data.put(user_id, new_room_id, TAG_TYPE, {"tags": merged})
+        direct = await account_data.get(user_id, GLOBAL, "m.direct")
+        updated = with_successor_in_direct(direct or {}, old_room_id, new_room_id)
+        if updated is not None:
+            await account_data.put(user_id, GLOBAL, "m.direct", updated)
+        rules = await self._push_rules.get(user_id)
+        if any(_about_room(r, old_room_id) for r in rules.ordered_rules() if not r.default):
+            await self._push_rules.change(
+                user_id, lambda r: copy_room_push_rules(r, old_room_id, new_room_id)
+            )
 
     async def on_remote_join(self, room_id: str) -> None:
         """Our server just joined ``room_id`` through another: if it replaces a room we are
