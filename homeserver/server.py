@@ -16,6 +16,7 @@ from twisted.internet import defer
 
 from crypto.signing_key import load_or_generate_signing_key
 from federation.edus import FederationEdus
+from federation.hierarchy import FederationHierarchyClient, FederationHierarchyServlet
 from federation.http_client import DEFAULT_IP_RANGE_BLACKLIST
 from federation.setup import Federation, build_federation
 from homeserver.api.client.account import AccountServlets
@@ -33,8 +34,10 @@ from homeserver.api.client.profile import ProfileServlets
 from homeserver.api.client.register import RegisterServlets
 from homeserver.api.client.relations import RelationServlets
 from homeserver.api.client.room_keys import RoomKeysServlets
+from homeserver.api.client.room_upgrade import RoomUpgradeServlets
 from homeserver.api.client.rooms import RoomServlets
 from homeserver.api.client.search import SearchServlets
+from homeserver.api.client.spaces import SpaceServlets
 from homeserver.api.client.sync import SyncServlets
 from homeserver.api.client.tags import TagServlets
 from homeserver.api.client.user_directory import UserDirectoryServlets
@@ -79,6 +82,8 @@ from homeserver.rooms.ignored import IgnoredUsers
 from homeserver.rooms.memberships import MembershipCache
 from homeserver.rooms.persister import EventPersister
 from homeserver.rooms.room_cache import RoomCache
+from homeserver.rooms.summary import RoomSummaryHandler
+from homeserver.rooms.upgrade import RoomUpgrader
 from homeserver.rooms.visibility import VisibilityFilter
 from homeserver.sync.handler import SyncHandler
 from homeserver.sync.notifier import Notifier
@@ -333,6 +338,10 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
     )
     fanout.listeners.append(federation.on_persisted)
     history.backfiller = federation.backfiller
+    summaries = RoomSummaryHandler(server_name, reactor, room_cache, memberships)
+    upgrader = RoomUpgrader(server_name, storage, room_cache, creator, room_handler, push.rules)
+    room_handler.upgrades = upgrader
+    summaries.remote = FederationHierarchyClient(reactor, federation.client)
     edus = FederationEdus(
         server_name,
         reactor,
@@ -446,6 +455,9 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         UserDirectoryServlets(auth, UserDirectoryHandler(storage.user_directory)),
         SearchServlets(auth, SearchHandler(storage, room_cache, memberships, visibility)),
         DirectoryServlets(auth, room_handler, directory),
+        SpaceServlets(auth, room_handler, summaries),
+        RoomUpgradeServlets(auth, upgrader),
+        FederationHierarchyServlet(federation.authenticator.authenticate, summaries),
         AppServiceServlets(auth, appservices),
         MediaServlets(auth, media, Ratelimiter(reactor, config.rc_media_create), previewer),
         FederationMediaServlets(media, federation.authenticator.authenticate),

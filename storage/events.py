@@ -1032,6 +1032,21 @@ class EventsStore:
 
         return await self._db.run_interaction("aliases_for_room", _txn)
 
+    async def move_room_directory(self, old_room_id: str, new_room_id: str) -> None:
+        """A room upgrade: the old room's local aliases and its listing in the public room
+        directory go to the new room, in one transaction."""
+
+        def _txn(txn: Transaction) -> None:
+            txn.execute(
+                "UPDATE room_aliases SET room_id = ? WHERE room_id = ?", (new_room_id, old_room_id)
+            )
+            row = txn.select_one("SELECT is_public FROM rooms WHERE room_id = ?", (old_room_id,))
+            if row and row[0]:
+                txn.execute("UPDATE rooms SET is_public = 0 WHERE room_id = ?", (old_room_id,))
+                txn.execute("UPDATE rooms SET is_public = 1 WHERE room_id = ?", (new_room_id,))
+
+        await self._db.run_interaction("move_room_directory", _txn)
+
     async def set_room_public(self, room_id: str, public: bool) -> None:
         await self._db.run_interaction(
             "set_room_public",

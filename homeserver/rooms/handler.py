@@ -57,6 +57,12 @@ class RemoteMembership(Protocol):
     async def query_alias(self, alias: str) -> tuple[str, list[str]]: ...
 
 
+class UpgradeFollower(Protocol):
+    """Carries our side of a room over to its replacement once we join that."""
+
+    async def on_remote_join(self, room_id: str) -> None: ...
+
+
 class RoomHandler:
     def __init__(
         self,
@@ -79,6 +85,8 @@ class RoomHandler:
         self._memberships = memberships
         # Set by the composition root when federation is enabled.
         self.remote: RemoteMembership | None = None
+        # Set by the composition root (room upgrades).
+        self.upgrades: UpgradeFollower | None = None
         # Checks of a message before it is built (relations): (requester, room id, event
         # type, content, transaction id); each raises MatrixError to refuse it.
         self.message_checks: list[
@@ -125,6 +133,16 @@ class RoomHandler:
             return alias.room_id
         raise MatrixError(400, Codes.INVALID_PARAM, f"{room_id_or_alias} is not a room ID or alias")
 
+    async def resolve_room(self, room_id_or_alias: str) -> tuple[str, list[str]]:
+        """A room id, and for an alias of another server the servers it names."""
+        if (
+            room_id_or_alias.startswith("#")
+            and self.remote is not None
+            and not self._is_local_alias(room_id_or_alias)
+        ):
+            return await self.remote.query_alias(room_id_or_alias)
+        return await self.resolve_room_id_or_alias(room_id_or_alias), []
+
     async def require_joined(self, requester: Requester, room_id: str) -> LiveRoom:
         room = await self.get_room(room_id)
         if room.membership_of(requester.user_id) != "join":
@@ -153,7 +171,7 @@ class RoomHandler:
             return dict(room.state)
         raise MatrixError(403, Codes.FORBIDDEN, f"User {user_id} not in room {room_id}")
 
-    async def _profile_content(self, user_id: str) -> JsonDict:
+    async def profile_content(self, user_id: str) -> JsonDict:
         profile = await self._storage.profiles.get_profile(user_id)
         content: JsonDict = {}
         if profile is not None:
@@ -234,7 +252,7 @@ class RoomHandler:
         if version.room_id_is_create_event_hash and preset == "trusted_private_chat":
             extra = list(creation_content.get("additional_creators") or [])
             creation_content["additional_creators"] = list(dict.fromkeys(extra + invitees))
-        room_id = None if version.room_id_is_create_event_hash else self._new_room_id()
+        room_id = None if version.room_id_is_create_event_hash else self.new_room_id()
         create = self._creator.build_create_event(version, user_id, creation_content, room_id)
         # The alias is claimed atomically before the room exists, so concurrent requests
         # for one alias create one room (the check above only gives an early answer).
@@ -253,7 +271,7 @@ class RoomHandler:
             )
 
         await send_state(
-            "m.room.member", {"membership": "join", **await self._profile_content(user_id)}, user_id
+            "m.room.member", {"membership": "join", **await self.profile_content(user_id)}, user_id
         )
         initial_keys = {(ev["type"], str(ev.get("state_key", ""))) for ev in initial_state}
         # Power levels given in initial_state replace the defaults (as Synapse); the
@@ -310,7 +328,7 @@ class RoomHandler:
             await self._storage.events.set_room_public(room_id, True)
         return room_id, alias
 
-    def _new_room_id(self) -> str:
+    def new_room_id(self) -> str:
         local = "".join(secrets.choice(string.ascii_letters) for _ in range(18))
         return f"!{local}:{self.server_name}"
 
@@ -391,13 +409,13 @@ class RoomHandler:
             raise MatrixError(404, Codes.NOT_FOUND, "Unknown room")
         content: JsonDict = {"membership": membership}
         if membership in ("join", "knock") and target == requester.user_id:
-            content.update(await self._profile_content(target))
+            content.update(await self.profile_content(target))
         elif membership == "invite":
             if self.is_mine(target) and not await self._user_exists(target):
                 raise MatrixError(404, Codes.NOT_FOUND, f"Unknown user {target}")
             if room.membership_of(target) == "join":
                 raise MatrixError(403, Codes.FORBIDDEN, f"{target} is already in the room.")
-            content.update(await self._profile_content(target))
+            content.update(await self.profile_content(target))
             if is_direct:
                 content["is_direct"] = True
         if membership == "join":
@@ -487,16 +505,8 @@ class RoomHandler:
         txn: tuple[str, str] | None = None,
         servers: list[str] | None = None,
     ) -> str:
-        servers = list(servers or [])
-        if (
-            room_id_or_alias.startswith("#")
-            and self.remote is not None
-            and not self._is_local_alias(room_id_or_alias)
-        ):
-            room_id, alias_servers = await self.remote.query_alias(room_id_or_alias)
-            servers = alias_servers + servers
-        else:
-            room_id = await self.resolve_room_id_or_alias(room_id_or_alias)
+        room_id, alias_servers = await self.resolve_room(room_id_or_alias)
+        servers = alias_servers + list(servers or [])
         room = await self._rooms.get(room_id)
         in_room = room is not None and any(self.is_mine(u) for u in room.joined_members())
         if not in_room and self.remote is not None:
@@ -505,12 +515,17 @@ class RoomHandler:
             rooms = await self._memberships.rooms_for_user(requester.user_id)
             if room_id in rooms:  # invited: the inviter's server is in the room
                 servers.insert(0, rooms[room_id].sender.split(":", 1)[-1])
-            content: JsonDict = await self._profile_content(requester.user_id)
+            content: JsonDict = await self.profile_content(requester.user_id)
             if reason is not None:
                 content["reason"] = reason
             candidates = [s for s in dict.fromkeys(servers) if s != self.server_name]
             if candidates or room is None:
                 await self.remote.remote_join(requester.user_id, room_id, candidates, content)
+                if self.upgrades is not None:
+                    try:
+                        await self.upgrades.on_remote_join(room_id)
+                    except Exception:
+                        logger.exception("Carrying %s's predecessor over failed", room_id)
                 return room_id
         await self.update_membership(
             requester, room_id, requester.user_id, "join", reason=reason, txn=txn
