@@ -943,6 +943,23 @@ SCHEMA: list[Key] = [
         None,
         "Presence",
     ),
+    Key(
+        "require_auth_for_profile_requests",
+        _bool,
+        False,
+        "Require an access token for `GET /profile/...`.",
+        None,
+        "Profiles and user directory",
+    ),
+    Key(
+        "limit_profile_requests_to_users_who_share_rooms",
+        _bool,
+        False,
+        "With `require_auth_for_profile_requests`: a user may only read the profiles of "
+        "users they share a room with.",
+        None,
+        "Profiles and user directory",
+    ),
 ]
 
 _SCHEMA_BY_NAME = {key.name: key for key in SCHEMA}
@@ -972,8 +989,6 @@ ACCEPTED_SYNAPSE_KEYS = {
     "modules",
     "retention",
     "limit_remote_rooms",
-    "require_auth_for_profile_requests",
-    "limit_profile_requests_to_users_who_share_rooms",
     "include_profile_data_on_invite",
     "admin_contact",
     "instance_map",

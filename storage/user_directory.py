@@ -82,3 +82,37 @@ class UserDirectoryStore:
             return [DirectoryEntry(r[0], r[1], r[2], bool(r[3])) for r in rows]
 
         return await self._db.run_interaction("search_user_directory", _txn)
+
+    async def share_a_room(self, user_a: str, user_b: str) -> bool:
+        """Whether both users are joined to at least one common room."""
+
+        def _txn(txn: Transaction) -> bool:
+            row = txn.select_one(
+                "SELECT 1 FROM current_state_events a"
+                " JOIN current_state_events b ON b.room_id = a.room_id"
+                " WHERE a.type = 'm.room.member' AND a.state_key = ? AND a.membership = 'join'"
+                " AND b.type = 'm.room.member' AND b.state_key = ? AND b.membership = 'join'"
+                " LIMIT 1",
+                (user_a, user_b),
+            )
+            return row is not None
+
+        return await self._db.run_interaction("share_a_room", _txn)
+
+    async def shares_room_with_local_user(self, user_id: str) -> bool:
+        """Whether the user is joined to a room one of our users is joined to."""
+
+        def _txn(txn: Transaction) -> bool:
+            row = txn.select_one(
+                "SELECT 1 FROM current_state_events a"
+                " JOIN current_state_events b ON b.room_id = a.room_id"
+                " JOIN users u ON u.user_id = b.state_key"
+                " WHERE a.type = 'm.room.member' AND a.state_key = ? AND a.membership = 'join'"
+                " AND b.type = 'm.room.member' AND b.membership = 'join'"
+                " AND b.state_key <> a.state_key"
+                " LIMIT 1",
+                (user_id,),
+            )
+            return row is not None
+
+        return await self._db.run_interaction("shares_room_with_local_user", _txn)
