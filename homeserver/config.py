@@ -341,6 +341,15 @@ def _presence(key: str, value: Any) -> dict[str, Any]:
     return out
 
 
+def _user_directory(key: str, value: Any) -> dict[str, Any]:
+    """Synapse's ``user_directory`` section; only ``search_all_users`` acts."""
+    value = {} if value is None else value
+    _expect(key, value, dict, "a mapping")
+    return {
+        "search_all_users": _bool(f"{key}.search_all_users", value.get("search_all_users", False)),
+    }
+
+
 @dataclass(frozen=True)
 class FederationRetry:
     min_interval_ms: int
@@ -960,6 +969,17 @@ SCHEMA: list[Key] = [
         None,
         "Profiles and user directory",
     ),
+    Key(
+        "user_directory",
+        _user_directory,
+        _user_directory("user_directory", None),
+        "User directory search: `search_all_users` (false: only users sharing a room "
+        "with the searcher or in a public room; true: also every local user and every "
+        "user of the rooms we are in). Synapse's other keys of this section are accepted "
+        "and ignored.",
+        None,
+        "Profiles and user directory",
+    ),
 ]
 
 _SCHEMA_BY_NAME = {key.name: key for key in SCHEMA}
@@ -973,7 +993,6 @@ ACCEPTED_SYNAPSE_KEYS = {
     "enable_media_repo",
     "enable_metrics",
     "media_retention",
-    "user_directory",
     "auto_join_rooms",
     "default_room_version",
     "rc_federation",

@@ -449,7 +449,13 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         ephemeral_servlets,
         PresenceServlets(auth, presence),
         TagServlets(auth, TagsHandler(storage.account_data)),
-        UserDirectoryServlets(auth, UserDirectoryHandler(storage.user_directory)),
+        UserDirectoryServlets(
+            auth,
+            UserDirectoryHandler(
+                storage.user_directory,
+                search_all_users=config.user_directory["search_all_users"],
+            ),
+        ),
         SearchServlets(auth, SearchHandler(storage, room_cache, memberships, visibility)),
         DirectoryServlets(
             auth,

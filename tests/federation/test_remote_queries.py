@@ -309,3 +309,53 @@ async def test_remote_public_rooms_refused_by_the_other_server(
     alice = await user(a, "alice")
     resp = await alice.get(f"{V3}/publicRooms", params={"server": b.hs.server_name})
     assert_error(resp, 403, "M_FORBIDDEN")
+
+
+# User directory --------------------------------------------------------------------
+
+
+async def search(client: Client, term: str) -> list[dict[str, Any]]:
+    resp = await client.post(f"{V3}/user_directory/search", {"search_term": term})
+    assert resp.code == 200, resp
+    return list(resp.json["results"])
+
+
+@pytest_twisted.ensureDeferred
+async def test_user_directory_finds_remote_room_mates_by_member_event_name(
+    two_servers: tuple[RunningServer, RunningServer],
+) -> None:
+    a, b = two_servers
+    alice = await user(a, "alice")
+    bob = await user(b, "bob", "Roberto Remote")
+    bob_id = bob.user_id or ""
+    assert await search(alice, "roberto") == []
+
+    room_id = await create_room(alice, preset="private_chat", invite=[bob_id])
+    await join_once_invited(bob, room_id)
+    await wait_member_name(alice, room_id, bob_id, "Roberto Remote")
+    assert await search(alice, "roberto") == [{"user_id": bob_id, "display_name": "Roberto Remote"}]
+
+    await set_profile(bob, "displayname", "Rob Newname")
+    await wait_member_name(alice, room_id, bob_id, "Rob Newname")
+    assert [r["display_name"] for r in await search(alice, "newname")] == ["Rob Newname"]
+    assert await search(alice, "roberto") == []
+
+
+@pytest.mark.parametrize("server_b_overrides", [{"user_directory": {"search_all_users": True}}])
+@pytest_twisted.ensureDeferred
+async def test_user_directory_search_all_users(
+    two_servers: tuple[RunningServer, RunningServer],
+) -> None:
+    a, b = two_servers
+    alice = await user(a, "alice", "Alice Faraway")
+    bob = await user(b, "bob")
+    carol = await user(b, "carol")
+    zed = await user(b, "zed", "Zed Loner")  # in no room at all
+    # Carol (not Bob) shares a private room with Alice.
+    room_id = await create_room(alice, preset="private_chat", invite=[carol.user_id])
+    await join_once_invited(carol, room_id)
+    await wait_member_name(carol, room_id, alice.user_id or "", "Alice Faraway")
+
+    assert [r["user_id"] for r in await search(bob, "loner")] == [zed.user_id]
+    assert [r["user_id"] for r in await search(bob, "faraway")] == [alice.user_id]
+    assert await search(bob, "bob") == []  # never the searcher
