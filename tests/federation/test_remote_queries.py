@@ -66,12 +66,26 @@ async def join_once_invited(client: Client, room_id: str) -> None:
     raise AssertionError(f"could not join {room_id}: {resp}")
 
 
-async def wait_member_name(client: Client, room_id: str, user_id: str, name: str) -> None:
-    """Until ``client``'s server holds ``user_id``'s membership with display name ``name``."""
+async def wait_member_name(
+    server: RunningServer, client: Client, room_id: str, user_id: str, name: str
+) -> None:
+    """Until ``server`` (``client``'s) has stored ``user_id``'s membership with display
+    name ``name`` and the listeners of stored events have run."""
     for _ in range(100):
-        resp = await client.get(f"{V3}/rooms/{q(room_id)}/state/m.room.member/{q(user_id)}")
-        if resp.code == 200 and resp.json.get("displayname") == name:
-            return
+        resp = await client.get(f"{V3}/rooms/{q(room_id)}/state")
+        member = next(
+            (
+                e
+                for e in resp.json or []
+                if e["type"] == "m.room.member" and e["state_key"] == user_id
+            ),
+            None,
+        )
+        if member is not None and member["content"].get("displayname") == name:
+            stored = await server.hs.storage.events.get_current_state_ids(room_id)
+            if stored.get(("m.room.member", user_id)) == member["event_id"]:
+                await sleep(0.2)  # the listeners run once the commit is reported
+                return
         await sleep(0.1)
     raise AssertionError(f"{user_id} never became {name!r} in {room_id}")
 
@@ -130,7 +144,7 @@ async def test_remote_profile_cache_follows_member_events(
     bob_id, carol_id = bob.user_id or "", carol.user_id or ""
     room_id = await create_room(alice, preset="public_chat")
     await join_remote(bob, room_id, a)
-    await wait_member_name(alice, room_id, bob_id, "Bob")
+    await wait_member_name(a, alice, room_id, bob_id, "Bob")
 
     resp = await alice.get(profile_path(bob_id))
     assert resp.json == {"displayname": "Bob"}, resp
@@ -139,7 +153,7 @@ async def test_remote_profile_cache_follows_member_events(
 
     # Bob's new name reaches A as a member event, which drops the cached profile.
     await set_profile(bob, "displayname", "Bobby")
-    await wait_member_name(alice, room_id, bob_id, "Bobby")
+    await wait_member_name(a, alice, room_id, bob_id, "Bobby")
     resp = await alice.get(profile_path(bob_id))
     assert resp.json == {"displayname": "Bobby"}, resp
 
@@ -332,11 +346,11 @@ async def test_user_directory_finds_remote_room_mates_by_member_event_name(
 
     room_id = await create_room(alice, preset="private_chat", invite=[bob_id])
     await join_once_invited(bob, room_id)
-    await wait_member_name(alice, room_id, bob_id, "Roberto Remote")
+    await wait_member_name(a, alice, room_id, bob_id, "Roberto Remote")
     assert await search(alice, "roberto") == [{"user_id": bob_id, "display_name": "Roberto Remote"}]
 
     await set_profile(bob, "displayname", "Rob Newname")
-    await wait_member_name(alice, room_id, bob_id, "Rob Newname")
+    await wait_member_name(a, alice, room_id, bob_id, "Rob Newname")
     assert [r["display_name"] for r in await search(alice, "newname")] == ["Rob Newname"]
     assert await search(alice, "roberto") == []
 
@@ -354,7 +368,7 @@ async def test_user_directory_search_all_users(
     # Carol (not Bob) shares a private room with Alice.
     room_id = await create_room(alice, preset="private_chat", invite=[carol.user_id])
     await join_once_invited(carol, room_id)
-    await wait_member_name(carol, room_id, alice.user_id or "", "Alice Faraway")
+    await wait_member_name(b, carol, room_id, alice.user_id or "", "Alice Faraway")
 
     assert [r["user_id"] for r in await search(bob, "loner")] == [zed.user_id]
     assert [r["user_id"] for r in await search(bob, "faraway")] == [alice.user_id]
