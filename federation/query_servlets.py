@@ -33,6 +33,7 @@ class FederationQueryServlets:
         directory: RoomDirectory,
         *,
         allow_public_rooms_over_federation: bool,
+        allow_profile_lookup_over_federation: bool = True,
     ) -> None:
         self._server_name = server_name
         self._authenticate = authenticate
@@ -40,6 +41,7 @@ class FederationQueryServlets:
         self._profiles = profiles
         self._directory = directory
         self._public_rooms = allow_public_rooms_over_federation
+        self._profile_lookup = allow_profile_lookup_over_federation
         # Replaced by the end-to-end encryption module when it is present.
         self.device_list_provider: DeviceListProvider | None = None
 
@@ -57,6 +59,12 @@ class FederationQueryServlets:
 
     async def on_query_profile(self, request: Request) -> tuple[int, Any]:
         await self._authenticate(request)
+        if not self._profile_lookup:
+            raise MatrixError(
+                403,
+                Codes.FORBIDDEN,
+                "Profile lookup over federation is disabled on this homeserver",
+            )
         user_id = parse_string(request, "user_id", required=True)
         assert user_id is not None
         field_name = parse_string(request, "field")
@@ -72,6 +80,9 @@ class FederationQueryServlets:
         await self._authenticate(request)
         alias = parse_string(request, "room_alias", required=True)
         assert alias is not None
+        # Only our aliases: never ask a third server on another's behalf.
+        if not alias.endswith(f":{self._server_name}"):
+            raise MatrixError(400, Codes.INVALID_PARAM, "Room alias is not hosted on this server")
         return 200, await self._directory.resolve_alias(alias)
 
     async def on_get_public_rooms(self, request: Request) -> tuple[int, Any]:

@@ -169,6 +169,7 @@ def build_federation(
         profiles,
         directory,
         allow_public_rooms_over_federation=config.allow_public_rooms_over_federation,
+        allow_profile_lookup_over_federation=config.allow_profile_lookup_over_federation,
     )
     queries.device_list_provider = e2ee.user_devices
     servlets: list[Any] = [

@@ -897,6 +897,14 @@ SCHEMA: list[Key] = [
         "Federation",
     ),
     Key(
+        "allow_profile_lookup_over_federation",
+        _bool,
+        True,
+        "Answer other servers' profile queries (`query/profile`); false answers 403.",
+        None,
+        "Federation",
+    ),
+    Key(
         "allow_public_rooms_without_auth",
         _bool,
         False,

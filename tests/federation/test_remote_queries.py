@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 
+from federation.interfaces import FederationRequestError
 from federation.setup import Federation
 from tests.federation.test_two_servers import sleep
 from tests.support.client import Client, Response, q
@@ -197,6 +198,19 @@ async def test_profile_requests_limited_to_users_who_share_rooms(
     assert resp.code == 200 and resp.json == {"displayname": "Alice"}, resp
 
 
+@pytest.mark.parametrize("server_b_overrides", [{"allow_profile_lookup_over_federation": False}])
+@pytest_twisted.ensureDeferred
+async def test_profile_lookup_over_federation_refused(
+    two_servers: tuple[RunningServer, RunningServer],
+) -> None:
+    a, b = two_servers
+    alice = await user(a, "alice")
+    bob = await user(b, "bob", "Bob")
+    assert_error(await alice.get(profile_path(bob.user_id or "")), 403, "M_FORBIDDEN")
+    resp = await b.client().get(profile_path(bob.user_id or ""))  # B's own clients still can
+    assert resp.code == 200 and resp.json == {"displayname": "Bob"}, resp
+
+
 # Aliases ---------------------------------------------------------------------------
 
 
@@ -217,6 +231,15 @@ async def test_remote_alias_resolution(
     assert resp.code == 200, resp
     missing = f"#nope:{a.hs.server_name}"
     assert_error(await bob.get(f"{V3}/directory/room/{q(missing)}"), 404, "M_NOT_FOUND")
+
+    # A answers only for its own aliases: it never asks a third server for B.
+    with pytest.raises(FederationRequestError) as e:
+        await fed(b).client.get_json(
+            a.hs.server_name,
+            "/_matrix/federation/v1/query/directory",
+            {"room_alias": "#lobby:third.example"},
+        )
+    assert e.value.code == 400 and e.value.errcode == "M_INVALID_PARAM"
 
 
 # Public room lists -----------------------------------------------------------------
