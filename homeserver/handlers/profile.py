@@ -31,6 +31,8 @@ ProfileListener = Callable[[str, str, Any], Awaitable[None]]
 
 REMOTE_PROFILE_MAX_AGE_S = 24 * 60 * 60
 REMOTE_PROFILE_CACHE_SIZE = 10_000
+# Larger profiles (custom fields allow 64 KiB) are not kept: the cache stays under 40 MB.
+REMOTE_PROFILE_MAX_CACHED_BYTES = 4096
 
 
 class RemoteProfiles(Protocol):
@@ -46,7 +48,8 @@ class RemoteProfileCache:
     Invariants: an entry is dropped as soon as a membership event of its user is
     persisted (their server sends a new one to every shared room when their name or
     avatar changes, and a leave may end the sharing), and none is served older than
-    ``max_age_s``. A fetch that started before any drop is not stored, so an answer
+    ``max_age_s``. At most ``max_entries`` profiles of at most 4 KiB each are kept
+    (least recently used go first). A fetch that started before any drop is not stored, so an answer
     from before a change never replaces the news of it.
     """
 
@@ -74,6 +77,8 @@ class RemoteProfileCache:
 
     def put(self, user_id: str, profile: dict[str, Any], epoch: int) -> None:
         if epoch != self.epoch:
+            return
+        if len(json.dumps(profile).encode("utf-8")) > REMOTE_PROFILE_MAX_CACHED_BYTES:
             return
         self._entries[user_id] = (self._clock.seconds(), dict(profile))
         self._entries.move_to_end(user_id)
