@@ -3,16 +3,22 @@
 Invariants:
 - Every answer is checked before it is used: wrong types are dropped or refused (502),
   bodies are bounded (``max_body_bytes``) and so is the whole exchange (``timeout_s``).
+- An unfiltered room list page is kept ``ROOM_LIST_CACHE_S`` after it arrived (as
+  Synapse), so clients paging or refreshing do not each cost the other server a
+  request; errors are not kept.
 - Errors reach the client with Synapse's statuses: the other server's 404 and 403 as
   they are, a timeout as 504, anything else as 502.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
+from collections import OrderedDict
 from typing import Any
 
 from federation.interfaces import FederationClient, FederationRequestError
+from homeserver.clock import Clock
 from homeserver.errors import Codes, MatrixError
 from homeserver.rooms.directory import PublicRoomsQuery, entry_matches, paginate
 
@@ -24,6 +30,9 @@ PROFILE_TIMEOUT_S = 15.0
 PROFILE_MAX_BYTES = 256 * 1024  # a profile is at most 64 KiB; leave room for escapes
 ROOM_LIST_TIMEOUT_S = 30.0
 ROOM_LIST_MAX_BYTES = 10 * 1024 * 1024
+# As Synapse: an unfiltered page of another server's list is reused for 30 s.
+ROOM_LIST_CACHE_S = 30.0
+ROOM_LIST_CACHE_SIZE = 500
 
 # Entry fields of the spec's PublishedRoomsChunk and the type each must have.
 _ENTRY_FIELDS: dict[str, type | tuple[type, ...]] = {
@@ -106,8 +115,12 @@ class FederationQueries:
     """Profiles and public room lists of other servers (``query/profile``,
     ``publicRooms``), for ``ProfileHandler`` and ``RoomDirectory``."""
 
-    def __init__(self, client: FederationClient) -> None:
+    def __init__(self, client: FederationClient, clock: Clock) -> None:
         self._client = client
+        self._clock = clock
+        self._room_lists: OrderedDict[tuple[str, PublicRoomsQuery], tuple[float, JsonDict]] = (
+            OrderedDict()
+        )
 
     async def query_profile(self, user_id: str, field: str | None) -> JsonDict:
         args: dict[str, str | list[str]] = {"user_id": user_id}
@@ -132,7 +145,7 @@ class FederationQueries:
         filtered and paged here (as Synapse falls back)."""
         try:
             if not query.has_filter:
-                return clean_room_list(await self._get_rooms(server, query))
+                return await self._cached_rooms(server, query)
             try:
                 return clean_room_list(await self._post_rooms(server, query))
             except FederationRequestError as e:
@@ -148,6 +161,21 @@ class FederationQueries:
         except FederationRequestError as e:
             logger.info("Room list of %s failed: %s", server, e)
             raise _relayed_error(e, "Room list") from None
+
+    async def _cached_rooms(self, server: str, query: PublicRoomsQuery) -> JsonDict:
+        key = (server, query)
+        now = self._clock.seconds()
+        while self._room_lists:
+            oldest_key, (fetched, _) = next(iter(self._room_lists.items()))
+            if now - fetched < ROOM_LIST_CACHE_S and len(self._room_lists) <= ROOM_LIST_CACHE_SIZE:
+                break
+            del self._room_lists[oldest_key]
+        hit = self._room_lists.get(key)
+        if hit is not None:
+            return copy.deepcopy(hit[1])
+        page = clean_room_list(await self._get_rooms(server, query))
+        self._room_lists[key] = (self._clock.seconds(), page)
+        return copy.deepcopy(page)
 
     async def _get_rooms(self, server: str, query: PublicRoomsQuery) -> JsonDict:
         args: dict[str, str | list[str]] = {

@@ -128,7 +128,7 @@ def build_federation(
         server_name, signing_key, reactor, rooms, storage.events, events, client
     )
     room_handler.remote = membership
-    remote_queries = FederationQueries(client)
+    remote_queries = FederationQueries(client, reactor)
     profiles.remote = remote_queries
     directory.remote_aliases = membership
     directory.remote_rooms = remote_queries

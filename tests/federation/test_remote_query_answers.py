@@ -14,6 +14,7 @@ from twisted.web import server
 
 import federation.queries
 from tests.federation.test_remote_queries import V3, assert_error, profile_path, user
+from tests.federation.test_two_servers import sleep
 from tests.federation.test_well_known_fetch import Handler, WebServer
 from tests.support.client import Client, q
 from tests.support.federation import start_federating_server
@@ -116,8 +117,11 @@ async def test_bad_alias_answers(setup: tuple[RunningServer, FakePeer, Client]) 
 
 
 @pytest_twisted.ensureDeferred
-async def test_bad_room_list_answers(setup: tuple[RunningServer, FakePeer, Client]) -> None:
+async def test_bad_room_list_answers(
+    setup: tuple[RunningServer, FakePeer, Client], monkeypatch: pytest.MonkeyPatch
+) -> None:
     _, peer, alice = setup
+    monkeypatch.setattr(federation.queries, "ROOM_LIST_CACHE_S", 0.0)
     good = {
         "room_id": "!good:x",
         "num_joined_members": 3,
@@ -188,3 +192,30 @@ async def test_filtered_room_list_falls_back_for_servers_without_post(
     assert resp.code == 200, resp
     assert [r["name"] for r in resp.json["chunk"]] == ["apple"]
     assert resp.json["next_batch"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_unfiltered_room_list_pages_are_reused_for_a_while(
+    setup: tuple[RunningServer, FakePeer, Client], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, peer, alice = setup
+    monkeypatch.setattr(federation.queries, "ROOM_LIST_CACHE_S", 1.0)
+    entry = {"room_id": "!r:x", "num_joined_members": 1, "world_readable": False}
+    peer.routes[ROOMS] = answer({"chunk": [{**entry, "guest_can_join": False}]})
+    url, params = f"{V3}/publicRooms", {"server": peer.server_name}
+
+    def asked() -> int:
+        return sum(1 for path in peer.requests if path == ROOMS)
+
+    for _ in range(3):
+        resp = await alice.get(url, params=params)
+        assert resp.code == 200 and len(resp.json["chunk"]) == 1, resp
+    assert asked() == 1
+    await alice.get(url, params={**params, "limit": "5"})  # another page: asked
+    assert asked() == 2
+    for _ in range(2):  # a filtered search is always asked
+        await alice.post(url, {"filter": {"generic_search_term": "r"}}, params=params)
+    assert asked() == 4
+    await sleep(1.1)
+    await alice.get(url, params=params)
+    assert asked() == 5
