@@ -148,6 +148,8 @@ class ProfileHandler:
 
     async def lookup_field(self, user_id: str, name: str) -> Any:
         """One field of anyone's profile; 404 when it is not set."""
+        if len(name.encode("utf-8")) > MAX_KEY_BYTES:
+            raise MatrixError(400, "M_KEY_TOO_LARGE", "Profile key exceeds 255 bytes")
         if self.is_mine(user_id):
             return await self.get_field(user_id, name)
         remote = self._remote_for(user_id)

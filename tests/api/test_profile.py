@@ -120,6 +120,9 @@ async def test_profile_of_unreachable_server_is_502(server: RunningServer, alice
     assert_error(await alice.get(_profile(user_id)), 502, "M_UNKNOWN")
     assert_error(await alice.get(_profile(user_id, "displayname")), 502, "M_UNKNOWN")
     assert_error(await alice.get(_profile("not-a-user-id")), 400, "M_INVALID_PARAM")
+    # A key over 255 bytes is refused before anyone is asked.
+    assert_error(await alice.get(_profile(user_id, "k" * 256)), 400, "M_KEY_TOO_LARGE")
+    assert_error(await alice.get(_profile(ALICE, "k" * 256)), 400, "M_KEY_TOO_LARGE")
 
 
 @pytest_twisted.ensureDeferred
