@@ -13,16 +13,20 @@ import ipaddress
 import json
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlencode
 
 import treq
 from OpenSSL import SSL
 from signedjson.types import SigningKey
 from twisted.internet import defer
+from twisted.internet.error import ConnectingCancelledError
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+from twisted.internet.protocol import Protocol
 from twisted.internet.ssl import CertificateOptions, optionsForClientTLS
-from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.python.failure import Failure
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone, ResponseNeverReceived
+from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IPolicyForHTTPS, IResponse
 from zope.interface import implementer
@@ -127,6 +131,71 @@ class FixedNamePolicy:
         if self._verify:
             return optionsForClientTLS(self._tls_name)
         return _NoVerifyCreator(self._tls_name)
+
+
+def _timed_out(e: Exception) -> bool:
+    """Whether a request failed because ``timeout`` cancelled it (which the agent
+    reports as the cancellation itself, or wrapped, depending on the moment)."""
+    if isinstance(e, defer.CancelledError | ConnectingCancelledError):
+        return True
+    return isinstance(e, ResponseNeverReceived) and any(
+        f.check(defer.CancelledError) for f in e.reasons
+    )
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+def discard_body(response: IResponse) -> None:
+    """Drop the connection without reading the body."""
+    cast(Any, response).deliverBody(_Discard())
+
+
+async def read_limited(response: IResponse, limit: int) -> bytes:
+    """The body; ``BodyTooLarge`` once it passes ``limit`` bytes (the rest unread).
+    Cancelling the wait drops the connection."""
+    if isinstance(response.length, int) and response.length > limit:
+        discard_body(response)
+        raise BodyTooLarge(f"Body of {response.length} bytes is over {limit}")
+    reader = _LimitedReader(limit)
+    cast(Any, response).deliverBody(reader)
+    return await reader.finished
+
+
+class _LimitedReader(Protocol):
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self.finished: defer.Deferred[bytes] = defer.Deferred(self._cancel)
+
+    def _cancel(self, _d: defer.Deferred[bytes]) -> None:
+        if self.transport is not None:
+            self.transport.stopProducing()  # type: ignore[attr-defined]
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.finished.called:
+            return
+        self._chunks.append(data)
+        self._size += len(data)
+        if self._size > self._limit:
+            self._chunks.clear()
+            self.finished.errback(BodyTooLarge(f"Body is over {self._limit} bytes"))
+            self.transport.stopProducing()  # type: ignore[union-attr]
+
+    def connectionLost(self, reason: Failure = ResponseDone()) -> None:  # type: ignore[assignment]
+        if self.finished.called:
+            return
+        if reason.check(ResponseDone, PotentialDataLoss):
+            self.finished.callback(b"".join(self._chunks))
+        else:
+            self.finished.errback(reason)
+
+
+class _Discard(Protocol):
+    def connectionMade(self) -> None:
+        self.transport.stopProducing()  # type: ignore[union-attr]
 
 
 class MatrixFederationHttpClient:
@@ -237,9 +306,9 @@ class MatrixFederationHttpClient:
                 timeout=timeout_s,
                 unbuffered=True,
             )
-        except defer.CancelledError:
-            raise FederationRequestError(destination, 504, None, "Request timed out") from None
         except Exception as e:
+            if _timed_out(e):
+                raise FederationRequestError(destination, 504, None, "Request timed out") from None
             raise FederationRequestError(
                 destination, 502, None, f"Connection failed: {e}"
             ) from None
@@ -255,16 +324,23 @@ class MatrixFederationHttpClient:
         body: Any | None = None,
         timeout_s: float = 60.0,
         sign: bool = True,
+        max_body_bytes: int | None = None,
     ) -> Any:
+        """Send a request and parse its JSON answer.
+
+        With ``max_body_bytes``, an answer whose body passes it is cut off (the
+        connection dropped) and raises 502, and reading the body also counts against
+        ``timeout_s`` (504 when it runs out).
+        """
         response = await self.send(
             method, destination, path, args=args, body=body, timeout_s=timeout_s, sign=sign
         )
-        try:
-            content = await treq.content(response)
-        except Exception as e:
-            raise FederationRequestError(
-                destination, 502, None, f"Connection failed: {e}"
-            ) from None
+        if max_body_bytes is None:
+            content = await self._read_body(destination, response)
+        else:
+            content = await self._read_bounded_body(
+                destination, response, max_body_bytes, timeout_s
+            )
         try:
             parsed = json.loads(content) if content else {}
         except ValueError:
@@ -275,10 +351,53 @@ class MatrixFederationHttpClient:
             raise FederationRequestError(destination, 502, None, "Response was not JSON")
         return parsed
 
+    async def _read_body(self, destination: str, response: IResponse) -> bytes:
+        try:
+            content: bytes = await treq.content(response)
+        except Exception as e:
+            raise FederationRequestError(
+                destination, 502, None, f"Connection failed: {e}"
+            ) from None
+        return content
+
+    async def _read_bounded_body(
+        self, destination: str, response: IResponse, limit: int, timeout_s: float
+    ) -> bytes:
+        reading = defer.ensureDeferred(read_limited(response, limit))
+        timer = self._reactor.callLater(timeout_s, reading.cancel)
+        try:
+            return await reading
+        except BodyTooLarge:
+            raise FederationRequestError(
+                destination, 502, None, "Response body too large"
+            ) from None
+        except defer.CancelledError:
+            raise FederationRequestError(destination, 504, None, "Request timed out") from None
+        except Exception as e:
+            raise FederationRequestError(
+                destination, 502, None, f"Connection failed: {e}"
+            ) from None
+        finally:
+            if timer.active():
+                timer.cancel()
+
     async def get_json(
-        self, destination: str, path: str, args: Args = None, *, timeout_s: float = 60.0
+        self,
+        destination: str,
+        path: str,
+        args: Args = None,
+        *,
+        timeout_s: float = 60.0,
+        max_body_bytes: int | None = None,
     ) -> JsonDict:
-        result = await self.request("GET", destination, path, args=args, timeout_s=timeout_s)
+        result = await self.request(
+            "GET",
+            destination,
+            path,
+            args=args,
+            timeout_s=timeout_s,
+            max_body_bytes=max_body_bytes,
+        )
         if not isinstance(result, dict):
             raise FederationRequestError(destination, 502, None, "Expected a JSON object")
         return result
@@ -304,7 +423,14 @@ class MatrixFederationHttpClient:
         *,
         timeout_s: float = 60.0,
         args: Args = None,
+        max_body_bytes: int | None = None,
     ) -> Any:
         return await self.request(
-            "POST", destination, path, args=args, body=body, timeout_s=timeout_s
+            "POST",
+            destination,
+            path,
+            args=args,
+            body=body,
+            timeout_s=timeout_s,
+            max_body_bytes=max_body_bytes,
         )

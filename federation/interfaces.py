@@ -27,7 +27,9 @@ class FederationClient(Protocol):
     """Signed server-server requests (X-Matrix), JSON in and out.
 
     ``path`` is the full path starting with ``/_matrix/``; path parameters must already be
-    percent-encoded by the caller. Errors raise ``FederationRequestError``.
+    percent-encoded by the caller. Errors raise ``FederationRequestError``. With
+    ``max_body_bytes``, a longer answer is refused (502) and ``timeout_s`` also bounds
+    reading the body (504).
     """
 
     async def get_json(
@@ -37,6 +39,7 @@ class FederationClient(Protocol):
         args: dict[str, str | list[str]] | None = None,
         *,
         timeout_s: float = 60.0,
+        max_body_bytes: int | None = None,
     ) -> JsonDict: ...
 
     async def put_json(
@@ -57,6 +60,7 @@ class FederationClient(Protocol):
         *,
         timeout_s: float = 60.0,
         args: dict[str, str | list[str]] | None = None,
+        max_body_bytes: int | None = None,
     ) -> Any: ...
 
 

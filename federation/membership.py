@@ -31,6 +31,9 @@ logger = logging.getLogger(__name__)
 
 JsonDict = dict[str, Any]
 
+ALIAS_TIMEOUT_S = 15.0
+ALIAS_MAX_BYTES = 64 * 1024
+
 STRIPPED_TYPES = (
     "m.room.create",
     "m.room.join_rules",
@@ -276,15 +279,21 @@ class FederationMembership:
         server = alias.split(":", 1)[-1]
         try:
             resp = await self._client.get_json(
-                server, "/_matrix/federation/v1/query/directory", {"room_alias": alias}
+                server,
+                "/_matrix/federation/v1/query/directory",
+                {"room_alias": alias},
+                timeout_s=ALIAS_TIMEOUT_S,
+                max_body_bytes=ALIAS_MAX_BYTES,
             )
         except FederationRequestError as e:
             if e.code == 404:
                 raise MatrixError(404, Codes.NOT_FOUND, f"Room alias {alias} not found") from None
-            raise MatrixError(502, Codes.UNKNOWN, f"Could not resolve {alias}: {e}") from None
+            status = 504 if e.code == 504 else 502
+            raise MatrixError(status, Codes.UNKNOWN, f"Could not resolve {alias}: {e}") from None
         room_id = resp.get("room_id")
-        servers = [s for s in resp.get("servers", []) if isinstance(s, str)]
-        if not isinstance(room_id, str):
+        listed = resp.get("servers")
+        servers = [s for s in listed if isinstance(s, str)] if isinstance(listed, list) else []
+        if not isinstance(room_id, str) or not room_id.startswith("!"):
             raise MatrixError(502, Codes.UNKNOWN, f"Bad directory answer for {alias}")
         return room_id, servers or [server]
 

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from twisted.web.server import Request
 
+from homeserver.api.client.directory import public_rooms_body
 from homeserver.errors import Codes, MatrixError
 from homeserver.handlers.profile import ProfileHandler
 from homeserver.http.server import JsonResource
-from homeserver.http.servlet import field, parse_integer, parse_json_body, parse_string
-from homeserver.rooms.directory import RoomDirectory
+from homeserver.http.servlet import parse_boolean, parse_integer, parse_json_body, parse_string
+from homeserver.rooms.directory import PublicRoomsQuery, RoomDirectory
 from storage.storage import Storage
 
 JsonDict = dict[str, Any]
@@ -31,6 +33,7 @@ class FederationQueryServlets:
         directory: RoomDirectory,
         *,
         allow_public_rooms_over_federation: bool,
+        allow_profile_lookup_over_federation: bool = True,
     ) -> None:
         self._server_name = server_name
         self._authenticate = authenticate
@@ -38,6 +41,7 @@ class FederationQueryServlets:
         self._profiles = profiles
         self._directory = directory
         self._public_rooms = allow_public_rooms_over_federation
+        self._profile_lookup = allow_profile_lookup_over_federation
         # Replaced by the end-to-end encryption module when it is present.
         self.device_list_provider: DeviceListProvider | None = None
 
@@ -55,48 +59,56 @@ class FederationQueryServlets:
 
     async def on_query_profile(self, request: Request) -> tuple[int, Any]:
         await self._authenticate(request)
+        if not self._profile_lookup:
+            raise MatrixError(
+                403,
+                Codes.FORBIDDEN,
+                "Profile lookup over federation is disabled on this homeserver",
+            )
         user_id = parse_string(request, "user_id", required=True)
         assert user_id is not None
         field_name = parse_string(request, "field")
         if not user_id.endswith(f":{self._server_name}"):
             raise MatrixError(400, Codes.INVALID_PARAM, "User is not on this server")
-        profile = await self._profiles.get_profile(user_id)
+        profile = await self._profiles.get_profile(user_id)  # 404 for unknown users
         if field_name is not None:
-            if field_name not in profile:
-                raise MatrixError(404, Codes.NOT_FOUND, "Profile field not set")
-            return 200, {field_name: profile[field_name]}
+            # An unset field is left out of the answer (as Synapse), not a 404.
+            return 200, {field_name: profile[field_name]} if field_name in profile else {}
         return 200, profile
 
     async def on_query_directory(self, request: Request) -> tuple[int, Any]:
         await self._authenticate(request)
         alias = parse_string(request, "room_alias", required=True)
         assert alias is not None
+        # Only our aliases: never ask a third server on another's behalf.
+        if not alias.endswith(f":{self._server_name}"):
+            raise MatrixError(400, Codes.INVALID_PARAM, "Room alias is not hosted on this server")
         return 200, await self._directory.resolve_alias(alias)
 
     async def on_get_public_rooms(self, request: Request) -> tuple[int, Any]:
         await self._authenticate(request)
-        if not self._public_rooms:
-            raise MatrixError(
-                403, Codes.FORBIDDEN, "Public room list is not available over federation"
-            )
-        limit = parse_integer(request, "limit", minimum=0)
-        since = parse_string(request, "since")
-        return 200, await self._directory.public_rooms(limit, since, None, False)
+        self._check_public_rooms_allowed()
+        query = PublicRoomsQuery(
+            limit=_no_limit_if_zero(parse_integer(request, "limit", minimum=0)),
+            since=parse_string(request, "since"),
+            include_all_networks=parse_boolean(request, "include_all_networks"),
+            third_party_instance_id=parse_string(request, "third_party_instance_id"),
+        )
+        return 200, await self._directory.public_rooms(query)
 
     async def on_post_public_rooms(self, request: Request) -> tuple[int, Any]:
         await self._authenticate(request)
+        self._check_public_rooms_allowed()
+        query = public_rooms_body(parse_json_body(request, allow_empty=True))
+        return 200, await self._directory.public_rooms(
+            dataclasses.replace(query, limit=_no_limit_if_zero(query.limit))
+        )
+
+    def _check_public_rooms_allowed(self) -> None:
         if not self._public_rooms:
             raise MatrixError(
                 403, Codes.FORBIDDEN, "Public room list is not available over federation"
             )
-        body = parse_json_body(request, allow_empty=True)
-        search = field(body, "filter", dict, default={})
-        return 200, await self._directory.public_rooms(
-            field(body, "limit", int),
-            field(body, "since", str),
-            field(search, "generic_search_term", str),
-            False,
-        )
 
     async def on_user_devices(self, request: Request, userId: str) -> tuple[int, Any]:
         await self._authenticate(request)
@@ -113,3 +125,8 @@ class FederationQueryServlets:
                 for d in devices
             ],
         }
+
+
+def _no_limit_if_zero(limit: int | None) -> int | None:
+    """The federation API's ``limit``: 0 (its default) means no limit."""
+    return limit or None

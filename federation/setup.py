@@ -20,6 +20,7 @@ from federation.http_client import (
 )
 from federation.keyring import RemoteKeyring, TrustedKeyServer
 from federation.membership import FederationMembership
+from federation.queries import FederationQueries
 from federation.query_servlets import FederationQueryServlets
 from federation.room_events import FederationEventHandler
 from federation.room_servlets import FederationRoomServlets
@@ -128,6 +129,10 @@ def build_federation(
         server_name, signing_key, reactor, rooms, storage.events, events, client
     )
     room_handler.remote = membership
+    remote_queries = FederationQueries(client, reactor)
+    profiles.remote = remote_queries
+    directory.remote_aliases = membership
+    directory.remote_rooms = remote_queries
     authenticator = FederationAuthenticator(
         server_name, keyring, config.federation_domain_whitelist
     )
@@ -165,6 +170,7 @@ def build_federation(
         profiles,
         directory,
         allow_public_rooms_over_federation=config.allow_public_rooms_over_federation,
+        allow_profile_lookup_over_federation=config.allow_profile_lookup_over_federation,
     )
     queries.device_list_provider = e2ee.user_devices
     servlets: list[Any] = [

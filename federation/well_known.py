@@ -16,19 +16,23 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any, cast
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 from twisted.internet import defer
-from twisted.internet.protocol import Protocol
-from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
-from twisted.web.http import PotentialDataLoss
+from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
 
 from federation.discovery import WELL_KNOWN_MAX_BYTES
-from federation.http_client import FixedNamePolicy, IpRangePolicy, resolve_ip
+from federation.http_client import (
+    BodyTooLarge,
+    FixedNamePolicy,
+    IpRangePolicy,
+    discard_body,
+    read_limited,
+    resolve_ip,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -73,9 +77,12 @@ class WellKnownFetcher:
         for _ in range(MAX_REDIRECTS + 1):
             response = await self._get(url)
             if response.code not in REDIRECT_CODES:
-                body = await read_limited(response, WELL_KNOWN_MAX_BYTES)
+                try:
+                    body = await read_limited(response, WELL_KNOWN_MAX_BYTES)
+                except BodyTooLarge as e:
+                    raise WellKnownError(str(e)) from None
                 return response.code, body, max_age(response)
-            cast(Any, response).deliverBody(_Discard())
+            discard_body(response)
             location = response.headers.getRawHeaders(b"location") or []
             if not location:
                 raise WellKnownError(f"{url}: redirect without a Location")
@@ -118,48 +125,3 @@ def max_age(response: IResponse) -> float | None:
         if m:
             return float(m.group(1))
     return None
-
-
-async def read_limited(response: IResponse, limit: int) -> bytes:
-    """The body; ``WellKnownError`` once it passes ``limit`` bytes (the rest unread)."""
-    if isinstance(response.length, int) and response.length > limit:
-        cast(Any, response).deliverBody(_Discard())
-        raise WellKnownError(f"Body of {response.length} bytes is over {limit}")
-    reader = _LimitedReader(limit)
-    cast(Any, response).deliverBody(reader)
-    return await reader.finished
-
-
-class _LimitedReader(Protocol):
-    def __init__(self, limit: int) -> None:
-        self._limit = limit
-        self._chunks: list[bytes] = []
-        self._size = 0
-        self.finished: defer.Deferred[bytes] = defer.Deferred(self._cancel)
-
-    def _cancel(self, _d: defer.Deferred[bytes]) -> None:
-        if self.transport is not None:
-            self.transport.stopProducing()  # type: ignore[attr-defined]
-
-    def dataReceived(self, data: bytes) -> None:
-        if self.finished.called:
-            return
-        self._chunks.append(data)
-        self._size += len(data)
-        if self._size > self._limit:
-            self._chunks.clear()
-            self.finished.errback(WellKnownError(f"Body is over {self._limit} bytes"))
-            self.transport.stopProducing()  # type: ignore[union-attr]
-
-    def connectionLost(self, reason: Failure = ResponseDone()) -> None:  # type: ignore[assignment]
-        if self.finished.called:
-            return
-        if reason.check(ResponseDone, PotentialDataLoss):
-            self.finished.callback(b"".join(self._chunks))
-        else:
-            self.finished.errback(reason)
-
-
-class _Discard(Protocol):
-    def connectionMade(self) -> None:
-        self.transport.stopProducing()  # type: ignore[union-attr]

@@ -341,6 +341,15 @@ def _presence(key: str, value: Any) -> dict[str, Any]:
     return out
 
 
+def _user_directory(key: str, value: Any) -> dict[str, Any]:
+    """Synapse's ``user_directory`` section; only ``search_all_users`` acts."""
+    value = {} if value is None else value
+    _expect(key, value, dict, "a mapping")
+    return {
+        "search_all_users": _bool(f"{key}.search_all_users", value.get("search_all_users", False)),
+    }
+
+
 @dataclass(frozen=True)
 class FederationRetry:
     min_interval_ms: int
@@ -888,6 +897,14 @@ SCHEMA: list[Key] = [
         "Federation",
     ),
     Key(
+        "allow_profile_lookup_over_federation",
+        _bool,
+        True,
+        "Answer other servers' profile queries (`query/profile`); false answers 403.",
+        None,
+        "Federation",
+    ),
+    Key(
         "allow_public_rooms_without_auth",
         _bool,
         False,
@@ -943,6 +960,34 @@ SCHEMA: list[Key] = [
         None,
         "Presence",
     ),
+    Key(
+        "require_auth_for_profile_requests",
+        _bool,
+        False,
+        "Require an access token for `GET /profile/...`.",
+        None,
+        "Profiles and user directory",
+    ),
+    Key(
+        "limit_profile_requests_to_users_who_share_rooms",
+        _bool,
+        False,
+        "With `require_auth_for_profile_requests`: a user may only read the profiles of "
+        "users they share a room with.",
+        None,
+        "Profiles and user directory",
+    ),
+    Key(
+        "user_directory",
+        _user_directory,
+        _user_directory("user_directory", None),
+        "User directory search: `search_all_users` (false: only users sharing a room "
+        "with the searcher or in a public room; true: also every local user and every "
+        "user of the rooms we are in). Synapse's other keys of this section are accepted "
+        "and ignored.",
+        None,
+        "Profiles and user directory",
+    ),
 ]
 
 _SCHEMA_BY_NAME = {key.name: key for key in SCHEMA}
@@ -956,7 +1001,6 @@ ACCEPTED_SYNAPSE_KEYS = {
     "enable_media_repo",
     "enable_metrics",
     "media_retention",
-    "user_directory",
     "auto_join_rooms",
     "default_room_version",
     "rc_federation",
@@ -972,8 +1016,6 @@ ACCEPTED_SYNAPSE_KEYS = {
     "modules",
     "retention",
     "limit_remote_rooms",
-    "require_auth_for_profile_requests",
-    "limit_profile_requests_to_users_who_share_rooms",
     "include_profile_data_on_invite",
     "admin_contact",
     "instance_map",

@@ -263,12 +263,13 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
     appservices = AppServiceHandler(
         appservice_registry, storage, room_cache, memberships, reactor, server_name
     )
-    profiles = ProfileHandler(storage, server_name, appservices)
+    profiles = ProfileHandler(storage, server_name, appservices, clock=reactor)
     notifier = Notifier(reactor)
     # A connection held open on a token that died re-checks it at once and closes.
     auth.token_listeners.append(lambda user_id: notifier.notify_users([user_id]))
     fanout = EventFanout(server_name, room_cache, memberships, notifier)
     fanout.listeners.append(appservices.on_events)
+    fanout.listeners.append(profiles.on_events)
     persister = EventPersister(storage.events, fanout.on_persisted, fanout.on_failure)
     creator = EventCreator(server_name, signing_key, reactor, room_cache, storage.events, persister)
     room_handler = RoomHandler(
@@ -442,7 +443,12 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         ),
         AccountServlets(config, storage, auth, ui_auth),
         DeviceServlets(storage, auth, ui_auth, device_lists.on_device_renamed),
-        ProfileServlets(auth, profiles),
+        ProfileServlets(
+            auth,
+            profiles,
+            require_auth=config.require_auth_for_profile_requests,
+            limit_to_shared_rooms=config.limit_profile_requests_to_users_who_share_rooms,
+        ),
         AccountDataServlets(storage, auth),
         room_servlets,
         RelationServlets(auth, relations),
@@ -452,9 +458,20 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         ephemeral_servlets,
         PresenceServlets(auth, presence),
         TagServlets(auth, TagsHandler(storage.account_data)),
-        UserDirectoryServlets(auth, UserDirectoryHandler(storage.user_directory)),
+        UserDirectoryServlets(
+            auth,
+            UserDirectoryHandler(
+                storage.user_directory,
+                search_all_users=config.user_directory["search_all_users"],
+            ),
+        ),
         SearchServlets(auth, SearchHandler(storage, room_cache, memberships, visibility)),
-        DirectoryServlets(auth, room_handler, directory),
+        DirectoryServlets(
+            auth,
+            room_handler,
+            directory,
+            allow_public_rooms_without_auth=config.allow_public_rooms_without_auth,
+        ),
         SpaceServlets(auth, room_handler, summaries),
         RoomUpgradeServlets(auth, upgrader),
         FederationHierarchyServlet(federation.authenticator.authenticate, summaries),

@@ -1,7 +1,8 @@
 """User directory search: who the searcher may find, matched and ranked.
 
 Invariants: visibility is decided by the store (shared rooms, public or world-readable
-rooms, no deactivated users). A result matches when every word of the search term is a
+rooms, no deactivated users; with ``search_all_users`` every local user and everyone in
+our rooms). A result matches when every word of the search term is a
 prefix of a word of the user id or display name, case-insensitively (Unicode case
 folding). Results are ranked: exact name or localpart, then names or localparts that
 start with the term, then other matches; then users sharing a room with the searcher,
@@ -52,8 +53,9 @@ def _rank(entry: DirectoryEntry, term: str) -> tuple[Any, ...]:
 
 
 class UserDirectoryHandler:
-    def __init__(self, store: UserDirectoryStore) -> None:
+    def __init__(self, store: UserDirectoryStore, *, search_all_users: bool = False) -> None:
         self._store = store
+        self._search_all_users = search_all_users
 
     async def search(self, searcher: str, search_term: str, limit: int) -> JsonDict:
         words = words_of(search_term)
@@ -61,7 +63,9 @@ class UserDirectoryHandler:
             return {"results": [], "limited": False}
         # The SQL pre-filter is a superset: ASCII words as they are, lower-cased.
         sql_words = [w for w in _WORD_SPLIT.split(search_term.lower()) if w and w.isascii()]
-        candidates = await self._store.search(searcher, sql_words)
+        candidates = await self._store.search(
+            searcher, sql_words, search_all_users=self._search_all_users
+        )
         entries = [e for e in candidates if _matches(e, words)]
         term = search_term.strip().casefold().lstrip("@")
         entries.sort(key=lambda e: _rank(e, term))

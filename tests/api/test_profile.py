@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 import pytest_twisted
 
 from tests.api.helpers import assert_error
@@ -108,15 +107,22 @@ async def test_setting_profile_requires_token(server: RunningServer, alice: Clie
     assert_error(await c.delete(_profile(ALICE, "displayname")), 401, "M_MISSING_TOKEN")
 
 
-@pytest.mark.parametrize(
-    "user_id", ["@nobody:test.local", "@alice:elsewhere.example"], ids=["local", "remote"]
-)
 @pytest_twisted.ensureDeferred
-async def test_unknown_user_profile_is_404(
-    server: RunningServer, alice: Client, user_id: str
-) -> None:
+async def test_unknown_user_profile_is_404(server: RunningServer, alice: Client) -> None:
+    user_id = "@nobody:test.local"
     assert_error(await alice.get(_profile(user_id)), 404, "M_NOT_FOUND")
     assert_error(await alice.get(_profile(user_id, "displayname")), 404, "M_NOT_FOUND")
+
+
+@pytest_twisted.ensureDeferred
+async def test_profile_of_unreachable_server_is_502(server: RunningServer, alice: Client) -> None:
+    user_id = "@alice:elsewhere.invalid"
+    assert_error(await alice.get(_profile(user_id)), 502, "M_UNKNOWN")
+    assert_error(await alice.get(_profile(user_id, "displayname")), 502, "M_UNKNOWN")
+    assert_error(await alice.get(_profile("not-a-user-id")), 400, "M_INVALID_PARAM")
+    # A key over 255 bytes is refused before anyone is asked.
+    assert_error(await alice.get(_profile(user_id, "k" * 256)), 400, "M_KEY_TOO_LARGE")
+    assert_error(await alice.get(_profile(ALICE, "k" * 256)), 400, "M_KEY_TOO_LARGE")
 
 
 @pytest_twisted.ensureDeferred

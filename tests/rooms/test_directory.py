@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import pytest_twisted
 
 from tests.rooms.helpers import (
@@ -230,6 +231,8 @@ async def test_public_rooms_entries_and_get_pagination(server: RunningServer) ->
     await join(bob, ids[2])  # Cherry has two members: listed first
 
     resp = await server.client().get(f"{V3}/publicRooms")
+    assert_error(resp, 401, "M_MISSING_TOKEN")  # allow_public_rooms_without_auth is off
+    resp = await alice.get(f"{V3}/publicRooms")
     assert resp.code == 200, resp
     chunk = resp.json["chunk"]
     assert [r["room_id"] for r in chunk][0] == ids[2]
@@ -264,8 +267,6 @@ async def test_public_rooms_entries_and_get_pagination(server: RunningServer) ->
     assert_error(resp, 400, "M_INVALID_PARAM")
     resp = await alice.get(f"{V3}/publicRooms", params={"limit": "-1"})
     assert_error(resp, 400, "M_INVALID_PARAM")
-    resp = await alice.get(f"{V3}/publicRooms", params={"server": "elsewhere.org"})
-    assert resp.code == 404, resp
     resp = await alice.get(f"{V3}/publicRooms", params={"server": "test.local"})
     assert resp.code == 200, resp
 
@@ -304,3 +305,40 @@ async def test_post_public_rooms_search_and_pagination(server: RunningServer) ->
     assert_error(resp, 400, "M_INVALID_PARAM")
     resp = await server.client().post(url, {})
     assert_error(resp, 401, "M_MISSING_TOKEN")
+
+
+@pytest.mark.parametrize("config_overrides", [{"allow_public_rooms_without_auth": True}])
+@pytest_twisted.ensureDeferred
+async def test_public_rooms_without_auth_only_for_our_own_list(server: RunningServer) -> None:
+    _, ids = await _public_rooms(server)
+    anonymous = server.client()
+    resp = await anonymous.get(f"{V3}/publicRooms")
+    assert resp.code == 200, resp
+    assert sorted(r["room_id"] for r in resp.json["chunk"]) == sorted(ids)
+    # Having another server's list fetched always takes a token (as Synapse).
+    resp = await anonymous.get(f"{V3}/publicRooms", params={"server": "elsewhere.org"})
+    assert_error(resp, 401, "M_MISSING_TOKEN")
+
+
+@pytest_twisted.ensureDeferred
+async def test_post_public_rooms_room_types_filter(server: RunningServer) -> None:
+    alice, ids = await _public_rooms(server)
+    resp = await alice.post(
+        f"{V3}/createRoom",
+        {"visibility": "public", "name": "Space", "creation_content": {"type": "m.space"}},
+    )
+    assert resp.code == 200, resp
+    space = resp.json["room_id"]
+    url = f"{V3}/publicRooms"
+    resp = await alice.post(url, {"filter": {"room_types": ["m.space"]}})
+    assert resp.code == 200, resp
+    assert [r["room_id"] for r in resp.json["chunk"]] == [space]
+    assert resp.json["chunk"][0]["room_type"] == "m.space"
+    resp = await alice.post(url, {"filter": {"room_types": [None]}})
+    assert sorted(r["room_id"] for r in resp.json["chunk"]) == sorted(ids)
+    resp = await alice.post(url, {"filter": {"room_types": [None, "m.space"]}})
+    assert len(resp.json["chunk"]) == len(ids) + 1
+    resp = await alice.post(url, {"filter": {"room_types": "m.space"}})
+    assert_error(resp, 400, "M_BAD_JSON")
+    resp = await alice.post(url, {"filter": {"room_types": [1]}})
+    assert_error(resp, 400, "M_BAD_JSON")

@@ -7,9 +7,8 @@ from typing import Any
 from twisted.web.server import Request
 
 from homeserver.api.client.paths import client_paths
-from homeserver.appservice.handler import parse_third_party_instance_id
 from homeserver.errors import Codes, MatrixError
-from homeserver.handlers.auth import AuthHandler
+from homeserver.handlers.auth import AuthHandler, get_access_token_from_request
 from homeserver.http.server import JsonResource
 from homeserver.http.servlet import (
     field,
@@ -18,15 +17,25 @@ from homeserver.http.servlet import (
     parse_json_body,
     parse_string,
 )
-from homeserver.rooms.directory import RoomDirectory
+from homeserver.rooms.directory import PublicRoomsQuery, RoomDirectory
 from homeserver.rooms.handler import RoomHandler
+
+JsonDict = dict[str, Any]
 
 
 class DirectoryServlets:
-    def __init__(self, auth: AuthHandler, rooms: RoomHandler, directory: RoomDirectory) -> None:
+    def __init__(
+        self,
+        auth: AuthHandler,
+        rooms: RoomHandler,
+        directory: RoomDirectory,
+        *,
+        allow_public_rooms_without_auth: bool = False,
+    ) -> None:
         self._auth = auth
         self._rooms = rooms
         self._directory = directory
+        self._allow_without_auth = allow_public_rooms_without_auth
 
     def register(self, r: JsonResource) -> None:
         alias = "/directory/room/{roomAlias}"
@@ -73,38 +82,50 @@ class DirectoryServlets:
 
     async def on_get_public_rooms(self, request: Request) -> tuple[int, Any]:
         server = parse_string(request, "server")
-        self._check_server(server)
-        limit = parse_integer(request, "limit", minimum=0)
-        since = parse_string(request, "since")
-        include_all = parse_boolean(request, "include_all_networks")
-        network = _network(include_all, parse_string(request, "third_party_instance_id"))
-        return 200, await self._directory.public_rooms(limit, since, None, include_all, network)
+        await self._authenticate_room_list(request, server)
+        query = PublicRoomsQuery(
+            limit=parse_integer(request, "limit", minimum=0),
+            since=parse_string(request, "since"),
+            include_all_networks=parse_boolean(request, "include_all_networks"),
+            third_party_instance_id=parse_string(request, "third_party_instance_id"),
+        )
+        return 200, await self._directory.server_public_rooms(server, query)
 
     async def on_post_public_rooms(self, request: Request) -> tuple[int, Any]:
+        server = parse_string(request, "server")
         await self._auth.get_user_by_req(request, allow_guest=True)
-        self._check_server(parse_string(request, "server"))
         body = parse_json_body(request, allow_empty=True)
-        limit = field(body, "limit", int)
-        since = field(body, "since", str)
-        search = field(body, "filter", dict, default={})
-        term = field(search, "generic_search_term", str)
-        include_all = bool(field(body, "include_all_networks", bool, default=False))
-        network = _network(include_all, field(body, "third_party_instance_id", str))
-        if limit is not None and limit < 0:
-            raise MatrixError(400, Codes.INVALID_PARAM, "limit must not be negative")
-        return 200, await self._directory.public_rooms(limit, since, term, include_all, network)
+        return 200, await self._directory.server_public_rooms(server, public_rooms_body(body))
 
-    def _check_server(self, server: str | None) -> None:
-        if server is not None and server != self._rooms.server_name:
-            raise MatrixError(404, Codes.NOT_FOUND, "Remote room directories need federation")
+    async def _authenticate_room_list(self, request: Request, server: str | None) -> None:
+        """As Synapse: a token is needed unless ``allow_public_rooms_without_auth``, and
+        always to have another server's list fetched."""
+        if self._allow_without_auth and get_access_token_from_request(request) is None:
+            if server is not None and server != self._rooms.server_name:
+                raise MatrixError(401, Codes.MISSING_TOKEN, "Missing access token")
+            return
+        await self._auth.get_user_by_req(request, allow_guest=True)
 
 
-def _network(include_all: bool, instance_id: str | None) -> tuple[str, str] | None:
-    """The application service network asked for (``third_party_instance_id``)."""
-    if instance_id is None:
-        return None
-    if include_all:
-        raise MatrixError(
-            400, Codes.INVALID_PARAM, "Can't use include_all_networks with an explicit network"
-        )
-    return parse_third_party_instance_id(instance_id)
+def public_rooms_body(body: JsonDict) -> PublicRoomsQuery:
+    """The query of a ``POST /publicRooms`` body (client or federation)."""
+    limit = field(body, "limit", int)
+    if limit is not None and limit < 0:
+        raise MatrixError(400, Codes.INVALID_PARAM, "limit must not be negative")
+    search = field(body, "filter", dict, default={})
+    room_types = field(search, "room_types", list)
+    if room_types is not None and not all(t is None or isinstance(t, str) for t in room_types):
+        raise MatrixError(400, Codes.BAD_JSON, "room_types must be a list of strings or null")
+    include_all = body.get("include_all_networks", False)
+    if include_all in ("true", "false"):  # Synapse sends it as a string over federation
+        include_all = include_all == "true"
+    if not isinstance(include_all, bool):
+        raise MatrixError(400, Codes.BAD_JSON, "include_all_networks must be a boolean")
+    return PublicRoomsQuery(
+        limit=limit,
+        since=field(body, "since", str),
+        search_term=field(search, "generic_search_term", str),
+        room_types=tuple(room_types) if room_types is not None else None,
+        include_all_networks=include_all,
+        third_party_instance_id=field(body, "third_party_instance_id", str),
+    )

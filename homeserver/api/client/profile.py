@@ -15,9 +15,18 @@ from homeserver.http.servlet import parse_json_body
 
 
 class ProfileServlets:
-    def __init__(self, auth: AuthHandler, profiles: ProfileHandler) -> None:
+    def __init__(
+        self,
+        auth: AuthHandler,
+        profiles: ProfileHandler,
+        *,
+        require_auth: bool = False,
+        limit_to_shared_rooms: bool = False,
+    ) -> None:
         self._auth = auth
         self._profiles = profiles
+        self._require_auth = require_auth
+        self._limit_to_shared_rooms = limit_to_shared_rooms
 
     def register(self, resource: JsonResource) -> None:
         resource.register_many("GET", client_paths("/profile/{userId}"), self.on_get_profile)
@@ -32,10 +41,21 @@ class ProfileServlets:
         )
 
     async def on_get_profile(self, request: Request, userId: str) -> tuple[int, Any]:
-        return 200, await self._profiles.get_profile(userId)
+        await self._check_may_read(request, userId)
+        return 200, await self._profiles.lookup_profile(userId)
 
     async def on_get_field(self, request: Request, userId: str, keyName: str) -> tuple[int, Any]:
-        return 200, {keyName: await self._profiles.get_field(userId, keyName)}
+        await self._check_may_read(request, userId)
+        return 200, {keyName: await self._profiles.lookup_field(userId, keyName)}
+
+    async def _check_may_read(self, request: Request, user_id: str) -> None:
+        """``require_auth_for_profile_requests`` and, for an authenticated reader,
+        ``limit_profile_requests_to_users_who_share_rooms`` (as Synapse)."""
+        if not self._require_auth:
+            return
+        requester = await self._auth.get_user_by_req(request, allow_guest=True)
+        if self._limit_to_shared_rooms:
+            await self._profiles.check_profile_query_allowed(user_id, requester.user_id)
 
     async def on_put_field(self, request: Request, userId: str, keyName: str) -> tuple[int, Any]:
         requester = await self._auth.get_user_by_req(request, allow_guest=True)
