@@ -34,6 +34,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from homeserver.errors import Codes, MatrixError
 from homeserver.logging_context import current_request_id
+from homeserver.untrusted import utf8_json
 
 logger = logging.getLogger(__name__)
 
@@ -266,7 +267,7 @@ def respond_json(
     if isinstance(body, EncodedJson):
         payload = body.data
     else:
-        payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        payload = utf8_json(json.dumps(body, ensure_ascii=False, separators=(",", ":")))
     request.setResponseCode(status)
     request.setHeader(b"Content-Type", b"application/json")
     request.setHeader(b"Content-Length", str(len(payload)).encode())
@@ -402,9 +403,17 @@ class JsonResource(resource.Resource):
             path_matched = True
             if route.method != lookup_method:
                 continue
-            params = {k: urllib.parse.unquote(v) for k, v in match.groupdict().items()}
-            return route.handler, params, True
+            return route.handler, _path_params(match), True
         return None, {}, path_matched
+
+
+def _path_params(match: re.Match[str]) -> dict[str, str]:
+    """Percent-decoded path parameters; 400 if one is not UTF-8 (never U+FFFD in a
+    room id or state key)."""
+    try:
+        return {k: urllib.parse.unquote(v, errors="strict") for k, v in match.groupdict().items()}
+    except UnicodeDecodeError:
+        raise MatrixError(400, Codes.INVALID_PARAM, "Path parameters must be UTF-8") from None
 
 
 async def _write_raw(request: MatrixRequest, status: int, body: RawResponse) -> None:

@@ -10,6 +10,7 @@ from homeserver.errors import Codes, MatrixError
 from homeserver.events.auth_rules import get_user_power_level
 from homeserver.handlers.auth import Requester
 from homeserver.rooms.room_cache import LiveRoom, RoomCache, pdu_with_id
+from homeserver.untrusted import parse_int64
 from storage.storage import Storage
 
 JsonDict = dict[str, Any]
@@ -79,7 +80,7 @@ class RoomDirectory:
             m = _SINCE_RE.match(since)
             if m is None:
                 raise MatrixError(400, Codes.INVALID_PARAM, "Invalid since token")
-            offset = int(m.group(2))
+            offset = parse_int64(m.group(2), "since")
         entries = []
         if network is not None:
             room_ids = await self._storage.appservice.get_published_room_ids(*network)
