@@ -12,6 +12,8 @@ import pytest_twisted
 from twisted.internet import defer, reactor
 from twisted.internet.protocol import Factory, Protocol
 
+from tests.media.helpers import download, upload_ok
+from tests.media.helpers import user as media_user
 from tests.rooms.helpers import (
     V3,
     assert_error,
@@ -296,3 +298,18 @@ async def test_filter_json_with_lone_surrogate_is_refused(server: RunningServer)
     resp = await alice.post(f"{V3}/user/{q(alice.user_id or '')}/filter", raw=raw_filter.encode())
     assert_error(resp, 400, "M_BAD_JSON")
     json.loads(raw_filter)  # the text itself is valid JSON syntax
+
+
+@pytest_twisted.ensureDeferred
+async def test_range_header_of_spaces_is_answered_fast(server: RunningServer) -> None:
+    """Adjacent optional runs in the Range regex backtracked quadratically: 16 KB of
+    spaces held the reactor for seconds per request."""
+    alice = await media_user(server, "alice")
+    media_id = await upload_ok(alice, b"0123456789", "application/octet-stream")
+    for header in ("bytes=1-" + " " * 16000 + "x", "bytes=1-" + "9" * 5000):
+        started = time.monotonic()
+        resp = await download(alice, media_id, headers={"Range": header})
+        assert time.monotonic() - started < 0.5
+        assert resp.code == 200 and resp.raw == b"0123456789", resp  # ignored, as invalid
+    resp = await download(alice, media_id, headers={"Range": " bytes = 2 - 4 "})
+    assert resp.code == 206 and resp.raw == b"234", resp
