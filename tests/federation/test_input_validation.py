@@ -1,0 +1,55 @@
+"""Issue #14 item 7 on the federation API: integers out of range in a signed request
+are 400, not a database overflow 500."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest_twisted
+import treq
+from twisted.internet import reactor
+from twisted.internet.ssl import CertificateOptions
+from twisted.web.client import Agent
+from twisted.web.iweb import IPolicyForHTTPS
+from zope.interface import implementer
+
+from crypto.signing_key import load_or_generate_signing_key
+from federation.x_matrix import sign_request
+from tests.rooms.helpers import create_room, user
+from tests.support.client import q
+from tests.support.server import RunningServer
+
+
+@implementer(IPolicyForHTTPS)
+class _NoVerify:
+    def creatorForNetloc(self, hostname: bytes, port: int) -> CertificateOptions:
+        return CertificateOptions(verify=False)
+
+
+async def signed_get(origin: RunningServer, dest: RunningServer, path: str) -> tuple[int, Any]:
+    """GET ``path`` on ``dest``, signed with ``origin``'s real key."""
+    key = load_or_generate_signing_key(origin.hs.config.signing_key_path)
+    auth = sign_request(key, "GET", path, origin.hs.server_name, dest.hs.server_name, None)
+    port = dest.hs.ports[-1].getHost().port
+    resp = await treq.request(
+        "GET",
+        f"https://127.0.0.1:{port}{path}",
+        headers={"Authorization": auth},
+        agent=Agent(reactor, contextFactory=_NoVerify()),
+    )
+    return resp.code, json.loads(await treq.content(resp))
+
+
+@pytest_twisted.ensureDeferred
+async def test_timestamp_to_event_with_huge_ts_is_400(
+    two_servers: tuple[RunningServer, RunningServer],
+) -> None:
+    a, b = two_servers
+    alice = await user(a, "alice")
+    room_id = await create_room(alice, preset="public_chat")
+    base = f"/_matrix/federation/v1/timestamp_to_event/{q(room_id)}"
+    code, body = await signed_get(b, a, f"{base}?ts=999999999999999999999&dir=f")
+    assert (code, body.get("errcode")) == (400, "M_INVALID_PARAM"), body
+    code, body = await signed_get(b, a, f"{base}?ts=0&dir=f")
+    assert code == 200, body
