@@ -15,6 +15,7 @@ from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
 from crypto.signing_key import load_or_generate_signing_key
+from federation.http_client import error_from_response
 from federation.x_matrix import sign_request
 from tests.rooms.helpers import create_room, user
 from tests.support.client import q
@@ -53,3 +54,12 @@ async def test_timestamp_to_event_with_huge_ts_is_400(
     assert (code, body.get("errcode")) == (400, "M_INVALID_PARAM"), body
     code, body = await signed_get(b, a, f"{base}?ts=0&dir=f")
     assert code == 200, body
+
+
+def test_error_answer_of_another_server_is_parsed_strictly() -> None:
+    """Another server's answer is untrusted input too: 10,000-deep JSON was a
+    RecursionError escaping the federation client instead of its own error type."""
+    error = error_from_response("evil.example", 500, b"[" * 10000 + b"]" * 10000)
+    assert (error.code, error.errcode) == (500, None)
+    error = error_from_response("evil.example", 403, b'{"errcode": "M_FORBIDDEN", "error": "no"}')
+    assert (error.code, error.errcode) == (403, "M_FORBIDDEN")
