@@ -3,43 +3,24 @@ are 400, not a database overflow 500."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest_twisted
-import treq
-from twisted.internet import reactor
-from twisted.internet.ssl import CertificateOptions
-from twisted.web.client import Agent
-from twisted.web.iweb import IPolicyForHTTPS
-from zope.interface import implementer
 
 from crypto.signing_key import load_or_generate_signing_key
 from federation.http_client import error_from_response
 from federation.x_matrix import sign_request
 from tests.rooms.helpers import create_room, user
 from tests.support.client import q
+from tests.support.federation import federation_request
 from tests.support.server import RunningServer
-
-
-@implementer(IPolicyForHTTPS)
-class _NoVerify:
-    def creatorForNetloc(self, hostname: bytes, port: int) -> CertificateOptions:
-        return CertificateOptions(verify=False)
 
 
 async def signed_get(origin: RunningServer, dest: RunningServer, path: str) -> tuple[int, Any]:
     """GET ``path`` on ``dest``, signed with ``origin``'s real key."""
     key = load_or_generate_signing_key(origin.hs.config.signing_key_path)
     auth = sign_request(key, "GET", path, origin.hs.server_name, dest.hs.server_name, None)
-    port = dest.hs.ports[-1].getHost().port
-    resp = await treq.request(
-        "GET",
-        f"https://127.0.0.1:{port}{path}",
-        headers={"Authorization": auth},
-        agent=Agent(reactor, contextFactory=_NoVerify()),
-    )
-    return resp.code, json.loads(await treq.content(resp))
+    return await federation_request(dest, "GET", path, auth=auth)
 
 
 @pytest_twisted.ensureDeferred
