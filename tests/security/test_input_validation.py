@@ -4,6 +4,7 @@ All over real HTTP against a running server, on both databases."""
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from typing import Any
@@ -313,3 +314,19 @@ async def test_range_header_of_spaces_is_answered_fast(server: RunningServer) ->
         assert resp.code == 200 and resp.raw == b"0123456789", resp  # ignored, as invalid
     resp = await download(alice, media_id, headers={"Range": " bytes = 2 - 4 "})
     assert resp.code == 206 and resp.raw == b"234", resp
+
+
+@pytest_twisted.ensureDeferred
+async def test_forged_search_next_batch_is_400(server: RunningServer) -> None:
+    alice, _, room_id = await roommates(server)
+    await send(alice, room_id, "findme")
+    body = {"search_categories": {"room_events": {"search_term": "findme"}}}
+    for data in (
+        b'{"o": "recent", "s": 99999999999999999999999}',
+        b'{"o": "rank", "s": 1, "r": NaN}',
+        b"[" * 2000 + b"]" * 2000,  # the request line stays under 16 KB
+        b'{"o": "recent", "s": 1, "g": "room_id", "k": %s}' % LONE,
+    ):
+        token = base64.urlsafe_b64encode(data).decode().rstrip("=")
+        resp = await alice.post(f"{V3}/search", body, params={"next_batch": token})
+        assert_error(resp, 400, "M_INVALID_PARAM")
