@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import pytest_twisted
 
 from crypto.signing_key import load_or_generate_signing_key
 from federation.http_client import error_from_response
 from federation.x_matrix import sign_request
+from homeserver.media.multipart import MultipartError, MultipartParser
 from tests.rooms.helpers import create_room, user
 from tests.support.client import q
 from tests.support.federation import federation_request
@@ -44,3 +46,18 @@ def test_error_answer_of_another_server_is_parsed_strictly() -> None:
     assert (error.code, error.errcode) == (500, None)
     error = error_from_response("evil.example", 403, b'{"errcode": "M_FORBIDDEN", "error": "no"}')
     assert (error.code, error.errcode) == (403, "M_FORBIDDEN")
+
+
+def test_remote_media_metadata_is_parsed_strictly() -> None:
+    """The JSON part of a federation media answer: deep nesting was a RecursionError
+    escaping the parser instead of its MultipartError."""
+    boundary = b"b0undary"
+    for metadata in (b"[" * 5000 + b"]" * 5000, b'{"a": "\\ud800"}'):
+        parser = MultipartParser(boundary, lambda _data: None)
+        with pytest.raises(MultipartError):
+            parser.feed(
+                b"--" + boundary + b"\r\nContent-Type: application/json\r\n\r\n" + metadata
+                + b"\r\n--" + boundary + b"\r\nContent-Type: text/plain\r\n\r\nx"
+                + b"\r\n--" + boundary + b"--\r\n"
+            )  # fmt: skip
+            parser.finish()
