@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from functools import lru_cache
 from typing import Any
 
 from homeserver.errors import Codes, MatrixError
+from homeserver.events.glob import compile_glob
 
 
-@lru_cache(maxsize=1024)
-def _glob(pattern: str) -> re.Pattern[str]:
-    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
-    return re.compile(f"^{regex}$", re.IGNORECASE)
+def _matches(pattern: object, host: str) -> bool:
+    return isinstance(pattern, str) and compile_glob(pattern, ignore_case=True).fullmatch(host)
 
 
 def _host(server_name: str) -> str:
@@ -37,12 +35,10 @@ def server_allowed_by_acl(server_name: str, acl_content: Mapping[str, Any] | Non
     ):
         return False
     deny = acl_content.get("deny", [])
-    if isinstance(deny, list) and any(isinstance(p, str) and _glob(p).match(host) for p in deny):
+    if isinstance(deny, list) and any(_matches(p, host) for p in deny):
         return False
     allow = acl_content.get("allow", [])
-    return isinstance(allow, list) and any(
-        isinstance(p, str) and _glob(p).match(host) for p in allow
-    )
+    return isinstance(allow, list) and any(_matches(p, host) for p in allow)
 
 
 def check_server_acl(server_name: str, acl_content: Mapping[str, Any] | None) -> None:

@@ -8,13 +8,14 @@ errors) → SRV ``_matrix-fed._tcp`` then ``_matrix._tcp`` → port 8448.
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
 import re
 from dataclasses import dataclass
 from typing import Any
 
 from homeserver.clock import Clock
+from homeserver.errors import MatrixError
+from homeserver.untrusted import decode_json
 
 logger = logging.getLogger(__name__)
 
@@ -99,8 +100,8 @@ class ServerResolver:
         if status != 200 or len(body) > WELL_KNOWN_MAX_BYTES:
             return None, WELL_KNOWN_ERROR_TTL_S
         try:
-            data = json.loads(body)
-        except ValueError:
+            data = decode_json(body)
+        except MatrixError:  # not JSON, or JSON no one could use (deep, lone surrogates)
             return None, WELL_KNOWN_ERROR_TTL_S
         server = data.get("m.server") if isinstance(data, dict) else None
         if not isinstance(server, str) or not re.fullmatch(r"[A-Za-z0-9.\-\[\]:]+", server):

@@ -34,6 +34,8 @@ from zope.interface import implementer
 from federation.discovery import ServerResolver, is_ip_literal
 from federation.interfaces import FederationRequestError
 from federation.x_matrix import sign_request
+from homeserver.errors import MatrixError
+from homeserver.untrusted import decode_json
 
 logger = logging.getLogger(__name__)
 
@@ -66,8 +68,8 @@ DEFAULT_IP_RANGE_BLACKLIST = (
 def error_from_response(destination: str, code: int, content: bytes) -> FederationRequestError:
     """The error for a non-2xx answer, with the Matrix errcode when the body has one."""
     try:
-        parsed = json.loads(content) if content else None
-    except ValueError:
+        parsed = decode_json(content) if content else None
+    except MatrixError:
         parsed = None
     if isinstance(parsed, dict):
         errcode = parsed.get("errcode")
@@ -341,9 +343,9 @@ class MatrixFederationHttpClient:
             content = await self._read_bounded_body(
                 destination, response, max_body_bytes, timeout_s
             )
-        try:
-            parsed = json.loads(content) if content else {}
-        except ValueError:
+        try:  # another server's answer: as strict as a request to us (depth, Unicode)
+            parsed = decode_json(content) if content else {}
+        except MatrixError:
             parsed = None
         if not 200 <= response.code < 300:
             raise error_from_response(destination, response.code, content)

@@ -10,7 +10,6 @@ Invariants:
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -24,6 +23,7 @@ from homeserver.clock import Clock, now_ms
 from homeserver.errors import Codes, MatrixError
 from homeserver.http.server import JsonResource
 from homeserver.http.servlet import parse_json_body, parse_string
+from homeserver.untrusted import decode_json
 from storage.federation import FederationStore
 
 logger = logging.getLogger(__name__)
@@ -50,10 +50,7 @@ class FederationAuthenticator:
         request.content.seek(0)
         raw = request.content.read()
         if raw:
-            try:
-                content = json.loads(raw)
-            except ValueError:
-                raise MatrixError(400, Codes.NOT_JSON, "Content not JSON.") from None
+            content = decode_json(raw)  # 400 before any signature work, as Synapse
         uri = request.uri.decode("ascii", "replace")
         method = request.method.decode("ascii")
         last_error = "Missing Authorization headers"

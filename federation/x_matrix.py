@@ -14,6 +14,7 @@ from signedjson.types import SigningKey
 
 from crypto.json_signing import sign_json
 from crypto.signing_key import key_id
+from homeserver.events.format import is_valid_server_name
 
 JsonDict = dict[str, Any]
 
@@ -47,11 +48,17 @@ def parse_x_matrix(header: str) -> XMatrixAuth:
         params[m.group(1).lower()] = re.sub(r"\\(.)", r"\1", value)
         pos = m.end()
     try:
-        return XMatrixAuth(
+        auth = XMatrixAuth(
             params["origin"], params["key"], params["sig"], params.get("destination")
         )
     except KeyError as e:
         raise XMatrixParseError(f"X-Matrix authorization lacks {e.args[0]}") from None
+    # The origin names the server whose keys are fetched: never a path or a URL.
+    if not is_valid_server_name(auth.origin):
+        raise XMatrixParseError("X-Matrix origin is not a valid server name")
+    if auth.destination is not None and not is_valid_server_name(auth.destination):
+        raise XMatrixParseError("X-Matrix destination is not a valid server name")
+    return auth
 
 
 def request_json(

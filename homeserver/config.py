@@ -695,6 +695,26 @@ SCHEMA: list[Key] = [
         "Network",
     ),
     Key(
+        "http_request_head_timeout",
+        parse_duration_ms,
+        30_000,
+        "Time a client has to send a request's line and headers once it has begun; a "
+        "connection still sending them after that (a header line trickled every few "
+        "seconds) is closed. The body has `http_idle_timeout` instead.",
+        None,
+        "Network",
+    ),
+    Key(
+        "http_idle_timeout",
+        parse_duration_ms,
+        60_000,
+        "An HTTP connection on which nothing arrives for this long while it is not being "
+        "answered (an idle keep-alive connection, a stalled request body) is closed. A "
+        "request being answered (a /sync long-poll) is not affected.",
+        None,
+        "Network",
+    ),
+    Key(
         "enable_registration",
         _bool,
         False,

@@ -129,6 +129,8 @@ class HomeServer:
                 x_forwarded=listener.x_forwarded,
                 max_upload_size=self.config.max_upload_size,
                 upload_spool_dir=self.upload_spool_dir,
+                head_timeout=self.config.http_request_head_timeout / 1000,
+                idle_timeout=self.config.http_idle_timeout / 1000,
             )
             self.sites.append(site)
             for address in listener.bind_addresses:

@@ -161,14 +161,19 @@ def is_valid_room_id(room_id: str, room_version: RoomVersion | None = None) -> b
 
 
 def validate_canonical_json_values(value: object) -> None:
-    """Check every value is JSON with canonical-JSON integers (no floats, |n| <= 2**53-1).
+    """Check every value is JSON with canonical-JSON integers (no floats, |n| <= 2**53-1)
+    and strings (keys included) that are valid Unicode (no lone surrogates).
 
     Raises ``EventFormatError('M_BAD_JSON', ...)``.
     """
     stack: list[object] = [value]
     while stack:
         item = stack.pop()
-        if item is None or isinstance(item, (bool, str)):
+        if isinstance(item, str):
+            if _utf8_len(item) is None:
+                raise EventFormatError("M_BAD_JSON", "lone surrogate in a string")
+            continue
+        if item is None or isinstance(item, bool):
             continue
         if isinstance(item, int):
             if not CANONICALJSON_MIN_INT <= item <= CANONICALJSON_MAX_INT:
@@ -181,6 +186,7 @@ def validate_canonical_json_values(value: object) -> None:
             for k in item:
                 if not isinstance(k, str):
                     raise EventFormatError("M_BAD_JSON", f"non-string object key: {k!r}")
+            stack.extend(item.keys())
             stack.extend(item.values())
         elif isinstance(item, (list, tuple)):
             stack.extend(item)

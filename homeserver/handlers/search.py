@@ -34,6 +34,7 @@ from homeserver.rooms.history import RoomHistory
 from homeserver.rooms.memberships import MembershipCache
 from homeserver.rooms.room_cache import RoomCache
 from homeserver.rooms.visibility import VisibilityFilter
+from homeserver.untrusted import INT64_MAX, INT64_MIN, decode_json
 from storage.events import MembershipRow
 from storage.search import (
     SEARCH_KEYS,
@@ -127,16 +128,20 @@ class BatchToken:
     @classmethod
     def decode(cls, token: str) -> BatchToken:
         bad = MatrixError(400, Codes.INVALID_PARAM, "Invalid next_batch token")
-        try:
-            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-            data = json.loads(raw)
-        except (binascii.Error, ValueError):
+        try:  # the client's to forge: as strict as any JSON input (depth, Unicode, NaN)
+            data = decode_json(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        except (binascii.Error, ValueError, MatrixError):
             raise bad from None
         if not isinstance(data, dict):
             raise bad
         order, stream, rank = data.get("o"), data.get("s"), data.get("r")
         group, value = data.get("g"), data.get("k")
-        if order not in ORDERS or not isinstance(stream, int) or isinstance(stream, bool):
+        if (
+            order not in ORDERS
+            or not isinstance(stream, int)
+            or isinstance(stream, bool)
+            or not INT64_MIN <= stream <= INT64_MAX
+        ):
             raise bad
         cursor = SearchCursor(stream)
         if order == "rank":

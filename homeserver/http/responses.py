@@ -28,7 +28,12 @@ from homeserver.http.server import MatrixRequest, RawResponse
 
 READ_CHUNK = 256 * 1024
 
-_RANGE_RE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
+# Possessive quantifiers: adjacent optional runs (``\s*`` around ``(\d*)``) backtrack
+# quadratically over a header of 16 KB of spaces (seconds of reactor time) otherwise.
+# At most 30 digits: int() of a longer run is refused (ValueError) past 4300 digits.
+_RANGE_RE = re.compile(
+    r"\s*+bytes\s*+=\s*+([0-9]{0,30}+)\s*+-\s*+([0-9]{0,30}+)\s*+", re.IGNORECASE
+)
 
 
 @implementer(IPushProducer)
@@ -112,7 +117,7 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
     """
     if "," in header:
         return None  # several ranges: the whole representation is a valid answer
-    m = _RANGE_RE.match(header)
+    m = _RANGE_RE.fullmatch(header)
     if m is None or (not m.group(1) and not m.group(2)):
         return None
     first, last = m.group(1), m.group(2)

@@ -32,8 +32,10 @@ from twisted.web.http import HTTPChannel
 from twisted.web.http_headers import Headers
 from twisted.web.server import NOT_DONE_YET
 
+from homeserver.clock import DelayedCall
 from homeserver.errors import Codes, MatrixError
 from homeserver.logging_context import current_request_id
+from homeserver.untrusted import utf8_json
 
 logger = logging.getLogger(__name__)
 
@@ -131,10 +133,50 @@ class MatrixRequest(server.Request):
 
 
 class MatrixChannel(HTTPChannel):
-    """An HTTP/1.1 connection that leaves its site's ``open_channels`` when it closes."""
+    """An HTTP/1.1 connection that leaves its site's ``open_channels`` when it closes.
+
+    Deadlines: a request's line and headers must all arrive within the site's
+    ``head_timeout`` of their first byte (Twisted's idle ``timeOut`` restarts on every
+    byte, so a header line trickled every few seconds would hold the connection for
+    ever); the body, and an idle keep-alive connection, have the idle ``timeOut``; a
+    request being answered (a long-poll, a download) has neither.
+    """
 
     site: MatrixSite
     _host: Any = None
+    _head_deadline: DelayedCall | None = None
+    _in_body = False
+
+    def dataReceived(self, data: bytes) -> None:
+        if (
+            self._head_deadline is None
+            and not self._in_body
+            and not self._handlingRequest
+            and self.site.head_timeout
+        ):
+            self._head_deadline = self.callLater(self.site.head_timeout, self._head_timed_out)
+        super().dataReceived(data)
+
+    def allHeadersReceived(self) -> None:
+        self._cancel_head_deadline()
+        self._in_body = True
+        super().allHeadersReceived()
+
+    def allContentReceived(self) -> None:
+        self._in_body = False
+        super().allContentReceived()
+
+    def _head_timed_out(self) -> None:
+        self._head_deadline = None
+        transport: Any = self.transport
+        logger.info("Closing a connection that sent no whole request head in time")
+        if transport is not None:
+            transport.abortConnection()
+
+    def _cancel_head_deadline(self) -> None:
+        deadline, self._head_deadline = self._head_deadline, None
+        if deadline is not None and deadline.active():
+            deadline.cancel()
 
     def getHost(self) -> Any:  # type: ignore[misc]  # Twisted declares it as an attribute
         # Each request asks (Request.__init__); the local address of a connection never
@@ -145,6 +187,7 @@ class MatrixChannel(HTTPChannel):
         return self._host
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._cancel_head_deadline()
         self.site.open_channels.discard(self)
         super().connectionLost(reason)
 
@@ -158,10 +201,14 @@ class MatrixSite(server.Site):
         x_forwarded: bool,
         max_upload_size: int | None = None,
         upload_spool_dir: str | None = None,
+        head_timeout: float = 30.0,
+        idle_timeout: float = 60.0,
     ) -> None:
         super().__init__(root)
         self.x_forwarded = x_forwarded
         self.noisy = False
+        self.head_timeout = head_timeout  # seconds; see MatrixChannel
+        self.timeOut = idle_timeout
         limit = max_body_size
         upload_limit = max_upload_size if max_upload_size is not None else max_body_size
         spool_dir = upload_spool_dir
@@ -266,7 +313,7 @@ def respond_json(
     if isinstance(body, EncodedJson):
         payload = body.data
     else:
-        payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        payload = utf8_json(json.dumps(body, ensure_ascii=False, separators=(",", ":")))
     request.setResponseCode(status)
     request.setHeader(b"Content-Type", b"application/json")
     request.setHeader(b"Content-Length", str(len(payload)).encode())
@@ -402,9 +449,17 @@ class JsonResource(resource.Resource):
             path_matched = True
             if route.method != lookup_method:
                 continue
-            params = {k: urllib.parse.unquote(v) for k, v in match.groupdict().items()}
-            return route.handler, params, True
+            return route.handler, _path_params(match), True
         return None, {}, path_matched
+
+
+def _path_params(match: re.Match[str]) -> dict[str, str]:
+    """Percent-decoded path parameters; 400 if one is not UTF-8 (never U+FFFD in a
+    room id or state key)."""
+    try:
+        return {k: urllib.parse.unquote(v, errors="strict") for k, v in match.groupdict().items()}
+    except UnicodeDecodeError:
+        raise MatrixError(400, Codes.INVALID_PARAM, "Path parameters must be UTF-8") from None
 
 
 async def _write_raw(request: MatrixRequest, status: int, body: RawResponse) -> None:

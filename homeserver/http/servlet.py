@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from twisted.web.server import Request
 
 from homeserver.errors import Codes, MatrixError
+from homeserver.untrusted import decode_json, parse_int64
 
 JsonDict = dict[str, Any]
 
 
 def parse_json_body(request: Request, *, allow_empty: bool = False) -> JsonDict:
-    """The body as a JSON object: ``M_NOT_JSON`` if unparseable, ``M_BAD_JSON`` if not an object."""
+    """The body as a JSON object: ``M_NOT_JSON`` if unparseable, ``M_BAD_JSON`` if not
+    an object or not representable (see ``homeserver.untrusted.decode_json``)."""
     assert request.content is not None
     request.content.seek(0)
     raw = request.content.read()
@@ -21,22 +22,20 @@ def parse_json_body(request: Request, *, allow_empty: bool = False) -> JsonDict:
         if allow_empty:
             return {}
         raise MatrixError(400, Codes.NOT_JSON, "Content not JSON.")
-    try:
-        body = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError):
-        raise MatrixError(400, Codes.NOT_JSON, "Content not JSON.") from None
+    body = decode_json(raw)
     if not isinstance(body, dict):
         raise MatrixError(400, Codes.BAD_JSON, "Content must be a JSON object.")
     return body
 
 
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"invalid JSON constant {name}")
-
-
 def _query_values(request: Request, name: str) -> list[str]:
     args = request.args or {}
-    return [v.decode("utf-8", "replace") for v in args.get(name.encode(), [])]
+    try:
+        return [v.decode("utf-8") for v in args.get(name.encode(), [])]
+    except UnicodeDecodeError:
+        raise MatrixError(
+            400, Codes.INVALID_PARAM, f"Query parameter {name!r} must be UTF-8"
+        ) from None
 
 
 def parse_string(
@@ -76,12 +75,7 @@ def parse_integer(
         if required:
             raise MatrixError(400, Codes.MISSING_PARAM, f"Missing integer query parameter {name!r}")
         return default
-    try:
-        value = int(values[0])
-    except ValueError:
-        raise MatrixError(
-            400, Codes.INVALID_PARAM, f"Query parameter {name!r} must be an integer"
-        ) from None
+    value = parse_int64(values[0], f"Query parameter {name!r}")
     if minimum is not None and value < minimum:
         raise MatrixError(
             400, Codes.INVALID_PARAM, f"Query parameter {name!r} must be >= {minimum}"

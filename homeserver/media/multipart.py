@@ -14,10 +14,12 @@ Invariants:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from homeserver.errors import MatrixError
+from homeserver.untrusted import decode_json
 
 MAX_JSON = 64 * 1024
 MAX_HEADERS = 16 * 1024
@@ -174,9 +176,9 @@ class MultipartParser:
 
     def _close_part(self) -> None:
         if self._part == 0:
-            try:
-                metadata = json.loads(bytes(self._json))
-            except ValueError:
+            try:  # another server's answer: as strict as a request to us
+                metadata = decode_json(bytes(self._json))
+            except MatrixError:
                 raise MultipartError("Metadata part is not JSON") from None
             if not isinstance(metadata, dict):
                 raise MultipartError("Metadata part is not a JSON object")

@@ -16,9 +16,8 @@ server-default ones) run once per event, not once per user. Globs are compiled
 once and cached; a rule set's compiled form is cached on the rule set until it
 changes.
 
-Glob matching never backtracks badly: a pattern is split at ``*`` into
-fixed-length pieces, found left to right (earliest occurrence), which is linear
-in the length of the value for a given pattern.
+Globs are case-insensitive and never backtrack (``homeserver.events.glob``, the
+server's one glob matcher).
 """
 
 from __future__ import annotations
@@ -29,6 +28,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Final
 
+from homeserver.events.glob import Glob, compile_glob, compile_literal
 from homeserver.push.default_rules import default_rules_for_user
 from homeserver.push.rules import Action, PushRule, PushRuleSet, strip_historical_actions
 
@@ -154,89 +154,9 @@ class PreparedEvent:
 # Globs
 # ---------------------------------------------------------------------------
 
-# A word boundary character: anything outside [A-Za-z0-9_] (ASCII, case-sensitive
-# class even under IGNORECASE so that e.g. KELVIN SIGN is not taken for a "k").
-_BOUNDARY: Final = "(?-i:[^A-Za-z0-9_])"
-_AT_START: Final = rf"(?:\A|(?<={_BOUNDARY}))"
-_AT_END: Final = rf"(?={_BOUNDARY}|\Z)"
-_FLAGS: Final = re.IGNORECASE | re.DOTALL
 
-
-class _Glob:
-    """A glob as fixed-length pieces separated by ``*``.
-
-    ``fullmatch`` matches the whole value; ``search_words`` matches any
-    substring starting and ending at a word boundary (the ``content.body``
-    rule). Both are case-insensitive. Regexes are compiled on first use: many
-    globs (e.g. a user's own ID in ``.m.rule.invite_for_me``) are rarely reached.
-    """
-
-    __slots__ = ("_pieces", "_full", "_words")
-
-    def __init__(self, pieces: Sequence[tuple[str, int]]) -> None:
-        # pieces: (regex source matching exactly `length` characters, length)
-        self._pieces = tuple(pieces)
-        self._full: tuple[re.Pattern[str], ...] | None = None
-        self._words: tuple[re.Pattern[str], ...] | None = None
-
-    def _plan(self, prefix: str, suffix: str) -> tuple[re.Pattern[str], ...]:
-        """Regexes for the first piece (``prefix`` before it), the middle ones and
-        the last (``suffix`` after it); just one regex for a single piece."""
-        sources = [f"(?:{source})" for source, _ in self._pieces]
-        sources[0] = prefix + sources[0]
-        sources[-1] = sources[-1] + suffix
-        return tuple(re.compile(source, _FLAGS) for source in sources)
-
-    @staticmethod
-    def _middle_end(plan: tuple[re.Pattern[str], ...], value: str, pos: int) -> int:
-        """End of the earliest placement of the middle pieces from ``pos``, or -1."""
-        for index in range(1, len(plan) - 1):
-            found = plan[index].search(value, pos)
-            if found is None:
-                return -1
-            pos = found.end()
-        return pos
-
-    def fullmatch(self, value: str) -> bool:
-        plan = self._full
-        if plan is None:
-            plan = self._full = self._plan("", "")
-        if len(plan) == 1:
-            return plan[0].fullmatch(value) is not None
-        if plan[0].match(value) is None:
-            return False
-        pos = self._middle_end(plan, value, self._pieces[0][1])
-        start = len(value) - self._pieces[-1][1]
-        return 0 <= pos <= start and plan[-1].fullmatch(value, start) is not None
-
-    def search_words(self, value: str) -> bool:
-        plan = self._words
-        if plan is None:
-            plan = self._words = self._plan(_AT_START, _AT_END)
-        if len(plan) == 1:
-            return plan[0].search(value) is not None
-        found = plan[0].search(value)
-        if found is None:
-            return False
-        pos = self._middle_end(plan, value, found.end())
-        return pos >= 0 and plan[-1].search(value, pos) is not None
-
-
-def _glob_piece(text: str) -> tuple[str, int]:
-    return "".join("." if c == "?" else re.escape(c) for c in text), len(text)
-
-
-@lru_cache(maxsize=16384)
-def _compile_glob(pattern: str) -> _Glob:
-    raw = pattern.split("*")
-    if len(raw) > 2:  # empty middle pieces ("**") change nothing
-        raw = [raw[0], *(p for p in raw[1:-1] if p), raw[-1]]
-    return _Glob([_glob_piece(p) for p in raw])
-
-
-@lru_cache(maxsize=16384)
-def _compile_literal(text: str) -> _Glob:
-    return _Glob([(re.escape(text), len(text))])
+def _compile_glob(pattern: str) -> Glob:
+    return compile_glob(pattern, ignore_case=True)
 
 
 def glob_matches(pattern: str, value: str, *, word_boundary: bool = False) -> bool:
@@ -346,7 +266,9 @@ class _ContainsDisplayName(_Condition):
         result = event._memo.get(key)
         if result is None:
             body = event.values.get(_BODY_PATH)
-            result = type(body) is str and _compile_literal(name).search_words(body)
+            result = type(body) is str and compile_literal(name, ignore_case=True).search_words(
+                body
+            )
             event._memo[key] = result
         return result
 

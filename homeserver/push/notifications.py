@@ -15,8 +15,8 @@ from typing import Any
 
 from twisted.internet import defer
 
-from homeserver.errors import Codes, MatrixError
 from homeserver.events.event import Event
+from homeserver.untrusted import parse_int64
 from storage.push import UNTHREADED, PushActionRow
 from storage.storage import Storage
 
@@ -46,10 +46,7 @@ class NotificationsHandler:
     ) -> tuple[list[Notification], str | None]:
         before: int | None = None
         if from_token is not None:
-            try:
-                before = int(from_token)
-            except ValueError:
-                raise MatrixError(400, Codes.INVALID_PARAM, "Invalid from token") from None
+            before = parse_int64(from_token, "from")
         limit = max(0, min(limit, MAX_LIMIT))
         await self._caught_up()
         await self._flush()

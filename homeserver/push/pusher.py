@@ -36,11 +36,13 @@ from twisted.internet import defer
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from homeserver.clock import Clock, DelayedCall
+from homeserver.errors import MatrixError
 from homeserver.events.event import Event
 from homeserver.push.counts import UnreadCounts
 from homeserver.push.evaluator import actions_tweaks
 from homeserver.rooms.memberships import MembershipCache
 from homeserver.rooms.room_cache import LiveRoom, RoomCache
+from homeserver.untrusted import decode_json, utf8_json
 from storage.events import EventsStore
 from storage.id_generator import IdGenerator
 from storage.push import PushActionRow, PusherRecord, PushStore
@@ -84,7 +86,7 @@ class GatewayClient:
         self._client = HTTPClient(agent)
 
     async def post(self, url: str, body: JsonDict, timeout_s: float) -> Any:
-        data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        data = utf8_json(json.dumps(body, ensure_ascii=False, separators=(",", ":")))
         d = defer.ensureDeferred(self._exchange(url, data))
         timer = self._reactor.callLater(timeout_s, d.cancel)
         try:
@@ -97,8 +99,8 @@ class GatewayClient:
         if not 200 <= status < 300:
             raise GatewayError(f"HTTP {status}")
         try:
-            return json.loads(raw) if raw.strip() else {}
-        except ValueError:
+            return decode_json(raw) if raw.strip() else {}
+        except MatrixError:  # not JSON, or JSON no one could use (deep, lone surrogates)
             return {}
 
     async def _exchange(self, url: str, data: bytes) -> tuple[int, bytes]:

@@ -31,6 +31,7 @@ from homeserver.relations.bundles import Aggregator
 from homeserver.rooms.history import RoomHistory
 from homeserver.rooms.room_cache import RoomCache
 from homeserver.rooms.visibility import VisibilityFilter
+from homeserver.untrusted import parse_int64
 from storage.relations import ANNOTATION, REPLACE, THREAD, relation_of
 from storage.storage import Storage
 
@@ -247,7 +248,7 @@ class RelationsHandler:
             m = _THREADS_TOKEN_RE.match(from_token)
             if m is None:
                 raise MatrixError(400, Codes.INVALID_PARAM, "Unknown pagination token")
-            before = (int(m.group(1)), int(m.group(2)))
+            before = (parse_int64(m.group(1), "from"), parse_int64(m.group(2), "from"))
         limit = max(1, min(limit, MAX_LIMIT))
         rows = await self._storage.relations.get_threads(
             room_id,

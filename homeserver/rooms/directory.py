@@ -16,6 +16,7 @@ from homeserver.events.auth_rules import get_user_power_level
 from homeserver.events.format import is_valid_server_name
 from homeserver.handlers.auth import Requester
 from homeserver.rooms.room_cache import LiveRoom, RoomCache, pdu_with_id
+from homeserver.untrusted import parse_int64
 from storage.storage import Storage
 
 JsonDict = dict[str, Any]
@@ -59,7 +60,7 @@ def paginate(entries: list[JsonDict], limit: int | None, since: str | None) -> J
         m = _SINCE_RE.match(since)
         if m is None:
             raise MatrixError(400, Codes.INVALID_PARAM, "Invalid since token")
-        offset = int(m.group(2))
+        offset = parse_int64(m.group(2), "since")
     total = len(entries)
     page = entries[offset:] if limit is None else entries[offset : offset + limit]
     result: JsonDict = {"chunk": page, "total_room_count_estimate": total}

@@ -27,6 +27,7 @@ from homeserver.events.event import Event
 from homeserver.events.filtering import EventFilter
 from homeserver.rooms.room_cache import LiveRoom, RoomCache
 from homeserver.rooms.visibility import VisibilityFilter
+from homeserver.untrusted import parse_int64
 from storage.storage import Storage
 
 JsonDict = dict[str, Any]
@@ -77,10 +78,10 @@ class RoomHistory:
         """The (depth, stream) point a token stands for: just after that event."""
         m = _TOPO_RE.match(token)
         if m:
-            return int(m.group(1)), int(m.group(2))
+            return parse_int64(m.group(1), "from"), parse_int64(m.group(2), "from")
         m = _STREAM_RE.match(token)
         if m:
-            stream = int(m.group(1))
+            stream = parse_int64(m.group(1), "from")
             topo = await self._storage.events.get_max_topological_before_stream(room_id, stream)
             return topo, stream
         raise MatrixError(400, Codes.INVALID_PARAM, f"Invalid pagination token {token!r}")

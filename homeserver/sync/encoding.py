@@ -12,6 +12,8 @@ import json
 import secrets
 from typing import Any
 
+from homeserver.untrusted import utf8_json
+
 JsonDict = dict[str, Any]
 
 _SEPARATORS = (",", ":")
@@ -61,7 +63,7 @@ def encode_sync_body(body: JsonDict) -> bytes:
                     section[key] = f"{_MARKER}{len(swapped)}"
                     swapped.append((section, key, value))
     if not swapped:
-        return encode_json(body).encode("utf-8")
+        return utf8_json(encode_json(body))
     try:
         text = encode_json(body)
     finally:
@@ -69,4 +71,4 @@ def encode_sync_body(body: JsonDict) -> bytes:
             section[key] = value
     for index, (_, _, value) in enumerate(swapped):
         text = text.replace(f'{_ENCODED_MARKER}{index}"', value.encoded(), 1)
-    return text.encode("utf-8")
+    return utf8_json(text)

@@ -30,6 +30,7 @@ from homeserver.rooms.visibility import VisibilityFilter
 from homeserver.sync.encoding import SharedJson
 from homeserver.sync.notifier import Notifier
 from homeserver.sync.sources import SOURCE_ORDER, SyncContext, SyncFragment, SyncSource
+from homeserver.untrusted import parse_int64
 from storage.account_data import GLOBAL, AccountDataChange
 from storage.events import MembershipRow
 from storage.storage import Storage
@@ -80,7 +81,7 @@ class SyncToken:
     def parse(cls, token: str) -> SyncToken:
         if not _TOKEN_RE.match(token):
             raise MatrixError(400, Codes.INVALID_PARAM, f"Invalid sync token {token!r}")
-        parts = [int(p) for p in token[1:].split("_")][: len(TOKEN_FIELDS)]
+        parts = [parse_int64(p, "since") for p in token[1:].split("_")][: len(TOKEN_FIELDS)]
         parts += [0] * (len(TOKEN_FIELDS) - len(parts))
         return cls(tuple(parts))
 

@@ -133,6 +133,7 @@ async def test_bad_well_known_answers_are_ignored() -> None:
         (200, json.dumps({"m.server": "evil.example/path"}).encode(), None),
         (200, json.dumps(["m.server"]).encode(), None),
         (200, b"{" + b" " * (60 * 1024) + b"}", None),
+        (200, b"[" * 5000 + b"]" * 5000, None),  # a RecursionError escaped, once
     ):
         network = Network()
         network.well_known["example.org"] = answer

@@ -2,45 +2,17 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest_twisted
-import treq
 from signedjson.key import generate_signing_key
 
 from federation.x_matrix import sign_request
+from tests.support.federation import federation_request
 from tests.support.server import RunningServer
 
 
-def _federation_url(server: RunningServer, path: str) -> str:
-    port = server.hs.ports[-1].getHost().port
-    return f"https://127.0.0.1:{port}{path}"
-
-
 async def _put(server: RunningServer, path: str, body: dict, auth: str | None) -> tuple[int, dict]:
-    headers = {"Content-Type": "application/json"}
-    if auth is not None:
-        headers["Authorization"] = auth
-    from twisted.internet import reactor
-    from twisted.internet.ssl import CertificateOptions
-    from twisted.web.client import Agent, BrowserLikePolicyForHTTPS  # noqa: F401
-    from twisted.web.iweb import IPolicyForHTTPS
-    from zope.interface import implementer
-
-    @implementer(IPolicyForHTTPS)
-    class NoVerify:
-        def creatorForNetloc(self, hostname: bytes, port: int) -> CertificateOptions:
-            return CertificateOptions(verify=False)
-
-    agent = Agent(reactor, contextFactory=NoVerify())
-    resp = await treq.request(
-        "PUT",
-        _federation_url(server, path),
-        data=json.dumps(body).encode(),
-        headers=headers,
-        agent=agent,
-    )
-    return resp.code, json.loads(await treq.content(resp))
+    code, resp = await federation_request(server, "PUT", path, body=body, auth=auth)
+    return code, dict(resp)
 
 
 @pytest_twisted.ensureDeferred

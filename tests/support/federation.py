@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import json
 import os
 import socket
 from typing import Any
 
+import treq
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from twisted.internet import reactor
 from twisted.internet.error import CannotListenError
+from twisted.internet.ssl import CertificateOptions
+from twisted.web.client import Agent
+from twisted.web.iweb import IPolicyForHTTPS
+from zope.interface import implementer
 
 from tests.support.server import RunningServer, make_config_dict, start_server
 
@@ -113,3 +120,29 @@ async def start_federating_server(
             if fed_port is not None or attempt == 5:
                 raise
     raise AssertionError("unreachable")
+
+
+@implementer(IPolicyForHTTPS)
+class _NoVerify:
+    """Test servers present self-signed certificates."""
+
+    def creatorForNetloc(self, hostname: bytes, port: int) -> CertificateOptions:
+        return CertificateOptions(verify=False)
+
+
+async def federation_request(
+    server: RunningServer, method: str, path: str, *, body: Any = None, auth: str | None = None
+) -> tuple[int, Any]:
+    """One request to ``server``'s federation (TLS) listener: status and parsed JSON."""
+    headers = {"Content-Type": "application/json"}
+    if auth is not None:
+        headers["Authorization"] = auth
+    port = server.hs.ports[-1].getHost().port
+    resp = await treq.request(
+        method,
+        f"https://127.0.0.1:{port}{path}",
+        data=json.dumps(body).encode() if body is not None else None,
+        headers=headers,
+        agent=Agent(reactor, contextFactory=_NoVerify()),
+    )
+    return resp.code, json.loads(await treq.content(resp))

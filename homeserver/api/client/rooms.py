@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -19,6 +18,7 @@ from homeserver.http.servlet import field, parse_integer, parse_json_body, parse
 from homeserver.relations.bundles import with_relations
 from homeserver.rooms.handler import RoomHandler
 from homeserver.rooms.history import RoomHistory
+from homeserver.untrusted import decode_json
 
 JsonDict = dict[str, Any]
 # (events, viewer) -> event id -> bundled aggregations (``unsigned.m.relations``)
@@ -43,10 +43,11 @@ def parse_event_filter(request: Request) -> EventFilter | None:
     if raw is None:
         return None
     try:
-        data = json.loads(raw)
+        data = decode_json(raw)
+    except MatrixError as e:  # M_BAD_JSON for any bad filter here, as before
+        raise MatrixError(400, Codes.BAD_JSON, f"Invalid filter: {e.message}") from None
+    try:
         validate_room_event_filter(data)
-    except ValueError:
-        raise MatrixError(400, Codes.BAD_JSON, "filter is not valid JSON") from None
     except FilterError as e:
         raise MatrixError(400, Codes.BAD_JSON, f"Invalid filter: {e}") from None
     return EventFilter.from_json(data)

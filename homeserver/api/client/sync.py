@@ -28,6 +28,7 @@ from homeserver.http.servlet import parse_boolean, parse_integer, parse_json_bod
 from homeserver.logging_context import current_request_id
 from homeserver.sync.encoding import encode_sync_body
 from homeserver.sync.handler import SyncHandler, SyncRequest, SyncToken
+from homeserver.untrusted import decode_json, int64_or_none
 from storage.storage import Storage
 
 JsonDict = dict[str, Any]
@@ -66,11 +67,7 @@ def _parse_filter(data: Any) -> FilterCollection:
 
 @lru_cache(maxsize=1024)
 def _parse_inline_filter(raw: str) -> FilterCollection:
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        raise MatrixError(400, Codes.NOT_JSON, "filter is not valid JSON") from None
-    return _parse_filter(data)
+    return _parse_filter(decode_json(raw))
 
 
 _EMPTY_FILTER = FilterCollection.from_json({})
@@ -97,10 +94,9 @@ class SyncServlets:
             return _EMPTY_FILTER
         if raw.lstrip().startswith("{"):
             return _parse_inline_filter(raw)
-        try:
-            filter_id = int(raw)
-        except ValueError:
-            raise MatrixError(400, Codes.INVALID_PARAM, "filter must be an id or JSON") from None
+        filter_id = int64_or_none(raw)
+        if filter_id is None:
+            raise MatrixError(400, Codes.INVALID_PARAM, "filter must be an id or JSON")
         key = (user_id, filter_id)
         cached = self._filter_cache.get(key)
         if cached is not None:
@@ -154,11 +150,10 @@ class SyncServlets:
         requester = await self._auth.get_user_by_req(request, allow_guest=True)
         if requester.user_id != userId:
             raise MatrixError(403, Codes.FORBIDDEN, "Cannot get filters for other users")
-        try:
-            filter_id = int(filterId)
-        except ValueError:
-            raise MatrixError(404, Codes.NOT_FOUND, "No such filter") from None
-        data = await self._storage.events.get_filter(userId, filter_id)
+        filter_id = int64_or_none(filterId)
+        data = (
+            None if filter_id is None else await self._storage.events.get_filter(userId, filter_id)
+        )
         if data is None:
             raise MatrixError(404, Codes.NOT_FOUND, "No such filter")
         return 200, data

@@ -29,7 +29,6 @@ Invariants:
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections import deque
@@ -56,6 +55,7 @@ from homeserver.http.server import JsonResource, MatrixRequest, RawResponse
 from homeserver.http.servlet import field, parse_string
 from homeserver.sync.encoding import encode_sync_body
 from homeserver.sync.handler import SyncHandler, SyncRequest, SyncToken
+from homeserver.untrusted import decode_json
 
 logger = logging.getLogger(__name__)
 
@@ -209,7 +209,7 @@ class SyncStreamProtocol(WebSocketServerProtocol):  # type: ignore[misc]
         self.factory.add(self)
         # Handshake leftovers, the per-connection TrafficStats and the UTF-8 validator go
         # (incoming text is not validated incrementally, utf8validateIncoming is off:
-        # json.loads refuses invalid UTF-8, answered M_NOT_JSON), and so does all state
+        # decode_json refuses invalid UTF-8, answered M_NOT_JSON), and so does all state
         # still at its class default: a fresh, compact __dict__. autobahn queues frames
         # only for sync=True sends (never made here); the default empty tuple reads as an
         # empty queue, and any append would fail loudly, not cross-talk.
@@ -435,10 +435,7 @@ class SyncStreamProtocol(WebSocketServerProtocol):  # type: ignore[misc]
             return
         call_id: Any = None
         try:
-            try:
-                message = json.loads(payload)
-            except ValueError:
-                raise MatrixError(400, Codes.NOT_JSON, "Message is not JSON") from None
+            message = decode_json(payload)
             if not isinstance(message, dict):
                 raise MatrixError(400, Codes.BAD_JSON, "Message must be a JSON object")
             call_id = message.get("id")
