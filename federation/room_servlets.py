@@ -272,10 +272,10 @@ class FederationRoomServlets:
         }
 
     async def on_timestamp_to_event(self, request: Request, roomId: str) -> tuple[int, Any]:
-        origin, _ = await self._readable_room(request, roomId)
         ts = parse_integer(request, "ts", required=True)
         direction = parse_string(request, "dir", required=True, allowed=("f", "b"))
         assert ts is not None
+        origin, _ = await self._readable_room(request, roomId)
         found = await self._events.get_event_closest_to_ts(roomId, ts, direction == "f")
         ev = await self._events.get_event(found[0]) if found is not None else None
         if (

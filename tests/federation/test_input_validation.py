@@ -35,6 +35,12 @@ async def test_timestamp_to_event_with_huge_ts_is_400(
     base = f"/_matrix/federation/v1/timestamp_to_event/{q(room_id)}"
     code, body = await signed_get(b, a, f"{base}?ts=999999999999999999999&dir=f")
     assert (code, body.get("errcode")) == (400, "M_INVALID_PARAM"), body
+    # A valid ts is answered once B is in the room (a server outside it gets 403).
+    bob = await user(b, "bob")
+    joined = await bob.post(
+        f"/_matrix/client/v3/join/{q(room_id)}", {}, params={"server_name": a.hs.server_name}
+    )
+    assert joined.code == 200, joined.json
     code, body = await signed_get(b, a, f"{base}?ts=0&dir=f")
     assert code == 200, body
 
