@@ -47,6 +47,7 @@ from federation.room_events import (
 from homeserver.clock import Clock
 from homeserver.events.auth_rules import auth_types_for_event
 from homeserver.events.event import Event
+from homeserver.events.redaction import has_redact_power
 from homeserver.events.room_versions import RoomVersion
 from homeserver.rooms.persister import EventPersister
 from homeserver.rooms.room_cache import LiveRoom, RoomCache, pdu_with_id
@@ -311,6 +312,7 @@ class FederationBackfiller:
             if auth is not None and auth.is_state():
                 auth_state[auth.state_tuple] = pdu_with_id(auth)
         reason = auth_failure(full, auth_state, version, create_json)
+        redact_power = False
         if reason is None:
             wanted = auth_types_for_event(pdu, version)
             before = {
@@ -319,7 +321,16 @@ class FederationBackfiller:
                 if key in wanted and eid in loaded
             }
             reason = auth_failure(full, before, version, create_json)
-        event = Event(event_id=event_id, pdu=pdu, room_version=version, rejected_reason=reason)
+            redact_power = has_redact_power(
+                full, auth_state, version, create_json
+            ) and has_redact_power(full, before, version, create_json)
+        event = Event(
+            event_id=event_id,
+            pdu=pdu,
+            room_version=version,
+            rejected_reason=reason,
+            sender_had_redact_power=redact_power,
+        )
         event.stream_ordering = self._events.allocate_backfill_ordering()
 
         extra: list[NewStateGroup] = []

@@ -27,6 +27,7 @@ from federation.event_auth_checks import PduRejected, auth_failure, check_pdu
 from federation.interfaces import FederationClient, FederationRequestError, Keyring
 from homeserver.events.auth_rules import auth_types_for_event
 from homeserver.events.event import Event
+from homeserver.events.redaction import has_redact_power
 from homeserver.events.room_versions import RoomVersion, get_room_version
 from homeserver.events.state_res import StateResolutionError, resolve_state
 from homeserver.rooms.persister import EventPersister
@@ -507,7 +508,12 @@ class FederationEventHandler:
                 )
             reason = auth_failure(full, auth_state, version, create)
             ev = Event(
-                event_id=eid, pdu=pdu, room_version=version, outlier=True, rejected_reason=reason
+                event_id=eid,
+                pdu=pdu,
+                room_version=version,
+                outlier=True,
+                rejected_reason=reason,
+                sender_had_redact_power=has_redact_power(full, auth_state, version, create),
             )
             known[eid] = full
             stored.append(ev)
@@ -600,6 +606,7 @@ class FederationEventHandler:
             if ev is not None and ev.is_state():
                 auth_state[ev.state_tuple] = pdu_with_id(ev)
         reason = auth_failure(full, auth_state, version, create_json)
+        redact_power = False
         if reason is None:
             before = {
                 key: pdu_with_id(loaded[eid])
@@ -607,6 +614,10 @@ class FederationEventHandler:
                 if key in auth_types_for_event(pdu, version) and eid in loaded
             }
             reason = auth_failure(full, before, version, create_json)
+            # The redact level must hold at both, as Synapse's check_redaction.
+            redact_power = has_redact_power(
+                full, auth_state, version, create_json
+            ) and has_redact_power(full, before, version, create_json)
         soft_failed = False
         if reason is None:
             current = {
@@ -623,6 +634,7 @@ class FederationEventHandler:
             rejected_reason=reason
             if reason is not None
             else (SOFT_FAILED if soft_failed else None),
+            sender_had_redact_power=redact_power,
         )
         accepted = reason is None and not soft_failed
         # State after: the new event on top of the state before it.

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from homeserver.events.event import Event
+from homeserver.events.redaction import redaction_applies
 from homeserver.events.room_versions import RoomVersion, get_room_version
 from storage.database import Database, Transaction
 from storage.federation import FederationStore, OutboundPdu
@@ -117,6 +118,14 @@ def _row_to_event(row: Sequence[Any]) -> Event:
     )
 
 
+def _mark_redacted(event: Event, redaction: Event) -> None:
+    """After commit: the in-memory copy of ``event`` shows the redaction it received."""
+    if event.redacted_by is None:
+        event.redacted_by = redaction.event_id
+        event.redaction = redaction
+        event.invalidate_client_cache()
+
+
 def _chunks(items: Sequence[Any], size: int = 500) -> Iterable[Sequence[Any]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
@@ -191,6 +200,12 @@ class EventsStore:
                 "INSERT INTO event_edges (event_id, prev_event_id) VALUES (?, ?)",
                 [(ev.event_id, p) for p in ev.prev_event_ids],
             )
+            if redacted_by is None:
+                # A redaction that arrived before this event takes effect now, if allowed.
+                early = self._applicable_redaction_txn(txn, ev)
+                if early is not None:
+                    redacted_by = early.event_id
+                    txn.call_after(_mark_redacted, ev, early)
             if redacted_by is not None:
                 txn.execute(
                     "UPDATE events SET redacted_by = ? WHERE event_id = ?",
@@ -297,25 +312,64 @@ class EventsStore:
                         ev.origin_server_ts,
                     ),
                 )
-            redacts = ev.redacts
-            if redacts is not None and ev.rejected_reason is None:
-                txn.execute(
-                    "INSERT INTO redactions (event_id, redacts) VALUES (?, ?)",
-                    (ev.event_id, redacts),
-                )
-                txn.execute(
-                    "UPDATE events SET redacted_by = ? WHERE event_id = ? AND room_id = ?"
-                    " AND redacted_by IS NULL",
-                    (ev.event_id, redacts, ev.room_id),
-                )
-            index_event_txn(txn, ev)  # full-text search index (storage/search.py)
-            index_relations_txn(txn, ev)  # relations and threads (storage/relations.py)
+            applied = self._record_redaction_txn(txn, ev)
+            redacted = redacted_by is not None
+            # Full-text search index (storage/search.py), relations and threads
+            # (storage/relations.py).
+            index_event_txn(txn, ev, redacted=redacted, redaction_applied=applied)
+            index_relations_txn(txn, ev, redacted=redacted, redaction_applied=applied)
             if item.outbound is not None and self._outbox is not None:
                 self._outbox.enqueue_txn(
                     txn,
                     [(d, "pdu", ev.pdu) for d in item.outbound.destinations],
                     item.outbound.queued_ts,
                 )
+
+    def _record_redaction_txn(self, txn: Transaction, ev: Event) -> bool:
+        """Store ``ev`` if it is an accepted redaction, and redact its target when the
+        target is here and the redaction applies to it (events/redaction.py); a target
+        arriving later is checked then (``_applicable_redaction_txn``). True if applied."""
+        redacts = ev.redacts
+        if redacts is None or ev.rejected_reason is not None:
+            return False
+        txn.execute(
+            "INSERT INTO redactions (event_id, redacts, sender_had_power) VALUES (?, ?, ?)",
+            (ev.event_id, redacts, int(ev.sender_had_redact_power)),
+        )
+        row = txn.select_one(
+            "SELECT event_id, room_id, sender, type FROM events"
+            " WHERE event_id = ? AND redacted_by IS NULL",
+            (redacts,),
+        )
+        if row is None:
+            return False
+        target = {"event_id": row[0], "room_id": row[1], "sender": row[2], "type": row[3]}
+        if not redaction_applies(
+            ev, target, ev.room_version, sender_had_power=ev.sender_had_redact_power
+        ):
+            return False
+        txn.execute("UPDATE events SET redacted_by = ? WHERE event_id = ?", (ev.event_id, redacts))
+        return True
+
+    def _applicable_redaction_txn(self, txn: Transaction, ev: Event) -> Event | None:
+        """The first stored redaction of ``ev`` that applies to it, if any."""
+        rows = txn.select_all(
+            f"SELECT {_EVENT_COLUMNS}, rd.sender_had_power FROM events e"
+            " JOIN rooms r USING (room_id) JOIN redactions rd ON rd.event_id = e.event_id"
+            " WHERE rd.redacts = ? ORDER BY e.stream_ordering",
+            (ev.event_id,),
+        )
+        for row in rows:
+            redaction = _row_to_event(row)
+            redaction.sender_had_redact_power = bool(row[9])
+            if redaction_applies(
+                redaction,
+                ev,
+                redaction.room_version,
+                sender_had_power=redaction.sender_had_redact_power,
+            ):
+                return redaction
+        return None
 
     def _drop_outlier_copy_txn(self, txn: Transaction, event_id: str) -> str | None:
         """Remove an outlier copy of an event about to be stored in the timeline.

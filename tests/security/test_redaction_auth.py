@@ -1,0 +1,220 @@
+"""Issue #14 item 3: a redaction takes effect only when the spec allows it.
+
+Client path: ``PUT /send/m.room.redaction`` (and ``/state``) is refused like ``/redact``
+unless the sender has the ``redact`` level or it is their own event. Every read path
+(/event, /messages, /sync, /state, /members) is checked for the untouched targets.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import pytest_twisted
+
+from tests.rooms.helpers import (
+    all_events,
+    assert_error,
+    create_room,
+    join,
+    put_state,
+    room_path,
+    send,
+    send_raw,
+    state_events,
+    sync,
+    timeline,
+    user,
+)
+from tests.support.client import Client, q
+from tests.support.server import RunningServer
+
+REDACTION = "m.room.redaction"
+
+
+def redaction_content(room_version: str, target: str) -> dict[str, Any]:
+    """What a client sends through /send: v11+ name the target in content."""
+    return {"redacts": target, "reason": "gone"}
+
+
+async def state_ids(client: Client, room_id: str) -> dict[tuple[str, str], str]:
+    resp = await client.get(room_path(room_id, "/state"))
+    assert resp.code == 200, resp
+    return {(e["type"], e["state_key"]): e["event_id"] for e in resp.json}
+
+
+async def assert_intact(
+    client: Client, room_id: str, targets: dict[str, dict[str, Any]], since: str | None = None
+) -> None:
+    """Every target shows its full content on every read path, with no redacted_because."""
+
+    def check(ev: dict[str, Any]) -> None:
+        want = targets[ev["event_id"]]
+        assert ev["content"] == want, ev
+        assert "redacted_because" not in ev.get("unsigned", {}), ev
+
+    for event_id in targets:
+        resp = await client.get(room_path(room_id, f"/event/{q(event_id)}"))
+        assert resp.code == 200, resp
+        check(resp.json)
+    seen = [e for e in await all_events(client, room_id) if e["event_id"] in targets]
+    assert {e["event_id"] for e in seen} == set(targets)
+    for ev in seen:
+        check(ev)
+    # /state, /state/{type}/{key} and /members: state as clients see it.
+    resp = await client.get(room_path(room_id, "/state"))
+    for ev in resp.json:
+        if ev["event_id"] in targets:
+            check(ev)
+    resp = await client.get(room_path(room_id, "/members"))
+    assert resp.code == 200, resp
+    for ev in resp.json["chunk"]:
+        if ev["event_id"] in targets:
+            check(ev)
+    for ev in resp.json["chunk"]:
+        assert ev["content"].get("membership") == "join", ev
+    # /sync: an initial sync's state and timeline, and an incremental one's timeline.
+    body = await sync(client, filter={"room": {"timeline": {"limit": 50}}})
+    for ev in state_events(body, room_id) + timeline(body, room_id)["events"]:
+        if ev["event_id"] in targets:
+            check(ev)
+    if since is not None:
+        body = await sync(client, since, filter={"room": {"timeline": {"limit": 50}}})
+        for ev in timeline(body, room_id)["events"]:
+            if ev["event_id"] in targets:
+                check(ev)
+
+
+async def assert_redacted(client: Client, room_id: str, event_id: str, by: str) -> None:
+    resp = await client.get(room_path(room_id, f"/event/{q(event_id)}"))
+    assert resp.code == 200, resp
+    assert resp.json["content"] == {}, resp
+    assert resp.json["unsigned"]["redacted_because"]["event_id"] == by
+    seen = {e["event_id"]: e for e in await all_events(client, room_id)}
+    assert seen[event_id]["content"] == {}
+    body = await sync(client, filter={"room": {"timeline": {"limit": 50}}})
+    tl = {e["event_id"]: e for e in timeline(body, room_id)["events"]}
+    assert tl[event_id]["content"] == {}
+
+
+async def room_with_member(server: RunningServer, room_version: str) -> tuple[Client, Client, str]:
+    alice = await user(server, "alice")
+    bob = await user(server, "bob")
+    room_id = await create_room(
+        alice, preset="public_chat", room_version=room_version, name="Room", topic="Topic"
+    )
+    resp = await join(bob, room_id)
+    assert resp.code == 200, resp
+    return alice, bob, room_id
+
+
+@pytest.mark.parametrize("room_version", ["11", "12"])
+@pytest_twisted.ensureDeferred
+async def test_power_zero_user_cannot_redact_others_events_through_send(
+    server: RunningServer, room_version: str
+) -> None:
+    alice, bob, room_id = await room_with_member(server, room_version)
+    since = (await sync(bob))["next_batch"]
+    msg = await send(alice, room_id, "alice's words")
+    state = await state_ids(alice, room_id)
+    targets: dict[str, dict[str, Any]] = {msg: {"msgtype": "m.text", "body": "alice's words"}}
+    for key in [
+        ("m.room.name", ""),
+        ("m.room.topic", ""),
+        ("m.room.join_rules", ""),
+        ("m.room.power_levels", ""),
+        ("m.room.member", str(alice.user_id)),
+    ]:
+        resp = await alice.get(room_path(room_id, f"/event/{q(state[key])}"))
+        targets[state[key]] = resp.json["content"]
+
+    for target in targets:
+        resp = await send_raw(
+            bob, room_id, event_type=REDACTION, content=redaction_content(room_version, target)
+        )
+        assert_error(resp, 403, "M_FORBIDDEN")
+    # Nor as a state event of that type, nor through /redact.
+    resp = await put_state(bob, room_id, REDACTION, {"redacts": msg}, state_key="x")
+    assert_error(resp, 403, "M_FORBIDDEN")
+    resp = await bob.put(room_path(room_id, f"/redact/{q(msg)}/r1"), {})
+    assert_error(resp, 403, "M_FORBIDDEN")
+
+    await assert_intact(alice, room_id, targets, since)
+    await assert_intact(bob, room_id, targets, since)
+    resp = await bob.get(room_path(room_id, "/state/m.room.name"))
+    assert resp.json == {"name": "Room"}
+    resp = await bob.get(room_path(room_id, "/state/m.room.join_rules"))
+    assert resp.json["join_rule"] == "public"
+    resp = await bob.get(room_path(room_id, "/state/m.room.power_levels"))
+    assert resp.json == targets[state[("m.room.power_levels", "")]]
+
+
+@pytest.mark.parametrize("room_version", ["11", "12"])
+@pytest_twisted.ensureDeferred
+async def test_own_event_redaction_through_send_is_allowed(
+    server: RunningServer, room_version: str
+) -> None:
+    alice, bob, room_id = await room_with_member(server, room_version)
+    mine = await send(bob, room_id, "bob's words")
+    resp = await send_raw(
+        bob, room_id, event_type=REDACTION, content=redaction_content(room_version, mine)
+    )
+    assert resp.code == 200, resp
+    await assert_redacted(alice, room_id, mine, resp.json["event_id"])
+    # An unknown target cannot be checked against its sender: not found, as Synapse.
+    resp = await send_raw(
+        bob, room_id, event_type=REDACTION, content=redaction_content(room_version, "$nope")
+    )
+    assert_error(resp, 404, "M_NOT_FOUND")
+
+
+@pytest.mark.parametrize("room_version", ["11", "12"])
+@pytest_twisted.ensureDeferred
+async def test_moderator_redaction_through_send_is_allowed(
+    server: RunningServer, room_version: str
+) -> None:
+    alice, bob, room_id = await room_with_member(server, room_version)
+    carol = await user(server, "carol")
+    assert (await join(carol, room_id)).code == 200
+    pl = (await alice.get(room_path(room_id, "/state/m.room.power_levels"))).json
+    pl["users"][bob.user_id] = 50  # the default redact level
+    assert (await put_state(alice, room_id, "m.room.power_levels", pl)).code == 200
+    theirs = await send(carol, room_id, "carol's words")
+    resp = await send_raw(
+        bob, room_id, event_type=REDACTION, content=redaction_content(room_version, theirs)
+    )
+    assert resp.code == 200, resp
+    await assert_redacted(carol, room_id, theirs, resp.json["event_id"])
+    # Carol (power 0) still may not redact bob's or alice's.
+    other = await send(bob, room_id, "bob's words")
+    resp = await send_raw(
+        carol, room_id, event_type=REDACTION, content=redaction_content(room_version, other)
+    )
+    assert_error(resp, 403, "M_FORBIDDEN")
+    await assert_intact(carol, room_id, {other: {"msgtype": "m.text", "body": "bob's words"}})
+
+
+@pytest_twisted.ensureDeferred
+async def test_room_v10_content_redacts_is_no_redaction(server: RunningServer) -> None:
+    """v10 names the target at the top level only: ``content.redacts`` redacts nothing,
+    even from the room's creator (who may redact anything through /redact)."""
+    alice, bob, room_id = await room_with_member(server, "10")
+    theirs = await send(bob, room_id, "bob's words")
+    resp = await send_raw(alice, room_id, event_type=REDACTION, content={"redacts": theirs})
+    assert resp.code == 200, resp
+    # Bob (power 0) likewise: stored, redacts nothing.
+    mine = await send(alice, room_id, "alice's words")
+    resp = await send_raw(bob, room_id, event_type=REDACTION, content={"redacts": mine})
+    assert resp.code == 200, resp
+    await assert_intact(
+        bob,
+        room_id,
+        {
+            theirs: {"msgtype": "m.text", "body": "bob's words"},
+            mine: {"msgtype": "m.text", "body": "alice's words"},
+        },
+    )
+    # The top-level form still works for those allowed.
+    resp = await alice.put(room_path(room_id, f"/redact/{q(theirs)}/r"), {})
+    assert resp.code == 200, resp
+    await assert_redacted(bob, room_id, theirs, resp.json["event_id"])
