@@ -25,7 +25,8 @@ async def ours(database: dict[str, Any], tmp_path: Any) -> AsyncIterator[Running
 
 @pytest_twisted.async_yield_fixture
 async def attacker(tmp_path: Any) -> AsyncIterator[MaliciousServer]:
-    """A running malicious server (see ``tests.support.malicious_server``)."""
+    """A running malicious server (see ``tests.support.malicious_server``), named
+    ``localhost:<port>`` so that a server ACL can deny it and not our server."""
     os.makedirs(str(tmp_path / "attacker"), exist_ok=True)
-    async with MaliciousServer.running(str(tmp_path / "attacker")) as evil:
+    async with MaliciousServer.running(str(tmp_path / "attacker"), host="localhost") as evil:
         yield evil

@@ -1,6 +1,6 @@
 """A malicious federating server for attacker tests: correct signatures, hostile intent.
 
-It owns an ed25519 key and the server name ``127.0.0.1:<port>``, serves
+It owns an ed25519 key and the server name ``127.0.0.1:<port>`` (or ``localhost:<port>``), serves
 ``/_matrix/key/v2/server`` over TLS on loopback (so our server, configured by
 ``tests.support.federation`` to federate with loopback and trust self-signed
 certificates, verifies its signatures), and can:
@@ -96,10 +96,14 @@ class Joined:
 
 
 class MaliciousServer:
-    def __init__(self, data_dir: str) -> None:
+    def __init__(self, data_dir: str, host: str = "127.0.0.1") -> None:
+        """``host`` names the server (``<host>:<port>``); it must resolve to 127.0.0.1.
+        Pass ``"localhost"`` to tell it apart from our servers in a server ACL (ACLs
+        ignore ports, and our test servers are all ``127.0.0.1:<port>``)."""
         self._data_dir = data_dir
+        self._host = host
         self.port = 0  # set by start()
-        self.server_name = ""  # "127.0.0.1:<port>", set by start()
+        self.server_name = ""  # "<host>:<port>", set by start()
         self.signing_key = generate_signing_key()
         self._resource = _RecordingResource()
         self._resource.register("GET", "/_matrix/key/v2/server", self._on_key)
@@ -114,8 +118,10 @@ class MaliciousServer:
 
     @classmethod
     @asynccontextmanager
-    async def running(cls, data_dir: str) -> AsyncIterator[MaliciousServer]:
-        evil = cls(data_dir)
+    async def running(
+        cls, data_dir: str, host: str = "127.0.0.1"
+    ) -> AsyncIterator[MaliciousServer]:
+        evil = cls(data_dir, host)
         evil.start()
         try:
             yield evil
@@ -132,7 +138,7 @@ class MaliciousServer:
         site = MatrixSite(self._resource, max_body_size=50 * 1024 * 1024, x_forwarded=False)
         self._listening = reactor.listenSSL(0, site, options, interface="127.0.0.1")  # type: ignore[attr-defined]
         self.port = int(self._listening.getHost().port)
-        self.server_name = f"127.0.0.1:{self.port}"
+        self.server_name = f"{self._host}:{self.port}"
 
     async def stop(self) -> None:
         if self._listening is not None:
