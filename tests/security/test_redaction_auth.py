@@ -7,11 +7,14 @@ unless the sender has the ``redact`` level or it is their own event. Every read 
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
 import pytest_twisted
 
+from crypto.event_hashing import compute_event_id
+from homeserver.events.room_versions import ROOM_VERSIONS
 from tests.rooms.helpers import (
     all_events,
     assert_error,
@@ -27,9 +30,11 @@ from tests.rooms.helpers import (
     user,
 )
 from tests.support.client import Client, q
+from tests.support.malicious_server import Joined, MaliciousServer
 from tests.support.server import RunningServer
 
 REDACTION = "m.room.redaction"
+MESSAGE = "m.room.message"
 
 
 def redaction_content(room_version: str, target: str) -> dict[str, Any]:
@@ -218,3 +223,157 @@ async def test_room_v10_content_redacts_is_no_redaction(server: RunningServer) -
     resp = await alice.put(room_path(room_id, f"/redact/{q(theirs)}/r"), {})
     assert resp.code == 200, resp
     await assert_redacted(bob, room_id, theirs, resp.json["event_id"])
+
+
+# --- remote PDUs: a malicious server (tests/support/malicious_server.py) ---------------
+
+FED = "/_matrix/federation/v1"
+
+
+def _auth_events(joined: Joined, member_event_id: str) -> list[str]:
+    """A message's auth events from the attacker's user: create (before v12), power
+    levels and the sender's join."""
+    wanted = {("m.room.power_levels", "")}
+    if joined.room_version != "12":
+        wanted.add(("m.room.create", ""))
+    version = ROOM_VERSIONS[joined.room_version]
+    state = joined.send_join["state"]
+    ids = [compute_event_id(p, version) for p in state if (p["type"], p["state_key"]) in wanted]
+    return ids + [member_event_id]
+
+
+async def _pdu_of(evil: MaliciousServer, ours: RunningServer, event_id: str) -> dict[str, Any]:
+    status, body = await evil.request(ours, "GET", f"{FED}/event/{q(event_id)}")
+    assert status == 200, (status, body)
+    return {**body["pdus"][0], "event_id": event_id}
+
+
+def _remote_event(
+    evil: MaliciousServer,
+    joined: Joined,
+    sender_join: str,
+    sender: str,
+    prev: dict[str, Any],
+    event_type: str,
+    content: dict[str, Any],
+    redacts: str | None = None,
+) -> dict[str, Any]:
+    """A signed PDU on top of ``prev``; a redaction names ``redacts`` in the field of
+    its room version (top level in v10, content from v11)."""
+    event: dict[str, Any] = {
+        "room_id": joined.event["room_id"],
+        "sender": sender,
+        "type": event_type,
+        "content": dict(content),
+        "prev_events": [prev["event_id"]],
+        "auth_events": _auth_events(joined, sender_join),
+        "depth": int(prev["depth"]) + 1,
+        "origin_server_ts": int(time.time() * 1000),
+    }
+    if redacts is not None:
+        if ROOM_VERSIONS[joined.room_version].updated_redaction_rules:
+            event["content"]["redacts"] = redacts
+        else:
+            event["redacts"] = redacts
+    return evil.sign_pdu(event, joined.room_version)
+
+
+async def _send(evil: MaliciousServer, ours: RunningServer, *pdus: dict[str, Any]) -> None:
+    status, body = await evil.send_pdus(ours, list(pdus))
+    assert status == 200, (status, body)
+    for pdu in pdus:
+        assert body["pdus"].get(pdu["event_id"], {}) == {}, body
+
+
+@pytest.mark.parametrize("room_version", ["10", "11", "12"])
+@pytest_twisted.ensureDeferred
+async def test_remote_power_zero_redaction_of_a_local_users_events_is_stored_not_applied(
+    ours: RunningServer, attacker: MaliciousServer, room_version: str
+) -> None:
+    alice = await user(ours, "alice")
+    room_id = await create_room(
+        alice, preset="public_chat", room_version=room_version, name="Room", topic="Topic"
+    )
+    joined = await attacker.join(ours, room_id)
+    msg = await send(alice, room_id, "alice's words")
+    state = await state_ids(alice, room_id)
+    targets: dict[str, dict[str, Any]] = {msg: {"msgtype": "m.text", "body": "alice's words"}}
+    for key in [
+        ("m.room.name", ""),
+        ("m.room.topic", ""),
+        ("m.room.join_rules", ""),
+        ("m.room.power_levels", ""),
+        ("m.room.member", str(alice.user_id)),
+    ]:
+        resp = await alice.get(room_path(room_id, f"/event/{q(state[key])}"))
+        targets[state[key]] = resp.json["content"]
+
+    prev = await _pdu_of(attacker, ours, msg)
+    redactions = []
+    for target in targets:
+        pdu = _remote_event(
+            attacker,
+            joined,
+            joined.event["event_id"],
+            joined.user_id,
+            prev,
+            REDACTION,
+            {"reason": "mine now"},
+            redacts=target,
+        )
+        redactions.append(pdu)
+        prev = pdu
+    await _send(attacker, ours, *redactions)
+
+    # Stored: the redactions are in the room (they passed the auth rules)...
+    for pdu in redactions:
+        resp = await alice.get(room_path(room_id, f"/event/{q(pdu['event_id'])}"))
+        assert resp.code == 200, resp
+        assert resp.json["type"] == REDACTION
+    # ... and applied to nothing, in memory and in the database.
+    await assert_intact(alice, room_id, targets)
+    resp = await alice.get(room_path(room_id, "/state/m.room.name"))
+    assert resp.json == {"name": "Room"}
+    resp = await alice.get(room_path(room_id, "/state/m.room.power_levels"))
+    assert resp.json == targets[state[("m.room.power_levels", "")]]
+
+
+@pytest.mark.parametrize("room_version", ["10", "11", "12"])
+@pytest_twisted.ensureDeferred
+async def test_remote_server_redacting_its_own_users_event_applies_even_before_the_target(
+    ours: RunningServer, attacker: MaliciousServer, room_version: str
+) -> None:
+    """The same-server rule: @eve (power 0) redacts @mallory's message of her server.
+    Once after the target, once arriving before it (applied when the target comes)."""
+    alice = await user(ours, "alice")
+    room_id = await create_room(alice, preset="public_chat", room_version=room_version)
+    mallory = await attacker.join(ours, room_id)
+    eve = await attacker.join(ours, room_id, "eve")
+    base = await _pdu_of(attacker, ours, eve.event["event_id"])
+
+    def from_mallory(prev: dict[str, Any], body: str) -> dict[str, Any]:
+        content = {"msgtype": "m.text", "body": body}
+        return _remote_event(
+            attacker, mallory, mallory.event["event_id"], mallory.user_id, prev, MESSAGE, content
+        )
+
+    def from_eve(prev: dict[str, Any], target: str) -> dict[str, Any]:
+        return _remote_event(
+            attacker, eve, eve.event["event_id"], eve.user_id, prev, REDACTION, {}, target
+        )
+
+    # After its target.
+    first = from_mallory(base, "first")
+    first_redaction = from_eve(first, first["event_id"])
+    await _send(attacker, ours, first, first_redaction)
+    await assert_redacted(alice, room_id, first["event_id"], first_redaction["event_id"])
+
+    # Before its target: both on top of the first redaction (a fork), the redaction sent
+    # in an earlier transaction than the message it redacts.
+    second = from_mallory(first_redaction, "second")
+    early = from_eve(first_redaction, second["event_id"])
+    await _send(attacker, ours, early)
+    resp = await alice.get(room_path(room_id, f"/event/{q(early['event_id'])}"))
+    assert resp.code == 200, resp
+    await _send(attacker, ours, second)
+    await assert_redacted(alice, room_id, second["event_id"], early["event_id"])
