@@ -36,7 +36,7 @@ from twisted.internet import defer
 
 from crypto.event_hashing import compute_event_id
 from federation.acl import server_allowed_by_acl
-from federation.event_auth_checks import PduRejected, auth_failure, check_pdu
+from federation.event_auth_checks import PduRejected, auth_failure, check_pdu, redact_power_at
 from federation.interfaces import FederationClient, FederationRequestError
 from federation.room_events import (
     FederationEventHandler,
@@ -47,7 +47,6 @@ from federation.room_events import (
 from homeserver.clock import Clock
 from homeserver.events.auth_rules import auth_types_for_event
 from homeserver.events.event import Event
-from homeserver.events.redaction import has_redact_power
 from homeserver.events.room_versions import RoomVersion
 from homeserver.rooms.persister import EventPersister
 from homeserver.rooms.room_cache import LiveRoom, RoomCache, pdu_with_id
@@ -321,9 +320,7 @@ class FederationBackfiller:
                 if key in wanted and eid in loaded
             }
             reason = auth_failure(full, before, version, create_json)
-            redact_power = has_redact_power(
-                full, auth_state, version, create_json
-            ) and has_redact_power(full, before, version, create_json)
+            redact_power = redact_power_at(full, (auth_state, before), version, create_json)
         event = Event(
             event_id=event_id,
             pdu=pdu,

@@ -23,11 +23,10 @@ from twisted.internet import defer
 
 from crypto.event_hashing import compute_event_id
 from federation.acl import server_allowed_by_acl
-from federation.event_auth_checks import PduRejected, auth_failure, check_pdu
+from federation.event_auth_checks import PduRejected, auth_failure, check_pdu, redact_power_at
 from federation.interfaces import FederationClient, FederationRequestError, Keyring
 from homeserver.events.auth_rules import auth_types_for_event
 from homeserver.events.event import Event
-from homeserver.events.redaction import has_redact_power
 from homeserver.events.room_versions import RoomVersion, get_room_version
 from homeserver.events.state_res import StateResolutionError, resolve_state
 from homeserver.rooms.persister import EventPersister
@@ -513,7 +512,7 @@ class FederationEventHandler:
                 room_version=version,
                 outlier=True,
                 rejected_reason=reason,
-                sender_had_redact_power=has_redact_power(full, auth_state, version, create),
+                sender_had_redact_power=redact_power_at(full, (auth_state,), version, create),
             )
             known[eid] = full
             stored.append(ev)
@@ -614,10 +613,7 @@ class FederationEventHandler:
                 if key in auth_types_for_event(pdu, version) and eid in loaded
             }
             reason = auth_failure(full, before, version, create_json)
-            # The redact level must hold at both, as Synapse's check_redaction.
-            redact_power = has_redact_power(
-                full, auth_state, version, create_json
-            ) and has_redact_power(full, before, version, create_json)
+            redact_power = redact_power_at(full, (auth_state, before), version, create_json)
         soft_failed = False
         if reason is None:
             current = {
