@@ -7,13 +7,14 @@ unless the sender has the ``redact`` level or it is their own event. Every read 
 
 from __future__ import annotations
 
+import os
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 import pytest_twisted
 
-from crypto.event_hashing import compute_event_id
 from homeserver.events.room_versions import ROOM_VERSIONS
 from tests.rooms.helpers import (
     all_events,
@@ -227,61 +228,74 @@ async def test_room_v10_content_redacts_is_no_redaction(server: RunningServer) -
 # --- remote PDUs: a malicious server (tests/support/malicious_server.py) ---------------
 
 FED = "/_matrix/federation/v1"
+StateIds = dict[tuple[str, str], str]
 
 
-def _auth_events(joined: Joined, member_event_id: str) -> list[str]:
-    """A message's auth events from the attacker's user: create (before v12), power
-    levels and the sender's join."""
-    wanted = {("m.room.power_levels", "")}
-    if joined.room_version != "12":
-        wanted.add(("m.room.create", ""))
-    version = ROOM_VERSIONS[joined.room_version]
-    state = joined.send_join["state"]
-    ids = [compute_event_id(p, version) for p in state if (p["type"], p["state_key"]) in wanted]
-    return ids + [member_event_id]
+@dataclass(frozen=True)
+class RemoteUser:
+    """A user of a malicious server joined to one of our rooms, forging its PDUs."""
 
+    server: MaliciousServer
+    joined: Joined
 
-async def _pdu_of(evil: MaliciousServer, ours: RunningServer, event_id: str) -> dict[str, Any]:
-    status, body = await evil.request(ours, "GET", f"{FED}/event/{q(event_id)}")
-    assert status == 200, (status, body)
-    return {**body["pdus"][0], "event_id": event_id}
+    @property
+    def user_id(self) -> str:
+        return self.joined.user_id
 
-
-def _remote_event(
-    evil: MaliciousServer,
-    joined: Joined,
-    sender_join: str,
-    sender: str,
-    prev: dict[str, Any],
-    event_type: str,
-    content: dict[str, Any],
-    redacts: str | None = None,
-) -> dict[str, Any]:
-    """A signed PDU on top of ``prev``; a redaction names ``redacts`` in the field of
-    its room version (top level in v10, content from v11)."""
-    event: dict[str, Any] = {
-        "room_id": joined.event["room_id"],
-        "sender": sender,
-        "type": event_type,
-        "content": dict(content),
-        "prev_events": [prev["event_id"]],
-        "auth_events": _auth_events(joined, sender_join),
-        "depth": int(prev["depth"]) + 1,
-        "origin_server_ts": int(time.time() * 1000),
-    }
-    if redacts is not None:
-        if ROOM_VERSIONS[joined.room_version].updated_redaction_rules:
+    def event(
+        self,
+        state: StateIds,
+        prev: dict[str, Any],
+        event_type: str,
+        content: dict[str, Any],
+        redacts: str | None = None,
+    ) -> dict[str, Any]:
+        """A signed PDU on top of ``prev``, authorised by ``state`` (the room's state as
+        our users see it); a redaction names ``redacts`` in its room version's field
+        (top level in v10, content from v11)."""
+        version = ROOM_VERSIONS[self.joined.room_version]
+        auth_keys = [("m.room.power_levels", ""), ("m.room.member", self.user_id)]
+        if not version.room_id_is_create_event_hash:
+            auth_keys.append(("m.room.create", ""))
+        event: dict[str, Any] = {
+            "room_id": self.joined.event["room_id"],
+            "sender": self.user_id,
+            "type": event_type,
+            "content": dict(content),
+            "prev_events": [prev["event_id"]],
+            "auth_events": [state[key] for key in auth_keys],
+            "depth": int(prev["depth"]) + 1,
+            "origin_server_ts": int(time.time() * 1000),
+        }
+        if redacts is not None and version.updated_redaction_rules:
             event["content"]["redacts"] = redacts
-        else:
+        elif redacts is not None:
             event["redacts"] = redacts
-    return evil.sign_pdu(event, joined.room_version)
+        return self.server.sign_pdu(event, self.joined.room_version)
+
+    def message(self, state: StateIds, prev: dict[str, Any], body: str) -> dict[str, Any]:
+        return self.event(state, prev, MESSAGE, {"msgtype": "m.text", "body": body})
+
+    def redaction(self, state: StateIds, prev: dict[str, Any], target: str) -> dict[str, Any]:
+        return self.event(state, prev, REDACTION, {"reason": "gone"}, redacts=target)
+
+    async def send(self, ours: RunningServer, *pdus: dict[str, Any]) -> None:
+        status, body = await self.server.send_pdus(ours, list(pdus))
+        assert status == 200, (status, body)
+        for pdu in pdus:
+            assert body["pdus"].get(pdu["event_id"], {}) == {}, body
+
+    async def pdu(self, ours: RunningServer, event_id: str) -> dict[str, Any]:
+        """An event of the room as our server serves it over federation."""
+        status, body = await self.server.request(ours, "GET", f"{FED}/event/{q(event_id)}")
+        assert status == 200, (status, body)
+        return {**body["pdus"][0], "event_id": event_id}
 
 
-async def _send(evil: MaliciousServer, ours: RunningServer, *pdus: dict[str, Any]) -> None:
-    status, body = await evil.send_pdus(ours, list(pdus))
-    assert status == 200, (status, body)
-    for pdu in pdus:
-        assert body["pdus"].get(pdu["event_id"], {}) == {}, body
+async def remote_user(
+    server: MaliciousServer, ours: RunningServer, room_id: str, localpart: str = "mallory"
+) -> RemoteUser:
+    return RemoteUser(server, await server.join(ours, room_id, localpart))
 
 
 @pytest.mark.parametrize("room_version", ["10", "11", "12"])
@@ -293,25 +307,16 @@ async def test_remote_power_zero_redaction_of_a_local_users_events_is_stored_not
     room_id = await create_room(
         alice, preset="public_chat", room_version=room_version, name="Room", topic="Topic"
     )
-    joined = await attacker.join(ours, room_id)
+    mallory = await remote_user(attacker, ours, room_id)
     msg, targets = await message_and_state_of(alice, room_id)
+    state = await state_ids(alice, room_id)
 
-    prev = await _pdu_of(attacker, ours, msg)
+    prev = await mallory.pdu(ours, msg)
     redactions = []
     for target in targets:
-        pdu = _remote_event(
-            attacker,
-            joined,
-            joined.event["event_id"],
-            joined.user_id,
-            prev,
-            REDACTION,
-            {"reason": "mine now"},
-            redacts=target,
-        )
-        redactions.append(pdu)
-        prev = pdu
-    await _send(attacker, ours, *redactions)
+        prev = mallory.redaction(state, prev, target)
+        redactions.append(prev)
+    await mallory.send(ours, *redactions)
 
     # Stored: the redactions are in the room (they passed the auth rules)...
     for pdu in redactions:
@@ -335,33 +340,60 @@ async def test_remote_server_redacting_its_own_users_event_applies_even_before_t
     Once after the target, once arriving before it (applied when the target comes)."""
     alice = await user(ours, "alice")
     room_id = await create_room(alice, preset="public_chat", room_version=room_version)
-    mallory = await attacker.join(ours, room_id)
-    eve = await attacker.join(ours, room_id, "eve")
-    base = await _pdu_of(attacker, ours, eve.event["event_id"])
-
-    def from_mallory(prev: dict[str, Any], body: str) -> dict[str, Any]:
-        content = {"msgtype": "m.text", "body": body}
-        return _remote_event(
-            attacker, mallory, mallory.event["event_id"], mallory.user_id, prev, MESSAGE, content
-        )
-
-    def from_eve(prev: dict[str, Any], target: str) -> dict[str, Any]:
-        return _remote_event(
-            attacker, eve, eve.event["event_id"], eve.user_id, prev, REDACTION, {}, target
-        )
+    mallory = await remote_user(attacker, ours, room_id)
+    eve = await remote_user(attacker, ours, room_id, "eve")
+    state = await state_ids(alice, room_id)
+    base = await eve.pdu(ours, eve.joined.event["event_id"])
 
     # After its target.
-    first = from_mallory(base, "first")
-    first_redaction = from_eve(first, first["event_id"])
-    await _send(attacker, ours, first, first_redaction)
+    first = mallory.message(state, base, "first")
+    first_redaction = eve.redaction(state, first, first["event_id"])
+    await eve.send(ours, first, first_redaction)
     await assert_redacted(alice, room_id, first["event_id"], first_redaction["event_id"])
 
     # Before its target: both on top of the first redaction (a fork), the redaction sent
     # in an earlier transaction than the message it redacts.
-    second = from_mallory(first_redaction, "second")
-    early = from_eve(first_redaction, second["event_id"])
-    await _send(attacker, ours, early)
+    second = mallory.message(state, first_redaction, "second")
+    early = eve.redaction(state, first_redaction, second["event_id"])
+    await eve.send(ours, early)
     resp = await alice.get(room_path(room_id, f"/event/{q(early['event_id'])}"))
     assert resp.code == 200, resp
-    await _send(attacker, ours, second)
+    await mallory.send(ours, second)
     await assert_redacted(alice, room_id, second["event_id"], early["event_id"])
+
+
+@pytest.mark.parametrize("room_version", ["10", "11", "12"])
+@pytest_twisted.ensureDeferred
+async def test_remote_redaction_before_another_servers_target_is_checked_when_it_arrives(
+    ours: RunningServer, attacker: MaliciousServer, tmp_path: Any, room_version: str
+) -> None:
+    """@mallory (power 0) redacts a message of a third server before it arrives: stored,
+    not applied once the message comes. Once alice gives her the redact level, her next
+    early redaction of that server's message applies on arrival."""
+    alice = await user(ours, "alice")
+    room_id = await create_room(alice, preset="public_chat", room_version=room_version)
+    mallory = await remote_user(attacker, ours, room_id)
+    os.makedirs(str(tmp_path / "third"))
+    async with MaliciousServer.running(str(tmp_path / "third")) as third:
+        victim = await remote_user(third, ours, room_id, "victim")
+        state = await state_ids(alice, room_id)
+        base = await mallory.pdu(ours, victim.joined.event["event_id"])
+
+        target = victim.message(state, base, "victim's words")
+        early = mallory.redaction(state, base, target["event_id"])
+        await mallory.send(ours, early)
+        await victim.send(ours, target)
+        words = {"msgtype": "m.text", "body": "victim's words"}
+        await assert_intact(alice, room_id, {target["event_id"]: words})
+
+        pl = (await alice.get(room_path(room_id, "/state/m.room.power_levels"))).json
+        pl.setdefault("users", {})[mallory.user_id] = 50
+        resp = await put_state(alice, room_id, "m.room.power_levels", pl)
+        assert resp.code == 200, resp
+        state = await state_ids(alice, room_id)
+        latest = await mallory.pdu(ours, resp.json["event_id"])
+        second = victim.message(state, latest, "more words")
+        late = mallory.redaction(state, latest, second["event_id"])
+        await mallory.send(ours, late)
+        await victim.send(ours, second)
+        await assert_redacted(alice, room_id, second["event_id"], late["event_id"])
