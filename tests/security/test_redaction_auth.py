@@ -329,6 +329,16 @@ async def test_remote_power_zero_redaction_of_a_local_users_events_is_stored_not
     assert resp.json == {"name": "Room"}
     resp = await alice.get(room_path(room_id, "/state/m.room.power_levels"))
     assert resp.json in targets.values()
+    # The database agrees with memory: the same after a restart.
+    await restart(ours, alice)
+    await assert_intact(alice, room_id, targets)
+
+
+async def restart(ours: RunningServer, *clients: Client) -> None:
+    """Restart ``ours`` (nothing in memory survives) and re-point ``clients`` at it."""
+    await ours.restart()
+    for client in clients:
+        client.base_url = ours.base_url
 
 
 @pytest.mark.parametrize("room_version", ["10", "11", "12"])
@@ -359,6 +369,9 @@ async def test_remote_server_redacting_its_own_users_event_applies_even_before_t
     resp = await alice.get(room_path(room_id, f"/event/{q(early['event_id'])}"))
     assert resp.code == 200, resp
     await mallory.send(ours, second)
+    await assert_redacted(alice, room_id, second["event_id"], early["event_id"])
+    await restart(ours, alice)
+    await assert_redacted(alice, room_id, first["event_id"], first_redaction["event_id"])
     await assert_redacted(alice, room_id, second["event_id"], early["event_id"])
 
 
