@@ -52,11 +52,16 @@ async def state_ids(client: Client, room_id: str) -> dict[tuple[str, str], str]:
 async def message_and_state_of(
     owner: Client, room_id: str
 ) -> tuple[str, dict[str, dict[str, Any]]]:
-    """A new message of ``owner``, and the room's name, topic, join rules, power levels
-    and ``owner``'s membership: each event id with its content as clients see it."""
+    """A new message of ``owner`` and their reaction to it, and the room's name, topic,
+    join rules, power levels and ``owner``'s membership: each event id with its content
+    as clients see it."""
     msg = await send(owner, room_id, "owner's words")
+    reaction = {"m.relates_to": {"rel_type": "m.annotation", "event_id": msg, "key": "+1"}}
     state = await state_ids(owner, room_id)
-    targets: dict[str, dict[str, Any]] = {msg: {"msgtype": "m.text", "body": "owner's words"}}
+    targets: dict[str, dict[str, Any]] = {
+        msg: {"msgtype": "m.text", "body": "owner's words"},
+        await send(owner, room_id, event_type="m.reaction", content=reaction): reaction,
+    }
     for key in [
         ("m.room.name", ""),
         ("m.room.topic", ""),
@@ -99,6 +104,22 @@ async def assert_intact(
             check(ev)
     for ev in resp.json["chunk"]:
         assert ev["content"].get("membership") == "join", ev
+    # Search still finds the messages, and relations still hold.
+    resp = await client.post(
+        "/_matrix/client/v3/search",
+        {"search_categories": {"room_events": {"search_term": "words"}}},
+    )
+    assert resp.code == 200, resp
+    found = {
+        r["result"]["event_id"] for r in resp.json["search_categories"]["room_events"]["results"]
+    }
+    assert {e for e, c in targets.items() if "body" in c} <= found, resp
+    for event_id, content in targets.items():
+        parent = content.get("m.relates_to", {}).get("event_id")
+        if parent is not None:
+            resp = await client.get(f"/_matrix/client/v1/rooms/{q(room_id)}/relations/{q(parent)}")
+            assert resp.code == 200, resp
+            assert event_id in {e["event_id"] for e in resp.json["chunk"]}, resp
     # /sync: an initial sync's state and timeline, and an incremental one's timeline.
     body = await sync(client, filter={"room": {"timeline": {"limit": 50}}})
     for ev in state_events(body, room_id) + timeline(body, room_id)["events"]:
