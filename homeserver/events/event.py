@@ -123,10 +123,14 @@ class Event:
             out["event_id"] = self.event_id
             # A v12 create event has no room_id in its PDU; clients always get one.
             out["room_id"] = self.room_id
-            # v11+ moved `redacts` into content; clients still get the top-level key.
-            redacts = self.redacts
-            if redacts is not None and "redacts" not in out:
-                out["redacts"] = redacts
+            # v11+ moved `redacts` into content; clients still get the top-level key,
+            # naming the target this room version reads (a stray top-level `redacts` of
+            # a v11+ event, which redacts nothing, would mislead clients).
+            if self.type == "m.room.redaction":
+                out.pop("redacts", None)
+                redacts = self.redacts
+                if redacts is not None:
+                    out["redacts"] = redacts
             unsigned = dict(self.pdu.get("unsigned") or {}) if not self.redacted_by else {}
             unsigned.pop("age_ts", None)
             if self.redaction is not None:

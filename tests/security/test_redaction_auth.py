@@ -431,3 +431,32 @@ async def test_remote_redaction_before_another_servers_target_is_checked_when_it
         await mallory.send(ours, late)
         await victim.send(ours, second)
         await assert_redacted(alice, room_id, second["event_id"], late["event_id"])
+
+
+@pytest.mark.parametrize("room_version", ["11", "12"])
+@pytest_twisted.ensureDeferred
+async def test_remote_top_level_redacts_is_no_redaction_from_v11(
+    ours: RunningServer, attacker: MaliciousServer, room_version: str
+) -> None:
+    """v11 dropped the top-level ``redacts``: even with the redact level, a redaction
+    naming its target only there redacts nothing, and clients are not shown it."""
+    alice = await user(ours, "alice")
+    room_id = await create_room(alice, preset="public_chat", room_version=room_version)
+    mallory = await remote_user(attacker, ours, room_id)
+    pl = (await alice.get(room_path(room_id, "/state/m.room.power_levels"))).json
+    pl.setdefault("users", {})[mallory.user_id] = 50
+    assert (await put_state(alice, room_id, "m.room.power_levels", pl)).code == 200
+    msg = await send(alice, room_id, "alice's words")
+    state = await state_ids(alice, room_id)
+    prev = await mallory.pdu(ours, msg)
+    stray = mallory.event(state, prev, REDACTION, {})
+    stray = mallory.server.sign_pdu(
+        {k: v for k, v in stray.items() if k not in ("event_id", "hashes", "signatures")}
+        | {"redacts": msg},
+        room_version,
+    )
+    await mallory.send(ours, stray)
+    resp = await alice.get(room_path(room_id, f"/event/{q(stray['event_id'])}"))
+    assert resp.code == 200, resp
+    assert "redacts" not in resp.json, resp
+    await assert_intact(alice, room_id, {msg: {"msgtype": "m.text", "body": "alice's words"}})
