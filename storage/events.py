@@ -126,6 +126,15 @@ def _mark_redacted(event: Event, redaction: Event) -> None:
         event.invalidate_client_cache()
 
 
+def _set_withheld(redaction: Event, withheld: bool) -> None:
+    redaction.withheld = withheld
+
+
+def _target_fields(row: Sequence[Any]) -> dict[str, Any]:
+    """What ``redaction_applies`` reads of a target: (event_id, room_id, sender, type)."""
+    return {"event_id": row[0], "room_id": row[1], "sender": row[2], "type": row[3]}
+
+
 def _chunks(items: Sequence[Any], size: int = 500) -> Iterable[Sequence[Any]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
@@ -328,8 +337,11 @@ class EventsStore:
     def _record_redaction_txn(self, txn: Transaction, ev: Event) -> bool:
         """Store ``ev`` if it is an accepted redaction, and redact its target when the
         target is here and the redaction applies to it (events/redaction.py); a target
-        arriving later is checked then (``_applicable_redaction_txn``). True if applied."""
+        arriving later is checked then (``_applicable_redaction_txn``). True if it
+        applies; otherwise it is withheld from clients (``Event.withheld``)."""
         redacts = ev.redacts
+        if ev.type == "m.room.redaction" and redacts is None:
+            txn.call_after(_set_withheld, ev, True)  # names no target: withheld, as Synapse
         if redacts is None or ev.rejected_reason is not None:
             return False
         txn.execute(
@@ -337,19 +349,18 @@ class EventsStore:
             (ev.event_id, redacts, int(ev.sender_had_redact_power)),
         )
         row = txn.select_one(
-            "SELECT event_id, room_id, sender, type FROM events"
-            " WHERE event_id = ? AND redacted_by IS NULL",
+            "SELECT event_id, room_id, sender, type, redacted_by FROM events WHERE event_id = ?",
             (redacts,),
         )
-        if row is None:
-            return False
-        target = {"event_id": row[0], "room_id": row[1], "sender": row[2], "type": row[3]}
-        if not redaction_applies(
-            ev, target, ev.room_version, sender_had_power=ev.sender_had_redact_power
-        ):
-            return False
-        txn.execute("UPDATE events SET redacted_by = ? WHERE event_id = ?", (ev.event_id, redacts))
-        return True
+        applies = row is not None and redaction_applies(
+            ev, _target_fields(row), ev.room_version, sender_had_power=ev.sender_had_redact_power
+        )
+        txn.call_after(_set_withheld, ev, not applies)
+        if applies and row is not None and row[4] is None:
+            txn.execute(
+                "UPDATE events SET redacted_by = ? WHERE event_id = ?", (ev.event_id, redacts)
+            )
+        return applies
 
     def _applicable_redaction_txn(self, txn: Transaction, ev: Event) -> Event | None:
         """The first stored redaction of ``ev`` that applies to it, if any."""
@@ -362,6 +373,7 @@ class EventsStore:
         for row in rows:
             redaction = _row_to_event(row)
             redaction.sender_had_redact_power = bool(row[9])
+            redaction.withheld = False
             if redaction_applies(
                 redaction,
                 ev,
@@ -521,6 +533,8 @@ class EventsStore:
         return out
 
     def _attach_redactions(self, txn: Transaction, events: Iterable[Event]) -> None:
+        events = list(events)
+        self._mark_withheld_txn(txn, [ev for ev in events if ev.type == "m.room.redaction"])
         wanted = {ev.redacted_by: ev for ev in events if ev.redacted_by}
         if not wanted:
             return
@@ -534,6 +548,26 @@ class EventsStore:
             ):
                 redaction = _row_to_event(row)
                 wanted[redaction.event_id].redaction = redaction
+
+    def _mark_withheld_txn(self, txn: Transaction, redactions: Sequence[Event]) -> None:
+        """Set ``withheld`` on redactions read from the database: those that do not
+        take effect on a known target, or name none (the same rule as when stored)."""
+        by_id = {ev.event_id: ev for ev in redactions}
+        for ev in redactions:
+            ev.withheld = True
+        for chunk in _chunks(list(by_id)):
+            marks = ",".join("?" * len(chunk))
+            for row in txn.select_all(
+                "SELECT rd.event_id, rd.sender_had_power, t.event_id, t.room_id, t.sender,"
+                " t.type FROM redactions rd JOIN events t ON t.event_id = rd.redacts"
+                f" WHERE rd.event_id IN ({marks})",
+                list(chunk),
+            ):
+                ev = by_id[row[0]]
+                ev.sender_had_redact_power = bool(row[1])
+                ev.withheld = not redaction_applies(
+                    ev, _target_fields(row[2:]), ev.room_version, sender_had_power=bool(row[1])
+                )
 
     async def get_event(self, event_id: str) -> Event | None:
         return (await self.get_events([event_id])).get(event_id)

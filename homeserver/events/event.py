@@ -38,6 +38,9 @@ class Event:
     # was authorised against (set where the auth rules ran; False when not known, so an
     # unknown answer only lets same-server redactions apply). See events/redaction.py.
     sender_had_redact_power: bool = False
+    # For a redaction: it does not (yet) take effect on its target (unknown, another
+    # room, or not allowed), so clients are not given it, as Synapse withholds it.
+    withheld: bool = False
     # The redaction event, when redacted_by is set and it has been loaded.
     redaction: Event | None = field(default=None, repr=False)
     # JSON of the client form, built once and shared by every recipient.

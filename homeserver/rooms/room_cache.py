@@ -101,6 +101,12 @@ class LiveRoom:
                 target.redaction = redaction
                 target.invalidate_client_cache()
 
+    def redaction_took_effect(self, redaction_id: str) -> None:
+        """A withheld redaction in ``recent`` applied once its target arrived: show it."""
+        for ev in self.recent:
+            if ev.event_id == redaction_id:
+                ev.withheld = False
+
     def seed_recent(self, events: list[Event], limited: bool, up_to: int) -> bool:
         """Put events read from the database in front of ``recent`` (a room loaded after
         a restart holds none): ``events`` are the room's newest at or below ``up_to``

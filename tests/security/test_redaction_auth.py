@@ -144,6 +144,15 @@ async def assert_redacted(client: Client, room_id: str, event_id: str, by: str) 
     assert tl[event_id]["content"] == {}
 
 
+async def assert_withheld(client: Client, room_id: str, event_id: str) -> None:
+    """A redaction that does not take effect is not given to clients (as Synapse)."""
+    resp = await client.get(room_path(room_id, f"/event/{q(event_id)}"))
+    assert_error(resp, 404, "M_NOT_FOUND")
+    assert event_id not in {e["event_id"] for e in await all_events(client, room_id)}
+    body = await sync(client, filter={"room": {"timeline": {"limit": 50}}})
+    assert event_id not in {e["event_id"] for e in timeline(body, room_id)["events"]}
+
+
 async def room_with_member(server: RunningServer, room_version: str) -> tuple[Client, Client, str]:
     alice = await user(server, "alice")
     bob = await user(server, "bob")
@@ -339,11 +348,10 @@ async def test_remote_power_zero_redaction_of_a_local_users_events_is_stored_not
         redactions.append(prev)
     await mallory.send(ours, *redactions)
 
-    # Stored: the redactions are in the room (they passed the auth rules)...
+    # Stored (they passed the auth rules), but withheld from clients as Synapse does...
     for pdu in redactions:
-        resp = await alice.get(room_path(room_id, f"/event/{q(pdu['event_id'])}"))
-        assert resp.code == 200, resp
-        assert resp.json["type"] == REDACTION
+        assert await mallory.pdu(ours, pdu["event_id"])
+        await assert_withheld(alice, room_id, pdu["event_id"])
     # ... and applied to nothing, in memory and in the database.
     await assert_intact(alice, room_id, targets)
     resp = await alice.get(room_path(room_id, "/state/m.room.name"))
@@ -387,10 +395,11 @@ async def test_remote_server_redacting_its_own_users_event_applies_even_before_t
     second = mallory.message(state, first_redaction, "second")
     early = eve.redaction(state, first_redaction, second["event_id"])
     await eve.send(ours, early)
-    resp = await alice.get(room_path(room_id, f"/event/{q(early['event_id'])}"))
-    assert resp.code == 200, resp
+    await assert_withheld(alice, room_id, early["event_id"])  # its target is unknown
     await mallory.send(ours, second)
     await assert_redacted(alice, room_id, second["event_id"], early["event_id"])
+    seen = {e["event_id"] for e in await all_events(alice, room_id)}
+    assert early["event_id"] in seen  # shown once it took effect
     await restart(ours, alice)
     await assert_redacted(alice, room_id, first["event_id"], first_redaction["event_id"])
     await assert_redacted(alice, room_id, second["event_id"], early["event_id"])
@@ -439,7 +448,8 @@ async def test_remote_top_level_redacts_is_no_redaction_from_v11(
     ours: RunningServer, attacker: MaliciousServer, room_version: str
 ) -> None:
     """v11 dropped the top-level ``redacts``: even with the redact level, a redaction
-    naming its target only there redacts nothing, and clients are not shown it."""
+    naming its target only there redacts nothing (and is withheld); one naming another
+    target in content redacts that one, and clients are shown only that one."""
     alice = await user(ours, "alice")
     room_id = await create_room(alice, preset="public_chat", room_version=room_version)
     mallory = await remote_user(attacker, ours, room_id)
@@ -449,14 +459,18 @@ async def test_remote_top_level_redacts_is_no_redaction_from_v11(
     msg = await send(alice, room_id, "alice's words")
     state = await state_ids(alice, room_id)
     prev = await mallory.pdu(ours, msg)
-    stray = mallory.event(state, prev, REDACTION, {})
-    stray = mallory.server.sign_pdu(
-        {k: v for k, v in stray.items() if k not in ("event_id", "hashes", "signatures")}
-        | {"redacts": msg},
-        room_version,
-    )
-    await mallory.send(ours, stray)
-    resp = await alice.get(room_path(room_id, f"/event/{q(stray['event_id'])}"))
+
+    def with_top_level_redacts(pdu: dict[str, Any]) -> dict[str, Any]:
+        unsigned = {k: v for k, v in pdu.items() if k not in ("event_id", "hashes", "signatures")}
+        return mallory.server.sign_pdu({**unsigned, "redacts": msg}, room_version)
+
+    stray = with_top_level_redacts(mallory.event(state, prev, REDACTION, {}))
+    own = mallory.message(state, stray, "mallory's words")
+    both = with_top_level_redacts(mallory.redaction(state, own, own["event_id"]))
+    await mallory.send(ours, stray, own, both)
+    await assert_withheld(alice, room_id, stray["event_id"])
+    await assert_redacted(alice, room_id, own["event_id"], both["event_id"])
+    resp = await alice.get(room_path(room_id, f"/event/{q(both['event_id'])}"))
     assert resp.code == 200, resp
-    assert "redacts" not in resp.json, resp
+    assert resp.json["redacts"] == own["event_id"], resp
     await assert_intact(alice, room_id, {msg: {"msgtype": "m.text", "body": "alice's words"}})
