@@ -237,6 +237,7 @@ async def test_room_v10_content_redacts_is_no_redaction(server: RunningServer) -
     theirs = await send(bob, room_id, "bob's words")
     resp = await send_raw(alice, room_id, event_type=REDACTION, content={"redacts": theirs})
     assert resp.code == 200, resp
+    await assert_withheld(bob, room_id, resp.json["event_id"])  # it names no target
     # Bob (power 0) likewise: stored, redacts nothing.
     mine = await send(alice, room_id, "alice's words")
     resp = await send_raw(bob, room_id, event_type=REDACTION, content={"redacts": mine})
@@ -428,6 +429,7 @@ async def test_remote_redaction_before_another_servers_target_is_checked_when_it
         await victim.send(ours, target)
         words = {"msgtype": "m.text", "body": "victim's words"}
         await assert_intact(alice, room_id, {target["event_id"]: words})
+        await assert_withheld(alice, room_id, early["event_id"])
 
         pl = (await alice.get(room_path(room_id, "/state/m.room.power_levels"))).json
         pl.setdefault("users", {})[mallory.user_id] = 50
