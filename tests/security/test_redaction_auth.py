@@ -362,6 +362,7 @@ async def test_remote_power_zero_redaction_of_a_local_users_events_is_stored_not
     # The database agrees with memory: the same after a restart.
     await restart(ours, alice)
     await assert_intact(alice, room_id, targets)
+    await assert_withheld(alice, room_id, redactions[0]["event_id"])
 
 
 async def restart(ours: RunningServer, *clients: Client) -> None:
