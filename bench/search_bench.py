@@ -157,7 +157,7 @@ class Loader:
             events.append(self._event(room, "m.room.message", sender, content))
         self._insert_events(txn, events)
         for ev in events:
-            index_event_txn(txn, ev)
+            index_event_txn(txn, ev, redacted=False, redaction_applied=False)
 
 
 def query_mix(rng: random.Random, vocab: list[str], n: int) -> list[tuple[str, str]]:

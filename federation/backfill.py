@@ -36,7 +36,7 @@ from twisted.internet import defer
 
 from crypto.event_hashing import compute_event_id
 from federation.acl import server_allowed_by_acl
-from federation.event_auth_checks import PduRejected, auth_failure, check_pdu
+from federation.event_auth_checks import PduRejected, auth_failure, check_pdu, redact_power_at
 from federation.interfaces import FederationClient, FederationRequestError
 from federation.room_events import (
     FederationEventHandler,
@@ -311,6 +311,7 @@ class FederationBackfiller:
             if auth is not None and auth.is_state():
                 auth_state[auth.state_tuple] = pdu_with_id(auth)
         reason = auth_failure(full, auth_state, version, create_json)
+        redact_power = False
         if reason is None:
             wanted = auth_types_for_event(pdu, version)
             before = {
@@ -319,7 +320,14 @@ class FederationBackfiller:
                 if key in wanted and eid in loaded
             }
             reason = auth_failure(full, before, version, create_json)
-        event = Event(event_id=event_id, pdu=pdu, room_version=version, rejected_reason=reason)
+            redact_power = redact_power_at(full, (auth_state, before), version, create_json)
+        event = Event(
+            event_id=event_id,
+            pdu=pdu,
+            room_version=version,
+            rejected_reason=reason,
+            sender_had_redact_power=redact_power,
+        )
         event.stream_ordering = self._events.allocate_backfill_ordering()
 
         extra: list[NewStateGroup] = []

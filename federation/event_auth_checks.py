@@ -5,13 +5,14 @@ signatures the spec requires, and auth against a given state.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from crypto.event_hashing import check_content_hash
 from federation.interfaces import Keyring, SignatureVerifyError
 from homeserver.events.auth_rules import AuthError, check_auth_rules
 from homeserver.events.format import EventFormatError, validate_pdu_format
-from homeserver.events.redaction import prune_event
+from homeserver.events.redaction import has_redact_power, prune_event
 from homeserver.events.room_versions import RoomVersion
 
 JsonDict = dict[str, Any]
@@ -86,3 +87,16 @@ def auth_failure(
     except AuthError as e:
         return e.message
     return None
+
+
+def redact_power_at(
+    pdu_with_id: JsonDict,
+    states: Sequence[dict[StateKey, JsonDict]],
+    room_version: RoomVersion,
+    create_event: JsonDict | None,
+) -> bool:
+    """Whether a redaction's sender holds the ``redact`` level in every one of
+    ``states`` (its auth events and the state before it, both checked as Synapse's
+    ``check_redaction``); False for other events. Kept on the event: the redaction
+    applies later only with it or from the target sender's server."""
+    return all(has_redact_power(pdu_with_id, s, room_version, create_event) for s in states)

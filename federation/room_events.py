@@ -23,7 +23,7 @@ from twisted.internet import defer
 
 from crypto.event_hashing import compute_event_id
 from federation.acl import server_allowed_by_acl
-from federation.event_auth_checks import PduRejected, auth_failure, check_pdu
+from federation.event_auth_checks import PduRejected, auth_failure, check_pdu, redact_power_at
 from federation.interfaces import FederationClient, FederationRequestError, Keyring
 from homeserver.events.auth_rules import auth_types_for_event
 from homeserver.events.event import Event
@@ -507,7 +507,12 @@ class FederationEventHandler:
                 )
             reason = auth_failure(full, auth_state, version, create)
             ev = Event(
-                event_id=eid, pdu=pdu, room_version=version, outlier=True, rejected_reason=reason
+                event_id=eid,
+                pdu=pdu,
+                room_version=version,
+                outlier=True,
+                rejected_reason=reason,
+                sender_had_redact_power=redact_power_at(full, (auth_state,), version, create),
             )
             known[eid] = full
             stored.append(ev)
@@ -600,6 +605,7 @@ class FederationEventHandler:
             if ev is not None and ev.is_state():
                 auth_state[ev.state_tuple] = pdu_with_id(ev)
         reason = auth_failure(full, auth_state, version, create_json)
+        redact_power = False
         if reason is None:
             before = {
                 key: pdu_with_id(loaded[eid])
@@ -607,6 +613,7 @@ class FederationEventHandler:
                 if key in auth_types_for_event(pdu, version) and eid in loaded
             }
             reason = auth_failure(full, before, version, create_json)
+            redact_power = redact_power_at(full, (auth_state, before), version, create_json)
         soft_failed = False
         if reason is None:
             current = {
@@ -623,6 +630,7 @@ class FederationEventHandler:
             rejected_reason=reason
             if reason is not None
             else (SOFT_FAILED if soft_failed else None),
+            sender_had_redact_power=redact_power,
         )
         accepted = reason is None and not soft_failed
         # State after: the new event on top of the state before it.

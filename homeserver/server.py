@@ -213,6 +213,8 @@ class EventFanout:
                     to_wake.add(ev.state_key)
             if ev.redacts is not None and room is not None:
                 room.apply_redaction(ev)
+            if ev.redacted_by is not None and room is not None:
+                room.redaction_took_effect(ev.redacted_by)  # it arrived after its redaction
             if room is not None:
                 to_wake |= room.joined_members()
         self._notifier.notify_users(u for u in to_wake if u.endswith(self._suffix))

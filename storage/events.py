@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from homeserver.events.event import Event
+from homeserver.events.redaction import redaction_applies
 from homeserver.events.room_versions import RoomVersion, get_room_version
 from storage.database import Database, Transaction
 from storage.federation import FederationStore, OutboundPdu
@@ -117,6 +118,23 @@ def _row_to_event(row: Sequence[Any]) -> Event:
     )
 
 
+def _mark_redacted(event: Event, redaction: Event) -> None:
+    """After commit: the in-memory copy of ``event`` shows the redaction it received."""
+    if event.redacted_by is None:
+        event.redacted_by = redaction.event_id
+        event.redaction = redaction
+        event.invalidate_client_cache()
+
+
+def _set_withheld(redaction: Event, withheld: bool) -> None:
+    redaction.withheld = withheld
+
+
+def _target_fields(row: Sequence[Any]) -> dict[str, Any]:
+    """What ``redaction_applies`` reads of a target: (event_id, room_id, sender, type)."""
+    return {"event_id": row[0], "room_id": row[1], "sender": row[2], "type": row[3]}
+
+
 def _chunks(items: Sequence[Any], size: int = 500) -> Iterable[Sequence[Any]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
@@ -191,6 +209,12 @@ class EventsStore:
                 "INSERT INTO event_edges (event_id, prev_event_id) VALUES (?, ?)",
                 [(ev.event_id, p) for p in ev.prev_event_ids],
             )
+            if redacted_by is None:
+                # A redaction that arrived before this event takes effect now, if allowed.
+                early = self._applicable_redaction_txn(txn, ev)
+                if early is not None:
+                    redacted_by = early.event_id
+                    txn.call_after(_mark_redacted, ev, early)
             if redacted_by is not None:
                 txn.execute(
                     "UPDATE events SET redacted_by = ? WHERE event_id = ?",
@@ -297,25 +321,67 @@ class EventsStore:
                         ev.origin_server_ts,
                     ),
                 )
-            redacts = ev.redacts
-            if redacts is not None and ev.rejected_reason is None:
-                txn.execute(
-                    "INSERT INTO redactions (event_id, redacts) VALUES (?, ?)",
-                    (ev.event_id, redacts),
-                )
-                txn.execute(
-                    "UPDATE events SET redacted_by = ? WHERE event_id = ? AND room_id = ?"
-                    " AND redacted_by IS NULL",
-                    (ev.event_id, redacts, ev.room_id),
-                )
-            index_event_txn(txn, ev)  # full-text search index (storage/search.py)
-            index_relations_txn(txn, ev)  # relations and threads (storage/relations.py)
+            applied = self._record_redaction_txn(txn, ev)
+            redacted = redacted_by is not None
+            # Full-text search index (storage/search.py), relations and threads
+            # (storage/relations.py).
+            index_event_txn(txn, ev, redacted=redacted, redaction_applied=applied)
+            index_relations_txn(txn, ev, redacted=redacted, redaction_applied=applied)
             if item.outbound is not None and self._outbox is not None:
                 self._outbox.enqueue_txn(
                     txn,
                     [(d, "pdu", ev.pdu) for d in item.outbound.destinations],
                     item.outbound.queued_ts,
                 )
+
+    def _record_redaction_txn(self, txn: Transaction, ev: Event) -> bool:
+        """Store ``ev`` if it is an accepted redaction, and redact its target when the
+        target is here and the redaction applies to it (events/redaction.py); a target
+        arriving later is checked then (``_applicable_redaction_txn``). True if it
+        applies; otherwise it is withheld from clients (``Event.withheld``)."""
+        redacts = ev.redacts
+        if ev.type == "m.room.redaction" and redacts is None:
+            txn.call_after(_set_withheld, ev, True)  # names no target: withheld, as Synapse
+        if redacts is None or ev.rejected_reason is not None:
+            return False
+        txn.execute(
+            "INSERT INTO redactions (event_id, redacts, sender_had_power) VALUES (?, ?, ?)",
+            (ev.event_id, redacts, int(ev.sender_had_redact_power)),
+        )
+        row = txn.select_one(
+            "SELECT event_id, room_id, sender, type, redacted_by FROM events WHERE event_id = ?",
+            (redacts,),
+        )
+        applies = row is not None and redaction_applies(
+            ev, _target_fields(row), ev.room_version, sender_had_power=ev.sender_had_redact_power
+        )
+        txn.call_after(_set_withheld, ev, not applies)
+        if applies and row is not None and row[4] is None:
+            txn.execute(
+                "UPDATE events SET redacted_by = ? WHERE event_id = ?", (ev.event_id, redacts)
+            )
+        return applies
+
+    def _applicable_redaction_txn(self, txn: Transaction, ev: Event) -> Event | None:
+        """The first stored redaction of ``ev`` that applies to it, if any."""
+        rows = txn.select_all(
+            f"SELECT {_EVENT_COLUMNS}, rd.sender_had_power FROM events e"
+            " JOIN rooms r USING (room_id) JOIN redactions rd ON rd.event_id = e.event_id"
+            " WHERE rd.redacts = ? ORDER BY e.stream_ordering",
+            (ev.event_id,),
+        )
+        for row in rows:
+            redaction = _row_to_event(row)
+            redaction.sender_had_redact_power = bool(row[9])
+            redaction.withheld = False
+            if redaction_applies(
+                redaction,
+                ev,
+                redaction.room_version,
+                sender_had_power=redaction.sender_had_redact_power,
+            ):
+                return redaction
+        return None
 
     def _drop_outlier_copy_txn(self, txn: Transaction, event_id: str) -> str | None:
         """Remove an outlier copy of an event about to be stored in the timeline.
@@ -467,6 +533,8 @@ class EventsStore:
         return out
 
     def _attach_redactions(self, txn: Transaction, events: Iterable[Event]) -> None:
+        events = list(events)
+        self._mark_withheld_txn(txn, [ev for ev in events if ev.type == "m.room.redaction"])
         wanted = {ev.redacted_by: ev for ev in events if ev.redacted_by}
         if not wanted:
             return
@@ -480,6 +548,26 @@ class EventsStore:
             ):
                 redaction = _row_to_event(row)
                 wanted[redaction.event_id].redaction = redaction
+
+    def _mark_withheld_txn(self, txn: Transaction, redactions: Sequence[Event]) -> None:
+        """Set ``withheld`` on redactions read from the database: those that do not
+        take effect on a known target, or name none (the same rule as when stored)."""
+        by_id = {ev.event_id: ev for ev in redactions}
+        for ev in redactions:
+            ev.withheld = True
+        for chunk in _chunks(list(by_id)):
+            marks = ",".join("?" * len(chunk))
+            for row in txn.select_all(
+                "SELECT rd.event_id, rd.sender_had_power, t.event_id, t.room_id, t.sender,"
+                " t.type FROM redactions rd JOIN events t ON t.event_id = rd.redacts"
+                f" WHERE rd.event_id IN ({marks})",
+                list(chunk),
+            ):
+                ev = by_id[row[0]]
+                ev.sender_had_redact_power = bool(row[1])
+                ev.withheld = not redaction_applies(
+                    ev, _target_fields(row[2:]), ev.room_version, sender_had_power=bool(row[1])
+                )
 
     async def get_event(self, event_id: str) -> Event | None:
         return (await self.get_events([event_id])).get(event_id)

@@ -4,9 +4,9 @@ Invariants:
 - ``index_relations_txn`` runs inside the transaction that persists an event
   (``EventsStore._persist_txn``): an event's ``event_relations`` row, and its thread's
   ``threads`` row, commit together with the event or not at all.
-- A redaction deletes the relation of the event it redacts in the same transaction
-  (the relationship is broken), and recomputes the thread's latest event; an event
-  that arrives already redacted is not indexed.
+- A redaction that takes effect deletes the relation of the event it redacts in the
+  same transaction (the relationship is broken), and recomputes the thread's latest
+  event; an event that arrives already redacted is not indexed.
 - Only well-formed relations are indexed: ``m.relates_to`` an object with string
   ``rel_type`` and ``event_id``; rich replies (``m.in_reply_to`` alone) are not
   relations here. Rejected events and outliers are never indexed.
@@ -104,18 +104,21 @@ def _before(column_prefix: str = "") -> str:
 # Writing (inside the persist transaction) -----------------------------------------------
 
 
-def index_relations_txn(txn: Transaction, ev: Event) -> None:
-    """Record ``ev``'s relation, or break the one its redaction targets."""
+def index_relations_txn(
+    txn: Transaction, ev: Event, *, redacted: bool, redaction_applied: bool
+) -> None:
+    """Record ``ev``'s relation, or break the one its redaction targets.
+
+    ``redacted``: ``ev`` is stored already redacted (its redaction came first);
+    ``redaction_applied``: ``ev`` is a redaction that took effect on its target."""
     if ev.outlier or ev.rejected_reason is not None:
         return
     redacts = ev.redacts
-    if redacts is not None:
+    if redacts is not None and redaction_applied:
         _remove_relation_txn(txn, redacts, ev.room_id)
     relation = relation_of(ev.content)
-    if relation is None:
-        return
-    if txn.select_one("SELECT 1 FROM redactions WHERE redacts = ?", (ev.event_id,)):
-        return  # its redaction came first: the relationship is already broken
+    if relation is None or redacted:
+        return  # a redacted event's relationship is broken
     txn.execute(
         "INSERT INTO event_relations (event_id, relates_to_id, rel_type, aggregation_key,"
         " sender, type, room_id, stream_ordering, topological_ordering, origin_server_ts)"

@@ -11,9 +11,9 @@ Invariants:
   ``m.room.name`` (``content.name``) and ``m.room.topic`` (``content.topic`` and the
   ``text/plain`` body of ``m.topic``) are indexed; encrypted events, rejected events and
   outliers never are.
-- A redaction deletes its target's row in the transaction that persists the
-  redaction, and an event whose redaction is already stored is not indexed, so a
-  redacted event's text cannot be found.
+- A redaction that takes effect deletes its target's row in the transaction that
+  persists the redaction, and an event stored already redacted is not indexed, so a
+  redacted event's text cannot be found (and an unauthorised redaction hides nothing).
 - Result order is total: ``(rank, stream_ordering)`` descending or ``stream_ordering``
   descending, so a cursor (``SearchCursor``) resumes a listing without gaps or
   repeats while the matching rows do not change.
@@ -110,23 +110,23 @@ def searchable_text(ev: Event) -> tuple[str, str] | None:
     return key, value
 
 
-def index_event_txn(txn: Transaction, ev: Event) -> None:
-    """Keep the index in step with a persisted event (called by the persist txn)."""
+def index_event_txn(
+    txn: Transaction, ev: Event, *, redacted: bool, redaction_applied: bool
+) -> None:
+    """Keep the index in step with a persisted event (called by the persist txn).
+
+    ``redacted``: ``ev`` is stored already redacted (its redaction arrived first);
+    ``redaction_applied``: ``ev`` is a redaction that took effect on its target."""
     if ev.rejected_reason is not None or ev.outlier:
         return
     redacts = ev.redacts
     if redacts is not None:
-        _delete_txn(txn, redacts, ev.room_id)
+        if redaction_applied:
+            _delete_txn(txn, redacts, ev.room_id)
         return
     found = searchable_text(ev)
-    if found is None:
+    if found is None or redacted:
         return
-    if txn.select_one(
-        "SELECT 1 FROM redactions r JOIN events e ON e.event_id = r.event_id"
-        " WHERE r.redacts = ? AND e.room_id = ? LIMIT 1",
-        (ev.event_id, ev.room_id),
-    ):
-        return  # its redaction arrived first
     key, value = found
     if txn.database_engine == "postgres":
         txn.execute(

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from homeserver.events.redaction import prune_event
+from homeserver.events.redaction import prune_event, redaction_target
 from homeserver.events.room_versions import RoomVersion
 
 JsonDict = dict[str, Any]
@@ -34,6 +34,13 @@ class Event:
     redacted_by: str | None = None
     rejected_reason: str | None = None
     outlier: bool = False
+    # For a redaction: whether its sender held the `redact` power level in the state it
+    # was authorised against (set where the auth rules ran; False when not known, so an
+    # unknown answer only lets same-server redactions apply). See events/redaction.py.
+    sender_had_redact_power: bool = False
+    # For a redaction: it does not (yet) take effect on its target (unknown, another
+    # room, or not allowed), so clients are not given it, as Synapse withholds it.
+    withheld: bool = False
     # The redaction event, when redacted_by is set and it has been loaded.
     redaction: Event | None = field(default=None, repr=False)
     # JSON of the client form, built once and shared by every recipient.
@@ -105,11 +112,8 @@ class Event:
 
     @property
     def redacts(self) -> str | None:
-        if self.type != "m.room.redaction":
-            return None
-        # v11+ moved `redacts` into content; accept both forms.
-        r = self.content.get("redacts", self.pdu.get("redacts"))
-        return r if isinstance(r, str) else None
+        """The target of a redaction, from this room version's field."""
+        return redaction_target(self, self.room_version)
 
     def client_dict(self) -> JsonDict:
         """The client-server form (``event_format: client``), cached on the event.
@@ -122,10 +126,14 @@ class Event:
             out["event_id"] = self.event_id
             # A v12 create event has no room_id in its PDU; clients always get one.
             out["room_id"] = self.room_id
-            # v11+ moved `redacts` into content; clients still get the top-level key.
-            redacts = self.redacts
-            if redacts is not None and "redacts" not in out:
-                out["redacts"] = redacts
+            # v11+ moved `redacts` into content; clients still get the top-level key,
+            # naming the target this room version reads (a stray top-level `redacts` of
+            # a v11+ event, which redacts nothing, would mislead clients).
+            if self.type == "m.room.redaction":
+                out.pop("redacts", None)
+                redacts = self.redacts
+                if redacts is not None:
+                    out["redacts"] = redacts
             unsigned = dict(self.pdu.get("unsigned") or {}) if not self.redacted_by else {}
             unsigned.pop("age_ts", None)
             if self.redaction is not None:

@@ -1,18 +1,44 @@
-"""The redaction algorithm ("pruning") for the room versions we support.
+"""Redactions: the redaction algorithm ("pruning") and when a redaction applies.
 
 Room version 10 uses the v9 rules; 11 and 12 use the v11 rules
 (``RoomVersion.updated_redaction_rules``). See the spec's room version pages.
+
+When a redaction applies (the spec's "Handling redactions", room versions 3+): the
+auth rules accept any ``m.room.redaction`` its sender may send, whatever it targets.
+The redaction then takes effect on its target only if both are known, they are in
+the same room, and either the redaction's sender held the ``redact`` power level in
+the state the redaction was authorised against, or the target's sender is on the
+same server as the redaction's sender. Otherwise the redaction is kept but changes
+nothing (as Synapse's ``recheck_redaction``). The power check needs the state at the
+redaction, which is at hand only when the redaction is accepted, while the target may
+arrive later: so it is made once (:func:`has_redact_power`) and its answer kept with
+the redaction, and :func:`redaction_applies` takes that answer.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
+from homeserver.events.auth_rules import (
+    NAMED_LEVEL_DEFAULTS,
+    AuthState,
+    get_named_level,
+    get_user_power_level,
+)
 from homeserver.events.room_versions import RoomVersion
 
-__all__ = ["prune_event"]
+__all__ = ["has_redact_power", "prune_event", "redaction_applies", "redaction_target"]
+
+REDACTION = "m.room.redaction"
+
+
+class EventFields(Protocol):
+    """Mapping-style read of an event: a PDU dict (with ``event_id``) or an ``Event``."""
+
+    def get(self, key: str, default: Any = None, /) -> Any: ...
+
 
 # Top-level keys kept by every supported version.
 _KEPT_KEYS = frozenset(
@@ -93,3 +119,84 @@ def prune_event(event: Mapping[str, Any], room_version: RoomVersion) -> dict[str
         content = {}
     pruned["content"] = _pruned_content(event.get("type"), content, room_version)
     return copy.deepcopy(pruned)
+
+
+def redaction_target(event: EventFields, room_version: RoomVersion) -> str | None:
+    """The event id ``event`` redacts, or None when it is no redaction.
+
+    Before v11 the target is the top-level ``redacts``; v11 moved it into
+    ``content.redacts`` and dropped the top-level key from the event format. Each
+    version reads only its own field, so a v10 redaction naming its target only in
+    ``content`` redacts nothing.
+    """
+    if event.get("type") != REDACTION:
+        return None
+    if room_version.updated_redaction_rules:
+        content = event.get("content")
+        target = content.get("redacts") if isinstance(content, Mapping) else None
+    else:
+        target = event.get("redacts")
+    return target if isinstance(target, str) else None
+
+
+def has_redact_power(
+    redaction: EventFields,
+    auth_state: AuthState,
+    room_version: RoomVersion,
+    create_event: Mapping[str, Any] | None = None,
+) -> bool:
+    """Whether the redaction's sender holds the ``redact`` level in ``auth_state``
+    (the state the redaction is authorised against: its auth events, or the room's
+    state for a local event). False for anything that is not a redaction."""
+    sender = redaction.get("sender")
+    if redaction.get("type") != REDACTION or not isinstance(sender, str):
+        return False
+    pl = auth_state.get(("m.room.power_levels", ""))
+    pl_content = pl.get("content") if pl is not None else None
+    redact_level = get_named_level(
+        pl_content if isinstance(pl_content, Mapping) else None,
+        "redact",
+        NAMED_LEVEL_DEFAULTS["redact"],
+    )
+    level = get_user_power_level(sender, auth_state, room_version, create_event)
+    return level >= redact_level
+
+
+def _server_of(user_id: object) -> str | None:
+    if not isinstance(user_id, str):
+        return None
+    _, sep, server = user_id.partition(":")
+    return server if sep else None
+
+
+def _room_of(event: EventFields) -> object:
+    room_id = event.get("room_id")
+    event_id = event.get("event_id")
+    if room_id is None and event.get("type") == "m.room.create" and isinstance(event_id, str):
+        return "!" + event_id[1:]  # a v12 create event's room id is its own hash
+    return room_id
+
+
+def redaction_applies(
+    redaction: EventFields,
+    target: EventFields,
+    room_version: RoomVersion,
+    *,
+    sender_had_power: bool,
+) -> bool:
+    """Whether ``redaction`` takes effect on ``target`` (both known, both accepted).
+
+    ``sender_had_power``: :func:`has_redact_power` at the redaction. The redaction
+    must name ``target`` in this room version's field and be in the same room; then
+    it applies if its sender had the power, or is on the target sender's server.
+    """
+    target_id = target.get("event_id")
+    if target_id is None or redaction_target(redaction, room_version) != target_id:
+        return False
+    room_id = _room_of(redaction)
+    if room_id is None or room_id != _room_of(target):
+        return False
+    if sender_had_power:
+        return True
+    server = _server_of(redaction.get("sender"))
+    return server is not None and server == _server_of(target.get("sender"))

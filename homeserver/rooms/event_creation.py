@@ -23,6 +23,7 @@ from homeserver.errors import Codes, MatrixError
 from homeserver.events.auth_rules import AuthError, auth_types_for_event, check_auth_rules
 from homeserver.events.event import Event
 from homeserver.events.format import EventFormatError, validate_pdu_format
+from homeserver.events.redaction import has_redact_power
 from homeserver.events.room_versions import RoomVersion
 from homeserver.rooms.persister import EventPersister
 from homeserver.rooms.room_cache import LiveRoom, RoomCache, next_state_group, pdu_with_id
@@ -236,15 +237,15 @@ class EventCreator:
         event = Event(event_id=event_id, pdu=signed, room_version=version)
         self._validate(event)
         create = room.create_event
+        create_json = pdu_with_id(create) if create is not None else None
+        auth_state = {k: pdu_with_id(room.state[k]) for k in auth_keys if k in room.state}
         try:
-            check_auth_rules(
-                pdu_with_id(event),
-                {k: pdu_with_id(room.state[k]) for k in auth_keys if k in room.state},
-                version,
-                create_event=pdu_with_id(create) if create is not None else None,
-            )
+            check_auth_rules(pdu_with_id(event), auth_state, version, create_event=create_json)
         except AuthError as e:
             raise MatrixError(403, Codes.FORBIDDEN, e.message) from None
+        event.sender_had_redact_power = has_redact_power(
+            pdu_with_id(event), auth_state, version, create_json
+        )
         return event
 
     def _validate(self, event: Event) -> None:

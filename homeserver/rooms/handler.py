@@ -18,6 +18,7 @@ from homeserver.errors import Codes, MatrixError
 from homeserver.events.auth_rules import get_user_power_level
 from homeserver.events.event import Event
 from homeserver.events.format import is_valid_room_id, is_valid_user_id
+from homeserver.events.redaction import has_redact_power, redaction_target
 from homeserver.events.room_versions import DEFAULT_ROOM_VERSION, RoomVersion, get_room_version
 from homeserver.handlers.auth import Requester
 from homeserver.rooms.event_creation import EventCreator
@@ -590,13 +591,14 @@ class RoomHandler:
         origin_server_ts: int | None = None,
     ) -> Event:
         """``origin_server_ts``: an application service's timestamp massaging (``ts``)."""
-        await self.require_joined(requester, room_id)
+        room = await self.require_joined(requester, room_id)
         for check in self.message_checks:
             await check(requester, room_id, event_type, content, txn_id)
         txn = (requester.device_id or "", txn_id) if txn_id is not None else None
         event_dict: JsonDict = {"type": event_type, "sender": requester.user_id, "content": content}
         if origin_server_ts is not None:
             event_dict["origin_server_ts"] = origin_server_ts
+        await self._check_may_redact(requester, room, event_dict)
         return await self._creator.send(room_id, event_dict, txn=txn)
 
     async def send_state(
@@ -617,6 +619,7 @@ class RoomHandler:
         }
         if origin_server_ts is not None:
             event_dict["origin_server_ts"] = origin_server_ts
+        await self._check_may_redact(requester, room, event_dict)
         if event_type == "m.room.member":
             membership = content.get("membership")
             if not isinstance(membership, str):
@@ -661,24 +664,6 @@ class RoomHandler:
         txn_id: str,
     ) -> Event:
         room = await self.require_joined(requester, room_id)
-        target = await self._storage.events.get_event(event_id)
-        if target is None or target.room_id != room_id:
-            raise MatrixError(404, Codes.NOT_FOUND, "Event not found")
-        if target.sender != requester.user_id:
-            create = room.create_event
-            auth_state = room.auth_state()
-            level = get_user_power_level(
-                requester.user_id,
-                auth_state,
-                room.room_version,
-                create_event=pdu_with_id(create) if create else None,
-            )
-            pl = room.state_content("m.room.power_levels")
-            redact_level = pl.get("redact", 50) if pl else 50
-            if not isinstance(redact_level, int) or level < redact_level:
-                raise MatrixError(
-                    403, Codes.FORBIDDEN, "You don't have permission to redact events"
-                )
         content: JsonDict = {}
         if reason is not None:
             content["reason"] = reason
@@ -691,10 +676,50 @@ class RoomHandler:
             content["redacts"] = event_id
         else:
             event_dict["redacts"] = event_id
+        await self._check_may_redact(requester, room, event_dict, require_target=True)
         # Clients get a top-level `redacts` from v11 on too (Event.client_dict).
         return await self._creator.send(
             room_id, event_dict, txn=(requester.device_id or "", f"redact:{txn_id}"), room=room
         )
+
+    async def _check_may_redact(
+        self,
+        requester: Requester,
+        room: LiveRoom,
+        event_dict: JsonDict,
+        *,
+        require_target: bool = False,
+    ) -> None:
+        """Refuse a local user's redaction (from /redact, or an m.room.redaction sent
+        through /send or /state) as Synapse does: allowed with the room's ``redact``
+        level, otherwise only for the user's own event. Create and server ACL events
+        are never redacted; a target in another room is not found. ``require_target``
+        (/redact): the target must be known even with the redact level."""
+        version = room.room_version
+        target_id = redaction_target(event_dict, version)
+        if target_id is None:
+            return  # names no target in this room version's field: redacts nothing
+        target = await self._storage.events.get_event(target_id)
+        if target is not None and target.room_id != room.room_id:
+            target = None
+        if target is None and require_target:
+            raise MatrixError(404, Codes.NOT_FOUND, "Event not found")
+        if target is not None and target.type in ("m.room.create", "m.room.server_acl"):
+            raise MatrixError(403, Codes.FORBIDDEN, f"Redacting {target.type} is not permitted")
+        create = room.create_event
+        power_state = {
+            key: pdu_with_id(room.state[key])
+            for key in (("m.room.power_levels", ""), ("m.room.create", ""))
+            if key in room.state
+        }
+        if has_redact_power(
+            event_dict, power_state, version, pdu_with_id(create) if create else None
+        ):
+            return
+        if target is None:
+            raise MatrixError(404, Codes.NOT_FOUND, f"Could not find event {target_id}")
+        if target.sender != requester.user_id:
+            raise MatrixError(403, Codes.FORBIDDEN, "You don't have permission to redact events")
 
     # Aliases and directory ------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from twisted.internet import defer
 
 from homeserver.async_utils import observe
 from homeserver.events.event import Event
+from homeserver.events.redaction import redaction_applies
 from homeserver.events.room_versions import RoomVersion
 from storage.events import (
     MAX_STATE_DELTA_DEPTH,
@@ -82,15 +83,29 @@ class LiveRoom:
 
     def apply_redaction(self, redaction: Event) -> None:
         """Mark the redacted event wherever memory holds it: recent events and state
-        (a state event loaded from the database is not among the recent ones)."""
+        (a state event loaded from the database is not among the recent ones), when the
+        redaction applies to it (the same rule as the database's, events/redaction.py)."""
+        if redaction.rejected_reason is not None:
+            return  # rejected or soft-failed: never applied (nor stored as a redaction)
         target_id = redaction.redacts
         held = [ev for ev in self.recent if ev.event_id == target_id]
         held += [ev for ev in self.state.values() if ev.event_id == target_id]
         for target in held:
-            if target.redacted_by is None:
+            if target.redacted_by is None and redaction_applies(
+                redaction,
+                target,
+                redaction.room_version,
+                sender_had_power=redaction.sender_had_redact_power,
+            ):
                 target.redacted_by = redaction.event_id
                 target.redaction = redaction
                 target.invalidate_client_cache()
+
+    def redaction_took_effect(self, redaction_id: str) -> None:
+        """A withheld redaction in ``recent`` applied once its target arrived: show it."""
+        for ev in self.recent:
+            if ev.event_id == redaction_id:
+                ev.withheld = False
 
     def seed_recent(self, events: list[Event], limited: bool, up_to: int) -> bool:
         """Put events read from the database in front of ``recent`` (a room loaded after

@@ -37,7 +37,9 @@ class VisibilityFilter:
         self, user_id: str, events: list[Event], *, current_membership: str | None = None
     ) -> list[Event]:
         """The events ``user_id`` may see, using the state at each event (and not the
-        non-state events of users they ignore)."""
+        non-state events of users they ignore, nor withheld redactions)."""
+        # Redactions that do not take effect are never shown (as Synapse withholds them).
+        events = [ev for ev in events if not ev.withheld]
         if not events:
             return []
         if self.ignored is not None:

@@ -544,7 +544,8 @@ class SyncHandler:
             events = await self._visibility.filter_for_user(
                 req.user_id, events, current_membership="join"
             )
-        timeline = filters.filter_room_timeline(events, room_id)
+        # Withheld redactions (they do not take effect) never reach clients.
+        timeline = filters.filter_room_timeline([e for e in events if not e.withheld], room_id)
         if ignored:
             timeline = without_ignored(timeline, ignored)
 

@@ -177,7 +177,8 @@ def _room(recent: list[Event], floor: int) -> LiveRoom:
 def test_seed_recent_puts_older_events_before_the_live_ones() -> None:
     # Loaded at position 10 (nothing held); then 11 and a redaction of 9 (applied, maybe
     # not yet committed, so 9 was read unredacted) arrived.
-    redaction = _event(12, "m.room.redaction", redacts="$e9")
+    redaction = _event(12, "m.room.redaction")
+    redaction.pdu["redacts"] = "$e9"  # room v10: the target is a top-level key
     room = _room([_event(11), redaction], floor=10)
     read = [_event(n) for n in (7, 8, 9, 10)]
     assert room.seed_recent(read, True, 10)

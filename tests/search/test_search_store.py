@@ -69,7 +69,11 @@ def persist(txn: Transaction, ev: Event) -> None:
         txn.execute(
             "INSERT INTO redactions (event_id, redacts) VALUES (?, ?)", (ev.event_id, ev.redacts)
         )
-    index_event_txn(txn, ev)
+    # Every test event has one sender, so each redaction applies (events/redaction.py).
+    redacted = txn.select_one("SELECT 1 FROM redactions WHERE redacts = ?", (ev.event_id,))
+    index_event_txn(
+        txn, ev, redacted=redacted is not None, redaction_applied=ev.redacts is not None
+    )
 
 
 async def store(storage: Storage, *events: Event) -> None:
