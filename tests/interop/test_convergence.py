@@ -243,7 +243,10 @@ def describe(members: list[Member], states: list[State | None]) -> str:
     for key in keys:
         values = [(s or {}).get(key) for s in states]
         if len(set(values)) > 1:
-            lines.append(f"  {key}: " + ", ".join(f"{m.name}={v}" for m, v in zip(members, values)))
+            lines.append(
+                f"  {key}: "
+                + ", ".join(f"{m.name}={v}" for m, v in zip(members, values, strict=True))
+            )
     return "\n".join(lines)
 
 
@@ -260,7 +263,10 @@ async def run_rounds(members: list[Member], host: str, failures: ResolutionFailu
             consumeErrors=True,
         )
         await defer.gatherResults(
-            [defer.ensureDeferred(converge(members, r, ids)) for r, ids in zip(room_ids, rounds)],
+            [
+                defer.ensureDeferred(converge(members, r, ids))
+                for r, ids in zip(room_ids, rounds, strict=True)
+            ],
             consumeErrors=True,
         )
         assert not failures.lines, failures.lines
