@@ -48,6 +48,7 @@ from homeserver.clock import Clock
 from homeserver.events.auth_rules import auth_types_for_event
 from homeserver.events.event import Event
 from homeserver.events.room_versions import RoomVersion
+from homeserver.events.state_res import StateResolutionError
 from homeserver.rooms.persister import EventPersister
 from homeserver.rooms.room_cache import LiveRoom, RoomCache, pdu_with_id
 from storage.events import MAX_STATE_DELTA_DEPTH, EventsStore, NewStateGroup, PersistItem
@@ -280,7 +281,10 @@ class FederationBackfiller:
                 sets.append(state)
         if not sets:
             return None
-        return await self._handler.resolve(version, room_id, sets)
+        try:
+            return await self._handler.resolve(version, room_id, sets)
+        except StateResolutionError:
+            return None  # left for a later backfill, like an event without state
 
     async def _store_one(
         self,

@@ -312,8 +312,14 @@ class FederationEventHandler:
         if fetched is not None and event_id in fetched.auth_chains:
             await self.store_outliers(version, fetched.auth_chains[event_id])
         await self.ensure_auth_events(origin, version, room_id, event_id, pdu)
-        state_before = await self.resolve(version, room_id, state_sets)
-        return await self._persist_event(version, event_id, pdu, state_before)
+        try:
+            state_before = await self.resolve(version, room_id, state_sets)
+            return await self._persist_event(version, event_id, pdu, state_before)
+        except StateResolutionError:
+            # Nothing was applied or queued: the event is postponed, not persisted on
+            # an arbitrary state; a later event citing it fetches it again.
+            logger.warning("Postponing %s: no state could be resolved for it", event_id)
+            return None
 
     async def _fetch_missing(
         self, origin: str, version: RoomVersion, room_id: str, event_id: str, pdu: JsonDict
@@ -543,14 +549,37 @@ class FederationEventHandler:
         return dict(state or {})
 
     async def resolve(
-        self, version: RoomVersion, room_id: str, state_sets: list[StateIds]
+        self,
+        version: RoomVersion,
+        room_id: str,
+        state_sets: list[StateIds],
+        in_hand: Iterable[Event] = (),
     ) -> StateIds:
+        """Resolve ``state_sets`` over every event they need: stored, still queued in the
+        persister, or ``in_hand`` (the event being processed, not queued yet).
+
+        An event that cannot be had at all is left out, as Synapse does (an unknown
+        event is not part of the conflicted set or the auth difference) and logged.
+        Raises ``StateResolutionError`` when the resolution itself fails: the caller must
+        then not persist anything built on it (never keep one side at random).
+        """
         unique = [dict(s) for s in {tuple(sorted(s.items())): s for s in state_sets}.values()]
         if len(unique) == 1:
             return unique[0]
+        extra = {ev.event_id: ev for ev in in_hand}
         ids = {eid for s in unique for eid in s.values()}
-        chain = await self._chain(ids, include_given=True)
-        events = await self._get(chain | ids)
+        seeds = (ids - extra.keys()) | {a for ev in extra.values() for a in ev.auth_event_ids}
+        chain = await self._chain(seeds, include_given=True)
+        events = await self._get((chain | ids) - extra.keys())
+        events.update(extra)
+        unavailable = (chain | ids) - events.keys()
+        if unavailable:
+            logger.warning(
+                "State resolution in %s: %d events unavailable, left out as unknown: %s",
+                room_id,
+                len(unavailable),
+                sorted(unavailable)[:10],
+            )
         event_map = {eid: pdu_with_id(ev) for eid, ev in events.items()}
         create = None
         for s in unique:
@@ -569,10 +598,8 @@ class FederationEventHandler:
                 )
             )
         except StateResolutionError as e:
-            logger.warning(
-                "State resolution in %s failed (%s); keeping the first state", room_id, e
-            )
-            return unique[0]
+            logger.warning("State resolution in %s failed: %s", room_id, e)
+            raise
 
     # Persisting ------------------------------------------------------------------------
 
@@ -644,7 +671,7 @@ class FederationEventHandler:
                 for other in extremities:
                     if other != event_id:
                         sets.append(await self.state_after_event(room_id, other))
-                new_current = await self.resolve(version, room_id, sets)
+                new_current = await self.resolve(version, room_id, sets, in_hand=[event])
         room = self._rooms.get_if_loaded(room_id) or room
 
         extra_groups: list[NewStateGroup] = []
