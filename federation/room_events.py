@@ -103,6 +103,20 @@ class FederationEventHandler:
         rest = [e for e in ids if e not in pending]
         return pending | (await self._events.have_events(rest) if rest else set())
 
+    async def _in_timeline(self, event_ids: Iterable[str]) -> set[str]:
+        """Those held in the room's timeline (committed or queued). An event held only
+        as an outlier (from an auth chain or a remote state) has no state of its own:
+        as a prev event it is missing, and it is still to be processed when it comes."""
+        ids = list(event_ids)
+        pending = {
+            e
+            for e in ids
+            if e in self._persister.pending and not self._persister.pending[e].outlier
+        }
+        rest = [e for e in ids if e not in pending]
+        held = await self._events.have_events(rest, timeline_only=True) if rest else set()
+        return pending | held
+
     async def _get(self, event_ids: Iterable[str]) -> dict[str, Event]:
         ids = list(event_ids)
         found = {e: self._persister.pending[e] for e in ids if e in self._persister.pending}
@@ -135,7 +149,7 @@ class FederationEventHandler:
         self, origin: str, version: RoomVersion, event_id: str, pdu: JsonDict
     ) -> Event | None:
         """Process a checked PDU; the caller holds the room lock."""
-        if await self._have([event_id]):
+        if await self._in_timeline([event_id]):
             return (await self._get([event_id])).get(event_id)
         return await self._process(origin, version, event_id, pdu, depth_budget=MAX_MISSING_EVENTS)
 
@@ -144,7 +158,7 @@ class FederationEventHandler:
         room = await self._rooms.get(room_id)
         assert room is not None
         prevs = [p for p in pdu.get("prev_events", []) if isinstance(p, str)]
-        known = await self._have(prevs)
+        known = await self._in_timeline(prevs)
         sets = [await self.state_after_event(room_id, p) for p in prevs if p in known]
         if not sets:
             return {key: ev.event_id for key, ev in room.state.items()}
@@ -224,7 +238,7 @@ class FederationEventHandler:
             return "Server is banned from this room by its server ACL"
         version = room.room_version
         event_id = compute_event_id(pdu, version)
-        if await self._have([event_id]):
+        if await self._in_timeline([event_id]):
             return None
         try:
             checked = await check_pdu(pdu, version, self._keyring)
@@ -238,7 +252,7 @@ class FederationEventHandler:
         await lock.acquire()
         try:
             for missing_id, missing_pdu in fetched.missing:
-                if not await self._have([missing_id]):
+                if not await self._in_timeline([missing_id]):
                     await self._process(origin, version, missing_id, missing_pdu, 0, fetched)
             await self._process(
                 origin, version, event_id, checked, depth_budget=MAX_MISSING_EVENTS, fetched=fetched
@@ -255,14 +269,14 @@ class FederationEventHandler:
         still unknown below them (/state_ids), and missing auth chains (/event_auth)."""
         fetched = Prefetched()
         prevs = [p for p in pdu.get("prev_events", []) if isinstance(p, str)]
-        known = await self._have(prevs)
+        known = await self._in_timeline(prevs)
         if any(p not in known for p in prevs):
             fetched.missing = await self._fetch_missing(origin, version, room_id, event_id, pdu)
         todo = [*fetched.missing, (event_id, pdu)]
         arriving = {eid for eid, _ in todo}
         for eid, one in todo:
             one_prevs = [p for p in one.get("prev_events", []) if isinstance(p, str)]
-            held = await self._have(one_prevs)
+            held = await self._in_timeline(one_prevs)
             for prev in one_prevs:
                 if prev in held or prev in arriving or prev in fetched.states:
                     continue
@@ -289,11 +303,11 @@ class FederationEventHandler:
         lacks) the requests are made here, under the lock."""
         room_id = str(pdu["room_id"])
         prevs = [p for p in pdu.get("prev_events", []) if isinstance(p, str)]
-        known = await self._have(prevs)
+        known = await self._in_timeline(prevs)
         missing = [p for p in prevs if p not in known]
         if missing and depth_budget > 0 and fetched is None:
             await self._fetch_missing_prevs(origin, version, room_id, event_id, pdu, depth_budget)
-            known = await self._have(prevs)
+            known = await self._in_timeline(prevs)
             missing = [p for p in prevs if p not in known]
         state_sets: list[StateIds] = []
         for prev in prevs:
@@ -354,6 +368,7 @@ class FederationEventHandler:
                 logger.info("Dropping missing event from %s: %s", origin, e)
                 continue
             mid = compute_event_id(checked, version)
+            # Held as outliers: history from before our join, not to replay as live.
             if mid != event_id and not await self._have([mid]):
                 out.append((mid, checked))
         return out
@@ -370,7 +385,7 @@ class FederationEventHandler:
         for missing_id, checked in await self._fetch_missing(
             origin, version, room_id, event_id, pdu
         ):
-            if not await self._have([missing_id]):
+            if not await self._in_timeline([missing_id]):
                 await self._process(origin, version, missing_id, checked, depth_budget=budget - 1)
 
     async def fetch_state_after(
@@ -615,6 +630,7 @@ class FederationEventHandler:
         room_id = str(pdu["room_id"])
         room = await self._rooms.get(room_id)
         assert room is not None
+        held_as_outlier = bool(await self._have([event_id]))
         needed = set(state_before.values()) | set(pdu.get("auth_events", []))
         loaded = await self._get(needed)
         create = room.create_event
@@ -731,6 +747,7 @@ class FederationEventHandler:
             update_current_state=False,
             extra_state_groups=tuple(extra_groups),
             current_state_delta=current_delta if accepted else None,
+            replaces_outlier=held_as_outlier,
         )
         await self._persister.enqueue(item)
         return event
