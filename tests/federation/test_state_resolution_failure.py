@@ -16,7 +16,12 @@ from twisted.internet import defer
 
 import federation.room_events
 from homeserver.events.state_res import StateResolutionError, resolve_state
-from tests.federation.test_two_servers import current_state, eventually_equal_state, sleep
+from tests.federation.test_two_servers import (
+    current_state,
+    eventually_equal_state,
+    room_anyone_may_change,
+    sleep,
+)
 from tests.support.client import Client, q
 from tests.support.server import RunningServer
 
@@ -52,20 +57,7 @@ async def set_topic(client: Client, room_id: str, topic: str) -> str:
 async def test_failed_resolution_postpones_the_event_instead_of_keeping_one_side(
     two_servers: tuple[RunningServer, RunningServer], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    a, b = two_servers
-    alice = a.client()
-    await alice.register("alice")
-    bob = b.client()
-    await bob.register("bob")
-    resp = await alice.post(
-        "/_matrix/client/v3/createRoom",
-        {"preset": "public_chat", "power_level_content_override": {"state_default": 0}},
-    )
-    room_id = resp.json["room_id"]
-    resp = await bob.post(
-        f"/_matrix/client/v3/join/{q(room_id)}", {}, params={"server_name": a.hs.server_name}
-    )
-    assert resp.code == 200, resp
+    alice, bob, room_id = await room_anyone_may_change(*two_servers)
     await eventually_equal_state(alice, bob, room_id)
 
     resolver = FailingResolver()
