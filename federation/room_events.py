@@ -10,6 +10,12 @@ Invariants:
   usable as a prev event, but not shown and not part of current state).
 - State before an event is the state after its prev events, resolved with the room
   version's state resolution when there are several.
+- A resolution sees every event it needs that we hold: committed, still queued in the
+  persister, or in hand (the event being processed). If it fails, the event is
+  postponed: nothing of it is applied or queued; one side is never kept at random.
+- Only events in the timeline (committed or queued) are prev events with a state; an
+  event held as an outlier is still processed when it arrives live, replacing the
+  outlier copy.
 """
 
 from __future__ import annotations
