@@ -268,7 +268,10 @@ class FederationBackfiller:
                 state = groups[prev][2]
             elif prev in held:
                 # Ours (also when the gap was filled since the prefetch).
-                state = await self._handler.state_after_event(room_id, prev)
+                try:
+                    state = await self._handler.state_after_event(room_id, prev)
+                except StateResolutionError:
+                    return None
             elif prev in prefetched.stored_states:
                 state = prefetched.stored_states[prev]
             elif prev in prefetched.states:

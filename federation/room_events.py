@@ -315,24 +315,24 @@ class FederationEventHandler:
             await self._fetch_missing_prevs(origin, version, room_id, event_id, pdu, depth_budget)
             known = await self._in_timeline(prevs)
             missing = [p for p in prevs if p not in known]
-        state_sets: list[StateIds] = []
-        for prev in prevs:
-            state: StateIds | None
-            if prev in known:
-                state = await self.state_after_event(room_id, prev)
-            elif fetched is not None and prev in fetched.states:
-                state = await self.store_remote_state(version, fetched.states[prev])
-            else:
-                state = await self.fetch_state_after(origin, version, room_id, prev)
-            if state is not None:
-                state_sets.append(state)
-        if not state_sets:
-            logger.warning("No state for prev events of %s; dropping it", event_id)
-            return None
-        if fetched is not None and event_id in fetched.auth_chains:
-            await self.store_outliers(version, fetched.auth_chains[event_id])
-        await self.ensure_auth_events(origin, version, room_id, event_id, pdu)
         try:
+            state_sets: list[StateIds] = []
+            for prev in prevs:
+                state: StateIds | None
+                if prev in known:
+                    state = await self.state_after_event(room_id, prev)
+                elif fetched is not None and prev in fetched.states:
+                    state = await self.store_remote_state(version, fetched.states[prev])
+                else:
+                    state = await self.fetch_state_after(origin, version, room_id, prev)
+                if state is not None:
+                    state_sets.append(state)
+            if not state_sets:
+                logger.warning("No state for prev events of %s; dropping it", event_id)
+                return None
+            if fetched is not None and event_id in fetched.auth_chains:
+                await self.store_outliers(version, fetched.auth_chains[event_id])
+            await self.ensure_auth_events(origin, version, room_id, event_id, pdu)
             state_before = await self.resolve(version, room_id, state_sets)
             return await self._persist_event(version, event_id, pdu, state_before)
         except StateResolutionError:
@@ -567,7 +567,10 @@ class FederationEventHandler:
         if state is None:
             await self._persister.wait_idle()
             state = await self._events.get_state_ids_at_event(event_id)
-        return dict(state or {})
+        if state is None:
+            # Never an empty state set: that would conflict every key in a resolution.
+            raise StateResolutionError(f"no state known after {event_id}", event_id)
+        return dict(state)
 
     async def resolve(
         self,
