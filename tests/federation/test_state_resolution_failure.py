@@ -99,3 +99,24 @@ async def test_failed_resolution_postpones_the_event_instead_of_keeping_one_side
         for event_id in (from_a, from_b):
             assert await has_event(client, room_id, event_id)
     await eventually_equal_state(alice, bob, room_id)
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrent_state_changes_resolve_over_the_incoming_event(
+    two_servers: tuple[RunningServer, RunningServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Both set the topic at once: each side resolves its current state over the other's
+    topic while that event is still in hand (not queued for the database yet). The
+    resolution must see it, not fail and keep one side: both agree with no further
+    event, and no resolution failed."""
+    alice, bob, room_id = await room_anyone_may_change(*two_servers)
+    await eventually_equal_state(alice, bob, room_id)
+    await defer.gatherResults(
+        [
+            defer.ensureDeferred(set_topic(alice, room_id, "from A")),
+            defer.ensureDeferred(set_topic(bob, room_id, "from B")),
+        ]
+    )
+    await eventually_equal_state(alice, bob, room_id)
+    failed = [r.getMessage() for r in caplog.records if "State resolution" in r.getMessage()]
+    assert not failed
