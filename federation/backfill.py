@@ -48,6 +48,7 @@ from homeserver.clock import Clock
 from homeserver.events.auth_rules import auth_types_for_event
 from homeserver.events.event import Event
 from homeserver.events.room_versions import RoomVersion
+from homeserver.events.state_res import StateResolutionError
 from homeserver.rooms.persister import EventPersister
 from homeserver.rooms.room_cache import LiveRoom, RoomCache, pdu_with_id
 from storage.events import MAX_STATE_DELTA_DEPTH, EventsStore, NewStateGroup, PersistItem
@@ -267,7 +268,10 @@ class FederationBackfiller:
                 state = groups[prev][2]
             elif prev in held:
                 # Ours (also when the gap was filled since the prefetch).
-                state = await self._handler.state_after_event(room_id, prev)
+                try:
+                    state = await self._handler.state_after_event(room_id, prev)
+                except StateResolutionError:
+                    return None
             elif prev in prefetched.stored_states:
                 state = prefetched.stored_states[prev]
             elif prev in prefetched.states:
@@ -280,7 +284,10 @@ class FederationBackfiller:
                 sets.append(state)
         if not sets:
             return None
-        return await self._handler.resolve(version, room_id, sets)
+        try:
+            return await self._handler.resolve(version, room_id, sets)
+        except StateResolutionError:
+            return None  # left for a later backfill, like an event without state
 
     async def _store_one(
         self,

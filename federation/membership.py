@@ -24,6 +24,7 @@ from homeserver.clock import Clock, now_ms
 from homeserver.errors import Codes, MatrixError
 from homeserver.events.auth_rules import auth_types_for_event
 from homeserver.events.room_versions import ROOM_VERSIONS, RoomVersion, get_room_version
+from homeserver.events.state_res import StateResolutionError
 from homeserver.rooms.room_cache import LiveRoom, RoomCache, pdu_with_id
 from storage.events import EventsStore
 
@@ -162,6 +163,8 @@ class FederationMembership:
         try:
             state_before = await self._handler.state_before_prevs(room_id, checked)
             event = await self._handler.process_locked(origin, version, event_id, checked)
+        except StateResolutionError:
+            event = None  # postponed: nothing persisted on an arbitrary state
         finally:
             lock.release()
         if event is None or event.rejected_reason is not None:

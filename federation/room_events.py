@@ -10,6 +10,12 @@ Invariants:
   usable as a prev event, but not shown and not part of current state).
 - State before an event is the state after its prev events, resolved with the room
   version's state resolution when there are several.
+- A resolution sees every event it needs that we hold: committed, still queued in the
+  persister, or in hand (the event being processed). If it fails, the event is
+  postponed: nothing of it is applied or queued; one side is never kept at random.
+- Only events in the timeline (committed or queued) are prev events with a state; an
+  event held as an outlier is still processed when it arrives live, replacing the
+  outlier copy.
 """
 
 from __future__ import annotations
@@ -103,6 +109,20 @@ class FederationEventHandler:
         rest = [e for e in ids if e not in pending]
         return pending | (await self._events.have_events(rest) if rest else set())
 
+    async def _in_timeline(self, event_ids: Iterable[str]) -> set[str]:
+        """Those held in the room's timeline (committed or queued). An event held only
+        as an outlier (from an auth chain or a remote state) has no state of its own:
+        as a prev event it is missing, and it is still to be processed when it comes."""
+        ids = list(event_ids)
+        pending = {
+            e
+            for e in ids
+            if e in self._persister.pending and not self._persister.pending[e].outlier
+        }
+        rest = [e for e in ids if e not in pending]
+        held = await self._events.have_events(rest, timeline_only=True) if rest else set()
+        return pending | held
+
     async def _get(self, event_ids: Iterable[str]) -> dict[str, Event]:
         ids = list(event_ids)
         found = {e: self._persister.pending[e] for e in ids if e in self._persister.pending}
@@ -135,7 +155,7 @@ class FederationEventHandler:
         self, origin: str, version: RoomVersion, event_id: str, pdu: JsonDict
     ) -> Event | None:
         """Process a checked PDU; the caller holds the room lock."""
-        if await self._have([event_id]):
+        if await self._in_timeline([event_id]):
             return (await self._get([event_id])).get(event_id)
         return await self._process(origin, version, event_id, pdu, depth_budget=MAX_MISSING_EVENTS)
 
@@ -144,7 +164,7 @@ class FederationEventHandler:
         room = await self._rooms.get(room_id)
         assert room is not None
         prevs = [p for p in pdu.get("prev_events", []) if isinstance(p, str)]
-        known = await self._have(prevs)
+        known = await self._in_timeline(prevs)
         sets = [await self.state_after_event(room_id, p) for p in prevs if p in known]
         if not sets:
             return {key: ev.event_id for key, ev in room.state.items()}
@@ -224,7 +244,7 @@ class FederationEventHandler:
             return "Server is banned from this room by its server ACL"
         version = room.room_version
         event_id = compute_event_id(pdu, version)
-        if await self._have([event_id]):
+        if await self._in_timeline([event_id]):
             return None
         try:
             checked = await check_pdu(pdu, version, self._keyring)
@@ -238,7 +258,7 @@ class FederationEventHandler:
         await lock.acquire()
         try:
             for missing_id, missing_pdu in fetched.missing:
-                if not await self._have([missing_id]):
+                if not await self._in_timeline([missing_id]):
                     await self._process(origin, version, missing_id, missing_pdu, 0, fetched)
             await self._process(
                 origin, version, event_id, checked, depth_budget=MAX_MISSING_EVENTS, fetched=fetched
@@ -255,14 +275,14 @@ class FederationEventHandler:
         still unknown below them (/state_ids), and missing auth chains (/event_auth)."""
         fetched = Prefetched()
         prevs = [p for p in pdu.get("prev_events", []) if isinstance(p, str)]
-        known = await self._have(prevs)
+        known = await self._in_timeline(prevs)
         if any(p not in known for p in prevs):
             fetched.missing = await self._fetch_missing(origin, version, room_id, event_id, pdu)
         todo = [*fetched.missing, (event_id, pdu)]
         arriving = {eid for eid, _ in todo}
         for eid, one in todo:
             one_prevs = [p for p in one.get("prev_events", []) if isinstance(p, str)]
-            held = await self._have(one_prevs)
+            held = await self._in_timeline(one_prevs)
             for prev in one_prevs:
                 if prev in held or prev in arriving or prev in fetched.states:
                     continue
@@ -289,31 +309,37 @@ class FederationEventHandler:
         lacks) the requests are made here, under the lock."""
         room_id = str(pdu["room_id"])
         prevs = [p for p in pdu.get("prev_events", []) if isinstance(p, str)]
-        known = await self._have(prevs)
+        known = await self._in_timeline(prevs)
         missing = [p for p in prevs if p not in known]
         if missing and depth_budget > 0 and fetched is None:
             await self._fetch_missing_prevs(origin, version, room_id, event_id, pdu, depth_budget)
-            known = await self._have(prevs)
+            known = await self._in_timeline(prevs)
             missing = [p for p in prevs if p not in known]
-        state_sets: list[StateIds] = []
-        for prev in prevs:
-            state: StateIds | None
-            if prev in known:
-                state = await self.state_after_event(room_id, prev)
-            elif fetched is not None and prev in fetched.states:
-                state = await self.store_remote_state(version, fetched.states[prev])
-            else:
-                state = await self.fetch_state_after(origin, version, room_id, prev)
-            if state is not None:
-                state_sets.append(state)
-        if not state_sets:
-            logger.warning("No state for prev events of %s; dropping it", event_id)
+        try:
+            state_sets: list[StateIds] = []
+            for prev in prevs:
+                state: StateIds | None
+                if prev in known:
+                    state = await self.state_after_event(room_id, prev)
+                elif fetched is not None and prev in fetched.states:
+                    state = await self.store_remote_state(version, fetched.states[prev])
+                else:
+                    state = await self.fetch_state_after(origin, version, room_id, prev)
+                if state is not None:
+                    state_sets.append(state)
+            if not state_sets:
+                logger.warning("No state for prev events of %s; dropping it", event_id)
+                return None
+            if fetched is not None and event_id in fetched.auth_chains:
+                await self.store_outliers(version, fetched.auth_chains[event_id])
+            await self.ensure_auth_events(origin, version, room_id, event_id, pdu)
+            state_before = await self.resolve(version, room_id, state_sets)
+            return await self._persist_event(version, event_id, pdu, state_before)
+        except StateResolutionError:
+            # Nothing was applied or queued: the event is postponed, not persisted on
+            # an arbitrary state; a later event citing it fetches it again.
+            logger.warning("Postponing %s: no state could be resolved for it", event_id)
             return None
-        if fetched is not None and event_id in fetched.auth_chains:
-            await self.store_outliers(version, fetched.auth_chains[event_id])
-        await self.ensure_auth_events(origin, version, room_id, event_id, pdu)
-        state_before = await self.resolve(version, room_id, state_sets)
-        return await self._persist_event(version, event_id, pdu, state_before)
 
     async def _fetch_missing(
         self, origin: str, version: RoomVersion, room_id: str, event_id: str, pdu: JsonDict
@@ -348,6 +374,7 @@ class FederationEventHandler:
                 logger.info("Dropping missing event from %s: %s", origin, e)
                 continue
             mid = compute_event_id(checked, version)
+            # Held as outliers: history from before our join, not to replay as live.
             if mid != event_id and not await self._have([mid]):
                 out.append((mid, checked))
         return out
@@ -364,7 +391,7 @@ class FederationEventHandler:
         for missing_id, checked in await self._fetch_missing(
             origin, version, room_id, event_id, pdu
         ):
-            if not await self._have([missing_id]):
+            if not await self._in_timeline([missing_id]):
                 await self._process(origin, version, missing_id, checked, depth_budget=budget - 1)
 
     async def fetch_state_after(
@@ -545,17 +572,43 @@ class FederationEventHandler:
         if state is None:
             await self._persister.wait_idle()
             state = await self._events.get_state_ids_at_event(event_id)
-        return dict(state or {})
+        if state is None:
+            # Never an empty state set: that would conflict every key in a resolution.
+            raise StateResolutionError(f"no state known after {event_id}", event_id)
+        return dict(state)
 
     async def resolve(
-        self, version: RoomVersion, room_id: str, state_sets: list[StateIds]
+        self,
+        version: RoomVersion,
+        room_id: str,
+        state_sets: list[StateIds],
+        in_hand: Iterable[Event] = (),
     ) -> StateIds:
+        """Resolve ``state_sets`` over every event they need: stored, still queued in the
+        persister, or ``in_hand`` (the event being processed, not queued yet).
+
+        An event that cannot be had at all is left out, as Synapse does (an unknown
+        event is not part of the conflicted set or the auth difference) and logged.
+        Raises ``StateResolutionError`` when the resolution itself fails: the caller must
+        then not persist anything built on it (never keep one side at random).
+        """
         unique = [dict(s) for s in {tuple(sorted(s.items())): s for s in state_sets}.values()]
         if len(unique) == 1:
             return unique[0]
+        extra = {ev.event_id: ev for ev in in_hand}
         ids = {eid for s in unique for eid in s.values()}
-        chain = await self._chain(ids, include_given=True)
-        events = await self._get(chain | ids)
+        seeds = (ids - extra.keys()) | {a for ev in extra.values() for a in ev.auth_event_ids}
+        chain = await self._chain(seeds, include_given=True)
+        events = await self._get((chain | ids) - extra.keys())
+        events.update(extra)
+        unavailable = (chain | ids) - events.keys()
+        if unavailable:
+            logger.warning(
+                "State resolution in %s: %d events unavailable, left out as unknown: %s",
+                room_id,
+                len(unavailable),
+                sorted(unavailable)[:10],
+            )
         event_map = {eid: pdu_with_id(ev) for eid, ev in events.items()}
         create = None
         for s in unique:
@@ -574,10 +627,8 @@ class FederationEventHandler:
                 )
             )
         except StateResolutionError as e:
-            logger.warning(
-                "State resolution in %s failed (%s); keeping the first state", room_id, e
-            )
-            return unique[0]
+            logger.warning("State resolution in %s failed: %s", room_id, e)
+            raise
 
     # Persisting ------------------------------------------------------------------------
 
@@ -593,6 +644,7 @@ class FederationEventHandler:
         room_id = str(pdu["room_id"])
         room = await self._rooms.get(room_id)
         assert room is not None
+        held_as_outlier = bool(await self._have([event_id]))
         needed = set(state_before.values()) | set(pdu.get("auth_events", []))
         loaded = await self._get(needed)
         create = room.create_event
@@ -652,7 +704,7 @@ class FederationEventHandler:
                 for other in extremities:
                     if other != event_id:
                         sets.append(await self.state_after_event(room_id, other))
-                new_current = await self.resolve(version, room_id, sets)
+                new_current = await self.resolve(version, room_id, sets, in_hand=[event])
         room = self._rooms.get_if_loaded(room_id) or room
 
         extra_groups: list[NewStateGroup] = []
@@ -712,6 +764,7 @@ class FederationEventHandler:
             update_current_state=False,
             extra_state_groups=tuple(extra_groups),
             current_state_delta=current_delta if accepted else None,
+            replaces_outlier=held_as_outlier,
         )
         await self._persister.enqueue(item)
         return event

@@ -62,6 +62,9 @@ class PersistItem:
     # History fetched with /backfill: a negative stream ordering (never in a /sync
     # window), no forward extremity or membership row; an outlier copy is replaced.
     backfilled: bool = False
+    # A live event we already hold as an outlier (from an auth chain or a remote
+    # state): the outlier copy is replaced by this one.
+    replaces_outlier: bool = False
     # A local event's federation send, queued in the same transaction as the event.
     outbound: OutboundPdu | None = None
 
@@ -172,7 +175,7 @@ class EventsStore:
         for item in items:
             ev = item.event
             redacted_by = None
-            if item.backfilled:
+            if item.backfilled or item.replaces_outlier:
                 redacted_by = self._drop_outlier_copy_txn(txn, ev.event_id)
             if item.room_is_new:
                 txn.execute(

@@ -2,9 +2,15 @@
 
 Everything works on plain PDU dicts looked up by event ID in an ``event_map``
 (PDUs of these room versions carry no ``event_id``; the map's key is the ID).
-The map must hold every event the algorithm touches: the events of every
-state set and their full auth chains. A missing event raises
-:class:`StateResolutionError` rather than silently changing the outcome.
+The caller gathers every event the algorithm touches (the events of every
+state set and their full auth chains) before calling. An event that is still
+missing from the map is treated as Synapse treats an event it cannot fetch: it
+is left out of the full conflicted set, and an auth event that is missing is
+skipped (it authorises nothing, contributes no power level and no edge). The
+outcome is then a function of the map, never of the order of the state sets.
+:class:`StateResolutionError` is raised only for inputs that cannot be resolved
+at all (auth events forming a cycle, no create event for a v12 room); a caller
+must then not persist anything built on the failed resolution.
 
 The entry point is :func:`resolve_state`. The building blocks are public so
 they can be tested and reused: :func:`separate_state`, :func:`auth_chain`,
@@ -12,19 +18,22 @@ they can be tested and reused: :func:`separate_state`, :func:`auth_chain`,
 :func:`is_power_event`, :func:`reverse_topological_power_sort`,
 :func:`mainline_sort` and :func:`iterative_auth_checks`.
 
-Readings of the spec text worth knowing (see the comments where they apply):
+Readings of the spec text worth knowing (see the comments where they apply);
+where the text is loose we do what Synapse does, so that rooms shared with it
+converge:
 
 * The auth chain of a state set (for the *auth difference*) includes the state
   events themselves as well as their auth chains, as Synapse does.
-* Step 1 enlarges the power events with *every* event of their auth chains
-  that is in the full conflicted set, as the spec says (Synapse and Ruma only
-  follow auth edges while they stay inside the full conflicted set). The
-  topological order of step 1 respects auth-chain reachability, also through
-  events outside the sorted set.
+* Step 1 sorts the power events of the full conflicted set together with the
+  events reached from them through auth edges that stay inside the full
+  conflicted set; the topological order only follows those edges (Synapse's
+  ``_add_event_and_auth_chain_to_graph``).
 * ``m.room.create`` is not a power event (the spec's definition; Synapse and
   Ruma count it as one, which only matters if the create event is conflicted).
 * The mainline position of an event starts from the power levels event in its
   ``auth_events`` (``e_1``), never from the event itself.
+* Events known to be rejected are never admitted by the iterative auth checks
+  (Synapse keeps a previous rejection) and are never used as auth events.
 """
 
 from __future__ import annotations
@@ -73,7 +82,7 @@ _EMPTY: Final[frozenset[str]] = frozenset()
 
 
 class StateResolutionError(Exception):
-    """The inputs cannot be resolved: a referenced event is missing, or auth events form a cycle."""
+    """The inputs cannot be resolved: auth events form a cycle, or a v12 room has no create event."""
 
     def __init__(self, message: str, event_id: str | None = None) -> None:
         super().__init__(message)
@@ -91,6 +100,12 @@ def _get(event_map: EventMap, event_id: str) -> Event:
     if event is None:
         raise StateResolutionError(f"event {event_id} is missing from the event map", event_id)
     return event
+
+
+def _auth_ids_of(event_map: EventMap, event_id: str) -> list[str]:
+    """The auth events of ``event_id``; none for an event missing from the map."""
+    event = event_map.get(event_id)
+    return _auth_event_ids(event) if event is not None else []
 
 
 def _auth_event_ids(event: Event) -> list[str]:
@@ -156,18 +171,19 @@ def auth_chain(event_ids: Iterable[str], event_map: EventMap) -> set[str]:
     """The union of the auth chains of ``event_ids``.
 
     The given events themselves are only included if one is in the auth chain
-    of another.
+    of another. An event missing from the map is in the chain if referenced,
+    but adds nothing below it.
     """
     seen: set[str] = set()
     stack: list[str] = []
     for event_id in event_ids:
-        stack.extend(_auth_event_ids(_get(event_map, event_id)))
+        stack.extend(_auth_ids_of(event_map, event_id))
     while stack:
         event_id = stack.pop()
         if event_id in seen:
             continue
         seen.add(event_id)
-        stack.extend(a for a in _auth_event_ids(_get(event_map, event_id)) if a not in seen)
+        stack.extend(a for a in _auth_ids_of(event_map, event_id) if a not in seen)
     return seen
 
 
@@ -186,7 +202,7 @@ def _closure(
         if event_id in seen:
             continue
         seen.add(event_id)
-        for auth_id in _auth_event_ids(_get(event_map, event_id)):
+        for auth_id in _auth_ids_of(event_map, event_id):
             if auth_id not in seen and auth_id not in stop:
                 stack.append(auth_id)
     return seen
@@ -230,7 +246,7 @@ def conflicted_state_subgraph(conflicted_event_ids: Iterable[str], event_map: Ev
     # the events whose auth chains contain them.
     children: dict[str, list[str]] = {}
     for event_id in region:
-        for auth_id in _auth_event_ids(_get(event_map, event_id)):
+        for auth_id in _auth_ids_of(event_map, event_id):
             children.setdefault(auth_id, []).append(event_id)
     result = set(conflicted)
     stack = [e for e in conflicted if e in below]  # conflicted events some conflicted event reaches
@@ -293,8 +309,9 @@ class _Events:
         if event_id in self._pl_auth:
             return self._pl_auth[event_id]
         found: str | None = None
-        for auth_id in _auth_event_ids(self.event(event_id)):
-            if _state_key_of(self.event(auth_id)) == POWER_LEVELS_KEY:
+        for auth_id in _auth_ids_of(self.event_map, event_id):
+            auth_event = self.event_map.get(auth_id)
+            if auth_event is not None and _state_key_of(auth_event) == POWER_LEVELS_KEY:
                 found = auth_id
                 break
         self._pl_auth[event_id] = found
@@ -378,12 +395,12 @@ class _Resolver(_Events):
         return cached
 
     def own_auth_events(self, event_id: str) -> dict[StateKey, Event]:
-        """The event's (not rejected) auth events by ``(type, state_key)``."""
+        """The event's (not rejected, not missing) auth events by ``(type, state_key)``."""
         cached = self._own_auth.get(event_id)
         if cached is None:
             cached = {}
             for auth_id in _auth_event_ids(self.event(event_id)):
-                if auth_id in self.rejected:
+                if auth_id in self.rejected or auth_id not in self.event_map:
                     continue
                 auth_event = self.auth_view(auth_id)
                 key = _state_key_of(auth_event)
@@ -400,7 +417,9 @@ class _Resolver(_Events):
             sender = event.get("sender")
             auth_state: dict[StateKey, Event] = {}
             for auth_id in _auth_event_ids(event):
-                auth_event = self.event(auth_id)
+                auth_event = self.event_map.get(auth_id)
+                if auth_event is None:
+                    continue
                 key = _state_key_of(auth_event)
                 if key is not None:
                     auth_state[key] = auth_event
@@ -414,58 +433,29 @@ class _Resolver(_Events):
 
     # -- reverse topological power ordering ----------------------------------
 
-    def power_sort(self, event_ids: Collection[str]) -> list[str]:
-        """Reverse topological power ordering of ``event_ids``.
+    def power_sort(self, event_ids: Iterable[str], universe: AbstractSet[str]) -> list[str]:
+        """Reverse topological power ordering of ``event_ids`` and of the events reached
+        from them through auth edges that stay inside ``universe`` (Synapse's graph).
 
-        The order must be a topological order of the auth DAG, so ``x`` depends
-        on every sorted event in its auth chain. Those are found as the nearest
-        sorted events below ``x``, walking through unsorted events too; the
-        transitive closure of these edges is exactly the auth-chain order.
+        ``x`` comes after each of its auth events in the graph; ties by the sender's
+        power (higher first), then ``origin_server_ts``, then event ID.
         """
-        targets = set(event_ids)
-        nearest = self._nearest_targets(targets)
+        graph: dict[str, set[str]] = {}
+        stack = [e for e in event_ids if e in self.event_map]
+        while stack:
+            event_id = stack.pop()
+            if event_id in graph:
+                continue
+            edges = {a for a in _auth_event_ids(self.event(event_id)) if a in universe}
+            edges &= self.event_map.keys()
+            graph[event_id] = edges
+            stack.extend(a for a in edges if a not in graph)
 
         def power_order(event_id: str) -> tuple[float, int, str]:
             event = self.event(event_id)
             return (-self.sender_power(event_id), _origin_server_ts(event), event_id)
 
-        return _lexicographic_topological_sort(
-            {event_id: nearest[event_id] for event_id in targets}, power_order
-        )
-
-    def _nearest_targets(self, targets: AbstractSet[str]) -> dict[str, frozenset[str]]:
-        """For each target and every event below one: the nearest targets in its auth chain.
-
-        Iterative post-order walk (auth chains are far deeper than Python's
-        recursion limit), memoised per event.
-        """
-        memo: dict[str, frozenset[str]] = {}
-        in_progress: set[str] = set()
-        for start in targets:
-            if start in memo:
-                continue
-            stack: list[tuple[str, bool]] = [(start, False)]
-            while stack:
-                event_id, expanded = stack.pop()
-                if event_id in memo:
-                    continue
-                auth_ids = _auth_event_ids(self.event(event_id))
-                if not expanded:
-                    if event_id in in_progress:
-                        raise StateResolutionError("auth events form a cycle", event_id)
-                    in_progress.add(event_id)
-                    stack.append((event_id, True))
-                    stack.extend((a, False) for a in auth_ids if a not in targets and a not in memo)
-                    continue
-                found: set[str] = set()
-                for auth_id in auth_ids:
-                    if auth_id in targets:
-                        found.add(auth_id)
-                    else:
-                        found |= memo[auth_id]
-                memo[event_id] = frozenset(found) if found else _EMPTY
-                in_progress.discard(event_id)
-        return memo
+        return _lexicographic_topological_sort(graph, power_order)
 
     # -- iterative auth checks -----------------------------------------------
 
@@ -480,6 +470,8 @@ class _Resolver(_Events):
         """
         state = dict(initial_state)
         for event_id in event_ids:
+            if event_id in self.rejected:
+                continue  # a previous rejection stands (Synapse)
             event = self.event(event_id)
             key = _state_key_of(event)
             if key is None:
@@ -488,7 +480,13 @@ class _Resolver(_Events):
             auth_state: dict[StateKey, Event] = {}
             for needed in auth_types_for_event(event, self.room_version):
                 state_event_id = state.get(needed)
-                if state_event_id is not None:
+                usable = (
+                    state_event_id is not None
+                    and state_event_id in self.event_map
+                    and state_event_id not in self.rejected
+                )
+                if usable:
+                    assert state_event_id is not None
                     auth_state[needed] = self.auth_view(state_event_id)
                 elif needed in own:
                     auth_state[needed] = own[needed]
@@ -541,12 +539,14 @@ def reverse_topological_power_sort(
 ) -> list[str]:
     """Sort events by the *reverse topological power ordering* (earliest first).
 
-    Auth-chain order first; ties by the sender's power level from the event's
+    Auth order first (following auth edges between the given events only, as
+    Synapse does); ties by the sender's power level from the event's
     auth events (higher first; v12 creators are infinite), then
     ``origin_server_ts``, then event ID.
     """
     create = _find_create_event(room_version, [], event_map, create_event, event_ids)
-    return _Resolver(room_version, event_map, create, _EMPTY).power_sort(event_ids)
+    resolver = _Resolver(room_version, event_map, create, _EMPTY)
+    return resolver.power_sort(event_ids, frozenset(event_ids))
 
 
 def mainline_sort(
@@ -592,12 +592,13 @@ def resolve_state(
 ) -> dict[StateKey, str]:
     """Resolve ``state_sets`` with state resolution v2, or v2.1 if ``room_version.state_res_v2_1``.
 
-    ``event_map`` maps event IDs to PDUs and must contain every event of the
-    state sets and of their auth chains. ``create_event`` is the room's create
+    ``event_map`` maps event IDs to PDUs and should contain every event of the
+    state sets and of their auth chains; one it lacks is left out of the full
+    conflicted set (see the module docstring). ``create_event`` is the room's create
     event (v12 only, where it is never an auth event; found through the state
     sets or the room ID if omitted). ``rejected_event_ids`` are events known to
-    have been rejected: they are never used as fallback auth events in the
-    iterative auth checks (they are otherwise handled as usual, per the spec).
+    have been rejected: they are never admitted by, nor used as auth events in,
+    the iterative auth checks (as Synapse).
     """
     if not state_sets:
         return {}
@@ -618,11 +619,14 @@ def resolve_state(
     full_conflicted = conflicted_ids | auth_difference(state_sets, event_map)
     if room_version.state_res_v2_1:
         full_conflicted |= conflicted_state_subgraph(conflicted_ids, event_map)
+    # What the map lacks cannot be ordered nor checked: left out, as in Synapse.
+    full_conflicted &= event_map.keys()
 
-    # Step 1: power events, enlarged by their auth chains within the full conflicted set.
-    power_events = {e for e in full_conflicted if is_power_event(resolver.event(e))}
-    power_set = power_events | (auth_chain(power_events, event_map) & full_conflicted)
-    sorted_power = resolver.power_sort(power_set)
+    # Step 1: power events, with the events reached from them through auth edges
+    # inside the full conflicted set.
+    power_events = sorted(e for e in full_conflicted if is_power_event(resolver.event(e)))
+    sorted_power = resolver.power_sort(power_events, full_conflicted)
+    power_set = set(sorted_power)
 
     # Step 2: iterative auth checks from the unconflicted state (v2.1: from nothing).
     initial: Mapping[StateKey, str] = {} if room_version.state_res_v2_1 else unconflicted

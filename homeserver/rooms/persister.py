@@ -85,7 +85,9 @@ class EventPersister:
                     continue
                 events = [q.item.event for q in batch]
                 for ev in events:
-                    self.pending.pop(ev.event_id, None)
+                    # Only this copy: an outlier's timeline copy may be queued after it.
+                    if self.pending.get(ev.event_id) is ev:
+                        del self.pending[ev.event_id]
                 self._store.stream.advance_to(max(ev.stream_ordering for ev in events))
                 try:
                     self._on_persisted(events)
@@ -105,5 +107,6 @@ class EventPersister:
         self._queue = [q for q in self._queue if q.item.event.room_id not in rooms]
         self._on_failure(rooms)
         for q in batch + dependent:
-            self.pending.pop(q.item.event.event_id, None)
+            if self.pending.get(q.item.event.event_id) is q.item.event:
+                del self.pending[q.item.event.event_id]
             q.done.errback(error)

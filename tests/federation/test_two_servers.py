@@ -125,11 +125,8 @@ async def test_invite_remote_user_then_join(
     await eventually_equal_state(alice, carol, room_id)
 
 
-@pytest_twisted.ensureDeferred
-async def test_forked_dag_resolves_to_same_state(
-    two_servers: tuple[RunningServer, RunningServer],
-) -> None:
-    a, b = two_servers
+async def room_anyone_may_change(a: RunningServer, b: RunningServer) -> tuple[Client, Client, str]:
+    """alice (on A) and bob (on B) in a public room of A where anyone may set state."""
     alice = a.client()
     await alice.register("alice")
     bob = b.client()
@@ -143,6 +140,14 @@ async def test_forked_dag_resolves_to_same_state(
         f"/_matrix/client/v3/join/{q(room_id)}", {}, params={"server_name": a.hs.server_name}
     )
     assert resp.code == 200, resp
+    return alice, bob, room_id
+
+
+@pytest_twisted.ensureDeferred
+async def test_forked_dag_resolves_to_same_state(
+    two_servers: tuple[RunningServer, RunningServer],
+) -> None:
+    alice, bob, room_id = await room_anyone_may_change(*two_servers)
     # Both sides change the same state at once: the graph forks, then resolves.
     r1, r2 = await defer.gatherResults(
         [
