@@ -465,6 +465,67 @@ def _rc_login(key: str, value: Any) -> LoginRateLimits:
     )
 
 
+@dataclass(frozen=True)
+class PasswordPolicy:
+    """``password_config.policy``: what a new password must contain (when ``enabled``)."""
+
+    enabled: bool = False
+    minimum_length: int = 0
+    require_digit: bool = False
+    require_symbol: bool = False
+    require_lowercase: bool = False
+    require_uppercase: bool = False
+
+
+@dataclass(frozen=True)
+class PasswordConfig:
+    """``password_config``; ``enabled`` is True, False or ``"only_for_reauth"``."""
+
+    enabled: bool | str = True
+    localdb_enabled: bool = True
+    pepper: str = ""
+    policy: PasswordPolicy = PasswordPolicy()
+
+    @property
+    def login_enabled(self) -> bool:
+        """``m.login.password`` at /login (Synapse: enabled is true and the local db on)."""
+        return self.enabled is True and self.localdb_enabled
+
+    @property
+    def reauth_enabled(self) -> bool:
+        """The UIA password stage and password changes."""
+        return self.enabled is not False and self.localdb_enabled
+
+
+def _password_config(key: str, value: Any) -> PasswordConfig:
+    value = value or {}
+    _expect(key, value, dict, "a mapping")
+    enabled = value.get("enabled", True)
+    if enabled != "only_for_reauth":
+        enabled = _bool(f"{key}.enabled", enabled)
+    policy = value.get("policy") or {}
+    _expect(f"{key}.policy", policy, dict, "a mapping")
+    length = _int(f"{key}.policy.minimum_length", policy.get("minimum_length", 0))
+    if length < 0:
+        raise ConfigError(f"{key}.policy.minimum_length: expected at least 0")
+    flags = {
+        name: _bool(f"{key}.policy.{name}", policy.get(name, False))
+        for name in (
+            "enabled",
+            "require_digit",
+            "require_symbol",
+            "require_lowercase",
+            "require_uppercase",
+        )
+    }
+    return PasswordConfig(
+        enabled=enabled,
+        localdb_enabled=_bool(f"{key}.localdb_enabled", value.get("localdb_enabled", True)),
+        pepper=_str(f"{key}.pepper", value.get("pepper", "")),
+        policy=PasswordPolicy(minimum_length=length, **flags),
+    )
+
+
 SCHEMA: list[Key] = [
     Key(
         "server_name",
@@ -730,9 +791,15 @@ SCHEMA: list[Key] = [
     Key("bcrypt_rounds", _int, 12, "Cost factor of password hashes.", None, "Registration"),
     Key(
         "password_config",
-        lambda k, v: _expect(k, v or {}, dict, "a mapping"),
-        {},
-        "`enabled: false` turns password login off.",
+        _password_config,
+        PasswordConfig(),
+        "Passwords, as in Synapse: `enabled` (true; false turns password login and "
+        "changes off; `only_for_reauth` keeps them for re-authentication only), "
+        "`localdb_enabled` (true: check passwords against the local database), `pepper` "
+        "(a secret mixed into every hash: changing it invalidates all passwords) and "
+        "`policy` for new passwords: `enabled`, `minimum_length`, `require_digit`, "
+        "`require_symbol`, `require_lowercase`, `require_uppercase`. An empty password is "
+        "always refused.",
         None,
         "Registration",
     ),
@@ -1233,6 +1300,8 @@ def configuration_reference_markdown() -> str:
                 shown = "each of address/account/failed_attempts: per_second 0.17, burst_count 3"
             elif isinstance(default, RedisConfig):
                 shown = "disabled"
+            elif isinstance(default, PasswordConfig):
+                shown = "enabled, no policy"
             elif default is None or default == {} or default == []:
                 shown = "—"
             else:

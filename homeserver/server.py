@@ -248,6 +248,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         refreshable_access_token_lifetime_ms=config.refreshable_access_token_lifetime,
         refresh_token_lifetime_ms=config.refresh_token_lifetime,
         appservices=appservice_registry,
+        password_pepper=config.password_config.pepper,
     )
     auth.client_ips = client_ips = ClientIpTracker(storage.users, reactor)
     ui_auth = UiAuthHandler(storage, auth, server_name, failed_login_limiter)

@@ -10,6 +10,7 @@ from homeserver.api.client.paths import client_paths
 from homeserver.config import HomeserverConfig
 from homeserver.errors import Codes, MatrixError
 from homeserver.handlers.auth import AuthHandler
+from homeserver.handlers.password_policy import check_new_password
 from homeserver.handlers.ui_auth import PASSWORD, UiAuthHandler
 from homeserver.http.server import JsonResource
 from homeserver.http.servlet import field, parse_json_body
@@ -39,11 +40,13 @@ class AccountServlets:
         return 200, result
 
     async def on_password(self, request: Request) -> tuple[int, Any]:
-        if self._config.password_config.get("enabled", True) is False:
+        if not self._config.password_config.reauth_enabled:
             raise MatrixError(403, Codes.FORBIDDEN, "Password changes are disabled")
         requester = await self._auth.get_user_by_req(request)
         body = parse_json_body(request)
         new_password = field(body, "new_password", str)
+        if new_password is not None:  # before the UIA round trips, as Synapse
+            check_new_password(new_password, self._config.password_config.policy)
         field(body, "logout_devices", bool)
         _, params, session_id = await self._ui_auth.check(
             body,
@@ -54,8 +57,7 @@ class AccountServlets:
             requester=requester,
         )
         new_password = field(params, "new_password", str, required=True)
-        if not new_password:
-            raise MatrixError(400, Codes.WEAK_PASSWORD, "Password must not be empty")
+        check_new_password(new_password, self._config.password_config.policy)
         password_hash = await self._auth.hash_password(new_password)
         await self._storage.users.set_password_hash(requester.user_id, password_hash)
         if params.get("logout_devices", True):
