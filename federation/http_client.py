@@ -67,11 +67,13 @@ def error_from_response(destination: str, code: int, content: bytes) -> Federati
         parsed = None
     if isinstance(parsed, dict):
         errcode = parsed.get("errcode")
+        retry = parsed.get("retry_after_ms")
         return FederationRequestError(
             destination,
             code,
             errcode if isinstance(errcode, str) else None,
             str(parsed.get("error", "")),
+            retry if isinstance(retry, int) and not isinstance(retry, bool) else None,
         )
     return FederationRequestError(destination, code, None, content[:200].decode("utf-8", "replace"))
 

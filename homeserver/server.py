@@ -63,7 +63,7 @@ from homeserver.handlers.profile import ProfileHandler
 from homeserver.handlers.register import RegistrationHandler
 from homeserver.handlers.search import SearchHandler
 from homeserver.handlers.ui_auth import UiAuthHandler
-from homeserver.http.ratelimit import Ratelimiter
+from homeserver.http.ratelimit import InviteRatelimiter, Ratelimiter
 from homeserver.http.server import JsonResource, MatrixSite
 from homeserver.media.preview import IpFilter, UrlPreviewer
 from homeserver.media.remote import RemoteMediaFetcher
@@ -267,8 +267,17 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
     fanout.listeners.append(appservices.on_events)
     persister = EventPersister(storage.events, fanout.on_persisted, fanout.on_failure)
     creator = EventCreator(server_name, signing_key, reactor, room_cache, storage.events, persister)
+    invite_limiter = InviteRatelimiter(reactor, config.rc_invites)
     room_handler = RoomHandler(
-        server_name, reactor, storage, room_cache, creator, notifier, memberships, appservices
+        server_name,
+        reactor,
+        storage,
+        room_cache,
+        creator,
+        notifier,
+        memberships,
+        appservices,
+        invite_limiter=invite_limiter,
     )
     profiles.listeners.append(room_handler.on_profile_changed)
     visibility = VisibilityFilter(storage.events, room_cache)
@@ -331,6 +340,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         e2e_keys,
         to_device,
         device_lists,
+        invite_limiter,
     )
     fanout.listeners.append(federation.on_persisted)
     history.backfiller = federation.backfiller

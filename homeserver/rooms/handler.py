@@ -20,6 +20,7 @@ from homeserver.events.event import Event
 from homeserver.events.format import is_valid_room_id, is_valid_user_id
 from homeserver.events.room_versions import DEFAULT_ROOM_VERSION, RoomVersion, get_room_version
 from homeserver.handlers.auth import Requester
+from homeserver.http.ratelimit import InviteRatelimiter
 from homeserver.rooms.event_creation import EventCreator
 from homeserver.rooms.memberships import MembershipCache
 from homeserver.rooms.room_cache import LiveRoom, RoomCache, pdu_with_id
@@ -68,8 +69,11 @@ class RoomHandler:
         notifier: Notifier,
         memberships: MembershipCache,
         appservices: AppServiceHandler | None = None,
+        *,
+        invite_limiter: InviteRatelimiter | None = None,
     ) -> None:
         self.server_name = server_name
+        self._invite_limiter = invite_limiter
         self.appservices = appservices
         self._clock = clock
         self._storage = storage
@@ -397,6 +401,8 @@ class RoomHandler:
                 raise MatrixError(404, Codes.NOT_FOUND, f"Unknown user {target}")
             if room.membership_of(target) == "join":
                 raise MatrixError(403, Codes.FORBIDDEN, f"{target} is already in the room.")
+            if self._invite_limiter is not None and requester.ratelimited:
+                self._invite_limiter.ratelimit(room_id, target, requester.user_id)
             content.update(await self._profile_content(target))
             if is_direct:
                 content["is_direct"] = True
