@@ -145,16 +145,14 @@ class RoomHandler:
         """Current state for members (and world-readable rooms); at the leave for leavers."""
         room = await self.get_room(room_id)
         membership = room.membership_of(user_id)
-        if membership == "join":
+        hv = room.state_content("m.room.history_visibility").get("history_visibility")
+        if membership == "join" or hv == "world_readable":  # anyone may read the latter
             return dict(room.state)
         if membership in ("leave", "ban"):
             own = room.state[("m.room.member", user_id)]
             ids = await self._storage.events.get_state_ids_at_event(own.event_id) or {}
             events = await self._storage.events.get_events(ids.values())
             return {key: events[eid] for key, eid in ids.items() if eid in events}
-        hv = room.state_content("m.room.history_visibility").get("history_visibility")
-        if hv == "world_readable":
-            return dict(room.state)
         raise MatrixError(403, Codes.FORBIDDEN, f"User {user_id} not in room {room_id}")
 
     async def _profile_content(self, user_id: str) -> JsonDict:
@@ -393,6 +391,8 @@ class RoomHandler:
             if membership == "join" and not room_id.startswith("!"):
                 raise MatrixError(404, Codes.NOT_FOUND, "No known servers")
             raise MatrixError(404, Codes.NOT_FOUND, "Unknown room")
+        if membership == "join" and requester.is_guest and not guest_can_join(room):
+            raise MatrixError(403, Codes.GUEST_ACCESS_FORBIDDEN, "Guest access not allowed")
         content: JsonDict = {"membership": membership}
         if membership in ("join", "knock") and target == requester.user_id:
             content.update(await self._profile_content(target))
@@ -505,6 +505,9 @@ class RoomHandler:
             room_id = await self.resolve_room_id_or_alias(room_id_or_alias)
         room = await self._rooms.get(room_id)
         in_room = room is not None and any(self.is_mine(u) for u in room.joined_members())
+        if requester.is_guest and not in_room:
+            # Guests are a local concept: only rooms whose state we hold can say yes.
+            raise MatrixError(403, Codes.GUEST_ACCESS_FORBIDDEN, "Guest access not allowed")
         if not in_room and self.remote is not None:
             if room_id.count(":") and room_id.split(":", 1)[1] != self.server_name:
                 servers.append(room_id.split(":", 1)[1])
@@ -735,3 +738,8 @@ class RoomHandler:
                     403, Codes.FORBIDDEN, "You don't have permission to delete the alias"
                 )
         await self._storage.events.delete_alias(alias)
+
+
+def guest_can_join(room: LiveRoom) -> bool:
+    """``m.room.guest_access`` is ``can_join`` (guests may join and take part)."""
+    return room.state_content("m.room.guest_access").get("guest_access") == "can_join"

@@ -1,0 +1,115 @@
+"""The "also seen" holes of issue #14: world-readable history after a leave, guests in
+``can_join`` rooms, IPv6 literals in URL previews, remote media from bad server names."""
+
+from __future__ import annotations
+
+import pytest_twisted
+
+from tests.api.helpers import assert_error, with_config
+from tests.rooms.helpers import (
+    V3,
+    create_room,
+    join,
+    leave,
+    messages,
+    put_state,
+    room_path,
+    send,
+    send_raw,
+    sync,
+    user,
+)
+from tests.support.client import Client, q
+from tests.support.server import RunningServer
+
+# World-readable rooms ---------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_world_readable_room_stays_readable_after_leaving(server: RunningServer) -> None:
+    alice = await user(server, "alice")
+    bob = await user(server, "bob")
+    room_id = await create_room(alice, preset="public_chat")
+    resp = await put_state(
+        alice, room_id, "m.room.history_visibility", {"history_visibility": "world_readable"}
+    )
+    assert resp.code == 200, resp
+    assert (await join(bob, room_id)).code == 200
+    assert (await leave(bob, room_id)).code == 200
+    later = await send(alice, room_id, "after bob left")
+
+    resp = await messages(bob, room_id, dir="b", limit=10)
+    assert resp.code == 200, resp
+    assert later in [e["event_id"] for e in resp.json["chunk"]]
+    resp = await bob.get(room_path(room_id, f"/event/{q(later)}"))
+    assert resp.code == 200, resp
+    resp = await bob.get(room_path(room_id, f"/context/{q(later)}"))
+    assert resp.code == 200, resp
+    assert resp.json["event"]["event_id"] == later
+    # And a stranger reads the same.
+    carol = await user(server, "carol")
+    resp = await carol.get(room_path(room_id, f"/event/{q(later)}"))
+    assert resp.code == 200, resp
+
+
+@pytest_twisted.ensureDeferred
+async def test_shared_room_still_stops_at_the_leave(server: RunningServer) -> None:
+    alice = await user(server, "alice")
+    bob = await user(server, "bob")
+    room_id = await create_room(alice, preset="public_chat")
+    assert (await join(bob, room_id)).code == 200
+    assert (await leave(bob, room_id)).code == 200
+    later = await send(alice, room_id, "after bob left")
+    resp = await messages(bob, room_id, dir="b", limit=10)
+    assert later not in [e["event_id"] for e in resp.json["chunk"]]
+    assert_error(await bob.get(room_path(room_id, f"/event/{q(later)}")), 404, "M_NOT_FOUND")
+
+
+# Guests -------------------------------------------------------------------------------
+
+
+async def _guest(server: RunningServer) -> Client:
+    guest = server.client()
+    resp = await guest.post(f"{V3}/register", {}, token=False, params={"kind": "guest"})
+    assert resp.code == 200, resp
+    guest.access_token = resp.json["access_token"]
+    guest.user_id = resp.json["user_id"]
+    return guest
+
+
+@with_config(allow_guest_access=True)
+@pytest_twisted.ensureDeferred
+async def test_guest_joins_a_can_join_room_and_takes_part(server: RunningServer) -> None:
+    alice = await user(server, "alice")
+    room_id = await create_room(alice, preset="public_chat")
+    resp = await put_state(alice, room_id, "m.room.guest_access", {"guest_access": "can_join"})
+    assert resp.code == 200, resp
+    hello = await send(alice, room_id, "hello")
+    guest = await _guest(server)
+    resp = await guest.post(room_path(room_id, "/join"), {})
+    assert resp.code == 200, resp
+    sent = await send(guest, room_id, "hi from a guest")
+    resp = await messages(guest, room_id, dir="b", limit=10)
+    assert resp.code == 200, resp
+    assert {hello, sent} <= {e["event_id"] for e in resp.json["chunk"]}
+    body = await sync(guest)
+    assert room_id in body["rooms"]["join"]
+    assert (await guest.post(room_path(room_id, "/leave"), {})).code == 200
+
+
+@with_config(allow_guest_access=True)
+@pytest_twisted.ensureDeferred
+async def test_guest_cannot_join_without_can_join(server: RunningServer) -> None:
+    alice = await user(server, "alice")
+    room_id = await create_room(alice, preset="public_chat")
+    resp = await put_state(alice, room_id, "m.room.guest_access", {"guest_access": "forbidden"})
+    assert resp.code == 200, resp
+    guest = await _guest(server)
+    resp = await guest.post(room_path(room_id, "/join"), {})
+    assert_error(resp, 403, "M_GUEST_ACCESS_FORBIDDEN")
+    resp = await guest.post(f"{V3}/join/{q(room_id)}", {})
+    assert_error(resp, 403, "M_GUEST_ACCESS_FORBIDDEN")
+    # Still no sending into it, nor inviting anyone anywhere.
+    assert (await send_raw(guest, room_id, "x")).code == 403
+    resp = await guest.post(room_path(room_id, "/invite"), {"user_id": alice.user_id})
+    assert_error(resp, 403, "M_GUEST_ACCESS_FORBIDDEN")
