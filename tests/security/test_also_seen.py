@@ -3,8 +3,18 @@
 
 from __future__ import annotations
 
-import pytest_twisted
+import urllib.parse
+from collections.abc import AsyncIterator
+from typing import Any
 
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.web import resource
+from twisted.web.server import Site
+
+from homeserver.config import DEFAULT_URL_PREVIEW_IP_RANGE_BLACKLIST
+from homeserver.media.preview import IpFilter, request_uri
 from tests.api.helpers import assert_error, with_config
 from tests.rooms.helpers import (
     V3,
@@ -113,3 +123,66 @@ async def test_guest_cannot_join_without_can_join(server: RunningServer) -> None
     assert (await send_raw(guest, room_id, "x")).code == 403
     resp = await guest.post(room_path(room_id, "/invite"), {"user_id": alice.user_id})
     assert_error(resp, 403, "M_GUEST_ACCESS_FORBIDDEN")
+
+
+# URL previews of IPv6 literals ---------------------------------------------------------
+
+PREVIEW = "/_matrix/client/v1/media/preview_url"
+PAGE = b'<html><head><meta property="og:title" content="Over IPv6"></head></html>'
+
+
+class _Page(resource.Resource):
+    isLeaf = True
+
+    def render_GET(self, request: Any) -> bytes:
+        request.setHeader(b"Content-Type", b"text/html")
+        return PAGE
+
+
+@pytest_twisted.async_yield_fixture
+async def v6_page() -> AsyncIterator[str]:
+    port = reactor.listenTCP(0, Site(_Page()), interface="::1")  # type: ignore[attr-defined]
+    try:
+        yield f"http://[::1]:{port.getHost().port}/page.html"
+    finally:
+        await port.stopListening()
+
+
+@pytest.mark.parametrize("db_kind", ["sqlite"])  # no database part in it
+@with_config(url_preview_enabled=True, url_preview_ip_range_whitelist=["::1/128"])
+@pytest_twisted.ensureDeferred
+async def test_preview_of_an_ipv6_literal_url(server: RunningServer, v6_page: str) -> None:
+    alice = await user(server, "alice")
+    resp = await alice.get(PREVIEW, params={"url": v6_page})
+    assert resp.code == 200, resp
+    assert resp.json["og:title"] == "Over IPv6"
+
+
+@pytest.mark.parametrize("db_kind", ["sqlite"])
+@with_config(url_preview_enabled=True)
+@pytest_twisted.ensureDeferred
+async def test_preview_of_a_blocked_ipv6_literal_is_refused(
+    server: RunningServer, v6_page: str
+) -> None:
+    alice = await user(server, "alice")
+    assert_error(await alice.get(PREVIEW, params={"url": v6_page}), 403, "M_UNKNOWN")
+    for url in ("http://[::]:1/", "http://[::ffff:127.0.0.1]:1/", "http://[fe80::1]:1/"):
+        assert_error(await alice.get(PREVIEW, params={"url": url}), 403, "M_UNKNOWN")
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed"),
+    [
+        ("http://[::1]:8080/", False),
+        ("http://[fd00::1]/", False),
+        ("http://[fe80::1]/", False),
+        ("http://[::ffff:10.0.0.1]/", False),
+        ("http://[2606:4700:4700::1111]:8080/x", True),
+        ("http://[2001:4860:4860::8888]/", True),
+    ],
+)
+def test_ipv6_literal_hosts_meet_the_default_block_list(url: str, allowed: bool) -> None:
+    host = urllib.parse.urlsplit(url).hostname
+    assert host is not None
+    assert IpFilter(DEFAULT_URL_PREVIEW_IP_RANGE_BLACKLIST, []).allows(host) is allowed
+    assert request_uri(url).startswith(url.split("]", 1)[0].encode() + b"]")
