@@ -30,6 +30,7 @@ from zope.interface import implementer
 from federation.discovery import ServerResolver, is_ip_literal
 from federation.interfaces import FederationRequestError
 from federation.x_matrix import sign_request
+from homeserver.events.format import is_reachable_server_name
 
 logger = logging.getLogger(__name__)
 
@@ -197,6 +198,8 @@ class MatrixFederationHttpClient:
             )
         if not self.destination_allowed(destination):
             raise FederationRequestError(destination, 403, None, "Destination not whitelisted")
+        if not is_reachable_server_name(destination):
+            raise FederationRequestError(destination, 400, None, "Invalid server name")
         resolved = await self._resolver.resolve(destination)
         try:
             ip = await resolve_ip(self._reactor, resolved.host)

@@ -3,19 +3,21 @@
 
 from __future__ import annotations
 
+import time
 import urllib.parse
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import reactor
+from twisted.internet import defer, reactor
 from twisted.web import resource
 from twisted.web.server import Site
 
+from federation.interfaces import FederationRequestError
 from homeserver.config import DEFAULT_URL_PREVIEW_IP_RANGE_BLACKLIST
 from homeserver.media.preview import IpFilter, request_uri
-from tests.api.helpers import assert_error, with_config
+from tests.api.helpers import assert_error, raw_http, with_config
 from tests.rooms.helpers import (
     V3,
     create_room,
@@ -186,3 +188,49 @@ def test_ipv6_literal_hosts_meet_the_default_block_list(url: str, allowed: bool)
     assert host is not None
     assert IpFilter(DEFAULT_URL_PREVIEW_IP_RANGE_BLACKLIST, []).allows(host) is allowed
     assert request_uri(url).startswith(url.split("]", 1)[0].encode() + b"]")
+
+
+# Remote media from server names that name no host -------------------------------------
+
+BAD_NAMES = ["..", ".", "a..b", "example.org.", "host:notaport", "a b"]
+
+
+@pytest.mark.parametrize("db_kind", ["sqlite"])
+@pytest_twisted.ensureDeferred
+async def test_remote_media_from_a_bad_server_name_is_refused_at_once(
+    server: RunningServer,
+) -> None:
+    alice = await user(server, "alice")
+    started = time.monotonic()
+    for name in BAD_NAMES[1:]:
+        for path in (
+            f"/_matrix/client/v1/media/download/{q(name)}/abcdef",
+            f"/_matrix/client/v1/media/thumbnail/{q(name)}/abcdef?width=32&height=32",
+            f"/_matrix/media/v3/download/{q(name)}/abcdef",
+        ):
+            d = defer.ensureDeferred(alice.get(path))
+            d.addTimeout(10, reactor)
+            assert_error(await d, 400, "M_INVALID_PARAM")
+    # `..` itself, sent as is (a client library would fold it into the path).
+    request = (
+        b"GET /_matrix/media/v3/download/../abcdef HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    status, _, body = await raw_http(server, request)
+    assert status == 400 and b"M_INVALID_PARAM" in body, body
+    assert time.monotonic() - started < 10
+
+
+@pytest.mark.parametrize("db_kind", ["sqlite"])
+@pytest_twisted.ensureDeferred
+async def test_federation_client_refuses_bad_destinations_before_any_lookup(
+    server: RunningServer,
+) -> None:
+    assert server.hs.federation is not None
+    for name in BAD_NAMES:
+        d = defer.ensureDeferred(
+            server.hs.federation.client.get_json(name, "/_matrix/federation/v1/version")
+        )
+        d.addTimeout(10, reactor)
+        with pytest.raises(FederationRequestError) as caught:
+            await d
+        assert caught.value.code == 400, caught.value
