@@ -6,6 +6,7 @@ unknown user answered about 100 times faster than for a known one (enumeration).
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
 from typing import Any
@@ -166,3 +167,25 @@ async def test_login_for_unknown_user_costs_as_much_as_for_a_known_one(
             samples.append(time.perf_counter() - start)
     ratio = statistics.median(known) / statistics.median(unknown)
     assert 0.5 < ratio < 2, (ratio, statistics.median(known), statistics.median(unknown))
+
+
+@pytest_twisted.ensureDeferred
+async def test_password_change_session_never_stores_the_new_password(
+    server: RunningServer,
+) -> None:
+    alice = await register(server, "alice")
+    first = await alice.post(CHANGE_PASSWORD, {"new_password": "a new secret"})
+    assert first.code == 401, first
+    session = await server.hs.storage.registration.get_ui_auth_session(first.json["session"])
+    assert session is not None
+    assert "a new secret" not in json.dumps(session.clientdict)
+    # The flow still completes with the password sent on the first step only.
+    auth = {
+        "type": "m.login.password",
+        "identifier": {"type": "m.id.user", "user": alice.user_id},
+        "password": PASSWORD,
+        "session": first.json["session"],
+    }
+    assert (await alice.post(CHANGE_PASSWORD, {"auth": auth})).code == 200
+    assert await _login(server.client(), "alice", "a new secret") == 200
+    assert await _login(server.client(), "alice", PASSWORD) == 403
