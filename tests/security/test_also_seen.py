@@ -89,13 +89,18 @@ async def _guest(server: RunningServer) -> Client:
     return guest
 
 
+async def _room_with_guest_access(server: RunningServer, guest_access: str) -> tuple[Client, str]:
+    alice = await user(server, "alice")
+    room_id = await create_room(alice, preset="public_chat")
+    resp = await put_state(alice, room_id, "m.room.guest_access", {"guest_access": guest_access})
+    assert resp.code == 200, resp
+    return alice, room_id
+
+
 @with_config(allow_guest_access=True)
 @pytest_twisted.ensureDeferred
 async def test_guest_joins_a_can_join_room_and_takes_part(server: RunningServer) -> None:
-    alice = await user(server, "alice")
-    room_id = await create_room(alice, preset="public_chat")
-    resp = await put_state(alice, room_id, "m.room.guest_access", {"guest_access": "can_join"})
-    assert resp.code == 200, resp
+    alice, room_id = await _room_with_guest_access(server, "can_join")
     hello = await send(alice, room_id, "hello")
     guest = await _guest(server)
     resp = await guest.post(room_path(room_id, "/join"), {})
@@ -112,10 +117,7 @@ async def test_guest_joins_a_can_join_room_and_takes_part(server: RunningServer)
 @with_config(allow_guest_access=True)
 @pytest_twisted.ensureDeferred
 async def test_guest_cannot_join_without_can_join(server: RunningServer) -> None:
-    alice = await user(server, "alice")
-    room_id = await create_room(alice, preset="public_chat")
-    resp = await put_state(alice, room_id, "m.room.guest_access", {"guest_access": "forbidden"})
-    assert resp.code == 200, resp
+    alice, room_id = await _room_with_guest_access(server, "forbidden")
     guest = await _guest(server)
     resp = await guest.post(room_path(room_id, "/join"), {})
     assert_error(resp, 403, "M_GUEST_ACCESS_FORBIDDEN")

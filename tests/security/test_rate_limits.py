@@ -21,7 +21,7 @@ from homeserver.config import generate_config_text
 from tests.api.helpers import PASSWORD, assert_error, register, with_config
 from tests.rooms.helpers import create_room, invite, room_path, user
 from tests.support.client import Response
-from tests.support.federation import start_federating_server
+from tests.support.federation import two_federating_servers
 from tests.support.server import HIGH_LIMIT, RunningServer
 
 SLOW = {"per_second": 0.001, "burst_count": 2}
@@ -119,16 +119,6 @@ async def test_local_invites_are_limited_per_issuer(server: RunningServer) -> No
 # rc_invites and rc_federation, over federation --------------------------------------
 
 
-async def _two(tmp_path: Any, database: Any, database_b: Any, **a_overrides: Any) -> Any:
-    a = await start_federating_server(str(tmp_path / "a"), database, **a_overrides)
-    try:
-        b = await start_federating_server(str(tmp_path / "b"), database_b)
-    except BaseException:
-        await a.stop()
-        raise
-    return a, b
-
-
 @pytest.fixture
 def database_b(db_kind: str, tmp_path: Any) -> Any:
     from tests.support.databases import database_config
@@ -154,17 +144,14 @@ async def test_federation_invites_are_limited_per_invited_user(
     tmp_path: Any, database: Any, database_b: Any
 ) -> None:
     limits = {"per_room": HIGH_LIMIT, "per_user": SLOW, "per_issuer": HIGH_LIMIT}
-    a, b = await _two(tmp_path, database, database_b, rc_invites=limits)
-    try:
+    a_config = {"rc_invites": limits}
+    async with two_federating_servers(tmp_path, database, database_b, a_config) as (a, b):
         alice = await user(a, "alice")
         assert alice.user_id is not None
         assert await _federation_invites(b, "bob", [alice.user_id] * 3) == [200, 200, 429]
         carol = await user(a, "carol")
         assert carol.user_id is not None
         assert await _federation_invites(b, "bob2", [carol.user_id]) == [200]
-    finally:
-        await a.stop()
-        await b.stop()
 
 
 @pytest_twisted.ensureDeferred
@@ -172,8 +159,8 @@ async def test_federation_invites_are_limited_per_remote_issuer(
     tmp_path: Any, database: Any, database_b: Any
 ) -> None:
     limits = {"per_room": HIGH_LIMIT, "per_user": HIGH_LIMIT, "per_issuer": SLOW}
-    a, b = await _two(tmp_path, database, database_b, rc_invites=limits)
-    try:
+    a_config = {"rc_invites": limits}
+    async with two_federating_servers(tmp_path, database, database_b, a_config) as (a, b):
         targets = []
         for i in range(3):
             c = await user(a, f"u{i}")
@@ -183,9 +170,6 @@ async def test_federation_invites_are_limited_per_remote_issuer(
         assert await _federation_invites(b, "bob", targets) == [200, 200, 429]
         # Another inviting user of B has a budget of its own.
         assert await _federation_invites(b, "bob2", targets[2:]) == [200]
-    finally:
-        await a.stop()
-        await b.stop()
 
 
 PROFILE = "/_matrix/federation/v1/query/profile"
@@ -207,8 +191,9 @@ async def test_federation_requests_past_the_reject_limit_are_refused(
     tmp_path: Any, database: Any, database_b: Any
 ) -> None:
     limits = {"sleep_limit": 1, "sleep_delay": 500, "reject_limit": 1, "concurrent": 1}
-    a, b = await _two(tmp_path, database, database_b, rc_federation=limits)
-    try:
+    async with two_federating_servers(
+        tmp_path, database, database_b, {"rc_federation": limits}
+    ) as (a, b):
         alice = await user(a, "alice")
         assert alice.user_id is not None
         await _query(b, a, alice.user_id)  # B's key is fetched once, outside the burst
@@ -216,9 +201,6 @@ async def test_federation_requests_past_the_reject_limit_are_refused(
             [defer.ensureDeferred(_query(b, a, alice.user_id)) for _ in range(8)]
         )
         assert 429 in codes and 200 in codes, codes
-    finally:
-        await a.stop()
-        await b.stop()
 
 
 @pytest_twisted.ensureDeferred
@@ -226,8 +208,9 @@ async def test_federation_requests_past_the_sleep_limit_are_delayed(
     tmp_path: Any, database: Any, database_b: Any
 ) -> None:
     limits = {"window_size": 10_000, "sleep_limit": 2, "sleep_delay": 400}
-    a, b = await _two(tmp_path, database, database_b, rc_federation=limits)
-    try:
+    async with two_federating_servers(
+        tmp_path, database, database_b, {"rc_federation": limits}
+    ) as (a, b):
         alice = await user(a, "alice")
         assert alice.user_id is not None
         durations = []
@@ -237,9 +220,6 @@ async def test_federation_requests_past_the_sleep_limit_are_delayed(
             durations.append(time.perf_counter() - start)
         assert max(durations[:2]) < 0.4, durations
         assert min(durations[2:]) >= 0.4, durations
-    finally:
-        await a.stop()
-        await b.stop()
 
 
 def test_federation_slot_of_a_cancelled_waiter_is_not_lost() -> None:

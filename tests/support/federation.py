@@ -6,6 +6,8 @@ import datetime
 import ipaddress
 import os
 import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from cryptography import x509
@@ -113,3 +115,25 @@ async def start_federating_server(
             if fed_port is not None or attempt == 5:
                 raise
     raise AssertionError("unreachable")
+
+
+@asynccontextmanager
+async def two_federating_servers(
+    tmp_path: Any,
+    database: dict[str, Any],
+    database_b: dict[str, Any],
+    a_overrides: dict[str, Any] | None = None,
+    b_overrides: dict[str, Any] | None = None,
+) -> AsyncIterator[tuple[RunningServer, RunningServer]]:
+    """Servers A and B (data in ``tmp_path``/a and /b), both stopped on the way out."""
+    a = await start_federating_server(str(tmp_path / "a"), database, **(a_overrides or {}))
+    try:
+        b = await start_federating_server(str(tmp_path / "b"), database_b, **(b_overrides or {}))
+    except BaseException:
+        await a.stop()  # B failed to start: A must not outlive the test
+        raise
+    try:
+        yield a, b
+    finally:
+        await a.stop()
+        await b.stop()
