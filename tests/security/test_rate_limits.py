@@ -182,6 +182,7 @@ async def _query(b: RunningServer, a: RunningServer, user_id: str) -> int:
     except FederationRequestError as e:
         if e.code == 429:
             assert e.errcode == "M_LIMIT_EXCEEDED"
+            assert e.retry_after_ms is not None and e.retry_after_ms > 0
         return e.code
     return 200
 
