@@ -35,6 +35,7 @@ from federation.discovery import ServerResolver, is_ip_literal
 from federation.interfaces import FederationRequestError
 from federation.x_matrix import sign_request
 from homeserver.errors import MatrixError
+from homeserver.events.format import is_reachable_server_name
 from homeserver.untrusted import decode_json
 
 logger = logging.getLogger(__name__)
@@ -73,11 +74,13 @@ def error_from_response(destination: str, code: int, content: bytes) -> Federati
         parsed = None
     if isinstance(parsed, dict):
         errcode = parsed.get("errcode")
+        retry = parsed.get("retry_after_ms")
         return FederationRequestError(
             destination,
             code,
             errcode if isinstance(errcode, str) else None,
             str(parsed.get("error", "")),
+            retry if isinstance(retry, int) and not isinstance(retry, bool) else None,
         )
     return FederationRequestError(destination, code, None, content[:200].decode("utf-8", "replace"))
 
@@ -266,6 +269,8 @@ class MatrixFederationHttpClient:
             )
         if not self.destination_allowed(destination):
             raise FederationRequestError(destination, 403, None, "Destination not whitelisted")
+        if not is_reachable_server_name(destination):
+            raise FederationRequestError(destination, 400, None, "Invalid server name")
         resolved = await self._resolver.resolve(destination)
         try:
             ip = await resolve_ip(self._reactor, resolved.host)

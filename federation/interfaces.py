@@ -15,12 +15,20 @@ JsonDict = dict[str, Any]
 class FederationRequestError(Exception):
     """A remote server answered with an error (or could not be reached)."""
 
-    def __init__(self, destination: str, code: int, errcode: str | None, message: str) -> None:
+    def __init__(
+        self,
+        destination: str,
+        code: int,
+        errcode: str | None,
+        message: str,
+        retry_after_ms: int | None = None,
+    ) -> None:
         super().__init__(f"{destination}: {code} {errcode or ''} {message}")
         self.destination = destination
         self.code = code
         self.errcode = errcode
         self.message = message
+        self.retry_after_ms = retry_after_ms
 
 
 class FederationClient(Protocol):

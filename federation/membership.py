@@ -21,10 +21,11 @@ from federation.event_auth_checks import PduRejected, auth_failure, check_pdu, s
 from federation.interfaces import FederationClient, FederationRequestError
 from federation.room_events import FederationEventHandler, quote
 from homeserver.clock import Clock, now_ms
-from homeserver.errors import Codes, MatrixError
+from homeserver.errors import Codes, LimitExceededError, MatrixError
 from homeserver.events.auth_rules import auth_types_for_event
 from homeserver.events.room_versions import ROOM_VERSIONS, RoomVersion, get_room_version
 from homeserver.events.state_res import StateResolutionError
+from homeserver.http.ratelimit import InviteRatelimiter
 from homeserver.rooms.room_cache import LiveRoom, RoomCache, pdu_with_id
 from storage.events import EventsStore
 
@@ -56,8 +57,11 @@ class FederationMembership:
         events: EventsStore,
         handler: FederationEventHandler,
         client: FederationClient,
+        *,
+        invite_limiter: InviteRatelimiter | None = None,
     ) -> None:
         self.server_name = server_name
+        self._invite_limiter = invite_limiter
         self._signing_key = signing_key
         self._clock = clock
         self._rooms = rooms
@@ -214,6 +218,10 @@ class FederationMembership:
             await check_pdu(pdu, version, self._handler.keyring)
         except PduRejected as e:
             raise MatrixError(403, Codes.FORBIDDEN, str(e)) from None
+        if self._invite_limiter is not None:
+            # Per invited user and per (signature-checked) sender; the room is left to
+            # the sending server, as Synapse does.
+            self._invite_limiter.ratelimit(None, target, str(pdu.get("sender")))
         signed = sign_event(pdu, self.server_name, self._signing_key, version)
         stripped = [s for s in body.get("invite_room_state", []) if isinstance(s, dict)]
         await self._handler.store_remote_invite(version, signed, stripped)
@@ -333,11 +341,14 @@ class FederationMembership:
             for t in STRIPPED_TYPES
             if (ev := room.state.get((t, ""))) is not None
         ]
-        resp = await self._client.put_json(
-            server_of(target),
-            f"/_matrix/federation/v2/invite/{quote(room.room_id)}/{quote(event_id)}",
-            {"event": pdu, "room_version": version.identifier, "invite_room_state": stripped},
-        )
+        try:
+            resp = await self._client.put_json(
+                server_of(target),
+                f"/_matrix/federation/v2/invite/{quote(room.room_id)}/{quote(event_id)}",
+                {"event": pdu, "room_version": version.identifier, "invite_room_state": stripped},
+            )
+        except FederationRequestError as e:
+            raise remote_refusal(e, "The invitee's server refused the invite") from None
         signed = resp.get("event") if isinstance(resp, dict) else None
         if not isinstance(signed, dict) or compute_event_id(signed, version) != event_id:
             raise MatrixError(502, Codes.UNKNOWN, "The invitee's server returned a bad invite")
@@ -348,3 +359,13 @@ class FederationMembership:
                 502, Codes.UNKNOWN, f"Bad signature on the returned invite: {e}"
             ) from None
         return signed
+
+
+def remote_refusal(error: FederationRequestError, what: str) -> MatrixError:
+    """A remote server's refusal, passed on to our client as Synapse does: its 4xx status
+    and errcode (a 429 with its ``retry_after_ms``); anything else is 502."""
+    if error.code == 429:
+        return LimitExceededError(error.retry_after_ms or 1000)
+    if 400 <= error.code < 500:
+        return MatrixError(error.code, error.errcode or Codes.UNKNOWN, f"{what}: {error.message}")
+    return MatrixError(502, Codes.UNKNOWN, f"{what}: {error.message}")

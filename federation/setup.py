@@ -33,6 +33,7 @@ from homeserver.e2ee.keys import KeysHandler
 from homeserver.e2ee.to_device import ToDeviceHandler
 from homeserver.events.event import Event
 from homeserver.handlers.profile import ProfileHandler
+from homeserver.http.ratelimit import FederationRateLimiter, InviteRatelimiter
 from homeserver.http.server import JsonResource
 from homeserver.rooms.directory import RoomDirectory
 from homeserver.rooms.handler import RoomHandler
@@ -96,6 +97,7 @@ def build_federation(
     keys: KeysHandler,
     to_device: ToDeviceHandler,
     device_lists: DeviceLists,
+    invite_limiter: InviteRatelimiter | None = None,
 ) -> Federation:
     server_name = config.server_name
     blacklist = config.ip_range_blacklist
@@ -126,7 +128,14 @@ def build_federation(
     )
     events = FederationEventHandler(server_name, rooms, storage.events, persister, client, keyring)
     membership = FederationMembership(
-        server_name, signing_key, reactor, rooms, storage.events, events, client
+        server_name,
+        signing_key,
+        reactor,
+        rooms,
+        storage.events,
+        events,
+        client,
+        invite_limiter=invite_limiter,
     )
     room_handler.remote = membership
     remote_queries = FederationQueries(client, reactor)
@@ -134,7 +143,10 @@ def build_federation(
     directory.remote_aliases = membership
     directory.remote_rooms = remote_queries
     authenticator = FederationAuthenticator(
-        server_name, keyring, config.federation_domain_whitelist
+        server_name,
+        keyring,
+        config.federation_domain_whitelist,
+        FederationRateLimiter(reactor, config.rc_federation),
     )
     retry = config.federation
     sender = FederationSender(

@@ -21,7 +21,8 @@ from federation.keyring import RemoteKeyring
 from federation.x_matrix import XMatrixParseError, parse_x_matrix, request_json
 from homeserver.clock import Clock, now_ms
 from homeserver.errors import Codes, MatrixError
-from homeserver.http.server import JsonResource
+from homeserver.http.ratelimit import FederationRateLimiter
+from homeserver.http.server import JsonResource, MatrixRequest
 from homeserver.http.servlet import parse_json_body, parse_string
 from homeserver.untrusted import decode_json
 from storage.federation import FederationStore
@@ -37,13 +38,32 @@ MAX_EDUS = 100
 
 class FederationAuthenticator:
     def __init__(
-        self, server_name: str, keyring: RemoteKeyring, domain_whitelist: list[str] | None
+        self,
+        server_name: str,
+        keyring: RemoteKeyring,
+        domain_whitelist: list[str] | None,
+        limiter: FederationRateLimiter | None = None,
     ) -> None:
         self._server_name = server_name
         self._keyring = keyring
         self._whitelist = set(domain_whitelist) if domain_whitelist is not None else None
+        self._limiter = limiter
 
     async def authenticate(self, request: Request) -> str:
+        """The verified origin of ``request``; then it takes (or waits for) one of the
+        origin's ``rc_federation`` slots, held until the request has been handled."""
+        origin = await self._verify(request)
+        limiter = self._limiter
+        if (
+            limiter is not None
+            and isinstance(request, MatrixRequest)
+            and request.after_handling is None  # not twice for one request
+        ):
+            await limiter.enter(origin)
+            request.after_handling = lambda: limiter.leave(origin)
+        return origin
+
+    async def _verify(self, request: Request) -> str:
         headers = request.requestHeaders.getRawHeaders(b"authorization") or []
         content: Any = None
         assert request.content is not None

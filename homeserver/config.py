@@ -474,6 +474,119 @@ def _rc_login(key: str, value: Any) -> LoginRateLimits:
     )
 
 
+@dataclass(frozen=True)
+class InviteRateLimits:
+    per_room: RateLimit = RateLimit(0.3, 10)
+    per_user: RateLimit = RateLimit(0.003, 5)
+    per_issuer: RateLimit = RateLimit(0.5, 5)
+
+
+def _rc_invites(key: str, value: Any) -> InviteRateLimits:
+    value = value or {}
+    _expect(key, value, dict, "a mapping with per_room/per_user/per_issuer")
+    d = InviteRateLimits()
+    return InviteRateLimits(
+        per_room=_rate_limit(f"{key}.per_room", value.get("per_room"), d.per_room),
+        per_user=_rate_limit(f"{key}.per_user", value.get("per_user"), d.per_user),
+        per_issuer=_rate_limit(f"{key}.per_issuer", value.get("per_issuer"), d.per_issuer),
+    )
+
+
+@dataclass(frozen=True)
+class FederationRateLimit:
+    """Synapse's ``rc_federation``, per origin server (times in milliseconds)."""
+
+    window_size: int = 1000
+    sleep_limit: int = 10
+    sleep_delay: int = 500
+    reject_limit: int = 50
+    concurrent: int = 3
+
+
+def _rc_federation(key: str, value: Any) -> FederationRateLimit:
+    value = value or {}
+    _expect(key, value, dict, "a mapping")
+    d = FederationRateLimit()
+    parsed = {}
+    for name, minimum in (
+        ("window_size", 1),
+        ("sleep_limit", 1),
+        ("sleep_delay", 0),
+        ("reject_limit", 0),
+        ("concurrent", 1),
+    ):
+        raw = value.get(name, getattr(d, name))
+        if name in ("window_size", "sleep_delay"):
+            number = parse_duration_ms(f"{key}.{name}", raw)
+        else:
+            number = _int(f"{key}.{name}", raw)
+        if number < minimum:
+            raise ConfigError(f"{key}.{name}: expected at least {minimum}, got {number}")
+        parsed[name] = number
+    return FederationRateLimit(**parsed)
+
+
+@dataclass(frozen=True)
+class PasswordPolicy:
+    """``password_config.policy``: what a new password must contain (when ``enabled``)."""
+
+    enabled: bool = False
+    minimum_length: int = 0
+    require_digit: bool = False
+    require_symbol: bool = False
+    require_lowercase: bool = False
+    require_uppercase: bool = False
+
+
+@dataclass(frozen=True)
+class PasswordConfig:
+    """``password_config``; ``enabled`` is True, False or ``"only_for_reauth"``."""
+
+    enabled: bool | str = True
+    localdb_enabled: bool = True
+    pepper: str = ""
+    policy: PasswordPolicy = PasswordPolicy()
+
+    @property
+    def login_enabled(self) -> bool:
+        """``m.login.password`` at /login (Synapse: enabled is true and the local db on)."""
+        return self.enabled is True and self.localdb_enabled
+
+    @property
+    def reauth_enabled(self) -> bool:
+        """The UIA password stage and password changes."""
+        return self.enabled is not False and self.localdb_enabled
+
+
+def _password_config(key: str, value: Any) -> PasswordConfig:
+    value = value or {}
+    _expect(key, value, dict, "a mapping")
+    enabled = value.get("enabled", True)
+    if enabled != "only_for_reauth":
+        enabled = _bool(f"{key}.enabled", enabled)
+    policy = value.get("policy") or {}
+    _expect(f"{key}.policy", policy, dict, "a mapping")
+    length = _int(f"{key}.policy.minimum_length", policy.get("minimum_length", 0))
+    if length < 0:
+        raise ConfigError(f"{key}.policy.minimum_length: expected at least 0")
+    flags = {
+        name: _bool(f"{key}.policy.{name}", policy.get(name, False))
+        for name in (
+            "enabled",
+            "require_digit",
+            "require_symbol",
+            "require_lowercase",
+            "require_uppercase",
+        )
+    }
+    return PasswordConfig(
+        enabled=enabled,
+        localdb_enabled=_bool(f"{key}.localdb_enabled", value.get("localdb_enabled", True)),
+        pepper=_str(f"{key}.pepper", value.get("pepper", "")),
+        policy=PasswordPolicy(minimum_length=length, **flags),
+    )
+
+
 SCHEMA: list[Key] = [
     Key(
         "server_name",
@@ -503,7 +616,9 @@ SCHEMA: list[Key] = [
         _listeners,
         [],
         "HTTP listeners: `port`, `bind_addresses`, `type: http`, "
-        "`tls`, `x_forwarded` (trust X-Forwarded-For from a reverse proxy) and `resources` "
+        "`tls`, `x_forwarded` (false; true only behind a reverse proxy that sets "
+        "X-Forwarded-For: the header then gives the client address used by rate limits, "
+        "and any other peer could pick its own) and `resources` "
         "(`names`: client, federation, media, keys).",
         "LISTENERS",
         "Network",
@@ -759,9 +874,15 @@ SCHEMA: list[Key] = [
     Key("bcrypt_rounds", _int, 12, "Cost factor of password hashes.", None, "Registration"),
     Key(
         "password_config",
-        lambda k, v: _expect(k, v or {}, dict, "a mapping"),
-        {},
-        "`enabled: false` turns password login off.",
+        _password_config,
+        PasswordConfig(),
+        "Passwords, as in Synapse: `enabled` (true; false turns password login and "
+        "changes off; `only_for_reauth` keeps them for re-authentication only), "
+        "`localdb_enabled` (true: check passwords against the local database), `pepper` "
+        "(a secret mixed into every hash: changing it invalidates all passwords) and "
+        "`policy` for new passwords: `enabled`, `minimum_length`, `require_digit`, "
+        "`require_symbol`, `require_lowercase`, `require_uppercase`. An empty password is "
+        "always refused.",
         None,
         "Registration",
     ),
@@ -811,6 +932,27 @@ SCHEMA: list[Key] = [
         _rc(RateLimit(10, 50)),
         RateLimit(10, 50),
         "`POST /_matrix/media/v1/create` requests per user.",
+        None,
+        "Rate limits",
+    ),
+    Key(
+        "rc_invites",
+        _rc_invites,
+        InviteRateLimits(),
+        "Invites, local and from other servers: `per_room` (per room, 0.3/s, burst 10), "
+        "`per_user` (per invited user, 0.003/s, burst 5) and `per_issuer` (per inviting "
+        "user, 0.5/s, burst 5); each `per_second` and `burst_count`.",
+        None,
+        "Rate limits",
+    ),
+    Key(
+        "rc_federation",
+        _rc_federation,
+        FederationRateLimit(),
+        "Inbound federation requests per origin server: past `sleep_limit` (10) requests "
+        "in `window_size` (1000 ms) each waits `sleep_delay` (500 ms); at most "
+        "`concurrent` (3) run at once; more than `reject_limit` (50) waiting are refused "
+        "with 429.",
         None,
         "Rate limits",
     ),
@@ -1023,10 +1165,8 @@ ACCEPTED_SYNAPSE_KEYS = {
     "media_retention",
     "auto_join_rooms",
     "default_room_version",
-    "rc_federation",
     "rc_admin_redaction",
     "rc_3pid_validation",
-    "rc_invites",
     "rc_third_party_invite",
     "rc_key_requests",
     "push",
@@ -1187,7 +1327,8 @@ def generate_config_text(
                 "port": port,
                 "tls": False,
                 "type": "http",
-                "x_forwarded": True,
+                # Only behind a reverse proxy: anyone else could pick their address.
+                "x_forwarded": False,
                 "bind_addresses": ["127.0.0.1"],
                 "resources": [
                     {"names": ["client", "federation", "keys", "media"], "compress": False}
@@ -1295,6 +1436,10 @@ def configuration_reference_markdown() -> str:
                 shown = "each of address/account/failed_attempts: per_second 0.17, burst_count 3"
             elif isinstance(default, RedisConfig):
                 shown = "disabled"
+            elif isinstance(default, PasswordConfig):
+                shown = "enabled, no policy"
+            elif isinstance(default, (InviteRateLimits, FederationRateLimit)):
+                shown = "see meaning"
             elif default is None or default == {} or default == []:
                 shown = "—"
             else:

@@ -66,7 +66,7 @@ from homeserver.handlers.profile import ProfileHandler
 from homeserver.handlers.register import RegistrationHandler
 from homeserver.handlers.search import SearchHandler
 from homeserver.handlers.ui_auth import UiAuthHandler
-from homeserver.http.ratelimit import Ratelimiter
+from homeserver.http.ratelimit import InviteRatelimiter, Ratelimiter
 from homeserver.http.server import JsonResource, MatrixSite
 from homeserver.media.preview import IpFilter, UrlPreviewer
 from homeserver.media.remote import RemoteMediaFetcher
@@ -257,6 +257,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         refreshable_access_token_lifetime_ms=config.refreshable_access_token_lifetime,
         refresh_token_lifetime_ms=config.refresh_token_lifetime,
         appservices=appservice_registry,
+        password_pepper=config.password_config.pepper,
     )
     auth.client_ips = client_ips = ClientIpTracker(storage.users, reactor)
     ui_auth = UiAuthHandler(storage, auth, server_name, failed_login_limiter)
@@ -276,8 +277,17 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
     fanout.listeners.append(profiles.on_events)
     persister = EventPersister(storage.events, fanout.on_persisted, fanout.on_failure)
     creator = EventCreator(server_name, signing_key, reactor, room_cache, storage.events, persister)
+    invite_limiter = InviteRatelimiter(reactor, config.rc_invites)
     room_handler = RoomHandler(
-        server_name, reactor, storage, room_cache, creator, notifier, memberships, appservices
+        server_name,
+        reactor,
+        storage,
+        room_cache,
+        creator,
+        notifier,
+        memberships,
+        appservices,
+        invite_limiter=invite_limiter,
     )
     profiles.listeners.append(room_handler.on_profile_changed)
     visibility = VisibilityFilter(storage.events, room_cache)
@@ -340,6 +350,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         e2e_keys,
         to_device,
         device_lists,
+        invite_limiter,
     )
     fanout.listeners.append(federation.on_persisted)
     history.backfiller = federation.backfiller

@@ -104,6 +104,22 @@ def is_valid_server_name(server_name: str) -> bool:
     return True
 
 
+_HOSTNAME_RE = re.compile(r"[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*")
+
+
+def is_reachable_server_name(server_name: str) -> bool:
+    """A server name a request can be sent to: valid by the grammar above, and a DNS
+    name made of non-empty labels (as Synapse's ``is_valid_hostname``). ``..``, ``.``
+    or ``a..b`` pass the spec's loose ``dns-name`` but name no host: looking them up
+    only waits for timeouts."""
+    if not is_valid_server_name(server_name):
+        return False
+    if server_name.startswith("["):
+        return True
+    host = server_name.partition(":")[0]
+    return bool(_IPV4_SHAPE_RE.fullmatch(host) or _HOSTNAME_RE.fullmatch(host))
+
+
 def is_valid_localpart(localpart: str) -> bool:
     """Strict user id localpart grammar ``[a-z0-9._=/+-]+``, for new registrations."""
     return isinstance(localpart, str) and _LOCALPART_RE.fullmatch(localpart) is not None

@@ -90,8 +90,12 @@ class AuthHandler:
         refreshable_access_token_lifetime_ms: int | None,
         refresh_token_lifetime_ms: int | None,
         appservices: AppServiceRegistry | None = None,
+        password_pepper: str = "",
     ) -> None:
         self._storage = storage
+        self._pepper = password_pepper
+        # Checked against when there is no real hash (see check_password); made once.
+        self._dummy_hash: bytes | None = None
         self._appservices = appservices or AppServiceRegistry(())
         self._clock = clock
         self._bcrypt_rounds = bcrypt_rounds
@@ -109,27 +113,35 @@ class AuthHandler:
 
     # Passwords -----------------------------------------------------------
 
+    def _prehash(self, password: str) -> bytes:
+        # bcrypt reads at most 72 bytes: pre-hash so long passwords keep all their
+        # entropy. The pepper (Synapse's password_config.pepper) is appended first.
+        return hashlib.sha256((password + self._pepper).encode("utf-8")).hexdigest().encode()
+
     async def hash_password(self, password: str) -> str:
         rounds = self._bcrypt_rounds
 
         def _hash() -> str:
-            # bcrypt reads at most 72 bytes: pre-hash so long passwords keep all their entropy.
-            digest = hashlib.sha256(password.encode("utf-8")).hexdigest().encode()
-            return bcrypt.hashpw(digest, bcrypt.gensalt(rounds)).decode("ascii")
+            return bcrypt.hashpw(self._prehash(password), bcrypt.gensalt(rounds)).decode("ascii")
 
         return await threads.deferToThread(_hash)
 
     async def check_password(self, user_id: str, password: str) -> bool:
+        """Whether ``password`` is the user's. It costs one bcrypt at the configured
+        cost whatever the answer: an unknown, password-less or deactivated account is
+        checked against a dummy hash, so timing does not tell which accounts exist."""
         user = await self._storage.users.get_user(user_id)
-        if user is None or user.password_hash is None or user.deactivated:
-            return False
-        stored = user.password_hash.encode("ascii")
-
-        def _check() -> bool:
-            digest = hashlib.sha256(password.encode("utf-8")).hexdigest().encode()
-            return bcrypt.checkpw(digest, stored)
-
-        return await threads.deferToThread(_check)
+        usable = user is not None and user.password_hash is not None and not user.deactivated
+        if usable:
+            assert user is not None and user.password_hash is not None
+            stored = user.password_hash.encode("ascii")
+        else:
+            if self._dummy_hash is None:
+                self._dummy_hash = (await self.hash_password(secrets.token_hex(16))).encode()
+            stored = self._dummy_hash
+        digest = self._prehash(password)
+        matches = await threads.deferToThread(bcrypt.checkpw, digest, stored)
+        return usable and bool(matches)
 
     # Sessions ------------------------------------------------------------
 

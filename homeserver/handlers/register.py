@@ -8,18 +8,13 @@ import string
 from homeserver.errors import Codes, MatrixError
 from homeserver.events.format import is_valid_localpart
 from homeserver.handlers.auth import AuthHandler, Session
+from homeserver.handlers.password_policy import check_new_password
 from storage.storage import Storage
 
 MAX_USER_ID_LENGTH = 255
-MAX_PASSWORD_LENGTH = 512
 
 
 SESSION_PASSWORD_HASH = "org.homeserver.password_hash"
-
-
-def check_password_length(password: str) -> None:
-    if len(password) > MAX_PASSWORD_LENGTH:
-        raise MatrixError(400, Codes.BAD_JSON, "Password too long")
 
 
 class RegistrationHandler:
@@ -74,9 +69,10 @@ class RegistrationHandler:
         password_hash: str | None = None,
     ) -> str:
         """Create an account with ``password`` (hashed here) or an already computed
-        ``password_hash``; neither: no password login."""
+        ``password_hash``; neither: no password login. No password policy here (as
+        Synapse: the shared-secret admin path), only the empty and length checks."""
         if password is not None:
-            check_password_length(password)
+            check_new_password(password)
         if localpart is None:
             # A generated id: letters only, so it never collides with the guest range.
             for _ in range(10):
@@ -91,7 +87,7 @@ class RegistrationHandler:
             else:  # pragma: no cover - astronomically unlikely
                 raise MatrixError(500, Codes.UNKNOWN, "Could not generate a user id")
         user_id = self.check_localpart(localpart, allow_numeric=is_guest)
-        if password:
+        if password is not None:
             password_hash = await self._auth.hash_password(password)
         created = await self._storage.users.create_user(
             user_id,

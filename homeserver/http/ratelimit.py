@@ -1,4 +1,5 @@
-"""Token-bucket rate limiting keyed by anything (an address, a user id).
+"""Token-bucket rate limiting keyed by anything (an address, a user id), and the
+per-origin limiter of inbound federation (delay, concurrency, rejection).
 
 Time comes from the injected clock, so tests advance it rather than sleep. Buckets that
 have refilled completely are dropped, so memory is bounded by recent activity.
@@ -6,10 +7,14 @@ have refilled completely are dropped, so memory is bounded by recent activity.
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Protocol
 
+from twisted.internet.defer import Deferred
+from twisted.internet.task import deferLater
+
 from homeserver.clock import Clock
-from homeserver.config import RateLimit
+from homeserver.config import FederationRateLimit, InviteRateLimits, RateLimit
 from homeserver.errors import LimitExceededError
 
 
@@ -76,3 +81,90 @@ class Ratelimiter:
     def _prune(self, now: float) -> None:
         for key in [k for k in self._buckets if self._level(k, now) <= 0]:
             del self._buckets[key]
+
+
+class InviteRatelimiter:
+    """``rc_invites``: per room, per invited user and per inviting user (Synapse's three
+    limiters). All three are checked before any is counted, so a refusal costs nothing."""
+
+    def __init__(self, clock: Clock, limits: InviteRateLimits) -> None:
+        self._per_room = Ratelimiter(clock, limits.per_room)
+        self._per_user = Ratelimiter(clock, limits.per_user)
+        self._per_issuer = Ratelimiter(clock, limits.per_issuer)
+
+    def ratelimit(self, room_id: str | None, invitee: str, issuer: str | None) -> None:
+        """Raise 429 ``M_LIMIT_EXCEEDED`` or count one invite; a None key is not limited
+        (Synapse leaves a federation invite's room to the sending server)."""
+        checks = [
+            (limiter, key)
+            for limiter, key in (
+                (self._per_room, room_id),
+                (self._per_user, invitee),
+                (self._per_issuer, issuer),
+            )
+            if key is not None
+        ]
+        for limiter, key in checks:
+            limiter.ratelimit(key, update=False)
+        for limiter, key in checks:
+            limiter.record(key)
+
+
+class _OriginState:
+    def __init__(self) -> None:
+        self.request_times: list[float] = []
+        self.running = 0
+        self.sleeping = 0
+        self.queue: deque[Deferred[None]] = deque()
+
+
+class FederationRateLimiter:
+    """``rc_federation``: inbound requests per origin server, as Synapse's
+    ``FederationRateLimiter``. Past ``sleep_limit`` requests within ``window_size`` a
+    request first waits ``sleep_delay``; at most ``concurrent`` run at once, the others
+    queue; with more than ``reject_limit`` sleeping or queued, a new one is refused 429.
+
+    Every successful ``enter(origin)`` must be paired with one ``leave(origin)``.
+    """
+
+    def __init__(self, clock: Clock, limit: FederationRateLimit) -> None:
+        self._clock = clock
+        self.limit = limit
+        self._origins: dict[str, _OriginState] = {}
+
+    async def enter(self, origin: str) -> None:
+        state = self._origins.setdefault(origin, _OriginState())
+        now = self._clock.seconds()
+        window = self.limit.window_size / 1000
+        state.request_times = [t for t in state.request_times if now - t < window]
+        if len(state.queue) + state.sleeping > self.limit.reject_limit:
+            raise LimitExceededError(max(1, self.limit.window_size // self.limit.sleep_limit))
+        state.request_times.append(now)
+        if len(state.request_times) > self.limit.sleep_limit:
+            state.sleeping += 1
+            try:
+                await deferLater(self._clock, self.limit.sleep_delay / 1000, lambda: None)  # type: ignore[arg-type]
+            finally:
+                state.sleeping -= 1
+        if state.running < self.limit.concurrent:
+            state.running += 1
+            return
+        waiter: Deferred[None] = Deferred()
+        state.queue.append(waiter)
+        await waiter  # leave() hands its slot over: running stays counted
+
+    def leave(self, origin: str) -> None:
+        state = self._origins.get(origin)
+        if state is None:
+            return
+        while state.queue:
+            waiter = state.queue.popleft()
+            if not waiter.called:  # a cancelled waiter (its client went away) is skipped
+                waiter.callback(None)
+                return
+        state.running -= 1
+        if not state.running and not state.sleeping:
+            now = self._clock.seconds()
+            window = self.limit.window_size / 1000
+            if all(now - t >= window for t in state.request_times):
+                del self._origins[origin]

@@ -73,6 +73,9 @@ class MatrixRequest(server.Request):
         # of a notifyFinish Deferred and two errback closures per request: a long-poll
         # holds them for its whole wait).
         self.handling: defer.Deferred[None] | PendingResponse | None = None
+        # Run once when the handler is done (answered, failed or cancelled): frees what
+        # the request held while it ran (its rc_federation slot).
+        self.after_handling: Callable[[], None] | None = None
 
     def release_input(self) -> None:
         """Forget the request's input once it has been parsed: for a request that then
@@ -409,6 +412,9 @@ class JsonResource(resource.Resource):
         finally:
             if not parked:
                 request.handling = None
+            after, request.after_handling = request.after_handling, None
+            if after is not None:
+                after()
 
     def _match(self, request: MatrixRequest) -> tuple[Handler | None, dict[str, str]]:
         """The handler for ``request`` and its path parameters; (None, {}) for OPTIONS."""

@@ -23,10 +23,11 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import treq
+from hyperlink import EncodedURL
 from twisted.internet import defer
 from twisted.internet.error import DNSLookupError
 from twisted.internet.interfaces import IHostnameResolver, IResolutionReceiver
-from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.client import Agent, HTTPConnectionPool, RedirectAgent
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent
 from zope.interface import directlyProvides, implementer, providedBy
@@ -248,13 +249,15 @@ class UrlPreviewer:
             raise MatrixError(502, Codes.UNKNOWN, "Failed to fetch the URL") from None
 
     async def _get(self, agent: IAgent, url: str) -> Fetched:
-        response = await treq.get(
-            url,
-            agent=agent,
-            headers=Headers({b"User-Agent": [USER_AGENT], b"Accept-Language": [b"en"]}),
+        # The agent itself, not treq.get: treq IDNA-encodes every host, which an IPv6
+        # literal (http://[2001:db8::1]/) fails.
+        response = await RedirectAgent(agent).request(
+            b"GET",
+            request_uri(url),
+            Headers({b"User-Agent": [USER_AGENT], b"Accept-Language": [b"en"]}),
         )
         if response.code != 200:
-            await response.text()  # drain
+            await treq.content(response)  # drain
             raise MatrixError(502, Codes.UNKNOWN, f"The URL answered {response.code}")
         length = response.length
         if isinstance(length, int) and length > self._max_size:
@@ -278,6 +281,22 @@ class UrlPreviewer:
 
 class _TooLarge(Exception):
     pass
+
+
+def request_uri(url: str) -> bytes:
+    """``url`` as the ASCII bytes of an HTTP request: the path and query percent-encoded,
+    a host name IDNA-encoded, an IP literal (IPv6 in brackets) kept as it is."""
+    try:
+        parsed = EncodedURL.from_text(url)
+        host = parsed.host
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            return str(parsed.to_uri().to_text()).encode("ascii")
+        encoded = parsed.replace(host="ip-literal.invalid").to_uri().replace(host=host)
+        return str(encoded.to_text()).encode("ascii")
+    except (ValueError, UnicodeError):
+        raise MatrixError(400, Codes.UNKNOWN, "Invalid URL") from None
 
 
 _CHARSET_RE = re.compile(rb"""<meta[^>]+charset\s*=\s*['"]?([A-Za-z0-9_.:-]+)""", re.IGNORECASE)

@@ -21,6 +21,7 @@ from homeserver.events.format import is_valid_room_id, is_valid_user_id
 from homeserver.events.redaction import has_redact_power, redaction_target
 from homeserver.events.room_versions import DEFAULT_ROOM_VERSION, RoomVersion, get_room_version
 from homeserver.handlers.auth import Requester
+from homeserver.http.ratelimit import InviteRatelimiter
 from homeserver.rooms.event_creation import EventCreator
 from homeserver.rooms.memberships import MembershipCache
 from homeserver.rooms.room_cache import LiveRoom, RoomCache, pdu_with_id
@@ -75,8 +76,11 @@ class RoomHandler:
         notifier: Notifier,
         memberships: MembershipCache,
         appservices: AppServiceHandler | None = None,
+        *,
+        invite_limiter: InviteRatelimiter | None = None,
     ) -> None:
         self.server_name = server_name
+        self._invite_limiter = invite_limiter
         self.appservices = appservices
         self._clock = clock
         self._storage = storage
@@ -160,16 +164,14 @@ class RoomHandler:
         """Current state for members (and world-readable rooms); at the leave for leavers."""
         room = await self.get_room(room_id)
         membership = room.membership_of(user_id)
-        if membership == "join":
+        hv = room.state_content("m.room.history_visibility").get("history_visibility")
+        if membership == "join" or hv == "world_readable":  # anyone may read the latter
             return dict(room.state)
         if membership in ("leave", "ban"):
             own = room.state[("m.room.member", user_id)]
             ids = await self._storage.events.get_state_ids_at_event(own.event_id) or {}
             events = await self._storage.events.get_events(ids.values())
             return {key: events[eid] for key, eid in ids.items() if eid in events}
-        hv = room.state_content("m.room.history_visibility").get("history_visibility")
-        if hv == "world_readable":
-            return dict(room.state)
         raise MatrixError(403, Codes.FORBIDDEN, f"User {user_id} not in room {room_id}")
 
     async def profile_content(self, user_id: str) -> JsonDict:
@@ -408,6 +410,8 @@ class RoomHandler:
             if membership == "join" and not room_id.startswith("!"):
                 raise MatrixError(404, Codes.NOT_FOUND, "No known servers")
             raise MatrixError(404, Codes.NOT_FOUND, "Unknown room")
+        if membership == "join" and requester.is_guest and not guest_can_join(room):
+            raise MatrixError(403, Codes.GUEST_ACCESS_FORBIDDEN, "Guest access not allowed")
         content: JsonDict = {"membership": membership}
         if membership in ("join", "knock") and target == requester.user_id:
             content.update(await self.profile_content(target))
@@ -416,6 +420,8 @@ class RoomHandler:
                 raise MatrixError(404, Codes.NOT_FOUND, f"Unknown user {target}")
             if room.membership_of(target) == "join":
                 raise MatrixError(403, Codes.FORBIDDEN, f"{target} is already in the room.")
+            if self._invite_limiter is not None and requester.ratelimited:
+                self._invite_limiter.ratelimit(room_id, target, requester.user_id)
             content.update(await self.profile_content(target))
             if is_direct:
                 content["is_direct"] = True
@@ -510,6 +516,9 @@ class RoomHandler:
         servers = alias_servers + list(servers or [])
         room = await self._rooms.get(room_id)
         in_room = room is not None and any(self.is_mine(u) for u in room.joined_members())
+        if requester.is_guest and not in_room:
+            # Guests are a local concept: only rooms whose state we hold can say yes.
+            raise MatrixError(403, Codes.GUEST_ACCESS_FORBIDDEN, "Guest access not allowed")
         if not in_room and self.remote is not None:
             if room_id.count(":") and room_id.split(":", 1)[1] != self.server_name:
                 servers.append(room_id.split(":", 1)[1])
@@ -769,3 +778,8 @@ class RoomHandler:
                     403, Codes.FORBIDDEN, "You don't have permission to delete the alias"
                 )
         await self._storage.events.delete_alias(alias)
+
+
+def guest_can_join(room: LiveRoom) -> bool:
+    """``m.room.guest_access`` is ``can_join`` (guests may join and take part)."""
+    return room.state_content("m.room.guest_access").get("guest_access") == "can_join"

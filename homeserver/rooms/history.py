@@ -1,7 +1,8 @@
 """Reading a room's history: /messages, /context, /event, /members, timestamp lookup.
 
 Every path that returns events runs them through ``VisibilityFilter`` first, and a
-user who has left only sees history up to the point they left. Only members (and
+user who has left only sees history up to the point they left, unless the room is
+``world_readable`` now: then they read it as anyone may (a peeker). Only members (and
 former members) may read a room's history, or anyone when it is ``world_readable``;
 an invitee has to join first, as in Synapse.
 
@@ -60,8 +61,12 @@ class RoomHistory:
         hv = room.state_content("m.room.history_visibility").get("history_visibility")
         if membership not in ("join", "leave", "ban") and hv != "world_readable":
             raise MatrixError(403, Codes.FORBIDDEN, f"User {user_id} not in room {room_id}")
+        if membership != "join" and hv == "world_readable":
+            # Peeking into a world-readable room: anyone may, so a user who left (or was
+            # banned) too, past the point they left; each event's own visibility decides.
+            return room, None
         if membership not in ("join", "leave", "ban"):
-            membership = None  # peeking into a world-readable room
+            membership = None
         return room, membership
 
     async def _upper_bound(

@@ -8,7 +8,7 @@ import pytest
 import pytest_twisted
 
 from tests.support.databases import database_config
-from tests.support.federation import start_federating_server
+from tests.support.federation import two_federating_servers
 from tests.support.server import RunningServer
 
 
@@ -32,14 +32,7 @@ async def two_servers(
     tmp_path: Any,
     server_b_overrides: dict[str, Any],
 ) -> AsyncIterator[tuple[RunningServer, RunningServer]]:
-    a = await start_federating_server(str(tmp_path / "a"), database)
-    try:
-        b = await start_federating_server(str(tmp_path / "b"), database_b, **server_b_overrides)
-    except BaseException:
-        await a.stop()
-        raise
-    try:
-        yield a, b
-    finally:
-        await a.stop()
-        await b.stop()
+    async with two_federating_servers(
+        tmp_path, database, database_b, b_overrides=server_b_overrides
+    ) as servers:
+        yield servers

@@ -7,6 +7,8 @@ import ipaddress
 import json
 import os
 import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import treq
@@ -146,3 +148,25 @@ async def federation_request(
         agent=Agent(reactor, contextFactory=_NoVerify()),
     )
     return resp.code, json.loads(await treq.content(resp))
+
+
+@asynccontextmanager
+async def two_federating_servers(
+    tmp_path: Any,
+    database: dict[str, Any],
+    database_b: dict[str, Any],
+    a_overrides: dict[str, Any] | None = None,
+    b_overrides: dict[str, Any] | None = None,
+) -> AsyncIterator[tuple[RunningServer, RunningServer]]:
+    """Servers A and B (data in ``tmp_path``/a and /b), both stopped on the way out."""
+    a = await start_federating_server(str(tmp_path / "a"), database, **(a_overrides or {}))
+    try:
+        b = await start_federating_server(str(tmp_path / "b"), database_b, **(b_overrides or {}))
+    except BaseException:
+        await a.stop()  # B failed to start: A must not outlive the test
+        raise
+    try:
+        yield a, b
+    finally:
+        await a.stop()
+        await b.stop()

@@ -36,6 +36,8 @@ def make_config_dict(data_dir: str, database: dict[str, Any], **overrides: Any) 
         "rc_message": HIGH_LIMIT,
         "rc_registration": HIGH_LIMIT,
         "rc_login": {"address": HIGH_LIMIT, "account": HIGH_LIMIT, "failed_attempts": HIGH_LIMIT},
+        "rc_invites": {"per_room": HIGH_LIMIT, "per_user": HIGH_LIMIT, "per_issuer": HIGH_LIMIT},
+        "rc_federation": {"sleep_limit": 10000, "reject_limit": 10000, "concurrent": 10000},
     }
     config.update(overrides)
     return config

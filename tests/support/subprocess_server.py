@@ -28,6 +28,8 @@ NO_RATE_LIMITS: dict[str, Any] = {
     "rc_message": HIGH_LIMIT,
     "rc_registration": HIGH_LIMIT,
     "rc_login": {"address": HIGH_LIMIT, "account": HIGH_LIMIT, "failed_attempts": HIGH_LIMIT},
+    "rc_invites": {"per_room": HIGH_LIMIT, "per_user": HIGH_LIMIT, "per_issuer": HIGH_LIMIT},
+    "rc_federation": {"sleep_limit": 100000, "reject_limit": 100000, "concurrent": 100000},
 }
 
 

@@ -56,7 +56,7 @@ class LoginServlets:
         resource.register_many("POST", client_paths("/logout/all"), self.on_logout_all)
 
     def _password_enabled(self) -> bool:
-        return self._config.password_config.get("enabled", True) is not False
+        return bool(self._config.password_config.login_enabled)
 
     async def on_get_login(self, request: Request) -> tuple[int, Any]:
         flows = [{"type": "m.login.password"}] if self._password_enabled() else []
@@ -82,7 +82,9 @@ class LoginServlets:
         self._failed_limiter.ratelimit(user_id.lower(), update=False)
         matches = await self._storage.users.find_user_case_insensitive(user_id)
         canonical = user_id if user_id in matches else (matches[0] if len(matches) == 1 else None)
-        if canonical is None or not await self._auth.check_password(canonical, password):
+        # Checked even for an unknown user (against a dummy hash): same cost either way.
+        password_ok = await self._auth.check_password(canonical or user_id, password)
+        if canonical is None or not password_ok:
             self._failed_limiter.ratelimit(user_id.lower())
             raise MatrixError(403, Codes.FORBIDDEN, "Invalid username or password")
         # Only after the password: a wrong guess must not learn that the account is gone.

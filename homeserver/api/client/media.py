@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from homeserver.errors import Codes, MatrixError
-from homeserver.events.format import is_valid_server_name
+from homeserver.events.format import is_reachable_server_name
 from homeserver.handlers.auth import AuthHandler
 from homeserver.http.ratelimit import Ratelimiter
 from homeserver.http.responses import FileResponse
@@ -179,7 +179,7 @@ class MediaServlets:
     async def _get_media(
         self, request: MatrixRequest, server_name: str, media_id: str, authenticated: bool
     ) -> MediaRecord:
-        if not is_valid_server_name(server_name):
+        if not is_reachable_server_name(server_name):
             raise MatrixError(400, Codes.INVALID_PARAM, "Invalid server name")
         allow_remote = parse_boolean(request, "allow_remote", default=True)
         return await self._repo.get_media(

@@ -47,7 +47,7 @@ class MetaServlets:
 
     async def on_capabilities(self, request: Request) -> tuple[int, Any]:
         await self._auth.get_user_by_req(request, allow_guest=True)
-        password_enabled = self._config.password_config.get("enabled", True) is not False
+        password_enabled = self._config.password_config.reauth_enabled
         return 200, {
             "capabilities": {
                 "m.room_versions": {

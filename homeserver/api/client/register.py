@@ -11,11 +11,8 @@ from homeserver.appservice.handler import AppServiceHandler
 from homeserver.config import HomeserverConfig
 from homeserver.errors import Codes, MatrixError
 from homeserver.handlers.auth import AuthHandler
-from homeserver.handlers.register import (
-    SESSION_PASSWORD_HASH,
-    RegistrationHandler,
-    check_password_length,
-)
+from homeserver.handlers.password_policy import check_new_password
+from homeserver.handlers.register import SESSION_PASSWORD_HASH, RegistrationHandler
 from homeserver.handlers.ui_auth import DUMMY, REGISTRATION_TOKEN, UiAuthHandler
 from homeserver.http.ratelimit import Ratelimiter
 from homeserver.http.server import JsonResource, MatrixRequest
@@ -123,7 +120,7 @@ class RegisterServlets:
         # password's hash, never the password (a client-sent hash key is dropped).
         body = {k: v for k, v in body.items() if k not in ("password", SESSION_PASSWORD_HASH)}
         if password is not None:
-            check_password_length(password)
+            check_new_password(password, self._config.password_config.policy)
             body[SESSION_PASSWORD_HASH] = await self._auth.hash_password(password)
         completed, params, session_id = await self._ui_auth.check(
             body,
