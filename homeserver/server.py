@@ -25,6 +25,7 @@ from homeserver.api.client.devices import DeviceServlets
 from homeserver.api.client.directory import DirectoryServlets
 from homeserver.api.client.e2e_keys import E2eKeysServlets
 from homeserver.api.client.ephemeral import EphemeralServlets
+from homeserver.api.client.legacy_sync import LegacySyncServlets
 from homeserver.api.client.login import LoginServlets
 from homeserver.api.client.media import MediaServlets
 from homeserver.api.client.meta import MetaServlets
@@ -81,6 +82,7 @@ from homeserver.rooms.persister import EventPersister
 from homeserver.rooms.room_cache import RoomCache
 from homeserver.rooms.visibility import VisibilityFilter
 from homeserver.sync.handler import SyncHandler
+from homeserver.sync.legacy import LegacySyncHandler
 from homeserver.sync.notifier import Notifier
 from storage.database import Database, make_engine
 from storage.storage import Storage
@@ -438,6 +440,14 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         room_servlets,
         RelationServlets(auth, relations),
         sync_servlets,
+        LegacySyncServlets(
+            auth,
+            LegacySyncHandler(
+                storage, sync, room_cache, memberships, room_handler, history, visibility, reactor
+            ),
+            history,
+            storage.events,
+        ),
         E2eKeysServlets(auth, ui_auth, e2e_keys, cross_signing, to_device),
         RoomKeysServlets(auth, KeyBackupHandler(storage.key_backup)),
         ephemeral_servlets,
