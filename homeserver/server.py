@@ -39,6 +39,7 @@ from homeserver.api.client.search import SearchServlets
 from homeserver.api.client.sync import SyncServlets
 from homeserver.api.client.tags import TagServlets
 from homeserver.api.client.user_directory import UserDirectoryServlets
+from homeserver.api.client.voip import VoipServlets
 from homeserver.api.client.websocket import SyncStreamFactory, WebSocketServlet
 from homeserver.api.federation_media import FederationMediaServlets
 from homeserver.api.keys import KeyServlets
@@ -64,6 +65,7 @@ from homeserver.handlers.profile import ProfileHandler
 from homeserver.handlers.register import RegistrationHandler
 from homeserver.handlers.search import SearchHandler
 from homeserver.handlers.ui_auth import UiAuthHandler
+from homeserver.handlers.voip import TurnConfig
 from homeserver.http.ratelimit import Ratelimiter
 from homeserver.http.server import JsonResource, MatrixSite
 from homeserver.media.preview import IpFilter, UrlPreviewer
@@ -447,6 +449,18 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
             ),
             history,
             storage.events,
+        ),
+        VoipServlets(
+            auth,
+            TurnConfig(
+                uris=tuple(config.turn_uris),
+                shared_secret=config.turn_shared_secret,
+                username=config.turn_username,
+                password=config.turn_password,
+                lifetime_ms=config.turn_user_lifetime,
+            ),
+            config.turn_allow_guests,
+            reactor,
         ),
         E2eKeysServlets(auth, ui_auth, e2e_keys, cross_signing, to_device),
         RoomKeysServlets(auth, KeyBackupHandler(storage.key_backup)),
