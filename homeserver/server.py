@@ -445,7 +445,15 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         LegacySyncServlets(
             auth,
             LegacySyncHandler(
-                storage, sync, room_cache, memberships, room_handler, history, visibility, reactor
+                storage,
+                sync,
+                room_cache,
+                memberships,
+                room_handler,
+                history,
+                visibility,
+                presence,
+                reactor,
             ),
             history,
             storage.events,

@@ -16,7 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from homeserver.clock import Clock
+from homeserver.clock import Clock, now_ms
+from homeserver.ephemeral.presence import PresenceHandler, format_presence
 from homeserver.errors import Codes, MatrixError
 from homeserver.events.event import Event
 from homeserver.events.filtering import FilterCollection
@@ -76,6 +77,7 @@ class LegacySyncHandler:
         room_handler: RoomHandler,
         history: RoomHistory,
         visibility: VisibilityFilter,
+        presence: PresenceHandler,
         clock: Clock,
     ) -> None:
         self._storage = storage
@@ -85,6 +87,7 @@ class LegacySyncHandler:
         self._room_handler = room_handler
         self._history = history
         self._visibility = visibility
+        self._presence = presence
         self._clock = clock
 
     # GET /events ----------------------------------------------------------------
@@ -276,7 +279,18 @@ class LegacySyncHandler:
     async def _ephemeral_now(
         self, user_id: str, room_ids: frozenset[str], now: SyncToken
     ) -> tuple[list[JsonDict], list[JsonDict]]:
-        """(presence of the rooms' members, receipts in the rooms) as they are now."""
+        """(presence of the rooms' members, offline ones too, as Synapse; receipts in the
+        rooms) as they are now."""
+        members: set[str] = {user_id}
+        for room_id in room_ids:
+            room = await self._rooms.get(room_id)
+            if room is not None:
+                members |= room.joined_members()
+        at = now_ms(self._clock)
+        presence = [
+            {"type": "m.presence", "sender": s.user_id, "content": format_presence(s, at)}
+            for s in await self._presence.current_states(sorted(members))
+        ]
         ctx = SyncContext(
             user_id=user_id,
             device_id=None,
@@ -285,14 +299,8 @@ class LegacySyncHandler:
             initial=True,
         )
         start = SyncToken((0,) * len(now.positions))
-        presence: list[JsonDict] = []
-        receipts: list[JsonDict] = []
-        fragment = await self._sync.source_updates("presence", ctx, start, now)
-        if fragment is not None:
-            presence = list(fragment.top_level.get("presence", {}).get("events", []))
         fragment = await self._sync.source_updates("receipts", ctx, start, now)
-        if fragment is not None:
-            receipts = _ephemeral_items(fragment.ephemeral)
+        receipts = _ephemeral_items(fragment.ephemeral) if fragment is not None else []
         return presence, receipts
 
     async def _visibility_of(self, room_id: str) -> str:

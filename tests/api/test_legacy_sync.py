@@ -64,6 +64,7 @@ async def test_events_from_token_returns_new_room_events(server: RunningServer) 
     assert [ev["event_id"] for ev in messages] == [event_id]
     assert messages[0]["room_id"] == room_id
     assert messages[0]["unsigned"]["transaction_id"] == "legacy1"
+    assert messages[0]["user_id"] == alice.user_id  # the v1 format, as Synapse
     # Continuing from `end`: nothing is repeated.
     again = await events(alice, timeout=0, **{"from": resp.json["end"]})
     assert of_type(again.json["chunk"], "m.room.message") == []
@@ -185,6 +186,8 @@ async def test_room_initial_sync_for_a_member(server: RunningServer) -> None:
     assert [ev["event_id"] for ev in body["messages"]["chunk"]] == ids[1:]
     assert {"start", "end"} <= set(body["messages"])
     types = {ev["type"] for ev in body["state"]}
+    members = {ev["user_id"] for ev in body["state"] if ev["type"] == "m.room.member"}
+    assert members == {alice.user_id}
     assert {"m.room.create", "m.room.member", "m.room.power_levels"} <= types
     assert {"type": "org.example", "content": {"k": 1}} in body["account_data"]
     assert isinstance(body["presence"], list) and isinstance(body["receipts"], list)
@@ -256,3 +259,21 @@ async def test_global_initial_sync(server: RunningServer) -> None:
     # The token continues at /events.
     more = await events(bob, timeout=0, **{"from": resp.json["end"]})
     assert more.code == 200, more
+
+
+@with_config(presence={"enabled": True})
+@pytest_twisted.ensureDeferred
+async def test_room_initial_sync_shows_every_members_presence(server: RunningServer) -> None:
+    alice = await user(server, "alice")
+    bob = await user(server, "bob")
+    room_id = await create_room(alice, preset="public_chat")
+    assert (await join(bob, room_id)).code == 200
+    resp = await alice.put(f"{V3}/presence/{q(alice.user_id)}/status", {"presence": "online"})
+    assert resp.code == 200, resp
+    resp = await alice.get(room_path(room_id, "/initialSync"))
+    assert resp.code == 200, resp
+    presence = {p["content"]["user_id"]: p for p in resp.json["presence"]}
+    assert presence[alice.user_id]["content"]["presence"] == "online"
+    # Every member is listed, not only those whose presence changed lately.
+    assert presence[bob.user_id]["type"] == "m.presence"
+    assert presence[bob.user_id]["content"]["presence"] in ("online", "offline", "unavailable")

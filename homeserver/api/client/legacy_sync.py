@@ -26,8 +26,28 @@ DEFAULT_TIMEOUT_MS = 30_000
 DEFAULT_LIMIT = 10
 
 
-def _item(item: StreamItem, requester: Requester) -> JsonDict:
-    return serialize(item, requester) if isinstance(item, Event) else item
+# Keys the v1 API showed at the top level of an event as well as in ``unsigned``.
+_V1_COPIED_UNSIGNED = ("age", "redacted_because", "replaces_state", "prev_content")
+
+
+def format_v1(event: JsonDict) -> JsonDict:
+    """An event as the deprecated APIs show it (Synapse's v1 client format): the sender
+    also as ``user_id``, some ``unsigned`` keys also at the top; a presence event's
+    user also in ``content.user_id``."""
+    out = dict(event)
+    if "sender" in out:
+        out["user_id"] = out["sender"]
+    unsigned = out.get("unsigned") or {}
+    for key in _V1_COPIED_UNSIGNED:
+        if key in unsigned:
+            out[key] = unsigned[key]
+    if out.get("type") == "m.presence" and "sender" in out:
+        out["content"] = {**out.get("content", {}), "user_id": out["sender"]}
+    return out
+
+
+def _item(item: StreamItem, requester: Requester | None = None) -> JsonDict:
+    return format_v1(serialize(item, requester) if isinstance(item, Event) else item)
 
 
 def snapshot_json(snap: RoomSnapshot, requester: Requester) -> JsonDict:
@@ -35,14 +55,14 @@ def snapshot_json(snap: RoomSnapshot, requester: Requester) -> JsonDict:
         "room_id": snap.room_id,
         "membership": snap.membership,
         "messages": {
-            "chunk": [serialize(ev, requester) for ev in snap.messages],
+            "chunk": [_item(ev, requester) for ev in snap.messages],
             "start": snap.start,
             "end": snap.end,
         },
-        "state": [serialize(ev) for ev in snap.state],
+        "state": [_item(ev) for ev in snap.state],
         "visibility": snap.visibility,
         "account_data": snap.account_data,
-        "presence": snap.presence,
+        "presence": [_item(p) for p in snap.presence],
         "receipts": snap.receipts,
     }
 
@@ -118,9 +138,10 @@ class LegacySyncServlets:
             else:
                 entry = dict(room)
                 if isinstance(entry.get("invite"), Event):
-                    entry["invite"] = serialize(entry["invite"])
+                    entry["invite"] = _item(entry["invite"])
             rooms.append(entry)
-        return 200, {**result, "rooms": rooms}
+        presence = [_item(p) for p in result["presence"]]
+        return 200, {**result, "rooms": rooms, "presence": presence}
 
     async def on_room_initial(self, request: Request, roomId: str) -> tuple[int, Any]:
         requester = await self._auth.get_user_by_req(request, allow_guest=True)
