@@ -786,6 +786,14 @@ SCHEMA: list[Key] = [
         "Rate limits",
     ),
     Key(
+        "rc_reports",
+        _rc(RateLimit(1, 5)),
+        RateLimit(1, 5),
+        "Reports of events, rooms and users per user (as Synapse).",
+        None,
+        "Rate limits",
+    ),
+    Key(
         "rc_joins",
         lambda k, v: v,
         None,

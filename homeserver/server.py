@@ -33,6 +33,7 @@ from homeserver.api.client.presence import PresenceServlets
 from homeserver.api.client.profile import ProfileServlets
 from homeserver.api.client.register import RegisterServlets
 from homeserver.api.client.relations import RelationServlets
+from homeserver.api.client.reports import ReportServlets
 from homeserver.api.client.room_keys import RoomKeysServlets
 from homeserver.api.client.rooms import RoomServlets
 from homeserver.api.client.search import SearchServlets
@@ -63,6 +64,7 @@ from homeserver.handlers.auth import AuthHandler
 from homeserver.handlers.client_ips import ClientIpTracker
 from homeserver.handlers.profile import ProfileHandler
 from homeserver.handlers.register import RegistrationHandler
+from homeserver.handlers.reports import ReportsHandler
 from homeserver.handlers.search import SearchHandler
 from homeserver.handlers.ui_auth import UiAuthHandler
 from homeserver.handlers.voip import TurnConfig
@@ -469,6 +471,17 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
             ),
             config.turn_allow_guests,
             reactor,
+        ),
+        ReportServlets(
+            auth,
+            ReportsHandler(
+                storage,
+                room_cache,
+                history,
+                Ratelimiter(reactor, config.rc_reports),
+                reactor,
+                locality,
+            ),
         ),
         E2eKeysServlets(auth, ui_auth, e2e_keys, cross_signing, to_device),
         RoomKeysServlets(auth, KeyBackupHandler(storage.key_backup)),

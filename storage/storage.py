@@ -21,6 +21,7 @@ from storage.push import PushStore
 from storage.receipts import ReceiptsStore
 from storage.registration import RegistrationStore
 from storage.relations import RelationsStore
+from storage.reports import ReportsStore
 from storage.search import SearchStore
 from storage.user_directory import UserDirectoryStore
 from storage.users import UserStore
@@ -46,6 +47,7 @@ class Storage:
     federation: FederationStore
     relations: RelationsStore
     push: PushStore
+    reports: ReportsStore
 
     @classmethod
     async def open(cls, db: Database) -> Storage:
@@ -89,4 +91,5 @@ class Storage:
             federation=federation,
             relations=RelationsStore(db),
             push=PushStore(db),
+            reports=await ReportsStore.open(db),
         )
