@@ -29,6 +29,7 @@ from homeserver.api.client.legacy_sync import LegacySyncServlets
 from homeserver.api.client.login import LoginServlets
 from homeserver.api.client.media import MediaServlets
 from homeserver.api.client.meta import MetaServlets
+from homeserver.api.client.openid import OpenIdServlets
 from homeserver.api.client.presence import PresenceServlets
 from homeserver.api.client.profile import ProfileServlets
 from homeserver.api.client.register import RegisterServlets
@@ -62,6 +63,7 @@ from homeserver.ephemeral.user_directory import UserDirectoryHandler
 from homeserver.events.event import Event
 from homeserver.handlers.auth import AuthHandler
 from homeserver.handlers.client_ips import ClientIpTracker
+from homeserver.handlers.openid import OpenIdHandler
 from homeserver.handlers.profile import ProfileHandler
 from homeserver.handlers.register import RegistrationHandler
 from homeserver.handlers.reports import ReportsHandler
@@ -483,6 +485,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
                 locality,
             ),
         ),
+        OpenIdServlets(auth, OpenIdHandler(storage.openid, reactor, server_name)),
         E2eKeysServlets(auth, ui_auth, e2e_keys, cross_signing, to_device),
         RoomKeysServlets(auth, KeyBackupHandler(storage.key_backup)),
         ephemeral_servlets,

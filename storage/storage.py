@@ -15,6 +15,7 @@ from storage.id_generator import IdGenerator
 from storage.key_backup import KeyBackupStore
 from storage.media import MediaStore
 from storage.migrations import prepare_database
+from storage.openid import OpenIdStore
 from storage.presence import PresenceStore
 from storage.profiles import ProfileStore
 from storage.push import PushStore
@@ -48,6 +49,7 @@ class Storage:
     relations: RelationsStore
     push: PushStore
     reports: ReportsStore
+    openid: OpenIdStore
 
     @classmethod
     async def open(cls, db: Database) -> Storage:
@@ -92,4 +94,5 @@ class Storage:
             relations=RelationsStore(db),
             push=PushStore(db),
             reports=await ReportsStore.open(db),
+            openid=OpenIdStore(db),
         )
