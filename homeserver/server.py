@@ -29,6 +29,7 @@ from homeserver.api.client.legacy_sync import LegacySyncServlets
 from homeserver.api.client.login import LoginServlets
 from homeserver.api.client.media import MediaServlets
 from homeserver.api.client.meta import MetaServlets
+from homeserver.api.client.mutual_rooms import MutualRoomsServlets
 from homeserver.api.client.openid import OpenIdServlets
 from homeserver.api.client.presence import PresenceServlets
 from homeserver.api.client.profile import ProfileServlets
@@ -43,6 +44,7 @@ from homeserver.api.client.tags import TagServlets
 from homeserver.api.client.user_directory import UserDirectoryServlets
 from homeserver.api.client.voip import VoipServlets
 from homeserver.api.client.websocket import SyncStreamFactory, WebSocketServlet
+from homeserver.api.client.whois import WhoisServlets
 from homeserver.api.federation_media import FederationMediaServlets
 from homeserver.api.keys import KeyServlets
 from homeserver.appservice.handler import AppServiceHandler
@@ -486,6 +488,8 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
             ),
         ),
         OpenIdServlets(auth, OpenIdHandler(storage.openid, reactor, server_name)),
+        MutualRoomsServlets(auth, memberships),
+        WhoisServlets(auth, storage.users, locality),
         E2eKeysServlets(auth, ui_auth, e2e_keys, cross_signing, to_device),
         RoomKeysServlets(auth, KeyBackupHandler(storage.key_backup)),
         ephemeral_servlets,
