@@ -381,6 +381,28 @@ class WebSocketConfig:
     max_calls_in_flight: int = 16
 
 
+@dataclass(frozen=True)
+class LoginViaExistingSession:
+    """Synapse's ``login_via_existing_session`` (MSC3882, ``POST /login/get_token``)."""
+
+    enabled: bool = False
+    require_ui_auth: bool = True
+    token_timeout_ms: int = 300_000
+
+
+def _login_via_existing_session(key: str, value: Any) -> LoginViaExistingSession:
+    value = {} if value is None else value
+    _expect(key, value, dict, "a mapping")
+    timeout = parse_duration_ms(f"{key}.token_timeout", value.get("token_timeout", "5m"))
+    if timeout <= 0:
+        raise ConfigError(f"{key}.token_timeout: must be positive")
+    return LoginViaExistingSession(
+        enabled=_bool(f"{key}.enabled", value.get("enabled", False)),
+        require_ui_auth=_bool(f"{key}.require_ui_auth", value.get("require_ui_auth", True)),
+        token_timeout_ms=timeout,
+    )
+
+
 def _websocket(key: str, value: Any) -> WebSocketConfig:
     value = {} if value is None else value
     _expect(key, value, dict, "a mapping")
@@ -922,6 +944,17 @@ SCHEMA: list[Key] = [
         "see docs/appservices.md.",
         None,
         "Application services",
+    ),
+    Key(
+        "login_via_existing_session",
+        _login_via_existing_session,
+        LoginViaExistingSession(),
+        "Let a logged-in device issue a short-lived `m.login.token` for a new device "
+        "(`POST /_matrix/client/v1/login/get_token`): `enabled` (false: the endpoint is not "
+        "served), `require_ui_auth` (true: the password is asked first) and "
+        "`token_timeout` (5m: how long the token is valid).",
+        None,
+        "Sessions",
     ),
     Key(
         "turn_uris",

@@ -27,6 +27,7 @@ from homeserver.api.client.e2e_keys import E2eKeysServlets
 from homeserver.api.client.ephemeral import EphemeralServlets
 from homeserver.api.client.legacy_sync import LegacySyncServlets
 from homeserver.api.client.login import LoginServlets
+from homeserver.api.client.login_token import LoginTokenServlets
 from homeserver.api.client.media import MediaServlets
 from homeserver.api.client.meta import MetaServlets
 from homeserver.api.client.mutual_rooms import MutualRoomsServlets
@@ -65,6 +66,7 @@ from homeserver.ephemeral.user_directory import UserDirectoryHandler
 from homeserver.events.event import Event
 from homeserver.handlers.auth import AuthHandler
 from homeserver.handlers.client_ips import ClientIpTracker
+from homeserver.handlers.login_token import LoginTokenHandler
 from homeserver.handlers.openid import OpenIdHandler
 from homeserver.handlers.profile import ProfileHandler
 from homeserver.handlers.register import RegistrationHandler
@@ -402,6 +404,12 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         else None
     )
 
+    login_via_session = config.login_via_existing_session
+    login_tokens = (
+        LoginTokenHandler(storage.login_tokens, reactor, login_via_session.token_timeout_ms)
+        if login_via_session.enabled
+        else None
+    )
     resource = JsonResource()
     federation.register(resource)
     # Shared with the WebSocket transport, which calls the same methods (and limiters).
@@ -440,6 +448,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
             Ratelimiter(reactor, rc_login.address),
             Ratelimiter(reactor, rc_login.account),
             failed_login_limiter,
+            login_tokens,
         ),
         AccountServlets(config, storage, auth, ui_auth),
         DeviceServlets(storage, auth, ui_auth, device_lists.on_device_renamed),
@@ -507,6 +516,10 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         ),
     ):
         servlets.register(resource)
+    if login_tokens is not None:
+        LoginTokenServlets(auth, ui_auth, login_tokens, login_via_session.require_ui_auth).register(
+            resource
+        )
     push.register(resource, auth)
 
     await appservices.start()  # after the wiring: events may flow from here on

@@ -13,6 +13,7 @@ from storage.events import EventsStore
 from storage.federation import FederationStore
 from storage.id_generator import IdGenerator
 from storage.key_backup import KeyBackupStore
+from storage.login_tokens import LoginTokenStore
 from storage.media import MediaStore
 from storage.migrations import prepare_database
 from storage.openid import OpenIdStore
@@ -50,6 +51,7 @@ class Storage:
     push: PushStore
     reports: ReportsStore
     openid: OpenIdStore
+    login_tokens: LoginTokenStore
 
     @classmethod
     async def open(cls, db: Database) -> Storage:
@@ -95,4 +97,5 @@ class Storage:
             push=PushStore(db),
             reports=await ReportsStore.open(db),
             openid=OpenIdStore(db),
+            login_tokens=LoginTokenStore(db),
         )
