@@ -20,6 +20,7 @@ from federation.http_client import DEFAULT_IP_RANGE_BLACKLIST
 from federation.setup import Federation, build_federation
 from homeserver.api.client.account import AccountServlets
 from homeserver.api.client.account_data import AccountDataServlets
+from homeserver.api.client.admin_restrictions import AdminRestrictionServlets
 from homeserver.api.client.appservice import AppServiceServlets
 from homeserver.api.client.devices import DeviceServlets
 from homeserver.api.client.directory import DirectoryServlets
@@ -71,6 +72,7 @@ from homeserver.handlers.openid import OpenIdHandler
 from homeserver.handlers.profile import ProfileHandler
 from homeserver.handlers.register import RegistrationHandler
 from homeserver.handlers.reports import ReportsHandler
+from homeserver.handlers.restrictions import UserRestrictions
 from homeserver.handlers.search import SearchHandler
 from homeserver.handlers.ui_auth import UiAuthHandler
 from homeserver.handlers.voip import TurnConfig
@@ -253,6 +255,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
     rc_login = config.rc_login
     failed_login_limiter = Ratelimiter(reactor, rc_login.failed_attempts)
     appservice_registry = AppServiceRegistry(config.values.get("app_services") or [])
+    restrictions = await UserRestrictions.load(storage.user_restrictions)
     auth = AuthHandler(
         storage,
         reactor,
@@ -260,6 +263,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         refreshable_access_token_lifetime_ms=config.refreshable_access_token_lifetime,
         refresh_token_lifetime_ms=config.refresh_token_lifetime,
         appservices=appservice_registry,
+        restrictions=restrictions,
     )
     auth.client_ips = client_ips = ClientIpTracker(storage.users, reactor)
     ui_auth = UiAuthHandler(storage, auth, server_name, failed_login_limiter)
@@ -270,7 +274,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
     appservices = AppServiceHandler(
         appservice_registry, storage, room_cache, memberships, reactor, server_name
     )
-    profiles = ProfileHandler(storage, server_name, appservices)
+    profiles = ProfileHandler(storage, server_name, appservices, restrictions)
     notifier = Notifier(reactor)
     # A connection held open on a token that died re-checks it at once and closes.
     auth.token_listeners.append(lambda user_id: notifier.notify_users([user_id]))
@@ -279,7 +283,15 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
     persister = EventPersister(storage.events, fanout.on_persisted, fanout.on_failure)
     creator = EventCreator(server_name, signing_key, reactor, room_cache, storage.events, persister)
     room_handler = RoomHandler(
-        server_name, reactor, storage, room_cache, creator, notifier, memberships, appservices
+        server_name,
+        reactor,
+        storage,
+        room_cache,
+        creator,
+        notifier,
+        memberships,
+        appservices,
+        restrictions,
     )
     profiles.listeners.append(room_handler.on_profile_changed)
     visibility = VisibilityFilter(storage.events, room_cache)
@@ -499,6 +511,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         OpenIdServlets(auth, OpenIdHandler(storage.openid, reactor, server_name)),
         MutualRoomsServlets(auth, memberships),
         WhoisServlets(auth, storage.users, locality),
+        AdminRestrictionServlets(auth, restrictions, storage.users, locality),
         E2eKeysServlets(auth, ui_auth, e2e_keys, cross_signing, to_device),
         RoomKeysServlets(auth, KeyBackupHandler(storage.key_backup)),
         ephemeral_servlets,

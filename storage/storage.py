@@ -26,6 +26,7 @@ from storage.relations import RelationsStore
 from storage.reports import ReportsStore
 from storage.search import SearchStore
 from storage.user_directory import UserDirectoryStore
+from storage.user_restrictions import UserRestrictionsStore
 from storage.users import UserStore
 
 
@@ -52,6 +53,7 @@ class Storage:
     reports: ReportsStore
     openid: OpenIdStore
     login_tokens: LoginTokenStore
+    user_restrictions: UserRestrictionsStore
 
     @classmethod
     async def open(cls, db: Database) -> Storage:
@@ -98,4 +100,5 @@ class Storage:
             reports=await ReportsStore.open(db),
             openid=OpenIdStore(db),
             login_tokens=LoginTokenStore(db),
+            user_restrictions=UserRestrictionsStore(db),
         )

@@ -13,6 +13,7 @@ from typing import Any
 from homeserver.appservice.handler import AppServiceHandler
 from homeserver.errors import Codes, MatrixError
 from homeserver.handlers.auth import Requester
+from homeserver.handlers.restrictions import UserRestrictions
 from storage.storage import Storage
 
 MAX_PROFILE_BYTES = 64 * 1024
@@ -25,9 +26,14 @@ ProfileListener = Callable[[str, str, Any], Awaitable[None]]
 
 class ProfileHandler:
     def __init__(
-        self, storage: Storage, server_name: str, appservices: AppServiceHandler | None = None
+        self,
+        storage: Storage,
+        server_name: str,
+        appservices: AppServiceHandler | None = None,
+        restrictions: UserRestrictions | None = None,
     ) -> None:
         self._storage = storage
+        self._restrictions = restrictions
         self._server_name = server_name
         self._appservices = appservices
         self.listeners: list[ProfileListener] = []
@@ -93,3 +99,5 @@ class ProfileHandler:
     def _check_may_edit(self, requester: Requester, user_id: str) -> None:
         if requester.user_id != user_id and not requester.is_admin:
             raise MatrixError(403, Codes.FORBIDDEN, "You cannot change another user's profile")
+        if self._restrictions is not None:
+            self._restrictions.check_not_suspended(requester.user_id)

@@ -166,11 +166,15 @@ class LoginServlets:
         return 200, result
 
     async def on_logout(self, request: Request) -> tuple[int, Any]:
-        requester = await self._auth.get_user_by_req(request, allow_guest=True, allow_expired=True)
+        requester = await self._auth.get_user_by_req(
+            request, allow_guest=True, allow_expired=True, allow_locked=True
+        )
         await self._auth.logout(requester)
         return 200, {}
 
     async def on_logout_all(self, request: Request) -> tuple[int, Any]:
-        requester = await self._auth.get_user_by_req(request, allow_guest=True, allow_expired=True)
+        requester = await self._auth.get_user_by_req(
+            request, allow_guest=True, allow_expired=True, allow_locked=True
+        )
         await self._auth.logout_all(requester.user_id)
         return 200, {}
