@@ -36,6 +36,13 @@ async def register(server: RunningServer, username: str, **extra: Any) -> Client
     return client
 
 
+async def register_admin(server: RunningServer, username: str = "admin") -> Client:
+    """A registered user made a server admin (before its first authenticated request)."""
+    client = await register(server, username)
+    await server.hs.storage.users.set_admin(client.user_id, True)
+    return client
+
+
 async def uia_password(
     client: Client,
     method: str,

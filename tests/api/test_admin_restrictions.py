@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest_twisted
 
+from tests.api.helpers import register_admin
 from tests.rooms.helpers import (
     V3,
     assert_error,
@@ -15,22 +16,15 @@ from tests.rooms.helpers import (
     send_raw,
     user,
 )
-from tests.support.client import Client, q
+from tests.support.client import q
 from tests.support.server import RunningServer
 
 ADMIN = "/_matrix/client/v1/admin"
 
 
-async def admin_client(server: RunningServer) -> Client:
-    admin = server.client()
-    await admin.register("admin")
-    await server.hs.storage.users.set_admin(admin.user_id, True)
-    return admin
-
-
 @pytest_twisted.ensureDeferred
 async def test_suspended_user_cannot_send_join_or_change_profile(server: RunningServer) -> None:
-    admin = await admin_client(server)
+    admin = await register_admin(server)
     alice = await user(server, "alice")
     mallory = await user(server, "mallory")
     room_id = await create_room(alice, preset="public_chat")
@@ -63,7 +57,7 @@ async def test_suspended_user_cannot_send_join_or_change_profile(server: Running
 
 @pytest_twisted.ensureDeferred
 async def test_locked_user_tokens_answer_user_locked(server: RunningServer) -> None:
-    admin = await admin_client(server)
+    admin = await register_admin(server)
     alice = await user(server, "alice")
     path = f"{ADMIN}/lock/{q(alice.user_id)}"
     assert (await admin.get(path)).json == {"locked": False}
@@ -81,7 +75,7 @@ async def test_locked_user_tokens_answer_user_locked(server: RunningServer) -> N
 
 @pytest_twisted.ensureDeferred
 async def test_restriction_endpoints_errors(server: RunningServer) -> None:
-    admin = await admin_client(server)
+    admin = await register_admin(server)
     alice = await user(server, "alice")
     path = f"{ADMIN}/suspend/{q(admin.user_id)}"
     assert_error(await alice.get(path), 403, "M_FORBIDDEN")
@@ -97,7 +91,7 @@ async def test_restriction_endpoints_errors(server: RunningServer) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_suspension_survives_a_restart(server: RunningServer) -> None:
-    admin = await admin_client(server)
+    admin = await register_admin(server)
     alice = await user(server, "alice")
     room_id = await create_room(alice)
     path = f"{ADMIN}/suspend/{q(alice.user_id)}"

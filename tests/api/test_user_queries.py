@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest_twisted
 
 from homeserver.rooms.mutual import mutual_rooms_page
+from tests.api.helpers import register_admin
 from tests.rooms.helpers import V3, assert_error, create_room, join, user
 from tests.support.server import RunningServer
 
@@ -48,9 +49,7 @@ async def test_mutual_rooms_errors(server: RunningServer) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_whois_for_oneself_and_for_admins(server: RunningServer) -> None:
-    admin = server.client()
-    await admin.register("admin")
-    await server.hs.storage.users.set_admin(admin.user_id, True)
+    admin = await register_admin(server)
     alice = await user(server, "alice")
     resp = await alice.get(f"{V3}/admin/whois/{alice.user_id}")
     assert resp.code == 200, resp
@@ -64,9 +63,7 @@ async def test_whois_for_oneself_and_for_admins(server: RunningServer) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_whois_errors(server: RunningServer) -> None:
-    admin = server.client()
-    await admin.register("admin")
-    await server.hs.storage.users.set_admin(admin.user_id, True)
+    admin = await register_admin(server)
     alice = await user(server, "alice")
     assert_error(await alice.get(f"{V3}/admin/whois/{admin.user_id}"), 403, "M_FORBIDDEN")
     resp = await admin.get(f"{V3}/admin/whois/@x:elsewhere.example")

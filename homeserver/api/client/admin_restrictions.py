@@ -10,6 +10,7 @@ from typing import Any
 from twisted.web.server import Request
 
 from homeserver.api.client.paths import CLIENT_PREFIX, client_v1_paths
+from homeserver.api.client.whois import require_local_user
 from homeserver.e2ee.locality import Locality
 from homeserver.errors import Codes, MatrixError
 from homeserver.handlers.auth import AuthHandler
@@ -51,10 +52,7 @@ class AdminRestrictionServlets:
         requester = await self._auth.get_user_by_req(request)
         if not requester.is_admin:
             raise MatrixError(403, Codes.FORBIDDEN, "You are not a server admin")
-        if not self._locality.is_mine(user_id):
-            raise MatrixError(400, Codes.INVALID_PARAM, "Only local users can be restricted")
-        if await self._users.get_user(user_id) is None:
-            raise MatrixError(404, Codes.NOT_FOUND, "User not found")
+        await require_local_user(self._locality, self._users, user_id)
 
     def _on_get(
         self, key: str, getter: Callable[[str], bool]

@@ -17,6 +17,14 @@ from storage.users import DeviceRecord, UserStore
 JsonDict = dict[str, Any]
 
 
+async def require_local_user(locality: Locality, users: UserStore, user_id: str) -> None:
+    """400 for a user of another server, 404 for a local user who does not exist."""
+    if not locality.is_mine(user_id):
+        raise MatrixError(400, Codes.INVALID_PARAM, "Only local users can be asked about")
+    if await users.get_user(user_id) is None:
+        raise MatrixError(404, Codes.NOT_FOUND, "User not found")
+
+
 def whois_devices(devices: list[DeviceRecord]) -> JsonDict:
     """The ``devices`` map: one session per device, holding its last-seen connection."""
     out: JsonDict = {}
@@ -47,10 +55,7 @@ class WhoisServlets:
         requester = await self._auth.get_user_by_req(request)
         if not requester.is_admin and requester.user_id != userId:
             raise MatrixError(403, Codes.FORBIDDEN, "You are not a server admin")
-        if not self._locality.is_mine(userId):
-            raise MatrixError(400, Codes.INVALID_PARAM, "Can only whois a local user")
-        if await self._users.get_user(userId) is None:
-            raise MatrixError(404, Codes.NOT_FOUND, "User not found")
+        await require_local_user(self._locality, self._users, userId)
         return 200, {
             "user_id": userId,
             "devices": whois_devices(await self._users.get_devices(userId)),
