@@ -4,7 +4,7 @@
 Invariants:
 - /events tokens are /sync tokens. A chunk covers (from, end] and a client continuing
   from ``end`` sees nothing twice; room events are capped at ``EVENTS_PER_ROOM`` per
-  room and window (the newest kept), as Synapse caps its pages.
+  room and window (``limit``, the newest kept), as Synapse caps its pages.
 - Room events pass the history visibility rules like every other read; a departed
   user gets a room's events up to their leave only.
 - Ephemeral events come from the /sync sources (receipts, typing, presence), so both
@@ -36,6 +36,7 @@ JsonDict = dict[str, Any]
 StreamItem = Event | JsonDict
 
 EVENTS_PER_ROOM = 100
+MAX_EVENTS_PER_ROOM = 1000
 EPHEMERAL_SOURCES = ("receipts", "typing", "presence")
 DEFAULT_FILTERS = FilterCollection.from_json({})
 
@@ -99,6 +100,7 @@ class LegacySyncHandler:
         from_token: str | None,
         timeout_ms: int,
         room_id: str | None = None,
+        limit: int = EVENTS_PER_ROOM,
     ) -> EventsChunk:
         """What happened for the user after ``from_token`` (now if absent), waiting up to
         ``timeout_ms`` for something; ``room_id`` narrows to one room (a world-readable
@@ -113,7 +115,7 @@ class LegacySyncHandler:
                 now = self._sync.current_token()
                 if since.events > now.events or since.account_data > now.account_data:
                     raise MatrixError(400, Codes.INVALID_PARAM, "Token is ahead of the server")
-                chunk = await self._chunk(user_id, device_id, since, now, room_id, peek)
+                chunk = await self._chunk(user_id, device_id, since, now, room_id, peek, limit)
                 remaining = deadline - self._clock.seconds()
                 if chunk or remaining <= 0:
                     return EventsChunk(chunk, start, str(now))
@@ -142,6 +144,7 @@ class LegacySyncHandler:
         now: SyncToken,
         only_room: str | None,
         peek: bool,
+        limit: int,
     ) -> list[StreamItem]:
         rows = await self._memberships.rooms_for_user(user_id)
         joined = {r for r, row in rows.items() if row.membership == "join"}
@@ -158,7 +161,9 @@ class LegacySyncHandler:
                 if row.membership != "join" and since.events < row.stream_ordering <= now.events:
                     windows.append((rid, row.stream_ordering, row.membership))
             for rid, upto, membership in windows:
-                events += await self._room_window(user_id, rid, since.events, upto, membership)
+                events += await self._room_window(
+                    user_id, rid, since.events, upto, membership, limit
+                )
         events.sort(key=lambda ev: ev.stream_ordering)
         items: list[StreamItem] = list(events)
         ctx = SyncContext(
@@ -187,13 +192,19 @@ class LegacySyncHandler:
         return items
 
     async def _room_window(
-        self, user_id: str, room_id: str, after: int, upto: int, membership: str | None
+        self,
+        user_id: str,
+        room_id: str,
+        after: int,
+        upto: int,
+        membership: str | None,
+        limit: int,
     ) -> list[Event]:
         if membership == "invite":
             row = (await self._memberships.rooms_for_user(user_id)).get(room_id)
             invite = await self._storage.events.get_event(row.event_id) if row else None
             return [invite] if invite is not None else []
-        events, _ = await self._sync.room_events_between(room_id, after, upto, EVENTS_PER_ROOM)
+        events, _ = await self._sync.room_events_between(room_id, after, upto, limit)
         return await self._visibility.filter_for_user(
             user_id, events, current_membership=membership
         )

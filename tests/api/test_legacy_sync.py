@@ -71,6 +71,22 @@ async def test_events_from_token_returns_new_room_events(server: RunningServer) 
 
 
 @pytest_twisted.ensureDeferred
+async def test_events_limit_keeps_the_newest_per_room_and_is_validated(
+    server: RunningServer,
+) -> None:
+    alice = await user(server, "alice")
+    room_id = await create_room(alice)
+    token = await now_token(alice)
+    ids = [await send(alice, room_id, f"m{i}") for i in range(3)]
+    resp = await events(alice, timeout=0, limit=1, **{"from": token})
+    assert resp.code == 200, resp
+    assert [ev["event_id"] for ev in of_type(resp.json["chunk"], "m.room.message")] == ids[2:]
+    for bad in ("hello", "-2"):
+        resp = await events(alice, timeout=0, limit=bad, **{"from": token})
+        assert_error(resp, 400, "M_INVALID_PARAM")
+
+
+@pytest_twisted.ensureDeferred
 async def test_events_long_poll_wakes_on_new_event(server: RunningServer) -> None:
     alice = await user(server, "alice")
     room_id = await create_room(alice)

@@ -16,7 +16,13 @@ from homeserver.handlers.auth import AuthHandler, Requester
 from homeserver.http.server import JsonResource
 from homeserver.http.servlet import parse_boolean, parse_integer, parse_string
 from homeserver.rooms.history import RoomHistory
-from homeserver.sync.legacy import LegacySyncHandler, RoomSnapshot, StreamItem
+from homeserver.sync.legacy import (
+    EVENTS_PER_ROOM,
+    MAX_EVENTS_PER_ROOM,
+    LegacySyncHandler,
+    RoomSnapshot,
+    StreamItem,
+)
 from storage.events import EventsStore
 
 JsonDict = dict[str, Any]
@@ -95,13 +101,18 @@ class LegacySyncServlets:
         timeout = parse_integer(
             request, "timeout", default=DEFAULT_TIMEOUT_MS, minimum=0, maximum=MAX_TIMEOUT_MS
         )
-        assert timeout is not None
+        # Room events per room and chunk (the newest kept).
+        limit = parse_integer(
+            request, "limit", default=EVENTS_PER_ROOM, minimum=0, maximum=MAX_EVENTS_PER_ROOM
+        )
+        assert timeout is not None and limit is not None
         result = await self._handler.get_events(
             requester.user_id,
             requester.device_id,
             parse_string(request, "from"),
             timeout,
             room_id,
+            limit,
         )
         return 200, {
             "chunk": [_item(item, requester) for item in result.chunk],
