@@ -43,6 +43,18 @@ async def register_admin(server: RunningServer, username: str = "admin") -> Clie
     return client
 
 
+async def register_guest(server: RunningServer) -> Client:
+    """A guest session (the server must allow guest access)."""
+    client = server.client()
+    resp = await client.post(
+        "/_matrix/client/v3/register", {}, token=False, params={"kind": "guest"}
+    )
+    assert resp.code == 200, resp
+    client.access_token = resp.json["access_token"]
+    client.user_id = resp.json["user_id"]
+    return client
+
+
 async def uia_password(
     client: Client,
     method: str,

@@ -8,7 +8,7 @@ from typing import Any
 import pytest_twisted
 from twisted.internet import defer, reactor, task
 
-from tests.api.helpers import with_config
+from tests.api.helpers import register_guest, with_config
 from tests.rooms.helpers import (
     V3,
     assert_error,
@@ -152,10 +152,7 @@ async def test_events_guest_needs_room_id_and_may_peek_world_readable(
     alice = await user(server, "alice")
     room_id = await create_room(alice, preset="public_chat")
     await put_state(alice, room_id, "m.room.history_visibility", {"history_visibility": "shared"})
-    guest = server.client()
-    reg = await guest.post(f"{V3}/register", {}, token=False, params={"kind": "guest"})
-    assert reg.code == 200, reg
-    guest.access_token = reg.json["access_token"]
+    guest = await register_guest(server)
     resp = await events(guest, timeout=0)
     assert_error(resp, 400, "M_MISSING_PARAM")
     resp = await events(guest, timeout=0, room_id=room_id)

@@ -9,7 +9,7 @@ import time
 
 import pytest_twisted
 
-from tests.api.helpers import assert_error, with_config
+from tests.api.helpers import assert_error, register, with_config
 from tests.support.server import RunningServer
 
 TURN = "/_matrix/client/v3/voip/turnServer"
@@ -18,8 +18,7 @@ URIS = ["turn:turn.example.com:3478?transport=udp", "turns:turn.example.com:5349
 
 @pytest_twisted.ensureDeferred
 async def test_turn_server_unconfigured_is_empty(server: RunningServer) -> None:
-    client = server.client()
-    await client.register("alice")
+    client = await register(server, "alice")
     resp = await client.get(TURN)
     assert resp.code == 200, resp
     assert resp.json == {}
@@ -28,8 +27,7 @@ async def test_turn_server_unconfigured_is_empty(server: RunningServer) -> None:
 @with_config(turn_uris=URIS, turn_shared_secret="s3cret", turn_user_lifetime="2h")
 @pytest_twisted.ensureDeferred
 async def test_turn_server_shared_secret_credentials(server: RunningServer) -> None:
-    client = server.client()
-    await client.register("alice")
+    client = await register(server, "alice")
     resp = await client.get(TURN)
     assert resp.code == 200, resp
     body = resp.json
@@ -45,8 +43,7 @@ async def test_turn_server_shared_secret_credentials(server: RunningServer) -> N
 @with_config(turn_uris=URIS, turn_username="fixed", turn_password="pw")
 @pytest_twisted.ensureDeferred
 async def test_turn_server_fixed_credentials(server: RunningServer) -> None:
-    client = server.client()
-    await client.register("alice")
+    client = await register(server, "alice")
     resp = await client.get(TURN)
     assert resp.code == 200, resp
     assert resp.json == {"username": "fixed", "password": "pw", "ttl": 3600, "uris": URIS}
