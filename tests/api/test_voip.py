@@ -9,7 +9,7 @@ import time
 
 import pytest_twisted
 
-from tests.api.helpers import assert_error, register, with_config
+from tests.api.helpers import assert_error, register, register_guest, with_config
 from tests.support.server import RunningServer
 
 TURN = "/_matrix/client/v3/voip/turnServer"
@@ -54,10 +54,8 @@ async def test_turn_server_fixed_credentials(server: RunningServer) -> None:
 )
 @pytest_twisted.ensureDeferred
 async def test_turn_server_refuses_guests_when_configured(server: RunningServer) -> None:
-    guest = server.client()
-    reg = await guest.post("/_matrix/client/v3/register", {}, token=False, params={"kind": "guest"})
-    assert reg.code == 200, reg
-    resp = await guest.get(TURN, token=reg.json["access_token"])
+    guest = await register_guest(server)
+    resp = await guest.get(TURN)
     assert_error(resp, 403, "M_GUEST_ACCESS_FORBIDDEN")
 
 
