@@ -390,6 +390,28 @@ class WebSocketConfig:
     max_calls_in_flight: int = 16
 
 
+@dataclass(frozen=True)
+class LoginViaExistingSession:
+    """Synapse's ``login_via_existing_session`` (MSC3882, ``POST /login/get_token``)."""
+
+    enabled: bool = False
+    require_ui_auth: bool = True
+    token_timeout_ms: int = 300_000
+
+
+def _login_via_existing_session(key: str, value: Any) -> LoginViaExistingSession:
+    value = {} if value is None else value
+    _expect(key, value, dict, "a mapping")
+    timeout = parse_duration_ms(f"{key}.token_timeout", value.get("token_timeout", "5m"))
+    if timeout <= 0:
+        raise ConfigError(f"{key}.token_timeout: must be positive")
+    return LoginViaExistingSession(
+        enabled=_bool(f"{key}.enabled", value.get("enabled", False)),
+        require_ui_auth=_bool(f"{key}.require_ui_auth", value.get("require_ui_auth", True)),
+        token_timeout_ms=timeout,
+    )
+
+
 def _websocket(key: str, value: Any) -> WebSocketConfig:
     value = {} if value is None else value
     _expect(key, value, dict, "a mapping")
@@ -957,6 +979,14 @@ SCHEMA: list[Key] = [
         "Rate limits",
     ),
     Key(
+        "rc_reports",
+        _rc(RateLimit(1, 5)),
+        RateLimit(1, 5),
+        "Reports of events, rooms and users per user (as Synapse).",
+        None,
+        "Rate limits",
+    ),
+    Key(
         "rc_joins",
         lambda k, v: v,
         None,
@@ -1093,6 +1123,67 @@ SCHEMA: list[Key] = [
         "see docs/appservices.md.",
         None,
         "Application services",
+    ),
+    Key(
+        "login_via_existing_session",
+        _login_via_existing_session,
+        LoginViaExistingSession(),
+        "Let a logged-in device issue a short-lived `m.login.token` for a new device "
+        "(`POST /_matrix/client/v1/login/get_token`): `enabled` (false: the endpoint is not "
+        "served), `require_ui_auth` (true: the password is asked first) and "
+        "`token_timeout` (5m: how long the token is valid).",
+        None,
+        "Sessions",
+    ),
+    Key(
+        "turn_uris",
+        _str_list,
+        [],
+        "TURN server URIs handed to VoIP clients by `/voip/turnServer` (e.g. "
+        "`turn:turn.example.com:3478?transport=udp`). Empty: the endpoint answers `{}`.",
+        None,
+        "VoIP",
+    ),
+    Key(
+        "turn_shared_secret",
+        _opt_str,
+        None,
+        "The TURN server's shared secret (coturn `static-auth-secret`): each user gets a "
+        "username `<expiry>:<user id>` and its HMAC-SHA1 as password.",
+        None,
+        "VoIP",
+    ),
+    Key(
+        "turn_username",
+        _opt_str,
+        None,
+        "A fixed TURN username, used when no `turn_shared_secret` is set.",
+        None,
+        "VoIP",
+    ),
+    Key(
+        "turn_password",
+        _opt_str,
+        None,
+        "The password going with `turn_username`.",
+        None,
+        "VoIP",
+    ),
+    Key(
+        "turn_user_lifetime",
+        lambda k, v: parse_duration_ms(k, v),
+        3_600_000,
+        "How long the TURN credentials from a shared secret stay valid.",
+        None,
+        "VoIP",
+    ),
+    Key(
+        "turn_allow_guests",
+        _bool,
+        True,
+        "Whether guests get TURN credentials.",
+        None,
+        "VoIP",
     ),
     Key(
         "websocket",

@@ -21,18 +21,24 @@ from federation.http_client import DEFAULT_IP_RANGE_BLACKLIST
 from federation.setup import Federation, build_federation
 from homeserver.api.client.account import AccountServlets
 from homeserver.api.client.account_data import AccountDataServlets
+from homeserver.api.client.admin_restrictions import AdminRestrictionServlets
 from homeserver.api.client.appservice import AppServiceServlets
 from homeserver.api.client.devices import DeviceServlets
 from homeserver.api.client.directory import DirectoryServlets
 from homeserver.api.client.e2e_keys import E2eKeysServlets
 from homeserver.api.client.ephemeral import EphemeralServlets
+from homeserver.api.client.legacy_sync import LegacySyncServlets
 from homeserver.api.client.login import LoginServlets
+from homeserver.api.client.login_token import LoginTokenServlets
 from homeserver.api.client.media import MediaServlets
 from homeserver.api.client.meta import MetaServlets
+from homeserver.api.client.mutual_rooms import MutualRoomsServlets
+from homeserver.api.client.openid import OpenIdServlets
 from homeserver.api.client.presence import PresenceServlets
 from homeserver.api.client.profile import ProfileServlets
 from homeserver.api.client.register import RegisterServlets
 from homeserver.api.client.relations import RelationServlets
+from homeserver.api.client.reports import ReportServlets
 from homeserver.api.client.room_keys import RoomKeysServlets
 from homeserver.api.client.room_upgrade import RoomUpgradeServlets
 from homeserver.api.client.rooms import RoomServlets
@@ -41,7 +47,9 @@ from homeserver.api.client.spaces import SpaceServlets
 from homeserver.api.client.sync import SyncServlets
 from homeserver.api.client.tags import TagServlets
 from homeserver.api.client.user_directory import UserDirectoryServlets
+from homeserver.api.client.voip import VoipServlets
 from homeserver.api.client.websocket import SyncStreamFactory, WebSocketServlet
+from homeserver.api.client.whois import WhoisServlets
 from homeserver.api.federation_media import FederationMediaServlets
 from homeserver.api.keys import KeyServlets
 from homeserver.appservice.handler import AppServiceHandler
@@ -62,10 +70,15 @@ from homeserver.ephemeral.user_directory import UserDirectoryHandler
 from homeserver.events.event import Event
 from homeserver.handlers.auth import AuthHandler
 from homeserver.handlers.client_ips import ClientIpTracker
+from homeserver.handlers.login_token import LoginTokenHandler
+from homeserver.handlers.openid import OpenIdHandler
 from homeserver.handlers.profile import ProfileHandler
 from homeserver.handlers.register import RegistrationHandler
+from homeserver.handlers.reports import ReportsHandler
+from homeserver.handlers.restrictions import UserRestrictions
 from homeserver.handlers.search import SearchHandler
 from homeserver.handlers.ui_auth import UiAuthHandler
+from homeserver.handlers.voip import TurnConfig
 from homeserver.http.ratelimit import InviteRatelimiter, Ratelimiter
 from homeserver.http.server import JsonResource, MatrixSite
 from homeserver.media.preview import IpFilter, UrlPreviewer
@@ -86,6 +99,7 @@ from homeserver.rooms.summary import RoomSummaryHandler
 from homeserver.rooms.upgrade import RoomUpgrader
 from homeserver.rooms.visibility import VisibilityFilter
 from homeserver.sync.handler import SyncHandler
+from homeserver.sync.legacy import LegacySyncHandler
 from homeserver.sync.notifier import Notifier
 from storage.database import Database, make_engine
 from storage.storage import Storage
@@ -250,6 +264,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
     rc_login = config.rc_login
     failed_login_limiter = Ratelimiter(reactor, rc_login.failed_attempts)
     appservice_registry = AppServiceRegistry(config.values.get("app_services") or [])
+    restrictions = await UserRestrictions.load(storage.user_restrictions)
     auth = AuthHandler(
         storage,
         reactor,
@@ -258,6 +273,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         refresh_token_lifetime_ms=config.refresh_token_lifetime,
         appservices=appservice_registry,
         password_pepper=config.password_config.pepper,
+        restrictions=restrictions,
     )
     auth.client_ips = client_ips = ClientIpTracker(storage.users, reactor)
     ui_auth = UiAuthHandler(storage, auth, server_name, failed_login_limiter)
@@ -268,7 +284,9 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
     appservices = AppServiceHandler(
         appservice_registry, storage, room_cache, memberships, reactor, server_name
     )
-    profiles = ProfileHandler(storage, server_name, appservices, clock=reactor)
+    profiles = ProfileHandler(
+        storage, server_name, appservices, clock=reactor, restrictions=restrictions
+    )
     notifier = Notifier(reactor)
     # A connection held open on a token that died re-checks it at once and closes.
     auth.token_listeners.append(lambda user_id: notifier.notify_users([user_id]))
@@ -287,6 +305,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         notifier,
         memberships,
         appservices,
+        restrictions,
         invite_limiter=invite_limiter,
     )
     profiles.listeners.append(room_handler.on_profile_changed)
@@ -417,6 +436,12 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         else None
     )
 
+    login_via_session = config.login_via_existing_session
+    login_tokens = (
+        LoginTokenHandler(storage.login_tokens, reactor, login_via_session.token_timeout_ms)
+        if login_via_session.enabled
+        else None
+    )
     resource = JsonResource()
     federation.register(resource)
     # Shared with the WebSocket transport, which calls the same methods (and limiters).
@@ -455,6 +480,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
             Ratelimiter(reactor, rc_login.address),
             Ratelimiter(reactor, rc_login.account),
             failed_login_limiter,
+            login_tokens,
         ),
         AccountServlets(config, storage, auth, ui_auth),
         DeviceServlets(storage, auth, ui_auth, device_lists.on_device_renamed),
@@ -468,6 +494,49 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         room_servlets,
         RelationServlets(auth, relations),
         sync_servlets,
+        LegacySyncServlets(
+            auth,
+            LegacySyncHandler(
+                storage,
+                sync,
+                room_cache,
+                memberships,
+                room_handler,
+                history,
+                visibility,
+                presence,
+                reactor,
+            ),
+            history,
+            storage.events,
+        ),
+        VoipServlets(
+            auth,
+            TurnConfig(
+                uris=tuple(config.turn_uris),
+                shared_secret=config.turn_shared_secret,
+                username=config.turn_username,
+                password=config.turn_password,
+                lifetime_ms=config.turn_user_lifetime,
+            ),
+            config.turn_allow_guests,
+            reactor,
+        ),
+        ReportServlets(
+            auth,
+            ReportsHandler(
+                storage,
+                room_cache,
+                history,
+                Ratelimiter(reactor, config.rc_reports),
+                reactor,
+                locality,
+            ),
+        ),
+        OpenIdServlets(auth, OpenIdHandler(storage.openid, reactor, server_name)),
+        MutualRoomsServlets(auth, memberships),
+        WhoisServlets(auth, storage.users, locality),
+        AdminRestrictionServlets(auth, restrictions, storage.users, locality),
         E2eKeysServlets(auth, ui_auth, e2e_keys, cross_signing, to_device),
         RoomKeysServlets(auth, KeyBackupHandler(storage.key_backup)),
         ephemeral_servlets,
@@ -499,6 +568,10 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         ),
     ):
         servlets.register(resource)
+    if login_tokens is not None:
+        LoginTokenServlets(auth, ui_auth, login_tokens, login_via_session.require_ui_auth).register(
+            resource
+        )
     push.register(resource, auth)
 
     await appservices.start()  # after the wiring: events may flow from here on

@@ -13,16 +13,20 @@ from storage.events import EventsStore
 from storage.federation import FederationStore
 from storage.id_generator import IdGenerator
 from storage.key_backup import KeyBackupStore
+from storage.login_tokens import LoginTokenStore
 from storage.media import MediaStore
 from storage.migrations import prepare_database
+from storage.openid import OpenIdStore
 from storage.presence import PresenceStore
 from storage.profiles import ProfileStore
 from storage.push import PushStore
 from storage.receipts import ReceiptsStore
 from storage.registration import RegistrationStore
 from storage.relations import RelationsStore
+from storage.reports import ReportsStore
 from storage.search import SearchStore
 from storage.user_directory import UserDirectoryStore
+from storage.user_restrictions import UserRestrictionsStore
 from storage.users import UserStore
 
 
@@ -46,6 +50,10 @@ class Storage:
     federation: FederationStore
     relations: RelationsStore
     push: PushStore
+    reports: ReportsStore
+    openid: OpenIdStore
+    login_tokens: LoginTokenStore
+    user_restrictions: UserRestrictionsStore
 
     @classmethod
     async def open(cls, db: Database) -> Storage:
@@ -89,4 +97,8 @@ class Storage:
             federation=federation,
             relations=RelationsStore(db),
             push=PushStore(db),
+            reports=await ReportsStore.open(db),
+            openid=OpenIdStore(db),
+            login_tokens=LoginTokenStore(db),
+            user_restrictions=UserRestrictionsStore(db),
         )

@@ -24,6 +24,7 @@ from homeserver.appservice.registration import ApplicationService, AppServiceReg
 from homeserver.clock import Clock
 from homeserver.errors import Codes, MatrixError
 from homeserver.handlers.client_ips import ClientIpTracker
+from homeserver.handlers.restrictions import UserRestrictions
 from storage.storage import Storage
 from storage.users import AccessTokenRecord
 
@@ -91,8 +92,10 @@ class AuthHandler:
         refresh_token_lifetime_ms: int | None,
         appservices: AppServiceRegistry | None = None,
         password_pepper: str = "",
+        restrictions: UserRestrictions | None = None,
     ) -> None:
         self._storage = storage
+        self._restrictions = restrictions
         self._pepper = password_pepper
         # Checked against when there is no real hash (see check_password); made once.
         self._dummy_hash: bytes | None = None
@@ -258,7 +261,12 @@ class AuthHandler:
     # Authenticating requests ----------------------------------------------
 
     async def get_user_by_req(
-        self, request: Request, *, allow_guest: bool = False, allow_expired: bool = False
+        self,
+        request: Request,
+        *,
+        allow_guest: bool = False,
+        allow_expired: bool = False,
+        allow_locked: bool = False,
     ) -> Requester:
         token = get_access_token_from_request(request)
         if token is None:
@@ -270,6 +278,8 @@ class AuthHandler:
         requester = await self.get_user_by_access_token(
             token, allow_guest=allow_guest, allow_expired=allow_expired
         )
+        if self._restrictions is not None and not allow_locked:
+            self._restrictions.check_not_locked(requester.user_id)
         if self.client_ips is not None:
             agent = request.getHeader("user-agent")
             self.client_ips.record(

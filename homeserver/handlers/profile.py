@@ -20,6 +20,7 @@ from homeserver.errors import Codes, MatrixError
 from homeserver.events.event import Event
 from homeserver.events.format import is_valid_user_id
 from homeserver.handlers.auth import Requester
+from homeserver.handlers.restrictions import UserRestrictions
 from storage.storage import Storage
 
 MAX_PROFILE_BYTES = 64 * 1024
@@ -98,8 +99,10 @@ class ProfileHandler:
         server_name: str,
         appservices: AppServiceHandler | None = None,
         clock: Clock | None = None,
+        restrictions: UserRestrictions | None = None,
     ) -> None:
         self._storage = storage
+        self._restrictions = restrictions
         self._server_name = server_name
         self._appservices = appservices
         self.listeners: list[ProfileListener] = []
@@ -225,3 +228,5 @@ class ProfileHandler:
     def _check_may_edit(self, requester: Requester, user_id: str) -> None:
         if requester.user_id != user_id and not requester.is_admin:
             raise MatrixError(403, Codes.FORBIDDEN, "You cannot change another user's profile")
+        if self._restrictions is not None:
+            self._restrictions.check_not_suspended(requester.user_id)

@@ -21,6 +21,7 @@ from homeserver.events.format import is_valid_room_id, is_valid_user_id
 from homeserver.events.redaction import has_redact_power, redaction_target
 from homeserver.events.room_versions import DEFAULT_ROOM_VERSION, RoomVersion, get_room_version
 from homeserver.handlers.auth import Requester
+from homeserver.handlers.restrictions import UserRestrictions
 from homeserver.http.ratelimit import InviteRatelimiter
 from homeserver.rooms.event_creation import EventCreator
 from homeserver.rooms.memberships import MembershipCache
@@ -76,10 +77,12 @@ class RoomHandler:
         notifier: Notifier,
         memberships: MembershipCache,
         appservices: AppServiceHandler | None = None,
+        restrictions: UserRestrictions | None = None,
         *,
         invite_limiter: InviteRatelimiter | None = None,
     ) -> None:
         self.server_name = server_name
+        self._restrictions = restrictions
         self._invite_limiter = invite_limiter
         self.appservices = appservices
         self._clock = clock
@@ -97,6 +100,10 @@ class RoomHandler:
         self.message_checks: list[
             Callable[[Requester, str, str, JsonDict, str | None], Awaitable[None]]
         ] = []
+
+    def _check_not_suspended(self, requester: Requester) -> None:
+        if self._restrictions is not None:
+            self._restrictions.check_not_suspended(requester.user_id)
 
     def is_mine(self, user_id: str) -> bool:
         return user_id.rsplit(":", 1)[-1] == self.server_name or user_id.endswith(
@@ -187,6 +194,7 @@ class RoomHandler:
     # Create ---------------------------------------------------------------------
 
     async def create_room(self, requester: Requester, body: JsonDict) -> tuple[str, str | None]:
+        self._check_not_suspended(requester)
         version_id = body.get("room_version", DEFAULT_ROOM_VERSION)
         if not isinstance(version_id, str):
             raise MatrixError(400, Codes.BAD_JSON, "room_version must be a string")
@@ -390,6 +398,8 @@ class RoomHandler:
         extra_content: JsonDict | None = None,
         servers: list[str] | None = None,
     ) -> Event:
+        if not (membership == "leave" and target == requester.user_id):
+            self._check_not_suspended(requester)  # as Synapse: leaving stays possible
         if not is_valid_user_id(target):
             raise MatrixError(400, Codes.INVALID_PARAM, f"{target} is not a valid user ID")
         room = await self._rooms.get(room_id)
@@ -512,6 +522,7 @@ class RoomHandler:
         txn: tuple[str, str] | None = None,
         servers: list[str] | None = None,
     ) -> str:
+        self._check_not_suspended(requester)
         room_id, alias_servers = await self.resolve_room(room_id_or_alias)
         servers = alias_servers + list(servers or [])
         room = await self._rooms.get(room_id)
@@ -600,6 +611,7 @@ class RoomHandler:
         origin_server_ts: int | None = None,
     ) -> Event:
         """``origin_server_ts``: an application service's timestamp massaging (``ts``)."""
+        self._check_not_suspended(requester)
         room = await self.require_joined(requester, room_id)
         for check in self.message_checks:
             await check(requester, room_id, event_type, content, txn_id)
@@ -619,6 +631,7 @@ class RoomHandler:
         content: JsonDict,
         origin_server_ts: int | None = None,
     ) -> Event:
+        self._check_not_suspended(requester)
         room = await self.require_joined(requester, room_id)
         event_dict: JsonDict = {
             "type": event_type,

@@ -218,6 +218,24 @@ class SyncHandler:
     def notifier(self) -> Notifier:
         return self._notifier
 
+    async def room_events_between(
+        self, room_id: str, from_stream: int, to_stream: int, limit: int
+    ) -> tuple[list[Event], bool]:
+        """A room's newest events in (from, to], oldest first, at most ``limit``, and
+        whether older ones were cut: from memory when the room's recent window holds them."""
+        room = await self._rooms.get(room_id)
+        return await self._timeline_events(room, room_id, from_stream, to_stream, limit)
+
+    async def source_updates(
+        self, name: str, ctx: SyncContext, since: SyncToken, now: SyncToken
+    ) -> SyncFragment | None:
+        """One source's part for (since, now] (None without such a source)."""
+        source = self._sources.get(name)
+        if source is None:
+            return None
+        end = now.get(name)
+        return await source.get_updates(ctx, min(since.get(name), end), end)
+
     async def _sync(self, req: SyncRequest) -> tuple[JsonDict, bool, SyncToken]:
         deadline = self._clock.seconds() + req.timeout_ms / 1000.0
         while True:

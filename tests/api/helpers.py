@@ -36,6 +36,25 @@ async def register(server: RunningServer, username: str, **extra: Any) -> Client
     return client
 
 
+async def register_admin(server: RunningServer, username: str = "admin") -> Client:
+    """A registered user made a server admin (before its first authenticated request)."""
+    client = await register(server, username)
+    await server.hs.storage.users.set_admin(client.user_id, True)
+    return client
+
+
+async def register_guest(server: RunningServer) -> Client:
+    """A guest session (the server must allow guest access)."""
+    client = server.client()
+    resp = await client.post(
+        "/_matrix/client/v3/register", {}, token=False, params={"kind": "guest"}
+    )
+    assert resp.code == 200, resp
+    client.access_token = resp.json["access_token"]
+    client.user_id = resp.json["user_id"]
+    return client
+
+
 async def uia_password(
     client: Client,
     method: str,

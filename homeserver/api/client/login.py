@@ -10,6 +10,7 @@ from homeserver.api.client.paths import client_paths, client_v1_paths
 from homeserver.config import HomeserverConfig
 from homeserver.errors import Codes, MatrixError
 from homeserver.handlers.auth import AuthHandler
+from homeserver.handlers.login_token import LoginTokenHandler
 from homeserver.handlers.ui_auth import resolve_identifier_user
 from homeserver.http.ratelimit import Ratelimiter
 from homeserver.http.server import JsonResource, MatrixRequest
@@ -17,6 +18,7 @@ from homeserver.http.servlet import field, parse_json_body
 from storage.storage import Storage
 
 APPSERVICE_LOGIN = "m.login.application_service"
+TOKEN_LOGIN = "m.login.token"
 SessionOptions = tuple[str | None, str | None, bool]
 
 
@@ -38,8 +40,11 @@ class LoginServlets:
         address_limiter: Ratelimiter,
         account_limiter: Ratelimiter,
         failed_limiter: Ratelimiter,
+        login_tokens: LoginTokenHandler | None = None,
     ) -> None:
         self._config = config
+        # Set when login_via_existing_session is enabled: m.login.token is accepted.
+        self._login_tokens = login_tokens
         self._storage = storage
         self._auth = auth
         self._address_limiter = address_limiter
@@ -59,7 +64,11 @@ class LoginServlets:
         return bool(self._config.password_config.login_enabled)
 
     async def on_get_login(self, request: Request) -> tuple[int, Any]:
-        flows = [{"type": "m.login.password"}] if self._password_enabled() else []
+        flows: list[dict[str, Any]] = (
+            [{"type": "m.login.password"}] if self._password_enabled() else []
+        )
+        if self._login_tokens is not None:
+            flows.append({"type": TOKEN_LOGIN, "get_login_token": True})
         flows.append({"type": APPSERVICE_LOGIN})
         return 200, {"flows": flows}
 
@@ -69,6 +78,8 @@ class LoginServlets:
         login_type = field(body, "type", str, required=True)
         if login_type == APPSERVICE_LOGIN:
             return await self._appservice_login(request, body)
+        if login_type == TOKEN_LOGIN and self._login_tokens is not None:
+            return await self._token_login(request, body, self._login_tokens)
         if login_type != "m.login.password" or not self._password_enabled():
             raise MatrixError(400, Codes.UNKNOWN, f"Unknown login type {login_type}")
         self._address_limiter.ratelimit(request.client_ip())
@@ -113,6 +124,19 @@ class LoginServlets:
             raise MatrixError(403, Codes.USER_DEACTIVATED, "This account has been deactivated")
         return 200, await self._complete_login(user_id, options)
 
+    async def _token_login(
+        self, request: MatrixRequest, body: dict[str, Any], tokens: LoginTokenHandler
+    ) -> tuple[int, Any]:
+        """``m.login.token``: a one-time token from ``/login/get_token`` names the user."""
+        self._address_limiter.ratelimit(request.client_ip())
+        token = field(body, "token", str, required=True)
+        options = _session_options(body)
+        user_id = await tokens.consume(token)
+        user = await self._storage.users.get_user(user_id)
+        if user is None or user.deactivated:
+            raise MatrixError(403, Codes.USER_DEACTIVATED, "This account has been deactivated")
+        return 200, await self._complete_login(user_id, options)
+
     async def _complete_login(self, user_id: str, options: SessionOptions) -> dict[str, Any]:
         device_id, display_name, want_refresh = options
         session = await self._auth.create_session(
@@ -144,11 +168,15 @@ class LoginServlets:
         return 200, result
 
     async def on_logout(self, request: Request) -> tuple[int, Any]:
-        requester = await self._auth.get_user_by_req(request, allow_guest=True, allow_expired=True)
+        requester = await self._auth.get_user_by_req(
+            request, allow_guest=True, allow_expired=True, allow_locked=True
+        )
         await self._auth.logout(requester)
         return 200, {}
 
     async def on_logout_all(self, request: Request) -> tuple[int, Any]:
-        requester = await self._auth.get_user_by_req(request, allow_guest=True, allow_expired=True)
+        requester = await self._auth.get_user_by_req(
+            request, allow_guest=True, allow_expired=True, allow_locked=True
+        )
         await self._auth.logout_all(requester.user_id)
         return 200, {}

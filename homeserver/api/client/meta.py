@@ -58,7 +58,7 @@ class MetaServlets:
                 "m.set_displayname": {"enabled": True},
                 "m.set_avatar_url": {"enabled": True},
                 "m.3pid_changes": {"enabled": False},
-                "m.get_login_token": {"enabled": False},
+                "m.get_login_token": {"enabled": self._config.login_via_existing_session.enabled},
                 "m.profile_fields": {"enabled": True},
             }
         }

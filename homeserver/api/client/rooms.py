@@ -99,6 +99,8 @@ class RoomServlets:
         r.register_many(
             "PUT", client_paths("/rooms/{roomId}/send/{eventType}/{txnId}"), self.on_send
         )
+        # Not in the spec, but Synapse serves it: a send without a transaction id.
+        r.register_many("POST", client_paths("/rooms/{roomId}/send/{eventType}"), self.on_send)
         r.register_many(
             "PUT", client_paths("/rooms/{roomId}/state/{eventType}/{stateKey}"), self.on_put_state
         )
@@ -222,7 +224,7 @@ class RoomServlets:
     # Sending -----------------------------------------------------------------------
 
     async def on_send(
-        self, request: Request, roomId: str, eventType: str, txnId: str
+        self, request: Request, roomId: str, eventType: str, txnId: str | None = None
     ) -> tuple[int, Any]:
         requester = await self._auth.get_user_by_req(request, allow_guest=True)
         content = parse_json_body(request)
@@ -249,10 +251,11 @@ class RoomServlets:
         room_id: str,
         event_type: str,
         content: JsonDict,
-        txn_id: str,
+        txn_id: str | None,
         origin_server_ts: int | None = None,
     ) -> str:
-        """PUT /rooms/{roomId}/send/{eventType}/{txnId} once authenticated and parsed."""
+        """PUT /rooms/{roomId}/send/{eventType}/{txnId} once authenticated and parsed
+        (``txn_id`` None: the POST form, never deduplicated)."""
         self._limiter.ratelimit_requester(requester)
         event = await self._rooms.send_message(
             requester, room_id, event_type, content, txn_id, origin_server_ts
