@@ -1,5 +1,6 @@
 """What the spec-driven fuzzer (tests/fuzz, docs/fuzzing.md) found, one test per finding,
-over real HTTP: each request once answered 500 (or no Matrix error)."""
+over real HTTP: each request once answered 500 (or no Matrix error), or reached where
+it should not."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ from typing import Any
 import pytest
 import pytest_twisted
 
+from tests.ephemeral.helpers import send, shared_room
+from tests.push.gateway import sleep, start_gateway
+from tests.push.test_pushers import pusher_body, set_pusher
 from tests.support.server import RunningServer
 
 
@@ -45,3 +49,22 @@ async def test_register_auth_type_not_a_string_is_bad_json(server: RunningServer
     )
     assert resp.code == 400, resp
     assert resp.json["errcode"] == "M_BAD_JSON"
+
+
+@pytest_twisted.ensureDeferred
+async def test_pusher_url_in_a_blacklisted_range_is_never_contacted(
+    server: RunningServer,
+) -> None:
+    # Found while confining the fuzzer: a pusher's URL is any user's choice, and push
+    # gateways were contacted wherever it pointed (loopback, the private network).
+    # Synapse applies ip_range_blacklist to them; so do we now (default: loopback too).
+    gateway = await start_gateway()
+    try:
+        alice, bob = await _user(server, "alice"), await _user(server, "bob")
+        room_id = await shared_room(alice, bob)
+        await set_pusher(bob, pusher_body(gateway.url))
+        await send(alice, room_id, "ping")
+        await sleep(1.5)
+        assert gateway.attempts == 0
+    finally:
+        await gateway.stop()
