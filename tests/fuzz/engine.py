@@ -44,7 +44,7 @@ REQUEST_TIMEOUT_S = 10.0
 LONG_POLL_PARAMS = ("timeout", "timeout_ms")
 MAX_LONG_POLL_MS = 500
 GATEWAY_ERRORS = (502, 504)
-AUTH_MODES = ("valid", "valid", "none", "generated")
+AUTH_MODES = ("valid", "valid", "valid", "none", "generated")
 _DIGITS = re.compile(r"\s*\+?\d+\s*")
 _SURROGATES = re.compile("[\ud800-\udfff]")
 
@@ -220,10 +220,14 @@ def case_strategy(op: APIOperation) -> st.SearchStrategy[Any]:
 
 
 def _use_real_ids(case: Any, target: FuzzTarget, draw: Callable[[Any], Any]) -> None:
-    for name in list(case.path_parameters or {}):
-        choices = target.fixtures.path_values.get(name)
-        if choices and draw(st.booleans()):
-            case.path_parameters[name] = quote(draw(st.sampled_from(choices)), safe="")
+    """Swap generated path and query parameters for real ids, three times in four."""
+    values = target.fixtures.real_values
+    for container, encode in ((case.path_parameters, True), (case.query, False)):
+        for name in list(container or {}):
+            choices = values.get(name)
+            if choices and draw(st.integers(0, 3)):
+                value = draw(st.sampled_from(choices))
+                container[name] = quote(value, safe="") if encode else value
 
 
 def _check(target: FuzzTarget, ex: Exchange, stderr_from: int) -> None:

@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     total = 0
     statuses: Counter[int] = Counter()
     findings: list[tuple[str, str]] = []
+    per_operation: dict[str, dict[int, int]] = {}
     operations = 0
     with (
         tempfile.TemporaryDirectory(prefix="fuzz-") as data_dir,
@@ -50,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
                 operations += 1
                 total += report.requests
                 statuses.update(report.statuses)
+                per_operation[op.label] = dict(report.statuses)
                 findings += [(op.label, f) for f in report.findings]
                 mark = f"  FOUND {len(report.findings)}" if report.findings else ""
                 print(
@@ -74,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                     "database": args.db,
                     "seconds": round(elapsed),
                     "statuses": dict(statuses),
+                    "statuses_per_operation": per_operation,
                     "findings": [{"operation": op, "finding": f} for op, f in findings],
                 },
                 f,

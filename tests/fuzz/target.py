@@ -140,7 +140,8 @@ class Fixtures:
     filter_id: str = ""
     backup_version: str = ""
     remote_user_id: str = ""
-    path_values: dict[str, list[str]] = field(default_factory=dict)
+    # By parameter name (path and query), the first the likeliest to be drawn.
+    real_values: dict[str, list[str]] = field(default_factory=dict)
 
 
 class FuzzTarget:
@@ -367,8 +368,19 @@ class FuzzTarget:
             backup_version=str(backup["version"]),
             remote_user_id=remote_user,
         )
-        fx.path_values = {
-            "userId": [user_id, fx.other_user_id, remote_user],
+        since = self._call("GET", f"{v3}/sync?timeout=0", None, token)["next_batch"]
+        fx.real_values = {
+            "userId": [user_id, user_id, fx.other_user_id, remote_user],
+            "user_id": [user_id, fx.other_user_id, remote_user],
+            "room_id": [room_id],
+            "event_id": [fx.event_id, remote_join],
+            "since": [since],
+            "from": [since],
+            "to": [since],
+            "filter": [filter_id],
+            "via": [SERVER_NAME, self.key_server.server_name],
+            "server_name": [SERVER_NAME, self.key_server.server_name],
+            "ver": ["12", "11", "10"],
             "roomId": [room_id],
             "roomIdOrAlias": [room_id, fx.room_alias],
             "roomAlias": [fx.room_alias],
