@@ -130,16 +130,7 @@ class Fixtures:
 
     user_id: str = ""
     access_token: str = ""
-    device_id: str = ""
-    other_user_id: str = ""
     room_id: str = ""
-    room_alias: str = ""
-    event_id: str = ""
-    state_event_id: str = ""
-    media_id: str = ""
-    filter_id: str = ""
-    backup_version: str = ""
-    remote_user_id: str = ""
     # By parameter name (path and query), the first the likeliest to be drawn.
     real_values: dict[str, list[str]] = field(default_factory=dict)
 
@@ -354,26 +345,15 @@ class FuzzTarget:
         )
         remote_user = f"@fuzz:{self.key_server.server_name}"
         remote_join = self._join_remote(room_id, remote_user)
-        fx = Fixtures(
-            user_id=user_id,
-            access_token=token,
-            device_id=me["device_id"],
-            other_user_id=other["user_id"],
-            room_id=room_id,
-            room_alias=f"#fuzz{tag}:{SERVER_NAME}",
-            event_id=event["event_id"],
-            state_event_id=state["event_id"],
-            media_id=media_id,
-            filter_id=filter_id,
-            backup_version=str(backup["version"]),
-            remote_user_id=remote_user,
-        )
+        other_id, alias = other["user_id"], f"#fuzz{tag}:{SERVER_NAME}"
+        event_id, state_id = event["event_id"], state["event_id"]
         since = self._call("GET", f"{v3}/sync?timeout=0", None, token)["next_batch"]
+        fx = Fixtures(user_id=user_id, access_token=token, room_id=room_id)
         fx.real_values = {
-            "userId": [user_id, user_id, fx.other_user_id, remote_user],
-            "user_id": [user_id, fx.other_user_id, remote_user],
+            "userId": [user_id, user_id, other_id, remote_user],
+            "user_id": [user_id, other_id, remote_user],
             "room_id": [room_id],
-            "event_id": [fx.event_id, remote_join],
+            "event_id": [event_id, remote_join],
             "since": [since],
             "from": [since],
             "to": [since],
@@ -382,14 +362,14 @@ class FuzzTarget:
             "server_name": [SERVER_NAME, self.key_server.server_name],
             "ver": ["12", "11", "10"],
             "roomId": [room_id],
-            "roomIdOrAlias": [room_id, fx.room_alias],
-            "roomAlias": [fx.room_alias],
-            "eventId": [fx.event_id, fx.state_event_id, remote_join],
-            "deviceId": [fx.device_id],
+            "roomIdOrAlias": [room_id, alias],
+            "roomAlias": [alias],
+            "eventId": [event_id, state_id, remote_join],
+            "deviceId": [me["device_id"]],
             "filterId": [filter_id],
             "mediaId": [media_id],
             "serverName": [SERVER_NAME, self.key_server.server_name],
-            "version": [fx.backup_version],
+            "version": [str(backup["version"])],
             "eventType": ["m.room.message", "m.room.topic", "m.room.member"],
             "type": ["m.room.message", "m.tag", "m.fully_read"],
             "stateKey": ["", user_id],
