@@ -12,6 +12,7 @@ import pytest_twisted
 from tests.ephemeral.helpers import send, shared_room
 from tests.push.gateway import sleep, start_gateway
 from tests.push.test_pushers import pusher_body, set_pusher
+from tests.support.client import q
 from tests.support.server import RunningServer
 
 
@@ -68,3 +69,25 @@ async def test_pusher_url_in_a_blacklisted_range_is_never_contacted(
         assert gateway.attempts == 0
     finally:
         await gateway.stop()
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        # Found by the long run on PostgreSQL: ?v=%00 reached the events table.
+        "/_matrix/client/v3/rooms/{room}/context/%00",
+        "/_matrix/client/v3/rooms/{room}/messages?from=%00",
+        "/_matrix/client/v3/rooms/{room}/state/m.room.topic/%00",
+        "/_matrix/client/v3/profile/%40a%00%3Atest.local",
+        "/_matrix/client/v3/directory/room/%23a%00%3Atest.local",
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_nul_in_a_path_or_query_parameter_is_invalid_param(
+    server: RunningServer, path: str
+) -> None:
+    alice = await _user(server, "alice")
+    room_id = await shared_room(alice)
+    resp = await alice.get(path.format(room=q(room_id)))
+    assert resp.code == 400, resp
+    assert resp.json["errcode"] == "M_INVALID_PARAM"
