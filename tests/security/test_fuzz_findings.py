@@ -9,7 +9,10 @@ from typing import Any
 import pytest
 import pytest_twisted
 
+from federation.interfaces import FederationRequestError
 from tests.ephemeral.helpers import send, shared_room
+from tests.federation.conftest import database_b, server_b_overrides, two_servers  # noqa: F401
+from tests.federation.test_backfill import alice_bob_and_a_room, join_from_b
 from tests.push.gateway import sleep, start_gateway
 from tests.push.test_pushers import pusher_body, set_pusher
 from tests.support.client import q
@@ -91,3 +94,27 @@ async def test_nul_in_a_path_or_query_parameter_is_invalid_param(
     resp = await alice.get(path.format(room=q(room_id)))
     assert resp.code == 400, resp
     assert resp.json["errcode"] == "M_INVALID_PARAM"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # Found by the fuzzer (its remote server joined the room first).
+        {"earliest_events": False, "latest_events": [], "limit": [], "min_depth": []},
+        {"earliest_events": [], "latest_events": "$x", "limit": 10},
+        {"earliest_events": [], "latest_events": [], "limit": "10"},
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_get_missing_events_with_wrong_field_types_is_bad_json(
+    two_servers: tuple[RunningServer, RunningServer],  # noqa: F811 (the fixture)
+    body: dict[str, Any],
+) -> None:
+    a, b = two_servers
+    alice, bob, room_id = await alice_bob_and_a_room(a, b)
+    await join_from_b(bob, room_id, a)
+    with pytest.raises(FederationRequestError) as raised:
+        await b.hs.federation.client.post_json(
+            a.hs.server_name, f"/_matrix/federation/v1/get_missing_events/{q(room_id)}", body
+        )
+    assert (raised.value.code, raised.value.errcode) == (400, "M_BAD_JSON")
