@@ -155,7 +155,9 @@ async def main(args: argparse.Namespace) -> None:
             }
         else:
             database = {"name": "sqlite3", "args": {"database": os.path.join(data_dir, "hs.db")}}
-        config = parse_config(make_config_dict(data_dir, database), data_dir)
+        # The gateway stub is on loopback, which ip_range_blacklist blocks by default.
+        config_dict = make_config_dict(data_dir, database, ip_range_whitelist=["127.0.0.0/8"])
+        config = parse_config(config_dict, data_dir)
         hs = await build_homeserver(config, reactor)
         hs.listen()
         base_url = f"http://127.0.0.1:{hs.ports[0].getHost().port}"

@@ -22,7 +22,7 @@ from homeserver.errors import Codes, MatrixError
 from homeserver.events.event import Event
 from homeserver.events.visibility import server_of_user
 from homeserver.http.server import JsonResource
-from homeserver.http.servlet import parse_integer, parse_json_body, parse_string
+from homeserver.http.servlet import field, parse_integer, parse_json_body, parse_string
 from homeserver.rooms.room_cache import LiveRoom, RoomCache
 from homeserver.rooms.visibility import VisibilityFilter
 from storage.events import EventsStore
@@ -241,10 +241,12 @@ class FederationRoomServlets:
     async def on_get_missing_events(self, request: Request, roomId: str) -> tuple[int, Any]:
         origin, _ = await self._readable_room(request, roomId)
         body = parse_json_body(request)
-        earliest = {e for e in body.get("earliest_events", []) if isinstance(e, str)}
-        latest = [e for e in body.get("latest_events", []) if isinstance(e, str)]
-        limit = min(int(body.get("limit", 10)) if isinstance(body.get("limit"), int) else 10, 20)
-        min_depth = body.get("min_depth", 0) if isinstance(body.get("min_depth"), int) else 0
+        earliest = {
+            e for e in field(body, "earliest_events", list, default=[]) if isinstance(e, str)
+        }
+        latest = [e for e in field(body, "latest_events", list, default=[]) if isinstance(e, str)]
+        limit = min(field(body, "limit", int, default=10), 20)
+        min_depth = field(body, "min_depth", int, default=0)
         # Events reachable backwards from latest, stopping at earliest.
         result: list[Event] = []
         seen = set(latest) | earliest

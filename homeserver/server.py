@@ -319,7 +319,13 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
     room_handler.message_checks.append(relations.check_new_event)
     sync.bundler = relations.bundles_for_user
     sync.ignored = ignored_users
-    push = build_push(config, reactor, storage, room_cache, memberships, sync)
+    blacklist = config.ip_range_blacklist
+    # What outbound requests made for users (push gateways, remote media) may reach.
+    outbound_ip_filter = IpFilter(
+        list(DEFAULT_IP_RANGE_BLACKLIST) if blacklist is None else blacklist,
+        config.ip_range_whitelist,
+    )
+    push = build_push(config, reactor, storage, room_cache, memberships, sync, outbound_ip_filter)
     fanout.listeners.append(push.on_persisted)
     storage.account_data.listeners.append(lambda user_id: notifier.notify_users([user_id]))
     presence = PresenceHandler(
@@ -399,16 +405,12 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
     fanout.listeners.append(edus.on_persisted)
 
     media_files = FileSystemMediaStorage(config.media_store_path)
-    blacklist = config.ip_range_blacklist
     remote_media = RemoteMediaFetcher(
         reactor,
         federation.client,
         media_files.spool_dir,
         config.max_upload_size,
-        IpFilter(
-            list(DEFAULT_IP_RANGE_BLACKLIST) if blacklist is None else blacklist,
-            config.ip_range_whitelist,
-        ),
+        outbound_ip_filter,
     )
     media = MediaRepository(
         MediaSettings.from_config(config),

@@ -64,6 +64,8 @@ class UiAuthHandler:
         auth = body.get("auth")
         if auth is not None and not isinstance(auth, dict):
             raise MatrixError(400, Codes.BAD_JSON, "'auth' must be an object")
+        if auth and not isinstance(auth.get("type", ""), str):
+            raise MatrixError(400, Codes.BAD_JSON, "'auth.type' must be a string")
         clientdict = {k: v for k, v in body.items() if k != "auth"}
         session: UiAuthSession | None = None
         session_id = auth.get("session") if auth else None

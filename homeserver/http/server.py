@@ -308,6 +308,16 @@ class EncodedJson:
         self.data = data
 
 
+def refuse_nul(params: dict[str, str], args: dict[bytes, list[bytes]] | None) -> None:
+    """No path or query parameter may hold U+0000: no Matrix identifier, token or name
+    has one, and PostgreSQL cannot compare or store it (a ValueError, once a 500)."""
+    if any("\x00" in value for value in params.values()) or any(
+        b"\x00" in name or any(b"\x00" in value for value in values)
+        for name, values in (args or {}).items()
+    ):
+        raise MatrixError(400, Codes.INVALID_PARAM, "NUL characters are not allowed in parameters")
+
+
 def respond_json(
     request: server.Request, status: int, body: Any, headers: dict[str, str] | None = None
 ) -> None:
@@ -394,6 +404,7 @@ class JsonResource(resource.Resource):
             if handler is None:  # OPTIONS
                 respond_json(request, 200, {})
                 return
+            refuse_nul(params, request.args)
             result = await handler(request, **params)
             status, body = result[0], result[1]
             if isinstance(body, PendingResponse):

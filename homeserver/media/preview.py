@@ -126,16 +126,22 @@ class _ResolverReactor:
 
 
 def filtering_agent(
-    reactor: Any, ip_filter: IpFilter, on_blocked: Any, *, connect_timeout: float = 10
+    reactor: Any,
+    ip_filter: IpFilter,
+    on_blocked: Any,
+    *,
+    connect_timeout: float = 10,
+    pool: HTTPConnectionPool | None = None,
 ) -> IAgent:
-    """An agent (no persistent connections) that never connects to a blocked address."""
+    """An agent that never connects to a blocked address (no persistent connections
+    unless given a ``pool``)."""
     resolver = _BlocklistingResolver(reactor.nameResolver, ip_filter, on_blocked)
     filtered = _ResolverReactor(reactor, resolver)
     return cast(
         IAgent,
         Agent(
             filtered,
-            pool=HTTPConnectionPool(filtered, persistent=False),
+            pool=pool or HTTPConnectionPool(filtered, persistent=False),
             connectTimeout=connect_timeout,
         ),
     )

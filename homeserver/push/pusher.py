@@ -33,11 +33,12 @@ from typing import Any
 import treq
 from treq.client import HTTPClient
 from twisted.internet import defer
-from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.client import HTTPConnectionPool
 
 from homeserver.clock import Clock, DelayedCall
 from homeserver.errors import MatrixError
 from homeserver.events.event import Event
+from homeserver.media.preview import IpFilter, filtering_agent
 from homeserver.push.counts import UnreadCounts
 from homeserver.push.evaluator import actions_tweaks
 from homeserver.rooms.memberships import MembershipCache
@@ -76,13 +77,18 @@ class GatewayError(Exception):
 
 
 class GatewayClient:
-    """POSTs JSON to push gateways; the parsed answer of a 2xx, else ``GatewayError``."""
+    """POSTs JSON to push gateways; the parsed answer of a 2xx, else ``GatewayError``.
 
-    def __init__(self, reactor: Any) -> None:
+    A gateway whose address ``ip_filter`` blocks (``ip_range_blacklist``, by default
+    private, loopback and reserved ranges) is never connected to, as in Synapse: a
+    pusher URL is chosen by any user and must not reach the server's own network.
+    """
+
+    def __init__(self, reactor: Any, ip_filter: IpFilter) -> None:
         self._reactor = reactor
         self._pool = HTTPConnectionPool(reactor, persistent=True)
         self._pool.retryAutomatically = False
-        agent: Any = Agent(reactor, pool=self._pool)
+        agent: Any = filtering_agent(reactor, ip_filter, _blocked, pool=self._pool)
         self._client = HTTPClient(agent)
 
     async def post(self, url: str, body: JsonDict, timeout_s: float) -> Any:
@@ -117,6 +123,10 @@ class GatewayClient:
 
     async def close(self) -> None:
         await self._pool.closeCachedConnections()
+
+
+def _blocked() -> None:
+    logger.info("Push gateway address blocked by ip_range_blacklist")
 
 
 # Builds a notification's body when it is sent (None: the event is gone, skip it).

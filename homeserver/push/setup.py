@@ -15,6 +15,7 @@ from homeserver.api.client.pushers import PusherServlets
 from homeserver.events.event import Event
 from homeserver.handlers.auth import AuthHandler
 from homeserver.http.server import JsonResource
+from homeserver.media.preview import IpFilter
 from homeserver.push.actions import PushActionGenerator
 from homeserver.push.counts import UnreadCounts, UnreadCountsSource
 from homeserver.push.notifications import NotificationsHandler
@@ -65,6 +66,7 @@ def build_push(
     rooms: RoomCache,
     memberships: MembershipCache,
     sync: SyncHandler,
+    outbound_ip_filter: IpFilter,
 ) -> PushServices:
     section = config.values.get("push") or {}
     settings = PushSettings(include_content=bool(section.get("include_content", True)))
@@ -86,7 +88,7 @@ def build_push(
         counts,
         memberships,
         reactor,
-        GatewayClient(reactor),
+        GatewayClient(reactor, outbound_ip_filter),
         settings,
         events=storage.events,
         rooms=rooms,
