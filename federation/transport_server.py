@@ -116,7 +116,9 @@ class TransactionServlet:
 
     async def on_send(self, request: Request, txnId: str) -> tuple[int, Any]:
         origin = await self._auth.authenticate(request)
-        body = parse_json_body(request)
+        # One PDU or EDU with a U+0000 is refused on its own (the PDU format check),
+        # never the whole transaction, which its server would retry forever.
+        body = parse_json_body(request, forbid_nul=False)
         pdus = body.get("pdus", [])
         edus = body.get("edus", [])
         if not isinstance(pdus, list) or not isinstance(edus, list):

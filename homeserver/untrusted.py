@@ -22,6 +22,7 @@ import re
 from typing import Any, Final
 
 from homeserver.errors import Codes, MatrixError
+from homeserver.events.format import has_nul
 
 logger = logging.getLogger(__name__)
 
@@ -56,10 +57,12 @@ def _reject_constant(name: str) -> None:
 _DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
 
 
-def decode_json(raw: bytes | str) -> Any:
+def decode_json(raw: bytes | str, *, forbid_nul: bool = False) -> Any:
     """Parse untrusted JSON text: ``M_NOT_JSON`` if it is not JSON (invalid UTF-8,
     syntax, NaN/Infinity, nested too deep), ``M_BAD_JSON`` if it is JSON that cannot
-    be represented (lone surrogates, numbers out of the float range)."""
+    be represented (lone surrogates, numbers out of the float range) and, with
+    ``forbid_nul``, if a string holds U+0000 (PostgreSQL cannot store it in a text
+    column, so a client's values never carry one)."""
     try:
         text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
     except UnicodeDecodeError:
@@ -76,6 +79,9 @@ def decode_json(raw: bytes | str) -> Any:
         raise MatrixError(400, Codes.NOT_JSON, "Content not JSON: nested too deeply.")
     if _SURROGATE_ESCAPE.search(text) is not None and has_lone_surrogate(value):
         raise MatrixError(400, Codes.BAD_JSON, "Bad JSON value: lone surrogate in a string.")
+    # Valid JSON carries U+0000 only as an escape, so text without one needs no walk.
+    if forbid_nul and "\\u0000" in text and has_nul(value):
+        raise MatrixError(400, Codes.BAD_JSON, "Bad JSON value: U+0000 in a string.")
     return value
 
 

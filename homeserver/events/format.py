@@ -253,6 +253,24 @@ def _check_event_id_list(
         raise _bad(f"'{key}' lists the same event more than once")
 
 
+def has_nul(value: Any) -> bool:
+    """Whether a string (key or value) anywhere in ``value`` holds U+0000."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if type(item) is str:
+            if "\x00" in item:
+                return True
+        elif type(item) is dict:
+            for key, child in item.items():
+                if "\x00" in key:
+                    return True
+                stack.append(child)
+        elif type(item) is list:
+            stack.extend(item)
+    return False
+
+
 def validate_pdu_format(event: Mapping[str, Any], room_version: RoomVersion) -> None:
     """Check a received PDU against the event format of ``room_version`` (10, 11 or 12).
 
@@ -266,9 +284,14 @@ def validate_pdu_format(event: Mapping[str, Any], room_version: RoomVersion) -> 
 
     validate_canonical_json_values(event)
     try:
-        size = len(encode_canonical_json(event))
+        encoded = encode_canonical_json(event)
     except (TypeError, ValueError) as e:  # includes UnicodeEncodeError (lone surrogates)
         raise _bad(f"PDU is not encodable as canonical JSON: {e}") from e
+    size = len(encoded)
+    # Canonical JSON escapes U+0000; PostgreSQL cannot keep it in the text columns a
+    # PDU's strings reach (state keys, search bodies), so such a PDU is refused alone.
+    if b"\\u0000" in encoded and has_nul(event):
+        raise _bad("PDU holds U+0000 in a string")
     if size > MAX_PDU_SIZE:
         raise EventFormatError("M_TOO_LARGE", f"PDU is {size} bytes, over {MAX_PDU_SIZE}")
 

@@ -12,9 +12,12 @@ from homeserver.untrusted import decode_json, parse_int64
 JsonDict = dict[str, Any]
 
 
-def parse_json_body(request: Request, *, allow_empty: bool = False) -> JsonDict:
+def parse_json_body(
+    request: Request, *, allow_empty: bool = False, forbid_nul: bool = True
+) -> JsonDict:
     """The body as a JSON object: ``M_NOT_JSON`` if unparseable, ``M_BAD_JSON`` if not
-    an object or not representable (see ``homeserver.untrusted.decode_json``)."""
+    an object or not representable, or holding U+0000 unless ``forbid_nul`` is false
+    (see ``homeserver.untrusted.decode_json``)."""
     assert request.content is not None
     request.content.seek(0)
     raw = request.content.read()
@@ -22,7 +25,7 @@ def parse_json_body(request: Request, *, allow_empty: bool = False) -> JsonDict:
         if allow_empty:
             return {}
         raise MatrixError(400, Codes.NOT_JSON, "Content not JSON.")
-    body = decode_json(raw)
+    body = decode_json(raw, forbid_nul=forbid_nul)
     if not isinstance(body, dict):
         raise MatrixError(400, Codes.BAD_JSON, "Content must be a JSON object.")
     return body

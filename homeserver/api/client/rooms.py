@@ -43,7 +43,7 @@ def parse_event_filter(request: Request) -> EventFilter | None:
     if raw is None:
         return None
     try:
-        data = decode_json(raw)
+        data = decode_json(raw, forbid_nul=True)
     except MatrixError as e:  # M_BAD_JSON for any bad filter here, as before
         raise MatrixError(400, Codes.BAD_JSON, f"Invalid filter: {e.message}") from None
     try:

@@ -67,7 +67,7 @@ def _parse_filter(data: Any) -> FilterCollection:
 
 @lru_cache(maxsize=1024)
 def _parse_inline_filter(raw: str) -> FilterCollection:
-    return _parse_filter(decode_json(raw))
+    return _parse_filter(decode_json(raw, forbid_nul=True))
 
 
 _EMPTY_FILTER = FilterCollection.from_json({})

@@ -435,7 +435,7 @@ class SyncStreamProtocol(WebSocketServerProtocol):  # type: ignore[misc]
             return
         call_id: Any = None
         try:
-            message = decode_json(payload)
+            message = decode_json(payload, forbid_nul=True)
             if not isinstance(message, dict):
                 raise MatrixError(400, Codes.BAD_JSON, "Message must be a JSON object")
             call_id = message.get("id")
