@@ -223,7 +223,10 @@ class FederationMembership:
             # the sending server, as Synapse does.
             self._invite_limiter.ratelimit(None, target, str(pdu.get("sender")))
         signed = sign_event(pdu, self.server_name, self._signing_key, version)
-        stripped = [s for s in body.get("invite_room_state", []) if isinstance(s, dict)]
+        room_state = body.get("invite_room_state", [])
+        stripped = (
+            [s for s in room_state if isinstance(s, dict)] if isinstance(room_state, list) else []
+        )
         await self._handler.store_remote_invite(version, signed, stripped)
         return {"event": signed}
 

@@ -22,7 +22,13 @@ from homeserver.errors import Codes, MatrixError
 from homeserver.events.event import Event
 from homeserver.events.visibility import server_of_user
 from homeserver.http.server import JsonResource
-from homeserver.http.servlet import field, parse_integer, parse_json_body, parse_string
+from homeserver.http.servlet import (
+    field,
+    parse_integer,
+    parse_json_body,
+    parse_string,
+    parse_strings,
+)
 from homeserver.rooms.room_cache import LiveRoom, RoomCache
 from homeserver.rooms.visibility import VisibilityFilter
 from storage.events import EventsStore
@@ -96,7 +102,7 @@ class FederationRoomServlets:
         self, request: Request, room_id: str, user_id: str, membership: str
     ) -> JsonDict:
         origin, _ = await self._room_for(request, room_id)
-        versions = [v.decode() for v in (request.args or {}).get(b"ver", [])] or ["1"]
+        versions = parse_strings(request, "ver") or ["1"]
         return await self._membership.make_membership(
             origin, room_id, user_id, membership, versions
         )
@@ -215,7 +221,7 @@ class FederationRoomServlets:
 
     async def on_backfill(self, request: Request, roomId: str) -> tuple[int, Any]:
         origin, _ = await self._readable_room(request, roomId)
-        starts = [v.decode() for v in (request.args or {}).get(b"v", [])]
+        starts = parse_strings(request, "v")
         limit = parse_integer(request, "limit", default=10, minimum=0, maximum=MAX_BACKFILL)
         assert limit is not None
         found = {

@@ -31,7 +31,8 @@ def parse_json_body(
     return body
 
 
-def _query_values(request: Request, name: str) -> list[str]:
+def parse_strings(request: Request, name: str) -> list[str]:
+    """Every value of a repeated query parameter (``?v=a&v=b``), as UTF-8 text."""
     args = request.args or {}
     try:
         return [v.decode("utf-8") for v in args.get(name.encode(), [])]
@@ -49,7 +50,7 @@ def parse_string(
     required: bool = False,
     allowed: tuple[str, ...] | None = None,
 ) -> str | None:
-    values = _query_values(request, name)
+    values = parse_strings(request, name)
     if not values:
         if required:
             raise MatrixError(400, Codes.MISSING_PARAM, f"Missing string query parameter {name!r}")
@@ -73,7 +74,7 @@ def parse_integer(
     minimum: int | None = None,
     maximum: int | None = None,
 ) -> int | None:
-    values = _query_values(request, name)
+    values = parse_strings(request, name)
     if not values:
         if required:
             raise MatrixError(400, Codes.MISSING_PARAM, f"Missing integer query parameter {name!r}")
@@ -89,7 +90,7 @@ def parse_integer(
 
 
 def parse_boolean(request: Request, name: str, *, default: bool = False) -> bool:
-    values = _query_values(request, name)
+    values = parse_strings(request, name)
     if not values:
         return default
     if values[0] in ("true", "1"):

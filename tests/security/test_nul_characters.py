@@ -1,7 +1,9 @@
-"""U+0000 in strings: PostgreSQL cannot keep it in a text column, so a client's JSON
-holding one is 400 M_BAD_JSON at the edge (found by the fuzzer: a UIA session id with
-a NUL answered 500 on PostgreSQL), and a PDU holding one is refused on its own, without
-failing the rest of its transaction."""
+"""Strings a database or a decoder cannot take (found by the fuzzer).
+
+U+0000: PostgreSQL cannot keep it in a text column, so a client's JSON holding one is
+400 M_BAD_JSON at the edge (a UIA session id with a NUL answered 500 on PostgreSQL),
+and a PDU holding one is refused on its own, without failing the rest of its
+transaction. Invalid UTF-8 in a repeated federation query value is 400."""
 
 from __future__ import annotations
 
@@ -74,3 +76,20 @@ async def test_pdu_with_nul_is_refused_alone(
     await assert_not_stored(alice, room_id, str(bad["event_id"]))
     resp = await alice.get(f"/_matrix/client/v3/rooms/{q(room_id)}/event/{q(good['event_id'])}")
     assert resp.code == 200, resp
+
+
+@pytest_twisted.ensureDeferred
+async def test_invalid_utf8_in_repeated_federation_query_values_is_400(
+    ours: RunningServer, attacker: MaliciousServer
+) -> None:
+    # backfill's ?v= and make_join's ?ver= were decoded by hand: invalid UTF-8 was a 500.
+    alice = await user(ours, "alice")
+    room_id = await create_room(alice, "public_chat")
+    joined = await attacker.join(ours, room_id)
+    paths = [
+        f"/_matrix/federation/v1/backfill/{q(room_id)}?v=%FF&limit=5",
+        f"/_matrix/federation/v1/make_join/{q(room_id)}/{q(joined.user_id)}?ver=%FF",
+    ]
+    for path in paths:
+        status, answer = await attacker.request(ours, "GET", path)
+        assert (status, answer["errcode"]) == (400, "M_INVALID_PARAM"), (path, answer)
