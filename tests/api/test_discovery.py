@@ -17,6 +17,8 @@ async def test_versions_lists_spec_versions_without_auth(server: RunningServer) 
     assert isinstance(versions, list) and versions
     assert all(isinstance(v, str) for v in versions)
     assert "v1.1" in versions
+    # v1.11 makes clients use authenticated media (/_matrix/client/v1/media), which we serve.
+    assert {"v1.11", "v1.12"} <= set(versions)
     assert isinstance(resp.json.get("unstable_features", {}), dict)
 
 

@@ -13,7 +13,9 @@ from homeserver.handlers.auth import AuthHandler
 from homeserver.http.server import JsonResource
 
 # Only versions whose required endpoints we serve honestly.
-SUPPORTED_VERSIONS = ["r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6"]
+# Clients gate features on these: authenticated media (v1.11) is used only where v1.11
+# is listed, and the unauthenticated fallback refuses new media, so an image would break.
+SUPPORTED_VERSIONS = ["r0.6.1", *(f"v1.{minor}" for minor in range(1, 13))]
 
 
 class MetaServlets:
