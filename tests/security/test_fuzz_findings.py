@@ -38,7 +38,8 @@ async def test_uia_auth_type_not_a_string_is_bad_json(server: RunningServer, pat
     # Found on POST /account/password: {"auth": {"type": []}} was a TypeError (a list
     # is no set member), answered 500.
     alice = await _user(server, "alice")
-    body = {"auth": {"type": []}, "new_password": "", "devices": []}
+    # A valid new password: an empty one is refused (M_WEAK_PASSWORD) before UIA.
+    body = {"auth": {"type": []}, "new_password": "a-long-enough-passw0rd", "devices": []}
     resp = await alice.post(path, body)
     assert resp.code == 400, resp
     assert resp.json["errcode"] == "M_BAD_JSON"
