@@ -216,8 +216,9 @@ class E2eeStore:
     ) -> UploadResult:
         """Store what a device uploaded, all or nothing.
 
-        Refused (``conflict`` set) when the identity keys differ from those already held
-        for the device, or a one-time key id is reused with a different key.
+        Device keys replace those held for the device (``device_keys_changed`` when they
+        differ). Refused (``conflict`` set) when a one-time key id is reused with a
+        different key.
         """
         upload_seq = self._otk_seq.next_id()
 
@@ -229,10 +230,7 @@ class E2eeStore:
                     (user_id, device_id),
                 )
                 if row is not None:
-                    old = json.loads(row[0])
-                    if old.get("keys") != device_keys.get("keys"):
-                        return UploadResult("device identity keys may not change", False)
-                    changed = old != device_keys
+                    changed = json.loads(row[0]) != device_keys
                     if changed:
                         txn.execute(
                             "UPDATE e2e_device_keys SET key_json = ?, ts_added_ms = ?"

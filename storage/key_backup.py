@@ -26,7 +26,7 @@ class BackupVersion:
     user_id: str
     version: int
     algorithm: str
-    auth_data: JsonDict
+    auth_data: Any  # opaque to the server: any JSON value, as Synapse stores it
     etag: int
     count: int
 
@@ -38,7 +38,7 @@ class RoomKey:
     first_message_index: int
     forwarded_count: int
     is_verified: bool
-    session_data: JsonDict
+    session_data: Any  # opaque to the server: any JSON value
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +66,7 @@ class KeyBackupStore:
     async def open(cls, db: Database) -> KeyBackupStore:
         return cls(db, await IdGenerator.load(db, "e2e_room_keys_versions", "version"))
 
-    async def create_version(self, user_id: str, algorithm: str, auth_data: JsonDict) -> int:
+    async def create_version(self, user_id: str, algorithm: str, auth_data: Any) -> int:
         version = self._versions.next_id()
         await self._db.run_interaction(
             "create_backup_version",
@@ -117,7 +117,7 @@ class KeyBackupStore:
 
         return await self._db.run_interaction("get_backup_version", _txn)
 
-    async def update_auth_data(self, user_id: str, version: int, auth_data: JsonDict) -> None:
+    async def update_auth_data(self, user_id: str, version: int, auth_data: Any) -> None:
         await self._db.run_interaction(
             "update_backup_version",
             lambda txn: txn.execute(

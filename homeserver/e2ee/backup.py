@@ -49,7 +49,7 @@ class KeyBackupHandler:
     def __init__(self, store: KeyBackupStore) -> None:
         self._store = store
 
-    async def create_version(self, user_id: str, algorithm: str, auth_data: JsonDict) -> str:
+    async def create_version(self, user_id: str, algorithm: str, auth_data: Any) -> str:
         return str(await self._store.create_version(user_id, algorithm, auth_data))
 
     async def get_version(self, user_id: str, version: str | None) -> JsonDict:
@@ -62,7 +62,7 @@ class KeyBackupHandler:
         return version_json(info)
 
     async def update_version(
-        self, user_id: str, version: str, algorithm: str, auth_data: JsonDict, body_version: Any
+        self, user_id: str, version: str, algorithm: str, auth_data: Any, body_version: Any
     ) -> None:
         if body_version is not None and body_version != version:
             raise MatrixError(400, Codes.INVALID_PARAM, "Version in body does not match")

@@ -2,10 +2,12 @@
 
 Invariants:
 - Device keys are accepted only from the device they describe (user id and device id
-  of the access token) and only when signed by that device's own ed25519 key; once a
-  device has identity keys they never change (400).
-- ``signed_curve25519`` one-time and fallback keys must carry a valid signature by the
-  uploading device's ed25519 key.
+  of the access token) and must be well formed (``algorithms``, ``keys``, ``signatures``).
+  Their signatures are not checked here, as Synapse does not: clients verify them (the
+  server is not trusted with that), and a device may replace its keys (re-upload after a
+  client resets its crypto store), which notifies the device list as any change does.
+- One-time and fallback key ids are ``<algorithm>:<key id>``; a one-time key id is never
+  reused with another key.
 - Remote users are asked of through ``remote`` (``RemoteKeys``: federation, one request
   per server within the client's ``timeout``); servers that fail, or every server when
   no ``remote`` is plugged in, are listed in ``failures``. The local/remote decision is
@@ -23,7 +25,6 @@ from homeserver.clock import Clock, now_ms
 from homeserver.e2ee.device_lists import DeviceLists, DeviceListUpdates
 from homeserver.e2ee.locality import Locality, remote_failure
 from homeserver.e2ee.remote import RemoteKeys
-from homeserver.e2ee.signatures import check_signature, verify_key
 from homeserver.errors import Codes, MatrixError
 from homeserver.handlers.auth import Requester
 from homeserver.rooms.membership_changes import membership_changes
@@ -86,16 +87,8 @@ class KeysHandler:
         device_keys = body.get("device_keys")
         if device_keys is not None:
             self._check_device_keys(user_id, device_id, device_keys)
-            signing_key = device_keys["keys"][f"ed25519:{device_id}"]
-        else:
-            stored = await self._store.get_device_keys(user_id, device_id)
-            signing_key = (stored or {}).get("keys", {}).get(f"ed25519:{device_id}")
-        one_time = self._parse_keys(
-            body.get("one_time_keys"), "one_time_keys", user_id, device_id, signing_key
-        )
-        fallback = self._parse_keys(
-            body.get("fallback_keys"), "fallback_keys", user_id, device_id, signing_key
-        )
+        one_time = self._parse_keys(body.get("one_time_keys"), "one_time_keys")
+        fallback = self._parse_keys(body.get("fallback_keys"), "fallback_keys")
         if len({k.algorithm for k in fallback}) != len(fallback):
             raise bad("At most one fallback key per algorithm")
         result = await self._store.upload_keys(
@@ -123,15 +116,17 @@ class KeysHandler:
         keys = device_keys.get("keys")
         if not isinstance(keys, dict) or not all(isinstance(v, str) for v in keys.values()):
             raise MatrixError(400, Codes.BAD_JSON, "device_keys.keys must map ids to strings")
-        key_id = f"ed25519:{device_id}"
-        if key_id not in keys:
-            raise bad(f"device_keys.keys must contain {key_id}")
-        check_signature(device_keys, user_id, verify_key(key_id, keys[key_id]))
+        signatures = device_keys.get("signatures")
+        if not isinstance(signatures, dict) or not all(
+            isinstance(by_key, dict) and all(isinstance(v, str) for v in by_key.values())
+            for by_key in signatures.values()
+        ):
+            raise MatrixError(
+                400, Codes.BAD_JSON, "device_keys.signatures must map users to key ids to strings"
+            )
 
     @staticmethod
-    def _parse_keys(
-        raw: Any, name: str, user_id: str, device_id: str, signing_key: str | None
-    ) -> list[NewKey]:
+    def _parse_keys(raw: Any, name: str) -> list[NewKey]:
         if raw is None:
             return []
         if not isinstance(raw, dict):
@@ -143,14 +138,12 @@ class KeysHandler:
                 raise bad(f"{name}: key ids must be <algorithm>:<key id>, got {full_id!r}")
             if not isinstance(key, dict | str):
                 raise MatrixError(400, Codes.BAD_JSON, f"{name}: {full_id} must be an object")
-            if algorithm == SIGNED_CURVE25519:
-                if not isinstance(key, dict) or not isinstance(key.get("key"), str):
-                    raise MatrixError(
-                        400, Codes.BAD_JSON, f"{name}: {full_id} must be a signed key object"
-                    )
-                if signing_key is None:
-                    raise bad("Upload device keys before signed one-time or fallback keys")
-                check_signature(key, user_id, verify_key(f"ed25519:{device_id}", signing_key))
+            if algorithm == SIGNED_CURVE25519 and (
+                not isinstance(key, dict) or not isinstance(key.get("key"), str)
+            ):
+                raise MatrixError(
+                    400, Codes.BAD_JSON, f"{name}: {full_id} must be a signed key object"
+                )
             out.append(NewKey(algorithm, key_id, key))
         return out
 
