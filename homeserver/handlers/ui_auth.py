@@ -111,7 +111,9 @@ class UiAuthHandler:
                 try:
                     result = await self._checkers[stage](auth, session, requester)
                 except MatrixError as e:
-                    if e.status == 429:
+                    # 403 (auth as another user than the requester's) ends the request, as
+                    # Synapse does; other failures are reported with the flows (401).
+                    if e.status in (403, 429):
                         raise
                     error = e
                 else:

@@ -157,6 +157,21 @@ async def test_delete_device_wrong_password_keeps_device(
 
 
 @pytest_twisted.ensureDeferred
+async def test_delete_device_with_another_users_password_is_403(
+    server: RunningServer, alice: Client, bob: Client
+) -> None:
+    """SyTest: a stolen token plus the thief's own password is refused outright (403)."""
+    phone = await _login(server, "PHONE")
+    auth = {
+        "type": "m.login.password",
+        "identifier": {"type": "m.id.user", "user": bob.user_id},
+        "password": PASSWORD,
+    }
+    assert_error(await alice.delete(_device("PHONE"), {"auth": auth}), 403, "M_FORBIDDEN")
+    assert (await phone.get(WHOAMI)).code == 200
+
+
+@pytest_twisted.ensureDeferred
 async def test_delete_own_current_device_logs_it_out(server: RunningServer, alice: Client) -> None:
     resp = await uia_password(alice, "DELETE", _device(alice.device_id))
     assert resp.code == 200, resp
