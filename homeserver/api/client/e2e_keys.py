@@ -66,10 +66,19 @@ class E2eKeysServlets:
         r.register_many("POST", client_paths("/keys/query"), self.on_query)
         r.register_many("POST", client_paths("/keys/claim"), self.on_claim)
         r.register_many("GET", client_paths("/keys/changes"), self.on_changes)
+        # Cross-signing is also served under the unstable prefix it was introduced with
+        # (MSC1756), as Synapse does: older clients and SyTest still use it.
+        cross_signing_versions = ("v3", "r0", "unstable")
         r.register_many(
-            "POST", client_paths("/keys/device_signing/upload"), self.on_device_signing_upload
+            "POST",
+            client_paths("/keys/device_signing/upload", versions=cross_signing_versions),
+            self.on_device_signing_upload,
         )
-        r.register_many("POST", client_paths("/keys/signatures/upload"), self.on_signatures_upload)
+        r.register_many(
+            "POST",
+            client_paths("/keys/signatures/upload", versions=cross_signing_versions),
+            self.on_signatures_upload,
+        )
         r.register_many(
             "PUT", client_paths("/sendToDevice/{eventType}/{txnId}"), self.on_send_to_device
         )
