@@ -219,14 +219,33 @@ class RemoteKeyring:
 
     # Notary service ----------------------------------------------------------------------
 
-    async def notary_response(self, server_name: str, minimum_valid_until: int) -> list[JsonDict]:
-        """Our cached key responses for ``server_name``, co-signed by us (for /key/v2/query)."""
+    async def notary_response(
+        self, server_name: str, wanted: dict[str, int] | None, minimum_valid_until: int = 0
+    ) -> list[JsonDict]:
+        """Our cached key responses for ``server_name``, co-signed by us (for /key/v2/query).
+
+        ``wanted`` maps key ids to their ``minimum_valid_until_ts``; None (or empty) asks for
+        every key, each valid until at least ``minimum_valid_until``. We ask the origin
+        again when a wanted key is unknown or not valid long enough, but keep what we held
+        (an origin that forgets a key cannot make us forget it), and answer with the
+        responses holding the wanted keys, as Synapse does.
+        """
         stored = await self._store.get_server_keys(server_name)
-        if not stored or max(k.valid_until_ts for k in stored) < minimum_valid_until:
+        by_id = {k.key_id: k for k in stored}
+        if wanted:
+            stale = any(
+                kid not in by_id or by_id[kid].valid_until_ts < minimum
+                for kid, minimum in wanted.items()
+            )
+        else:
+            stale = not stored or max(k.valid_until_ts for k in stored) < minimum_valid_until
+        if stale:
             await self._fetch(server_name)
             stored = await self._store.get_server_keys(server_name)
         seen: dict[str, JsonDict] = {}
         for k in stored:
+            if wanted and k.key_id not in wanted:
+                continue
             body = k.key_json
             seen[str(body.get("valid_until_ts")) + str(sorted(body.get("verify_keys", {})))] = body
         return [sign_json(body, self._server_name, self._signing_key) for body in seen.values()]

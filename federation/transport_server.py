@@ -188,6 +188,9 @@ class KeyServlets:
     def register(self, r: JsonResource) -> None:
         r.register("POST", "/_matrix/key/v2/query", self.on_post_query)
         r.register("GET", "/_matrix/key/v2/query/{serverName}", self.on_get_query)
+        # The older form naming one key (no longer in the spec; Synapse still serves it and
+        # SyTest uses it).
+        r.register("GET", "/_matrix/key/v2/query/{serverName}/{keyId}", self.on_get_query)
 
     async def on_post_query(self, request: Request) -> tuple[int, Any]:
         body = parse_json_body(request)
@@ -196,20 +199,24 @@ class KeyServlets:
             raise MatrixError(400, Codes.BAD_JSON, "server_keys must be an object")
         out: list[JsonDict] = []
         for server, keys in wanted.items():
-            minimum = 0
+            by_key: dict[str, int] = {}
             if isinstance(keys, dict):
-                for criteria in keys.values():
-                    if isinstance(criteria, dict) and isinstance(
-                        criteria.get("minimum_valid_until_ts"), int
-                    ):
-                        minimum = max(minimum, criteria["minimum_valid_until_ts"])
-            out.extend(await self._keyring.notary_response(str(server), minimum))
+                for key_id, criteria in keys.items():
+                    minimum = (
+                        criteria.get("minimum_valid_until_ts")
+                        if isinstance(criteria, dict)
+                        else None
+                    )
+                    by_key[str(key_id)] = minimum if type(minimum) is int else 0
+            out.extend(await self._keyring.notary_response(str(server), by_key))
         return 200, {"server_keys": out}
 
-    async def on_get_query(self, request: Request, serverName: str) -> tuple[int, Any]:
-        minimum = parse_string(request, "minimum_valid_until_ts")
+    async def on_get_query(
+        self, request: Request, serverName: str, keyId: str | None = None
+    ) -> tuple[int, Any]:
+        raw = parse_string(request, "minimum_valid_until_ts")
+        minimum = int(raw) if raw and raw.isdigit() and len(raw) < 19 else 0
+        wanted = {keyId: minimum} if keyId else None
         return 200, {
-            "server_keys": await self._keyring.notary_response(
-                serverName, int(minimum) if minimum and minimum.isdigit() else 0
-            )
+            "server_keys": await self._keyring.notary_response(serverName, wanted, minimum)
         }
