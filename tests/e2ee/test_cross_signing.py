@@ -161,6 +161,26 @@ async def test_signing_own_device_and_master_key(
     assert master_sigs[key_id] == signed_master["signatures"][user_id][key_id]
 
 
+@sqlite_only
+@pytest_twisted.ensureDeferred
+async def test_cross_signing_is_served_under_the_unstable_prefix(
+    server: RunningServer, alice: Client
+) -> None:
+    """As Synapse: SyTest and older clients use /_matrix/client/unstable for both."""
+    device = FakeDevice.of(alice)
+    await upload_device(alice, device)
+    user_id = alice.user_id or ""
+    master, ssk, usk = cross_signing_set(user_id)
+    unstable = "/_matrix/client/unstable/keys"
+    resp = await alice.post(
+        f"{unstable}/device_signing/upload", signing_upload_body(master, ssk, usk)
+    )
+    assert resp.code == 200, resp
+    signed = ssk.sign(device.device_keys())
+    resp = await alice.post(f"{unstable}/signatures/upload", {user_id: {alice.device_id: signed}})
+    assert resp.code == 200 and resp.json == {"failures": {}}, resp
+
+
 @pytest_twisted.ensureDeferred
 async def test_bad_signatures_fail_per_key(server: RunningServer, alice: Client) -> None:
     device, master, ssk, usk = await _set_up(alice)
