@@ -38,6 +38,29 @@ def test_synapse_device_list_update_parses() -> None:
     assert parse_device_list_update({**content, "prev_id": ["x"]}) is None
 
 
+def test_device_keys_are_kept_unless_they_name_another_user_or_device() -> None:
+    """As Synapse (SyTest sends ``{"device_keys": {}}``): any object is cached, but keys
+    claiming another user or device are not."""
+    base = {"user_id": ALICE, "device_id": "D", "stream_id": 2, "prev_id": [1]}
+    odd = parse_device_list_update({**base, "keys": {"device_keys": {}}})
+    assert odd is not None and odd.device is not None
+    assert odd.device.keys == {"device_keys": {}}
+    for other in ({"user_id": "@mallory:evil"}, {"device_id": "OTHER"}):
+        update = parse_device_list_update({**base, "keys": {"keys": {}, **other}})
+        assert update is not None and update.device is not None and update.device.keys is None
+    listing = {
+        "user_id": ALICE,
+        "stream_id": 1,
+        "devices": [
+            {"device_id": "D", "keys": {"device_keys": {}}},
+            {"device_id": "E", "keys": {"device_id": "D"}},
+        ],
+    }
+    remote = parse_user_devices(ALICE, listing)
+    assert remote.devices["D"].keys == {"device_keys": {}}
+    assert remote.devices["E"].keys is None
+
+
 def test_synapse_user_devices_answer_parses() -> None:
     body = sample("exchange_get_fed_v1_user_devices.json")["response_body"]
     remote = parse_user_devices(ALICE, body)
