@@ -104,14 +104,27 @@ async def test_version_update_errors(server: RunningServer, alice: Client) -> No
         f"{V3}/room_keys/version/12345", {"algorithm": ALGORITHM, "auth_data": {}}
     )
     assert_error(resp, 404, "M_NOT_FOUND")
-    # auth_data is opaque: any JSON value is kept as given (as Synapse; SyTest sends strings).
-    resp = await alice.post(f"{V3}/room_keys/version", {"algorithm": ALGORITHM, "auth_data": "x"})
-    assert resp.code == 200
-    got = await alice.get(f"{V3}/room_keys/version/{resp.json['version']}")
-    assert got.json["auth_data"] == "x"
     resp = await alice.post(f"{V3}/room_keys/version", {"auth_data": {}})
     assert_error(resp, 400, "M_MISSING_PARAM")
     assert_error(await alice.get(f"{V3}/room_keys/version", token=False), 401, "M_MISSING_TOKEN")
+
+
+@pytest_twisted.ensureDeferred
+async def test_auth_data_and_session_data_are_opaque(server: RunningServer, alice: Client) -> None:
+    """Any JSON value is kept as given, as Synapse does (SyTest sends strings)."""
+    resp = await alice.post(f"{V3}/room_keys/version", {"algorithm": ALGORITHM, "auth_data": "x"})
+    assert resp.code == 200, resp
+    version = resp.json["version"]
+    got = await alice.get(f"{V3}/room_keys/version/{version}")
+    assert got.json["auth_data"] == "x"
+    path = f"{V3}/room_keys/version/{version}"
+    assert (await alice.put(path, {"algorithm": ALGORITHM, "auth_data": [1, "y"]})).code == 200
+    assert (await alice.get(path)).json["auth_data"] == [1, "y"]
+    opaque = key()
+    opaque["session_data"] = "anopaquestring"
+    assert (await put_session(alice, version, "s", opaque)).code == 200
+    got = await alice.get(f"{V3}/room_keys/keys/{q(ROOM)}/s", params={"version": version})
+    assert got.json["session_data"] == "anopaquestring"
 
 
 @pytest_twisted.ensureDeferred
@@ -218,11 +231,6 @@ async def test_key_upload_validation(server: RunningServer, alice: Client) -> No
     bad = key()
     del bad["session_data"]
     assert_error(await put_session(alice, version, "s", bad), 400, "M_MISSING_PARAM")
-    opaque = key()
-    opaque["session_data"] = "anopaquestring"
-    assert (await put_session(alice, version, "s", opaque)).code == 200
-    got = await alice.get(f"{V3}/room_keys/keys/{q(ROOM)}/s", params={"version": version})
-    assert got.json["session_data"] == "anopaquestring"
     bad = key()
     bad["is_verified"] = "yes"
     assert_error(await put_session(alice, version, "s", bad), 400, "M_BAD_JSON")
