@@ -136,6 +136,23 @@ async def test_push_rule_errors(server: RunningServer) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_malformed_push_rule_paths_are_400(server: RunningServer) -> None:
+    alice = await user(server, "alice")
+    for path in ("/", "/not_a_scope/room/x", "/global", "/global/room", "/global/room/"):
+        assert_error(await alice.put(f"{RULES}{path}", {}), 400, "M_UNRECOGNIZED")
+    assert_error(
+        await alice.put(f"{RULES}/global/override/.m.rule.master/not_an_attr", {"enabled": True}),
+        400,
+        "M_UNRECOGNIZED",
+    )
+    for path in ("/global", "/global/room", "/not_a_scope/", "/global/override/.m.rule.master/x"):
+        assert_error(await alice.get(f"{RULES}{path}"), 400, "M_UNRECOGNIZED")
+    assert_error(await alice.delete(f"{RULES}/global/room/"), 400, "M_UNRECOGNIZED")
+    assert_error(await alice.get(f"{V3}/pushrules"), 404, "M_UNRECOGNIZED")
+    assert_error(await alice.get(f"{RULES}/global", token=False), 401, "M_MISSING_TOKEN")
+
+
+@pytest_twisted.ensureDeferred
 async def test_push_rules_reach_sync_as_account_data(server: RunningServer) -> None:
     alice = await user(server, "alice")
     first = await sync(alice)
