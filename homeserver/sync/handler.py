@@ -322,7 +322,11 @@ class SyncHandler:
 
         fragments = await self._source_fragments(req, now, join, rooms)
         global_data = filters.filter_account_data(
-            [{"type": c.data_type, "content": c.content} for c in account_data if c.room_id == GLOBAL]
+            [
+                {"type": c.data_type, "content": c.content}
+                for c in account_data
+                if c.room_id == GLOBAL
+            ]
         )
         response: JsonDict = {
             "next_batch": self._token_text(now),
