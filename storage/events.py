@@ -1123,6 +1123,23 @@ class EventsStore:
         )
         self._aliases_changed([(alias, None)])
 
+    async def block_room(self, room_id: str, user_id: str) -> None:
+        await self._db.run_interaction(
+            "block_room",
+            lambda txn: txn.execute(
+                "INSERT INTO blocked_rooms (room_id, user_id) VALUES (?, ?)"
+                " ON CONFLICT (room_id) DO NOTHING",
+                (room_id, user_id),
+            ),
+        )
+
+    async def is_room_blocked(self, room_id: str) -> bool:
+        row = await self._db.run_interaction(
+            "is_room_blocked",
+            lambda txn: txn.select_one("SELECT 1 FROM blocked_rooms WHERE room_id = ?", (room_id,)),
+        )
+        return row is not None
+
     async def get_all_aliases(self) -> list[tuple[str, str]]:
         """Every local alias mapping, (alias, room id)."""
 
@@ -1144,9 +1161,12 @@ class EventsStore:
 
         return await self._db.run_interaction("aliases_for_room", _txn)
 
-    async def move_room_directory(self, old_room_id: str, new_room_id: str) -> None:
+    async def move_room_directory(
+        self, old_room_id: str, new_room_id: str, *, move_listing: bool = True
+    ) -> None:
         """A room upgrade: the old room's local aliases and its listing in the public room
-        directory go to the new room, in one transaction."""
+        directory go to the new room, in one transaction. Without ``move_listing`` (a
+        shut down room) the old room leaves the directory and the new one is not listed."""
 
         def _txn(txn: Transaction) -> list[str]:
             moved = [
@@ -1161,7 +1181,8 @@ class EventsStore:
             row = txn.select_one("SELECT is_public FROM rooms WHERE room_id = ?", (old_room_id,))
             if row and row[0]:
                 txn.execute("UPDATE rooms SET is_public = 0 WHERE room_id = ?", (old_room_id,))
-                txn.execute("UPDATE rooms SET is_public = 1 WHERE room_id = ?", (new_room_id,))
+                if move_listing:
+                    txn.execute("UPDATE rooms SET is_public = 1 WHERE room_id = ?", (new_room_id,))
             return moved
 
         moved = await self._db.run_interaction("move_room_directory", _txn)
