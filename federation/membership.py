@@ -212,6 +212,8 @@ class FederationMembership:
             or pdu.get("room_id") != room_id
         ):
             raise MatrixError(400, Codes.BAD_JSON, "Not an invite for a user of this server")
+        if await self._events.is_room_blocked(room_id):
+            raise MatrixError(403, Codes.FORBIDDEN, "This room has been blocked on this server")
         if compute_event_id(pdu, version) != event_id:
             raise MatrixError(400, Codes.BAD_JSON, "Event ID does not match the event")
         try:

@@ -95,6 +95,7 @@ from homeserver.rooms.ignored import IgnoredUsers
 from homeserver.rooms.memberships import MembershipCache
 from homeserver.rooms.persister import EventPersister
 from homeserver.rooms.room_cache import RoomCache
+from homeserver.rooms.shutdown import RoomShutdown
 from homeserver.rooms.summary import RoomSummaryHandler
 from homeserver.rooms.upgrade import RoomUpgrader
 from homeserver.rooms.visibility import VisibilityFilter
@@ -104,6 +105,7 @@ from homeserver.sync.notifier import Notifier
 from storage.database import Database, make_engine
 from storage.storage import Storage
 from synapse_compat.admin_register import SharedSecretRegistrationServlet
+from synapse_compat.admin_rooms import AdminRoomServlets
 
 logger = logging.getLogger(__name__)
 
@@ -568,6 +570,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         SharedSecretRegistrationServlet(
             config.registration_shared_secret, reactor, auth, registration
         ),
+        AdminRoomServlets(auth, RoomShutdown(storage, room_cache, room_handler)),
     ):
         servlets.register(resource)
     if login_tokens is not None:

@@ -14,7 +14,7 @@ Invariants:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -159,6 +159,14 @@ class EventsStore:
         # Backfilled events count down from 0 (as in Synapse), so they sort before every
         # live event of the same depth and no /sync window (from >= 0) ever includes them.
         self._backfill_next = min(backfill_floor, 0) - 1
+        # Told (alias, room id or None once deleted) after each committed change of a
+        # local alias mapping (application services watch their alias namespaces).
+        self.alias_listeners: list[Callable[[str, str | None], None]] = []
+
+    def _aliases_changed(self, changes: Iterable[tuple[str, str | None]]) -> None:
+        for alias, room_id in changes:
+            for listener in self.alias_listeners:
+                listener(alias, room_id)
 
     def allocate_backfill_ordering(self) -> int:
         """A (negative) stream ordering for a backfilled event; reactor thread only."""
@@ -1093,7 +1101,10 @@ class EventsStore:
             )
             return txn.rowcount == 1
 
-        return await self._db.run_interaction("create_alias", _txn)
+        created = await self._db.run_interaction("create_alias", _txn)
+        if created:
+            self._aliases_changed([(alias.alias, alias.room_id)])
+        return created
 
     async def get_alias(self, alias: str) -> RoomAlias | None:
         def _txn(txn: Transaction) -> RoomAlias | None:
@@ -1110,6 +1121,33 @@ class EventsStore:
             "delete_alias",
             lambda txn: txn.execute("DELETE FROM room_aliases WHERE room_alias = ?", (alias,)),
         )
+        self._aliases_changed([(alias, None)])
+
+    async def block_room(self, room_id: str, user_id: str) -> None:
+        await self._db.run_interaction(
+            "block_room",
+            lambda txn: txn.execute(
+                "INSERT INTO blocked_rooms (room_id, user_id) VALUES (?, ?)"
+                " ON CONFLICT (room_id) DO NOTHING",
+                (room_id, user_id),
+            ),
+        )
+
+    async def is_room_blocked(self, room_id: str) -> bool:
+        row = await self._db.run_interaction(
+            "is_room_blocked",
+            lambda txn: txn.select_one("SELECT 1 FROM blocked_rooms WHERE room_id = ?", (room_id,)),
+        )
+        return row is not None
+
+    async def get_all_aliases(self) -> list[tuple[str, str]]:
+        """Every local alias mapping, (alias, room id)."""
+
+        def _txn(txn: Transaction) -> list[tuple[str, str]]:
+            rows = txn.select_all("SELECT room_alias, room_id FROM room_aliases")
+            return [(str(r[0]), str(r[1])) for r in rows]
+
+        return await self._db.run_interaction("get_all_aliases", _txn)
 
     async def get_aliases_for_room(self, room_id: str) -> list[str]:
         def _txn(txn: Transaction) -> list[str]:
@@ -1123,20 +1161,32 @@ class EventsStore:
 
         return await self._db.run_interaction("aliases_for_room", _txn)
 
-    async def move_room_directory(self, old_room_id: str, new_room_id: str) -> None:
+    async def move_room_directory(
+        self, old_room_id: str, new_room_id: str, *, move_listing: bool = True
+    ) -> None:
         """A room upgrade: the old room's local aliases and its listing in the public room
-        directory go to the new room, in one transaction."""
+        directory go to the new room, in one transaction. Without ``move_listing`` (a
+        shut down room) the old room leaves the directory and the new one is not listed."""
 
-        def _txn(txn: Transaction) -> None:
+        def _txn(txn: Transaction) -> list[str]:
+            moved = [
+                str(r[0])
+                for r in txn.select_all(
+                    "SELECT room_alias FROM room_aliases WHERE room_id = ?", (old_room_id,)
+                )
+            ]
             txn.execute(
                 "UPDATE room_aliases SET room_id = ? WHERE room_id = ?", (new_room_id, old_room_id)
             )
             row = txn.select_one("SELECT is_public FROM rooms WHERE room_id = ?", (old_room_id,))
             if row and row[0]:
                 txn.execute("UPDATE rooms SET is_public = 0 WHERE room_id = ?", (old_room_id,))
-                txn.execute("UPDATE rooms SET is_public = 1 WHERE room_id = ?", (new_room_id,))
+                if move_listing:
+                    txn.execute("UPDATE rooms SET is_public = 1 WHERE room_id = ?", (new_room_id,))
+            return moved
 
-        await self._db.run_interaction("move_room_directory", _txn)
+        moved = await self._db.run_interaction("move_room_directory", _txn)
+        self._aliases_changed((alias, new_room_id) for alias in moved)
 
     async def set_room_public(self, room_id: str, public: bool) -> None:
         await self._db.run_interaction(

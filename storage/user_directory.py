@@ -101,24 +101,32 @@ class UserDirectoryStore:
                 )
                 match_args += [_like_pattern(word)] * 3
             match = "".join(f" AND {c}" for c in clauses)
+            # Any room one of our users is joined to (a room the server left keeps
+            # its last current state, but no longer shows anyone).
+            ours = (
+                "m.room_id IN (SELECT c.room_id FROM current_state_events c"
+                " JOIN users lu ON lu.user_id = c.state_key"
+                " WHERE c.type = 'm.room.member' AND c.membership = 'join')"
+            )
+            visible_args: list[object] = []
             if search_all_users:
-                # Any room one of our users is joined to.
-                visible = (
-                    "m.room_id IN (SELECT c.room_id FROM current_state_events c"
-                    " JOIN users lu ON lu.user_id = c.state_key"
-                    " WHERE c.type = 'm.room.member' AND c.membership = 'join')"
-                )
+                visible = ours
             else:
+                # Others in a room with the searcher; anyone (the searcher too) in a
+                # public or world-readable room of ours. As Synapse: the searcher does
+                # not find themselves through a private room.
                 visible = (
-                    "(mine.room_id IS NOT NULL OR m.room_id IN ("
+                    "((mine.room_id IS NOT NULL AND m.state_key <> ?) OR ("
+                    f" {ours} AND m.room_id IN ("
                     "  SELECT c.room_id FROM current_state_events c"
                     "  JOIN events e ON e.event_id = c.event_id"
                     "  WHERE c.state_key = '' AND ("
                     f"   (c.type = 'm.room.join_rules' AND {join_rule} = 'public')"
                     f"   OR (c.type = 'm.room.history_visibility'"
                     f"       AND {visibility} = 'world_readable'))"
-                    " ))"
+                    " )))"
                 )
+                visible_args.append(searcher)
             rows = txn.select_all(
                 "SELECT m.state_key, u.user_id, p.displayname, p.avatar_url,"
                 f" {member_name}, {member_avatar}, me.stream_ordering,"
@@ -133,7 +141,7 @@ class UserDirectoryStore:
                 " WHERE m.type = 'm.room.member' AND m.membership = 'join'"
                 " AND (u.deactivated IS NULL OR u.deactivated = 0)"
                 f" AND {visible}{match}",
-                [searcher, *match_args],
+                [searcher, *visible_args, *match_args],
             )
             found = [
                 _Row(r[0], r[1] is not None, r[2], r[3], r[4], r[5], int(r[6]), bool(r[7]))

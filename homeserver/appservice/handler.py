@@ -66,6 +66,8 @@ class AppServiceHandler:
         self._server_name = server_name
         self.api = AppServiceApi(clock)
         self.interests = {s.id: ServiceInterest(s, rooms) for s in registry.services}
+        if registry.services:
+            storage.events.alias_listeners.append(self._alias_changed)
         self.sender = AppServiceSender(
             list(registry.services),
             self.interests,
@@ -77,7 +79,15 @@ class AppServiceHandler:
         self._ephemeral_lock = defer.DeferredLock()
         self._typing_sent: dict[str, tuple[str, ...]] = {}
 
+    def _alias_changed(self, alias: str, room_id: str | None) -> None:
+        for interest in self.interests.values():
+            interest.alias_changed(alias, room_id)
+
     async def start(self) -> None:
+        if self.registry.services:
+            mappings = await self._storage.events.get_all_aliases()
+            for interest in self.interests.values():
+                interest.load_aliases(mappings)
         for service in self.registry.services:
             created = await self._storage.users.create_user(
                 service.sender, None, now_ms(self._clock), appservice_id=service.id

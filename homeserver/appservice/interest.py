@@ -2,14 +2,17 @@
 
 A service is interested in an event when its sender, or (for a membership) its target,
 is one of the service's users; when the room id matches its ``rooms`` namespaces; when
-the room's canonical alias or one of its alt aliases matches its ``aliases``
-namespaces; or when one of its users is joined to the room.
+one of the room's local directory aliases (as Synapse), its canonical alias or one of
+its alt aliases matches its ``aliases`` namespaces; or when one of its users is joined
+to the room.
 
 Invariants:
 - Room-level answers are cached per room and dropped whenever a membership or
   ``m.room.canonical_alias`` event of that room is persisted (``invalidate``), so the
   cache never outlives the state it was computed from by more than that event.
 - Membership is the room's current state (as Synapse does), read from the room cache.
+- The directory aliases in the service's namespaces are held in memory: loaded at start
+  (``load_aliases``), then kept by ``alias_changed`` after every committed change.
 """
 
 from __future__ import annotations
@@ -30,6 +33,28 @@ class ServiceInterest:
         self.service = service
         self._rooms = rooms
         self._room_cache: dict[str, bool] = {}
+        # Directory aliases in the service's namespaces -> their room; their rooms.
+        self._aliases: dict[str, str] = {}
+        self._alias_rooms: frozenset[str] = frozenset()
+
+    def load_aliases(self, mappings: list[tuple[str, str]]) -> None:
+        for alias, room_id in mappings:
+            if self.service.is_interested_in_alias(alias):
+                self._aliases[alias] = room_id
+        self._alias_rooms = frozenset(self._aliases.values())
+        self._room_cache.clear()
+
+    def alias_changed(self, alias: str, room_id: str | None) -> None:
+        """A local alias now maps to ``room_id`` (None: it was deleted)."""
+        if not self.service.is_interested_in_alias(alias):
+            return
+        before = self._aliases.pop(alias, None)
+        if room_id is not None:
+            self._aliases[alias] = room_id
+        self._alias_rooms = frozenset(self._aliases.values())
+        for changed in (before, room_id):
+            if changed is not None:
+                self._room_cache.pop(changed, None)
 
     # Rooms ---------------------------------------------------------------------------
 
@@ -54,6 +79,7 @@ class ServiceInterest:
             service = self.service
             cached = (
                 service.is_interested_in_room_id(room.room_id)
+                or room.room_id in self._alias_rooms
                 or any(service.is_interested_in_alias(a) for a in self.room_aliases(room))
                 or self.has_member_interest(room)
             )

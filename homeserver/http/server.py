@@ -290,13 +290,19 @@ class Route:
 
 
 def compile_pattern(pattern: str) -> re.Pattern[str]:
-    """'/profile/{userId}/displayname' -> a regex with a named group per parameter."""
-    parts = re.split(r"(\{[A-Za-z_]+\})", pattern)
-    regex = "".join(
-        f"(?P<{p[1:-1]}>[^/]+)" if p.startswith("{") and p.endswith("}") else re.escape(p)
-        for p in parts
-    )
-    return re.compile(f"^{regex}$")
+    """'/profile/{userId}/displayname' -> a regex with a named group per parameter.
+    A parameter written ``{name*}`` matches the rest of the path, slashes and empty
+    segments included (a catch-all below a prefix)."""
+    parts = re.split(r"(\{[A-Za-z_]+\*?\})", pattern)
+
+    def part_regex(p: str) -> str:
+        if not (p.startswith("{") and p.endswith("}")):
+            return re.escape(p)
+        if p.endswith("*}"):
+            return f"(?P<{p[1:-2]}>.*)"
+        return f"(?P<{p[1:-1]}>[^/]+)"
+
+    return re.compile(f"^{''.join(part_regex(p) for p in parts)}$")
 
 
 class EncodedJson:

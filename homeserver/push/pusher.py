@@ -3,7 +3,9 @@
 Invariants:
 - Every pusher is held in memory (loaded at start, changed through ``set_pusher`` /
   ``remove_pusher`` after the database), so deciding whom to push costs no query.
-- A user is not pushed while they are syncing: from the start of a /sync until
+- A user is pushed whether or not a client of theirs is syncing, as Synapse does (the
+  gateway or the app decides what to show). With ``skip_while_syncing`` (config
+  ``push.skip_while_syncing``) they are not pushed from the start of a /sync until
   ``active_grace_s`` after the last one ended (an online client sees the event itself).
 - Each pusher sends its notifications one at a time, in order. A failure (no answer,
   a timeout, a non-2xx status) is retried after 1 s, doubling up to
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
@@ -50,6 +53,8 @@ from storage.push import PushActionRow, PusherRecord, PushStore
 
 logger = logging.getLogger(__name__)
 
+ALIAS_SHAPE = re.compile(r"^#.*:.+$")
+
 JsonDict = dict[str, Any]
 REQUEST_TIMEOUT_S = 30.0
 INITIAL_BACKOFF_S = 1.0
@@ -70,6 +75,7 @@ class PushSettings:
     request_timeout_s: float = REQUEST_TIMEOUT_S
     active_grace_s: float = ACTIVE_GRACE_S
     include_content: bool = True
+    skip_while_syncing: bool = False
 
 
 class GatewayError(Exception):
@@ -336,9 +342,16 @@ def _priority(ev: Event, tweaks: JsonDict) -> str:
     return "low"
 
 
+def _room_alias(room: LiveRoom) -> str | None:
+    alias = room.state_content("m.room.canonical_alias").get("alias")
+    return alias if isinstance(alias, str) and ALIAS_SHAPE.match(alias) else None
+
+
 def _room_name(room: LiveRoom) -> str | None:
+    """The room's name for a notification: its ``m.room.name``, else its canonical
+    alias (as Synapse, which sends the alias as the name)."""
     name = room.state_content("m.room.name").get("name")
-    return name if isinstance(name, str) and name else None
+    return name if isinstance(name, str) and name else _room_alias(room)
 
 
 def notification_body(
@@ -356,11 +369,12 @@ def notification_body(
         "event_id": ev.event_id,
         "room_id": ev.room_id,
         "prio": _priority(ev, tweaks),
-        "counts": {"unread": badge} if badge else {},
+        "counts": {"unread": badge},
         "devices": [pusher.device(tweaks)],
     }
     if pusher.record.data.get("format") == "event_id_only":
         return {"notification": note}
+    note["id"] = ev.event_id  # the event id's old name, still read by gateways (Synapse)
     note["type"] = ev.type
     note["sender"] = ev.sender
     member = room.state.get(("m.room.member", ev.sender))
@@ -370,8 +384,8 @@ def notification_body(
     room_name = _room_name(room)
     if room_name is not None:
         note["room_name"] = room_name
-    alias = room.state_content("m.room.canonical_alias").get("alias")
-    if isinstance(alias, str) and alias:
+    alias = _room_alias(room)
+    if alias is not None:
         note["room_alias"] = alias
     if ev.type == "m.room.member":
         note["user_is_target"] = ev.state_key == row.user_id
@@ -530,7 +544,7 @@ class PusherPool:
             pushers = self._pushers.get(row.user_id)
             if not pushers:
                 continue
-            active = self.is_active(row.user_id)
+            active = self.settings.skip_while_syncing and self.is_active(row.user_id)
             for pusher in list(pushers.values()):
                 if active:
                     pusher.skip(row.stream_ordering)

@@ -127,8 +127,9 @@ def strip_historical_actions(actions: Sequence[Action]) -> list[Action]:
 
 
 def validate_actions(actions: object) -> list[Action]:
-    """Check an ``actions`` array from a request; return it (deep-copied) with the
-    historical actions stripped. Raises ``M_BAD_JSON`` when malformed."""
+    """Check an ``actions`` array from a request; return it deep-copied. The historical
+    actions (``dont_notify``, ``coalesce``) are kept, so that a client reads back what it
+    set (as from Synapse); evaluation ignores them. Raises ``M_BAD_JSON`` when malformed."""
     if not isinstance(actions, list):
         raise _bad_json("'actions' must be an array")
     result: list[Action] = []
@@ -136,8 +137,7 @@ def validate_actions(actions: object) -> list[Action]:
         if isinstance(action, str):
             if action not in _STRING_ACTIONS:
                 raise _bad_json(f"Unrecognised action: {action!r}")
-            if action not in HISTORICAL_ACTIONS:
-                result.append(action)
+            result.append(action)
         elif isinstance(action, dict):
             if not isinstance(action.get("set_tweak"), str):
                 raise _bad_json("Action objects must have a string 'set_tweak'")

@@ -69,7 +69,10 @@ def build_push(
     outbound_ip_filter: IpFilter,
 ) -> PushServices:
     section = config.values.get("push") or {}
-    settings = PushSettings(include_content=bool(section.get("include_content", True)))
+    settings = PushSettings(
+        include_content=bool(section.get("include_content", True)),
+        skip_while_syncing=bool(section.get("skip_while_syncing", False)),
+    )
     rules = PushRulesHandler(storage)
     counts = UnreadCounts(storage.push)
     actions = PushActionGenerator(

@@ -125,6 +125,11 @@ class RoomHandler:
 
     # Lookup ---------------------------------------------------------------------
 
+    async def check_not_blocked(self, room_id: str) -> None:
+        """403 for a room a server admin blocked (no joins, invites or knocks)."""
+        if await self._storage.events.is_room_blocked(room_id):
+            raise MatrixError(403, Codes.FORBIDDEN, "This room has been blocked on this server")
+
     async def get_room(self, room_id: str) -> LiveRoom:
         if not room_id.startswith("!"):
             raise MatrixError(400, Codes.INVALID_PARAM, f"{room_id} is not a valid room ID")
@@ -402,6 +407,8 @@ class RoomHandler:
             self._check_not_suspended(requester)  # as Synapse: leaving stays possible
         if not is_valid_user_id(target):
             raise MatrixError(400, Codes.INVALID_PARAM, f"{target} is not a valid user ID")
+        if membership in ("join", "invite", "knock"):
+            await self.check_not_blocked(room_id)
         room = await self._rooms.get(room_id)
         if room is None:
             oob = await self._memberships.rooms_for_user(target)
@@ -524,6 +531,7 @@ class RoomHandler:
     ) -> str:
         self._check_not_suspended(requester)
         room_id, alias_servers = await self.resolve_room(room_id_or_alias)
+        await self.check_not_blocked(room_id)
         servers = alias_servers + list(servers or [])
         room = await self._rooms.get(room_id)
         in_room = room is not None and any(self.is_mine(u) for u in room.joined_members())

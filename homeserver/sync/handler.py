@@ -275,11 +275,14 @@ class SyncHandler:
             if row.stream_ordering > now.events or not filters.room_allowed(room_id):
                 continue
             changed = since is None or row.stream_ordering > since.events
-            room_account_data = [
-                {"type": c.data_type, "content": c.content}
-                for c in account_data
-                if c.room_id == room_id
-            ]
+            room_account_data = filters.filter_room_account_data(
+                [
+                    {"type": c.data_type, "content": c.content}
+                    for c in account_data
+                    if c.room_id == room_id
+                ],
+                room_id,
+            )
             if row.membership == "join":
                 section = await self._joined_room(
                     req, row, now, changed, room_account_data, prefetch, ignored
@@ -318,9 +321,13 @@ class SyncHandler:
                     leave[room_id] = section
 
         fragments = await self._source_fragments(req, now, join, rooms)
-        global_data = [
-            {"type": c.data_type, "content": c.content} for c in account_data if c.room_id == GLOBAL
-        ]
+        global_data = filters.filter_account_data(
+            [
+                {"type": c.data_type, "content": c.content}
+                for c in account_data
+                if c.room_id == GLOBAL
+            ]
+        )
         response: JsonDict = {
             "next_batch": self._token_text(now),
             "account_data": {"events": global_data},

@@ -21,6 +21,7 @@ from homeserver.ephemeral.presence import PresenceHandler, format_presence
 from homeserver.errors import Codes, MatrixError
 from homeserver.events.event import Event
 from homeserver.events.filtering import FilterCollection
+from homeserver.push.rules_handler import PUSH_RULES_TYPE
 from homeserver.rooms.handler import RoomHandler
 from homeserver.rooms.history import RoomHistory
 from homeserver.rooms.memberships import MembershipCache
@@ -253,8 +254,12 @@ class LegacySyncHandler:
             "rooms": rooms,
             "presence": presence,
             "receipts": receipts,
+            # The push rules are served by /pushrules and /sync, not here (as Synapse,
+            # whose /initialSync lists only the account data clients stored).
             "account_data": [
-                {"type": c.data_type, "content": c.content} for c in changes if c.room_id == GLOBAL
+                {"type": c.data_type, "content": c.content}
+                for c in changes
+                if c.room_id == GLOBAL and c.data_type != PUSH_RULES_TYPE
             ],
         }
 

@@ -19,6 +19,7 @@ from tests.rooms.helpers import (
     put_state,
     room_path,
     send,
+    sync,
     user,
 )
 from tests.support.client import Client, Response, q
@@ -290,3 +291,27 @@ async def test_room_initial_sync_shows_every_members_presence(server: RunningSer
     # Every member is listed, not only those whose presence changed lately.
     assert presence[bob.user_id]["type"] == "m.presence"
     assert presence[bob.user_id]["content"]["presence"] in ("online", "offline", "unavailable")
+
+
+@pytest_twisted.ensureDeferred
+async def test_global_initial_sync_lists_stored_account_data_without_push_rules(
+    server: RunningServer,
+) -> None:
+    alice = await user(server, "alice")
+    room_id = await create_room(alice)
+    await sync(alice)  # writes m.push_rules account data
+    path = f"{V3}/user/{q(alice.user_id or '')}"
+    for animal in ("frogs", "cats"):
+        resp = await alice.put(f"{path}/account_data/my.test.type", {"cats_or_rats": animal})
+        assert resp.code == 200, resp
+    resp = await alice.put(
+        f"{path}/rooms/{q(room_id)}/account_data/my.test.type", {"cats_or_rats": "rats"}
+    )
+    assert resp.code == 200, resp
+    resp = await alice.get(f"{V3}/initialSync")
+    assert resp.code == 200, resp
+    assert resp.json["account_data"] == [
+        {"type": "my.test.type", "content": {"cats_or_rats": "cats"}}
+    ]
+    (room,) = resp.json["rooms"]
+    assert room["account_data"] == [{"type": "my.test.type", "content": {"cats_or_rats": "rats"}}]

@@ -17,6 +17,7 @@ from tests.appservice.helpers import (
     puppet,
     register_puppet,
 )
+from tests.rooms.helpers import user
 from tests.support.client import q
 from tests.support.server import RunningServer
 
@@ -132,3 +133,18 @@ class TestIpRangeWhitelist:
     ) -> None:
         resp = await as_client(server).get(WHOAMI)
         assert_error(resp, 401, "M_UNKNOWN_TOKEN")
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_as_deactivates_its_user_without_uia(server: RunningServer) -> None:
+    user_id = await puppet(server, "_bridge_gone")
+    deactivate = f"{V3}/account/deactivate"
+    resp = await as_request(server, "POST", deactivate, {}, user_id=user_id)
+    assert resp.code == 200, resp
+    assert resp.json == {"id_server_unbind_result": "no-support"}
+    row = await server.hs.storage.users.get_user(user_id)
+    assert row is not None and row.deactivated
+    # A user's own token still needs UIA.
+    mortal = await user(server, "mortal")
+    resp = await mortal.post(deactivate, {})
+    assert resp.code == 401 and "flows" in resp.json, resp

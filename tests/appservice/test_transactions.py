@@ -141,6 +141,32 @@ class TestAliasAndRoomNamespaces:
         await fake_as.wait_for_event(lambda e: body_of(e) == "now")
         assert not any(body_of(e) == "not yet" for e in fake_as.received_events())
 
+    @pytest_twisted.ensureDeferred
+    async def test_a_directory_alias_in_the_namespace_makes_the_room_interesting(
+        self, server: RunningServer, fake_as: FakeAppService
+    ) -> None:
+        """As Synapse: the room's local aliases count, with no canonical alias set."""
+        alice = server.client()
+        await alice.register("alice")
+        plain = (await alice.post(f"{V3}/createRoom", {})).json["room_id"]
+        await say(alice, plain, "before")
+        alias_path = f"{V3}/directory/room/{q('#shared_dir:test.local')}"
+        resp = await alice.put(alias_path, {"room_id": plain})
+        assert resp.code == 200, resp
+        await say(alice, plain, "aliased")
+        await fake_as.wait_for_event(lambda e: body_of(e) == "aliased")
+        await server.restart()  # the mapping is loaded again at start
+        alice.base_url = server.base_url
+        await say(alice, plain, "after restart")
+        await fake_as.wait_for_event(lambda e: body_of(e) == "after restart")
+        resp = await alice.delete(alias_path)
+        assert resp.code == 200, resp
+        await say(alice, plain, "unaliased")
+        await say(alice, plain, "marker")
+        await sleep(0.5)
+        bodies = [body_of(e) for e in fake_as.received_events()]
+        assert "before" not in bodies and "unaliased" not in bodies and "marker" not in bodies
+
 
 @pytest_twisted.ensureDeferred
 async def test_a_failed_transaction_is_retried_with_the_same_id_and_events(

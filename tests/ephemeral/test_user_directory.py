@@ -142,3 +142,19 @@ async def test_user_directory_errors(server: RunningServer) -> None:
     assert_error(await searcher.request("POST", SEARCH, raw=b"x"), 400, "M_NOT_JSON")
     resp = await searcher.post(SEARCH, {"search_term": "a"}, token=False)
     assert_error(resp, 401, "M_MISSING_TOKEN")
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_searcher_is_found_through_public_rooms_only(server: RunningServer) -> None:
+    searcher = await user(server, "searcher", "Sam Searcher")
+    alice = await user(server, "alice")
+    room = await create_room(alice, preset="private_chat", invite=[searcher.user_id])
+    await join(searcher, room)
+    assert found(await search(searcher, "sam")) == []
+    resp = await alice.put(room_path(room, "/state/m.room.join_rules"), {"join_rule": "public"})
+    assert resp.code == 200, resp
+    assert found(await search(searcher, "sam")) == [searcher.user_id]
+    resp = await alice.put(room_path(room, "/state/m.room.join_rules"), {"join_rule": "invite"})
+    assert resp.code == 200, resp
+    assert found(await search(searcher, "sam")) == []
+    assert found(await search(alice, "sam")) == [searcher.user_id]

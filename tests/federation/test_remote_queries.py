@@ -396,3 +396,24 @@ async def test_user_directory_search_all_users(
     assert [r["user_id"] for r in await search(bob, "loner")] == [zed.user_id]
     assert [r["user_id"] for r in await search(bob, "faraway")] == [alice.user_id]
     assert await search(bob, "bob") == []  # never the searcher
+
+
+@pytest_twisted.ensureDeferred
+async def test_user_directory_forgets_a_public_room_the_server_left(
+    two_servers: tuple[RunningServer, RunningServer],
+) -> None:
+    """A room none of our users is in any more keeps its last state here, but its
+    members are not found through it (as Synapse)."""
+    a, b = two_servers
+    alice = await user(a, "alice", "Alice Publica")
+    bob = await user(b, "bob")
+    room_id = await create_room(alice, preset="public_chat", invite=[bob.user_id])
+    await join_once_invited(bob, room_id)
+    await wait_member_name(b, bob, room_id, alice.user_id or "", "Alice Publica")
+    assert [r["user_id"] for r in await search(bob, "publica")] == [alice.user_id]
+    assert [r["user_id"] for r in await search(bob, "bob")] == [bob.user_id]  # public room
+
+    resp = await bob.post(f"{V3}/rooms/{q(room_id)}/leave", {})
+    assert resp.code == 200, resp
+    assert await search(bob, "publica") == []
+    assert await search(bob, "bob") == []

@@ -203,6 +203,7 @@ async def test_notifications_list_with_read_flag_filter_and_pages(server: Runnin
     assert [n["read"] for n in notes] == [False, False, True]
     assert all(n["room_id"] == room_id and isinstance(n["ts"], int) for n in notes)
     assert "room_id" not in notes[0]["event"]
+    assert all("profile_tag" in n and n["profile_tag"] is None for n in notes)
     assert "notify" in notes[1]["actions"]
     assert {"set_tweak": "highlight"} in notes[1]["actions"]
     assert "next_token" not in resp.json

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import pytest
 import pytest_twisted
 
 from homeserver.events.event import Event
@@ -147,6 +148,10 @@ async def test_a_push_in_flight_at_a_restart_is_sent_by_the_next_process(
     assert [n["event_id"] for n in gateway.event_notifications()] == [event_id, later]
 
 
+@pytest.mark.parametrize(
+    "config_overrides",
+    [{"ip_range_whitelist": ["127.0.0.0/8"], "push": {"skip_while_syncing": True}}],
+)
 @pytest_twisted.ensureDeferred
 async def test_actions_skipped_while_online_are_not_pushed_after_restart(
     server: RunningServer, gateway: GatewayStub

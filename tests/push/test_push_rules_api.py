@@ -136,6 +136,36 @@ async def test_push_rule_errors(server: RunningServer) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_historical_actions_read_back_as_set(server: RunningServer) -> None:
+    alice = await user(server, "alice")
+    path = f"{RULES}/global/underride/.m.rule.message/actions"
+    assert (await alice.put(path, {"actions": ["dont_notify"]})).code == 200
+    assert (await alice.get(path)).json == {"actions": ["dont_notify"]}
+    resp = await put_rule(alice, "sender", "@bob:example.com", {"actions": ["notify"]})
+    assert resp.code == 200, resp
+    path = f"{RULES}/global/sender/{q('@bob:example.com')}/actions"
+    assert (await alice.put(path, {"actions": ["dont_notify"]})).code == 200
+    assert (await alice.get(path)).json == {"actions": ["dont_notify"]}
+
+
+@pytest_twisted.ensureDeferred
+async def test_malformed_push_rule_paths_are_400(server: RunningServer) -> None:
+    alice = await user(server, "alice")
+    for path in ("/", "/not_a_scope/room/x", "/global", "/global/room", "/global/room/"):
+        assert_error(await alice.put(f"{RULES}{path}", {}), 400, "M_UNRECOGNIZED")
+    assert_error(
+        await alice.put(f"{RULES}/global/override/.m.rule.master/not_an_attr", {"enabled": True}),
+        400,
+        "M_UNRECOGNIZED",
+    )
+    for path in ("/global", "/global/room", "/not_a_scope/", "/global/override/.m.rule.master/x"):
+        assert_error(await alice.get(f"{RULES}{path}"), 400, "M_UNRECOGNIZED")
+    assert_error(await alice.delete(f"{RULES}/global/room/"), 400, "M_UNRECOGNIZED")
+    assert_error(await alice.get(f"{V3}/pushrules"), 404, "M_UNRECOGNIZED")
+    assert_error(await alice.get(f"{RULES}/global", token=False), 401, "M_MISSING_TOKEN")
+
+
+@pytest_twisted.ensureDeferred
 async def test_push_rules_reach_sync_as_account_data(server: RunningServer) -> None:
     alice = await user(server, "alice")
     first = await sync(alice)

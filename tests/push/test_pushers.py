@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
 import pytest_twisted
 
 from tests.ephemeral.helpers import (
@@ -163,6 +164,7 @@ async def test_notify_payload_is_the_push_gateway_format(
     devices = body["notification"].pop("devices")
     assert body == {
         "notification": {
+            "id": event_id,
             "event_id": event_id,
             "room_id": room_id,
             "type": "m.room.message",
@@ -216,6 +218,39 @@ async def test_a_failing_gateway_is_retried(server: RunningServer, gateway: Gate
     assert [n["counts"] for n in gateway.event_notifications()] == [{"unread": 1}] * 2
 
 
+SKIP_WHILE_SYNCING = {"ip_range_whitelist": ["127.0.0.0/8"], "push": {"skip_while_syncing": True}}
+
+
+@pytest_twisted.ensureDeferred
+async def test_pushed_while_the_user_is_syncing_by_default(
+    server: RunningServer, gateway: GatewayStub
+) -> None:
+    """As Synapse: an online client does not hold back pushes to the user's devices."""
+    alice, bob, room_id = await room_with_pusher(server, gateway)
+    start = await sync(bob)
+    waiting = sync_raw(bob, start["next_batch"], timeout=5000)
+    await sleep(0.1)
+    event_id = await send(alice, room_id, "you are online")
+    assert (await waiting).code == 200
+    await gateway.wait_for_events(1)
+    assert gateway.event_notifications()[0]["event_id"] == event_id
+
+
+@pytest_twisted.ensureDeferred
+async def test_canonical_alias_names_an_unnamed_room(
+    server: RunningServer, gateway: GatewayStub
+) -> None:
+    alice, bob, room_id = await room_with_pusher(server, gateway)
+    resp = await alice.put(room_path(room_id, "/state/m.room.name"), {})
+    assert resp.code == 200, resp
+    await send(alice, room_id, "unnamed")
+    await gateway.wait_for_events(1)
+    note = gateway.event_notifications()[0]
+    assert note["room_name"] == note["room_alias"] == "#tea:test.local"
+    assert note["id"] == note["event_id"]
+
+
+@pytest.mark.parametrize("config_overrides", [SKIP_WHILE_SYNCING])
 @pytest_twisted.ensureDeferred
 async def test_no_push_while_the_user_is_syncing(
     server: RunningServer, gateway: GatewayStub

@@ -446,3 +446,28 @@ async def test_federation_event_format(server: RunningServer) -> None:
     body = await sync(alice, filter={"event_fields": ["type", "content.body"]})
     ev = timeline(body, room_id)["events"][-1]
     assert ev == {"type": "m.room.message", "content": {"body": "x"}}
+
+
+@pytest_twisted.ensureDeferred
+async def test_account_data_filters_apply_to_sync(server: RunningServer) -> None:
+    """``account_data`` and ``room.account_data`` filters pick the account data /sync
+    returns (m.push_rules included in what they can leave out)."""
+    alice = await user(server, "alice")
+    room_id = await create_room(alice)
+    path = f"{V3}/user/{q(alice.user_id or '')}"
+    for sub in ("", f"/rooms/{q(room_id)}"):
+        for data_type in ("my.test.type", "my.other.type"):
+            resp = await alice.put(f"{path}{sub}/account_data/{data_type}", {"k": data_type})
+            assert resp.code == 200, resp
+    unfiltered = await sync(alice)
+    assert "m.push_rules" in {e["type"] for e in unfiltered["account_data"]["events"]}
+    wanted = {"account_data": {"types": ["my.test.type"]}}
+    body = await sync(alice, filter={**wanted, "room": {"account_data": {"types": ["my.*"]}}})
+    assert body["account_data"]["events"] == [
+        {"type": "my.test.type", "content": {"k": "my.test.type"}}
+    ]
+    room_types = {e["type"] for e in body["rooms"]["join"][room_id]["account_data"]["events"]}
+    assert room_types == {"my.test.type", "my.other.type"}
+    body = await sync(alice, filter={"room": {"account_data": {"not_types": ["my.other.type"]}}})
+    room_data = body["rooms"]["join"][room_id]["account_data"]["events"]
+    assert room_data == [{"type": "my.test.type", "content": {"k": "my.test.type"}}]

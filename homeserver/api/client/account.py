@@ -82,17 +82,22 @@ class AccountServlets:
         requester = await self._auth.get_user_by_req(request)
         body = parse_json_body(request, allow_empty=True)
         field(body, "erase", bool)
-        _, _, session_id = await self._ui_auth.check(
-            body,
-            [[PASSWORD]],
-            uri=request.path.decode(),
-            method="POST",
-            description="deactivate your account",
-            requester=requester,
-        )
+        session_id: str | None = None
+        # An application service deactivates its users without UIA (it has no password
+        # to give; its token is the authority over its namespace), as in Synapse.
+        if requester.app_service_id is None:
+            _, _, session_id = await self._ui_auth.check(
+                body,
+                [[PASSWORD]],
+                uri=request.path.decode(),
+                method="POST",
+                description="deactivate your account",
+                requester=requester,
+            )
         await self._storage.users.deactivate_user(requester.user_id)
         self._auth.invalidate_user(requester.user_id)
-        await self._ui_auth.finish(session_id)
+        if session_id is not None:
+            await self._ui_auth.finish(session_id)
         return 200, {"id_server_unbind_result": "no-support"}
 
     async def on_get_3pids(self, request: Request) -> tuple[int, Any]:

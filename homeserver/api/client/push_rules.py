@@ -7,6 +7,7 @@ from typing import Any
 from twisted.web.server import Request
 
 from homeserver.api.client.paths import client_paths
+from homeserver.errors import Codes, MatrixError
 from homeserver.handlers.auth import AuthHandler
 from homeserver.http.server import JsonResource
 from homeserver.http.servlet import parse_json_body, parse_string
@@ -31,6 +32,15 @@ class PushRuleServlets:
         for attr in ("enabled", "actions"):
             r.register_many("GET", client_paths(f"{RULE}/{attr}"), self._get_attr(attr))
             r.register_many("PUT", client_paths(f"{RULE}/{attr}"), self._put_attr(attr))
+        # Anything else below /pushrules/ (no or an unknown scope, a missing kind or rule
+        # id, an unknown attribute) is a malformed push rule path: 400 M_UNRECOGNIZED, as
+        # Synapse answers, not 404/405. (GET /pushrules without the slash stays a 404.)
+        for method in ("GET", "PUT", "DELETE"):
+            r.register_many(method, client_paths("/pushrules/{rest*}"), self.on_malformed)
+
+    async def on_malformed(self, request: Request, rest: str) -> tuple[int, Any]:
+        await self._auth.get_user_by_req(request)
+        raise MatrixError(400, Codes.UNRECOGNIZED, "Unrecognized push rule path")
 
     async def _ruleset(self, request: Request) -> PushRuleSet:
         requester = await self._auth.get_user_by_req(request)

@@ -111,6 +111,9 @@ class PusherServlets:
             out.append(
                 {
                     "room_id": n.row.room_id,
+                    # Pushers' profile tags are not tied to notifications: always null,
+                    # present as from Synapse (clients and SyTest read the key).
+                    "profile_tag": None,
                     "event": event,
                     "actions": n.row.actions,
                     "ts": n.row.received_ts,
