@@ -1286,6 +1286,7 @@ ACCEPTED_SYNAPSE_KEYS = {
     "key_server",
     "perspectives",
     "serve_server_wellknown",
+    "use_insecure_ssl_client_just_for_testing_do_not_use",
 }
 
 

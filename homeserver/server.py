@@ -19,6 +19,7 @@ from federation.edus import FederationEdus
 from federation.hierarchy import FederationHierarchyClient, FederationHierarchyServlet
 from federation.http_client import DEFAULT_IP_RANGE_BLACKLIST
 from federation.setup import Federation, build_federation
+from federation.third_party_invite import ThirdPartyInviteServlets
 from homeserver.api.client.account import AccountServlets
 from homeserver.api.client.account_data import AccountDataServlets
 from homeserver.api.client.admin_restrictions import AdminRestrictionServlets
@@ -70,6 +71,7 @@ from homeserver.ephemeral.user_directory import UserDirectoryHandler
 from homeserver.events.event import Event
 from homeserver.handlers.auth import AuthHandler
 from homeserver.handlers.client_ips import ClientIpTracker
+from homeserver.handlers.identity import IdentityServerClient
 from homeserver.handlers.login_token import LoginTokenHandler
 from homeserver.handlers.openid import OpenIdHandler
 from homeserver.handlers.profile import ProfileHandler
@@ -96,6 +98,7 @@ from homeserver.rooms.memberships import MembershipCache
 from homeserver.rooms.persister import EventPersister
 from homeserver.rooms.room_cache import RoomCache
 from homeserver.rooms.summary import RoomSummaryHandler
+from homeserver.rooms.third_party_invite import ThirdPartyInviteHandler
 from homeserver.rooms.upgrade import RoomUpgrader
 from homeserver.rooms.visibility import VisibilityFilter
 from homeserver.sync.handler import SyncHandler
@@ -454,6 +457,21 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         Ratelimiter(reactor, config.rc_message),
         bundler=relations.bundles_for_user,
     )
+    identity = IdentityServerClient(
+        reactor,
+        server_name,
+        signing_key,
+        outbound_ip_filter,
+        verify_certificates=config.federation_verify_certificates
+        and not config.values.get("use_insecure_ssl_client_just_for_testing_do_not_use"),
+    )
+    third_party_invites = ThirdPartyInviteHandler(
+        server_name, room_handler, identity, federation.client
+    )
+    room_servlets.third_party_invites = third_party_invites
+    ThirdPartyInviteServlets(federation.authenticator.authenticate, third_party_invites).register(
+        resource
+    )
     sync_servlets = SyncServlets(storage, auth, sync)
     ephemeral_servlets = EphemeralServlets(auth, receipts, typing, presence)
     on_stop: list[Callable[[], Awaitable[None]]] = []
@@ -594,6 +612,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
             federation.stop,
             push.stop,
             client_ips.stop,
+            identity.close,
         ],
         media=media,
         upload_spool_dir=media_files.spool_dir,
