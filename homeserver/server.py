@@ -79,6 +79,7 @@ from homeserver.handlers.register import RegistrationHandler
 from homeserver.handlers.reports import ReportsHandler
 from homeserver.handlers.restrictions import UserRestrictions
 from homeserver.handlers.search import SearchHandler
+from homeserver.handlers.threepid import ThreePidHandler
 from homeserver.handlers.ui_auth import UiAuthHandler
 from homeserver.handlers.voip import TurnConfig
 from homeserver.http.ratelimit import InviteRatelimiter, Ratelimiter
@@ -472,6 +473,8 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
     ThirdPartyInviteServlets(federation.authenticator.authenticate, third_party_invites).register(
         resource
     )
+    account_servlets = AccountServlets(config, storage, auth, ui_auth)
+    account_servlets.threepids = ThreePidHandler(storage.threepids, identity, reactor)
     sync_servlets = SyncServlets(storage, auth, sync)
     ephemeral_servlets = EphemeralServlets(auth, receipts, typing, presence)
     on_stop: list[Callable[[], Awaitable[None]]] = []
@@ -502,7 +505,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
             failed_login_limiter,
             login_tokens,
         ),
-        AccountServlets(config, storage, auth, ui_auth),
+        account_servlets,
         DeviceServlets(storage, auth, ui_auth, device_lists.on_device_renamed),
         ProfileServlets(
             auth,

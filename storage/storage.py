@@ -25,6 +25,7 @@ from storage.registration import RegistrationStore
 from storage.relations import RelationsStore
 from storage.reports import ReportsStore
 from storage.search import SearchStore
+from storage.threepids import ThreePidStore
 from storage.user_directory import UserDirectoryStore
 from storage.user_restrictions import UserRestrictionsStore
 from storage.users import UserStore
@@ -54,6 +55,7 @@ class Storage:
     openid: OpenIdStore
     login_tokens: LoginTokenStore
     user_restrictions: UserRestrictionsStore
+    threepids: ThreePidStore
 
     @classmethod
     async def open(cls, db: Database) -> Storage:
@@ -101,4 +103,5 @@ class Storage:
             openid=OpenIdStore(db),
             login_tokens=LoginTokenStore(db),
             user_restrictions=UserRestrictionsStore(db),
+            threepids=ThreePidStore(db),
         )

@@ -11,6 +11,7 @@ from homeserver.config import HomeserverConfig
 from homeserver.errors import Codes, MatrixError
 from homeserver.handlers.auth import AuthHandler
 from homeserver.handlers.password_policy import check_new_password
+from homeserver.handlers.threepid import ThreePidHandler
 from homeserver.handlers.ui_auth import PASSWORD, UiAuthHandler
 from homeserver.http.server import JsonResource
 from homeserver.http.servlet import field, parse_json_body
@@ -27,12 +28,26 @@ class AccountServlets:
         self._storage = storage
         self._auth = auth
         self._ui_auth = ui_auth
+        # Set by the composition root.
+        self.threepids: ThreePidHandler | None = None
+
+    def _threepids(self) -> ThreePidHandler:
+        if self.threepids is None:
+            raise MatrixError(400, Codes.UNRECOGNIZED, "3PIDs are not supported")
+        return self.threepids
 
     def register(self, resource: JsonResource) -> None:
         resource.register_many("GET", client_paths("/account/whoami"), self.on_whoami)
         resource.register_many("POST", client_paths("/account/password"), self.on_password)
         resource.register_many("POST", client_paths("/account/deactivate"), self.on_deactivate)
         resource.register_many("GET", client_paths("/account/3pid"), self.on_get_3pids)
+        versions = ("v3", "r0", "unstable")
+        for path, handler in (
+            ("/account/3pid/bind", self.on_bind_3pid),
+            ("/account/3pid/unbind", self.on_unbind_3pid),
+            ("/account/3pid/delete", self.on_delete_3pid),
+        ):
+            resource.register_many("POST", client_paths(path, versions=versions), handler)
 
     async def on_whoami(self, request: Request) -> tuple[int, Any]:
         requester = await self._auth.get_user_by_req(request, allow_guest=True)
@@ -90,11 +105,53 @@ class AccountServlets:
             description="deactivate your account",
             requester=requester,
         )
+        id_server = field(body, "id_server", str)
+        unbind_result = "no-support"
+        if self.threepids is not None:
+            unbind_result = await self.threepids.on_deactivate(requester.user_id, id_server)
         await self._storage.users.deactivate_user(requester.user_id)
         self._auth.invalidate_user(requester.user_id)
         await self._ui_auth.finish(session_id)
-        return 200, {"id_server_unbind_result": "no-support"}
+        return 200, {"id_server_unbind_result": unbind_result}
 
     async def on_get_3pids(self, request: Request) -> tuple[int, Any]:
-        await self._auth.get_user_by_req(request)
-        return 200, {"threepids": []}
+        requester = await self._auth.get_user_by_req(request)
+        threepids = await self.threepids.get_threepids(requester.user_id) if self.threepids else []
+        return 200, {
+            "threepids": [
+                {
+                    "medium": t.medium,
+                    "address": t.address,
+                    "validated_at": t.validated_at,
+                    "added_at": t.added_at,
+                }
+                for t in threepids
+            ]
+        }
+
+    async def on_bind_3pid(self, request: Request) -> tuple[int, Any]:
+        requester = await self._auth.get_user_by_req(request)
+        body = parse_json_body(request)
+        values = [
+            field(body, key, str, required=True)
+            for key in ("id_server", "id_access_token", "sid", "client_secret")
+        ]
+        await self._threepids().bind(requester.user_id, *values)
+        return 200, {}
+
+    def _threepid_fields(self, body: dict[str, Any]) -> tuple[str, str, str | None]:
+        medium = field(body, "medium", str, required=True)
+        address = field(body, "address", str, required=True)
+        return medium, address, field(body, "id_server", str)
+
+    async def on_unbind_3pid(self, request: Request) -> tuple[int, Any]:
+        requester = await self._auth.get_user_by_req(request)
+        medium, address, id_server = self._threepid_fields(parse_json_body(request))
+        result = await self._threepids().unbind(requester.user_id, medium, address, id_server)
+        return 200, {"id_server_unbind_result": result}
+
+    async def on_delete_3pid(self, request: Request) -> tuple[int, Any]:
+        requester = await self._auth.get_user_by_req(request)
+        medium, address, id_server = self._threepid_fields(parse_json_body(request))
+        result = await self._threepids().delete(requester.user_id, medium, address, id_server)
+        return 200, {"id_server_unbind_result": result}
