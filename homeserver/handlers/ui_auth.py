@@ -128,7 +128,8 @@ class UiAuthHandler:
             "params": params or {},
             "session": session.session_id,
         }
-        if completed:
+        if completed or auth is not None:
+            # Once a stage was attempted, ``completed`` is always there (as Synapse).
             state["completed"] = list(completed)
         if error is not None:
             state["errcode"] = error.errcode
