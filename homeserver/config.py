@@ -979,6 +979,15 @@ SCHEMA: list[Key] = [
         "Rate limits",
     ),
     Key(
+        "rc_3pid_validation",
+        _rc(RateLimit(0.003, 5)),
+        RateLimit(0.003, 5),
+        "Email validation requests (`.../email/requestToken`), per client address and "
+        "per email address (as Synapse).",
+        None,
+        "Rate limits",
+    ),
+    Key(
         "rc_reports",
         _rc(RateLimit(1, 5)),
         RateLimit(1, 5),
@@ -1257,7 +1266,6 @@ ACCEPTED_SYNAPSE_KEYS = {
     "auto_join_rooms",
     "default_room_version",
     "rc_admin_redaction",
-    "rc_3pid_validation",
     "rc_third_party_invite",
     "rc_key_requests",
     "push",

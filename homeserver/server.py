@@ -47,6 +47,7 @@ from homeserver.api.client.search import SearchServlets
 from homeserver.api.client.spaces import SpaceServlets
 from homeserver.api.client.sync import SyncServlets
 from homeserver.api.client.tags import TagServlets
+from homeserver.api.client.threepid import ThreePidServlets
 from homeserver.api.client.user_directory import UserDirectoryServlets
 from homeserver.api.client.voip import VoipServlets
 from homeserver.api.client.websocket import SyncStreamFactory, WebSocketServlet
@@ -71,6 +72,7 @@ from homeserver.ephemeral.user_directory import UserDirectoryHandler
 from homeserver.events.event import Event
 from homeserver.handlers.auth import AuthHandler
 from homeserver.handlers.client_ips import ClientIpTracker
+from homeserver.handlers.email_validation import EmailConfig, EmailValidation, Mailer
 from homeserver.handlers.identity import IdentityServerClient
 from homeserver.handlers.login_token import LoginTokenHandler
 from homeserver.handlers.openid import OpenIdHandler
@@ -474,7 +476,20 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         resource
     )
     account_servlets = AccountServlets(config, storage, auth, ui_auth)
-    account_servlets.threepids = ThreePidHandler(storage.threepids, identity, reactor)
+    threepids = ThreePidHandler(storage.threepids, identity, reactor)
+    account_servlets.threepids = threepids
+    email_config = EmailConfig.from_config(config.values.get("email"))
+    email_validation = EmailValidation(
+        email_config,
+        Mailer(reactor, email_config) if email_config is not None else None,
+        storage.validation_sessions,
+        storage.threepids,
+        reactor,
+        config.client_baseurl,
+    )
+    ThreePidServlets(
+        auth, ui_auth, email_validation, threepids, Ratelimiter(reactor, config.rc_3pid_validation)
+    ).register(resource)
     sync_servlets = SyncServlets(storage, auth, sync)
     ephemeral_servlets = EphemeralServlets(auth, receipts, typing, presence)
     on_stop: list[Callable[[], Awaitable[None]]] = []

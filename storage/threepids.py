@@ -128,3 +128,128 @@ class ThreePidStore:
             )
 
         await self._db.run_interaction("remove_threepid_binding", _txn)
+
+
+@dataclass(frozen=True, slots=True)
+class ValidationSession:
+    session_id: str
+    medium: str
+    address: str
+    client_secret: str
+    last_send_attempt: int
+    token_hash: str
+    token_expires: int
+    next_link: str | None
+    validated_at: int | None
+
+
+_SESSION_COLUMNS = (
+    "session_id, medium, address, client_secret, last_send_attempt, token_hash,"
+    " token_expires, next_link, validated_at"
+)
+
+
+def _session(row: tuple[object, ...]) -> ValidationSession:
+    return ValidationSession(
+        str(row[0]),
+        str(row[1]),
+        str(row[2]),
+        str(row[3]),
+        int(row[4]),  # type: ignore[call-overload]
+        str(row[5]),
+        int(row[6]),  # type: ignore[call-overload]
+        None if row[7] is None else str(row[7]),
+        None if row[8] is None else int(row[8]),  # type: ignore[call-overload]
+    )
+
+
+class ValidationSessionStore:
+    """Email validation sessions. A session is found by (client_secret, medium,
+    address) for resends and by session id plus client secret everywhere else."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def find(self, client_secret: str, medium: str, address: str) -> ValidationSession | None:
+        def _txn(txn: Transaction) -> ValidationSession | None:
+            row = txn.select_one(
+                f"SELECT {_SESSION_COLUMNS} FROM threepid_validation_sessions"
+                " WHERE client_secret = ? AND medium = ? AND address = ?"
+                " ORDER BY created_at DESC",
+                (client_secret, medium, address),
+            )
+            return None if row is None else _session(row)
+
+        return await self._db.run_interaction("find_validation_session", _txn)
+
+    async def get(self, session_id: str, client_secret: str) -> ValidationSession | None:
+        def _txn(txn: Transaction) -> ValidationSession | None:
+            row = txn.select_one(
+                f"SELECT {_SESSION_COLUMNS} FROM threepid_validation_sessions"
+                " WHERE session_id = ? AND client_secret = ?",
+                (session_id, client_secret),
+            )
+            return None if row is None else _session(row)
+
+        return await self._db.run_interaction("get_validation_session", _txn)
+
+    async def upsert(self, session: ValidationSession, now: int) -> None:
+        """Create the session, or give it a new token and send attempt."""
+
+        def _txn(txn: Transaction) -> None:
+            txn.execute(
+                "DELETE FROM threepid_validation_sessions WHERE session_id = ?",
+                (session.session_id,),
+            )
+            txn.execute(
+                f"INSERT INTO threepid_validation_sessions ({_SESSION_COLUMNS}, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    session.session_id,
+                    session.medium,
+                    session.address,
+                    session.client_secret,
+                    session.last_send_attempt,
+                    session.token_hash,
+                    session.token_expires,
+                    session.next_link,
+                    session.validated_at,
+                    now,
+                ),
+            )
+
+        await self._db.run_interaction("upsert_validation_session", _txn)
+
+    async def validate(
+        self, session_id: str, client_secret: str, token_hash: str, now: int
+    ) -> ValidationSession | None:
+        """Mark the session validated if the token is right and unexpired."""
+
+        def _txn(txn: Transaction) -> ValidationSession | None:
+            row = txn.select_one(
+                f"SELECT {_SESSION_COLUMNS} FROM threepid_validation_sessions"
+                " WHERE session_id = ? AND client_secret = ? AND token_hash = ?",
+                (session_id, client_secret, token_hash),
+            )
+            if row is None:
+                return None
+            found = _session(row)
+            if found.validated_at is None:
+                if found.token_expires <= now:
+                    return None
+                txn.execute(
+                    "UPDATE threepid_validation_sessions SET validated_at = ? WHERE session_id = ?",
+                    (now, session_id),
+                )
+                return _session(row[:8] + (now,))
+            return found
+
+        return await self._db.run_interaction("validate_session", _txn)
+
+    async def delete(self, session_id: str) -> None:
+        def _txn(txn: Transaction) -> None:
+            txn.execute(
+                "DELETE FROM threepid_validation_sessions WHERE session_id = ?", (session_id,)
+            )
+
+        await self._db.run_interaction("delete_validation_session", _txn)
