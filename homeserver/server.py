@@ -82,7 +82,7 @@ from homeserver.handlers.reports import ReportsHandler
 from homeserver.handlers.restrictions import UserRestrictions
 from homeserver.handlers.search import SearchHandler
 from homeserver.handlers.threepid import ThreePidHandler
-from homeserver.handlers.ui_auth import UiAuthHandler
+from homeserver.handlers.ui_auth import EMAIL_IDENTITY, UiAuthHandler
 from homeserver.handlers.voip import TurnConfig
 from homeserver.http.ratelimit import InviteRatelimiter, Ratelimiter
 from homeserver.http.server import JsonResource, MatrixSite
@@ -487,6 +487,8 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         reactor,
         config.client_baseurl,
     )
+    if email_validation.enabled:
+        ui_auth.register_stage(EMAIL_IDENTITY, email_validation.check_uia_stage)
     ThreePidServlets(
         auth, ui_auth, email_validation, threepids, Ratelimiter(reactor, config.rc_3pid_validation)
     ).register(resource)

@@ -285,6 +285,17 @@ class EmailValidation:
             )
         return session
 
+    async def check_uia_stage(self, auth: JsonDict, session: Any, requester: Any) -> JsonDict:
+        """The ``m.login.email.identity`` UIA stage: ``threepid_creds`` name a validated
+        session; what it proves is recorded in the UIA session."""
+        creds = auth.get("threepid_creds", auth.get("threepidCreds"))
+        if not isinstance(creds, dict):
+            raise MatrixError(400, Codes.MISSING_PARAM, "Missing threepid_creds")
+        medium, address, validated_at = await self.validated_threepid(
+            creds.get("sid"), creds.get("client_secret")
+        )
+        return {"medium": medium, "address": address, "validated_at": validated_at}
+
     async def validated_threepid(self, sid: Any, client_secret: Any) -> tuple[str, str, int]:
         """(medium, address, validated_at) of a validated session; else
         ``M_THREEPID_AUTH_FAILED``."""
