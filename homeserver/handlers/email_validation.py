@@ -25,7 +25,7 @@ import secrets
 from dataclasses import dataclass
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
-from email.utils import formatdate, make_msgid
+from email.utils import formatdate, make_msgid, parseaddr
 from io import BytesIO
 from typing import Any
 from urllib.parse import urlencode
@@ -94,7 +94,7 @@ class EmailConfig:
         notif_from = raw.get("notif_from")
         if notif_from is None:
             return None
-        if not isinstance(notif_from, str) or "@" not in notif_from:
+        if not isinstance(notif_from, str) or "@" not in parseaddr(notif_from)[1]:
             raise ConfigError("email.notif_from must be an email address")
         port = raw.get("smtp_port", 465 if raw.get("force_tls") else 25)
         if not isinstance(port, int) or not 0 < port < 65536:
@@ -143,7 +143,7 @@ class Mailer:
         factory = ESMTPSenderFactory(
             user.encode() if user else None,
             (config.smtp_pass or "").encode() if user else None,
-            config.notif_from,
+            parseaddr(config.notif_from)[1],  # the envelope sender: the bare address
             to,
             BytesIO(message.as_bytes()),
             done,
