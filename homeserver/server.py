@@ -72,7 +72,7 @@ from homeserver.ephemeral.user_directory import UserDirectoryHandler
 from homeserver.events.event import Event
 from homeserver.handlers.auth import AuthHandler
 from homeserver.handlers.client_ips import ClientIpTracker
-from homeserver.handlers.email_validation import EmailConfig, EmailValidation, Mailer
+from homeserver.handlers.email_validation import EmailValidation, Mailer
 from homeserver.handlers.identity import IdentityServerClient
 from homeserver.handlers.login_token import LoginTokenHandler
 from homeserver.handlers.openid import OpenIdHandler
@@ -466,7 +466,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         signing_key,
         outbound_ip_filter,
         verify_certificates=config.federation_verify_certificates
-        and not config.values.get("use_insecure_ssl_client_just_for_testing_do_not_use"),
+        and not config.use_insecure_ssl_client_just_for_testing_do_not_use,
     )
     third_party_invites = ThirdPartyInviteHandler(
         server_name, room_handler, identity, federation.client
@@ -478,7 +478,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
     account_servlets = AccountServlets(config, storage, auth, ui_auth)
     threepids = ThreePidHandler(storage.threepids, identity, reactor)
     account_servlets.threepids = threepids
-    email_config = EmailConfig.from_config(config.values.get("email"))
+    email_config = config.email
     email_validation = EmailValidation(
         email_config,
         Mailer(reactor, email_config) if email_config is not None else None,

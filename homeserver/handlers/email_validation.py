@@ -22,7 +22,6 @@ import html
 import logging
 import re
 import secrets
-from dataclasses import dataclass
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.utils import formatdate, make_msgid, parseaddr
@@ -35,7 +34,7 @@ from twisted.internet.ssl import optionsForClientTLS
 from twisted.mail.smtp import ESMTPSenderFactory
 
 from homeserver.clock import Clock
-from homeserver.config import ConfigError, parse_duration_ms
+from homeserver.config import EmailConfig
 from homeserver.errors import Codes, MatrixError
 from storage.threepids import ThreePidStore, ValidationSession, ValidationSessionStore
 
@@ -69,56 +68,6 @@ def canonical_email(address: str) -> str:
         raise MatrixError(400, Codes.INVALID_PARAM, "Unable to parse email address")
     local, _, domain = address.rpartition("@")
     return f"{local.lower()}@{domain.lower()}"
-
-
-@dataclass(frozen=True)
-class EmailConfig:
-    smtp_host: str
-    smtp_port: int
-    smtp_user: str | None
-    smtp_pass: str | None
-    force_tls: bool
-    require_transport_security: bool
-    enable_tls: bool
-    notif_from: str
-    app_name: str
-    token_lifetime_ms: int
-
-    @staticmethod
-    def from_config(raw: Any) -> EmailConfig | None:
-        """The ``email`` section; None when absent or without ``notif_from`` (no mail)."""
-        if raw is None:
-            return None
-        if not isinstance(raw, dict):
-            raise ConfigError("email must be a mapping")
-        notif_from = raw.get("notif_from")
-        if notif_from is None:
-            return None
-        if not isinstance(notif_from, str) or "@" not in parseaddr(notif_from)[1]:
-            raise ConfigError("email.notif_from must be an email address")
-        port = raw.get("smtp_port", 465 if raw.get("force_tls") else 25)
-        if not isinstance(port, int) or not 0 < port < 65536:
-            raise ConfigError("email.smtp_port must be a port number")
-        for key in ("smtp_host", "smtp_user", "smtp_pass", "app_name"):
-            if raw.get(key) is not None and not isinstance(raw[key], str):
-                raise ConfigError(f"email.{key} must be a string")
-        for key in ("force_tls", "require_transport_security", "enable_tls"):
-            if raw.get(key) is not None and not isinstance(raw[key], bool):
-                raise ConfigError(f"email.{key} must be true or false")
-        return EmailConfig(
-            smtp_host=raw.get("smtp_host") or "localhost",
-            smtp_port=port,
-            smtp_user=raw.get("smtp_user"),
-            smtp_pass=raw.get("smtp_pass"),
-            force_tls=bool(raw.get("force_tls", False)),
-            require_transport_security=bool(raw.get("require_transport_security", False)),
-            enable_tls=bool(raw.get("enable_tls", True)),
-            notif_from=notif_from.replace("%(app)s", raw.get("app_name") or "Matrix"),
-            app_name=raw.get("app_name") or "Matrix",
-            token_lifetime_ms=parse_duration_ms(
-                "email.validation_token_lifetime", raw.get("validation_token_lifetime", "1h")
-            ),
-        )
 
 
 class Mailer:
