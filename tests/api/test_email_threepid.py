@@ -250,3 +250,59 @@ class TestWithoutEmail:
         assert resp.code == 400, resp
         first = await client.post(f"{V3}/register", {"username": "x", "password": "pw-x12345"})
         assert first.json["flows"] == [{"stages": ["m.login.dummy"]}]
+
+
+@pytest_twisted.ensureDeferred
+async def test_password_reset_through_email(
+    server: RunningServer, smtp: tuple[_Inbox, int]
+) -> None:
+    inbox, _ = smtp
+    dave = server.client()
+    await dave.register("dave")
+    sid = await _validate(
+        server, inbox, "/account/3pid/email/requestToken", "dave@example.com", "d1"
+    )
+    auth = {"type": "m.login.password", "user": dave.user_id, "password": "correct horse"}
+    resp = await dave.post(
+        f"{V3}/account/3pid/add", {"sid": sid, "client_secret": "d1", "auth": auth}
+    )
+    assert resp.code == 200, resp
+    # Without an access token, the password change asks for the email stage.
+    anon = server.client()
+    first = await anon.post(f"{V3}/account/password", {"new_password": "new-pass-1"}, token=False)
+    assert first.code == 401, first
+    assert first.json["flows"] == [{"stages": ["m.login.email.identity"]}]
+    reset_sid = await _validate(
+        server, inbox, "/account/password/email/requestToken", "dave@example.com", "d2"
+    )
+    # A session of another client secret proves nothing.
+    bad = await anon.post(
+        f"{V3}/account/password",
+        {
+            "new_password": "new-pass-1",
+            "auth": {
+                "type": "m.login.email.identity",
+                "session": first.json["session"],
+                "threepid_creds": {"sid": reset_sid, "client_secret": "other"},
+            },
+        },
+        token=False,
+    )
+    assert bad.code == 401 and bad.json["errcode"] == "M_THREEPID_AUTH_FAILED", bad
+    resp = await anon.post(
+        f"{V3}/account/password",
+        {
+            "new_password": "new-pass-1",
+            "auth": {
+                "type": "m.login.email.identity",
+                "session": first.json["session"],
+                "threepid_creds": {"sid": reset_sid, "client_secret": "d2"},
+            },
+        },
+        token=False,
+    )
+    assert resp.code == 200, resp
+    # Signed out everywhere; the new password works, the old does not.
+    assert (await dave.get(f"{V3}/account/whoami")).code == 401
+    assert (await server.client().login("dave", "correct horse")).code == 403
+    assert (await server.client().login("dave", "new-pass-1")).code == 200

@@ -9,10 +9,10 @@ from twisted.web.server import Request
 from homeserver.api.client.paths import client_paths
 from homeserver.config import HomeserverConfig
 from homeserver.errors import Codes, MatrixError
-from homeserver.handlers.auth import AuthHandler
+from homeserver.handlers.auth import AuthHandler, get_access_token_from_request
 from homeserver.handlers.password_policy import check_new_password
 from homeserver.handlers.threepid import ThreePidHandler
-from homeserver.handlers.ui_auth import PASSWORD, UiAuthHandler
+from homeserver.handlers.ui_auth import EMAIL_IDENTITY, PASSWORD, UiAuthHandler
 from homeserver.http.server import JsonResource
 from homeserver.http.servlet import field, parse_json_body
 from storage.storage import Storage
@@ -59,7 +59,11 @@ class AccountServlets:
     async def on_password(self, request: Request) -> tuple[int, Any]:
         if not self._config.password_config.reauth_enabled:
             raise MatrixError(403, Codes.FORBIDDEN, "Password changes are disabled")
-        requester = await self._auth.get_user_by_req(request)
+        requester = None
+        if get_access_token_from_request(request) is not None or not self._ui_auth.has_stage(
+            EMAIL_IDENTITY
+        ):
+            requester = await self._auth.get_user_by_req(request)
         body = parse_json_body(request)
         new_password = field(body, "new_password", str)
         field(body, "logout_devices", bool)
@@ -69,9 +73,9 @@ class AccountServlets:
         if new_password is not None:
             check_new_password(new_password, self._config.password_config.policy)
             body[NEW_PASSWORD_HASH] = await self._auth.hash_password(new_password)
-        _, params, session_id = await self._ui_auth.check(
+        completed, params, session_id = await self._ui_auth.check(
             body,
-            [[PASSWORD]],
+            [[PASSWORD]] if requester is not None else [[EMAIL_IDENTITY]],
             uri=request.path.decode(),
             method="POST",
             description="change your password",
@@ -80,14 +84,31 @@ class AccountServlets:
         password_hash = field(params, NEW_PASSWORD_HASH, str)
         if password_hash is None:
             raise MatrixError(400, Codes.MISSING_PARAM, "Missing new_password")
-        await self._storage.users.set_password_hash(requester.user_id, password_hash)
+        if requester is not None:
+            user_id, keep_device, keep_token = (
+                requester.user_id,
+                requester.device_id,
+                requester.access_token_id,
+            )
+        else:
+            # A password reset: the validated email names the account (as Synapse).
+            proof = completed.get(EMAIL_IDENTITY)
+            owner = None
+            if isinstance(proof, dict):
+                owner = await self._storage.threepids.get_user_by_threepid(
+                    proof["medium"], proof["address"]
+                )
+            if owner is None:
+                raise MatrixError(400, Codes.THREEPID_NOT_FOUND, "No user has that email")
+            user_id, keep_device, keep_token = owner, None, None
+        await self._storage.users.set_password_hash(user_id, password_hash)
         if params.get("logout_devices", True):
             # Every other device is signed out; this session stays.
-            devices = await self._storage.users.get_devices(requester.user_id)
-            others = [d.device_id for d in devices if d.device_id != requester.device_id]
-            removed = await self._storage.users.delete_devices(requester.user_id, others)
+            devices = await self._storage.users.get_devices(user_id)
+            others = [d.device_id for d in devices if d.device_id != keep_device]
+            removed = await self._storage.users.delete_devices(user_id, others)
             tokens = await self._storage.users.delete_access_tokens_for_user(
-                requester.user_id, except_token_id=requester.access_token_id
+                user_id, except_token_id=keep_token
             )
             self._auth.invalidate_token_ids(removed + [t for t, _ in tokens])
         await self._ui_auth.finish(session_id)
