@@ -25,6 +25,8 @@ import logging
 from typing import Any, Protocol
 from urllib.parse import quote
 
+from twisted.internet import defer
+
 from homeserver.errors import Codes, MatrixError
 from homeserver.events.auth_rules import verify_third_party_invite_signed
 from homeserver.events.event import Event
@@ -180,8 +182,21 @@ class ThirdPartyInviteHandler:
 
     # Exchanging a bound invite -------------------------------------------------------
 
-    async def exchange(self, sender: str, target: str, room_id: str, signed: JsonDict) -> None:
-        """Turn a signed third-party invite into an invite of ``target`` from ``sender``."""
+    async def exchange(
+        self,
+        sender: str,
+        target: str,
+        room_id: str,
+        signed: JsonDict,
+        *,
+        forward_in_background: bool = False,
+    ) -> None:
+        """Turn a signed third-party invite into an invite of ``target`` from ``sender``.
+
+        With ``forward_in_background`` (an identity server's ``onbind``), a room we are
+        in whose inviter is on another server is handed to that server without waiting
+        for it: the invite then reaches us over federation, as in Synapse, where the
+        invitee's server builds it and sends it on."""
         if not is_valid_user_id(sender) or not is_valid_user_id(target):
             raise MatrixError(400, Codes.INVALID_PARAM, "Invalid sender or mxid")
         if not is_valid_room_id(room_id):
@@ -191,6 +206,12 @@ class ThirdPartyInviteHandler:
         room = await self._rooms.get_room_if_held(room_id)
         if room is not None and self._is_mine(sender) and self._host_in_room(room):
             await self.exchange_locally(room, sender, target, signed)
+            return
+        if forward_in_background and room is not None and self._host_in_room(room):
+            forwarding = defer.ensureDeferred(self._forward(sender, target, room_id, signed))
+            forwarding.addErrback(
+                lambda f: logger.info("Forwarding a third-party invite failed: %s", f.value)
+            )
             return
         await self._forward(sender, target, room_id, signed)
 
@@ -327,7 +348,9 @@ class ThirdPartyInviteHandler:
                     raise MatrixError(400, Codes.BAD_JSON, "An invite needs sender and room_id")
                 if not self._is_mine(signed["mxid"]):
                     raise MatrixError(400, Codes.INVALID_PARAM, "The invitee is not ours")
-                await self.exchange(sender, signed["mxid"], room_id, signed)
+                await self.exchange(
+                    sender, signed["mxid"], room_id, signed, forward_in_background=True
+                )
             except MatrixError as e:
                 logger.info("Third-party invite from onbind not exchanged: %s", e.message)
                 last = e
