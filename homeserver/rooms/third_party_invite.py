@@ -338,7 +338,7 @@ class ThirdPartyInviteHandler:
         if not isinstance(invites, list):
             raise MatrixError(400, Codes.BAD_JSON, "invites must be a list")
         last: MatrixError | None = None
-        for invite in invites[:100]:
+        for invite in invites[:20]:  # bounded: each may cost requests to other servers
             try:
                 if not isinstance(invite, dict):
                     raise MatrixError(400, Codes.BAD_JSON, "An invite must be an object")
