@@ -217,3 +217,24 @@ async def test_bind_unbind_delete_and_deactivate(
     assert resp.code == 200, resp
     assert resp.json == {"id_server_unbind_result": "success"}
     assert ("email", "c@example.com") not in id_server.bindings
+
+
+class TestLoopbackIdentityServerRefused:
+    """Without a whitelist, an identity server on a private address is not contacted
+    (the outbound IP policy, as for push gateways and URL previews)."""
+
+    @pytest.fixture
+    def config_overrides(self) -> dict[str, Any]:
+        return {"federation_verify_certificates": False}
+
+    @pytest_twisted.ensureDeferred
+    async def test_invite_through_a_loopback_identity_server_is_refused(
+        self, server: RunningServer, id_server: FakeIdentityServer
+    ) -> None:
+        alice, _ = await _users(server)
+        room_id = await _room(alice)
+        resp = await alice.post(
+            f"/_matrix/client/v3/rooms/{q(room_id)}/invite", _invite_body(id_server)
+        )
+        assert resp.code == 403, resp
+        assert not id_server.requests
