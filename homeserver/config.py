@@ -517,9 +517,6 @@ def _email(key: str, value: Any) -> EmailConfig | None:
     return EmailConfig.from_config(value)
 
 
-SUPPORT_ROLES_PREFIX = ("m.role.",)
-
-
 def _well_known_support(key: str, value: Any) -> dict[str, Any] | None:
     """``/.well-known/matrix/support``: ``contacts`` (each a ``role`` with a
     ``matrix_id`` and/or ``email_address``) and/or ``support_page`` (a URL)."""
