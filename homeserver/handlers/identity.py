@@ -155,6 +155,12 @@ class IdentityServerClient:
         if not 200 <= status < 300:
             errcode = parsed.get("errcode") if isinstance(parsed, dict) else None
             error = parsed.get("error") if isinstance(parsed, dict) else None
+            if status == 401:
+                # The identity server refused its access token: not ours, so never a
+                # 401 (or M_UNKNOWN_TOKEN) that would sign the client out.
+                raise IdentityServerError(
+                    403, Codes.FORBIDDEN, "The identity server refused the id_access_token"
+                )
             raise IdentityServerError(
                 status if 400 <= status < 500 else 502,
                 errcode if isinstance(errcode, str) else Codes.UNKNOWN,

@@ -157,6 +157,11 @@ async def test_3pid_invite_validation(server: RunningServer, id_server: FakeIden
     del body["id_access_token"]
     resp = await alice.post(f"/_matrix/client/v3/rooms/{q(room_id)}/invite", body)
     assert (resp.code, resp.json["errcode"]) == (400, "M_MISSING_PARAM")
+    # The identity server refusing the id_access_token is not our 401 (no sign-out).
+    body = {**_invite_body(id_server), "id_access_token": "wrong"}
+    resp = await alice.post(f"/_matrix/client/v3/rooms/{q(room_id)}/invite", body)
+    assert (resp.code, resp.json["errcode"]) == (403, "M_FORBIDDEN")
+    id_server.requests.clear()
     body = {**_invite_body(id_server), "id_server": "https://evil/path"}
     resp = await alice.post(f"/_matrix/client/v3/rooms/{q(room_id)}/invite", body)
     assert (resp.code, resp.json["errcode"]) == (400, "M_INVALID_PARAM")
