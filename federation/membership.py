@@ -346,6 +346,17 @@ class FederationMembership:
             for t in STRIPPED_TYPES
             if (ev := room.state.get((t, ""))) is not None
         ]
+        # The inviter's membership too (as Synapse), so the invitee sees who invited.
+        inviter = room.state.get(("m.room.member", str(pdu.get("sender"))))
+        if inviter is not None:
+            stripped.append(
+                {
+                    "type": inviter.type,
+                    "state_key": inviter.state_key,
+                    "content": inviter.content,
+                    "sender": inviter.sender,
+                }
+            )
         try:
             resp = await self._client.put_json(
                 server_of(target),

@@ -14,6 +14,7 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, is_dataclass
+from email.utils import parseaddr
 from typing import Any
 
 import yaml
@@ -463,6 +464,93 @@ def _trusted_key_servers(key: str, value: Any) -> list[dict[str, Any]]:
 
 
 @dataclass(frozen=True)
+class EmailConfig:
+    smtp_host: str
+    smtp_port: int
+    smtp_user: str | None
+    smtp_pass: str | None
+    force_tls: bool
+    require_transport_security: bool
+    enable_tls: bool
+    notif_from: str
+    app_name: str
+    token_lifetime_ms: int
+
+    @staticmethod
+    def from_config(raw: Any) -> EmailConfig | None:
+        """The ``email`` section; None when absent or without ``notif_from`` (no mail)."""
+        if raw is None:
+            return None
+        if not isinstance(raw, dict):
+            raise ConfigError("email must be a mapping")
+        notif_from = raw.get("notif_from")
+        if notif_from is None:
+            return None
+        if not isinstance(notif_from, str) or "@" not in parseaddr(notif_from)[1]:
+            raise ConfigError("email.notif_from must be an email address")
+        port = raw.get("smtp_port", 465 if raw.get("force_tls") else 25)
+        if not isinstance(port, int) or not 0 < port < 65536:
+            raise ConfigError("email.smtp_port must be a port number")
+        for key in ("smtp_host", "smtp_user", "smtp_pass", "app_name"):
+            if raw.get(key) is not None and not isinstance(raw[key], str):
+                raise ConfigError(f"email.{key} must be a string")
+        for key in ("force_tls", "require_transport_security", "enable_tls"):
+            if raw.get(key) is not None and not isinstance(raw[key], bool):
+                raise ConfigError(f"email.{key} must be true or false")
+        return EmailConfig(
+            smtp_host=raw.get("smtp_host") or "localhost",
+            smtp_port=port,
+            smtp_user=raw.get("smtp_user"),
+            smtp_pass=raw.get("smtp_pass"),
+            force_tls=bool(raw.get("force_tls", False)),
+            require_transport_security=bool(raw.get("require_transport_security", False)),
+            enable_tls=bool(raw.get("enable_tls", True)),
+            notif_from=notif_from.replace("%(app)s", raw.get("app_name") or "Matrix"),
+            app_name=raw.get("app_name") or "Matrix",
+            token_lifetime_ms=parse_duration_ms(
+                "email.validation_token_lifetime", raw.get("validation_token_lifetime", "1h")
+            ),
+        )
+
+
+def _email(key: str, value: Any) -> EmailConfig | None:
+    return EmailConfig.from_config(value)
+
+
+def _well_known_support(key: str, value: Any) -> dict[str, Any] | None:
+    """``/.well-known/matrix/support``: ``contacts`` (each a ``role`` with a
+    ``matrix_id`` and/or ``email_address``) and/or ``support_page`` (a URL)."""
+    _expect(key, value, dict, "a mapping with contacts and/or support_page")
+    out: dict[str, Any] = {}
+    contacts = value.get("contacts")
+    if contacts is not None:
+        _expect(f"{key}.contacts", contacts, list, "a list")
+        out["contacts"] = []
+        for i, contact in enumerate(contacts):
+            where = f"{key}.contacts[{i}]"
+            _expect(where, contact, dict, "a mapping with role and matrix_id/email_address")
+            role = contact.get("role")
+            if not isinstance(role, str) or not role:
+                raise ConfigError(f"{where}.role must be a role such as m.role.admin")
+            entry: dict[str, Any] = {"role": role}
+            for field_name in ("matrix_id", "email_address"):
+                if contact.get(field_name) is not None:
+                    entry[field_name] = _str(f"{where}.{field_name}", contact[field_name])
+            if len(entry) == 1:
+                raise ConfigError(f"{where} needs a matrix_id or an email_address")
+            out["contacts"].append(entry)
+    page = value.get("support_page")
+    if page is not None:
+        page = _str(f"{key}.support_page", page)
+        if not page.startswith(("https://", "http://")):
+            raise ConfigError(f"{key}.support_page must be an http(s) URL")
+        out["support_page"] = page
+    if not out.get("contacts") and "support_page" not in out:
+        raise ConfigError(f"{key} needs at least one contact or a support_page")
+    return out
+
+
+@dataclass(frozen=True)
 class Key:
     name: str
     parse: Callable[[str, Any], Any]
@@ -643,6 +731,26 @@ SCHEMA: list[Key] = [
         "and any other peer could pick its own) and `resources` "
         "(`names`: client, federation, media, keys).",
         "LISTENERS",
+        "Network",
+    ),
+    Key(
+        "well_known_support",
+        _well_known_support,
+        None,
+        "Our own section (Synapse has none): what `/.well-known/matrix/support` answers, "
+        "`contacts` (a list of `role` such as `m.role.admin` or `m.role.security`, with "
+        "`matrix_id` and/or `email_address`) and/or `support_page` (a URL). Unset, that "
+        "document is 404 `M_NOT_FOUND`.",
+        None,
+        "Network",
+    ),
+    Key(
+        "use_insecure_ssl_client_just_for_testing_do_not_use",
+        _bool,
+        False,
+        "Test setups only (as Synapse): do not verify the certificates of identity servers. "
+        "`federation_verify_certificates: false` does the same.",
+        None,
         "Network",
     ),
     Key(
@@ -979,6 +1087,29 @@ SCHEMA: list[Key] = [
         "Rate limits",
     ),
     Key(
+        "email",
+        _email,
+        None,
+        "Email validation by the homeserver (Synapse's section): `notif_from` (the sender, "
+        "required to send mail), `smtp_host` (localhost), `smtp_port` (25, or 465 with "
+        "`force_tls`), `smtp_user`/`smtp_pass` (SMTP AUTH), `force_tls` (TLS from the first "
+        "byte), `require_transport_security` (refuse to send without STARTTLS), `enable_tls` "
+        "(true: use STARTTLS when offered), `app_name` (Matrix), "
+        "`validation_token_lifetime` (1h). Enables `.../email/requestToken`, the "
+        "`m.login.email.identity` stage, adding an email to an account and login by email.",
+        None,
+        "Registration",
+    ),
+    Key(
+        "rc_3pid_validation",
+        _rc(RateLimit(0.003, 5)),
+        RateLimit(0.003, 5),
+        "Email validation requests (`.../email/requestToken`), per client address and "
+        "per email address (as Synapse).",
+        None,
+        "Rate limits",
+    ),
+    Key(
         "rc_reports",
         _rc(RateLimit(1, 5)),
         RateLimit(1, 5),
@@ -1257,11 +1388,9 @@ ACCEPTED_SYNAPSE_KEYS = {
     "auto_join_rooms",
     "default_room_version",
     "rc_admin_redaction",
-    "rc_3pid_validation",
     "rc_third_party_invite",
     "rc_key_requests",
     "push",
-    "email",
     "encryption_enabled_by_default_for_room_type",
     "experimental_features",
     "modules",

@@ -19,6 +19,7 @@ from federation.edus import FederationEdus
 from federation.hierarchy import FederationHierarchyClient, FederationHierarchyServlet
 from federation.http_client import DEFAULT_IP_RANGE_BLACKLIST
 from federation.setup import Federation, build_federation
+from federation.third_party_invite import ThirdPartyInviteServlets
 from homeserver.api.client.account import AccountServlets
 from homeserver.api.client.account_data import AccountDataServlets
 from homeserver.api.client.admin_restrictions import AdminRestrictionServlets
@@ -46,6 +47,7 @@ from homeserver.api.client.search import SearchServlets
 from homeserver.api.client.spaces import SpaceServlets
 from homeserver.api.client.sync import SyncServlets
 from homeserver.api.client.tags import TagServlets
+from homeserver.api.client.threepid import ThreePidServlets
 from homeserver.api.client.user_directory import UserDirectoryServlets
 from homeserver.api.client.voip import VoipServlets
 from homeserver.api.client.websocket import SyncStreamFactory, WebSocketServlet
@@ -70,6 +72,8 @@ from homeserver.ephemeral.user_directory import UserDirectoryHandler
 from homeserver.events.event import Event
 from homeserver.handlers.auth import AuthHandler
 from homeserver.handlers.client_ips import ClientIpTracker
+from homeserver.handlers.email_validation import EmailValidation, Mailer
+from homeserver.handlers.identity import IdentityServerClient
 from homeserver.handlers.login_token import LoginTokenHandler
 from homeserver.handlers.openid import OpenIdHandler
 from homeserver.handlers.profile import ProfileHandler
@@ -77,7 +81,8 @@ from homeserver.handlers.register import RegistrationHandler
 from homeserver.handlers.reports import ReportsHandler
 from homeserver.handlers.restrictions import UserRestrictions
 from homeserver.handlers.search import SearchHandler
-from homeserver.handlers.ui_auth import UiAuthHandler
+from homeserver.handlers.threepid import ThreePidHandler
+from homeserver.handlers.ui_auth import EMAIL_IDENTITY, UiAuthHandler
 from homeserver.handlers.voip import TurnConfig
 from homeserver.http.ratelimit import InviteRatelimiter, Ratelimiter
 from homeserver.http.server import JsonResource, MatrixSite
@@ -97,6 +102,7 @@ from homeserver.rooms.persister import EventPersister
 from homeserver.rooms.room_cache import RoomCache
 from homeserver.rooms.shutdown import RoomShutdown
 from homeserver.rooms.summary import RoomSummaryHandler
+from homeserver.rooms.third_party_invite import ThirdPartyInviteHandler
 from homeserver.rooms.upgrade import RoomUpgrader
 from homeserver.rooms.visibility import VisibilityFilter
 from homeserver.sync.handler import SyncHandler
@@ -456,6 +462,38 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         Ratelimiter(reactor, config.rc_message),
         bundler=relations.bundles_for_user,
     )
+    identity = IdentityServerClient(
+        reactor,
+        server_name,
+        signing_key,
+        outbound_ip_filter,
+        verify_certificates=config.federation_verify_certificates
+        and not config.use_insecure_ssl_client_just_for_testing_do_not_use,
+    )
+    third_party_invites = ThirdPartyInviteHandler(
+        server_name, room_handler, identity, federation.client
+    )
+    room_servlets.third_party_invites = third_party_invites
+    ThirdPartyInviteServlets(federation.authenticator.authenticate, third_party_invites).register(
+        resource
+    )
+    account_servlets = AccountServlets(config, storage, auth, ui_auth)
+    threepids = ThreePidHandler(storage.threepids, identity, reactor)
+    account_servlets.threepids = threepids
+    email_config = config.email
+    email_validation = EmailValidation(
+        email_config,
+        Mailer(reactor, email_config) if email_config is not None else None,
+        storage.validation_sessions,
+        storage.threepids,
+        reactor,
+        config.client_baseurl,
+    )
+    if email_validation.enabled:
+        ui_auth.register_stage(EMAIL_IDENTITY, email_validation.check_uia_stage)
+    ThreePidServlets(
+        auth, ui_auth, email_validation, threepids, Ratelimiter(reactor, config.rc_3pid_validation)
+    ).register(resource)
     sync_servlets = SyncServlets(storage, auth, sync)
     ephemeral_servlets = EphemeralServlets(auth, receipts, typing, presence)
     on_stop: list[Callable[[], Awaitable[None]]] = []
@@ -486,7 +524,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
             failed_login_limiter,
             login_tokens,
         ),
-        AccountServlets(config, storage, auth, ui_auth),
+        account_servlets,
         DeviceServlets(storage, auth, ui_auth, device_lists.on_device_renamed),
         ProfileServlets(
             auth,
@@ -597,6 +635,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
             federation.stop,
             push.stop,
             client_ips.stop,
+            identity.close,
         ],
         media=media,
         upload_spool_dir=media_files.spool_dir,

@@ -25,6 +25,7 @@ from storage.registration import RegistrationStore
 from storage.relations import RelationsStore
 from storage.reports import ReportsStore
 from storage.search import SearchStore
+from storage.threepids import ThreePidStore, ValidationSessionStore
 from storage.user_directory import UserDirectoryStore
 from storage.user_restrictions import UserRestrictionsStore
 from storage.users import UserStore
@@ -54,6 +55,8 @@ class Storage:
     openid: OpenIdStore
     login_tokens: LoginTokenStore
     user_restrictions: UserRestrictionsStore
+    threepids: ThreePidStore
+    validation_sessions: ValidationSessionStore
 
     @classmethod
     async def open(cls, db: Database) -> Storage:
@@ -101,4 +104,6 @@ class Storage:
             openid=OpenIdStore(db),
             login_tokens=LoginTokenStore(db),
             user_restrictions=UserRestrictionsStore(db),
+            threepids=ThreePidStore(db),
+            validation_sessions=ValidationSessionStore(db),
         )

@@ -30,6 +30,7 @@ APP_PREFIX = "/_matrix/app/v1"
 MAX_RESPONSE_BYTES = 5 * 1024 * 1024
 # Read at each request, so tests can shorten it.
 REQUEST_TIMEOUT_S = 60.0
+PROTOCOL_CACHE_S = 3600.0
 
 
 class AppServiceError(Exception):
@@ -60,6 +61,8 @@ class AppServiceApi:
         self._pool.retryAutomatically = False
         agent: Any = Agent(reactor, pool=self._pool)  # an IAgent (zope, unseen by mypy)
         self._client = HTTPClient(agent)
+        # (service id, protocol) -> (expiry, metadata)
+        self._protocol_cache: dict[tuple[str, str], tuple[float, JsonDict]] = {}
 
     async def close(self) -> None:
         await self._pool.closeCachedConnections()
@@ -158,7 +161,21 @@ class AppServiceApi:
             return False
 
     async def get_protocol(self, service: ApplicationService, protocol: str) -> JsonDict | None:
-        """The protocol's metadata with ``instance_id`` added per instance, or None."""
+        """The protocol's metadata with ``instance_id`` added per instance, or None.
+
+        A service's answer is kept for ``PROTOCOL_CACHE_S`` (as Synapse's hour-long
+        cache): protocol metadata rarely changes and clients ask for it often."""
+        key = (service.id, protocol)
+        cached = self._protocol_cache.get(key)
+        now = self._reactor.seconds()
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        info = await self._fetch_protocol(service, protocol)
+        if info is not None:
+            self._protocol_cache[key] = (now + PROTOCOL_CACHE_S, info)
+        return info
+
+    async def _fetch_protocol(self, service: ApplicationService, protocol: str) -> JsonDict | None:
         try:
             info = await self.request(
                 service, "GET", f"/thirdparty/protocol/{quote(protocol, safe='')}"

@@ -22,6 +22,7 @@ SESSION_LIFETIME_MS = 48 * 3600 * 1000
 DUMMY = "m.login.dummy"
 PASSWORD = "m.login.password"
 REGISTRATION_TOKEN = "m.login.registration_token"
+EMAIL_IDENTITY = "m.login.email.identity"
 
 JsonDict = dict[str, Any]
 # A stage checker gets the auth dict and the session; returns what to record, or raises.
@@ -45,6 +46,13 @@ class UiAuthHandler:
             PASSWORD: self._check_password,
             REGISTRATION_TOKEN: self._check_registration_token,
         }
+
+    def register_stage(self, stage: str, checker: StageChecker) -> None:
+        """Add a stage whose checker lives elsewhere (email validation)."""
+        self._checkers[stage] = checker
+
+    def has_stage(self, stage: str) -> bool:
+        return stage in self._checkers
 
     async def check(
         self,
@@ -130,7 +138,8 @@ class UiAuthHandler:
             "params": params or {},
             "session": session.session_id,
         }
-        if completed:
+        if completed or auth is not None:
+            # Once a stage was attempted, ``completed`` is always there (as Synapse).
             state["completed"] = list(completed)
         if error is not None:
             state["errcode"] = error.errcode

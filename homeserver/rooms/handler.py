@@ -138,6 +138,10 @@ class RoomHandler:
             raise MatrixError(404, Codes.NOT_FOUND, "Unknown room")
         return room
 
+    async def get_room_if_held(self, room_id: str) -> LiveRoom | None:
+        """The room, if this server holds its state (None otherwise)."""
+        return await self._rooms.get(room_id)
+
     async def resolve_room_id_or_alias(self, room_id_or_alias: str) -> str:
         if room_id_or_alias.startswith("!"):
             return room_id_or_alias

@@ -115,6 +115,10 @@ def strip_event(ev: Event) -> JsonDict:
 def stripped_state(room: LiveRoom, invite_event: Event | None) -> list[JsonDict]:
     out = [strip_event(room.state[(t, "")]) for t in STRIPPED_STATE_TYPES if (t, "") in room.state]
     if invite_event is not None:
+        # The inviter's membership too (as Synapse), so clients can show who invited.
+        inviter = room.state.get(("m.room.member", invite_event.sender))
+        if inviter is not None and inviter.event_id != invite_event.event_id:
+            out.append(strip_event(inviter))
         out.append(strip_event(invite_event))
     return out
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
 import pytest_twisted
 
 from tests.api.helpers import assert_error, with_config
@@ -66,6 +69,46 @@ async def test_wellknown_server_keeps_an_explicit_port(server: RunningServer) ->
 
 
 @pytest_twisted.ensureDeferred
+async def test_wellknown_support_is_404_m_not_found_unless_configured(
+    server: RunningServer,
+) -> None:
+    resp = await server.client().get("/.well-known/matrix/support")
+    assert_error(resp, 404, "M_NOT_FOUND")
+
+
+SUPPORT = {
+    "contacts": [
+        {"role": "m.role.admin", "matrix_id": "@admin:test.local"},
+        {"role": "m.role.security", "email_address": "security@test.local"},
+    ],
+    "support_page": "https://test.local/help",
+}
+
+
+@with_config(well_known_support=SUPPORT)
+@pytest_twisted.ensureDeferred
+async def test_wellknown_support_serves_the_configured_contacts(server: RunningServer) -> None:
+    resp = await server.client().get("/.well-known/matrix/support", token=False)
+    assert resp.code == 200, resp
+    assert resp.json == SUPPORT
+
+
+def test_wellknown_support_config_is_validated(tmp_path: Any) -> None:
+    from homeserver.config import ConfigError, parse_config
+
+    base = {"server_name": "test.local", "database": {"name": "sqlite3", "args": {}}}
+    for bad in (
+        {},
+        {"contacts": [{"role": "m.role.admin"}]},
+        {"contacts": [{"matrix_id": "@a:b"}]},
+        {"support_page": "ftp://x"},
+        "https://x",
+    ):
+        with pytest.raises(ConfigError):
+            parse_config({**base, "well_known_support": bad}, str(tmp_path))
+
+
+@pytest_twisted.ensureDeferred
 async def test_capabilities_requires_auth(server: RunningServer) -> None:
     assert_error(
         await server.client().get("/_matrix/client/v3/capabilities"), 401, "M_MISSING_TOKEN"
@@ -85,7 +128,7 @@ async def test_capabilities_room_versions_default_12_with_10_11_12(
     assert room_versions["default"] in room_versions["available"]
     assert caps["m.change_password"] == {"enabled": True}
     assert caps["m.set_displayname"] == {"enabled": True}
-    assert caps["m.3pid_changes"] == {"enabled": False}
+    assert caps["m.3pid_changes"] == {"enabled": True}
 
 
 @with_config(password_config={"enabled": False})

@@ -80,6 +80,22 @@ async def test_protocols_come_from_the_services_with_instance_ids(
 
 
 @pytest_twisted.ensureDeferred
+async def test_protocol_metadata_is_cached(server: RunningServer, fake_as: FakeAppService) -> None:
+    """A service's protocol answer is kept (an hour, as Synapse): a service that answers
+    nothing later is not asked again, and the metadata stays."""
+    serve_thirdparty(fake_as)
+    alice = await someone(server)
+    resp = await alice.get(f"{V3}/thirdparty/protocols")
+    assert resp.code == 200 and "irc" in resp.json, resp
+    asked = len(fake_as.requests_to("/thirdparty/protocol/irc"))
+    fake_as.state.handlers.pop("/thirdparty/protocol/")  # now it answers nothing useful
+    resp = await alice.get(f"{V3}/thirdparty/protocol/irc")
+    assert resp.code == 200, resp
+    assert resp.json["user_fields"] == ["network", "nickname"]
+    assert len(fake_as.requests_to("/thirdparty/protocol/irc")) == asked
+
+
+@pytest_twisted.ensureDeferred
 async def test_location_and_user_lookups_pass_the_fields_and_drop_malformed_answers(
     server: RunningServer, fake_as: FakeAppService
 ) -> None:

@@ -374,3 +374,40 @@ async def test_expire_ui_auth_sessions_removes_only_old_ones(storage: Storage) -
     await reg.expire_ui_auth_sessions(5000)
     assert await reg.get_ui_auth_session("old") is None
     assert await reg.get_ui_auth_session("new") is not None
+
+
+@pytest_twisted.ensureDeferred
+async def test_threepids_are_unique_and_bindings_recorded(storage: Storage) -> None:
+    store = storage.threepids
+    assert await store.add_threepid("@a:hs", "email", "a@x.org", 1, 2)
+    assert await store.add_threepid("@a:hs", "email", "a@x.org", 1, 2)  # a repeat
+    assert not await store.add_threepid("@b:hs", "email", "a@x.org", 1, 2)
+    assert await store.get_user_by_threepid("email", "a@x.org") == "@a:hs"
+    assert [t.address for t in await store.get_threepids("@a:hs")] == ["a@x.org"]
+    assert not await store.delete_threepid("@b:hs", "email", "a@x.org")
+    assert await store.delete_threepid("@a:hs", "email", "a@x.org")
+    assert await store.get_user_by_threepid("email", "a@x.org") is None
+    await store.add_binding("@a:hs", "email", "a@x.org", "is.example")
+    await store.add_binding("@a:hs", "email", "a@x.org", "is.example")
+    assert await store.get_binding_servers("@a:hs", "email", "a@x.org") == ["is.example"]
+    assert await store.get_bound_threepids("@a:hs") == [("email", "a@x.org")]
+    await store.remove_binding("@a:hs", "email", "a@x.org", "is.example")
+    assert await store.get_bound_threepids("@a:hs") == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_validation_session_token_expires_and_validates_once(storage: Storage) -> None:
+    from storage.threepids import ValidationSession
+
+    sessions = storage.validation_sessions
+    session = ValidationSession("sid1", "email", "a@x.org", "sec", 1, "hash", 1000, None, None)
+    await sessions.upsert(session, 0)
+    assert await sessions.find("sec", "email", "a@x.org") == session
+    assert await sessions.validate("sid1", "other", "hash", 10) is None  # wrong secret
+    assert await sessions.validate("sid1", "sec", "wrong", 10) is None  # wrong token
+    assert await sessions.validate("sid1", "sec", "hash", 1000) is None  # expired
+    validated = await sessions.validate("sid1", "sec", "hash", 999)
+    assert validated is not None and validated.validated_at == 999
+    stored = await sessions.get("sid1", "sec")
+    assert stored is not None and stored.validated_at == 999
+    assert await sessions.get("sid1", "other") is None

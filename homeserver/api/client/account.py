@@ -9,9 +9,10 @@ from twisted.web.server import Request
 from homeserver.api.client.paths import client_paths
 from homeserver.config import HomeserverConfig
 from homeserver.errors import Codes, MatrixError
-from homeserver.handlers.auth import AuthHandler
+from homeserver.handlers.auth import AuthHandler, get_access_token_from_request
 from homeserver.handlers.password_policy import check_new_password
-from homeserver.handlers.ui_auth import PASSWORD, UiAuthHandler
+from homeserver.handlers.threepid import ThreePidHandler
+from homeserver.handlers.ui_auth import EMAIL_IDENTITY, PASSWORD, UiAuthHandler
 from homeserver.http.server import JsonResource
 from homeserver.http.servlet import field, parse_json_body
 from storage.storage import Storage
@@ -27,12 +28,26 @@ class AccountServlets:
         self._storage = storage
         self._auth = auth
         self._ui_auth = ui_auth
+        # Set by the composition root.
+        self.threepids: ThreePidHandler | None = None
+
+    def _threepids(self) -> ThreePidHandler:
+        if self.threepids is None:
+            raise MatrixError(400, Codes.UNRECOGNIZED, "3PIDs are not supported")
+        return self.threepids
 
     def register(self, resource: JsonResource) -> None:
         resource.register_many("GET", client_paths("/account/whoami"), self.on_whoami)
         resource.register_many("POST", client_paths("/account/password"), self.on_password)
         resource.register_many("POST", client_paths("/account/deactivate"), self.on_deactivate)
         resource.register_many("GET", client_paths("/account/3pid"), self.on_get_3pids)
+        versions = ("v3", "r0", "unstable")
+        for path, handler in (
+            ("/account/3pid/bind", self.on_bind_3pid),
+            ("/account/3pid/unbind", self.on_unbind_3pid),
+            ("/account/3pid/delete", self.on_delete_3pid),
+        ):
+            resource.register_many("POST", client_paths(path, versions=versions), handler)
 
     async def on_whoami(self, request: Request) -> tuple[int, Any]:
         requester = await self._auth.get_user_by_req(request, allow_guest=True)
@@ -44,7 +59,11 @@ class AccountServlets:
     async def on_password(self, request: Request) -> tuple[int, Any]:
         if not self._config.password_config.reauth_enabled:
             raise MatrixError(403, Codes.FORBIDDEN, "Password changes are disabled")
-        requester = await self._auth.get_user_by_req(request)
+        requester = None
+        if get_access_token_from_request(request) is not None or not self._ui_auth.has_stage(
+            EMAIL_IDENTITY
+        ):
+            requester = await self._auth.get_user_by_req(request)
         body = parse_json_body(request)
         new_password = field(body, "new_password", str)
         field(body, "logout_devices", bool)
@@ -54,9 +73,9 @@ class AccountServlets:
         if new_password is not None:
             check_new_password(new_password, self._config.password_config.policy)
             body[NEW_PASSWORD_HASH] = await self._auth.hash_password(new_password)
-        _, params, session_id = await self._ui_auth.check(
+        completed, params, session_id = await self._ui_auth.check(
             body,
-            [[PASSWORD]],
+            [[PASSWORD]] if requester is not None else [[EMAIL_IDENTITY]],
             uri=request.path.decode(),
             method="POST",
             description="change your password",
@@ -65,14 +84,31 @@ class AccountServlets:
         password_hash = field(params, NEW_PASSWORD_HASH, str)
         if password_hash is None:
             raise MatrixError(400, Codes.MISSING_PARAM, "Missing new_password")
-        await self._storage.users.set_password_hash(requester.user_id, password_hash)
+        if requester is not None:
+            user_id, keep_device, keep_token = (
+                requester.user_id,
+                requester.device_id,
+                requester.access_token_id,
+            )
+        else:
+            # A password reset: the validated email names the account (as Synapse).
+            proof = completed.get(EMAIL_IDENTITY)
+            owner = None
+            if isinstance(proof, dict):
+                owner = await self._storage.threepids.get_user_by_threepid(
+                    proof["medium"], proof["address"]
+                )
+            if owner is None:
+                raise MatrixError(400, Codes.THREEPID_NOT_FOUND, "No user has that email")
+            user_id, keep_device, keep_token = owner, None, None
+        await self._storage.users.set_password_hash(user_id, password_hash)
         if params.get("logout_devices", True):
             # Every other device is signed out; this session stays.
-            devices = await self._storage.users.get_devices(requester.user_id)
-            others = [d.device_id for d in devices if d.device_id != requester.device_id]
-            removed = await self._storage.users.delete_devices(requester.user_id, others)
+            devices = await self._storage.users.get_devices(user_id)
+            others = [d.device_id for d in devices if d.device_id != keep_device]
+            removed = await self._storage.users.delete_devices(user_id, others)
             tokens = await self._storage.users.delete_access_tokens_for_user(
-                requester.user_id, except_token_id=requester.access_token_id
+                user_id, except_token_id=keep_token
             )
             self._auth.invalidate_token_ids(removed + [t for t, _ in tokens])
         await self._ui_auth.finish(session_id)
@@ -94,12 +130,54 @@ class AccountServlets:
                 description="deactivate your account",
                 requester=requester,
             )
+        id_server = field(body, "id_server", str)
+        unbind_result = "no-support"
+        if self.threepids is not None:
+            unbind_result = await self.threepids.on_deactivate(requester.user_id, id_server)
         await self._storage.users.deactivate_user(requester.user_id)
         self._auth.invalidate_user(requester.user_id)
         if session_id is not None:
             await self._ui_auth.finish(session_id)
-        return 200, {"id_server_unbind_result": "no-support"}
+        return 200, {"id_server_unbind_result": unbind_result}
 
     async def on_get_3pids(self, request: Request) -> tuple[int, Any]:
-        await self._auth.get_user_by_req(request)
-        return 200, {"threepids": []}
+        requester = await self._auth.get_user_by_req(request)
+        threepids = await self.threepids.get_threepids(requester.user_id) if self.threepids else []
+        return 200, {
+            "threepids": [
+                {
+                    "medium": t.medium,
+                    "address": t.address,
+                    "validated_at": t.validated_at,
+                    "added_at": t.added_at,
+                }
+                for t in threepids
+            ]
+        }
+
+    async def on_bind_3pid(self, request: Request) -> tuple[int, Any]:
+        requester = await self._auth.get_user_by_req(request)
+        body = parse_json_body(request)
+        values = [
+            field(body, key, str, required=True)
+            for key in ("id_server", "id_access_token", "sid", "client_secret")
+        ]
+        await self._threepids().bind(requester.user_id, *values)
+        return 200, {}
+
+    def _threepid_fields(self, body: dict[str, Any]) -> tuple[str, str, str | None]:
+        medium = field(body, "medium", str, required=True)
+        address = field(body, "address", str, required=True)
+        return medium, address, field(body, "id_server", str)
+
+    async def on_unbind_3pid(self, request: Request) -> tuple[int, Any]:
+        requester = await self._auth.get_user_by_req(request)
+        medium, address, id_server = self._threepid_fields(parse_json_body(request))
+        result = await self._threepids().unbind(requester.user_id, medium, address, id_server)
+        return 200, {"id_server_unbind_result": result}
+
+    async def on_delete_3pid(self, request: Request) -> tuple[int, Any]:
+        requester = await self._auth.get_user_by_req(request)
+        medium, address, id_server = self._threepid_fields(parse_json_body(request))
+        result = await self._threepids().delete(requester.user_id, medium, address, id_server)
+        return 200, {"id_server_unbind_result": result}

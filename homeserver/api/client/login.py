@@ -10,6 +10,7 @@ from homeserver.api.client.paths import client_paths, client_v1_paths
 from homeserver.config import HomeserverConfig
 from homeserver.errors import Codes, MatrixError
 from homeserver.handlers.auth import AuthHandler
+from homeserver.handlers.email_validation import canonical_email
 from homeserver.handlers.login_token import LoginTokenHandler
 from homeserver.handlers.ui_auth import resolve_identifier_user
 from homeserver.http.ratelimit import Ratelimiter
@@ -85,7 +86,9 @@ class LoginServlets:
         self._address_limiter.ratelimit(request.client_ip())
         password = field(body, "password", str, required=True)
         options = _session_options(body)
-        user_id = resolve_identifier_user(body, self._config.server_name)
+        user_id = await self._user_of_threepid(body, password)
+        if user_id is None:
+            user_id = resolve_identifier_user(body, self._config.server_name)
         if user_id is None:
             raise MatrixError(400, Codes.MISSING_PARAM, "Missing user identifier")
         self._account_limiter.ratelimit(user_id.lower())
@@ -103,6 +106,30 @@ class LoginServlets:
         if user is None or user.deactivated:
             raise MatrixError(403, Codes.USER_DEACTIVATED, "This account has been deactivated")
         return 200, await self._complete_login(canonical, options)
+
+    async def _user_of_threepid(self, body: dict[str, Any], password: str) -> str | None:
+        """The owner of the 3PID a login names (``m.id.thirdparty``, or the legacy
+        top-level ``medium``/``address``); None when it names none. An unknown 3PID is
+        403 after a password check against a dummy hash, as for an unknown user."""
+        identifier = body.get("identifier")
+        if isinstance(identifier, dict) and identifier.get("type") == "m.id.thirdparty":
+            medium, address = identifier.get("medium"), identifier.get("address")
+        elif identifier is None and "medium" in body and "address" in body:
+            medium, address = body.get("medium"), body.get("address")
+        else:
+            return None
+        if not isinstance(medium, str) or not isinstance(address, str):
+            raise MatrixError(400, Codes.BAD_JSON, "medium and address must be strings")
+        if medium == "email":
+            try:
+                address = canonical_email(address)
+            except MatrixError:
+                pass  # looked up as given: finds nothing
+        owner = await self._storage.threepids.get_user_by_threepid(medium, address)
+        if owner is None:
+            await self._auth.check_password(f"@unknown:{self._config.server_name}", password)
+            raise MatrixError(403, Codes.FORBIDDEN, "Invalid username or password")
+        return owner
 
     async def _appservice_login(
         self, request: MatrixRequest, body: dict[str, Any]

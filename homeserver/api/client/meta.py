@@ -27,6 +27,7 @@ class MetaServlets:
         resource.register("GET", "/_matrix/client/versions", self.on_versions)
         resource.register("GET", "/.well-known/matrix/client", self.on_wellknown_client)
         resource.register("GET", "/.well-known/matrix/server", self.on_wellknown_server)
+        resource.register("GET", "/.well-known/matrix/support", self.on_wellknown_support)
         resource.register_many("GET", client_paths("/capabilities"), self.on_capabilities)
 
     async def on_versions(self, request: Request) -> tuple[int, Any]:
@@ -47,6 +48,15 @@ class MetaServlets:
         host = name if ":" in name.rsplit("]", 1)[-1] else f"{name}:443"
         return 200, {"m.server": host}
 
+    async def on_wellknown_support(self, request: Request) -> tuple[int, Any]:
+        """Served from our ``well_known_support`` section (Synapse serves none)."""
+        from homeserver.errors import Codes, MatrixError
+
+        support = self._config.well_known_support
+        if support is None:
+            raise MatrixError(404, Codes.NOT_FOUND, "No support information is configured")
+        return 200, support
+
     async def on_capabilities(self, request: Request) -> tuple[int, Any]:
         await self._auth.get_user_by_req(request, allow_guest=True)
         password_enabled = self._config.password_config.reauth_enabled
@@ -59,7 +69,7 @@ class MetaServlets:
                 "m.change_password": {"enabled": password_enabled},
                 "m.set_displayname": {"enabled": True},
                 "m.set_avatar_url": {"enabled": True},
-                "m.3pid_changes": {"enabled": False},
+                "m.3pid_changes": {"enabled": True},
                 "m.get_login_token": {"enabled": self._config.login_via_existing_session.enabled},
                 "m.profile_fields": {"enabled": True},
             }

@@ -13,7 +13,7 @@ from homeserver.errors import Codes, MatrixError
 from homeserver.handlers.auth import AuthHandler
 from homeserver.handlers.password_policy import check_new_password
 from homeserver.handlers.register import SESSION_PASSWORD_HASH, RegistrationHandler
-from homeserver.handlers.ui_auth import DUMMY, REGISTRATION_TOKEN, UiAuthHandler
+from homeserver.handlers.ui_auth import DUMMY, EMAIL_IDENTITY, REGISTRATION_TOKEN, UiAuthHandler
 from homeserver.http.ratelimit import Ratelimiter
 from homeserver.http.server import JsonResource, MatrixRequest
 from homeserver.http.servlet import field, parse_json_body, parse_string
@@ -53,6 +53,9 @@ class RegisterServlets:
     def _flows(self) -> list[list[str]]:
         if self._config.registration_requires_token:
             return [[REGISTRATION_TOKEN]]
+        if self._ui_auth.has_stage(EMAIL_IDENTITY):
+            # With email validation on, an address can come with the account (as Synapse).
+            return [[DUMMY], [EMAIL_IDENTITY]]
         return [[DUMMY]]
 
     async def on_available(self, request: Request) -> tuple[int, Any]:
@@ -139,9 +142,22 @@ class RegisterServlets:
             )
         ):
             raise MatrixError(401, Codes.FORBIDDEN, "Registration token is no longer valid")
+        email = completed.get(EMAIL_IDENTITY)
+        if isinstance(email, dict) and await self._storage.threepids.get_user_by_threepid(
+            email["medium"], email["address"]
+        ):
+            raise MatrixError(400, Codes.THREEPID_IN_USE, "This email is already in use")
         user_id = await self._registration.register_user(
             username.lower() if username else None, None, password_hash=password_hash
         )
+        if isinstance(email, dict):
+            await self._storage.threepids.add_threepid(
+                user_id,
+                email["medium"],
+                email["address"],
+                int(email["validated_at"]),
+                self._auth.now_ms(),
+            )
         self._limiter.record(request.client_ip())
         await self._ui_auth.finish(session_id)
         return 200, await self._login_response(user_id, params)

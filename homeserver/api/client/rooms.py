@@ -18,6 +18,11 @@ from homeserver.http.servlet import field, parse_integer, parse_json_body, parse
 from homeserver.relations.bundles import with_relations
 from homeserver.rooms.handler import RoomHandler
 from homeserver.rooms.history import RoomHistory
+from homeserver.rooms.third_party_invite import (
+    ThirdPartyInviteHandler,
+    parse_3pid_invite,
+    parse_signed,
+)
 from homeserver.untrusted import decode_json
 
 JsonDict = dict[str, Any]
@@ -75,6 +80,13 @@ class RoomServlets:
         self._history = history
         self._limiter = message_limiter
         self._bundler = bundler
+        # Set by the composition root: invites of email addresses (identity servers).
+        self.third_party_invites: ThirdPartyInviteHandler | None = None
+
+    def _tpi(self) -> ThirdPartyInviteHandler:
+        if self.third_party_invites is None:
+            raise MatrixError(400, Codes.UNRECOGNIZED, "Third-party invites are not supported")
+        return self.third_party_invites
 
     async def _serialize_all(self, events: list[Event], requester: Requester) -> list[JsonDict]:
         """Client events with their bundled aggregations, for this requester."""
@@ -136,8 +148,18 @@ class RoomServlets:
     async def on_create_room(self, request: Request) -> tuple[int, Any]:
         requester = await self._auth.get_user_by_req(request)
         body = parse_json_body(request)
+        raw_3pids = body.get("invite_3pid")
+        if raw_3pids is not None and not isinstance(raw_3pids, list):
+            raise MatrixError(400, Codes.BAD_JSON, "invite_3pid must be a list")
+        invites_3pid = [parse_3pid_invite(i) for i in raw_3pids or []]
+        if invites_3pid:
+            self._tpi()
         self._limiter.ratelimit_requester(requester)
         room_id, alias = await self._rooms.create_room(requester, body)
+        for id_server, id_access_token, medium, address in invites_3pid:
+            await self._tpi().invite(
+                requester, room_id, id_server, id_access_token, medium, address
+            )
         result: JsonDict = {"room_id": room_id}
         if alias is not None:
             result["room_alias"] = alias
@@ -150,13 +172,35 @@ class RoomServlets:
         # `via` is the current name; `server_name` the deprecated one (still sent by clients).
         args = request.args or {}
         servers = [v.decode() for key in (b"via", b"server_name") for v in args.get(key, [])]
+        await self._exchange_signed(requester, roomIdOrAlias, body)
         room_id = await self._rooms.join(requester, roomIdOrAlias, reason=reason, servers=servers)
         return 200, {"room_id": room_id}
+
+    async def _exchange_signed(
+        self, requester: Requester, room_id_or_alias: str, body: JsonDict
+    ) -> None:
+        """A join with ``third_party_signed``: the signed third-party invite becomes an
+        invite first (as Synapse), so the join is then allowed."""
+        raw = body.get("third_party_signed")
+        if raw is None:
+            return
+        signed = parse_signed(raw)
+        sender = signed.get("sender")
+        if not isinstance(sender, str):
+            raise MatrixError(400, Codes.BAD_JSON, "third_party_signed.sender must be a string")
+        if signed["mxid"] != requester.user_id:
+            raise MatrixError(403, Codes.FORBIDDEN, "third_party_signed is for another user")
+        room_id = await self._rooms.resolve_room_id_or_alias(room_id_or_alias)
+        room = await self._rooms.get_room_if_held(room_id)
+        if room is not None and room.membership_of(requester.user_id) in ("invite", "join"):
+            return
+        await self._tpi().exchange(sender, requester.user_id, room_id, signed)
 
     async def on_join_room(self, request: Request, roomId: str) -> tuple[int, Any]:
         requester = await self._auth.get_user_by_req(request, allow_guest=True)
         body = parse_json_body(request, allow_empty=True)
         reason = field(body, "reason", str)
+        await self._exchange_signed(requester, roomId, body)
         room_id = await self._rooms.join(requester, roomId, reason=reason)
         return 200, {"room_id": room_id}
 
@@ -184,6 +228,17 @@ class RoomServlets:
             requester = await self._auth.get_user_by_req(request, allow_guest=action == "leave")
             body = parse_json_body(request, allow_empty=(action == "leave"))
             reason = field(body, "reason", str)
+            if (
+                action == "invite"
+                and "user_id" not in body
+                and ("medium" in body or "address" in body or "id_server" in body)
+            ):
+                id_server, id_access_token, medium, address = parse_3pid_invite(body)
+                self._limiter.ratelimit_requester(requester)
+                await self._tpi().invite(
+                    requester, roomId, id_server, id_access_token, medium, address
+                )
+                return 200, {}
             if action == "leave":
                 target = requester.user_id
             else:
