@@ -141,7 +141,7 @@ async def test_the_as_deactivates_its_user_without_uia(server: RunningServer) ->
     deactivate = f"{V3}/account/deactivate"
     resp = await as_request(server, "POST", deactivate, {}, user_id=user_id)
     assert resp.code == 200, resp
-    assert resp.json == {"id_server_unbind_result": "no-support"}
+    assert resp.json == {"id_server_unbind_result": "success"}
     row = await server.hs.storage.users.get_user(user_id)
     assert row is not None and row.deactivated
     # A user's own token still needs UIA.
