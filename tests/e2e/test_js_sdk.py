@@ -7,6 +7,7 @@ resolve), replies in it from the second client, edits a message and reacts to it
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,7 +34,7 @@ def test_js_sdk_threads_edits_reactions(server: ServerProcess) -> None:
     result = subprocess.run(
         [node, "scenario.mjs", server.base_url],
         cwd=js_dir,
-        env={"PATH": "/usr/bin:/bin", "PASSWORD": PASSWORD, "STEP_TIMEOUT_MS": "15000"},
+        env=dict(os.environ, PASSWORD=PASSWORD, STEP_TIMEOUT_MS="15000"),
         capture_output=True,
         text=True,
         timeout=SCENARIO_TIMEOUT_S,
