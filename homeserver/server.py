@@ -239,7 +239,14 @@ class EventFanout:
                 room.redaction_took_effect(ev.redacted_by)  # it arrived after its redaction
             if room is not None:
                 to_wake |= room.joined_members()
-        self._notifier.notify_users(u for u in to_wake if u.endswith(self._suffix))
+        local = [u for u in to_wake if u.endswith(self._suffix)]
+        if local:
+            # Woken once this reactor turn is over, after the persister has fired its
+            # callers' Deferreds: the sender's PUT /send response is written before the
+            # /sync that carries its echo (with unsigned.transaction_id), as on Synapse.
+            # matrix-js-sdk depends on that order: a thread reply whose echo arrives
+            # first, while it still loads the new thread, never resolves its send.
+            self._notifier.clock.callLater(0, self._notifier.notify_users, local)
         for listener in self.listeners:
             try:
                 listener(events)

@@ -387,13 +387,27 @@ class PushStore:
         return receipts
 
     async def get_unread_state(self, user_id: str, room_ids: Sequence[str]) -> UnreadState:
-        """The user's read positions and unread notifying actions in these rooms."""
+        """The user's read positions and unread notifying actions in these rooms.
+
+        In a room where the user has no unthreaded read receipt, their latest membership
+        event (their join) stands for one, as on Synapse: what came before they joined
+        (the invite that notified them) is not unread in the room they joined.
+        """
         rooms = list(dict.fromkeys(room_ids))
 
         def _txn(txn: Transaction) -> UnreadState:
             receipts = self._receipts_txn(txn, user_id, rooms)
             if not rooms:
                 return UnreadState(receipts, [])
+            without = [r for r in rooms if UNTHREADED not in receipts.get(r, {})]
+            for chunk in _chunks(without):
+                marks = ",".join("?" * len(chunk))
+                for room_id, position in txn.select_all(
+                    "SELECT room_id, MAX(stream_ordering) FROM room_memberships"
+                    f" WHERE user_id = ? AND room_id IN ({marks}) GROUP BY room_id",
+                    [user_id, *chunk],
+                ):
+                    receipts.setdefault(room_id, {})[UNTHREADED] = int(position)
             floors = {r: receipts.get(r, {}).get(UNTHREADED, 0) for r in rooms}
             # One range of the (user_id, stream_ordering) key from the oldest read
             # position; rows of other rooms, or before their room's position, are skipped.

@@ -152,6 +152,19 @@ class UnreadCounts:
         d = self._start_load(receipt.user_id, [receipt.room_id])
         d.addCallback(lambda _: self._receipt_applied(receipt.user_id))
 
+    def on_membership(self, user_id: str, room_id: str) -> None:
+        """A local user's membership changed: with no read receipt in the room, their
+        membership event is their read position (``get_unread_state``): reload it."""
+        key = (user_id, room_id)
+        rooms = self._by_user.get(user_id)
+        if key not in self._pending and (rooms is None or room_id not in rooms):
+            return  # not loaded: the database applies it when it is
+        d = self._start_load(user_id, [room_id])
+        d.addCallback(lambda _: self._bump())
+
+    def _bump(self) -> None:
+        self.version += 1
+
     def _receipt_applied(self, user_id: str) -> None:
         self.version += 1
         for listener in self.receipt_listeners:

@@ -42,6 +42,9 @@ class PushServices:
 
     def on_persisted(self, events: list[Event]) -> None:
         self.actions.on_persisted(events)
+        for ev in events:
+            if ev.membership is not None and ev.state_key and not ev.outlier:
+                self.counts.on_membership(ev.state_key, ev.room_id)
 
     def register(self, resource: JsonResource, auth: AuthHandler) -> None:
         PushRuleServlets(auth, self.rules).register(resource)

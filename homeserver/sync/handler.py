@@ -583,6 +583,12 @@ class SyncHandler:
             state = await self._state_before(room, room_id, timeline or events, now)
         elif limited and events:
             state = await self._state_delta(room_id, events[0], req.since)
+        # An incremental sync of an unbroken timeline: the senders' members go in the
+        # state block even where their member event is in the timeline (a join), as
+        # Synapse sends them (the members after the timeline's first event). Hydrogen
+        # names a member's own join from there (else by user id), as nothing before
+        # the join in the timeline tells it.
+        live_incremental = req.since is not None and not (changed or limited)
         if filters.lazy_load_members() and not req.full_state:
             # Members of the timeline's senders; on a fresh start of the room also the
             # user's own and the heroes' (the spec: heroes' members MUST be included).
@@ -593,7 +599,8 @@ class SyncHandler:
                     senders.update(self._heroes(room, req.user_id) or [])
             state = [ev for ev in state if ev.type != "m.room.member" or ev.state_key in senders]
             present = {ev.state_key for ev in state if ev.type == "m.room.member"}
-            present |= {ev.state_key for ev in timeline if ev.type == "m.room.member"}
+            if not live_incremental:
+                present |= {ev.state_key for ev in timeline if ev.type == "m.room.member"}
             missing = senders - present
             if missing and room is not None:
                 state.extend(
@@ -603,10 +610,11 @@ class SyncHandler:
                     and room.state[("m.room.member", u)].stream_ordering <= now.events
                 )
         timeline_ids = {ev.event_id for ev in timeline}
+        keep_members = live_incremental and filters.lazy_load_members()
         state = [
             ev
             for ev in filters.filter_room_state(state, room_id)
-            if ev.event_id not in timeline_ids
+            if ev.event_id not in timeline_ids or (keep_members and ev.type == "m.room.member")
         ]
 
         if not (timeline or state or room_account_data or changed or req.full_state):

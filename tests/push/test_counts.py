@@ -9,6 +9,8 @@ import pytest_twisted
 from tests.ephemeral.helpers import (
     V3,
     assert_error,
+    create_room,
+    join,
     restart,
     room_path,
     send,
@@ -70,6 +72,23 @@ async def test_messages_count_and_a_read_receipt_clears_them(server: RunningServ
     # An older public receipt does not bring notifications back.
     await receipt(bob, room_id, second)
     assert await unread(bob, room_id) == counts(0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_accepted_invite_is_not_unread(server: RunningServer) -> None:
+    """With no read receipt, the user's join is their read position (as Synapse): the
+    invite notified them, but it is not unread in the room they joined."""
+    alice, bob, carol = [await user(server, n) for n in ("alice", "bob", "carol")]
+    room_id = await create_room(alice, invite=[bob.user_id, carol.user_id])
+    await sync(bob)  # Bob's counts are in memory before he joins; Carol's are not.
+    await join(bob, room_id)
+    await join(carol, room_id)
+    assert await unread(bob, room_id) == counts(0)
+    assert await unread(carol, room_id) == counts(0)
+    await send(alice, room_id, "one")
+    await send(alice, room_id, "two")
+    assert await unread(bob, room_id) == counts(2)
+    assert await unread(carol, room_id) == counts(2)
 
 
 @pytest_twisted.ensureDeferred

@@ -265,6 +265,32 @@ async def test_lazy_load_members_only_sends_timeline_senders(server: RunningServ
 
 
 @pytest_twisted.ensureDeferred
+async def test_lazy_load_incremental_sends_a_joining_members_event_in_state(
+    server: RunningServer,
+) -> None:
+    """As Synapse: a joiner's member event is in the state block as well as in the
+    timeline (Hydrogen names the joiner from the state block, else by user id)."""
+    alice = await user(server, "alice")
+    bob = await user(server, "bob")
+    room_id = await create_room(alice, preset="public_chat")
+    flt = {"room": {"state": {"lazy_load_members": True}}}
+    since = (await sync(alice, filter=flt))["next_batch"]
+    await join(bob, room_id)
+    await send(bob, room_id, "hi")
+    body = await sync(alice, since, filter=flt)
+    room = body["rooms"]["join"][room_id]
+    join_event = room["timeline"]["events"][0]
+    assert (join_event["type"], join_event["state_key"]) == ("m.room.member", bob.user_id)
+    state = [e for e in room["state"]["events"] if e["type"] == "m.room.member"]
+    assert [e["event_id"] for e in state] == [join_event["event_id"]]
+    # Without lazy loading the state block stays free of what the timeline carries.
+    since = (await sync(alice))["next_batch"]
+    await send(bob, room_id, "again")
+    body = await sync(alice, since)
+    assert body["rooms"]["join"][room_id]["state"]["events"] == []
+
+
+@pytest_twisted.ensureDeferred
 async def test_lazy_load_members_includes_heroes(server: RunningServer) -> None:
     alice = await user(server, "alice")
     bob = await user(server, "bob")
