@@ -133,6 +133,12 @@ class RoomHandler:
             raise MatrixError(404, Codes.NOT_FOUND, "Unknown room")
         return room
 
+    async def held_room(self, room_id: str) -> LiveRoom | None:
+        """``get_room`` for a room we may not hold (None then)."""
+        if not room_id.startswith("!"):
+            raise MatrixError(400, Codes.INVALID_PARAM, f"{room_id} is not a valid room ID")
+        return await self._rooms.get(room_id)
+
     async def resolve_room_id_or_alias(self, room_id_or_alias: str) -> str:
         if room_id_or_alias.startswith("!"):
             return room_id_or_alias
