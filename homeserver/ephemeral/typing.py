@@ -171,10 +171,14 @@ class TypingSource:
             return fragment
         for room_id in ctx.joined_room_ids:
             users = self._handler.typing_users(room_id)
+            changed = not ctx.initial and self._handler.changed_since(room_id, since, now)
             if ctx.initial or room_id in ctx.newly_joined_room_ids:
-                if not users:
+                # The whole list, and an emptied one too if it changed in the window
+                # (as Synapse: a client may have seen it filled, e.g. from a sync token
+                # taken before the join on another device).
+                if not users and not changed:
                     continue
-            elif not self._handler.changed_since(room_id, since, now):
+            elif not changed:
                 continue
             event = {"type": "m.typing", "content": {"user_ids": users}}
             events = ctx.filters.filter_ephemeral([event], room_id)

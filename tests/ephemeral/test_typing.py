@@ -90,6 +90,20 @@ async def test_explicit_stop_and_initial_sync(server: RunningServer) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_stop_reaches_a_sync_from_before_the_join(server: RunningServer) -> None:
+    # A token from before bob joined (SyTest 30rooms/20typing.pl syncs from one): the
+    # room is new to that window, yet the emptied list is sent, as it changed.
+    alice, bob = await user(server, "alice"), await user(server, "bob")
+    before = (await sync(bob))["next_batch"]
+    room = await shared_room(alice, bob)
+    assert (await set_typing(alice, room)).code == 200
+    assert typers(await sync(bob, before), room) == [alice.user_id]
+    assert (await set_typing(alice, room, typing=False, timeout=None)).code == 200
+    assert typers(await sync(bob, before), room) == []
+    assert typers(await sync(alice), room) is None  # a first sync: nobody typing, nothing
+
+
+@pytest_twisted.ensureDeferred
 async def test_renewing_typing_wakes_nobody(server: RunningServer) -> None:
     alice, bob = await user(server, "alice"), await user(server, "bob")
     room = await shared_room(alice, bob)
