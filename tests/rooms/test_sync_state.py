@@ -1,0 +1,160 @@
+"""/sync: which state a room section carries, and filtered timelines (as Synapse does,
+the behaviour SyTest's 31sync/04timeline.pl, 06state.pl and 09archived.pl check)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest_twisted
+
+from tests.rooms.helpers import (
+    create_room,
+    invite,
+    join,
+    leave,
+    put_state,
+    send,
+    sync,
+    user,
+)
+from tests.support.server import RunningServer
+
+STATE_ONLY = {
+    "room": {
+        "timeline": {"types": []},
+        "state": {"types": ["x.state"]},
+        "ephemeral": {"types": []},
+        "include_leave": True,
+    },
+    "presence": {"types": []},
+}
+
+
+def joined(body: dict[str, Any], room_id: str) -> dict[str, Any]:
+    return dict(body["rooms"]["join"][room_id])
+
+
+def contents(events: list[dict[str, Any]]) -> list[Any]:
+    return [(e["type"], e.get("state_key"), e["content"]) for e in events]
+
+
+@pytest_twisted.ensureDeferred
+async def test_filtered_timeline_reaches_its_limit(server: RunningServer) -> None:
+    alice = await user(server, "alice")
+    room_id = await create_room(alice)
+    wanted = await send(alice, room_id, "My message")
+    for i in range(12):
+        await send(alice, room_id, event_type="x.filler", content={"i": i})
+    flt = {"room": {"timeline": {"limit": 1, "types": ["m.room.message"]}, "state": {"types": []}}}
+    room = joined(await sync(alice, filter=flt), room_id)
+    assert [e["event_id"] for e in room["timeline"]["events"]] == [wanted]
+    # Nothing older matches: the timeline is whole.
+    assert room["timeline"]["limited"] is False
+    assert room["state"]["events"] == []
+
+    # More matching events than the limit: the newest, limited.
+    newest = await send(alice, room_id, "newer")
+    room = joined(await sync(alice, filter=flt), room_id)
+    assert [e["event_id"] for e in room["timeline"]["events"]] == [newest]
+    assert room["timeline"]["limited"] is True
+
+
+@pytest_twisted.ensureDeferred
+async def test_empty_filtered_timeline_gets_the_current_state(server: RunningServer) -> None:
+    alice = await user(server, "alice")
+    room_id = await create_room(alice)
+    await put_state(alice, room_id, "x.state", {"k": 1}, state_key="a")
+    await put_state(alice, room_id, "x.state", {"k": 1}, state_key="b")
+    flt = {
+        "room": {
+            "timeline": {"types": ["x.filler"], "limit": 1},
+            "state": {"types": ["x.state"]},
+        }
+    }
+    body = await sync(alice, filter=flt)
+    room = joined(body, room_id)
+    assert room["timeline"]["events"] == []
+    assert {e["state_key"] for e in room["state"]["events"]} == {"a", "b"}
+
+    # A gap: only what changed, even though the timeline shows none of it.
+    await put_state(alice, room_id, "x.state", {"k": 2}, state_key="a")
+    for i in range(3):
+        await send(alice, room_id, event_type="x.filler", content={"i": i})
+    room = joined(await sync(alice, body["next_batch"], filter=flt), room_id)
+    assert room["timeline"]["limited"] is True
+    assert contents(room["state"]["events"]) == [("x.state", "a", {"k": 2})]
+
+
+@pytest_twisted.ensureDeferred
+async def test_profile_change_is_not_a_fresh_start(server: RunningServer) -> None:
+    alice = await user(server, "alice")
+    room_id = await create_room(alice)
+    await put_state(alice, room_id, "x.state", {"k": 1})
+    since = (await sync(alice, filter=STATE_ONLY))["next_batch"]
+    member = {"membership": "join", "displayname": "boris"}
+    resp = await put_state(alice, room_id, "m.room.member", member, state_key=alice.user_id or "")
+    assert resp.code == 200, resp
+    message = await send(alice, room_id, "after")
+    # The member event is filtered out, and no full state comes down.
+    body = await sync(alice, since, filter=STATE_ONLY)
+    assert room_id not in body["rooms"]["join"], body
+    # Unfiltered: the two new events, not the room's whole history.
+    room = joined(await sync(alice, since), room_id)
+    events = room["timeline"]["events"]
+    assert [e["event_id"] for e in events] == [resp.json["event_id"], message]
+    assert room["state"]["events"] == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_join_then_state_whole_and_leave_sections(server: RunningServer) -> None:
+    alice, bob = await user(server, "alice"), await user(server, "bob")
+    room_id = await create_room(alice)
+    await put_state(alice, room_id, "x.state", {"k": 1})
+    assert (await invite(alice, room_id, bob.user_id)).code == 200
+    since = (await sync(bob, filter=STATE_ONLY))["next_batch"]
+
+    # Joined and left within one window: the leave section carries the state whole.
+    assert (await join(bob, room_id)).code == 200
+    assert (await leave(bob, room_id)).code == 200
+    body = await sync(bob, since, filter=STATE_ONLY)
+    left = body["rooms"]["leave"][room_id]
+    assert contents(left["state"]["events"]) == [("x.state", "", {"k": 1})]
+
+    # Joined at the last sync, then left: the leave only, no state.
+    assert (await invite(alice, room_id, bob.user_id)).code == 200
+    assert (await join(bob, room_id)).code == 200
+    since = (await sync(bob))["next_batch"]
+    assert (await leave(bob, room_id)).code == 200
+    left = (await sync(bob, since))["rooms"]["leave"][room_id]
+    assert left["state"]["events"] == []
+    assert [(e["type"], e["content"]["membership"]) for e in left["timeline"]["events"]] == [
+        ("m.room.member", "leave")
+    ]
+
+
+@pytest_twisted.ensureDeferred
+async def test_current_state_shows_despite_private_history(server: RunningServer) -> None:
+    creator, syncer, invitee = [await user(server, n) for n in ("creator", "syncer", "invitee")]
+    room_id = await create_room(creator, preset="public_chat")
+    assert (await join(syncer, room_id)).code == 200
+    vis = {"history_visibility": "joined"}
+    assert (await put_state(creator, room_id, "m.room.history_visibility", vis)).code == 200
+    assert (await invite(creator, room_id, invitee.user_id)).code == 200
+    since = (await sync(syncer))["next_batch"]
+    assert (await leave(syncer, room_id)).code == 200
+    assert await send(creator, room_id, "unseen")
+    assert (await join(invitee, room_id)).code == 200
+    for i in range(15):  # more than the timeline's limit, all hidden from the syncer
+        await send(creator, room_id, f"hidden {i}")
+    assert (await join(syncer, room_id)).code == 200
+
+    events = joined(await sync(syncer, since), room_id)["timeline"]["events"]
+    # The invitee's join is current state: shown, though set while the syncer was out.
+    assert any(
+        e["type"] == "m.room.member"
+        and e["state_key"] == invitee.user_id
+        and e["content"]["membership"] == "join"
+        for e in events
+    ), events
+    # Messages from then are not.
+    assert not [e for e in events if e["type"] == "m.room.message"], events
