@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -138,6 +139,61 @@ class SharedSection:
     filters: FilterCollection
 
 
+# Devices whose lazy-loaded members are remembered, and members remembered per device.
+LAZY_MEMBER_DEVICES = 10_000
+LAZY_MEMBERS_PER_DEVICE = 5_000
+
+
+class LazyMembersSent:
+    """Which member event of each room every device was last sent (with lazy-loaded
+    members), so an incremental sync leaves out those it holds already (as Synapse's
+    per-device cache). Memory only, bounded: forgetting means a redundant resend."""
+
+    def __init__(self) -> None:
+        # device -> room id -> member -> event id
+        self._devices: OrderedDict[tuple[str, str | None], dict[str, dict[str, str]]] = (
+            OrderedDict()
+        )
+        self._counts: dict[tuple[str, str | None], int] = {}
+
+    def unsent(
+        self,
+        device: tuple[str, str | None],
+        room_id: str,
+        state: list[Event],
+        timeline: list[Event],
+        *,
+        fresh: bool,
+    ) -> list[Event]:
+        """``state`` without the member events the device holds; records what it is
+        now sent (in state or timeline). ``fresh``: a new sync sequence, it holds none."""
+        rooms = self._devices.pop(device, None)
+        if rooms is None:
+            rooms = {}
+            self._counts[device] = 0
+        self._devices[device] = rooms
+        if len(self._devices) > LAZY_MEMBER_DEVICES:
+            gone, _ = self._devices.popitem(last=False)
+            self._counts.pop(gone, None)
+        if fresh:
+            self._counts[device] -= len(rooms.pop(room_id, {}))
+        sent = rooms.setdefault(room_id, {})
+        out = [
+            ev
+            for ev in state
+            if ev.type != "m.room.member" or sent.get(ev.state_key or "") != ev.event_id
+        ]
+        for ev in (*out, *timeline):
+            if ev.type == "m.room.member" and ev.state_key is not None:
+                if ev.state_key not in sent:
+                    self._counts[device] += 1
+                sent[ev.state_key] = ev.event_id
+        if self._counts[device] > LAZY_MEMBERS_PER_DEVICE:
+            rooms.clear()
+            self._counts[device] = 0
+        return out
+
+
 class SyncHandler:
     def __init__(
         self,
@@ -160,6 +216,7 @@ class SyncHandler:
         self._shared_sections: dict[tuple[Any, ...], SharedSection] = {}
         self._shared_at = -1
         self._last_token_text: tuple[tuple[int, ...], str] = ((), "")
+        self._lazy_members = LazyMembersSent()
         # Told when a sync starts (user, device, set_presence); each returns a callable
         # run when that sync ends (presence heartbeats).
         self.sync_hooks: list[
@@ -540,6 +597,7 @@ class SyncHandler:
             and req.since is not None
             and prefetch is None
             and not (changed or req.full_state)
+            and not self._dedups_members(req)  # each device's members sent differ
         ):
             # The live fan-out: every member woken by the same event asks for the same
             # window of the same room, usually with the same filter. The room part is
@@ -596,7 +654,12 @@ class SyncHandler:
                 senders.add(req.user_id)
                 if room is not None:
                     senders.update(self._heroes(room, req.user_id) or [])
-            state = [ev for ev in state if ev.type != "m.room.member" or ev.state_key in senders]
+            if changed or req.since is None or not limited:
+                # (A gapped incremental sync keeps every member change of the gap, as
+                # Synapse: the client could not see them happen.)
+                state = [
+                    ev for ev in state if ev.type != "m.room.member" or ev.state_key in senders
+                ]
             present = {ev.state_key for ev in state if ev.type == "m.room.member"}
             present |= {ev.state_key for ev in timeline if ev.type == "m.room.member"}
             missing = senders - present
@@ -613,6 +676,10 @@ class SyncHandler:
             for ev in filters.filter_room_state(state, room_id)
             if ev.event_id not in timeline_ids
         ]
+        if self._dedups_members(req):
+            state = self._lazy_members.unsent(
+                (req.user_id, req.device_id), room_id, state, timeline, fresh=req.since is None
+            )
 
         if not (timeline or state or room_account_data or changed or req.full_state):
             return None
@@ -670,6 +737,15 @@ class SyncHandler:
         if filters.unread_thread_notifications():
             section["unread_thread_notifications"] = {}
         return section
+
+    @staticmethod
+    def _dedups_members(req: SyncRequest) -> bool:
+        """Lazy-loaded members a device was sent are not sent again (unless asked)."""
+        return (
+            req.filters.lazy_load_members()
+            and not req.filters.include_redundant_members()
+            and not req.full_state
+        )
 
     @staticmethod
     def _personalise(

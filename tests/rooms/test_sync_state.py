@@ -8,6 +8,7 @@ from typing import Any
 import pytest_twisted
 
 from tests.rooms.helpers import (
+    PASSWORD,
     create_room,
     invite,
     join,
@@ -158,3 +159,69 @@ async def test_current_state_shows_despite_private_history(server: RunningServer
     ), events
     # Messages from then are not.
     assert not [e for e in events if e["type"] == "m.room.message"], events
+
+
+LAZY = {"room": {"timeline": {"limit": 10}, "state": {"lazy_load_members": True}}}
+
+
+def members(body: dict[str, Any], room_id: str) -> dict[str, str]:
+    room = body["rooms"]["join"].get(room_id, {})
+    return {
+        e["state_key"]: e["content"]["membership"]
+        for e in room.get("state", {}).get("events", [])
+        if e["type"] == "m.room.member"
+    }
+
+
+@pytest_twisted.ensureDeferred
+async def test_lazy_members_are_not_sent_twice_to_a_device(server: RunningServer) -> None:
+    alice, bob, carol = [await user(server, n) for n in ("alice", "bob", "carol")]
+    room_id = await create_room(alice, preset="public_chat", name="named")
+    for client in (bob, carol):
+        assert (await join(client, room_id)).code == 200
+    for i in range(10):
+        await send(bob, room_id, f"b{i}")
+    await send(carol, room_id, "c0")
+    body = await sync(alice, filter=LAZY)
+    assert set(members(body, room_id)) == {alice.user_id, bob.user_id, carol.user_id}
+
+    await send(bob, room_id, "again")
+    await send(carol, room_id, "again")
+    body = await sync(alice, body["next_batch"], filter=LAZY)
+    assert members(body, room_id) == {}  # the device holds both already
+    # Asked for: sent again.
+    redundant = {"room": {"state": {"lazy_load_members": True, "include_redundant_members": True}}}
+    since = body["next_batch"]
+    await send(bob, room_id, "once more")
+    body = await sync(alice, since, filter=redundant)
+    assert set(members(body, room_id)) == {bob.user_id}
+    # Another device of alice's holds none of them.
+    other = server.client()
+    assert (await other.login("alice", PASSWORD)).code == 200
+    body = await sync(other, filter=LAZY)
+    assert bob.user_id in members(body, room_id)
+
+
+@pytest_twisted.ensureDeferred
+async def test_gapped_lazy_sync_keeps_member_changes_of_the_gap(server: RunningServer) -> None:
+    alice, bob, carol, dave = [await user(server, n) for n in ("alice", "bob", "carol", "dave")]
+    room_id = await create_room(alice, preset="public_chat", name="named")
+    for client in (bob, carol):
+        assert (await join(client, room_id)).code == 200
+    for i in range(10):
+        await send(bob, room_id, f"b{i}")
+    body = await sync(alice, filter=LAZY)
+    assert set(members(body, room_id)) == {alice.user_id, bob.user_id}
+
+    assert (await join(dave, room_id)).code == 200
+    for i in range(20):
+        await send(carol, room_id, f"c{i}")
+    body = await sync(alice, body["next_batch"], filter=LAZY)
+    # Dave said nothing, but joined in the gap.
+    assert members(body, room_id) == {carol.user_id: "join", dave.user_id: "join"}
+
+    assert (await leave(dave, room_id)).code == 200
+    for i in range(20):
+        await send(carol, room_id, f"d{i}")
+    body = await sync(alice, body["next_batch"], filter=LAZY)
+    assert members(body, room_id) == {dave.user_id: "leave"}
