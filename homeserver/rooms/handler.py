@@ -37,7 +37,9 @@ JsonDict = dict[str, Any]
 PRESETS: dict[str, dict[str, str]] = {
     "private_chat": {"join_rule": "invite", "history": "shared", "guest": "can_join"},
     "trusted_private_chat": {"join_rule": "invite", "history": "shared", "guest": "can_join"},
-    "public_chat": {"join_rule": "public", "history": "shared", "guest": "forbidden"},
+    # guest_access "forbidden" is the default when the room has none: as Synapse, no
+    # event is sent for it.
+    "public_chat": {"join_rule": "public", "history": "shared", "guest": ""},
 }
 
 # Event types whose state clients may not set through createRoom's initial_state.
@@ -319,7 +321,7 @@ class RoomHandler:
             await send_state(
                 "m.room.history_visibility", {"history_visibility": settings["history"]}
             )
-        if ("m.room.guest_access", "") not in initial_keys:
+        if ("m.room.guest_access", "") not in initial_keys and settings["guest"]:
             await send_state("m.room.guest_access", {"guest_access": settings["guest"]})
         for ev in initial_state:
             if ev["type"] in _CREATE_ROOM_RESERVED:
