@@ -225,3 +225,16 @@ async def test_gapped_lazy_sync_keeps_member_changes_of_the_gap(server: RunningS
         await send(carol, room_id, f"d{i}")
     body = await sync(alice, body["next_batch"], filter=LAZY)
     assert members(body, room_id) == {dave.user_id: "leave"}
+
+
+@pytest_twisted.ensureDeferred
+async def test_timeline_limit_zero_gives_state_only(server: RunningServer) -> None:
+    # SyTest 31sync/13filtered_sync.pl passes this inline (Synapse takes a limit of 0).
+    alice = await user(server, "alice")
+    room_id = await create_room(alice)
+    flt = {"room": {"state": {"types": ["m.room.member"]}, "timeline": {"limit": 0}}}
+    room = joined(await sync(alice, filter=flt), room_id)
+    assert room["timeline"]["events"] == []
+    assert [(e["type"], e["state_key"]) for e in room["state"]["events"]] == [
+        ("m.room.member", alice.user_id)
+    ]
