@@ -731,6 +731,11 @@ class RoomHandler:
             return  # names no target in this room version's field: redacts nothing
         target = await self._storage.events.get_event(target_id)
         if target is not None and target.room_id != room.room_id:
+            if require_target:
+                # As Synapse: named, but in another room (the sender need not see it).
+                raise MatrixError(
+                    400, Codes.UNKNOWN, "Cannot redact an event from a different room"
+                )
             target = None
         if target is None and require_target:
             raise MatrixError(404, Codes.NOT_FOUND, "Event not found")

@@ -351,7 +351,13 @@ class RoomServlets:
 
     async def on_event(self, request: Request, roomId: str, eventId: str) -> tuple[int, Any]:
         requester = await self._auth.get_user_by_req(request, allow_guest=True)
-        ev = await self._history.get_event(requester.user_id, roomId, eventId)
+        try:
+            ev = await self._history.get_event(requester.user_id, roomId, eventId)
+        except MatrixError as e:
+            if e.status != 403:
+                raise
+            # As Synapse: an event one may not see is not found (not in the room too).
+            raise MatrixError(404, Codes.NOT_FOUND, "Event not found.") from None
         return 200, (await self._serialize_all([ev], requester))[0]
 
     async def on_members(self, request: Request, roomId: str) -> tuple[int, Any]:
