@@ -42,6 +42,17 @@ PRESETS: dict[str, dict[str, str]] = {
     "public_chat": {"join_rule": "public", "history": "shared", "guest": ""},
 }
 
+# Member content keys the server sets, never taken from a client's /join body.
+_SERVER_MEMBER_KEYS = frozenset(
+    {
+        "membership",
+        "join_authorised_via_users_server",
+        "third_party_invite",
+        "third_party_signed",
+        "reason",
+    }
+)
+
 # Event types whose state clients may not set through createRoom's initial_state.
 _CREATE_ROOM_RESERVED = {"m.room.create", "m.room.member", "m.room.power_levels"}
 
@@ -448,8 +459,11 @@ class RoomHandler:
         if reason is not None:
             content["reason"] = reason
         if extra_content:
+            # The client's own keys (a join's body, as Synapse); never the ones the
+            # server decides.
             for k, v in extra_content.items():
-                content.setdefault(k, v)
+                if k not in _SERVER_MEMBER_KEYS:
+                    content[k] = v
         current = room.state.get(("m.room.member", target))
         if (
             current is not None
@@ -529,7 +543,9 @@ class RoomHandler:
         reason: str | None = None,
         txn: tuple[str, str] | None = None,
         servers: list[str] | None = None,
+        extra_content: JsonDict | None = None,
     ) -> str:
+        """``extra_content``: the client's keys for its member event (the /join body)."""
         self._check_not_suspended(requester)
         room_id, alias_servers = await self.resolve_room(room_id_or_alias)
         servers = alias_servers + list(servers or [])
@@ -545,6 +561,9 @@ class RoomHandler:
             if room_id in rooms:  # invited: the inviter's server is in the room
                 servers.insert(0, rooms[room_id].sender.split(":", 1)[-1])
             content: JsonDict = await self.profile_content(requester.user_id)
+            for k, v in (extra_content or {}).items():
+                if k not in _SERVER_MEMBER_KEYS:
+                    content[k] = v
             if reason is not None:
                 content["reason"] = reason
             candidates = [s for s in dict.fromkeys(servers) if s != self.server_name]
@@ -557,7 +576,13 @@ class RoomHandler:
                         logger.exception("Carrying %s's predecessor over failed", room_id)
                 return room_id
         await self.update_membership(
-            requester, room_id, requester.user_id, "join", reason=reason, txn=txn
+            requester,
+            room_id,
+            requester.user_id,
+            "join",
+            reason=reason,
+            txn=txn,
+            extra_content=extra_content,
         )
         return room_id
 

@@ -150,14 +150,16 @@ class RoomServlets:
         # `via` is the current name; `server_name` the deprecated one (still sent by clients).
         args = request.args or {}
         servers = [v.decode() for key in (b"via", b"server_name") for v in args.get(key, [])]
-        room_id = await self._rooms.join(requester, roomIdOrAlias, reason=reason, servers=servers)
+        room_id = await self._rooms.join(
+            requester, roomIdOrAlias, reason=reason, servers=servers, extra_content=body
+        )
         return 200, {"room_id": room_id}
 
     async def on_join_room(self, request: Request, roomId: str) -> tuple[int, Any]:
         requester = await self._auth.get_user_by_req(request, allow_guest=True)
         body = parse_json_body(request, allow_empty=True)
         reason = field(body, "reason", str)
-        room_id = await self._rooms.join(requester, roomId, reason=reason)
+        room_id = await self._rooms.join(requester, roomId, reason=reason, extra_content=body)
         return 200, {"room_id": room_id}
 
     async def on_knock(self, request: Request, roomIdOrAlias: str) -> tuple[int, Any]:
