@@ -22,6 +22,9 @@ SESSION_LIFETIME_MS = 48 * 3600 * 1000
 DUMMY = "m.login.dummy"
 PASSWORD = "m.login.password"
 REGISTRATION_TOKEN = "m.login.registration_token"
+# Kept among a session's completed stages (never a stage name, never shown): what the
+# operation the session authorised did, so a retry of it gets the same answer.
+OUTCOME = "_outcome"
 
 JsonDict = dict[str, Any]
 # A stage checker gets the auth dict and the session; returns what to record, or raises.
@@ -128,8 +131,9 @@ class UiAuthHandler:
             "params": params or {},
             "session": session.session_id,
         }
-        if completed:
-            state["completed"] = list(completed)
+        shown = [s for s in completed if s != OUTCOME]
+        if shown:
+            state["completed"] = shown
         if error is not None:
             state["errcode"] = error.errcode
             state["error"] = error.message
@@ -139,6 +143,11 @@ class UiAuthHandler:
 
     async def finish(self, session_id: str) -> None:
         await self._storage.registration.delete_ui_auth_session(session_id)
+
+    async def record_outcome(self, session_id: str, outcome: Any) -> None:
+        """Keep the session (until it expires) with what its operation did: the
+        completed stages ``check`` returns for a retry hold it under ``OUTCOME``."""
+        await self._storage.registration.mark_ui_auth_stage_complete(session_id, OUTCOME, outcome)
 
     # Stages ----------------------------------------------------------------
 

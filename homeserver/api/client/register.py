@@ -13,7 +13,7 @@ from homeserver.errors import Codes, MatrixError
 from homeserver.handlers.auth import AuthHandler
 from homeserver.handlers.password_policy import check_new_password
 from homeserver.handlers.register import SESSION_PASSWORD_HASH, RegistrationHandler
-from homeserver.handlers.ui_auth import DUMMY, REGISTRATION_TOKEN, UiAuthHandler
+from homeserver.handlers.ui_auth import DUMMY, OUTCOME, REGISTRATION_TOKEN, UiAuthHandler
 from homeserver.http.ratelimit import Ratelimiter
 from homeserver.http.server import JsonResource, MatrixRequest
 from homeserver.http.servlet import field, parse_json_body, parse_string
@@ -129,6 +129,11 @@ class RegisterServlets:
             method="POST",
             description="register a new account",
         )
+        registered = completed.get(OUTCOME)
+        if isinstance(registered, str):
+            # The session registered its account already: a retry (as Synapse) logs
+            # that account in again rather than failing or making a second one.
+            return 200, await self._login_response(registered, params)
         username = field(params, "username", str)
         password_hash = field(params, SESSION_PASSWORD_HASH, str)
         if password_hash is None:
@@ -143,7 +148,7 @@ class RegisterServlets:
             username.lower() if username else None, None, password_hash=password_hash
         )
         self._limiter.record(request.client_ip())
-        await self._ui_auth.finish(session_id)
+        await self._ui_auth.record_outcome(session_id, user_id)
         return 200, await self._login_response(user_id, params)
 
     async def _register_appservice_user(
