@@ -829,6 +829,29 @@ class RoomHandler:
                     403, Codes.FORBIDDEN, "You don't have permission to delete the alias"
                 )
         await self._storage.events.delete_alias(alias)
+        await self._drop_canonical_alias(requester, mapping.room_id, alias)
+
+    async def _drop_canonical_alias(self, requester: Requester, room_id: str, alias: str) -> None:
+        """As Synapse: a deleted alias leaves the room's ``m.room.canonical_alias``
+        (``alias`` and ``alt_aliases``), by the deleting user if they may send it."""
+        room = await self._rooms.get(room_id)
+        if room is None:
+            return
+        content = room.state_content("m.room.canonical_alias")
+        alt = content.get("alt_aliases")
+        alts = alt if isinstance(alt, list) else []
+        if content.get("alias") != alias and alias not in alts:
+            return
+        new: JsonDict = {k: v for k, v in content.items() if k != "alias"}
+        if "alias" in content and content["alias"] != alias:
+            new["alias"] = content["alias"]
+        if isinstance(alt, list):
+            new["alt_aliases"] = [a for a in alt if a != alias]
+        try:
+            await self.send_state(requester, room_id, "m.room.canonical_alias", "", new)
+        except MatrixError as e:
+            # Not joined, or without the power: the alias is gone all the same.
+            logger.info("Could not update %s's canonical alias: %s", room_id, e.message)
 
 
 def guest_can_join(room: LiveRoom) -> bool:
