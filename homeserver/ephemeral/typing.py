@@ -171,14 +171,10 @@ class TypingSource:
             return fragment
         for room_id in ctx.joined_room_ids:
             users = self._handler.typing_users(room_id)
-            changed = not ctx.initial and self._handler.changed_since(room_id, since, now)
-            if ctx.initial or room_id in ctx.newly_joined_room_ids:
-                # The whole list, and an emptied one too if it changed in the window
-                # (as Synapse: a client may have seen it filled, e.g. from a sync token
-                # taken before the join on another device).
-                if not users and not changed:
-                    continue
-            elif not changed:
+            # As Synapse: a room whose list changed in the window gets it, emptied too;
+            # for a first sync (since 0) that is any room with typing since the start.
+            whole = bool(users) and (ctx.initial or room_id in ctx.newly_joined_room_ids)
+            if not whole and not self._handler.changed_since(room_id, since, now):
                 continue
             event = {"type": "m.typing", "content": {"user_ids": users}}
             events = ctx.filters.filter_ephemeral([event], room_id)
