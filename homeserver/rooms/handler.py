@@ -665,6 +665,18 @@ class RoomHandler:
         origin_server_ts: int | None = None,
     ) -> Event:
         self._check_not_suspended(requester)
+        if (
+            event_type == "m.room.member"
+            and state_key == requester.user_id
+            and content.get("membership") == "join"
+        ):
+            held = await self._rooms.get(room_id)
+            if held is not None and held.membership_of(requester.user_id) != "join":
+                # As Synapse: one's own member event with "join" joins (with its keys,
+                # e.g. a displayname for this room), as POST /join would.
+                return await self.update_membership(
+                    requester, room_id, state_key, "join", extra_content=content
+                )
         room = await self.require_joined(requester, room_id)
         event_dict: JsonDict = {
             "type": event_type,

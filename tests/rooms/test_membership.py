@@ -534,3 +534,24 @@ async def test_join_body_keys_go_into_the_member_event(server: RunningServer) ->
     assert resp.code == 200, resp
     resp = await get_state(alice, room_id, "m.room.member", carol.user_id or "")
     assert resp.json["foo"] == "baz" and resp.json["membership"] == "join"
+
+
+@pytest_twisted.ensureDeferred
+async def test_put_own_member_state_join_joins(server: RunningServer) -> None:
+    # As Synapse (SyTest 30rooms/14override-per-room.pl): PUT of one's own member event
+    # with "join" joins the room, keeping the event's keys (a per-room displayname).
+    alice, bob, carol = [await user(server, n) for n in ("alice", "bob", "carol")]
+    room_id = await create_room(alice, preset="public_chat")
+    path = room_path(room_id, f"/state/m.room.member/{q(bob.user_id or '')}")
+    resp = await bob.put(path, {"membership": "join", "displayname": "Overridden"})
+    assert resp.code == 200, resp
+    resp = await get_state(alice, room_id, "m.room.member", bob.user_id or "")
+    assert resp.json["membership"] == "join" and resp.json["displayname"] == "Overridden"
+    # Joining still needs what a join needs: not for someone else, not an invite-only room.
+    private = await create_room(alice, preset="private_chat")
+    path = room_path(private, f"/state/m.room.member/{q(carol.user_id or '')}")
+    resp = await carol.put(path, {"membership": "join"})
+    assert_error(resp, 403, "M_FORBIDDEN")
+    path = room_path(room_id, f"/state/m.room.member/{q(carol.user_id or '')}")
+    resp = await bob.put(path, {"membership": "join"})
+    assert_error(resp, 403, "M_FORBIDDEN")
