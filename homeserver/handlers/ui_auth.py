@@ -144,6 +144,16 @@ class UiAuthHandler:
     async def finish(self, session_id: str) -> None:
         await self._storage.registration.delete_ui_auth_session(session_id)
 
+    async def outcome_of(self, body: JsonDict) -> Any:
+        """What the operation of the session ``body`` names did (None: nothing yet, or
+        no such session; ``check`` judges the session)."""
+        auth = body.get("auth")
+        session_id = auth.get("session") if isinstance(auth, dict) else None
+        if not isinstance(session_id, str):
+            return None
+        session = await self._storage.registration.get_ui_auth_session(session_id)
+        return session.completed.get(OUTCOME) if session is not None else None
+
     async def record_outcome(self, session_id: str, outcome: Any) -> None:
         """Keep the session (until it expires) with what its operation did: the
         completed stages ``check`` returns for a retry hold it under ``OUTCOME``."""

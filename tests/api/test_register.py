@@ -165,6 +165,15 @@ async def test_register_retry_of_a_session_gets_the_same_account(server: Running
     assert again.json["device_id"] != first.json["device_id"]
     resp = await c.get("/_matrix/client/v3/profile/@alice2:test.local", token=False)
     assert resp.code == 404, resp
+    # The same request again (its username is now taken: by this very session).
+    again = await c.post(
+        REGISTER, {"username": "alice", "password": PASSWORD, "auth": auth}, token=False
+    )
+    assert again.code == 200 and again.json["user_id"] == "@alice:test.local", again
+    # Another session asking for the name is refused.
+    other = server.client()
+    resp = await other.post(REGISTER, {"username": "alice", "password": PASSWORD}, token=False)
+    assert_error(resp, 400, "M_USER_IN_USE")
     # Without a username: the same generated account.
     state = await _start(c, {"password": PASSWORD})
     auth = {"type": "m.login.dummy", "session": state["session"]}

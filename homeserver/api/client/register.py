@@ -110,8 +110,11 @@ class RegisterServlets:
         field(body, "inhibit_login", bool)
         field(body, "refresh_token", bool)
         if username is not None:
-            # Synapse lowercases the requested name rather than refusing capitals.
-            await self._check_username(username.lower())
+            registered = await self._ui_auth.outcome_of(body)
+            if registered != f"@{username.lower()}:{self._config.server_name}":
+                # Synapse lowercases the requested name rather than refusing capitals.
+                # (A retry of a session that registered this very name is not refused.)
+                await self._check_username(username.lower())
 
         # Checked on every step, counted only when an account is created (as Synapse):
         # the UIA round trips of one registration must not use up the limit.
