@@ -928,10 +928,10 @@ class SyncHandler:
         )
         if room is None:
             return visible
-        kept = {ev.event_id for ev in visible}
+        kept = {ev.event_id: ev for ev in visible}  # (as shown: some may come redacted)
         current = {ev.event_id for ev in room.state.values()}
         return [
-            ev
+            kept.get(ev.event_id, ev)
             for ev in events
             if ev.event_id in kept or (ev.event_id in current and not ev.withheld)
         ]

@@ -81,7 +81,7 @@ class AccountServlets:
     async def on_deactivate(self, request: Request) -> tuple[int, Any]:
         requester = await self._auth.get_user_by_req(request)
         body = parse_json_body(request, allow_empty=True)
-        field(body, "erase", bool)
+        erase = field(body, "erase", bool)
         _, _, session_id = await self._ui_auth.check(
             body,
             [[PASSWORD]],
@@ -90,6 +90,8 @@ class AccountServlets:
             description="deactivate your account",
             requester=requester,
         )
+        if erase:
+            await self._storage.users.mark_erased(requester.user_id)
         await self._storage.users.deactivate_user(requester.user_id)
         self._auth.invalidate_user(requester.user_id)
         await self._ui_auth.finish(session_id)
