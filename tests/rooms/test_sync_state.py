@@ -238,3 +238,19 @@ async def test_timeline_limit_zero_gives_state_only(server: RunningServer) -> No
     assert [(e["type"], e["state_key"]) for e in room["state"]["events"]] == [
         ("m.room.member", alice.user_id)
     ]
+
+
+@pytest_twisted.ensureDeferred
+async def test_initial_sync_of_rooms_read_from_the_database_is_whole(
+    server: RunningServer,
+) -> None:
+    # A room not wholly in memory, with fewer events than the limit, was cut to its
+    # newest (limit - count) events (a negative slice; SyTest 10apidoc/30room-create.pl).
+    alice = await user(server, "alice")
+    first = await create_room(alice)
+    second = await create_room(alice, name="n", topic="t")
+    body = await sync(alice)
+    for room_id in (first, second):
+        events = joined(body, room_id)["timeline"]["events"]
+        assert events[0]["type"] == "m.room.create", [e["type"] for e in events]
+        assert joined(body, room_id)["timeline"]["limited"] is False
