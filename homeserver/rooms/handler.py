@@ -701,7 +701,27 @@ class RoomHandler:
             and existing.sender == requester.user_id
         ):
             return existing  # Synapse dedupes identical state from the same sender
-        return await self._creator.send(room_id, event_dict, room=room)
+        event = await self._creator.send(room_id, event_dict, room=room)
+        if event_type == "m.room.guest_access" and content.get("guest_access") != "can_join":
+            await self._kick_guests(room_id)
+        return event
+
+    async def _kick_guests(self, room_id: str) -> None:
+        """As Synapse: once guest access is revoked, our guests in the room leave."""
+        room = await self._rooms.get(room_id)
+        if room is None:
+            return
+        for user_id in sorted(room.members_with("join")):
+            if not self.is_mine(user_id):
+                continue
+            record = await self._storage.users.get_user(user_id)
+            if record is None or not record.is_guest:
+                continue
+            guest = Requester(user_id, None, None, is_guest=True, ratelimited=False)
+            try:
+                await self.update_membership(guest, room_id, user_id, "leave")
+            except MatrixError as e:
+                logger.warning("Could not remove guest %s from %s: %s", user_id, room_id, e)
 
     async def _check_canonical_alias(self, room_id: str, content: JsonDict) -> None:
         aliases: list[Any] = []
