@@ -327,6 +327,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
     visibility = VisibilityFilter(storage.events, room_cache)
     ignored_users = IgnoredUsers(storage.account_data)
     visibility.ignored = ignored_users
+    visibility.erased = storage.users.get_erased
     history = RoomHistory(storage, room_cache, visibility)
     directory = RoomDirectory(storage, room_cache, server_name, appservices)
     sync = SyncHandler(storage, room_cache, memberships, notifier, visibility, reactor)

@@ -604,6 +604,26 @@ class EventsStore:
 
         return await self._db.run_interaction("get_room_events_between", _txn)
 
+    async def get_room_events_from(
+        self, room_id: str, from_stream: int, to_stream: int, limit: int
+    ) -> tuple[list[Event], bool]:
+        """Oldest ``limit`` events in (from, to], oldest first; and whether newer ones
+        in the range were left out (a stream read page by page, as /events)."""
+
+        def _txn(txn: Transaction) -> tuple[list[Event], bool]:
+            rows = txn.select_all(
+                f"SELECT {_EVENT_COLUMNS} FROM events e JOIN rooms r USING (room_id)"
+                " WHERE e.room_id = ? AND e.stream_ordering > ? AND e.stream_ordering <= ?"
+                " AND e.outlier = 0 AND e.rejected_reason IS NULL"
+                " ORDER BY e.stream_ordering ASC LIMIT ?",
+                (room_id, from_stream, to_stream, limit + 1),
+            )
+            events = [_row_to_event(r) for r in rows[:limit]]
+            self._attach_redactions(txn, events)
+            return events, len(rows) > limit
+
+        return await self._db.run_interaction("get_room_events_from", _txn)
+
     async def get_rooms_latest_events(
         self, room_ids: Sequence[str], to_stream: int, limit: int
     ) -> dict[str, tuple[list[Event], bool]]:

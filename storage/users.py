@@ -8,7 +8,7 @@ transaction, so a deleted device can never authenticate again.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from storage.database import Database, Transaction
@@ -156,6 +156,35 @@ class UserStore:
                 "UPDATE users SET admin = ? WHERE user_id = ?", (int(admin), user_id)
             ),
         )
+
+    async def mark_erased(self, user_id: str) -> None:
+        """Record a deactivation with ``erase`` (idempotent)."""
+        await self._db.run_interaction(
+            "mark_erased",
+            lambda txn: txn.execute(
+                "INSERT INTO erased_users (user_id) VALUES (?) ON CONFLICT DO NOTHING",
+                (user_id,),
+            ),
+        )
+
+    async def get_erased(self, user_ids: Iterable[str]) -> set[str]:
+        """Which of ``user_ids`` are erased."""
+        wanted = sorted(set(user_ids))
+
+        def _txn(txn: Transaction) -> set[str]:
+            out: set[str] = set()
+            for i in range(0, len(wanted), 100):
+                chunk = wanted[i : i + 100]
+                marks = ",".join("?" * len(chunk))
+                rows = txn.select_all(
+                    f"SELECT user_id FROM erased_users WHERE user_id IN ({marks})", chunk
+                )
+                out.update(str(r[0]) for r in rows)
+            return out
+
+        if not wanted:
+            return set()
+        return await self._db.run_interaction("get_erased", _txn)
 
     async def deactivate_user(self, user_id: str) -> None:
         """Mark deactivated, drop the password, every device and every token at once."""

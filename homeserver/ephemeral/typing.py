@@ -128,7 +128,8 @@ class TypingHandler:
             self._notifier.notify_users(room.joined_members())
 
     def on_event_accepted(self, event: Event) -> None:
-        """EventCreator hook: sending a message (or leaving) ends the sender's typing.
+        """EventCreator hook: leaving the room ends the member's typing. Sending a
+        message does not (as Synapse: clients say when they stop typing).
 
         The change is made on the next reactor turn: the hook runs inside the event
         creator's no-await section, which must not resume waiting syncs.
@@ -136,9 +137,7 @@ class TypingHandler:
         users = self._typing.get(event.room_id)
         if not users:
             return
-        if not event.is_state() and event.sender in users:
-            self._clock.callLater(0, self._stop, event.room_id, event.sender)
-        elif event.membership not in (None, "join") and event.state_key in users:
+        if event.membership not in (None, "join") and event.state_key in users:
             self._clock.callLater(0, self._stop, event.room_id, event.state_key)
 
     async def stop(self) -> None:
@@ -172,10 +171,10 @@ class TypingSource:
             return fragment
         for room_id in ctx.joined_room_ids:
             users = self._handler.typing_users(room_id)
-            if ctx.initial or room_id in ctx.newly_joined_room_ids:
-                if not users:
-                    continue
-            elif not self._handler.changed_since(room_id, since, now):
+            # As Synapse: a room whose list changed in the window gets it, emptied too;
+            # for a first sync (since 0) that is any room with typing since the start.
+            whole = bool(users) and (ctx.initial or room_id in ctx.newly_joined_room_ids)
+            if not whole and not self._handler.changed_since(room_id, since, now):
                 continue
             event = {"type": "m.typing", "content": {"user_ids": users}}
             events = ctx.filters.filter_ephemeral([event], room_id)

@@ -135,9 +135,10 @@ def _check_room_list(obj: Mapping[str, Any], key: str, prefix: str) -> None:
 def _check_event_filter_fields(obj: Mapping[str, Any], prefix: str) -> None:
     if "limit" in obj:
         limit = obj["limit"]
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
+        # 0 is taken (as Synapse): a /sync timeline of no events, state only.
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
             raise FilterError(
-                f"{_path(prefix, 'limit')} must be an integer greater than 0, got {limit!r}"
+                f"{_path(prefix, 'limit')} must be a non-negative integer, got {limit!r}"
             )
     _check_str_list(obj, "types", prefix)
     _check_str_list(obj, "not_types", prefix)

@@ -23,6 +23,9 @@ DUMMY = "m.login.dummy"
 PASSWORD = "m.login.password"
 REGISTRATION_TOKEN = "m.login.registration_token"
 EMAIL_IDENTITY = "m.login.email.identity"
+# Kept among a session's completed stages (never a stage name, never shown): what the
+# operation the session authorised did, so a retry of it gets the same answer.
+OUTCOME = "_outcome"
 
 JsonDict = dict[str, Any]
 # A stage checker gets the auth dict and the session; returns what to record, or raises.
@@ -138,9 +141,10 @@ class UiAuthHandler:
             "params": params or {},
             "session": session.session_id,
         }
-        if completed or auth is not None:
+        shown = [s for s in completed if s != OUTCOME]
+        if shown or auth is not None:
             # Once a stage was attempted, ``completed`` is always there (as Synapse).
-            state["completed"] = list(completed)
+            state["completed"] = shown
         if error is not None:
             state["errcode"] = error.errcode
             state["error"] = error.message
@@ -150,6 +154,21 @@ class UiAuthHandler:
 
     async def finish(self, session_id: str) -> None:
         await self._storage.registration.delete_ui_auth_session(session_id)
+
+    async def outcome_of(self, body: JsonDict) -> Any:
+        """What the operation of the session ``body`` names did (None: nothing yet, or
+        no such session; ``check`` judges the session)."""
+        auth = body.get("auth")
+        session_id = auth.get("session") if isinstance(auth, dict) else None
+        if not isinstance(session_id, str):
+            return None
+        session = await self._storage.registration.get_ui_auth_session(session_id)
+        return session.completed.get(OUTCOME) if session is not None else None
+
+    async def record_outcome(self, session_id: str, outcome: Any) -> None:
+        """Keep the session (until it expires) with what its operation did: the
+        completed stages ``check`` returns for a retry hold it under ``OUTCOME``."""
+        await self._storage.registration.mark_ui_auth_stage_complete(session_id, OUTCOME, outcome)
 
     # Stages ----------------------------------------------------------------
 

@@ -37,8 +37,21 @@ JsonDict = dict[str, Any]
 PRESETS: dict[str, dict[str, str]] = {
     "private_chat": {"join_rule": "invite", "history": "shared", "guest": "can_join"},
     "trusted_private_chat": {"join_rule": "invite", "history": "shared", "guest": "can_join"},
-    "public_chat": {"join_rule": "public", "history": "shared", "guest": "forbidden"},
+    # guest_access "forbidden" is the default when the room has none: as Synapse, no
+    # event is sent for it.
+    "public_chat": {"join_rule": "public", "history": "shared", "guest": ""},
 }
+
+# Member content keys the server sets, never taken from a client's /join body.
+_SERVER_MEMBER_KEYS = frozenset(
+    {
+        "membership",
+        "join_authorised_via_users_server",
+        "third_party_invite",
+        "third_party_signed",
+        "reason",
+    }
+)
 
 # Event types whose state clients may not set through createRoom's initial_state.
 _CREATE_ROOM_RESERVED = {"m.room.create", "m.room.member", "m.room.power_levels"}
@@ -140,6 +153,8 @@ class RoomHandler:
 
     async def get_room_if_held(self, room_id: str) -> LiveRoom | None:
         """The room, if this server holds its state (None otherwise)."""
+        if not room_id.startswith("!"):
+            raise MatrixError(400, Codes.INVALID_PARAM, f"{room_id} is not a valid room ID")
         return await self._rooms.get(room_id)
 
     async def resolve_room_id_or_alias(self, room_id_or_alias: str) -> str:
@@ -322,7 +337,7 @@ class RoomHandler:
             await send_state(
                 "m.room.history_visibility", {"history_visibility": settings["history"]}
             )
-        if ("m.room.guest_access", "") not in initial_keys:
+        if ("m.room.guest_access", "") not in initial_keys and settings["guest"]:
             await send_state("m.room.guest_access", {"guest_access": settings["guest"]})
         for ev in initial_state:
             if ev["type"] in _CREATE_ROOM_RESERVED:
@@ -451,8 +466,11 @@ class RoomHandler:
         if reason is not None:
             content["reason"] = reason
         if extra_content:
+            # The client's own keys (a join's body, as Synapse); never the ones the
+            # server decides.
             for k, v in extra_content.items():
-                content.setdefault(k, v)
+                if k not in _SERVER_MEMBER_KEYS:
+                    content[k] = v
         current = room.state.get(("m.room.member", target))
         if (
             current is not None
@@ -532,7 +550,9 @@ class RoomHandler:
         reason: str | None = None,
         txn: tuple[str, str] | None = None,
         servers: list[str] | None = None,
+        extra_content: JsonDict | None = None,
     ) -> str:
+        """``extra_content``: the client's keys for its member event (the /join body)."""
         self._check_not_suspended(requester)
         room_id, alias_servers = await self.resolve_room(room_id_or_alias)
         await self.check_not_blocked(room_id)
@@ -549,6 +569,9 @@ class RoomHandler:
             if room_id in rooms:  # invited: the inviter's server is in the room
                 servers.insert(0, rooms[room_id].sender.split(":", 1)[-1])
             content: JsonDict = await self.profile_content(requester.user_id)
+            for k, v in (extra_content or {}).items():
+                if k not in _SERVER_MEMBER_KEYS:
+                    content[k] = v
             if reason is not None:
                 content["reason"] = reason
             candidates = [s for s in dict.fromkeys(servers) if s != self.server_name]
@@ -561,7 +584,13 @@ class RoomHandler:
                         logger.exception("Carrying %s's predecessor over failed", room_id)
                 return room_id
         await self.update_membership(
-            requester, room_id, requester.user_id, "join", reason=reason, txn=txn
+            requester,
+            room_id,
+            requester.user_id,
+            "join",
+            reason=reason,
+            txn=txn,
+            extra_content=extra_content,
         )
         return room_id
 
@@ -644,6 +673,18 @@ class RoomHandler:
         origin_server_ts: int | None = None,
     ) -> Event:
         self._check_not_suspended(requester)
+        if (
+            event_type == "m.room.member"
+            and state_key == requester.user_id
+            and content.get("membership") == "join"
+        ):
+            held = await self._rooms.get(room_id)
+            if held is not None and held.membership_of(requester.user_id) != "join":
+                # As Synapse: one's own member event with "join" joins (with its keys,
+                # e.g. a displayname for this room), as POST /join would.
+                return await self.update_membership(
+                    requester, room_id, state_key, "join", extra_content=content
+                )
         room = await self.require_joined(requester, room_id)
         event_dict: JsonDict = {
             "type": event_type,
@@ -668,7 +709,27 @@ class RoomHandler:
             and existing.sender == requester.user_id
         ):
             return existing  # Synapse dedupes identical state from the same sender
-        return await self._creator.send(room_id, event_dict, room=room)
+        event = await self._creator.send(room_id, event_dict, room=room)
+        if event_type == "m.room.guest_access" and content.get("guest_access") != "can_join":
+            await self._kick_guests(room_id)
+        return event
+
+    async def _kick_guests(self, room_id: str) -> None:
+        """As Synapse: once guest access is revoked, our guests in the room leave."""
+        room = await self._rooms.get(room_id)
+        if room is None:
+            return
+        for user_id in sorted(room.members_with("join")):
+            if not self.is_mine(user_id):
+                continue
+            record = await self._storage.users.get_user(user_id)
+            if record is None or not record.is_guest:
+                continue
+            guest = Requester(user_id, None, None, is_guest=True, ratelimited=False)
+            try:
+                await self.update_membership(guest, room_id, user_id, "leave")
+            except MatrixError as e:
+                logger.warning("Could not remove guest %s from %s: %s", user_id, room_id, e)
 
     async def _check_canonical_alias(self, room_id: str, content: JsonDict) -> None:
         aliases: list[Any] = []
@@ -735,6 +796,11 @@ class RoomHandler:
             return  # names no target in this room version's field: redacts nothing
         target = await self._storage.events.get_event(target_id)
         if target is not None and target.room_id != room.room_id:
+            if require_target:
+                # As Synapse: named, but in another room (the sender need not see it).
+                raise MatrixError(
+                    400, Codes.UNKNOWN, "Cannot redact an event from a different room"
+                )
             target = None
         if target is None and require_target:
             raise MatrixError(404, Codes.NOT_FOUND, "Event not found")
@@ -803,6 +869,29 @@ class RoomHandler:
                     403, Codes.FORBIDDEN, "You don't have permission to delete the alias"
                 )
         await self._storage.events.delete_alias(alias)
+        await self._drop_canonical_alias(requester, mapping.room_id, alias)
+
+    async def _drop_canonical_alias(self, requester: Requester, room_id: str, alias: str) -> None:
+        """As Synapse: a deleted alias leaves the room's ``m.room.canonical_alias``
+        (``alias`` and ``alt_aliases``), by the deleting user if they may send it."""
+        room = await self._rooms.get(room_id)
+        if room is None:
+            return
+        content = room.state_content("m.room.canonical_alias")
+        alt = content.get("alt_aliases")
+        alts = alt if isinstance(alt, list) else []
+        if content.get("alias") != alias and alias not in alts:
+            return
+        new: JsonDict = {k: v for k, v in content.items() if k != "alias"}
+        if "alias" in content and content["alias"] != alias:
+            new["alias"] = content["alias"]
+        if isinstance(alt, list):
+            new["alt_aliases"] = [a for a in alt if a != alias]
+        try:
+            await self.send_state(requester, room_id, "m.room.canonical_alias", "", new)
+        except MatrixError as e:
+            # Not joined, or without the power: the alias is gone all the same.
+            logger.info("Could not update %s's canonical alias: %s", room_id, e.message)
 
 
 def guest_can_join(room: LiveRoom) -> bool:

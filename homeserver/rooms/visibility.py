@@ -7,7 +7,7 @@ because it is a member now.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from homeserver.events.event import Event
@@ -22,6 +22,18 @@ from homeserver.rooms.room_cache import RoomCache
 from storage.events import EventsStore
 
 HISTORY_KEY = ("m.room.history_visibility", "")
+
+
+def _as_redacted(ev: Event) -> Event:
+    """A copy of ``ev`` with its content pruned as a redaction would (not stored)."""
+    return Event(
+        ev.event_id,
+        prune_event(ev.pdu, ev.room_version),
+        ev.room_version,
+        stream_ordering=ev.stream_ordering,
+    )
+
+
 MEMBER = "m.room.member"
 
 
@@ -32,6 +44,9 @@ class VisibilityFilter:
         # The users each user ignores (their non-state events are never shown); set by
         # the composition root.
         self.ignored: IgnoredUsers | None = None
+        # Which of some users are erased (deactivated with ``erase``); set by the
+        # composition root.
+        self.erased: Callable[[set[str]], Awaitable[set[str]]] | None = None
 
     async def filter_for_user(
         self, user_id: str, events: list[Event], *, current_membership: str | None = None
@@ -64,7 +79,7 @@ class VisibilityFilter:
             membership = member_event.membership if member_event else None
             return (hv if isinstance(hv, str) else None), membership
 
-        return filter_events_for_client(
+        visible = filter_events_for_client(
             events,
             user_id,
             state_at,
@@ -72,6 +87,17 @@ class VisibilityFilter:
             is_peeking=current_membership is None,
             view=lambda e: (e.event_id, e.pdu),
         )
+        if self.erased is None or not visible:
+            return visible
+        erased = await self.erased({ev.sender for ev in visible} - {user_id})
+        if not erased:
+            return visible
+        # As Synapse: an erased user's events are redacted for whoever was not joined
+        # when they were sent.
+        return [
+            _as_redacted(ev) if ev.sender in erased and state_at(ev.event_id)[1] != "join" else ev
+            for ev in visible
+        ]
 
     async def filter_for_server(
         self, server_name: str, events: list[Event], *, redact: bool

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -142,6 +143,61 @@ class SharedSection:
     filters: FilterCollection
 
 
+# Devices whose lazy-loaded members are remembered, and members remembered per device.
+LAZY_MEMBER_DEVICES = 10_000
+LAZY_MEMBERS_PER_DEVICE = 5_000
+
+
+class LazyMembersSent:
+    """Which member event of each room every device was last sent (with lazy-loaded
+    members), so an incremental sync leaves out those it holds already (as Synapse's
+    per-device cache). Memory only, bounded: forgetting means a redundant resend."""
+
+    def __init__(self) -> None:
+        # device -> room id -> member -> event id
+        self._devices: OrderedDict[tuple[str, str | None], dict[str, dict[str, str]]] = (
+            OrderedDict()
+        )
+        self._counts: dict[tuple[str, str | None], int] = {}
+
+    def unsent(
+        self,
+        device: tuple[str, str | None],
+        room_id: str,
+        state: list[Event],
+        timeline: list[Event],
+        *,
+        fresh: bool,
+    ) -> list[Event]:
+        """``state`` without the member events the device holds; records what it is
+        now sent (in state or timeline). ``fresh``: a new sync sequence, it holds none."""
+        rooms = self._devices.pop(device, None)
+        if rooms is None:
+            rooms = {}
+            self._counts[device] = 0
+        self._devices[device] = rooms
+        if len(self._devices) > LAZY_MEMBER_DEVICES:
+            gone, _ = self._devices.popitem(last=False)
+            self._counts.pop(gone, None)
+        if fresh:
+            self._counts[device] -= len(rooms.pop(room_id, {}))
+        sent = rooms.setdefault(room_id, {})
+        out = [
+            ev
+            for ev in state
+            if ev.type != "m.room.member" or sent.get(ev.state_key or "") != ev.event_id
+        ]
+        for ev in (*out, *timeline):
+            if ev.type == "m.room.member" and ev.state_key is not None:
+                if ev.state_key not in sent:
+                    self._counts[device] += 1
+                sent[ev.state_key] = ev.event_id
+        if self._counts[device] > LAZY_MEMBERS_PER_DEVICE:
+            rooms.clear()
+            self._counts[device] = 0
+        return out
+
+
 class SyncHandler:
     def __init__(
         self,
@@ -164,6 +220,7 @@ class SyncHandler:
         self._shared_sections: dict[tuple[Any, ...], SharedSection] = {}
         self._shared_at = -1
         self._last_token_text: tuple[tuple[int, ...], str] = ((), "")
+        self._lazy_members = LazyMembersSent()
         # Told when a sync starts (user, device, set_presence); each returns a callable
         # run when that sync ends (presence heartbeats).
         self.sync_hooks: list[
@@ -493,7 +550,8 @@ class SyncHandler:
         # One more than the timeline: with it in ``recent``, memory gives the next ones.
         read = await self._storage.events.get_rooms_latest_events(unheld, now.events, limit + 1)
         for room_id, (events, cut) in read.items():
-            timelines[room_id] = events[len(events) - limit :], cut or len(events) > limit
+            # (max: fewer events than the limit must not slice from the end)
+            timelines[room_id] = events[max(0, len(events) - limit) :], cut or len(events) > limit
             room = self._rooms.get_if_loaded(room_id)
             if room is not None and self._recent_mark(room_id) == before[room_id]:
                 # Unchanged while read: keep them, the next syncs need no query.
@@ -540,6 +598,10 @@ class SyncHandler:
         room = await self._rooms.get(room_id)
         filters = req.filters
         limit = filters.timeline_limit()
+        if changed and req.since is not None:
+            # A membership event of the user's own in the window: a fresh start of the
+            # room only if they were not joined before it (not for a profile change).
+            changed = await self._newly_joined(room, room_id, req.user_id, req.since, now)
         from_stream = 0 if (changed or req.since is None) else req.since.events
         shared_key: tuple[Any, ...] | None = None
         if (
@@ -547,6 +609,7 @@ class SyncHandler:
             and req.since is not None
             and prefetch is None
             and not (changed or req.full_state)
+            and not self._dedups_members(req)  # each device's members sent differ
         ):
             # The live fan-out: every member woken by the same event asks for the same
             # window of the same room, usually with the same filter. The room part is
@@ -567,11 +630,19 @@ class SyncHandler:
             events, limited = await self._timeline_events(
                 room, room_id, from_stream, now.events, limit
             )
-        if events and events[0].stream_ordering <= row.stream_ordering:
-            # Some events may predate the user's join: apply history visibility. (The user
-            # is joined, since ``row``, at every event after it.)
-            events = await self._visibility.filter_for_user(
-                req.user_id, events, current_membership="join"
+
+        async def visible(batch: list[Event]) -> list[Event]:
+            if batch and batch[0].stream_ordering <= row.stream_ordering:
+                # Some events may predate the user's join: apply history visibility.
+                # (The user is joined, since ``row``, at every event after it.)
+                return await self._visible_with_current_state(req.user_id, room, batch, "join")
+            return batch
+
+        floor = events[0].stream_ordering if events else now.events
+        events = await visible(events)
+        if limited:
+            events, limited = await self._fill_timeline(
+                room_id, from_stream, floor, events, limit, filters, visible
             )
         # Withheld redactions (they do not take effect) never reach clients.
         timeline = filters.filter_room_timeline([e for e in events if not e.withheld], room_id)
@@ -580,9 +651,13 @@ class SyncHandler:
 
         state: list[Event] = []
         if changed or req.full_state or req.since is None:
-            state = await self._state_before(room, room_id, timeline or events, now)
-        elif limited and events:
-            state = await self._state_delta(room_id, events[0], req.since)
+            # The state at the start of the timeline the client is given (the filtered
+            # one): with none, the current state.
+            state = await self._state_before(room, room_id, timeline, now)
+        elif limited:
+            state = await self._state_delta(
+                room_id, timeline[0] if timeline else None, req.since, now.events
+            )
         # An incremental sync of an unbroken timeline: the senders' members go in the
         # state block even where their member event is in the timeline (a join), as
         # Synapse sends them (the members after the timeline's first event). Hydrogen
@@ -597,7 +672,12 @@ class SyncHandler:
                 senders.add(req.user_id)
                 if room is not None:
                     senders.update(self._heroes(room, req.user_id) or [])
-            state = [ev for ev in state if ev.type != "m.room.member" or ev.state_key in senders]
+            if changed or req.since is None or not limited:
+                # (A gapped incremental sync keeps every member change of the gap, as
+                # Synapse: the client could not see them happen.)
+                state = [
+                    ev for ev in state if ev.type != "m.room.member" or ev.state_key in senders
+                ]
             present = {ev.state_key for ev in state if ev.type == "m.room.member"}
             if not live_incremental:
                 present |= {ev.state_key for ev in timeline if ev.type == "m.room.member"}
@@ -616,6 +696,10 @@ class SyncHandler:
             for ev in filters.filter_room_state(state, room_id)
             if ev.event_id not in timeline_ids or (keep_members and ev.type == "m.room.member")
         ]
+        if self._dedups_members(req):
+            state = self._lazy_members.unsent(
+                (req.user_id, req.device_id), room_id, state, timeline, fresh=req.since is None
+            )
 
         if not (timeline or state or room_account_data or changed or req.full_state):
             return None
@@ -675,6 +759,15 @@ class SyncHandler:
         return section
 
     @staticmethod
+    def _dedups_members(req: SyncRequest) -> bool:
+        """Lazy-loaded members a device was sent are not sent again (unless asked)."""
+        return (
+            req.filters.lazy_load_members()
+            and not req.filters.include_redundant_members()
+            and not req.full_state
+        )
+
+    @staticmethod
     def _personalise(
         shared: SharedSection, req: SyncRequest, room: LiveRoom, room_account_data: list[JsonDict]
     ) -> JsonDict:
@@ -703,24 +796,50 @@ class SyncHandler:
     ) -> JsonDict | None:
         room_id = row.room_id
         room = await self._rooms.get(room_id)
-        from_stream = 0 if req.since is None else req.since.events
+        since = req.since
+        # Was the user joined at ``since``? Then the client holds the room's state and
+        # is told what changed only; else (a first sync, or a room joined and left
+        # within the window) the state whole.
+        fresh = (
+            since is None
+            or req.full_state
+            or not await self._joined_at(room_id, req.user_id, since)
+        )
+        from_stream = 0 if since is None else since.events
+        limit = req.filters.timeline_limit()
         # History up to and including the leave event, not after.
         events, limited = await self._timeline_events(
-            room, room_id, from_stream, row.stream_ordering, req.filters.timeline_limit()
+            room, room_id, from_stream, row.stream_ordering, limit
         )
-        events = await self._visibility.filter_for_user(
-            req.user_id, events, current_membership="leave"
-        )
+
+        async def visible(batch: list[Event]) -> list[Event]:
+            return await self._visibility.filter_for_user(
+                req.user_id, batch, current_membership="leave"
+            )
+
+        floor = events[0].stream_ordering if events else row.stream_ordering
+        events = await visible(events)
+        if limited:
+            events, limited = await self._fill_timeline(
+                room_id, from_stream, floor, events, limit, req.filters, visible
+            )
         timeline = req.filters.filter_room_timeline(events, room_id)
         if ignored:
             timeline = without_ignored(timeline, ignored)
         state: list[Event] = []
-        if timeline:
-            state = await self._state_at(timeline[0].event_id, before=True)
-            ids = {ev.event_id for ev in timeline}
-            state = [
-                ev for ev in req.filters.filter_room_state(state, room_id) if ev.event_id not in ids
-            ]
+        if fresh:
+            if timeline:
+                state = await self._state_at(timeline[0].event_id, before=True)
+            else:
+                state = await self._state_at_stream(room_id, row.stream_ordering)
+        elif limited and since is not None:
+            state = await self._state_delta(
+                room_id, timeline[0] if timeline else None, since, row.stream_ordering
+            )
+        ids = {ev.event_id for ev in timeline}
+        state = [
+            ev for ev in req.filters.filter_room_state(state, room_id) if ev.event_id not in ids
+        ]
         first = timeline[0] if timeline else None
         return {
             "timeline": {
@@ -741,6 +860,102 @@ class SyncHandler:
         events = await self._storage.events.get_events(ids.values())
         return [events[e] for e in ids.values() if e in events]
 
+    async def _state_at_stream(self, room_id: str, stream: int) -> list[Event]:
+        ids = await self._storage.events.get_state_ids_at_stream(room_id, stream)
+        events = await self._storage.events.get_events(ids.values())
+        return [events[e] for e in ids.values() if e in events]
+
+    async def _newly_joined(
+        self,
+        room: LiveRoom | None,
+        room_id: str,
+        user_id: str,
+        since: SyncToken,
+        now: SyncToken,
+    ) -> bool:
+        """Whether the user, joined now, was not joined at ``since`` or left (and came
+        back) after it: the client then holds none of the room's state (as Synapse's
+        newly joined rooms)."""
+        if room is not None:
+            window = room.events_after(since.events)
+            if window is not None and any(
+                ev.type == "m.room.member"
+                and ev.state_key == user_id
+                and ev.membership != "join"
+                and ev.stream_ordering <= now.events
+                for ev in window
+            ):
+                return True
+        return not await self._joined_at(room_id, user_id, since)
+
+    async def _joined_at(self, room_id: str, user_id: str, since: SyncToken) -> bool:
+        ids = await self._storage.events.get_state_ids_at_stream(room_id, since.events)
+        member_id = ids.get(("m.room.member", user_id))
+        if member_id is None:
+            return False
+        member = await self._storage.events.get_event(member_id)
+        return member is not None and member.membership == "join"
+
+    async def _fill_timeline(
+        self,
+        room_id: str,
+        from_stream: int,
+        floor: int,
+        events: list[Event],
+        limit: int,
+        filters: FilterCollection,
+        visible: Callable[[list[Event]], Awaitable[list[Event]]],
+    ) -> tuple[list[Event], bool]:
+        """A cut timeline (``events``: those the user may see of the newest ``limit``,
+        the oldest at ``floor``) of which the filter or history visibility drops some:
+        older events of (from_stream, floor) until ``limit`` of them are kept, the
+        room's start, or a few pages (as Synapse). Returns the visible events from the
+        first kept one on, and whether older kept events may remain."""
+        if limit <= 0 or filters.blocks_all_room_timeline():
+            return events, True
+        matched = filters.filter_room_timeline(events, room_id)
+        if len(matched) >= limit:
+            return events, True
+        page = max(limit * 2, 10)
+        more = True
+        for _ in range(5):
+            older, more = await self._storage.events.get_room_events_between(
+                room_id, from_stream, floor - 1, page
+            )
+            if not older:
+                more = False
+                break
+            floor = older[0].stream_ordering
+            events = await visible(older) + events
+            matched = filters.filter_room_timeline(events, room_id)
+            if not more or len(matched) >= limit:
+                break
+        if len(matched) > limit:
+            more = True
+        if len(matched) >= limit:
+            first = matched[-limit].stream_ordering
+            events = [ev for ev in events if ev.stream_ordering >= first]
+        return events, more
+
+    async def _visible_with_current_state(
+        self, user_id: str, room: LiveRoom | None, events: list[Event], membership: str
+    ) -> list[Event]:
+        """History visibility applied to ``events``, keeping those in the room's current
+        state (as Synapse: a member sees the state it is told about, even set while it
+        could not see the room)."""
+        visible = await self._visibility.filter_for_user(
+            user_id, events, current_membership=membership
+        )
+        if room is None:
+            return visible
+        kept = {ev.event_id: ev for ev in visible}  # (as shown: some may come redacted)
+        current = {ev.event_id for ev in room.state.values()}
+        return [
+            kept.get(ev.event_id, ev)
+            for ev in events
+            if ev.event_id in kept or (ev.event_id in current and not ev.withheld)
+        ]
+
     async def _state_before(
         self, room: LiveRoom | None, room_id: str, timeline: list[Event], now: SyncToken
     ) -> list[Event]:
@@ -757,11 +972,17 @@ class SyncHandler:
         events = await self._storage.events.get_events(ids.values())
         return [events[e] for e in ids.values() if e in events]
 
-    async def _state_delta(self, room_id: str, first: Event, since: SyncToken) -> list[Event]:
-        """State at the start of a limited timeline that differs from the state at ``since``."""
-        at_start = (
-            await self._storage.events.get_state_ids_at_event(first.event_id, before=True) or {}
-        )
+    async def _state_delta(
+        self, room_id: str, first: Event | None, since: SyncToken, upto: int
+    ) -> list[Event]:
+        """State at the start of a limited timeline (at ``upto`` with none) that
+        differs from the state at ``since``."""
+        if first is not None:
+            at_start = (
+                await self._storage.events.get_state_ids_at_event(first.event_id, before=True) or {}
+            )
+        else:
+            at_start = await self._storage.events.get_state_ids_at_stream(room_id, upto)
         at_since = await self._storage.events.get_state_ids_at_stream(room_id, since.events)
         changed = [eid for key, eid in at_start.items() if at_since.get(key) != eid]
         events = await self._storage.events.get_events(changed)

@@ -4,7 +4,8 @@
 Invariants:
 - /events tokens are /sync tokens. A chunk covers (from, end] and a client continuing
   from ``end`` sees nothing twice; room events are capped at ``EVENTS_PER_ROOM`` per
-  room and window (``limit``, the newest kept), as Synapse caps its pages.
+  room and window (``limit``, the oldest kept): a room with more moves ``end`` back to
+  the last event returned, so paging from ``end`` catches up in order (as Synapse).
 - Room events pass the history visibility rules like every other read; a departed
   user gets a room's events up to their leave only.
 - Ephemeral events come from the /sync sources (receipts, typing, presence), so both
@@ -116,10 +117,15 @@ class LegacySyncHandler:
                 now = self._sync.current_token()
                 if since.events > now.events or since.account_data > now.account_data:
                     raise MatrixError(400, Codes.INVALID_PARAM, "Token is ahead of the server")
-                chunk = await self._chunk(user_id, device_id, since, now, room_id, peek, limit)
+                chunk, reached = await self._chunk(
+                    user_id, device_id, since, now, room_id, peek, limit
+                )
                 remaining = deadline - self._clock.seconds()
                 if chunk or remaining <= 0:
-                    return EventsChunk(chunk, start, str(now))
+                    return EventsChunk(chunk, start, str(reached))
+                if reached != now:
+                    since = reached  # a page of events the user may not see: read on
+                    continue
                 # Nothing for this user in (since, now]: wait for what comes after now.
                 since = now
                 if self._sync.current_token() == now:
@@ -146,7 +152,9 @@ class LegacySyncHandler:
         only_room: str | None,
         peek: bool,
         limit: int,
-    ) -> list[StreamItem]:
+    ) -> tuple[list[StreamItem], SyncToken]:
+        """The items in (since, now], and the token they reach (before ``now`` when a
+        room had more events than ``limit``)."""
         rows = await self._memberships.rooms_for_user(user_id)
         joined = {r for r, row in rows.items() if row.membership == "join"}
         if only_room is not None:
@@ -161,10 +169,18 @@ class LegacySyncHandler:
                     continue
                 if row.membership != "join" and since.events < row.stream_ordering <= now.events:
                     windows.append((rid, row.stream_ordering, row.membership))
+            cap = now.events
             for rid, upto, membership in windows:
-                events += await self._room_window(
+                window, cut_at = await self._room_window(
                     user_id, rid, since.events, upto, membership, limit
                 )
+                events += window
+                if cut_at is not None:
+                    cap = min(cap, cut_at)
+            if cap < now.events:
+                # A room had more: stop every room there, the rest comes from ``end``.
+                events = [ev for ev in events if ev.stream_ordering <= cap]
+                now = SyncToken((cap, *now.positions[1:]))
         events.sort(key=lambda ev: ev.stream_ordering)
         items: list[StreamItem] = list(events)
         ctx = SyncContext(
@@ -190,7 +206,7 @@ class LegacySyncHandler:
                 if change.room_id != GLOBAL:
                     item["room_id"] = change.room_id
                 items.append(item)
-        return items
+        return items, now
 
     async def _room_window(
         self,
@@ -200,15 +216,19 @@ class LegacySyncHandler:
         upto: int,
         membership: str | None,
         limit: int,
-    ) -> list[Event]:
+    ) -> tuple[list[Event], int | None]:
+        """The room's oldest ``limit`` events in (after, upto] the user may see, and
+        where they stop when the room had more (None: all of them)."""
         if membership == "invite":
             row = (await self._memberships.rooms_for_user(user_id)).get(room_id)
             invite = await self._storage.events.get_event(row.event_id) if row else None
-            return [invite] if invite is not None else []
-        events, _ = await self._sync.room_events_between(room_id, after, upto, limit)
-        return await self._visibility.filter_for_user(
+            return ([invite] if invite is not None else []), None
+        events, more = await self._storage.events.get_room_events_from(room_id, after, upto, limit)
+        cut_at = events[-1].stream_ordering if more and events else None
+        visible = await self._visibility.filter_for_user(
             user_id, events, current_membership=membership
         )
+        return visible, cut_at
 
     # GET /initialSync and /rooms/{roomId}/initialSync ------------------------------
 

@@ -148,15 +148,39 @@ async def test_register_unknown_session_is_400(server: RunningServer) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_register_session_cannot_be_reused_after_success(server: RunningServer) -> None:
+async def test_register_retry_of_a_session_gets_the_same_account(server: RunningServer) -> None:
+    # As Synapse (SyTest 11register.pl "registration is idempotent"): a session that
+    # registered an account logs it in again; it never makes a second one.
     c = server.client()
     state = await _start(c, {"username": "alice", "password": PASSWORD})
     auth = {"type": "m.login.dummy", "session": state["session"]}
-    assert (await c.post(REGISTER, {"auth": auth}, token=False)).code == 200
+    first = await c.post(REGISTER, {"auth": auth}, token=False)
+    assert first.code == 200, first
     again = await c.post(
         REGISTER, {"username": "alice2", "password": PASSWORD, "auth": auth}, token=False
     )
-    assert again.code == 400, again
+    assert again.code == 200, again
+    assert again.json["user_id"] == first.json["user_id"] == "@alice:test.local"
+    assert again.json["access_token"] != first.json["access_token"]
+    assert again.json["device_id"] != first.json["device_id"]
+    resp = await c.get("/_matrix/client/v3/profile/@alice2:test.local", token=False)
+    assert resp.code == 404, resp
+    # The same request again (its username is now taken: by this very session).
+    again = await c.post(
+        REGISTER, {"username": "alice", "password": PASSWORD, "auth": auth}, token=False
+    )
+    assert again.code == 200 and again.json["user_id"] == "@alice:test.local", again
+    # Another session asking for the name is refused.
+    other = server.client()
+    resp = await other.post(REGISTER, {"username": "alice", "password": PASSWORD}, token=False)
+    assert_error(resp, 400, "M_USER_IN_USE")
+    # Without a username: the same generated account.
+    state = await _start(c, {"password": PASSWORD})
+    auth = {"type": "m.login.dummy", "session": state["session"]}
+    first = await c.post(REGISTER, {"auth": auth}, token=False)
+    again = await c.post(REGISTER, {"password": PASSWORD, "auth": auth}, token=False)
+    assert first.code == again.code == 200, again
+    assert again.json["user_id"] == first.json["user_id"]
 
 
 @pytest.mark.parametrize(

@@ -57,17 +57,18 @@ async def test_typing_appears_for_members_and_expires(server: RunningServer) -> 
 
 
 @pytest_twisted.ensureDeferred
-async def test_sending_a_message_ends_typing(server: RunningServer) -> None:
+async def test_sending_a_message_does_not_end_typing(server: RunningServer) -> None:
+    # As Synapse (SyTest 31sync/11typing.pl): only the client says when typing stops.
     alice, bob = await user(server, "alice"), await user(server, "bob")
     room = await shared_room(alice, bob)
     assert (await set_typing(alice, room)).code == 200
     since = (await sync(bob))["next_batch"]
 
-    await send(alice, room, "done typing")
+    await send(alice, room, "still typing")
     body = await sync(bob, since, timeout=5000)
-    if typers(body, room) is None:  # the message and the typing change may come apart
-        body = await sync(bob, body["next_batch"], timeout=5000)
-    assert typers(body, room) == []
+    assert typers(body, room) is None  # no change to the typing list
+    assert typers(await sync(bob), room) == [alice.user_id]
+    assert typers(await sync(alice), room) == [alice.user_id]
 
 
 @pytest_twisted.ensureDeferred
@@ -86,6 +87,21 @@ async def test_explicit_stop_and_initial_sync(server: RunningServer) -> None:
     assert (await set_typing(alice, room, typing=False, timeout=None)).code == 200
     body = await sync(bob, body["next_batch"], timeout=200)
     assert typers(body, room) is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_stop_reaches_a_sync_from_before_the_join(server: RunningServer) -> None:
+    # A token from before bob joined (SyTest 30rooms/20typing.pl syncs from one): the
+    # room is new to that window, yet the emptied list is sent, as it changed.
+    alice, bob = await user(server, "alice"), await user(server, "bob")
+    before = (await sync(bob))["next_batch"]
+    room = await shared_room(alice, bob)
+    assert (await set_typing(alice, room)).code == 200
+    assert typers(await sync(bob, before), room) == [alice.user_id]
+    assert (await set_typing(alice, room, typing=False, timeout=None)).code == 200
+    assert typers(await sync(bob, before), room) == []
+    # A first sync: the emptied list too (as Synapse: the room had typing since start).
+    assert typers(await sync(alice), room) == []
 
 
 @pytest_twisted.ensureDeferred
@@ -126,7 +142,7 @@ async def test_leaving_ends_typing(server: RunningServer) -> None:
     room = await shared_room(alice, bob)
     assert (await set_typing(bob, room)).code == 200
     assert (await bob.post(room_path(room, "/leave"), {})).code == 200
-    assert typers(await sync(alice), room) is None  # nobody typing: nothing sent
+    assert typers(await sync(alice), room) == []  # nobody typing any more
 
 
 @sqlite_only

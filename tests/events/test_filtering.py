@@ -106,7 +106,7 @@ INVALID_FILTERS: list[tuple[Any, str]] = [
     ({"event_fields": "content.body"}, "event_fields must be a list of strings"),
     ({"event_fields": ["type", 1]}, "event_fields[1] must be a string"),
     ({"presence": []}, "presence must be an object"),
-    ({"presence": {"limit": 0}}, "presence.limit must be an integer greater than 0"),
+    ({"presence": {"limit": -1}}, "presence.limit must be a non-negative integer"),
     ({"account_data": {"types": "m.tag"}}, "account_data.types must be a list of strings"),
     ({"account_data": {"not_types": [None]}}, "account_data.not_types[0] must be a string"),
     ({"presence": {"senders": ["alice"]}}, "presence.senders[0] must be a user ID"),
@@ -119,12 +119,11 @@ INVALID_FILTERS: list[tuple[Any, str]] = [
     ({"room": {"include_leave": 1}}, "room.include_leave must be a boolean"),
     ({"room": {"timeline": None}}, "room.timeline must be an object"),
     ({"room": {"state": []}}, "room.state must be an object"),
-    ({"room": {"timeline": {"limit": -1}}}, "room.timeline.limit must be an integer greater"),
-    ({"room": {"timeline": {"limit": 0}}}, "room.timeline.limit must be an integer greater"),
-    ({"room": {"timeline": {"limit": 1.5}}}, "room.timeline.limit must be an integer greater"),
-    ({"room": {"timeline": {"limit": 10.0}}}, "room.timeline.limit must be an integer greater"),
-    ({"room": {"timeline": {"limit": "10"}}}, "room.timeline.limit must be an integer greater"),
-    ({"room": {"timeline": {"limit": True}}}, "room.timeline.limit must be an integer greater"),
+    ({"room": {"timeline": {"limit": -1}}}, "room.timeline.limit must be a non-negative"),
+    ({"room": {"timeline": {"limit": 1.5}}}, "room.timeline.limit must be a non-negative"),
+    ({"room": {"timeline": {"limit": 10.0}}}, "room.timeline.limit must be a non-negative"),
+    ({"room": {"timeline": {"limit": "10"}}}, "room.timeline.limit must be a non-negative"),
+    ({"room": {"timeline": {"limit": True}}}, "room.timeline.limit must be a non-negative"),
     ({"room": {"timeline": {"types": [1]}}}, "room.timeline.types[0] must be a string"),
     ({"room": {"timeline": {"not_types": "x"}}}, "room.timeline.not_types must be a list"),
     ({"room": {"timeline": {"senders": ["@nocolon"]}}}, "room.timeline.senders[0] must be"),
@@ -168,8 +167,9 @@ def test_invalid_filters(filter_json: Any, message: str) -> None:
 def test_room_event_filter_validation_standalone() -> None:
     """The ``/messages`` ``filter`` parameter is a bare RoomEventFilter."""
     validate_room_event_filter({"lazy_load_members": True, "limit": 5})
-    with pytest.raises(FilterError, match="^limit must be an integer greater than 0"):
-        EventFilter.from_json({"limit": 0})
+    with pytest.raises(FilterError, match="^limit must be a non-negative integer"):
+        EventFilter.from_json({"limit": -1})
+    assert EventFilter.from_json({"limit": 0}).limit == 0
     with pytest.raises(FilterError, match="^filter must be an object"):
         validate_room_event_filter([])
     with pytest.raises(FilterError, match="^rooms\\[0\\] must be a room ID"):

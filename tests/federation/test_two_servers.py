@@ -125,6 +125,40 @@ async def test_invite_remote_user_then_join(
     await eventually_equal_state(alice, carol, room_id)
 
 
+@pytest_twisted.ensureDeferred
+async def test_reject_remote_invite(
+    two_servers: tuple[RunningServer, RunningServer],
+) -> None:
+    # B holds nothing of the room but the invite: /leave goes through A (make_leave).
+    a, b = two_servers
+    alice = a.client()
+    await alice.register("alice")
+    carol = b.client()
+    await carol.register("carol")
+    resp = await alice.post("/_matrix/client/v3/createRoom", {"invite": [carol.user_id]})
+    assert resp.code == 200, resp
+    room_id = resp.json["room_id"]
+    for _ in range(50):
+        resp = await carol.get("/_matrix/client/v3/sync")
+        if room_id in resp.json["rooms"]["invite"]:
+            break
+        await sleep(0.1)
+    since = resp.json["next_batch"]
+
+    resp = await carol.post(f"/_matrix/client/v3/rooms/{q(room_id)}/leave", {})
+    assert resp.code == 200, resp
+    path = f"/_matrix/client/v3/rooms/{q(room_id)}/state/m.room.member/{q(carol.user_id or '')}"
+    resp = await alice.get(path)
+    assert resp.code == 200 and resp.json["membership"] == "leave", resp
+    resp = await carol.get("/_matrix/client/v3/sync")
+    assert room_id not in resp.json["rooms"]["invite"], resp.json
+    resp = await carol.get("/_matrix/client/v3/sync", params={"since": since})
+    assert room_id in resp.json["rooms"]["leave"], resp.json
+    # A room one was never invited to stays unknown.
+    resp = await carol.post("/_matrix/client/v3/rooms/!nope:elsewhere/leave", {})
+    assert resp.code == 404 and resp.json["errcode"] == "M_NOT_FOUND", resp
+
+
 async def room_anyone_may_change(a: RunningServer, b: RunningServer) -> tuple[Client, Client, str]:
     """alice (on A) and bob (on B) in a public room of A where anyone may set state."""
     alice = a.client()

@@ -53,6 +53,27 @@ async def test_put_get_delete_alias(server: RunningServer) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_deleting_an_alias_drops_it_from_the_canonical_alias(server: RunningServer) -> None:
+    # As Synapse (SyTest 30rooms/05aliases.pl "Can delete canonical alias").
+    alice = await user(server, "alice")
+    room_id = await create_room(alice)
+    for alias in ("#main:test.local", "#alt:test.local", "#kept:test.local"):
+        assert (await alice.put(alias_path(alias), {"room_id": room_id})).code == 200
+    content = {
+        "alias": "#main:test.local",
+        "alt_aliases": ["#alt:test.local", "#kept:test.local"],
+    }
+    assert (await put_state(alice, room_id, "m.room.canonical_alias", content)).code == 200
+
+    assert (await alice.delete(alias_path("#main:test.local"))).code == 200
+    resp = await get_state(alice, room_id, "m.room.canonical_alias")
+    assert resp.json == {"alt_aliases": ["#alt:test.local", "#kept:test.local"]}
+    assert (await alice.delete(alias_path("#alt:test.local"))).code == 200
+    resp = await get_state(alice, room_id, "m.room.canonical_alias")
+    assert resp.json == {"alt_aliases": ["#kept:test.local"]}
+
+
+@pytest_twisted.ensureDeferred
 async def test_put_alias_errors(server: RunningServer) -> None:
     alice = await user(server, "alice")
     bob = await user(server, "bob")

@@ -274,3 +274,35 @@ async def test_lazy_members_for_user_who_left_are_as_of_the_leave(server: Runnin
     alices = [e for e in resp.json["state"] if e["state_key"] == alice.user_id]
     assert len(alices) == 1
     assert alices[0]["content"]["displayname"] != "New"  # not the rename after bob left
+
+
+@pytest_twisted.ensureDeferred
+async def test_erased_users_events_are_redacted_for_later_joiners(server: RunningServer) -> None:
+    # As Synapse (SyTest 30rooms/32erasure.pl): after a deactivation with erase, only
+    # those joined when an event was sent still see its content.
+    from tests.api.helpers import uia_password
+    from tests.rooms.helpers import create_room, join, send, sync, user
+
+    message = ""
+
+    member, joiner = [await user(server, n) for n in ("member", "joiner")]
+    wide = {"room": {"timeline": {"limit": 50}}}
+
+    def content_of(body: dict[str, Any]) -> Any:
+        events = body["rooms"]["join"][room_id]["timeline"]["events"]
+        return next(e["content"] for e in events if e["event_id"] == message)
+
+    other = await user(server, "other")
+    room2 = await create_room(other, preset="public_chat")
+    erased = await user(server, "erased")
+    assert (await join(erased, room2)).code == 200
+    assert (await join(member, room2)).code == 200
+    message = await send(erased, room2, "body2")
+    assert (await join(joiner, room2)).code == 200
+    resp = await uia_password(
+        erased, "POST", "/_matrix/client/v3/account/deactivate", {"erase": True}
+    )
+    assert resp.code == 200, resp
+    room_id = room2
+    assert content_of(await sync(member, filter=wide))["body"] == "body2"
+    assert content_of(await sync(joiner, filter=wide)) == {}

@@ -515,3 +515,43 @@ async def test_joined_members(server: RunningServer) -> None:
     assert set(joined) == {alice.user_id, bob.user_id}
     assert joined[alice.user_id]["display_name"] == "Alice"
     await send(alice, room_id, "x")
+
+
+@pytest_twisted.ensureDeferred
+async def test_join_body_keys_go_into_the_member_event(server: RunningServer) -> None:
+    # As Synapse (SyTest 10apidoc/33room-members.pl): the client's keys are kept, the
+    # server's (membership, the restricted-join authoriser) are not taken from it.
+    alice, bob, carol = [await user(server, n) for n in ("alice", "bob", "carol")]
+    room_id = await create_room(alice, preset="public_chat", room_alias_name="custom")
+    body = {"foo": "bar", "membership": "leave", "join_authorised_via_users_server": "@x:y"}
+    resp = await bob.post(f"{V3}/join/{room_id}", body)
+    assert resp.code == 200, resp
+    resp = await get_state(alice, room_id, "m.room.member", bob.user_id or "")
+    assert resp.code == 200, resp
+    assert resp.json["foo"] == "bar" and resp.json["membership"] == "join"
+    assert "join_authorised_via_users_server" not in resp.json
+    resp = await carol.post(f"{V3}/join/{'%23custom:test.local'}", {"foo": "baz"})
+    assert resp.code == 200, resp
+    resp = await get_state(alice, room_id, "m.room.member", carol.user_id or "")
+    assert resp.json["foo"] == "baz" and resp.json["membership"] == "join"
+
+
+@pytest_twisted.ensureDeferred
+async def test_put_own_member_state_join_joins(server: RunningServer) -> None:
+    # As Synapse (SyTest 30rooms/14override-per-room.pl): PUT of one's own member event
+    # with "join" joins the room, keeping the event's keys (a per-room displayname).
+    alice, bob, carol = [await user(server, n) for n in ("alice", "bob", "carol")]
+    room_id = await create_room(alice, preset="public_chat")
+    path = room_path(room_id, f"/state/m.room.member/{q(bob.user_id or '')}")
+    resp = await bob.put(path, {"membership": "join", "displayname": "Overridden"})
+    assert resp.code == 200, resp
+    resp = await get_state(alice, room_id, "m.room.member", bob.user_id or "")
+    assert resp.json["membership"] == "join" and resp.json["displayname"] == "Overridden"
+    # Joining still needs what a join needs: not for someone else, not an invite-only room.
+    private = await create_room(alice, preset="private_chat")
+    path = room_path(private, f"/state/m.room.member/{q(carol.user_id or '')}")
+    resp = await carol.put(path, {"membership": "join"})
+    assert_error(resp, 403, "M_FORBIDDEN")
+    path = room_path(room_id, f"/state/m.room.member/{q(carol.user_id or '')}")
+    resp = await bob.put(path, {"membership": "join"})
+    assert_error(resp, 403, "M_FORBIDDEN")

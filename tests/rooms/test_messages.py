@@ -291,6 +291,14 @@ async def test_context_and_event_errors(server: RunningServer) -> None:
         resp = await outsider.get(room_path(room_id, path + q(ids[0])))
         assert resp.code in (403, 404), resp
         assert resp.json["errcode"] in ("M_FORBIDDEN", "M_NOT_FOUND")
+    # /event/ for someone not in the room: not found (as Synapse; SyTest 30rooms/51event.pl).
+    resp = await outsider.get(room_path(room_id, "/event/" + q(ids[0])))
+    assert_error(resp, 404, "M_NOT_FOUND")
+    # Redacting, through /redact, an event of another room: 400 (as Synapse).
+    resp = await alice.put(room_path(other_room, f"/redact/{q(ids[0])}/elsewhere"), {})
+    assert resp.code == 400, resp
+    resp = await alice.put(room_path(other_room, f"/redact/{q('$unknown')}/unknown"), {})
+    assert_error(resp, 404, "M_NOT_FOUND")
 
 
 @pytest_twisted.ensureDeferred

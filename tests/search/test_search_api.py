@@ -415,7 +415,7 @@ async def test_invalid_requests_are_rejected(server: RunningServer) -> None:
     assert_error(await search_raw(alice, search_term="x", keys="content.body"), 400, "M_BAD_JSON")
     resp = await search_raw(alice, search_term="x", groupings={"group_by": [{"key": "type"}]})
     assert_error(resp, 400, "M_INVALID_PARAM")
-    resp = await search_raw(alice, search_term="x", filter={"limit": 0})
+    resp = await search_raw(alice, search_term="x", filter={"limit": -1})
     assert_error(resp, 400, "M_BAD_JSON")
     resp = await search_raw(alice, search_term="x", event_context={"before_limit": -1})
     assert_error(resp, 400, "M_INVALID_PARAM")

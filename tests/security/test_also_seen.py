@@ -236,3 +236,23 @@ async def test_federation_client_refuses_bad_destinations_before_any_lookup(
         with pytest.raises(FederationRequestError) as caught:
             await d
         assert caught.value.code == 400, caught.value
+
+
+@with_config(allow_guest_access=True)
+@pytest_twisted.ensureDeferred
+async def test_revoking_guest_access_removes_the_guests(server: RunningServer) -> None:
+    # As Synapse (SyTest 30rooms/13guestaccess.pl): guests leave once it is revoked;
+    # members who are not guests stay.
+    alice, room_id = await _room_with_guest_access(server, "can_join")
+    bob = await user(server, "bob")
+    assert (await bob.post(room_path(room_id, "/join"), {})).code == 200
+    guest = await _guest(server)
+    assert (await guest.post(room_path(room_id, "/join"), {})).code == 200
+    resp = await put_state(alice, room_id, "m.room.guest_access", {"guest_access": "forbidden"})
+    assert resp.code == 200, resp
+    path = f"/state/m.room.member/{urllib.parse.quote(guest.user_id or '')}"
+    resp = await alice.get(room_path(room_id, path))
+    assert resp.code == 200 and resp.json["membership"] == "leave", resp
+    path = f"/state/m.room.member/{urllib.parse.quote(bob.user_id or '')}"
+    resp = await alice.get(room_path(room_id, path))
+    assert resp.json["membership"] == "join", resp

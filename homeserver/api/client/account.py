@@ -117,7 +117,7 @@ class AccountServlets:
     async def on_deactivate(self, request: Request) -> tuple[int, Any]:
         requester = await self._auth.get_user_by_req(request)
         body = parse_json_body(request, allow_empty=True)
-        field(body, "erase", bool)
+        erase = field(body, "erase", bool)
         session_id: str | None = None
         # An application service deactivates its users without UIA (it has no password
         # to give; its token is the authority over its namespace), as in Synapse.
@@ -134,6 +134,8 @@ class AccountServlets:
         unbind_result = "no-support"
         if self.threepids is not None:
             unbind_result = await self.threepids.on_deactivate(requester.user_id, id_server)
+        if erase:
+            await self._storage.users.mark_erased(requester.user_id)
         await self._storage.users.deactivate_user(requester.user_id)
         self._auth.invalidate_user(requester.user_id)
         if session_id is not None:

@@ -13,7 +13,13 @@ from homeserver.errors import Codes, MatrixError
 from homeserver.handlers.auth import AuthHandler
 from homeserver.handlers.password_policy import check_new_password
 from homeserver.handlers.register import SESSION_PASSWORD_HASH, RegistrationHandler
-from homeserver.handlers.ui_auth import DUMMY, EMAIL_IDENTITY, REGISTRATION_TOKEN, UiAuthHandler
+from homeserver.handlers.ui_auth import (
+    DUMMY,
+    EMAIL_IDENTITY,
+    OUTCOME,
+    REGISTRATION_TOKEN,
+    UiAuthHandler,
+)
 from homeserver.http.ratelimit import Ratelimiter
 from homeserver.http.server import JsonResource, MatrixRequest
 from homeserver.http.servlet import field, parse_json_body, parse_string
@@ -113,8 +119,11 @@ class RegisterServlets:
         field(body, "inhibit_login", bool)
         field(body, "refresh_token", bool)
         if username is not None:
-            # Synapse lowercases the requested name rather than refusing capitals.
-            await self._check_username(username.lower())
+            registered = await self._ui_auth.outcome_of(body)
+            if registered != f"@{username.lower()}:{self._config.server_name}":
+                # Synapse lowercases the requested name rather than refusing capitals.
+                # (A retry of a session that registered this very name is not refused.)
+                await self._check_username(username.lower())
 
         # Checked on every step, counted only when an account is created (as Synapse):
         # the UIA round trips of one registration must not use up the limit.
@@ -132,6 +141,11 @@ class RegisterServlets:
             method="POST",
             description="register a new account",
         )
+        registered = completed.get(OUTCOME)
+        if isinstance(registered, str):
+            # The session registered its account already: a retry (as Synapse) logs
+            # that account in again rather than failing or making a second one.
+            return 200, await self._login_response(registered, params)
         username = field(params, "username", str)
         password_hash = field(params, SESSION_PASSWORD_HASH, str)
         if password_hash is None:
@@ -159,7 +173,7 @@ class RegisterServlets:
                 self._auth.now_ms(),
             )
         self._limiter.record(request.client_ip())
-        await self._ui_auth.finish(session_id)
+        await self._ui_auth.record_outcome(session_id, user_id)
         return 200, await self._login_response(user_id, params)
 
     async def _register_appservice_user(

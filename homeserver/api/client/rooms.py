@@ -173,7 +173,9 @@ class RoomServlets:
         args = request.args or {}
         servers = [v.decode() for key in (b"via", b"server_name") for v in args.get(key, [])]
         await self._exchange_signed(requester, roomIdOrAlias, body)
-        room_id = await self._rooms.join(requester, roomIdOrAlias, reason=reason, servers=servers)
+        room_id = await self._rooms.join(
+            requester, roomIdOrAlias, reason=reason, servers=servers, extra_content=body
+        )
         return 200, {"room_id": room_id}
 
     async def _exchange_signed(
@@ -201,7 +203,7 @@ class RoomServlets:
         body = parse_json_body(request, allow_empty=True)
         reason = field(body, "reason", str)
         await self._exchange_signed(requester, roomId, body)
-        room_id = await self._rooms.join(requester, roomId, reason=reason)
+        room_id = await self._rooms.join(requester, roomId, reason=reason, extra_content=body)
         return 200, {"room_id": room_id}
 
     async def on_knock(self, request: Request, roomIdOrAlias: str) -> tuple[int, Any]:
@@ -252,8 +254,10 @@ class RoomServlets:
                 if room.membership_of(target) not in ("join", "invite", "knock"):
                     raise MatrixError(403, Codes.FORBIDDEN, f"{target} is not in the room")
             if action == "leave":
-                room = await self._rooms.get_room(roomId)
-                if room.membership_of(target) in (None, "leave"):
+                held = await self._rooms.get_room_if_held(roomId)
+                # A room we do not hold: an invite from another server to reject (the
+                # handler leaves through that server, or answers 404).
+                if held is not None and held.membership_of(target) in (None, "leave"):
                     raise MatrixError(403, Codes.FORBIDDEN, "You are not in this room")
             await self._rooms.update_membership(
                 requester,
@@ -404,7 +408,13 @@ class RoomServlets:
 
     async def on_event(self, request: Request, roomId: str, eventId: str) -> tuple[int, Any]:
         requester = await self._auth.get_user_by_req(request, allow_guest=True)
-        ev = await self._history.get_event(requester.user_id, roomId, eventId)
+        try:
+            ev = await self._history.get_event(requester.user_id, roomId, eventId)
+        except MatrixError as e:
+            if e.status != 403:
+                raise
+            # As Synapse: an event one may not see is not found (not in the room too).
+            raise MatrixError(404, Codes.NOT_FOUND, "Event not found.") from None
         return 200, (await self._serialize_all([ev], requester))[0]
 
     async def on_members(self, request: Request, roomId: str) -> tuple[int, Any]:
