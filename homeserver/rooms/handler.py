@@ -53,6 +53,13 @@ _SERVER_MEMBER_KEYS = frozenset(
     }
 )
 
+
+def client_member_keys(body: JsonDict | None) -> JsonDict:
+    """A client's keys for its own member event (a /join body, as Synapse), without the
+    ones the server decides."""
+    return {k: v for k, v in (body or {}).items() if k not in _SERVER_MEMBER_KEYS}
+
+
 # Event types whose state clients may not set through createRoom's initial_state.
 _CREATE_ROOM_RESERVED = {"m.room.create", "m.room.member", "m.room.power_levels"}
 
@@ -466,11 +473,8 @@ class RoomHandler:
         if reason is not None:
             content["reason"] = reason
         if extra_content:
-            # The client's own keys (a join's body, as Synapse); never the ones the
-            # server decides.
-            for k, v in extra_content.items():
-                if k not in _SERVER_MEMBER_KEYS:
-                    content[k] = v
+            # Keys the caller decided: a client's are passed through client_member_keys.
+            content.update(extra_content)
         current = room.state.get(("m.room.member", target))
         if (
             current is not None
@@ -569,9 +573,7 @@ class RoomHandler:
             if room_id in rooms:  # invited: the inviter's server is in the room
                 servers.insert(0, rooms[room_id].sender.split(":", 1)[-1])
             content: JsonDict = await self.profile_content(requester.user_id)
-            for k, v in (extra_content or {}).items():
-                if k not in _SERVER_MEMBER_KEYS:
-                    content[k] = v
+            content.update(client_member_keys(extra_content))
             if reason is not None:
                 content["reason"] = reason
             candidates = [s for s in dict.fromkeys(servers) if s != self.server_name]
@@ -590,7 +592,7 @@ class RoomHandler:
             "join",
             reason=reason,
             txn=txn,
-            extra_content=extra_content,
+            extra_content=client_member_keys(extra_content),
         )
         return room_id
 
@@ -683,7 +685,7 @@ class RoomHandler:
                 # As Synapse: one's own member event with "join" joins (with its keys,
                 # e.g. a displayname for this room), as POST /join would.
                 return await self.update_membership(
-                    requester, room_id, state_key, "join", extra_content=content
+                    requester, room_id, state_key, "join", extra_content=client_member_keys(content)
                 )
         room = await self.require_joined(requester, room_id)
         event_dict: JsonDict = {
