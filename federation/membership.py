@@ -97,11 +97,13 @@ class FederationMembership:
             "content": content,
             "room_id": room_id,
             "origin_server_ts": now_ms(self._clock),
-            "prev_events": room.extremities[:10],
+            "prev_events": room.references(room.extremities[:10]),
             "depth": room.max_depth + 1,
         }
         keys = auth_types_for_event(template, version)
-        template["auth_events"] = sorted(room.state[k].event_id for k in keys if k in room.state)
+        template["auth_events"] = room.references(
+            sorted(room.state[k].event_id for k in keys if k in room.state)
+        )
         create = room.create_event
         reason = auth_failure(
             {**template, "event_id": "$template"},
@@ -282,7 +284,9 @@ class FederationMembership:
     def _sign_template(
         self, template: JsonDict, version: RoomVersion, content: JsonDict
     ) -> JsonDict:
-        pdu = {k: v for k, v in template.items() if k not in ("signatures", "hashes", "unsigned")}
+        # v1/v2: the event id is ours to make (a resident's template may carry its own).
+        dropped = ("signatures", "hashes", "unsigned", "event_id")
+        pdu = {k: v for k, v in template.items() if k not in dropped}
         pdu["content"] = {**(pdu.get("content") or {}), **content}
         pdu["origin_server_ts"] = now_ms(self._clock)
         if not version.room_id_is_create_event_hash or pdu.get("type") != "m.room.create":

@@ -68,6 +68,7 @@ class FederationRoomServlets:
         r.register("PUT", f"{PREFIX}/v1/send_leave/{{roomId}}/{{eventId}}", self.on_send_leave_v1)
         r.register("PUT", f"{PREFIX}/v1/send_knock/{{roomId}}/{{eventId}}", self.on_send_knock)
         r.register("PUT", f"{PREFIX}/v2/invite/{{roomId}}/{{eventId}}", self.on_invite)
+        r.register("PUT", f"{PREFIX}/v1/invite/{{roomId}}/{{eventId}}", self.on_invite_v1)
         r.register("GET", f"{PREFIX}/v1/backfill/{{roomId}}", self.on_backfill)
         r.register("GET", f"{PREFIX}/v1/event/{{eventId}}", self.on_event)
         r.register("GET", f"{PREFIX}/v1/state/{{roomId}}", self.on_state)
@@ -167,6 +168,20 @@ class FederationRoomServlets:
             check_server_acl(origin, room.state_content("m.room.server_acl"))
         body = parse_json_body(request)
         return 200, await self._membership.on_invite(origin, roomId, eventId, body)
+
+    async def on_invite_v1(self, request: Request, roomId: str, eventId: str) -> tuple[int, Any]:
+        """The v1 invite: the body is the event, with the stripped state in its
+        ``unsigned``, and no room version: version 1 is assumed, as Synapse does (the
+        event format of v1 and v2 is the same; the invite is not state-resolved)."""
+        origin = await self._authenticate(request)
+        room = await self._rooms.get(roomId)
+        if room is not None:
+            check_server_acl(origin, room.state_content("m.room.server_acl"))
+        pdu = parse_json_body(request)
+        unsigned = pdu.get("unsigned")
+        stripped = unsigned.get("invite_room_state") if isinstance(unsigned, dict) else None
+        body = {"event": pdu, "room_version": "1", "invite_room_state": stripped or []}
+        return 200, [200, await self._membership.on_invite(origin, roomId, eventId, body)]
 
     # Reading ------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from homeserver.events.format import event_reference_ids
 from homeserver.events.redaction import prune_event, redaction_target
 from homeserver.events.room_versions import RoomVersion
 
@@ -97,11 +98,11 @@ class Event:
 
     @property
     def prev_event_ids(self) -> list[str]:
-        return list(self.pdu.get("prev_events", []))
+        return event_reference_ids(self.pdu.get("prev_events"))
 
     @property
     def auth_event_ids(self) -> list[str]:
-        return list(self.pdu.get("auth_events", []))
+        return event_reference_ids(self.pdu.get("auth_events"))
 
     @property
     def membership(self) -> str | None:

@@ -55,6 +55,7 @@ from homeserver.events.auth_rules import (
     check_auth_rules,
     get_user_power_level,
 )
+from homeserver.events.format import event_reference_ids
 from homeserver.events.room_versions import RoomVersion
 
 __all__ = [
@@ -109,10 +110,7 @@ def _auth_ids_of(event_map: EventMap, event_id: str) -> list[str]:
 
 
 def _auth_event_ids(event: Event) -> list[str]:
-    auth_events = event.get("auth_events")
-    if not isinstance(auth_events, list):
-        return []
-    return [a for a in auth_events if isinstance(a, str)]
+    return event_reference_ids(event.get("auth_events"))
 
 
 def _state_key_of(event: Event) -> StateKey | None:
