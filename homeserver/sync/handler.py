@@ -482,7 +482,7 @@ class SyncHandler:
         # One more than the timeline: with it in ``recent``, memory gives the next ones.
         read = await self._storage.events.get_rooms_latest_events(unheld, now.events, limit + 1)
         for room_id, (events, cut) in read.items():
-            timelines[room_id] = events[len(events) - limit :], cut or len(events) > limit
+            timelines[room_id] = events[max(0, len(events) - limit) :], cut or len(events) > limit
             room = self._rooms.get_if_loaded(room_id)
             if room is not None and self._recent_mark(room_id) == before[room_id]:
                 # Unchanged while read: keep them, the next syncs need no query.
