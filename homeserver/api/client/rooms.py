@@ -197,8 +197,10 @@ class RoomServlets:
                 if room.membership_of(target) not in ("join", "invite", "knock"):
                     raise MatrixError(403, Codes.FORBIDDEN, f"{target} is not in the room")
             if action == "leave":
-                room = await self._rooms.get_room(roomId)
-                if room.membership_of(target) in (None, "leave"):
+                # A room we do not hold (only a remote invite to it) is left over
+                # federation by update_membership, which also 404s an unknown room.
+                held = await self._rooms.find_room(roomId)
+                if held is not None and held.membership_of(target) in (None, "leave"):
                     raise MatrixError(403, Codes.FORBIDDEN, "You are not in this room")
             await self._rooms.update_membership(
                 requester,
