@@ -137,6 +137,9 @@ class Event:
                     out["redacts"] = redacts
             unsigned = dict(self.pdu.get("unsigned") or {}) if not self.redacted_by else {}
             unsigned.pop("age_ts", None)
+            if self.redacted_by is not None:
+                # As Synapse: the redaction's id, beside the redaction itself.
+                unsigned["redacted_by"] = self.redacted_by
             if self.redaction is not None:
                 unsigned["redacted_because"] = self.redaction.client_dict()
             if unsigned:

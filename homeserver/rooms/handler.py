@@ -689,7 +689,7 @@ class RoomHandler:
         room_id: str,
         event_id: str,
         reason: str | None,
-        txn_id: str,
+        txn_id: str | None,
     ) -> Event:
         room = await self.require_joined(requester, room_id)
         content: JsonDict = {}
@@ -706,9 +706,8 @@ class RoomHandler:
             event_dict["redacts"] = event_id
         await self._check_may_redact(requester, room, event_dict, require_target=True)
         # Clients get a top-level `redacts` from v11 on too (Event.client_dict).
-        return await self._creator.send(
-            room_id, event_dict, txn=(requester.device_id or "", f"redact:{txn_id}"), room=room
-        )
+        txn = None if txn_id is None else (requester.device_id or "", f"redact:{txn_id}")
+        return await self._creator.send(room_id, event_dict, txn=txn, room=room)
 
     async def _check_may_redact(
         self,

@@ -61,3 +61,36 @@ async def test_remote_invite_and_reject(
             break
         await sleep(0.1)
     assert member.json["membership"] == "leave", member
+
+
+@pytest.mark.parametrize("version", ["1", "3", "11"])
+@pytest_twisted.ensureDeferred
+async def test_redaction_by_a_remote_regular_user(
+    two_servers: tuple[RunningServer, RunningServer], version: str
+) -> None:
+    """Bob (on B) redacts his own message with POST .../redact/{eventId} (no txn id, as
+    Synapse serves it); alice (on A) sees the redaction and the redacted event, whose
+    ``unsigned`` names the redaction (``redacted_by``) as Synapse's does."""
+    a, _ = two_servers
+    alice, bob = await alice_and_bob(two_servers)
+    room_id = await create_room(alice, room_version=version, invite=[bob.user_id])
+    await wait_for_invite(bob, room_id)
+    resp = await bob.post(f"{V3}/join/{q(room_id)}", {}, params={"via": a.hs.server_name})
+    assert resp.code == 200, resp
+    message_id = await send(bob, room_id, "Message")
+    await wait_for_message(alice, room_id, "Message")
+    resp = await bob.post(room_path(room_id, f"/redact/{q(message_id)}"), {})
+    assert resp.code == 200, resp
+    redaction_id = resp.json["event_id"]
+    chunk: list[dict[str, Any]] = []
+    for _ in range(100):
+        resp = await alice.get(room_path(room_id, "/messages"), params={"dir": "b"})
+        assert resp.code == 200, resp
+        chunk = resp.json["chunk"]
+        if chunk and chunk[0]["event_id"] == redaction_id:
+            break
+        await sleep(0.1)
+    assert chunk[0]["event_id"] == redaction_id and chunk[0]["redacts"] == message_id
+    assert chunk[1]["event_id"] == message_id
+    assert chunk[1]["unsigned"]["redacted_by"] == redaction_id
+    assert chunk[1]["content"] == {}
