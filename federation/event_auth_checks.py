@@ -23,6 +23,11 @@ class PduRejected(Exception):
     """The PDU must be dropped (format, signature) — never persisted."""
 
 
+class PduFormatRejected(PduRejected):
+    """The PDU does not match its room version's event format (a client of the
+    membership handshakes gets 400 ``M_BAD_JSON``, as from Synapse)."""
+
+
 def server_of(user_id: str) -> str:
     return user_id.split(":", 1)[1] if ":" in user_id else ""
 
@@ -52,7 +57,7 @@ async def check_pdu(pdu: JsonDict, room_version: RoomVersion, keyring: Keyring) 
     try:
         validate_pdu_format(pdu, room_version)
     except EventFormatError as e:
-        raise PduRejected(f"bad format: {e.message}") from None
+        raise PduFormatRejected(f"bad format: {e.message}") from None
     # The signatures cover the redacted form, so check them on it.
     redacted = prune_event(pdu, room_version)
     servers = {server_of(str(pdu.get("sender", "")))}

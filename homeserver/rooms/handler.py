@@ -51,7 +51,9 @@ class RemoteMembership(Protocol):
         self, user_id: str, room_id: str, servers: list[str], content: JsonDict | None = None
     ) -> str: ...
 
-    async def remote_leave(self, user_id: str, room_id: str, servers: list[str]) -> None: ...
+    async def remote_leave(
+        self, user_id: str, room_id: str, servers: list[str], invite_id: str | None = None
+    ) -> None: ...
 
     async def send_invite(
         self, room: LiveRoom, pdu: JsonDict, version: RoomVersion
@@ -419,7 +421,9 @@ class RoomHandler:
             ):
                 # Rejecting an invite to (or leaving) a room we do not hold.
                 servers = sorted({oob[room_id].sender.split(":", 1)[-1]} | set(servers or []))
-                await self.remote.remote_leave(target, room_id, servers)
+                row = oob[room_id]
+                invite_id = row.event_id if row.membership == "invite" else None
+                await self.remote.remote_leave(target, room_id, servers, invite_id)
                 event = await self._storage.events.get_event(oob[room_id].event_id)
                 assert event is not None
                 return event

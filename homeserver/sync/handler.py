@@ -685,13 +685,21 @@ class SyncHandler:
         room_id = row.room_id
         room = await self._rooms.get(room_id)
         from_stream = 0 if req.since is None else req.since.events
-        # History up to and including the leave event, not after.
-        events, limited = await self._timeline_events(
-            room, room_id, from_stream, row.stream_ordering, req.filters.timeline_limit()
-        )
-        events = await self._visibility.filter_for_user(
-            req.user_id, events, current_membership="leave"
-        )
+        if room is None:
+            # A room we never held (an invite rejected over federation, or alone when
+            # no server would take it): its only event here is the user's own leave,
+            # an out-of-band membership, as Synapse shows it.
+            own = await self._storage.events.get_event(row.event_id)
+            events = [own] if own is not None and own.stream_ordering > from_stream else []
+            limited = False
+        else:
+            # History up to and including the leave event, not after.
+            events, limited = await self._timeline_events(
+                room, room_id, from_stream, row.stream_ordering, req.filters.timeline_limit()
+            )
+            events = await self._visibility.filter_for_user(
+                req.user_id, events, current_membership="leave"
+            )
         timeline = req.filters.filter_room_timeline(events, room_id)
         if ignored:
             timeline = without_ignored(timeline, ignored)

@@ -94,3 +94,29 @@ async def test_redaction_by_a_remote_regular_user(
     assert chunk[1]["event_id"] == message_id
     assert chunk[1]["unsigned"]["redacted_by"] == redaction_id
     assert chunk[1]["content"] == {}
+
+
+@pytest.mark.parametrize("version", ["1", "12"])
+@pytest_twisted.ensureDeferred
+async def test_invite_rejected_locally_when_no_server_answers(
+    two_servers: tuple[RunningServer, RunningServer], version: str
+) -> None:
+    """With the inviting server gone, rejecting its invite still succeeds (as Synapse):
+    a leave of our own follows the invite, and /sync shows it in the leave section."""
+    a, _ = two_servers
+    alice, bob = await alice_and_bob(two_servers)
+    room_id = await create_room(alice, room_version=version)
+    resp = await invite(alice, room_id, bob.user_id)
+    assert resp.code == 200, resp
+    await wait_for_invite(bob, room_id)
+    since = (await sync(bob))["next_batch"]
+    await a.stop()
+    resp = await bob.post(room_path(room_id, "/leave"), {})
+    assert resp.code == 200, resp
+    body = await sync(bob, since)
+    left = body["rooms"]["leave"][room_id]
+    events = left["timeline"]["events"]
+    assert [(e["type"], e["state_key"], e["content"]["membership"]) for e in events] == [
+        ("m.room.member", bob.user_id, "leave")
+    ]
+    assert room_id not in body["rooms"].get("invite", {})
