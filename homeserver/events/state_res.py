@@ -601,7 +601,7 @@ def resolve_state(
     the iterative auth checks (as Synapse).
     """
     if room_version.state_res_v1:
-        return resolve_state_v1(room_version, state_sets, event_map)
+        return resolve_state_v1(room_version, state_sets, event_map, rejected_event_ids)
     if not state_sets:
         return {}
     unconflicted, conflicted = separate_state(state_sets)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 from homeserver.events.auth_rules import (
@@ -124,15 +125,26 @@ def _resolve_normal_events(
 
 
 def resolve_state_v1(
-    room_version: RoomVersion, state_sets: Sequence[StateMap], event_map: EventMap
+    room_version: RoomVersion,
+    state_sets: Sequence[StateMap],
+    event_map: EventMap,
+    rejected_event_ids: AbstractSet[str] = frozenset(),
 ) -> dict[StateKey, str]:
     """Resolve ``state_sets`` with state resolution v1.
 
     ``event_map`` maps event ids to PDUs (with ``event_id``); it needs the events of
     the conflicted keys and those of the unconflicted state that authorise them.
+    Events known to be rejected are taken out of the state sets first: a rejected
+    event never enters the state (a state set from another server naming one, e.g. a
+    made-up power levels event with a low depth, must not win the walk up from the
+    oldest candidate; Synapse's fix for taking over rooms this way).
     """
     if not state_sets:
         return {}
+    if rejected_event_ids:
+        state_sets = [
+            {k: e for k, e in s.items() if e not in rejected_event_ids} for s in state_sets
+        ]
     unconflicted, conflicted_ids = separate_state_v1(state_sets)
 
     def with_id(event_id: str) -> Event:

@@ -383,3 +383,18 @@ def test_v1_missing_conflicted_event_is_left_out() -> None:
     b = {**room.state, TOPIC: "$unknown:z.test"}
     assert room.resolve(a, b)[TOPIC] == "$ta:a.test"
     assert room.resolve(a, b)[CREATE_KEY] == "$create:a.test"
+
+
+def test_v1_rejected_events_never_enter_the_state() -> None:
+    """A made-up power levels event at depth 0 giving its sender all the power would win
+    the walk up from the oldest candidate (the real one, by a sender it demotes, is
+    then not allowed); once known to be rejected, it is out of the resolution."""
+    room = V1Room()
+    pl = room.events["$pl0:a.test"]["content"]
+    evil = {**pl, "users": {BOB: 100, ALICE: 0}}
+    bogus = room.branch(("$plx:a.test", "m.room.power_levels", BOB, evil, "", 0))
+    assert room.resolve(room.state, bogus)[POWER_LEVELS_KEY] == "$plx:a.test"
+    resolved = resolve_state(
+        V1, [room.state, bogus], room.events, rejected_event_ids={"$plx:a.test"}
+    )
+    assert resolved[POWER_LEVELS_KEY] == "$pl0:a.test"
