@@ -81,11 +81,14 @@ class FederationRoomServlets:
 
     async def _room_for(self, request: Request, room_id: str) -> tuple[str, LiveRoom]:
         origin = await self._authenticate(request)
+        return origin, await self._room_of(origin, room_id)
+
+    async def _room_of(self, origin: str, room_id: str) -> LiveRoom:
         room = await self._rooms.get(room_id)
         if room is None:
             raise MatrixError(404, Codes.NOT_FOUND, "Unknown room")
         check_server_acl(origin, room.state_content("m.room.server_acl"))
-        return origin, room
+        return room
 
     async def _readable_room(self, request: Request, room_id: str) -> tuple[str, LiveRoom]:
         """The origin and the room, for a read: allowed by the ACL, and in the room."""
@@ -201,9 +204,12 @@ class FederationRoomServlets:
         return 200, {"origin": self._server_name, "origin_server_ts": _now_ms(), "pdus": pdus}
 
     async def _state_at(self, request: Request, room_id: str) -> tuple[list[Event], list[Event]]:
-        await self._readable_room(request, room_id)
+        origin = await self._authenticate(request)
+        # The query first (400 M_MISSING_PARAM whatever the room), as Synapse.
         event_id = parse_string(request, "event_id", required=True)
         assert event_id is not None
+        room = await self._room_of(origin, room_id)
+        self._require_in_room(origin, room)
         ev = await self._events.get_event(event_id)
         if ev is None or ev.room_id != room_id:
             raise MatrixError(404, Codes.NOT_FOUND, "Event not found")
