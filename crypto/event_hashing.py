@@ -10,6 +10,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import secrets
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,7 +18,7 @@ from signedjson.types import SigningKey, VerifyKey
 
 from crypto.json_signing import JsonDict, encode_canonical_json, sign_json, verify_json_signature
 from homeserver.events.redaction import prune_event
-from homeserver.events.room_versions import ROOM_VERSIONS, RoomVersion
+from homeserver.events.room_versions import EVENT_FORMAT_V3, ROOM_VERSIONS, RoomVersion
 
 __all__ = [
     "add_content_hash",
@@ -27,6 +28,7 @@ __all__ = [
     "compute_reference_hash",
     "compute_room_id_v12",
     "hash_and_sign_event",
+    "new_legacy_event_id",
     "sign_event",
     "verify_event_signature",
 ]
@@ -90,8 +92,26 @@ def compute_reference_hash(event: Mapping[str, Any], room_version: RoomVersion) 
 
 
 def compute_event_id(event: Mapping[str, Any], room_version: RoomVersion) -> str:
-    """The v4+ event id: ``$`` + URL-safe unpadded base64 of the reference hash."""
-    return "$" + _b64_urlsafe(compute_reference_hash(event, room_version))
+    """The event id of ``event`` in ``room_version``.
+
+    v4+: ``$`` + URL-safe unpadded base64 of the reference hash; v3: the same in
+    standard base64. v1, v2: the event's own ``event_id`` field (covered by its hashes
+    and signatures); ``ValueError`` if it has none.
+    """
+    if room_version.event_id_in_event:
+        event_id = event.get("event_id")
+        if not isinstance(event_id, str):
+            raise ValueError("a room version 1 or 2 event must carry its event_id")
+        return event_id
+    digest = compute_reference_hash(event, room_version)
+    if room_version.event_format == EVENT_FORMAT_V3:
+        return "$" + _b64(digest)
+    return "$" + _b64_urlsafe(digest)
+
+
+def new_legacy_event_id(server_name: str) -> str:
+    """A fresh event id for an event this server creates in a v1/v2 room: ``$random:server``."""
+    return f"${secrets.token_urlsafe(18)}:{server_name}"
 
 
 def compute_room_id_v12(create_event: Mapping[str, Any]) -> str:
@@ -128,7 +148,13 @@ def sign_event(
 def hash_and_sign_event(
     event: Mapping[str, Any], server_name: str, key: SigningKey, room_version: RoomVersion
 ) -> JsonDict:
-    """Add the content hash, then sign: what a server does to an event it creates."""
+    """Add the content hash, then sign: what a server does to an event it creates.
+
+    In v1/v2 rooms an event without an ``event_id`` gets a new ``$random:server_name``
+    one first (it is part of what is hashed and signed).
+    """
+    if room_version.event_id_in_event and not isinstance(event.get("event_id"), str):
+        event = {**event, "event_id": new_legacy_event_id(server_name)}
     return sign_event(add_content_hash(event), server_name, key, room_version)
 
 

@@ -47,6 +47,7 @@ from federation.room_events import (
 from homeserver.clock import Clock
 from homeserver.events.auth_rules import auth_types_for_event
 from homeserver.events.event import Event
+from homeserver.events.format import event_reference_ids
 from homeserver.events.room_versions import RoomVersion
 from homeserver.events.state_res import StateResolutionError
 from homeserver.rooms.persister import EventPersister
@@ -385,11 +386,11 @@ def _ids_of(pdus: list[JsonDict], version: RoomVersion) -> set[str]:
 
 
 def _auth_ids(pdu: JsonDict) -> list[str]:
-    return [a for a in pdu.get("auth_events", []) if isinstance(a, str)]
+    return event_reference_ids(pdu.get("auth_events"))
 
 
 def _prev_ids(pdu: JsonDict) -> list[str]:
-    return [p for p in pdu.get("prev_events", []) if isinstance(p, str)]
+    return event_reference_ids(pdu.get("prev_events"))
 
 
 def _depth(pdu: JsonDict) -> int:

@@ -23,6 +23,11 @@ class PduRejected(Exception):
     """The PDU must be dropped (format, signature) — never persisted."""
 
 
+class PduFormatRejected(PduRejected):
+    """The PDU does not match its room version's event format (a client of the
+    membership handshakes gets 400 ``M_BAD_JSON``, as from Synapse)."""
+
+
 def server_of(user_id: str) -> str:
     return user_id.split(":", 1)[1] if ":" in user_id else ""
 
@@ -52,22 +57,26 @@ async def check_pdu(pdu: JsonDict, room_version: RoomVersion, keyring: Keyring) 
     try:
         validate_pdu_format(pdu, room_version)
     except EventFormatError as e:
-        raise PduRejected(f"bad format: {e.message}") from None
+        raise PduFormatRejected(f"bad format: {e.message}") from None
     # The signatures cover the redacted form, so check them on it.
     redacted = prune_event(pdu, room_version)
     servers = {server_of(str(pdu.get("sender", "")))}
     authoriser = (pdu.get("content") or {}).get("join_authorised_via_users_server")
     if (
-        pdu.get("type") == "m.room.member"
+        room_version.restricted_join_rule
+        and pdu.get("type") == "m.room.member"
         and (pdu.get("content") or {}).get("membership") == "join"
         and isinstance(authoriser, str)
     ):
         servers.add(server_of(authoriser))
+    if room_version.event_id_in_event:
+        # v1/v2: the server named by the event id signs too.
+        servers.add(server_of(str(pdu.get("event_id", ""))))
+    # v5+: the key must be valid when the event was sent; before, any key we know of.
+    valid_at = int(pdu.get("origin_server_ts", 0)) if room_version.enforce_key_validity else 0
     for server in servers:
         try:
-            await keyring.verify_json_for_server(
-                server, redacted, valid_at_ms=int(pdu.get("origin_server_ts", 0))
-            )
+            await keyring.verify_json_for_server(server, redacted, valid_at_ms=valid_at)
         except SignatureVerifyError as e:
             raise PduRejected(f"bad signature from {server}: {e}") from None
     if not check_content_hash(pdu):

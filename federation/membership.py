@@ -17,12 +17,25 @@ from typing import Any
 from signedjson.types import SigningKey
 
 from crypto.event_hashing import compute_event_id, hash_and_sign_event, sign_event
-from federation.event_auth_checks import PduRejected, auth_failure, check_pdu, server_of
+from federation.event_auth_checks import (
+    PduFormatRejected,
+    PduRejected,
+    auth_failure,
+    check_pdu,
+    server_of,
+    strip_unsigned,
+)
 from federation.interfaces import FederationClient, FederationRequestError
 from federation.room_events import FederationEventHandler, quote
 from homeserver.clock import Clock, now_ms
 from homeserver.errors import Codes, LimitExceededError, MatrixError
 from homeserver.events.auth_rules import auth_types_for_event
+from homeserver.events.event import Event
+from homeserver.events.format import (
+    EventFormatError,
+    references_for_version,
+    validate_pdu_format,
+)
 from homeserver.events.room_versions import ROOM_VERSIONS, RoomVersion, get_room_version
 from homeserver.events.state_res import StateResolutionError
 from homeserver.http.ratelimit import InviteRatelimiter
@@ -97,11 +110,13 @@ class FederationMembership:
             "content": content,
             "room_id": room_id,
             "origin_server_ts": now_ms(self._clock),
-            "prev_events": room.extremities[:10],
+            "prev_events": room.references(room.extremities[:10]),
             "depth": room.max_depth + 1,
         }
         keys = auth_types_for_event(template, version)
-        template["auth_events"] = sorted(room.state[k].event_id for k in keys if k in room.state)
+        template["auth_events"] = room.references(
+            sorted(room.state[k].event_id for k in keys if k in room.state)
+        )
         create = room.create_event
         reason = auth_failure(
             {**template, "event_id": "$template"},
@@ -160,6 +175,8 @@ class FederationMembership:
             pdu = sign_event(pdu, self.server_name, self._signing_key, version)
         try:
             checked = await check_pdu(pdu, version, self._handler.keyring)
+        except PduFormatRejected as e:
+            raise MatrixError(400, Codes.BAD_JSON, str(e)) from None
         except PduRejected as e:
             raise MatrixError(403, Codes.FORBIDDEN, str(e)) from None
         lock = self._rooms.lock(room_id)
@@ -218,6 +235,8 @@ class FederationMembership:
             raise MatrixError(400, Codes.BAD_JSON, "Event ID does not match the event")
         try:
             await check_pdu(pdu, version, self._handler.keyring)
+        except PduFormatRejected as e:
+            raise MatrixError(400, Codes.BAD_JSON, str(e)) from None
         except PduRejected as e:
             raise MatrixError(403, Codes.FORBIDDEN, str(e)) from None
         if self._invite_limiter is not None:
@@ -243,8 +262,12 @@ class FederationMembership:
                 await self._remote_join_via(server, user_id, room_id, content or {})
                 return room_id
             except FederationRequestError as e:
-                errors.append(str(e))
                 logger.info("Join of %s via %s failed: %s", room_id, server, e)
+                if 400 <= e.code < 500 and e.errcode != Codes.NOT_FOUND:
+                    # The resident refused (not allowed, incompatible room version...):
+                    # passed on to the client as Synapse does, not tried elsewhere.
+                    raise remote_refusal(e, "Failed to join the room") from None
+                errors.append(str(e))
         raise MatrixError(
             404 if not errors else 502,
             Codes.NOT_FOUND if not errors else Codes.UNKNOWN,
@@ -260,17 +283,25 @@ class FederationMembership:
             f"/_matrix/federation/v1/make_join/{quote(room_id)}/{quote(user_id)}",
             {"ver": versions},
         )
-        version = get_room_version(str(resp.get("room_version", "")))
+        version = get_room_version(str(resp.get("room_version", "1")))
         template = resp.get("event")
         if version is None or not isinstance(template, dict):
             raise FederationRequestError(server, 502, None, "Bad make_join response")
         pdu = self._sign_template(template, version, content)
         event_id = compute_event_id(pdu, version)
-        result = await self._client.put_json(
-            server,
-            f"/_matrix/federation/v2/send_join/{quote(room_id)}/{quote(event_id)}",
-            pdu,
-        )
+        path = f"{quote(room_id)}/{quote(event_id)}"
+        try:
+            result = await self._client.put_json(
+                server, f"/_matrix/federation/v2/send_join/{path}", pdu
+            )
+        except FederationRequestError as e:
+            if not _unknown_endpoint(e):
+                raise
+            # A server without the v2 API: the v1 one answers [200, body] (as Synapse).
+            reply = await self._client.put_json(
+                server, f"/_matrix/federation/v1/send_join/{path}", pdu
+            )
+            result = reply[1] if isinstance(reply, list) and len(reply) == 2 else None
         if not isinstance(result, dict):
             raise FederationRequestError(server, 502, None, "Bad send_join response")
         # A resident may have co-signed a restricted join: prefer its copy.
@@ -284,7 +315,9 @@ class FederationMembership:
     def _sign_template(
         self, template: JsonDict, version: RoomVersion, content: JsonDict
     ) -> JsonDict:
-        pdu = {k: v for k, v in template.items() if k not in ("signatures", "hashes", "unsigned")}
+        # v1/v2: the event id is ours to make (a resident's template may carry its own).
+        dropped = ("signatures", "hashes", "unsigned", "event_id")
+        pdu = {k: v for k, v in template.items() if k not in dropped}
         pdu["content"] = {**(pdu.get("content") or {}), **content}
         pdu["origin_server_ts"] = now_ms(self._clock)
         if not version.room_id_is_create_event_hash or pdu.get("type") != "m.room.create":
@@ -313,15 +346,21 @@ class FederationMembership:
             raise MatrixError(502, Codes.UNKNOWN, f"Bad directory answer for {alias}")
         return room_id, servers or [server]
 
-    async def remote_leave(self, user_id: str, room_id: str, servers: list[str]) -> None:
-        """Leave (or reject an invite to) a room we do not hold, via make_leave/send_leave."""
+    async def remote_leave(
+        self, user_id: str, room_id: str, servers: list[str], invite_id: str | None = None
+    ) -> None:
+        """Leave (or reject an invite to) a room we do not hold, via make_leave/send_leave.
+
+        An invite (``invite_id``) no server lets us reject is rejected here alone, as
+        Synapse does: a leave of our own, after the invite, so the user is rid of it.
+        """
         last: Exception | None = None
         for server in [s for s in servers if s != self.server_name]:
             try:
                 resp = await self._client.get_json(
                     server, f"/_matrix/federation/v1/make_leave/{quote(room_id)}/{quote(user_id)}"
                 )
-                version = get_room_version(str(resp.get("room_version", "")))
+                version = get_room_version(str(resp.get("room_version", "1")))
                 if version is None or not isinstance(resp.get("event"), dict):
                     raise FederationRequestError(server, 502, None, "Bad make_leave response")
                 pdu = self._sign_template(resp["event"], version, {})
@@ -335,7 +374,34 @@ class FederationMembership:
                 return
             except FederationRequestError as e:
                 last = e
+        if invite_id is not None:
+            invite = await self._events.get_event(invite_id)
+            if invite is not None and invite.room_id == room_id:
+                logger.info("Rejecting the invite to %s locally: %s", room_id, last)
+                await self._local_reject(invite)
+                return
         raise MatrixError(502, Codes.UNKNOWN, f"Could not leave the room: {last}")
+
+    async def _local_reject(self, invite: Event) -> None:
+        """A leave built on the invite alone (an out-of-band membership, as Synapse's)."""
+        version = invite.room_version
+        refs = references_for_version(
+            [invite.event_id], version, {invite.event_id: invite.pdu.get("hashes") or {}}
+        )
+        user_id = str(invite.state_key)
+        pdu: JsonDict = {
+            "type": "m.room.member",
+            "state_key": user_id,
+            "sender": user_id,
+            "content": {"membership": "leave"},
+            "room_id": invite.room_id,
+            "origin_server_ts": now_ms(self._clock),
+            "depth": invite.depth + 1,
+            "prev_events": refs,
+            "auth_events": refs,
+        }
+        signed = hash_and_sign_event(pdu, self.server_name, self._signing_key, version)
+        await self._handler.record_remote_leave(version, signed)
 
     async def send_invite(self, room: LiveRoom, pdu: JsonDict, version: RoomVersion) -> JsonDict:
         """Ask the invitee's server to co-sign an invite we built; return its copy."""
@@ -357,16 +423,42 @@ class FederationMembership:
                     "sender": inviter.sender,
                 }
             )
+        path = f"{quote(room.room_id)}/{quote(event_id)}"
         try:
             resp = await self._client.put_json(
                 server_of(target),
-                f"/_matrix/federation/v2/invite/{quote(room.room_id)}/{quote(event_id)}",
+                f"/_matrix/federation/v2/invite/{path}",
                 {"event": pdu, "room_version": version.identifier, "invite_room_state": stripped},
             )
         except FederationRequestError as e:
-            raise remote_refusal(e, "The invitee's server refused the invite") from None
+            if not _unknown_endpoint(e):
+                raise remote_refusal(e, "The invitee's server refused the invite") from None
+            if not version.event_id_in_event:
+                raise MatrixError(
+                    400,
+                    Codes.UNSUPPORTED_ROOM_VERSION,
+                    "The invitee's server does not support this room version",
+                ) from None
+            # A server without the v2 API (as Synapse, only in v1/v2 rooms): the v1 one,
+            # with the stripped state in the event's unsigned and a [200, body] reply.
+            unsigned = {**(pdu.get("unsigned") or {}), "invite_room_state": stripped}
+            try:
+                reply = await self._client.put_json(
+                    server_of(target),
+                    f"/_matrix/federation/v1/invite/{path}",
+                    {**pdu, "unsigned": unsigned},
+                )
+            except FederationRequestError as e1:
+                raise remote_refusal(e1, "The invitee's server refused the invite") from None
+            resp = reply[1] if isinstance(reply, list) and len(reply) == 2 else None
         signed = resp.get("event") if isinstance(resp, dict) else None
-        if not isinstance(signed, dict) or compute_event_id(signed, version) != event_id:
+        if not isinstance(signed, dict):
+            raise MatrixError(502, Codes.UNKNOWN, "The invitee's server returned a bad invite")
+        try:
+            validate_pdu_format(strip_unsigned(signed), version)
+        except EventFormatError as e:
+            raise MatrixError(400, Codes.BAD_JSON, f"Bad invite returned: {e.message}") from None
+        if compute_event_id(signed, version) != event_id:
             raise MatrixError(502, Codes.UNKNOWN, "The invitee's server returned a bad invite")
         try:
             await check_pdu(signed, version, self._handler.keyring)
@@ -377,11 +469,23 @@ class FederationMembership:
         return signed
 
 
+def _unknown_endpoint(error: FederationRequestError) -> bool:
+    """The remote does not serve the endpoint (as Synapse's ``_is_unknown_endpoint``)."""
+    return (error.code == 404 and error.errcode in (None, Codes.UNRECOGNIZED)) or (
+        error.code in (400, 405) and error.errcode == Codes.UNRECOGNIZED
+    )
+
+
 def remote_refusal(error: FederationRequestError, what: str) -> MatrixError:
     """A remote server's refusal, passed on to our client as Synapse does: its 4xx status
     and errcode (a 429 with its ``retry_after_ms``); anything else is 502."""
     if error.code == 429:
         return LimitExceededError(error.retry_after_ms or 1000)
     if 400 <= error.code < 500:
-        return MatrixError(error.code, error.errcode or Codes.UNKNOWN, f"{what}: {error.message}")
+        extra = None
+        if error.errcode == Codes.INCOMPATIBLE_ROOM_VERSION and error.room_version is not None:
+            extra = {"room_version": error.room_version}
+        return MatrixError(
+            error.code, error.errcode or Codes.UNKNOWN, f"{what}: {error.message}", extra
+        )
     return MatrixError(502, Codes.UNKNOWN, f"{what}: {error.message}")

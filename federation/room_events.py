@@ -33,6 +33,7 @@ from federation.event_auth_checks import PduRejected, auth_failure, check_pdu, r
 from federation.interfaces import FederationClient, FederationRequestError, Keyring
 from homeserver.events.auth_rules import auth_types_for_event
 from homeserver.events.event import Event
+from homeserver.events.format import event_reference_ids
 from homeserver.events.room_versions import RoomVersion, get_room_version
 from homeserver.events.state_res import StateResolutionError, resolve_state
 from homeserver.rooms.persister import EventPersister
@@ -163,7 +164,7 @@ class FederationEventHandler:
         """The resolved state after the PDU's prev events that we hold."""
         room = await self._rooms.get(room_id)
         assert room is not None
-        prevs = [p for p in pdu.get("prev_events", []) if isinstance(p, str)]
+        prevs = event_reference_ids(pdu.get("prev_events"))
         known = await self._in_timeline(prevs)
         sets = [await self.state_after_event(room_id, p) for p in prevs if p in known]
         if not sets:
@@ -243,7 +244,10 @@ class FederationEventHandler:
         if not server_allowed_by_acl(origin, acl) or not server_allowed_by_acl(sender_server, acl):
             return "Server is banned from this room by its server ACL"
         version = room.room_version
-        event_id = compute_event_id(pdu, version)
+        try:
+            event_id = compute_event_id(pdu, version)
+        except (ValueError, TypeError):
+            return "PDU has no valid event id"
         if await self._in_timeline([event_id]):
             return None
         try:
@@ -274,14 +278,14 @@ class FederationEventHandler:
         its missing prev events (one /get_missing_events), the state at each prev event
         still unknown below them (/state_ids), and missing auth chains (/event_auth)."""
         fetched = Prefetched()
-        prevs = [p for p in pdu.get("prev_events", []) if isinstance(p, str)]
+        prevs = event_reference_ids(pdu.get("prev_events"))
         known = await self._in_timeline(prevs)
         if any(p not in known for p in prevs):
             fetched.missing = await self._fetch_missing(origin, version, room_id, event_id, pdu)
         todo = [*fetched.missing, (event_id, pdu)]
         arriving = {eid for eid, _ in todo}
         for eid, one in todo:
-            one_prevs = [p for p in one.get("prev_events", []) if isinstance(p, str)]
+            one_prevs = event_reference_ids(one.get("prev_events"))
             held = await self._in_timeline(one_prevs)
             for prev in one_prevs:
                 if prev in held or prev in arriving or prev in fetched.states:
@@ -308,7 +312,7 @@ class FederationEventHandler:
         What ``fetched`` holds is used instead of asking; without it (or for what it
         lacks) the requests are made here, under the lock."""
         room_id = str(pdu["room_id"])
-        prevs = [p for p in pdu.get("prev_events", []) if isinstance(p, str)]
+        prevs = event_reference_ids(pdu.get("prev_events"))
         known = await self._in_timeline(prevs)
         missing = [p for p in prevs if p not in known]
         if missing and depth_budget > 0 and fetched is None:
@@ -477,7 +481,7 @@ class FederationEventHandler:
     ) -> list[JsonDict]:
         """The PDU's auth chain from ``origin`` if we lack any of its auth events (else
         nothing); a request only, no writes."""
-        auth_ids = [a for a in pdu.get("auth_events", []) if isinstance(a, str)]
+        auth_ids = event_reference_ids(pdu.get("auth_events"))
         have = await self._have(auth_ids)
         if all(a in have for a in auth_ids):
             return []
@@ -511,14 +515,14 @@ class FederationEventHandler:
         )
         known: dict[str, JsonDict] = {}
         if pending:
-            needed = {a for e in pending for a in by_id[e].get("auth_events", [])}
+            needed = {a for e in pending for a in event_reference_ids(by_id[e].get("auth_events"))}
             for ev in (await self._get(needed)).values():
                 known[ev.event_id] = pdu_with_id(ev)
         for eid in pending:
             pdu = by_id[eid]
             full = {**pdu, "event_id": eid}
             auth_state: dict[StateKey, JsonDict] = {}
-            for auth_id in pdu.get("auth_events", []):
+            for auth_id in event_reference_ids(pdu.get("auth_events")):
                 auth = known.get(auth_id) or (
                     {**by_id[auth_id], "event_id": auth_id} if auth_id in by_id else None
                 )
@@ -645,14 +649,14 @@ class FederationEventHandler:
         room = await self._rooms.get(room_id)
         assert room is not None
         held_as_outlier = bool(await self._have([event_id]))
-        needed = set(state_before.values()) | set(pdu.get("auth_events", []))
+        needed = set(state_before.values()) | set(event_reference_ids(pdu.get("auth_events")))
         loaded = await self._get(needed)
         create = room.create_event
         create_json = pdu_with_id(create) if create is not None else None
         full = {**pdu, "event_id": event_id}
 
         auth_state: dict[StateKey, JsonDict] = {}
-        for auth_id in pdu.get("auth_events", []):
+        for auth_id in event_reference_ids(pdu.get("auth_events")):
             ev = loaded.get(auth_id)
             if ev is not None and ev.is_state():
                 auth_state[ev.state_tuple] = pdu_with_id(ev)
@@ -805,7 +809,7 @@ class FederationEventHandler:
                 room_id=room_id,
                 room_version=version,
                 state={key: stored[eid] for key, eid in state_ids.items() if eid in stored},
-                extremities=[p for p in join_pdu.get("prev_events", []) if isinstance(p, str)],
+                extremities=event_reference_ids(join_pdu.get("prev_events")),
                 max_depth=max((ev.depth for ev in stored.values()), default=0),
                 state_group=group,
                 state_group_delta_depth=MAX_STATE_DELTA_DEPTH,

@@ -68,6 +68,7 @@ class FederationRoomServlets:
         r.register("PUT", f"{PREFIX}/v1/send_leave/{{roomId}}/{{eventId}}", self.on_send_leave_v1)
         r.register("PUT", f"{PREFIX}/v1/send_knock/{{roomId}}/{{eventId}}", self.on_send_knock)
         r.register("PUT", f"{PREFIX}/v2/invite/{{roomId}}/{{eventId}}", self.on_invite)
+        r.register("PUT", f"{PREFIX}/v1/invite/{{roomId}}/{{eventId}}", self.on_invite_v1)
         r.register("GET", f"{PREFIX}/v1/backfill/{{roomId}}", self.on_backfill)
         r.register("GET", f"{PREFIX}/v1/event/{{eventId}}", self.on_event)
         r.register("GET", f"{PREFIX}/v1/state/{{roomId}}", self.on_state)
@@ -80,11 +81,14 @@ class FederationRoomServlets:
 
     async def _room_for(self, request: Request, room_id: str) -> tuple[str, LiveRoom]:
         origin = await self._authenticate(request)
+        return origin, await self._room_of(origin, room_id)
+
+    async def _room_of(self, origin: str, room_id: str) -> LiveRoom:
         room = await self._rooms.get(room_id)
         if room is None:
             raise MatrixError(404, Codes.NOT_FOUND, "Unknown room")
         check_server_acl(origin, room.state_content("m.room.server_acl"))
-        return origin, room
+        return room
 
     async def _readable_room(self, request: Request, room_id: str) -> tuple[str, LiveRoom]:
         """The origin and the room, for a read: allowed by the ACL, and in the room."""
@@ -168,6 +172,20 @@ class FederationRoomServlets:
         body = parse_json_body(request)
         return 200, await self._membership.on_invite(origin, roomId, eventId, body)
 
+    async def on_invite_v1(self, request: Request, roomId: str, eventId: str) -> tuple[int, Any]:
+        """The v1 invite: the body is the event, with the stripped state in its
+        ``unsigned``, and no room version: version 1 is assumed, as Synapse does (the
+        event format of v1 and v2 is the same; the invite is not state-resolved)."""
+        origin = await self._authenticate(request)
+        room = await self._rooms.get(roomId)
+        if room is not None:
+            check_server_acl(origin, room.state_content("m.room.server_acl"))
+        pdu = parse_json_body(request)
+        unsigned = pdu.get("unsigned")
+        stripped = unsigned.get("invite_room_state") if isinstance(unsigned, dict) else None
+        body = {"event": pdu, "room_version": "1", "invite_room_state": stripped or []}
+        return 200, [200, await self._membership.on_invite(origin, roomId, eventId, body)]
+
     # Reading ------------------------------------------------------------------------
 
     async def on_event(self, request: Request, eventId: str) -> tuple[int, Any]:
@@ -186,9 +204,12 @@ class FederationRoomServlets:
         return 200, {"origin": self._server_name, "origin_server_ts": _now_ms(), "pdus": pdus}
 
     async def _state_at(self, request: Request, room_id: str) -> tuple[list[Event], list[Event]]:
-        await self._readable_room(request, room_id)
+        origin = await self._authenticate(request)
+        # The query first (400 M_MISSING_PARAM whatever the room), as Synapse.
         event_id = parse_string(request, "event_id", required=True)
         assert event_id is not None
+        room = await self._room_of(origin, room_id)
+        self._require_in_room(origin, room)
         ev = await self._events.get_event(event_id)
         if ev is None or ev.room_id != room_id:
             raise MatrixError(404, Codes.NOT_FOUND, "Event not found")

@@ -172,7 +172,12 @@ class TransactionServlet:
         from crypto.event_hashing import compute_event_id
         from homeserver.events.room_versions import ROOM_VERSIONS
 
-        # The room version decides the id; every version we support hashes the same way.
+        # The room version decides the id (the key of this PDU in the response): v1/v2
+        # events carry theirs; v4+ ids are the reference hash (a v3 room's id differs
+        # only in its base64 alphabet, so its key is the v4 spelling of the same hash).
+        legacy = pdu.get("event_id")
+        if isinstance(legacy, str) and ":" in legacy:
+            return legacy
         try:
             return compute_event_id(pdu, ROOM_VERSIONS["11"])
         except Exception:

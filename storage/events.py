@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from homeserver.events.event import Event
+from homeserver.events.format import event_reference_ids
 from homeserver.events.redaction import redaction_applies
 from homeserver.events.room_versions import RoomVersion, get_room_version
 from storage.database import Database, Transaction
@@ -511,7 +512,7 @@ class EventsStore:
                     for (raw,) in txn.select_all(
                         f"SELECT json FROM events WHERE event_id IN ({marks})", list(chunk)
                     ):
-                        for auth_id in json.loads(raw).get("auth_events", []):
+                        for auth_id in event_reference_ids(json.loads(raw).get("auth_events")):
                             if auth_id not in seen:
                                 seen.add(auth_id)
                                 next_frontier.append(auth_id)

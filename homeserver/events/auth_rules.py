@@ -1,4 +1,4 @@
-"""Authorisation rules for room versions 10, 11 and 12, as pure functions.
+"""Authorisation rules for room versions 1 to 12, as pure functions.
 
 Events are plain PDU dicts (``type``, ``state_key``, ``sender``, ``content``,
 ``room_id``, ``prev_events``, ...). The state the rules consult is a mapping of
@@ -9,7 +9,12 @@ need are ignored, so a full state map may be passed.
 
 Rule numbers in comments follow the room version text. Room version 12 inserted
 a new rule 2, so every later rule is one higher in v12 than in v10/v11; comments
-read "rule 5.3 (v12) / 4.3 (v10, v11)".
+read "rule 5.3 (v12) / 4.3 (v10, v11)". Versions 1 to 9 follow the v10 numbering
+with these differences, each behind a ``RoomVersion`` flag: v1-v5 have the
+``m.room.aliases`` rule (before the membership rules); v1 and v2 have a final
+``m.room.redaction`` rule; v1-v9 accept power levels written as strings and do not
+check the named levels' types; v1-v5 do not check ``notifications``; knock (v7),
+restricted (v8) and knock_restricted (v10) joins.
 
 Things these functions deliberately leave to the caller:
 
@@ -28,7 +33,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
-from homeserver.events.format import is_valid_user_id
+from homeserver.events.format import event_reference_ids, is_valid_user_id
 from homeserver.events.room_versions import ROOM_VERSIONS, RoomVersion
 
 __all__ = [
@@ -60,6 +65,8 @@ MEMBER: Final = "m.room.member"
 JOIN_RULES: Final = "m.room.join_rules"
 POWER_LEVELS: Final = "m.room.power_levels"
 THIRD_PARTY_INVITE: Final = "m.room.third_party_invite"
+ALIASES: Final = "m.room.aliases"
+REDACTION: Final = "m.room.redaction"
 
 CREATE_KEY: Final[StateKey] = (CREATE, "")
 POWER_LEVELS_KEY: Final[StateKey] = (POWER_LEVELS, "")
@@ -394,6 +401,15 @@ def check_auth_rules(
     if _content(create).get("m.federate") is False and _server_name(sender) != create_server:
         raise AuthError("room is not federated and sender is on another server")
 
+    # v1-v5 rule 4: m.room.aliases; the state key names the sender's server.
+    if event_type == ALIASES and room_version.special_case_aliases_auth:
+        state_key = event.get("state_key")
+        if not isinstance(state_key, str):
+            raise AuthError("m.room.aliases event has no state_key")
+        if state_key != _server_name(sender):
+            raise AuthError("m.room.aliases state_key must be the sender's server")
+        return
+
     # Rule 5 (v12) / 4 (v10, v11): m.room.member.
     if event_type == MEMBER:
         _check_member_event(
@@ -435,6 +451,21 @@ def check_auth_rules(
     # Rule 10 (v12) / 9 (v10, v11): m.room.power_levels.
     if event_type == POWER_LEVELS:
         _check_power_levels(event, sender, sender_level, auth_state, room_version, create)
+
+    # v1, v2 rule 11: m.room.redaction needs the redact level, or the redacted event
+    # comes from the redaction's own server (both ids name their server).
+    if event_type == REDACTION and room_version.event_id_in_event:
+        redact_level = get_named_level(pl_content, "redact", NAMED_LEVEL_DEFAULTS["redact"])
+        if sender_level >= redact_level:
+            return
+        redacts, event_id = event.get("redacts"), event.get("event_id")
+        if (
+            isinstance(redacts, str)
+            and isinstance(event_id, str)
+            and _server_name(redacts) == _server_name(event_id)
+        ):
+            return
+        raise AuthError(f"{sender} may not redact events of other servers")
 
     # Rule 11 (v12) / 10 (v10, v11): otherwise, allow.
 
@@ -715,8 +746,8 @@ def _is_creator_first_join(
     levels, join rules or membership for the target, i.e. nothing but the
     create event could precede this event.
     """
-    prev_events = event.get("prev_events")
-    if not isinstance(prev_events, list) or len(prev_events) != 1:
+    prev_events = event_reference_ids(event.get("prev_events"))
+    if len(prev_events) != 1:
         return False
     if room_version.room_id_is_create_event_hash:
         creator = create.get("sender")  # v12: only the sender, not additional_creators
@@ -903,8 +934,13 @@ def _check_power_levels(
 
     # Rule 10.6 / 9.5: users_default, events_default, ... (current and new vs sender).
     check_change("", old, new, NAMED_LEVELS)
-    # Rules 10.7, 10.8 / 9.6, 9.7: entries of events and notifications.
-    for name in ("events", "notifications"):
+    # Rules 10.7, 10.8 / 9.6, 9.7: entries of events and notifications (v6+).
+    mapped = (
+        ("events", "notifications")
+        if room_version.limit_notifications_power_levels
+        else ("events",)
+    )
+    for name in mapped:
         old_map, new_map = sub(old, name), sub(new, name)
         check_change(f"{name} ", old_map, new_map, sorted(set(old_map) | set(new_map)))
     # Rules 10.9, 10.10 / 9.8, 9.9: users; others' current level must be below the sender's.

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from homeserver.events.format import event_reference_ids
 from homeserver.events.redaction import prune_event, redaction_target
 from homeserver.events.room_versions import RoomVersion
 
@@ -97,11 +98,11 @@ class Event:
 
     @property
     def prev_event_ids(self) -> list[str]:
-        return list(self.pdu.get("prev_events", []))
+        return event_reference_ids(self.pdu.get("prev_events"))
 
     @property
     def auth_event_ids(self) -> list[str]:
-        return list(self.pdu.get("auth_events", []))
+        return event_reference_ids(self.pdu.get("auth_events"))
 
     @property
     def membership(self) -> str | None:
@@ -136,6 +137,9 @@ class Event:
                     out["redacts"] = redacts
             unsigned = dict(self.pdu.get("unsigned") or {}) if not self.redacted_by else {}
             unsigned.pop("age_ts", None)
+            if self.redacted_by is not None:
+                # As Synapse: the redaction's id, beside the redaction itself.
+                unsigned["redacted_by"] = self.redacted_by
             if self.redaction is not None:
                 unsigned["redacted_because"] = self.redaction.client_dict()
             if unsigned:

@@ -1,4 +1,4 @@
-"""PDU format checks and identifier grammars (spec appendices, room versions 10-12).
+"""PDU format checks and identifier grammars (spec appendices, room versions 1-12).
 
 A PDU failing :func:`validate_pdu_format` is dropped, not rejected: this runs
 before signature, hash and auth checks.
@@ -13,7 +13,7 @@ from typing import Any
 
 from canonicaljson import encode_canonical_json
 
-from homeserver.events.room_versions import RoomVersion
+from homeserver.events.room_versions import EVENT_FORMAT_V3, RoomVersion
 
 __all__ = [
     "CANONICALJSON_MAX_INT",
@@ -23,6 +23,8 @@ __all__ = [
     "MAX_PDU_SIZE",
     "MAX_PREV_EVENTS",
     "EventFormatError",
+    "event_reference_ids",
+    "references_for_version",
     "is_valid_event_id",
     "is_valid_localpart",
     "is_valid_room_id",
@@ -61,6 +63,8 @@ _IPV6_CHARS_RE = re.compile(r"[0-9A-Fa-f:.]{2,45}")
 _DNS_NAME_RE = re.compile(r"[0-9A-Za-z\-.]{1,255}")
 # 32-byte sha256 as URL-safe unpadded base64.
 _HASH_ID_RE = re.compile(r"[A-Za-z0-9_\-]{43}")
+# The same in standard unpadded base64 (room version 3 event ids).
+_HASH_ID_STD_RE = re.compile(r"[A-Za-z0-9+/]{43}")
 
 
 def _utf8_len(s: str) -> int | None:
@@ -143,13 +147,61 @@ def is_valid_user_id(user_id: str, *, strict: bool = False) -> bool:
     return is_valid_localpart(localpart) if strict else _is_historical_opaque(localpart)
 
 
-def is_valid_event_id(event_id: str) -> bool:
-    """Room version 4+ event id: ``$`` + 43 URL-safe base64 characters (a sha256)."""
-    return (
-        isinstance(event_id, str)
-        and event_id.startswith("$")
-        and _HASH_ID_RE.fullmatch(event_id[1:]) is not None
-    )
+def is_valid_event_id(event_id: str, room_version: RoomVersion | None = None) -> bool:
+    """An event id in the form of ``room_version`` (v4+ without one).
+
+    v4+: ``$`` + 43 URL-safe base64 characters (a sha256); v3: the same in standard
+    base64; v1, v2: ``$opaque:server_name`` of at most 255 bytes.
+    """
+    if not isinstance(event_id, str) or not event_id.startswith("$"):
+        return False
+    if room_version is not None and room_version.event_id_in_event:
+        size = _utf8_len(event_id)
+        if size is None or size > MAX_ID_BYTES:
+            return False
+        opaque, sep, server_name = event_id[1:].partition(":")
+        return bool(sep) and _is_historical_opaque(opaque) and is_valid_server_name(server_name)
+    if room_version is not None and room_version.event_format == EVENT_FORMAT_V3:
+        return _HASH_ID_STD_RE.fullmatch(event_id[1:]) is not None
+    return _HASH_ID_RE.fullmatch(event_id[1:]) is not None
+
+
+def event_reference_ids(refs: Any) -> list[str]:
+    """The event ids of a PDU's ``prev_events`` or ``auth_events``, in either format.
+
+    v3+ events list ids; v1/v2 events list ``[event_id, {"sha256": ...}]`` pairs. The
+    PDU is kept as received (its hashes and signatures cover these lists), and every
+    reader goes through here. Entries of neither shape are skipped (the format check
+    refuses such PDUs before anything reads them).
+    """
+    if not isinstance(refs, (list, tuple)):
+        return []
+    out: list[str] = []
+    for ref in refs:
+        if isinstance(ref, str):
+            out.append(ref)
+        elif isinstance(ref, (list, tuple)) and ref and isinstance(ref[0], str):
+            out.append(ref[0])
+    return out
+
+
+def references_for_version(
+    event_ids: list[str], room_version: RoomVersion, hashes: Mapping[str, Mapping[str, Any]]
+) -> list[Any]:
+    """``prev_events`` / ``auth_events`` of a new event in the room version's format.
+
+    v1/v2: ``[event_id, {"sha256": ...}]`` pairs, with the referenced event's content
+    hash where ``hashes`` (event id -> its ``hashes``) knows it, as Synapse does;
+    ``{}`` otherwise (no server checks it). v3+: the ids.
+    """
+    if not room_version.event_id_in_event:
+        return list(event_ids)
+    out: list[Any] = []
+    for event_id in event_ids:
+        known = hashes.get(event_id)
+        sha256 = known.get("sha256") if isinstance(known, Mapping) else None
+        out.append([event_id, {"sha256": sha256} if isinstance(sha256, str) else {}])
+    return out
 
 
 def is_valid_room_id(room_id: str, room_version: RoomVersion | None = None) -> bool:
@@ -237,19 +289,36 @@ def _check_int_field(event: Mapping[str, Any], key: str) -> int:
 
 
 def _check_event_id_list(
-    event: Mapping[str, Any], key: str, limit: int, *, unique: bool = False
+    event: Mapping[str, Any],
+    key: str,
+    limit: int,
+    room_version: RoomVersion,
+    *,
+    unique: bool = False,
 ) -> None:
     value = event.get(key)
     if not isinstance(value, list):
         raise _bad(f"'{key}' must be a list of event ids")
     if len(value) > limit:
         raise _bad(f"'{key}' has more than {limit} entries")
+    ids: list[str] = []
     for entry in value:
-        if not isinstance(entry, str):
+        if room_version.event_id_in_event:
+            # v1/v2: [event_id, {"sha256": hash}] pairs.
+            if not (
+                isinstance(entry, list)
+                and len(entry) == 2
+                and isinstance(entry[0], str)
+                and isinstance(entry[1], Mapping)
+            ):
+                raise _bad(f"'{key}' must contain [event_id, hashes] pairs")
+            entry = entry[0]
+        elif not isinstance(entry, str):
             raise _bad(f"'{key}' must contain only strings")
-        if not is_valid_event_id(entry):
+        if not is_valid_event_id(entry, room_version):
             raise _bad(f"'{key}' contains an invalid event id: {entry!r}")
-    if unique and len(set(value)) != len(value):
+        ids.append(entry)
+    if unique and len(set(ids)) != len(ids):
         raise _bad(f"'{key}' lists the same event more than once")
 
 
@@ -272,7 +341,7 @@ def has_nul(value: Any) -> bool:
 
 
 def validate_pdu_format(event: Mapping[str, Any], room_version: RoomVersion) -> None:
-    """Check a received PDU against the event format of ``room_version`` (10, 11 or 12).
+    """Check a received PDU against the event format of ``room_version`` (1 to 12).
 
     Raises ``EventFormatError`` with ``M_TOO_LARGE`` if the whole PDU exceeds
     65536 bytes as canonical JSON, and ``M_BAD_JSON`` for any other problem.
@@ -282,7 +351,8 @@ def validate_pdu_format(event: Mapping[str, Any], room_version: RoomVersion) -> 
     if not isinstance(event, Mapping):
         raise _bad("PDU must be a JSON object")
 
-    validate_canonical_json_values(event)
+    if room_version.strict_canonicaljson:
+        validate_canonical_json_values(event)
     try:
         encoded = encode_canonical_json(event)
     except (TypeError, ValueError) as e:  # includes UnicodeEncodeError (lone surrogates)
@@ -311,7 +381,11 @@ def validate_pdu_format(event: Mapping[str, Any], room_version: RoomVersion) -> 
     if "state_key" in event:
         _check_str_field(event, "state_key")
 
-    if "event_id" in event:  # not part of v4+ PDUs; tolerated but still size-limited
+    if room_version.event_id_in_event:
+        event_id = _check_str_field(event, "event_id")
+        if not is_valid_event_id(event_id, room_version):
+            raise _bad(f"'event_id' is not a valid event id: {event_id!r}")
+    elif "event_id" in event:  # not part of v3+ PDUs; tolerated but still size-limited
         _check_str_field(event, "event_id")
 
     if not isinstance(event.get("content"), Mapping):
@@ -319,8 +393,8 @@ def validate_pdu_format(event: Mapping[str, Any], room_version: RoomVersion) -> 
 
     # The auth rules reject duplicate auth events (rule 2.1 / 3.1), as Synapse does for
     # the same id listed twice: refused here, so no path can let one through.
-    _check_event_id_list(event, "auth_events", MAX_AUTH_EVENTS, unique=True)
-    _check_event_id_list(event, "prev_events", MAX_PREV_EVENTS)
+    _check_event_id_list(event, "auth_events", MAX_AUTH_EVENTS, room_version, unique=True)
+    _check_event_id_list(event, "prev_events", MAX_PREV_EVENTS, room_version)
 
     depth = _check_int_field(event, "depth")
     if depth < 0:

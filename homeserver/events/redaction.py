@@ -1,6 +1,7 @@
 """Redactions: the redaction algorithm ("pruning") and when a redaction applies.
 
-Room version 10 uses the v9 rules; 11 and 12 use the v11 rules
+Room versions 1-5 keep ``m.room.aliases``' ``aliases``; 8+ keep join rules' ``allow``;
+9+ keep ``join_authorised_via_users_server``; 11 and 12 use the v11 rules
 (``RoomVersion.updated_redaction_rules``). See the spec's room version pages.
 
 When a redaction applies (the spec's "Handling redactions", room versions 3+): the
@@ -81,7 +82,10 @@ def _pruned_content(
     out: dict[str, Any] = {}
 
     if event_type == "m.room.member":
-        keep = ("membership", "join_authorised_via_users_server")
+        if room_version.redaction_keeps_authorising_user:
+            keep = ("membership", "join_authorised_via_users_server")
+        else:
+            keep = ("membership",)
         if v11:
             # Only the `signed` part of a third-party invite survives.
             tpi = content.get("third_party_invite")
@@ -95,6 +99,8 @@ def _pruned_content(
         keep = ("join_rule", "allow") if room_version.restricted_join_rule else ("join_rule",)
     elif event_type == "m.room.power_levels":
         keep = _POWER_LEVEL_KEYS + ("invite",) if v11 else _POWER_LEVEL_KEYS
+    elif event_type == "m.room.aliases" and room_version.special_case_aliases_auth:
+        keep = ("aliases",)
     elif event_type == "m.room.history_visibility":
         keep = ("history_visibility",)
     elif event_type == "m.room.redaction" and v11:

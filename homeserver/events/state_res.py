@@ -1,4 +1,4 @@
-"""State resolution v2 (room versions 10, 11) and v2.1 (room version 12), as pure functions.
+"""State resolution v2 (room versions 2 to 11) and v2.1 (room version 12), as pure functions.
 
 Everything works on plain PDU dicts looked up by event ID in an ``event_map``
 (PDUs of these room versions carry no ``event_id``; the map's key is the ID).
@@ -55,7 +55,9 @@ from homeserver.events.auth_rules import (
     check_auth_rules,
     get_user_power_level,
 )
+from homeserver.events.format import event_reference_ids
 from homeserver.events.room_versions import RoomVersion
+from homeserver.events.state_res_v1 import resolve_state_v1
 
 __all__ = [
     "EventMap",
@@ -109,10 +111,7 @@ def _auth_ids_of(event_map: EventMap, event_id: str) -> list[str]:
 
 
 def _auth_event_ids(event: Event) -> list[str]:
-    auth_events = event.get("auth_events")
-    if not isinstance(auth_events, list):
-        return []
-    return [a for a in auth_events if isinstance(a, str)]
+    return event_reference_ids(event.get("auth_events"))
 
 
 def _state_key_of(event: Event) -> StateKey | None:
@@ -590,7 +589,8 @@ def resolve_state(
     create_event: Event | None = None,
     rejected_event_ids: AbstractSet[str] = _EMPTY,
 ) -> dict[StateKey, str]:
-    """Resolve ``state_sets`` with state resolution v2, or v2.1 if ``room_version.state_res_v2_1``.
+    """Resolve ``state_sets`` with state resolution v2, or v2.1 if ``room_version.state_res_v2_1``
+    (room version 1: state resolution v1, :mod:`homeserver.events.state_res_v1`).
 
     ``event_map`` maps event IDs to PDUs and should contain every event of the
     state sets and of their auth chains; one it lacks is left out of the full
@@ -600,6 +600,8 @@ def resolve_state(
     have been rejected: they are never admitted by, nor used as auth events in,
     the iterative auth checks (as Synapse).
     """
+    if room_version.state_res_v1:
+        return resolve_state_v1(room_version, state_sets, event_map, rejected_event_ids)
     if not state_sets:
         return {}
     unconflicted, conflicted = separate_state(state_sets)

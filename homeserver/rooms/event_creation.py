@@ -219,10 +219,12 @@ class EventCreator:
         pdu["room_id"] = room.room_id
         # Kept when given: an application service's timestamp massaging.
         pdu.setdefault("origin_server_ts", now_ms(self._clock))
-        pdu["prev_events"] = room.extremities[:MAX_PREV_EVENTS]
+        pdu["prev_events"] = room.references(room.extremities[:MAX_PREV_EVENTS])
         pdu["depth"] = room.max_depth + 1
         auth_keys = auth_types_for_event(pdu, version)
-        pdu["auth_events"] = sorted(room.state[k].event_id for k in auth_keys if k in room.state)
+        pdu["auth_events"] = room.references(
+            sorted(room.state[k].event_id for k in auth_keys if k in room.state)
+        )
         signed, event_id = self._sign(pdu, version)
         if "state_key" in pdu:
             # What clients read as unsigned.prev_content (membership changes, renames).

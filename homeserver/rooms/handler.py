@@ -71,7 +71,9 @@ class RemoteMembership(Protocol):
         self, user_id: str, room_id: str, servers: list[str], content: JsonDict | None = None
     ) -> str: ...
 
-    async def remote_leave(self, user_id: str, room_id: str, servers: list[str]) -> None: ...
+    async def remote_leave(
+        self, user_id: str, room_id: str, servers: list[str], invite_id: str | None = None
+    ) -> None: ...
 
     async def send_invite(
         self, room: LiveRoom, pdu: JsonDict, version: RoomVersion
@@ -446,7 +448,9 @@ class RoomHandler:
             ):
                 # Rejecting an invite to (or leaving) a room we do not hold.
                 servers = sorted({oob[room_id].sender.split(":", 1)[-1]} | set(servers or []))
-                await self.remote.remote_leave(target, room_id, servers)
+                row = oob[room_id]
+                invite_id = row.event_id if row.membership == "invite" else None
+                await self.remote.remote_leave(target, room_id, servers, invite_id)
                 event = await self._storage.events.get_event(oob[room_id].event_id)
                 assert event is not None
                 return event
@@ -758,7 +762,7 @@ class RoomHandler:
         room_id: str,
         event_id: str,
         reason: str | None,
-        txn_id: str,
+        txn_id: str | None,
     ) -> Event:
         room = await self.require_joined(requester, room_id)
         content: JsonDict = {}
@@ -775,9 +779,8 @@ class RoomHandler:
             event_dict["redacts"] = event_id
         await self._check_may_redact(requester, room, event_dict, require_target=True)
         # Clients get a top-level `redacts` from v11 on too (Event.client_dict).
-        return await self._creator.send(
-            room_id, event_dict, txn=(requester.device_id or "", f"redact:{txn_id}"), room=room
-        )
+        txn = None if txn_id is None else (requester.device_id or "", f"redact:{txn_id}")
+        return await self._creator.send(room_id, event_dict, txn=txn, room=room)
 
     async def _check_may_redact(
         self,

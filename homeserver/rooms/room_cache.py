@@ -21,6 +21,7 @@ from twisted.internet import defer
 
 from homeserver.async_utils import observe
 from homeserver.events.event import Event
+from homeserver.events.format import references_for_version
 from homeserver.events.redaction import redaction_applies
 from homeserver.events.room_versions import RoomVersion
 from storage.events import (
@@ -77,6 +78,19 @@ class LiveRoom:
     def state_content(self, event_type: str, state_key: str = "") -> dict[str, Any]:
         ev = self.state.get((event_type, state_key))
         return ev.content if ev is not None else {}
+
+    def references(self, event_ids: list[str]) -> list[Any]:
+        """``prev_events`` / ``auth_events`` of a new event in this room's format: the
+        ids, or in v1/v2 rooms ``[id, {"sha256": content hash}]`` pairs (the hash of
+        the referenced events held in memory, as Synapse fills it in)."""
+        if not self.room_version.event_id_in_event:
+            return list(event_ids)
+        wanted = set(event_ids)
+        hashes: dict[str, Any] = {}
+        for ev in (*self.state.values(), *self.recent):
+            if ev.event_id in wanted:
+                hashes[ev.event_id] = ev.pdu.get("hashes")
+        return references_for_version(event_ids, self.room_version, hashes)
 
     def auth_state(self) -> dict[StateKey, dict[str, object]]:
         return {key: pdu_with_id(ev) for key, ev in self.state.items()}

@@ -797,32 +797,40 @@ class SyncHandler:
         room_id = row.room_id
         room = await self._rooms.get(room_id)
         since = req.since
-        # Was the user joined at ``since``? Then the client holds the room's state and
-        # is told what changed only; else (a first sync, or a room joined and left
-        # within the window) the state whole.
-        fresh = (
-            since is None
-            or req.full_state
-            or not await self._joined_at(room_id, req.user_id, since)
-        )
         from_stream = 0 if since is None else since.events
         limit = req.filters.timeline_limit()
-        # History up to and including the leave event, not after.
-        events, limited = await self._timeline_events(
-            room, room_id, from_stream, row.stream_ordering, limit
-        )
-
-        async def visible(batch: list[Event]) -> list[Event]:
-            return await self._visibility.filter_for_user(
-                req.user_id, batch, current_membership="leave"
+        if room is None:
+            # A room we never held (an invite rejected over federation, or alone when
+            # no server would take it): its only event here is the user's own leave,
+            # an out-of-band membership, as Synapse shows it; no state.
+            own = await self._storage.events.get_event(row.event_id)
+            events = [own] if own is not None and own.stream_ordering > from_stream else []
+            limited = fresh = False
+        else:
+            # Was the user joined at ``since``? Then the client holds the room's state
+            # and is told what changed only; else (a first sync, or a room joined and
+            # left within the window) the state whole.
+            fresh = (
+                since is None
+                or req.full_state
+                or not await self._joined_at(room_id, req.user_id, since)
+            )
+            # History up to and including the leave event, not after.
+            events, limited = await self._timeline_events(
+                room, room_id, from_stream, row.stream_ordering, limit
             )
 
-        floor = events[0].stream_ordering if events else row.stream_ordering
-        events = await visible(events)
-        if limited:
-            events, limited = await self._fill_timeline(
-                room_id, from_stream, floor, events, limit, req.filters, visible
-            )
+            async def visible(batch: list[Event]) -> list[Event]:
+                return await self._visibility.filter_for_user(
+                    req.user_id, batch, current_membership="leave"
+                )
+
+            floor = events[0].stream_ordering if events else row.stream_ordering
+            events = await visible(events)
+            if limited:
+                events, limited = await self._fill_timeline(
+                    room_id, from_stream, floor, events, limit, req.filters, visible
+                )
         timeline = req.filters.filter_room_timeline(events, room_id)
         if ignored:
             timeline = without_ignored(timeline, ignored)

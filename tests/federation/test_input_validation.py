@@ -67,3 +67,20 @@ def test_remote_media_metadata_is_parsed_strictly() -> None:
                 + b"\r\n--" + boundary + b"--\r\n"
             )  # fmt: skip
             parser.finish()
+
+
+@pytest.mark.parametrize("endpoint", ["state", "state_ids"])
+@pytest_twisted.ensureDeferred
+async def test_state_without_event_id_is_400_whatever_the_room(
+    two_servers: tuple[RunningServer, RunningServer], endpoint: str
+) -> None:
+    """/state and /state_ids read their required event_id before the room (as Synapse):
+    400 M_MISSING_PARAM even for a room the server does not know."""
+    a, b = two_servers
+    for room_id in ("!unknown:nowhere.test", "notaroom"):
+        code, body = await signed_get(b, a, f"/_matrix/federation/v1/{endpoint}/{q(room_id)}")
+        assert (code, body.get("errcode")) == (400, "M_MISSING_PARAM"), body
+    code, body = await signed_get(
+        b, a, f"/_matrix/federation/v1/{endpoint}/{q('!unknown:nowhere.test')}?event_id=%24x"
+    )
+    assert (code, body.get("errcode")) == (404, "M_NOT_FOUND"), body

@@ -217,7 +217,9 @@ async def test_upgrade_refusals(server: Any) -> None:
         await upgrade(alice, "!nope:test.local", {"new_version": "12"}), 404, "M_NOT_FOUND"
     )
     # Versions and body.
-    assert_error(await upgrade(alice, old, {"new_version": "9"}), 400, "M_UNSUPPORTED_ROOM_VERSION")
+    assert_error(
+        await upgrade(alice, old, {"new_version": "13"}), 400, "M_UNSUPPORTED_ROOM_VERSION"
+    )
     assert_error(
         await upgrade(alice, old, {"new_version": "banana"}), 400, "M_UNSUPPORTED_ROOM_VERSION"
     )

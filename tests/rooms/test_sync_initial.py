@@ -272,3 +272,21 @@ async def test_sends_during_a_restarts_first_initial_sync_are_not_lost(
     last = await send(bob, rooms[0], "after")
     body = await sync(alice, since, filter=ELEMENT, timeout=0)
     assert [e["event_id"] for e in body["rooms"]["join"][rooms[0]]["timeline"]["events"]] == [last]
+
+
+@pytest_twisted.ensureDeferred
+async def test_initial_sync_keeps_a_short_room_timeline_whole(server: RunningServer) -> None:
+    """A room read from the database with fewer events than the timeline limit (10 by
+    default) comes whole: its first events were once cut as if it had more."""
+    alice = await user(server, "alice")
+    rooms = []
+    for _ in range(2):
+        room_id = await create_room(alice)
+        await put_state(alice, room_id, "m.room.test", {})
+        rooms.append(room_id)
+        body = await sync(alice)
+    for room_id in rooms:
+        tl = body["rooms"]["join"][room_id]["timeline"]
+        types = [e["type"] for e in tl["events"]]
+        assert types[0] == "m.room.create" and types[-1] == "m.room.test", types
+        assert tl["limited"] is False

@@ -132,6 +132,8 @@ class RoomServlets:
         r.register_many(
             "PUT", client_paths("/rooms/{roomId}/redact/{eventId}/{txnId}"), self.on_redact
         )
+        # Not in the spec, but Synapse serves it (and SyTest uses it): without a txn id.
+        r.register_many("POST", client_paths("/rooms/{roomId}/redact/{eventId}"), self.on_redact)
         r.register_many("GET", client_paths("/rooms/{roomId}/messages"), self.on_messages)
         r.register_many("GET", client_paths("/rooms/{roomId}/context/{eventId}"), self.on_context)
         r.register_many("GET", client_paths("/rooms/{roomId}/event/{eventId}"), self.on_event)
@@ -338,7 +340,7 @@ class RoomServlets:
         return event.event_id
 
     async def on_redact(
-        self, request: Request, roomId: str, eventId: str, txnId: str
+        self, request: Request, roomId: str, eventId: str, txnId: str | None = None
     ) -> tuple[int, Any]:
         requester = await self._auth.get_user_by_req(request)
         body = parse_json_body(request, allow_empty=True)
