@@ -68,6 +68,7 @@ class FederationRoomServlets:
         r.register("PUT", f"{PREFIX}/v1/send_leave/{{roomId}}/{{eventId}}", self.on_send_leave_v1)
         r.register("PUT", f"{PREFIX}/v1/send_knock/{{roomId}}/{{eventId}}", self.on_send_knock)
         r.register("PUT", f"{PREFIX}/v2/invite/{{roomId}}/{{eventId}}", self.on_invite)
+        r.register("PUT", f"{PREFIX}/v1/invite/{{roomId}}/{{eventId}}", self.on_invite_v1)
         r.register("GET", f"{PREFIX}/v1/backfill/{{roomId}}", self.on_backfill)
         r.register("GET", f"{PREFIX}/v1/event/{{eventId}}", self.on_event)
         r.register("GET", f"{PREFIX}/v1/state/{{roomId}}", self.on_state)
@@ -80,11 +81,15 @@ class FederationRoomServlets:
 
     async def _room_for(self, request: Request, room_id: str) -> tuple[str, LiveRoom]:
         origin = await self._authenticate(request)
+        return origin, await self._room_for_origin(origin, room_id)
+
+    async def _room_for_origin(self, origin: str, room_id: str) -> LiveRoom:
+        """The room, if we hold it and its ACL admits ``origin`` (already authenticated)."""
         room = await self._rooms.get(room_id)
         if room is None:
             raise MatrixError(404, Codes.NOT_FOUND, "Unknown room")
         check_server_acl(origin, room.state_content("m.room.server_acl"))
-        return origin, room
+        return room
 
     async def _readable_room(self, request: Request, room_id: str) -> tuple[str, LiveRoom]:
         """The origin and the room, for a read: allowed by the ACL, and in the room."""
@@ -160,13 +165,28 @@ class FederationRoomServlets:
         ]
         return 200, {"knock_room_state": stripped}
 
-    async def on_invite(self, request: Request, roomId: str, eventId: str) -> tuple[int, Any]:
+    async def _invite_origin(self, request: Request, room_id: str) -> str:
         origin = await self._authenticate(request)
-        room = await self._rooms.get(roomId)
+        room = await self._rooms.get(room_id)
         if room is not None:  # a room we are not in has no ACL we know of (as Synapse)
             check_server_acl(origin, room.state_content("m.room.server_acl"))
+        return origin
+
+    async def on_invite(self, request: Request, roomId: str, eventId: str) -> tuple[int, Any]:
+        origin = await self._invite_origin(request, roomId)
         body = parse_json_body(request)
         return 200, await self._membership.on_invite(origin, roomId, eventId, body)
+
+    async def on_invite_v1(self, request: Request, roomId: str, eventId: str) -> tuple[int, Any]:
+        """The v1 API: the body is the event, the room version is 1 (or 2, which invites
+        do not tell apart) and the stripped state rides in its ``unsigned``; the answer
+        has the historical ``[200, ...]`` wrapper."""
+        origin = await self._invite_origin(request, roomId)
+        pdu = parse_json_body(request)
+        unsigned = pdu.get("unsigned")
+        stripped = unsigned.get("invite_room_state", []) if isinstance(unsigned, dict) else []
+        body = {"event": pdu, "room_version": "1", "invite_room_state": stripped}
+        return 200, [200, await self._membership.on_invite(origin, roomId, eventId, body)]
 
     # Reading ------------------------------------------------------------------------
 
@@ -186,9 +206,11 @@ class FederationRoomServlets:
         return 200, {"origin": self._server_name, "origin_server_ts": _now_ms(), "pdus": pdus}
 
     async def _state_at(self, request: Request, room_id: str) -> tuple[list[Event], list[Event]]:
-        await self._readable_room(request, room_id)
+        origin = await self._authenticate(request)
+        # The mandatory parameter is checked before the room, as Synapse does.
         event_id = parse_string(request, "event_id", required=True)
         assert event_id is not None
+        self._require_in_room(origin, await self._room_for_origin(origin, room_id))
         ev = await self._events.get_event(event_id)
         if ev is None or ev.room_id != room_id:
             raise MatrixError(404, Codes.NOT_FOUND, "Event not found")
