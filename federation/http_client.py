@@ -75,12 +75,14 @@ def error_from_response(destination: str, code: int, content: bytes) -> Federati
     if isinstance(parsed, dict):
         errcode = parsed.get("errcode")
         retry = parsed.get("retry_after_ms")
+        room_version = parsed.get("room_version")
         return FederationRequestError(
             destination,
             code,
             errcode if isinstance(errcode, str) else None,
             str(parsed.get("error", "")),
             retry if isinstance(retry, int) and not isinstance(retry, bool) else None,
+            room_version if isinstance(room_version, str) and len(room_version) <= 64 else None,
         )
     return FederationRequestError(destination, code, None, content[:200].decode("utf-8", "replace"))
 

@@ -22,6 +22,7 @@ class FederationRequestError(Exception):
         errcode: str | None,
         message: str,
         retry_after_ms: int | None = None,
+        room_version: str | None = None,
     ) -> None:
         super().__init__(f"{destination}: {code} {errcode or ''} {message}")
         self.destination = destination
@@ -29,6 +30,8 @@ class FederationRequestError(Exception):
         self.errcode = errcode
         self.message = message
         self.retry_after_ms = retry_after_ms
+        # The room version an M_INCOMPATIBLE_ROOM_VERSION answer names.
+        self.room_version = room_version
 
 
 class FederationClient(Protocol):

@@ -241,6 +241,11 @@ class FederationMembership:
                 await self._remote_join_via(server, user_id, room_id, content or {})
                 return room_id
             except FederationRequestError as e:
+                if _is_refusal(e):
+                    # The room's server said no (M_FORBIDDEN, M_INCOMPATIBLE_ROOM_VERSION...):
+                    # our client gets its answer, as from Synapse; other servers would
+                    # only repeat it.
+                    raise remote_refusal(e, "Failed to join the room") from None
                 errors.append(str(e))
                 logger.info("Join of %s via %s failed: %s", room_id, server, e)
         raise MatrixError(
@@ -258,17 +263,29 @@ class FederationMembership:
             f"/_matrix/federation/v1/make_join/{quote(room_id)}/{quote(user_id)}",
             {"ver": versions},
         )
-        version = get_room_version(str(resp.get("room_version", "")))
+        # The spec: an answer without room_version is for a room of version 1 or 2.
+        version_id = resp.get("room_version", "1")
         template = resp.get("event")
-        if version is None or not isinstance(template, dict):
+        if not isinstance(version_id, str) or not isinstance(template, dict):
             raise FederationRequestError(server, 502, None, "Bad make_join response")
+        version = get_room_version(version_id)
+        if version is None:
+            raise MatrixError(
+                400,
+                Codes.UNSUPPORTED_ROOM_VERSION,
+                "The room's version is not supported by this server",
+            )
         pdu = self._sign_template(template, version, content)
         event_id = compute_event_id(pdu, version)
-        result = await self._client.put_json(
-            server,
-            f"/_matrix/federation/v2/send_join/{quote(room_id)}/{quote(event_id)}",
-            pdu,
-        )
+        path = f"send_join/{quote(room_id)}/{quote(event_id)}"
+        try:
+            result = await self._client.put_json(server, f"/_matrix/federation/v2/{path}", pdu)
+        except FederationRequestError as e:
+            if not _is_unknown_endpoint(e):
+                raise
+            # A server without /v2/send_join: /v1 answers [200, {...}].
+            wrapped = await self._client.put_json(server, f"/_matrix/federation/v1/{path}", pdu)
+            result = _unwrap_v1(wrapped)
         if not isinstance(result, dict):
             raise FederationRequestError(server, 502, None, "Bad send_join response")
         # A resident may have co-signed a restricted join: prefer its copy.
@@ -311,8 +328,13 @@ class FederationMembership:
             raise MatrixError(502, Codes.UNKNOWN, f"Bad directory answer for {alias}")
         return room_id, servers or [server]
 
-    async def remote_leave(self, user_id: str, room_id: str, servers: list[str]) -> None:
-        """Leave (or reject an invite to) a room we do not hold, via make_leave/send_leave."""
+    async def remote_leave(
+        self, user_id: str, room_id: str, servers: list[str], previous_event_id: str
+    ) -> str:
+        """Leave (or reject an invite to) a room we do not hold, via make_leave/send_leave;
+        the leave's event ID. When no server takes the leave, the user still leaves: a
+        leave of our own is recorded after ``previous_event_id`` (the invite or knock), as
+        Synapse does, so that a dead or refusing server cannot hold an invite open."""
         last: Exception | None = None
         for server in [s for s in servers if s != self.server_name]:
             try:
@@ -330,10 +352,36 @@ class FederationMembership:
                     pdu,
                 )
                 await self._handler.record_remote_leave(version, pdu)
-                return
+                return event_id
             except FederationRequestError as e:
                 last = e
-        raise MatrixError(502, Codes.UNKNOWN, f"Could not leave the room: {last}")
+        logger.info("Remote leave of %s failed (%s): leaving locally", room_id, last)
+        return await self._local_out_of_band_leave(user_id, room_id, previous_event_id)
+
+    async def _local_out_of_band_leave(
+        self, user_id: str, room_id: str, previous_event_id: str
+    ) -> str:
+        """A leave of ours, never sent: it follows the out-of-band membership it ends."""
+        previous = await self._events.get_event(previous_event_id)
+        if previous is None or previous.room_id != room_id:
+            raise MatrixError(502, Codes.UNKNOWN, "Could not leave the room")
+        version = previous.room_version
+        depth = previous.pdu.get("depth")
+        auth_events = [a for a in previous.pdu.get("auth_events", []) if isinstance(a, str)]
+        pdu: JsonDict = {
+            "type": "m.room.member",
+            "room_id": room_id,
+            "sender": user_id,
+            "state_key": user_id,
+            "content": {"membership": "leave"},
+            "prev_events": [previous_event_id],
+            "auth_events": [previous_event_id, *auth_events],
+            "depth": (depth if isinstance(depth, int) else 0) + 1,
+            "origin_server_ts": now_ms(self._clock),
+        }
+        pdu = hash_and_sign_event(pdu, self.server_name, self._signing_key, version)
+        await self._handler.record_remote_leave(version, pdu)
+        return compute_event_id(pdu, version)
 
     async def send_invite(self, room: LiveRoom, pdu: JsonDict, version: RoomVersion) -> JsonDict:
         """Ask the invitee's server to co-sign an invite we built; return its copy."""
@@ -364,11 +412,45 @@ class FederationMembership:
         return signed
 
 
+def _is_unknown_endpoint(error: FederationRequestError) -> bool:
+    """Whether the remote does not serve the endpoint (an older server): a bare 404 or
+    405, or M_UNRECOGNIZED."""
+    return (error.code in (404, 405) and error.errcode is None) or (
+        error.errcode == Codes.UNRECOGNIZED
+    )
+
+
+def _unwrap_v1(answer: Any) -> Any:
+    """The body of a /v1 send_join or invite answer, ``[200, body]``."""
+    if isinstance(answer, list) and len(answer) == 2 and answer[0] == 200:
+        return answer[1]
+    return None
+
+
+def _is_refusal(error: FederationRequestError) -> bool:
+    """A remote's Matrix error that another server would only repeat: a 4xx with an
+    errcode, other than an unknown room (another resident may know it), a rate limit or
+    an unknown endpoint."""
+    return (
+        400 <= error.code < 500
+        and error.errcode is not None
+        and error.code not in (404, 429)
+        and error.errcode not in (Codes.NOT_FOUND, Codes.UNRECOGNIZED, Codes.LIMIT_EXCEEDED)
+    )
+
+
 def remote_refusal(error: FederationRequestError, what: str) -> MatrixError:
     """A remote server's refusal, passed on to our client as Synapse does: its 4xx status
     and errcode (a 429 with its ``retry_after_ms``); anything else is 502."""
     if error.code == 429:
         return LimitExceededError(error.retry_after_ms or 1000)
     if 400 <= error.code < 500:
-        return MatrixError(error.code, error.errcode or Codes.UNKNOWN, f"{what}: {error.message}")
+        extra = (
+            {"room_version": error.room_version}
+            if error.errcode == Codes.INCOMPATIBLE_ROOM_VERSION and error.room_version
+            else None
+        )
+        return MatrixError(
+            error.code, error.errcode or Codes.UNKNOWN, f"{what}: {error.message}", extra
+        )
     return MatrixError(502, Codes.UNKNOWN, f"{what}: {error.message}")

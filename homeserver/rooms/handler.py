@@ -51,7 +51,9 @@ class RemoteMembership(Protocol):
         self, user_id: str, room_id: str, servers: list[str], content: JsonDict | None = None
     ) -> str: ...
 
-    async def remote_leave(self, user_id: str, room_id: str, servers: list[str]) -> None: ...
+    async def remote_leave(
+        self, user_id: str, room_id: str, servers: list[str], previous_event_id: str
+    ) -> str: ...
 
     async def send_invite(
         self, room: LiveRoom, pdu: JsonDict, version: RoomVersion
@@ -413,8 +415,10 @@ class RoomHandler:
             ):
                 # Rejecting an invite to (or leaving) a room we do not hold.
                 servers = sorted({oob[room_id].sender.split(":", 1)[-1]} | set(servers or []))
-                await self.remote.remote_leave(target, room_id, servers)
-                event = await self._storage.events.get_event(oob[room_id].event_id)
+                leave_id = await self.remote.remote_leave(
+                    target, room_id, servers, oob[room_id].event_id
+                )
+                event = await self._storage.events.get_event(leave_id)
                 assert event is not None
                 return event
             if membership == "join" and not room_id.startswith("!"):

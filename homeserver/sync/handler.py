@@ -685,13 +685,20 @@ class SyncHandler:
         room_id = row.room_id
         room = await self._rooms.get(room_id)
         from_stream = 0 if req.since is None else req.since.events
-        # History up to and including the leave event, not after.
-        events, limited = await self._timeline_events(
-            room, room_id, from_stream, row.stream_ordering, req.filters.timeline_limit()
-        )
-        events = await self._visibility.filter_for_user(
-            req.user_id, events, current_membership="leave"
-        )
+        if room is None and row.stream_ordering > from_stream:
+            # A room we do not hold (a rejected remote invite, a rescinded knock): its
+            # history is not ours, the leave alone is shown, as Synapse does for an
+            # out-of-band membership.
+            own = await self._storage.events.get_event(row.event_id)
+            events, limited = ([own] if own is not None else []), False
+        else:
+            # History up to and including the leave event, not after.
+            events, limited = await self._timeline_events(
+                room, room_id, from_stream, row.stream_ordering, req.filters.timeline_limit()
+            )
+            events = await self._visibility.filter_for_user(
+                req.user_id, events, current_membership="leave"
+            )
         timeline = req.filters.filter_room_timeline(events, room_id)
         if ignored:
             timeline = without_ignored(timeline, ignored)

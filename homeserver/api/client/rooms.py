@@ -18,6 +18,7 @@ from homeserver.http.servlet import field, parse_integer, parse_json_body, parse
 from homeserver.relations.bundles import with_relations
 from homeserver.rooms.handler import RoomHandler
 from homeserver.rooms.history import RoomHistory
+from homeserver.rooms.room_cache import LiveRoom
 from homeserver.untrusted import decode_json
 
 JsonDict = dict[str, Any]
@@ -197,8 +198,16 @@ class RoomServlets:
                 if room.membership_of(target) not in ("join", "invite", "knock"):
                     raise MatrixError(403, Codes.FORBIDDEN, f"{target} is not in the room")
             if action == "leave":
-                room = await self._rooms.get_room(roomId)
-                if room.membership_of(target) in (None, "leave"):
+                held: LiveRoom | None
+                try:
+                    held = await self._rooms.get_room(roomId)
+                except MatrixError as e:
+                    if e.status != 404:
+                        raise
+                    # A room we do not hold: the handler rejects an invite (or knock)
+                    # received over federation, or answers 404.
+                    held = None
+                if held is not None and held.membership_of(target) in (None, "leave"):
                     raise MatrixError(403, Codes.FORBIDDEN, "You are not in this room")
             await self._rooms.update_membership(
                 requester,
