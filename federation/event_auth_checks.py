@@ -23,6 +23,15 @@ class PduRejected(Exception):
     """The PDU must be dropped (format, signature) — never persisted."""
 
 
+class PduFormatRejected(PduRejected):
+    """Dropped for its format (a float, an oversized field...): the sender's request was
+    malformed, ``errcode`` says how (M_BAD_JSON mostly)."""
+
+    def __init__(self, errcode: str, message: str) -> None:
+        super().__init__(message)
+        self.errcode = errcode
+
+
 def server_of(user_id: str) -> str:
     return user_id.split(":", 1)[1] if ":" in user_id else ""
 
@@ -52,7 +61,7 @@ async def check_pdu(pdu: JsonDict, room_version: RoomVersion, keyring: Keyring) 
     try:
         validate_pdu_format(pdu, room_version)
     except EventFormatError as e:
-        raise PduRejected(f"bad format: {e.message}") from None
+        raise PduFormatRejected(e.errcode, f"bad format: {e.message}") from None
     # The signatures cover the redacted form, so check them on it.
     redacted = prune_event(pdu, room_version)
     servers = {server_of(str(pdu.get("sender", "")))}

@@ -17,7 +17,13 @@ from typing import Any
 from signedjson.types import SigningKey
 
 from crypto.event_hashing import compute_event_id, hash_and_sign_event, sign_event
-from federation.event_auth_checks import PduRejected, auth_failure, check_pdu, server_of
+from federation.event_auth_checks import (
+    PduFormatRejected,
+    PduRejected,
+    auth_failure,
+    check_pdu,
+    server_of,
+)
 from federation.interfaces import FederationClient, FederationRequestError
 from federation.room_events import FederationEventHandler, quote
 from homeserver.clock import Clock, now_ms
@@ -158,10 +164,7 @@ class FederationMembership:
         authoriser = (pdu.get("content") or {}).get("join_authorised_via_users_server")
         if isinstance(authoriser, str) and server_of(authoriser) == self.server_name:
             pdu = sign_event(pdu, self.server_name, self._signing_key, version)
-        try:
-            checked = await check_pdu(pdu, version, self._handler.keyring)
-        except PduRejected as e:
-            raise MatrixError(403, Codes.FORBIDDEN, str(e)) from None
+        checked = await self._check_inbound(pdu, version)
         lock = self._rooms.lock(room_id)
         await lock.acquire()
         try:
@@ -214,10 +217,7 @@ class FederationMembership:
             raise MatrixError(400, Codes.BAD_JSON, "Not an invite for a user of this server")
         if compute_event_id(pdu, version) != event_id:
             raise MatrixError(400, Codes.BAD_JSON, "Event ID does not match the event")
-        try:
-            await check_pdu(pdu, version, self._handler.keyring)
-        except PduRejected as e:
-            raise MatrixError(403, Codes.FORBIDDEN, str(e)) from None
+        await self._check_inbound(pdu, version)
         if self._invite_limiter is not None:
             # Per invited user and per (signature-checked) sender; the room is left to
             # the sending server, as Synapse does.
@@ -229,6 +229,17 @@ class FederationMembership:
         )
         await self._handler.store_remote_invite(version, signed, stripped)
         return {"event": signed}
+
+    async def _check_inbound(self, pdu: JsonDict, version: RoomVersion) -> JsonDict:
+        """``check_pdu`` for a PDU a server hands us in a request: a malformed one (a
+        float in a v6+ room...) is 400 with its errcode (M_BAD_JSON), as Synapse answers;
+        a bad signature is 403."""
+        try:
+            return await check_pdu(pdu, version, self._handler.keyring)
+        except PduFormatRejected as e:
+            raise MatrixError(400, e.errcode, str(e)) from None
+        except PduRejected as e:
+            raise MatrixError(403, Codes.FORBIDDEN, str(e)) from None
 
     # Joining side ------------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """Joins, invites and leaves across servers at their edges, as SyTest's 30room-join,
 35room-invite and 36state check them: a room server's refusal reaches the client, a
 server without /v2/send_join is joined over /v1, an invite whose server is gone can still
-be rejected, and /state without ``event_id`` is a 400."""
+be rejected, /state without ``event_id`` is a 400 and a malformed PDU is 400 M_BAD_JSON."""
 
 from __future__ import annotations
 
@@ -9,8 +9,12 @@ from typing import Any
 
 import pytest_twisted
 
+from crypto.event_hashing import compute_event_id, hash_and_sign_event
+from crypto.signing_key import load_or_generate_signing_key
 from federation.http_client import error_from_response
 from federation.interfaces import FederationRequestError
+from federation.x_matrix import sign_request
+from homeserver.events.room_versions import get_room_version
 from tests.federation.test_input_validation import signed_get
 from tests.federation.test_two_servers import sleep
 from tests.rooms.helpers import create_room, user
@@ -179,3 +183,45 @@ async def test_state_without_event_id_is_400_before_the_room_is_looked_up(
             b, a, f"/_matrix/federation/v1/{endpoint}/notaroom?event_id=%24e"
         )
         assert (code, body["errcode"]) == (404, "M_NOT_FOUND"), body
+
+
+@pytest_twisted.ensureDeferred
+async def test_invite_with_a_float_is_400_bad_json(
+    two_servers: tuple[RunningServer, RunningServer],
+) -> None:
+    """A float in a v6+ event a server hands us is its malformed request: 400 M_BAD_JSON
+    (as Synapse), not 403; the same event without it is accepted."""
+    a, b = two_servers
+    alice = await user(a, "alice")
+    version = get_room_version("10")
+    assert version is not None
+    key = load_or_generate_signing_key(b.hs.config.signing_key_path)
+    origin, dest = b.hs.server_name, a.hs.server_name
+    room_id = f"!room:{origin}"
+
+    async def invite(content: dict[str, Any]) -> tuple[int, Any]:
+        pdu = hash_and_sign_event(
+            {
+                "type": "m.room.member",
+                "room_id": room_id,
+                "sender": f"@bob:{origin}",
+                "state_key": alice.user_id,
+                "content": content,
+                "auth_events": [],
+                "prev_events": [],
+                "depth": 3,
+                "origin_server_ts": 1,
+            },
+            origin,
+            key,
+            version,
+        )
+        path = f"/_matrix/federation/v2/invite/{q(room_id)}/{q(compute_event_id(pdu, version))}"
+        body = {"event": pdu, "room_version": "10", "invite_room_state": []}
+        auth = sign_request(key, "PUT", path, origin, dest, body)
+        return await federation_request(a, "PUT", path, body=body, auth=auth)
+
+    code, body = await invite({"membership": "invite", "bad_val": 1.1})
+    assert (code, body.get("errcode")) == (400, "M_BAD_JSON"), body
+    code, body = await invite({"membership": "invite"})
+    assert code == 200, body
