@@ -165,27 +165,26 @@ class FederationRoomServlets:
         ]
         return 200, {"knock_room_state": stripped}
 
-    async def _invite_origin(self, request: Request, room_id: str) -> str:
+    async def on_invite(self, request: Request, roomId: str, eventId: str) -> tuple[int, Any]:
         origin = await self._authenticate(request)
-        room = await self._rooms.get(room_id)
+        room = await self._rooms.get(roomId)
         if room is not None:  # a room we are not in has no ACL we know of (as Synapse)
             check_server_acl(origin, room.state_content("m.room.server_acl"))
-        return origin
-
-    async def on_invite(self, request: Request, roomId: str, eventId: str) -> tuple[int, Any]:
-        origin = await self._invite_origin(request, roomId)
         body = parse_json_body(request)
         return 200, await self._membership.on_invite(origin, roomId, eventId, body)
 
     async def on_invite_v1(self, request: Request, roomId: str, eventId: str) -> tuple[int, Any]:
-        """The v1 API: the body is the event, the room version is 1 (or 2, which invites
-        do not tell apart) and the stripped state rides in its ``unsigned``; the answer
-        has the historical ``[200, ...]`` wrapper."""
-        origin = await self._invite_origin(request, roomId)
+        """The v1 invite: the body is the event, with the stripped state in its
+        ``unsigned``, and no room version: version 1 is assumed, as Synapse does (the
+        event format of v1 and v2 is the same; the invite is not state-resolved)."""
+        origin = await self._authenticate(request)
+        room = await self._rooms.get(roomId)
+        if room is not None:
+            check_server_acl(origin, room.state_content("m.room.server_acl"))
         pdu = parse_json_body(request)
         unsigned = pdu.get("unsigned")
-        stripped = unsigned.get("invite_room_state", []) if isinstance(unsigned, dict) else []
-        body = {"event": pdu, "room_version": "1", "invite_room_state": stripped}
+        stripped = unsigned.get("invite_room_state") if isinstance(unsigned, dict) else None
+        body = {"event": pdu, "room_version": "1", "invite_room_state": stripped or []}
         return 200, [200, await self._membership.on_invite(origin, roomId, eventId, body)]
 
     # Reading ------------------------------------------------------------------------

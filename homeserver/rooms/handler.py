@@ -127,6 +127,12 @@ class RoomHandler:
 
     # Lookup ---------------------------------------------------------------------
 
+    async def find_room(self, room_id: str) -> LiveRoom | None:
+        """The room if this server holds it (None otherwise, e.g. a remote invite)."""
+        if not room_id.startswith("!"):
+            raise MatrixError(400, Codes.INVALID_PARAM, f"{room_id} is not a valid room ID")
+        return await self._rooms.get(room_id)
+
     async def get_room(self, room_id: str) -> LiveRoom:
         if not room_id.startswith("!"):
             raise MatrixError(400, Codes.INVALID_PARAM, f"{room_id} is not a valid room ID")

@@ -18,7 +18,6 @@ from homeserver.http.servlet import field, parse_integer, parse_json_body, parse
 from homeserver.relations.bundles import with_relations
 from homeserver.rooms.handler import RoomHandler
 from homeserver.rooms.history import RoomHistory
-from homeserver.rooms.room_cache import LiveRoom
 from homeserver.untrusted import decode_json
 
 JsonDict = dict[str, Any]
@@ -198,15 +197,9 @@ class RoomServlets:
                 if room.membership_of(target) not in ("join", "invite", "knock"):
                     raise MatrixError(403, Codes.FORBIDDEN, f"{target} is not in the room")
             if action == "leave":
-                held: LiveRoom | None
-                try:
-                    held = await self._rooms.get_room(roomId)
-                except MatrixError as e:
-                    if e.status != 404:
-                        raise
-                    # A room we do not hold: the handler rejects an invite (or knock)
-                    # received over federation, or answers 404.
-                    held = None
+                # A room we do not hold (only a remote invite to it) is left over
+                # federation by update_membership, which also 404s an unknown room.
+                held = await self._rooms.find_room(roomId)
                 if held is not None and held.membership_of(target) in (None, "leave"):
                     raise MatrixError(403, Codes.FORBIDDEN, "You are not in this room")
             await self._rooms.update_membership(
