@@ -313,7 +313,10 @@ class SyncHandler:
                         continue
                 elif not changed:
                     continue
-                section = await self._left_room(req, row, now, room_account_data, ignored)
+                if await self._rooms.get(room_id) is None:
+                    section = await self._out_of_band_leave(req, row, room_account_data)
+                else:
+                    section = await self._left_room(req, row, now, room_account_data, ignored)
                 if section is not None:
                     leave[room_id] = section
 
@@ -338,6 +341,28 @@ class SyncHandler:
             f.has_updates for f in fragments
         )
         return response, has_updates
+
+    async def _out_of_band_leave(
+        self, req: SyncRequest, row: MembershipRow, room_account_data: list[JsonDict]
+    ) -> JsonDict:
+        """A left room we do not hold (a rejected remote invite, a rescinded knock): its
+        history is not ours, the leave alone is shown, as Synapse does for an out-of-band
+        membership."""
+        since = req.since
+        events: list[Event] = []
+        if since is None or row.stream_ordering > since.events:
+            own = await self._storage.events.get_event(row.event_id)
+            if own is not None:
+                events = req.filters.filter_room_timeline([own], row.room_id)
+        return {
+            "timeline": {
+                "events": [self._serialize(ev, req) for ev in events],
+                "limited": False,
+                "prev_batch": f"s{row.stream_ordering}",
+            },
+            "state": {"events": []},
+            "account_data": {"events": room_account_data},
+        }
 
     async def _source_fragments(
         self,
@@ -685,20 +710,13 @@ class SyncHandler:
         room_id = row.room_id
         room = await self._rooms.get(room_id)
         from_stream = 0 if req.since is None else req.since.events
-        if room is None and row.stream_ordering > from_stream:
-            # A room we do not hold (a rejected remote invite, a rescinded knock): its
-            # history is not ours, the leave alone is shown, as Synapse does for an
-            # out-of-band membership.
-            own = await self._storage.events.get_event(row.event_id)
-            events, limited = ([own] if own is not None else []), False
-        else:
-            # History up to and including the leave event, not after.
-            events, limited = await self._timeline_events(
-                room, room_id, from_stream, row.stream_ordering, req.filters.timeline_limit()
-            )
-            events = await self._visibility.filter_for_user(
-                req.user_id, events, current_membership="leave"
-            )
+        # History up to and including the leave event, not after.
+        events, limited = await self._timeline_events(
+            room, room_id, from_stream, row.stream_ordering, req.filters.timeline_limit()
+        )
+        events = await self._visibility.filter_for_user(
+            req.user_id, events, current_membership="leave"
+        )
         timeline = req.filters.filter_room_timeline(events, room_id)
         if ignored:
             timeline = without_ignored(timeline, ignored)
