@@ -23,12 +23,14 @@ from federation.event_auth_checks import (
     auth_failure,
     check_pdu,
     server_of,
+    strip_unsigned,
 )
 from federation.interfaces import FederationClient, FederationRequestError
 from federation.room_events import FederationEventHandler, quote
 from homeserver.clock import Clock, now_ms
 from homeserver.errors import Codes, LimitExceededError, MatrixError
 from homeserver.events.auth_rules import auth_types_for_event
+from homeserver.events.format import EventFormatError, validate_pdu_format
 from homeserver.events.room_versions import ROOM_VERSIONS, RoomVersion, get_room_version
 from homeserver.events.state_res import StateResolutionError
 from homeserver.http.ratelimit import InviteRatelimiter
@@ -403,16 +405,50 @@ class FederationMembership:
             for t in STRIPPED_TYPES
             if (ev := room.state.get((t, ""))) is not None
         ]
+        destination = server_of(target)
+        path = f"invite/{quote(room.room_id)}/{quote(event_id)}"
         try:
-            resp = await self._client.put_json(
-                server_of(target),
-                f"/_matrix/federation/v2/invite/{quote(room.room_id)}/{quote(event_id)}",
-                {"event": pdu, "room_version": version.identifier, "invite_room_state": stripped},
-            )
+            try:
+                resp = await self._client.put_json(
+                    destination,
+                    f"/_matrix/federation/v2/{path}",
+                    {
+                        "event": pdu,
+                        "room_version": version.identifier,
+                        "invite_room_state": stripped,
+                    },
+                )
+            except FederationRequestError as e:
+                if not _is_unknown_endpoint(e):
+                    raise
+                if version.identifier not in ("1", "2"):
+                    # /v1/invite tells no room version: it is for rooms of versions 1 and 2
+                    # only, as Synapse has it.
+                    raise MatrixError(
+                        400,
+                        Codes.UNSUPPORTED_ROOM_VERSION,
+                        "The invitee's server does not support this room version",
+                    ) from None
+                # The v1 API: the event is the body, the stripped state in its unsigned.
+                v1_body = {**pdu, "unsigned": {"invite_room_state": stripped}}
+                resp = _unwrap_v1(
+                    await self._client.put_json(
+                        destination, f"/_matrix/federation/v1/{path}", v1_body
+                    )
+                )
         except FederationRequestError as e:
             raise remote_refusal(e, "The invitee's server refused the invite") from None
         signed = resp.get("event") if isinstance(resp, dict) else None
-        if not isinstance(signed, dict) or compute_event_id(signed, version) != event_id:
+        if not isinstance(signed, dict):
+            raise MatrixError(502, Codes.UNKNOWN, "The invitee's server returned a bad invite")
+        try:
+            # A malformed copy (a float in a v6+ room) is 400 M_BAD_JSON, as Synapse.
+            validate_pdu_format(strip_unsigned(signed), version)
+        except EventFormatError as e:
+            raise MatrixError(
+                400, e.errcode, f"The invitee's server returned a bad invite: {e.message}"
+            ) from None
+        if compute_event_id(signed, version) != event_id:
             raise MatrixError(502, Codes.UNKNOWN, "The invitee's server returned a bad invite")
         try:
             await check_pdu(signed, version, self._handler.keyring)
