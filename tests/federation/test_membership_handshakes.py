@@ -225,3 +225,40 @@ async def test_invite_with_a_float_is_400_bad_json(
     assert (code, body.get("errcode")) == (400, "M_BAD_JSON"), body
     code, body = await invite({"membership": "invite"})
     assert code == 200, body
+
+
+@pytest_twisted.ensureDeferred
+async def test_invite_out_when_v2_is_unknown_or_the_copy_is_malformed(
+    two_servers: tuple[RunningServer, RunningServer],
+) -> None:
+    """The invitee's server without /v2/invite: /v1 is only for rooms of versions 1 and
+    2, so a newer room's invite is 400 M_UNSUPPORTED_ROOM_VERSION (it was a 404 passed
+    on); a returned copy with a float is 400 M_BAD_JSON (it was 502)."""
+    a, b = two_servers
+    alice = await user(a, "alice")
+    carol = await user(b, "carol")
+    room_id = await create_room(alice, preset="private_chat")
+    assert a.hs.federation is not None
+    client = a.hs.federation.client
+    real_put_json = client.put_json
+    mode = ["no v2"]
+
+    async def invitee(destination: str, path: str, body: Any, *args: Any, **kw: Any) -> Any:
+        if "/invite/" in path:
+            if mode[0] == "no v2":
+                raise FederationRequestError(destination, 404, None, "Not found")
+            answer = await real_put_json(destination, path, body, *args, **kw)
+            answer["event"]["content"]["bad_val"] = 1.1
+            return answer
+        return await real_put_json(destination, path, body, *args, **kw)
+
+    client.put_json = invitee  # type: ignore[method-assign]
+    path = f"/_matrix/client/v3/rooms/{q(room_id)}/invite"
+    resp = await alice.post(path, {"user_id": carol.user_id})
+    assert (resp.code, resp.json["errcode"]) == (400, "M_UNSUPPORTED_ROOM_VERSION"), resp.json
+    mode[0] = "float"
+    resp = await alice.post(path, {"user_id": carol.user_id})
+    assert (resp.code, resp.json["errcode"]) == (400, "M_BAD_JSON"), resp.json
+    client.put_json = real_put_json  # type: ignore[method-assign]
+    resp = await alice.post(path, {"user_id": carol.user_id})
+    assert resp.code == 200, resp.json
