@@ -262,3 +262,62 @@ async def test_invite_out_when_v2_is_unknown_or_the_copy_is_malformed(
     client.put_json = real_put_json  # type: ignore[method-assign]
     resp = await alice.post(path, {"user_id": carol.user_id})
     assert resp.code == 200, resp.json
+
+
+@pytest_twisted.ensureDeferred
+async def test_pdu_listing_a_prev_event_twice_is_accepted(
+    two_servers: tuple[RunningServer, RunningServer],
+) -> None:
+    """A PDU whose prev_events names one event twice (SyTest's server sends such after a
+    join it saw twice): one edge, not a UNIQUE violation that lost the PDU (500)."""
+    a, b = two_servers
+    alice = await user(a, "alice")
+    bob = await user(b, "bob")
+    room_id = await create_room(alice, preset="public_chat", room_version="10")
+    resp = await join_via(bob, room_id, a)
+    assert resp.code == 200, resp.json
+    for _ in range(50):
+        state = (await alice.get(f"/_matrix/client/v3/rooms/{q(room_id)}/state")).json
+        ids = {(e["type"], e["state_key"]): e["event_id"] for e in state}
+        if ("m.room.member", bob.user_id) in ids:
+            break
+        await sleep(0.1)
+    resp = await alice.put(
+        f"/_matrix/client/v3/rooms/{q(room_id)}/send/m.room.message/t1",
+        {"msgtype": "m.text", "body": "before"},
+    )
+    assert resp.code == 200, resp.json
+    latest = resp.json["event_id"]
+    version = get_room_version("10")
+    assert version is not None
+    key = load_or_generate_signing_key(b.hs.config.signing_key_path)
+    origin, dest = b.hs.server_name, a.hs.server_name
+    pdu = hash_and_sign_event(
+        {
+            "type": "m.room.message",
+            "room_id": room_id,
+            "sender": bob.user_id,
+            "content": {"msgtype": "m.text", "body": "twice"},
+            "auth_events": [
+                ids[("m.room.create", "")],
+                ids[("m.room.power_levels", "")],
+                ids[("m.room.member", bob.user_id)],
+            ],
+            "prev_events": [latest, latest],
+            "depth": 50,
+            "origin_server_ts": 1,
+        },
+        origin,
+        key,
+        version,
+    )
+    event_id = compute_event_id(pdu, version)
+    path = "/_matrix/federation/v1/send/dup-prev-1"
+    body = {"origin": origin, "origin_server_ts": 1, "pdus": [pdu], "edus": []}
+    auth = sign_request(key, "PUT", path, origin, dest, body)
+    code, answer = await federation_request(a, "PUT", path, body=body, auth=auth)
+    assert code == 200, answer
+    assert answer["pdus"][event_id] == {}, answer
+    resp = await alice.get(f"/_matrix/client/v3/rooms/{q(room_id)}/event/{q(event_id)}")
+    assert resp.code == 200, resp.json
+    assert resp.json["content"]["body"] == "twice"
