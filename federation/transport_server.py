@@ -18,7 +18,7 @@ from twisted.web.server import Request
 
 from federation.interfaces import PduHandler, SignatureVerifyError
 from federation.keyring import RemoteKeyring
-from federation.x_matrix import XMatrixParseError, parse_x_matrix, request_json
+from federation.x_matrix import NotXMatrixError, XMatrixParseError, parse_x_matrix, request_json
 from homeserver.clock import Clock, now_ms
 from homeserver.errors import Codes, MatrixError
 from homeserver.http.ratelimit import FederationRateLimiter
@@ -77,9 +77,13 @@ class FederationAuthenticator:
         for header in headers:
             try:
                 auth = parse_x_matrix(header.decode("utf-8", "replace"))
-            except XMatrixParseError as e:
+            except NotXMatrixError as e:
                 last_error = str(e)
                 continue
+            except XMatrixParseError as e:
+                # A malformed X-Matrix header (a bad origin...) is the caller's error:
+                # 400, as Synapse answers.
+                raise MatrixError(400, "M_UNAUTHORIZED", str(e)) from None
             if auth.destination is not None and auth.destination != self._server_name:
                 last_error = "Authorization header is for another server"
                 continue

@@ -25,6 +25,10 @@ class XMatrixParseError(ValueError):
     pass
 
 
+class NotXMatrixError(XMatrixParseError):
+    """The header is of another scheme (ignored), not a malformed X-Matrix one."""
+
+
 @dataclass(frozen=True, slots=True)
 class XMatrixAuth:
     origin: str
@@ -36,7 +40,7 @@ class XMatrixAuth:
 def parse_x_matrix(header: str) -> XMatrixAuth:
     scheme, _, rest = header.strip().partition(" ")
     if scheme.lower() != "x-matrix":
-        raise XMatrixParseError("not an X-Matrix authorization")
+        raise NotXMatrixError("not an X-Matrix authorization")
     params: dict[str, str] = {}
     pos = 0
     rest = rest.strip()

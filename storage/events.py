@@ -219,7 +219,8 @@ class EventsStore:
             )
             txn.execute_many(
                 "INSERT INTO event_edges (event_id, prev_event_id) VALUES (?, ?)",
-                [(ev.event_id, p) for p in ev.prev_event_ids],
+                # A prev event listed twice (nothing forbids it) is one edge.
+                [(ev.event_id, p) for p in dict.fromkeys(ev.prev_event_ids)],
             )
             if redacted_by is None:
                 # A redaction that arrived before this event takes effect now, if allowed.

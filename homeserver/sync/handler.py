@@ -377,7 +377,10 @@ class SyncHandler:
                         continue
                 elif not changed:
                     continue
-                section = await self._left_room(req, row, now, room_account_data, ignored)
+                if await self._rooms.get(room_id) is None:
+                    section = await self._out_of_band_leave(req, row, room_account_data)
+                else:
+                    section = await self._left_room(req, row, now, room_account_data, ignored)
                 if section is not None:
                     leave[room_id] = section
 
@@ -406,6 +409,28 @@ class SyncHandler:
             f.has_updates for f in fragments
         )
         return response, has_updates
+
+    async def _out_of_band_leave(
+        self, req: SyncRequest, row: MembershipRow, room_account_data: list[JsonDict]
+    ) -> JsonDict:
+        """A left room we do not hold (a rejected remote invite, a rescinded knock): its
+        history is not ours, the leave alone is shown, as Synapse does for an out-of-band
+        membership."""
+        since = req.since
+        events: list[Event] = []
+        if since is None or row.stream_ordering > since.events:
+            own = await self._storage.events.get_event(row.event_id)
+            if own is not None:
+                events = req.filters.filter_room_timeline([own], row.room_id)
+        return {
+            "timeline": {
+                "events": [self._serialize(ev, req) for ev in events],
+                "limited": False,
+                "prev_batch": f"s{row.stream_ordering}",
+            },
+            "state": {"events": []},
+            "account_data": {"events": room_account_data},
+        }
 
     async def _source_fragments(
         self,
@@ -799,38 +824,30 @@ class SyncHandler:
         since = req.since
         from_stream = 0 if since is None else since.events
         limit = req.filters.timeline_limit()
-        if room is None:
-            # A room we never held (an invite rejected over federation, or alone when
-            # no server would take it): its only event here is the user's own leave,
-            # an out-of-band membership, as Synapse shows it; no state.
-            own = await self._storage.events.get_event(row.event_id)
-            events = [own] if own is not None and own.stream_ordering > from_stream else []
-            limited = fresh = False
-        else:
-            # Was the user joined at ``since``? Then the client holds the room's state
-            # and is told what changed only; else (a first sync, or a room joined and
-            # left within the window) the state whole.
-            fresh = (
-                since is None
-                or req.full_state
-                or not await self._joined_at(room_id, req.user_id, since)
-            )
-            # History up to and including the leave event, not after.
-            events, limited = await self._timeline_events(
-                room, room_id, from_stream, row.stream_ordering, limit
+        # Was the user joined at ``since``? Then the client holds the room's state
+        # and is told what changed only; else (a first sync, or a room joined and
+        # left within the window) the state whole.
+        fresh = (
+            since is None
+            or req.full_state
+            or not await self._joined_at(room_id, req.user_id, since)
+        )
+        # History up to and including the leave event, not after.
+        events, limited = await self._timeline_events(
+            room, room_id, from_stream, row.stream_ordering, limit
+        )
+
+        async def visible(batch: list[Event]) -> list[Event]:
+            return await self._visibility.filter_for_user(
+                req.user_id, batch, current_membership="leave"
             )
 
-            async def visible(batch: list[Event]) -> list[Event]:
-                return await self._visibility.filter_for_user(
-                    req.user_id, batch, current_membership="leave"
-                )
-
-            floor = events[0].stream_ordering if events else row.stream_ordering
-            events = await visible(events)
-            if limited:
-                events, limited = await self._fill_timeline(
-                    room_id, from_stream, floor, events, limit, req.filters, visible
-                )
+        floor = events[0].stream_ordering if events else row.stream_ordering
+        events = await visible(events)
+        if limited:
+            events, limited = await self._fill_timeline(
+                room_id, from_stream, floor, events, limit, req.filters, visible
+            )
         timeline = req.filters.filter_room_timeline(events, room_id)
         if ignored:
             timeline = without_ignored(timeline, ignored)
