@@ -324,6 +324,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         invite_limiter=invite_limiter,
     )
     profiles.listeners.append(room_handler.on_profile_changed)
+    fanout.listeners.append(room_handler.on_persisted)
     visibility = VisibilityFilter(storage.events, room_cache)
     ignored_users = IgnoredUsers(storage.account_data)
     visibility.ignored = ignored_users

@@ -12,6 +12,8 @@ import string
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+from twisted.internet import defer
+
 from homeserver.appservice.handler import AppServiceHandler
 from homeserver.clock import Clock
 from homeserver.errors import Codes, MatrixError
@@ -715,15 +717,36 @@ class RoomHandler:
             and existing.sender == requester.user_id
         ):
             return existing  # Synapse dedupes identical state from the same sender
-        event = await self._creator.send(room_id, event_dict, room=room)
-        if event_type == "m.room.guest_access" and content.get("guest_access") != "can_join":
-            await self._kick_guests(room_id)
-        return event
+        return await self._creator.send(room_id, event_dict, room=room)
 
-    async def _kick_guests(self, room_id: str) -> None:
-        """As Synapse: once guest access is revoked, our guests in the room leave."""
+    def on_persisted(self, events: list[Event]) -> None:
+        """Every committed event, local or from federation: as Synapse, a new
+        ``m.room.guest_access`` that is not ``can_join`` makes our guests leave the room.
+        Run in the background so the persisting path never waits or fails for it."""
+        for ev in events:
+            if (
+                ev.type == "m.room.guest_access"
+                and ev.state_key == ""
+                and not ev.outlier
+                and ev.rejected_reason is None
+                and ev.content.get("guest_access") != "can_join"
+            ):
+                defer.ensureDeferred(self._kick_guests(ev.room_id, ev.event_id))
+
+    async def _kick_guests(self, room_id: str, event_id: str) -> None:
+        """Our guests leave ``room_id`` if ``event_id`` (a guest access revocation) is
+        still its current guest access state. Errors are logged, never raised."""
+        try:
+            await self._kick_guests_now(room_id, event_id)
+        except Exception:
+            logger.exception("Removing the guests of %s failed", room_id)
+
+    async def _kick_guests_now(self, room_id: str, event_id: str) -> None:
         room = await self._rooms.get(room_id)
         if room is None:
+            return
+        current = room.state.get(("m.room.guest_access", ""))
+        if current is None or current.event_id != event_id:
             return
         for user_id in sorted(room.members_with("join")):
             if not self.is_mine(user_id):

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, task
 from twisted.web import resource
 from twisted.web.server import Site
 
@@ -250,9 +250,24 @@ async def test_revoking_guest_access_removes_the_guests(server: RunningServer) -
     assert (await guest.post(room_path(room_id, "/join"), {})).code == 200
     resp = await put_state(alice, room_id, "m.room.guest_access", {"guest_access": "forbidden"})
     assert resp.code == 200, resp
-    path = f"/state/m.room.member/{urllib.parse.quote(guest.user_id or '')}"
-    resp = await alice.get(room_path(room_id, path))
-    assert resp.code == 200 and resp.json["membership"] == "leave", resp
+    # The guests leave in the background, once the revocation is persisted.
+    assert await eventually_membership(alice, room_id, guest.user_id or "", "leave")
     path = f"/state/m.room.member/{urllib.parse.quote(bob.user_id or '')}"
     resp = await alice.get(room_path(room_id, path))
     assert resp.json["membership"] == "join", resp
+
+
+async def eventually_membership(
+    client: Client, room_id: str, user_id: str, membership: str, timeout: float = 10.0
+) -> bool:
+    """Whether ``user_id``'s membership of ``room_id``, as ``client`` sees it, becomes
+    ``membership`` within ``timeout`` seconds."""
+    path = room_path(room_id, f"/state/m.room.member/{urllib.parse.quote(user_id)}")
+    deadline = time.monotonic() + timeout
+    while True:
+        resp = await client.get(path)
+        if resp.code == 200 and resp.json["membership"] == membership:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        await task.deferLater(reactor, 0.05, lambda: None)
