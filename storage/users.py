@@ -149,6 +149,20 @@ class UserStore:
             ),
         )
 
+    async def upgrade_guest(self, user_id: str, password_hash: str | None) -> bool:
+        """A guest account becomes a full user with ``password_hash``; False if
+        ``user_id`` is not a guest (any more)."""
+
+        def _txn(txn: Transaction) -> bool:
+            txn.execute(
+                "UPDATE users SET password_hash = ?, is_guest = 0"
+                " WHERE user_id = ? AND is_guest = 1 AND deactivated = 0",
+                (password_hash, user_id),
+            )
+            return txn.rowcount == 1
+
+        return await self._db.run_interaction("upgrade_guest", _txn)
+
     async def set_admin(self, user_id: str, admin: bool) -> None:
         await self._db.run_interaction(
             "set_admin",

@@ -51,10 +51,37 @@ class RegistrationHandler:
             )
         return user_id
 
-    async def check_available(self, localpart: str) -> str:
-        user_id = self.check_localpart(localpart)
-        if await self._storage.users.find_user_case_insensitive(user_id):
+    async def check_available(self, localpart: str, guest_access_token: str | None = None) -> str:
+        """The user id for ``localpart`` if it may be registered: free, or (with
+        ``guest_access_token``) the id of the guest account that token belongs to."""
+        user_id = self.check_localpart(localpart, allow_numeric=guest_access_token is not None)
+        if guest_access_token is not None:
+            await self.check_guest_token(user_id, guest_access_token)
+        elif await self._storage.users.find_user_case_insensitive(user_id):
             raise MatrixError(400, Codes.USER_IN_USE, "User ID already taken.")
+        return user_id
+
+    async def check_guest_token(self, user_id: str, guest_access_token: str) -> None:
+        """As Synapse: only a guest's own token lets its account be registered over."""
+        requester = await self._auth.get_user_by_access_token(guest_access_token, allow_guest=True)
+        if not requester.is_guest or requester.user_id != user_id:
+            raise MatrixError(
+                403,
+                Codes.FORBIDDEN,
+                "Cannot register taken user ID without valid guest credentials for that user.",
+            )
+
+    async def upgrade_guest(
+        self, localpart: str, guest_access_token: str, password_hash: str | None
+    ) -> str:
+        """The guest account ``localpart`` becomes a full user (same id, profile, rooms
+        and devices) with ``password_hash``, as Synapse's ``guest_access_token``."""
+        user_id = self.check_localpart(localpart, allow_numeric=True)
+        await self.check_guest_token(user_id, guest_access_token)
+        if not await self._storage.users.upgrade_guest(user_id, password_hash):
+            raise MatrixError(400, Codes.USER_IN_USE, "User ID already taken.")
+        # Its tokens were cached as a guest's.
+        self._auth.invalidate_user(user_id)
         return user_id
 
     async def register_user(

@@ -310,6 +310,63 @@ async def test_guest_registration_when_allowed_gives_guest_session(
     assert_error(password, 403, "M_GUEST_ACCESS_FORBIDDEN")
 
 
+async def _guest_session(c: Client) -> tuple[str, str]:
+    resp = await c.post(REGISTER, {}, token=False, params={"kind": "guest"})
+    assert resp.code == 200, resp
+    return resp.json["user_id"], resp.json["access_token"]
+
+
+@with_config(allow_guest_access=True)
+@pytest_twisted.ensureDeferred
+async def test_guest_upgrades_to_a_full_user_with_its_token(server: RunningServer) -> None:
+    # As Synapse (SyTest "Guest user can upgrade to fully featured user"): the guest's
+    # own token in guest_access_token lets it register its own id, now as a full user.
+    c = server.client()
+    guest_id, guest_token = await _guest_session(c)
+    localpart = guest_id[1:].split(":")[0]
+    body = {"username": localpart, "password": PASSWORD, "guest_access_token": guest_token}
+    resp = await _register_dummy(c, **body)
+    assert resp.code == 200, resp
+    assert resp.json["user_id"] == guest_id
+    who = await c.get("/_matrix/client/v3/account/whoami", token=resp.json["access_token"])
+    assert who.json["user_id"] == guest_id and who.json["is_guest"] is False
+    # The old guest token stays valid, no longer a guest's; the password logs in.
+    who = await c.get("/_matrix/client/v3/account/whoami", token=guest_token)
+    assert who.json["is_guest"] is False
+    login = await c.post(
+        "/_matrix/client/v3/login",
+        {
+            "type": "m.login.password",
+            "identifier": {"type": "m.id.user", "user": localpart},
+            "password": PASSWORD,
+        },
+        token=False,
+    )
+    assert login.code == 200, login
+    # Upgraded once: the same again is refused (it is no guest any more).
+    again = await c.post(REGISTER, body, token=False)
+    assert_error(again, 403, "M_FORBIDDEN")
+
+
+@with_config(allow_guest_access=True)
+@pytest_twisted.ensureDeferred
+async def test_guest_token_cannot_take_another_account(server: RunningServer) -> None:
+    c = server.client()
+    guest1, _ = await _guest_session(c)
+    _, token2 = await _guest_session(c)
+    await server.client().register("alice")
+    for target in (guest1[1:].split(":")[0], "alice"):
+        body = {"username": target, "password": PASSWORD, "guest_access_token": token2}
+        assert_error(await c.post(REGISTER, body, token=False), 403, "M_FORBIDDEN")
+        body["auth"] = {"type": "m.login.dummy"}
+        assert_error(await c.post(REGISTER, body, token=False), 403, "M_FORBIDDEN")
+    # Without a guest token a guest's id is taken.
+    body = {"username": guest1[1:].split(":")[0], "password": PASSWORD}
+    assert_error(await c.post(REGISTER, body, token=False), 400, "M_USER_IN_USE")
+    unknown = {"username": "bob", "password": PASSWORD, "guest_access_token": "nope"}
+    assert_error(await c.post(REGISTER, unknown, token=False), 401, "M_UNKNOWN_TOKEN")
+
+
 @pytest_twisted.ensureDeferred
 async def test_register_unknown_kind_is_400(server: RunningServer) -> None:
     resp = await server.client().post(REGISTER, {}, token=False, params={"kind": "robot"})

@@ -72,11 +72,14 @@ class RegisterServlets:
         await self._check_username(username)
         return 200, {"available": True}
 
-    async def _check_username(self, localpart: str) -> None:
-        """Grammar, then application service namespaces (``M_EXCLUSIVE``), then taken."""
-        user_id = self._registration.check_localpart(localpart)
+    async def _check_username(self, localpart: str, guest_access_token: str | None = None) -> None:
+        """Grammar, then application service namespaces (``M_EXCLUSIVE``), then taken
+        (unless ``guest_access_token`` is the token of the guest account of that name)."""
+        user_id = self._registration.check_localpart(
+            localpart, allow_numeric=guest_access_token is not None
+        )
         self._appservices.registry.check_user_not_reserved(user_id)
-        await self._registration.check_available(localpart)
+        await self._registration.check_available(localpart, guest_access_token)
 
     async def on_token_validity(self, request: Request) -> tuple[int, Any]:
         assert isinstance(request, MatrixRequest)
@@ -118,12 +121,14 @@ class RegisterServlets:
         field(body, "initial_device_display_name", str)
         field(body, "inhibit_login", bool)
         field(body, "refresh_token", bool)
+        # A guest upgrading its account to a full user keeps its id (as Synapse).
+        guest_access_token = field(body, "guest_access_token", str)
         if username is not None:
             registered = await self._ui_auth.outcome_of(body)
             if registered != f"@{username.lower()}:{self._config.server_name}":
                 # Synapse lowercases the requested name rather than refusing capitals.
                 # (A retry of a session that registered this very name is not refused.)
-                await self._check_username(username.lower())
+                await self._check_username(username.lower(), guest_access_token)
 
         # Checked on every step, counted only when an account is created (as Synapse):
         # the UIA round trips of one registration must not use up the limit.
@@ -161,9 +166,17 @@ class RegisterServlets:
             email["medium"], email["address"]
         ):
             raise MatrixError(400, Codes.THREEPID_IN_USE, "This email is already in use")
-        user_id = await self._registration.register_user(
-            username.lower() if username else None, None, password_hash=password_hash
-        )
+        guest_access_token = field(params, "guest_access_token", str)
+        if guest_access_token is not None:
+            if username is None:
+                raise MatrixError(400, Codes.MISSING_PARAM, "Upgrading a guest needs its username")
+            user_id = await self._registration.upgrade_guest(
+                username.lower(), guest_access_token, password_hash
+            )
+        else:
+            user_id = await self._registration.register_user(
+                username.lower() if username else None, None, password_hash=password_hash
+            )
         if isinstance(email, dict):
             await self._storage.threepids.add_threepid(
                 user_id,
