@@ -13,6 +13,7 @@ from crypto.signing_key import load_or_generate_signing_key
 from federation.x_matrix import sign_request
 from homeserver.events.room_versions import get_room_version
 from tests.push.gateway import GatewayStub, sleep, start_gateway
+from tests.push.test_durability import crash_before_evaluation
 from tests.push.test_pushers import pusher_body, set_pusher
 from tests.support.client import q
 from tests.support.federation import federation_request
@@ -32,6 +33,36 @@ async def gateway() -> AsyncIterator[GatewayStub]:
         yield stub
     finally:
         await stub.stop()
+
+
+async def invite_over_federation(
+    a: RunningServer, b: RunningServer, room_id: str, sender: str, invitee: str, stripped: list[Any]
+) -> None:
+    """A (a room server B does not know) invites ``invitee`` of B with ``stripped``."""
+    version = get_room_version("10")
+    assert version is not None
+    key = load_or_generate_signing_key(a.hs.config.signing_key_path)
+    pdu = hash_and_sign_event(
+        {
+            "type": "m.room.member",
+            "room_id": room_id,
+            "sender": sender,
+            "state_key": invitee,
+            "content": {"membership": "invite"},
+            "auth_events": [],
+            "prev_events": [],
+            "depth": 3,
+            "origin_server_ts": 1,
+        },
+        a.hs.server_name,
+        key,
+        version,
+    )
+    path = f"/_matrix/federation/v2/invite/{q(room_id)}/{q(compute_event_id(pdu, version))}"
+    body = {"event": pdu, "room_version": "10", "invite_room_state": stripped}
+    auth = sign_request(key, "PUT", path, a.hs.server_name, b.hs.server_name, body)
+    code, answer = await federation_request(b, "PUT", path, body=body, auth=auth)
+    assert code == 200, answer
 
 
 def invites(stub: GatewayStub) -> list[dict[str, Any]]:
@@ -81,27 +112,8 @@ async def test_stripped_state_makes_no_one_else_a_target(
     await dave.register("dave")
     await set_pusher(carol, pusher_body(gateway.url, pushkey="carol"))
     await set_pusher(dave, pusher_body(gateway.url, pushkey="dave"))
-    version = get_room_version("10")
-    assert version is not None
-    key = load_or_generate_signing_key(a.hs.config.signing_key_path)
-    origin, dest = a.hs.server_name, b.hs.server_name
+    origin = a.hs.server_name
     room_id, sender = f"!room:{origin}", f"@mallory:{origin}"
-    pdu = hash_and_sign_event(
-        {
-            "type": "m.room.member",
-            "room_id": room_id,
-            "sender": sender,
-            "state_key": carol.user_id,
-            "content": {"membership": "invite"},
-            "auth_events": [],
-            "prev_events": [],
-            "depth": 3,
-            "origin_server_ts": 1,
-        },
-        origin,
-        key,
-        version,
-    )
     stripped = [
         {"type": "m.room.name", "state_key": "", "sender": sender, "content": {"name": "Lure"}},
         {
@@ -119,11 +131,7 @@ async def test_stripped_state_makes_no_one_else_a_target(
         {"type": "m.room.topic", "state_key": 5, "sender": sender, "content": {}},
         "not an event",
     ]
-    path = f"/_matrix/federation/v2/invite/{q(room_id)}/{q(compute_event_id(pdu, version))}"
-    body = {"event": pdu, "room_version": "10", "invite_room_state": stripped}
-    auth = sign_request(key, "PUT", path, origin, dest, body)
-    code, answer = await federation_request(b, "PUT", path, body=body, auth=auth)
-    assert code == 200, answer
+    await invite_over_federation(a, b, room_id, sender, carol.user_id, stripped)
 
     await gateway.wait_until(lambda: bool(invites(gateway)), timeout=20.0)
     # A push to dave would go out with carol's: give it a moment to show up anyway.
@@ -132,3 +140,26 @@ async def test_stripped_state_makes_no_one_else_a_target(
     assert note["devices"][0]["pushkey"] == "carol"
     assert (note["room_id"], note["sender"]) == (room_id, sender)
     assert (note["room_name"], note["sender_display_name"]) == ("Lure", "Mallory")
+
+
+@pytest_twisted.ensureDeferred
+async def test_remote_invite_committed_before_a_crash_is_pushed_after_restart(
+    two_servers: tuple[RunningServer, RunningServer], gateway: GatewayStub
+) -> None:
+    """The catch-up of push actions reads out-of-band invites back too."""
+    a, b = two_servers
+    carol = b.client()
+    await carol.register("carol")
+    await set_pusher(carol, pusher_body(gateway.url))
+    missed = crash_before_evaluation(b)
+    room_id, sender = f"!room:{a.hs.server_name}", f"@mallory:{a.hs.server_name}"
+    name = {"type": "m.room.name", "state_key": "", "sender": sender, "content": {"name": "Later"}}
+    await invite_over_federation(a, b, room_id, sender, carol.user_id, [name])
+    assert [e.membership for e in missed] == ["invite"]
+    await sleep(0.5)
+    assert invites(gateway) == []
+
+    await b.restart()
+    await gateway.wait_until(lambda: bool(invites(gateway)), timeout=20.0)
+    (note,) = invites(gateway)
+    assert (note["room_id"], note["room_name"]) == (room_id, "Later")
