@@ -317,7 +317,8 @@ class PushStore:
                     "SELECT stream_ordering, event_id FROM events"
                     " WHERE stream_ordering > ? AND stream_ordering <= ? AND (outlier = 0"
                     " OR (type = 'm.room.member' AND EXISTS (SELECT 1"
-                    " FROM out_of_band_memberships o WHERE o.event_id = events.event_id"
+                    " FROM out_of_band_memberships o WHERE o.user_id = events.state_key"
+                    " AND o.room_id = events.room_id AND o.event_id = events.event_id"
                     " AND o.membership = 'invite')))"
                     " ORDER BY stream_ordering LIMIT ?",
                     (after, up_to, limit),

@@ -81,10 +81,11 @@ def is_out_of_band_invite(ev: Event) -> bool:
 
 async def out_of_band_room(events: EventsStore, ev: Event) -> LiveRoom | None:
     """A read-only stand-in for a room we do not hold, built from the stripped state
-    stored with the out-of-band invite ``ev`` (None when that invite is gone)."""
+    stored with the out-of-band invite ``ev``; None when ``ev`` is not (or no longer) the
+    invitee's out-of-band membership, e.g. an invite fetched as an auth event."""
     if not is_out_of_band_invite(ev) or ev.state_key is None:
         return None
-    stripped = await events.get_out_of_band_stripped_state(ev.state_key, ev.room_id)
+    stripped = await events.get_out_of_band_invite_state(ev.state_key, ev.room_id, ev.event_id)
     if stripped is None:
         return None
     state: dict[tuple[str, str], Event] = {}

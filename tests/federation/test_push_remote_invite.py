@@ -163,3 +163,26 @@ async def test_remote_invite_committed_before_a_crash_is_pushed_after_restart(
     await gateway.wait_until(lambda: bool(invites(gateway)), timeout=20.0)
     (note,) = invites(gateway)
     assert (note["room_id"], note["room_name"]) == (room_id, "Later")
+
+
+@pytest_twisted.ensureDeferred
+async def test_remote_invite_rejected_before_its_evaluation_is_not_pushed(
+    two_servers: tuple[RunningServer, RunningServer], gateway: GatewayStub
+) -> None:
+    a, b = two_servers
+    carol = b.client()
+    await carol.register("carol")
+    await set_pusher(carol, pusher_body(gateway.url))
+    missed = crash_before_evaluation(b)
+    room_id, sender = f"!room:{a.hs.server_name}", f"@mallory:{a.hs.server_name}"
+    await invite_over_federation(a, b, room_id, sender, carol.user_id, [])
+    # A never heard of the room: the rejection is recorded locally all the same.
+    resp = await carol.post(f"/_matrix/client/v3/rooms/{q(room_id)}/leave", {})
+    assert resp.code == 200, resp
+    assert [e.membership for e in missed] == ["invite", "leave"]
+
+    await b.restart()
+    assert b.hs.push is not None
+    await b.hs.push.actions.caught_up()
+    await sleep(0.5)
+    assert invites(gateway) == []
