@@ -1102,6 +1102,22 @@ class EventsStore:
 
         return await self._db.run_interaction("oob_stripped_state", _txn)
 
+    async def get_out_of_band_invite_state(
+        self, user_id: str, room_id: str, event_id: str
+    ) -> list[dict[str, Any]] | None:
+        """The stripped state of ``event_id`` if it is ``user_id``'s current out-of-band
+        invite to ``room_id`` (None otherwise: another or a later membership)."""
+
+        def _txn(txn: Transaction) -> list[dict[str, Any]] | None:
+            row = txn.select_one(
+                "SELECT stripped_state FROM out_of_band_memberships WHERE user_id = ?"
+                " AND room_id = ? AND event_id = ? AND membership = 'invite'",
+                (user_id, room_id, event_id),
+            )
+            return json.loads(row[0]) if row else None  # type: ignore[no-any-return]
+
+        return await self._db.run_interaction("oob_invite_state", _txn)
+
     async def forget_room(self, user_id: str, room_id: str) -> None:
         await self._db.run_interaction(
             "forget_room",

@@ -306,15 +306,20 @@ class PushStore:
     async def get_push_catch_up(
         self, after: int, up_to: int, limit: int
     ) -> tuple[list[tuple[int, str]], set[str]]:
-        """(stream ordering, event id) of the non-outlier events in (after, up_to], oldest
-        first, at most ``limit``; and which of them already have push actions stored."""
+        """(stream ordering, event id) of the non-outlier events and out-of-band invites
+        in (after, up_to], oldest first, at most ``limit``; and which of them already have
+        push actions stored."""
 
         def _txn(txn: Transaction) -> tuple[list[tuple[int, str]], set[str]]:
             rows = [
                 (int(r[0]), str(r[1]))
                 for r in txn.select_all(
                     "SELECT stream_ordering, event_id FROM events"
-                    " WHERE stream_ordering > ? AND stream_ordering <= ? AND outlier = 0"
+                    " WHERE stream_ordering > ? AND stream_ordering <= ? AND (outlier = 0"
+                    " OR (type = 'm.room.member' AND EXISTS (SELECT 1"
+                    " FROM out_of_band_memberships o WHERE o.user_id = events.state_key"
+                    " AND o.room_id = events.room_id AND o.event_id = events.event_id"
+                    " AND o.membership = 'invite')))"
                     " ORDER BY stream_ordering LIMIT ?",
                     (after, up_to, limit),
                 )

@@ -26,6 +26,11 @@ Invariants:
   serves; until the catch-up is done that includes the events it re-reads.
 - Evaluation uses the room's current state (power levels, member count, display
   names), not the state at the event (also for events evaluated by the catch-up).
+- Out-of-band invites (an outlier invite of a local user to a room we do not hold,
+  received over federation) are evaluated for the invitee alone, with the stripped
+  state the inviting server sent as the room (``out_of_band_room``), as Synapse does:
+  that is all we know of the room, and it is the sender's word, so it never makes
+  anyone else a target.
 """
 
 from __future__ import annotations
@@ -68,6 +73,41 @@ _HIDDEN_KEYS = frozenset(("auth_events", "prev_events", "hashes", "signatures", 
 
 # (event, room, notifying rows) for each event that notified somebody.
 NotificationListener = Callable[[Event, LiveRoom, list[PushActionRow]], None]
+
+
+def is_out_of_band_invite(ev: Event) -> bool:
+    return ev.outlier and ev.membership == "invite" and ev.rejected_reason is None
+
+
+async def out_of_band_room(events: EventsStore, ev: Event) -> LiveRoom | None:
+    """A read-only stand-in for a room we do not hold, built from the stripped state
+    stored with the out-of-band invite ``ev``; None when ``ev`` is not (or no longer) the
+    invitee's out-of-band membership, e.g. an invite fetched as an auth event."""
+    if not is_out_of_band_invite(ev) or ev.state_key is None:
+        return None
+    stripped = await events.get_out_of_band_invite_state(ev.state_key, ev.room_id, ev.event_id)
+    if stripped is None:
+        return None
+    state: dict[tuple[str, str], Event] = {}
+    for item in stripped:
+        kind, key = item.get("type"), item.get("state_key")
+        if not (isinstance(kind, str) and isinstance(key, str)):
+            continue
+        if not isinstance(item.get("content"), dict) or not isinstance(item.get("sender"), str):
+            continue
+        pdu = {k: item[k] for k in ("type", "state_key", "sender", "content")}
+        pdu["room_id"] = ev.room_id
+        state[(kind, key)] = Event(event_id="", pdu=pdu, room_version=ev.room_version, outlier=True)
+    state[("m.room.member", ev.state_key)] = ev
+    return LiveRoom(
+        room_id=ev.room_id,
+        room_version=ev.room_version,
+        state=state,
+        extremities=[],
+        max_depth=0,
+        state_group=-1,
+        state_group_delta_depth=0,
+    )
 
 
 def push_view(ev: Event) -> JsonDict:
@@ -151,7 +191,9 @@ class PushActionGenerator:
         wanted = [
             ev
             for ev in events
-            if not ev.outlier and ev.rejected_reason is None and ev.stream_ordering > self._boundary
+            if (not ev.outlier or is_out_of_band_invite(ev))
+            and ev.rejected_reason is None
+            and ev.stream_ordering > self._boundary
         ]
         self._queue.append((top, wanted))
         if self._started and not self._running:
@@ -185,7 +227,9 @@ class PushActionGenerator:
         events = [
             ev
             for ev in (loaded.get(event_id) for event_id in todo)
-            if ev is not None and not ev.outlier and ev.rejected_reason is None
+            if ev is not None
+            and (not ev.outlier or is_out_of_band_invite(ev))
+            and ev.rejected_reason is None
         ]
         last = len(rows) < CATCH_UP_PAGE
         await self._apply(self._boundary if last else rows[-1][0], events)
@@ -268,7 +312,7 @@ class PushActionGenerator:
         notified: list[tuple[Event, LiveRoom, list[PushActionRow]]] = []
         by_id = {ev.event_id: ev for ev in events}
         for ev in events:
-            room = self._rooms.get_if_loaded(ev.room_id) or await self._rooms.get(ev.room_id)
+            room = await self._room_for(ev)
             if room is None:
                 continue
             event_rows = await self.actions_for_event(ev, room, by_id)
@@ -285,7 +329,16 @@ class PushActionGenerator:
                     logger.exception("A push listener failed")
         return bool(rows)
 
+    async def _room_for(self, ev: Event) -> LiveRoom | None:
+        if ev.outlier:
+            return await out_of_band_room(self._events, ev)
+        return self._rooms.get_if_loaded(ev.room_id) or await self._rooms.get(ev.room_id)
+
     def _targets(self, ev: Event, room: LiveRoom) -> list[str]:
+        if ev.outlier:
+            # An out-of-band invite: the invitee is the only local user we know of.
+            target = ev.state_key or ""
+            return [target] if target.endswith(self._suffix) and target != ev.sender else []
         targets = [u for u in room.joined_members() if u.endswith(self._suffix) and u != ev.sender]
         invitee = ev.state_key
         if (

@@ -42,6 +42,7 @@ from homeserver.clock import Clock, DelayedCall
 from homeserver.errors import MatrixError
 from homeserver.events.event import Event
 from homeserver.media.preview import IpFilter, filtering_agent
+from homeserver.push.actions import out_of_band_room
 from homeserver.push.counts import UnreadCounts
 from homeserver.push.evaluator import actions_tweaks
 from homeserver.rooms.memberships import MembershipCache
@@ -565,8 +566,13 @@ class PusherPool:
     def _body_from_storage(self, row: PushActionRow) -> BodyMaker:
         async def _make(pusher: HttpPusher) -> JsonDict | None:
             ev = (await self._events.get_events([row.event_id])).get(row.event_id)
-            room = self._rooms.get_if_loaded(row.room_id) or await self._rooms.get(row.room_id)
-            if ev is None or room is None:
+            if ev is None:
+                return None
+            if ev.outlier:
+                room = await out_of_band_room(self._events, ev)
+            else:
+                room = self._rooms.get_if_loaded(row.room_id) or await self._rooms.get(row.room_id)
+            if room is None:
                 return None
             return await self._body_maker(ev, room, row)(pusher)
 
