@@ -30,7 +30,7 @@ from federation.room_events import FederationEventHandler, quote
 from homeserver.clock import Clock, now_ms
 from homeserver.errors import Codes, LimitExceededError, MatrixError
 from homeserver.events.auth_rules import auth_types_for_event
-from homeserver.events.event import Event
+from homeserver.events.event import Event, oldest_first
 from homeserver.events.format import (
     EventFormatError,
     references_for_version,
@@ -201,8 +201,8 @@ class FederationMembership:
         servers = sorted({server_of(u) for u in room.joined_members()} | {self.server_name})
         return {
             "event": checked,
-            "state": [ev.pdu for ev in state_events.values()],
-            "auth_chain": [ev.pdu for ev in chain.values()],
+            "state": [ev.pdu for ev in oldest_first(state_events.values())],
+            "auth_chain": [ev.pdu for ev in oldest_first(chain.values())],
             "members_omitted": False,
             "servers_in_room": servers,
             "origin": self.server_name,

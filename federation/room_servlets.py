@@ -19,7 +19,7 @@ from federation.acl import check_server_acl
 from federation.membership import FederationMembership
 from federation.room_events import FederationEventHandler
 from homeserver.errors import Codes, MatrixError
-from homeserver.events.event import Event
+from homeserver.events.event import Event, oldest_first
 from homeserver.events.visibility import server_of_user
 from homeserver.http.server import JsonResource
 from homeserver.http.servlet import (
@@ -219,7 +219,7 @@ class FederationRoomServlets:
         state = await self._events.get_events(state_ids.values())
         chain_ids = await self._events.get_auth_chain_ids(state_ids.values())
         chain = await self._events.get_events(chain_ids)
-        return list(state.values()), list(chain.values())
+        return oldest_first(state.values()), oldest_first(chain.values())
 
     async def on_state(self, request: Request, roomId: str) -> tuple[int, Any]:
         state, chain = await self._state_at(request, roomId)
@@ -238,7 +238,7 @@ class FederationRoomServlets:
         if ev is None or ev.room_id != roomId:
             raise MatrixError(404, Codes.NOT_FOUND, "Event not found")
         chain = await self._events.get_events(await self._events.get_auth_chain_ids([eventId]))
-        return 200, {"auth_chain": [e.pdu for e in chain.values()]}
+        return 200, {"auth_chain": [e.pdu for e in oldest_first(chain.values())]}
 
     async def on_backfill(self, request: Request, roomId: str) -> tuple[int, Any]:
         origin, _ = await self._readable_room(request, roomId)

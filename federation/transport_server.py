@@ -152,6 +152,8 @@ class TransactionServlet:
                 except Exception as e:
                     logger.exception("Processing a PDU from %s failed", origin)
                     error = f"internal error: {type(e).__name__}"
+                if error:
+                    logger.info("PDU %s from %s not accepted: %s", event_id, origin, error)
                 if event_id is not None:
                     results[event_id] = {"error": error} if error else {}
             for edu in edus:

@@ -11,6 +11,7 @@ has none) and, for redactions, a top-level ``redacts`` (v11+ PDUs keep it in con
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -151,3 +152,11 @@ class Event:
 
     def invalidate_client_cache(self) -> None:
         self._client_cache = None
+
+
+def oldest_first(events: Iterable[Event]) -> list[Event]:
+    """Events by depth, then arrival: the order of an auth chain or state in a federation
+    response. Some servers (SyTest's among them) take each event in the order given, a
+    later one of a (type, state_key) replacing an earlier one; a set's order would hand
+    them a power level that has since been replaced."""
+    return sorted(events, key=lambda ev: (ev.depth, ev.stream_ordering, ev.event_id))
