@@ -729,10 +729,17 @@ class SyncHandler:
         if not (timeline or state or room_account_data or changed or req.full_state):
             return None
         first = timeline[0] if timeline else (events[0] if events else None)
-        # Pagination tokens name the point just after an event: this is just before `first`.
-        prev_batch = (
-            f"t{first.depth}-{first.stream_ordering - 1}" if first is not None else f"s{now.events}"
-        )
+        if first is None or (req.since is None and not limited):
+            # An initial sync holding the room whole: as Synapse, paging back starts at
+            # now (the timeline's events again), not before the create event (nothing).
+            prev_batch = f"s{now.events}"
+        else:
+            # Pagination tokens name the point just after an event: just before `first`.
+            prev_batch = f"t{first.depth}-{first.stream_ordering - 1}"
+        if changed and req.since is not None:
+            # A room newly joined in an incremental sync is always limited (as Synapse):
+            # the client holds none of it, whatever the filter left of its history.
+            limited = True
         bundles: dict[str, JsonDict] = {}
         if prefetched is not None and prefetch is not None:
             bundles = prefetch.bundles

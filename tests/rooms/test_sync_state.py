@@ -254,3 +254,40 @@ async def test_initial_sync_of_rooms_read_from_the_database_is_whole(
         events = joined(body, room_id)["timeline"]["events"]
         assert events[0]["type"] == "m.room.create", [e["type"] for e in events]
         assert joined(body, room_id)["timeline"]["limited"] is False
+
+
+@pytest_twisted.ensureDeferred
+async def test_prev_batch_of_a_whole_room_and_a_newly_joined_room(server: RunningServer) -> None:
+    """As Synapse (SyTest 10apidoc/34room-messages, 31sync/03joined): an initial sync
+    holding a room whole pages back from now (its events again, then an ``end``-less
+    empty page), and a room newly joined in an incremental sync is always limited."""
+    alice, bob = await user(server, "alice"), await user(server, "bob")
+    room_id = await create_room(alice, preset="public_chat")
+    await send(alice, room_id, "one")
+    timeline = joined(await sync(alice), room_id)["timeline"]
+    assert timeline["limited"] is False
+    assert timeline["events"][0]["type"] == "m.room.create"
+    page = (
+        await alice.get(
+            f"/_matrix/client/v3/rooms/{room_id}/messages",
+            params={"dir": "b", "from": timeline["prev_batch"]},
+        )
+    ).json
+    assert [e["event_id"] for e in reversed(page["chunk"])] == [
+        e["event_id"] for e in timeline["events"]
+    ]
+    last = (
+        await alice.get(
+            f"/_matrix/client/v3/rooms/{room_id}/messages",
+            params={"dir": "b", "from": page["end"]},
+        )
+    ).json
+    assert last["chunk"] == [] and "end" not in last, last
+
+    messages_only = {"room": {"timeline": {"types": ["m.room.message"], "limit": 10}}}
+    since = (await sync(bob, filter=messages_only))["next_batch"]
+    assert (await join(bob, room_id)).code == 200
+    await send(alice, room_id, "two")
+    timeline = joined(await sync(bob, since, filter=messages_only), room_id)["timeline"]
+    assert [e["content"]["body"] for e in timeline["events"]] == ["one", "two"]
+    assert timeline["limited"] is True

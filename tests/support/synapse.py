@@ -6,6 +6,7 @@ and is created on first use; ``SYNAPSE_PYTHON`` may point at an existing one.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import subprocess
@@ -30,14 +31,20 @@ def synapse_python() -> str:
         return override
     python = VENV / "bin" / "python"
     marker = VENV / f".installed-{SYNAPSE_VERSION}"
-    if not marker.exists():
-        VENV.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-        subprocess.run(
-            [str(python), "-m", "pip", "install", "-q", f"matrix-synapse=={SYNAPSE_VERSION}"],
-            check=True,
-        )
-        marker.touch()
+    if marker.exists():
+        return str(python)
+    VENV.parent.mkdir(parents=True, exist_ok=True)
+    # Two peers may start at once (threads or processes): one builds, the other waits.
+    # flock holds per open file, so each caller opens its own.
+    with open(VENV.parent / "synapse-venv.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not marker.exists():
+            subprocess.run([sys.executable, "-m", "venv", "--clear", str(VENV)], check=True)
+            subprocess.run(
+                [str(python), "-m", "pip", "install", "-q", f"matrix-synapse=={SYNAPSE_VERSION}"],
+                check=True,
+            )
+            marker.touch()
     return str(python)
 
 
