@@ -22,11 +22,12 @@ identity server that cannot be reached, refuse the invite), as Synapse does.
 from __future__ import annotations
 
 import logging
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import quote
 
 from twisted.internet import defer
 
+from federation.interfaces import FederationClient
 from homeserver.errors import Codes, MatrixError
 from homeserver.events.auth_rules import verify_third_party_invite_signed
 from homeserver.events.event import Event
@@ -41,18 +42,6 @@ logger = logging.getLogger(__name__)
 JsonDict = dict[str, Any]
 THIRD_PARTY_INVITE = "m.room.third_party_invite"
 EXCHANGE_PATH = "/_matrix/federation/v1/exchange_third_party_invite/"
-
-
-class ExchangeSender(Protocol):
-    async def put_json(
-        self,
-        destination: str,
-        path: str,
-        body: JsonDict,
-        *,
-        timeout_s: float = 60.0,
-        args: dict[str, str | list[str]] | None = None,
-    ) -> Any: ...
 
 
 def parse_3pid_invite(body: Any) -> tuple[str, str, str, str]:
@@ -89,7 +78,7 @@ class ThirdPartyInviteHandler:
         server_name: str,
         rooms: RoomHandler,
         identity: IdentityServerClient,
-        federation: ExchangeSender | None = None,
+        federation: FederationClient | None = None,
     ) -> None:
         self._server_name = server_name
         self._rooms = rooms
