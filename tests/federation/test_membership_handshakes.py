@@ -16,7 +16,7 @@ from federation.interfaces import FederationRequestError
 from federation.x_matrix import sign_request
 from homeserver.events.room_versions import get_room_version
 from tests.federation.test_input_validation import signed_get
-from tests.federation.test_two_servers import sleep
+from tests.federation.test_two_servers import sleep, wait_for_invite
 from tests.rooms.helpers import create_room, user
 from tests.support.client import Client, q
 from tests.support.federation import federation_request
@@ -111,12 +111,7 @@ async def invited_over_federation(a: RunningServer, b: RunningServer) -> tuple[C
     resp = await alice.post("/_matrix/client/v3/createRoom", {"invite": [carol.user_id]})
     assert resp.code == 200, resp
     room_id = resp.json["room_id"]
-    for _ in range(50):
-        resp = await carol.get("/_matrix/client/v3/sync")
-        if room_id in resp.json["rooms"]["invite"]:
-            break
-        await sleep(0.1)
-    assert room_id in resp.json["rooms"]["invite"], resp.json
+    await wait_for_invite(carol, room_id)
     return carol, room_id
 
 

@@ -36,6 +36,18 @@ async def wait_for_message(
     raise AssertionError(f"{body!r} never arrived in {room_id}")
 
 
+async def wait_for_invite(client: Client, room_id: str, timeout: float = 15.0) -> dict[str, Any]:
+    """Sync until the invite to ``room_id`` shows up; the sync body that holds it."""
+    deadline = reactor.seconds() + timeout
+    while reactor.seconds() < deadline:
+        resp = await client.get("/_matrix/client/v3/sync")
+        assert resp.code == 200, resp
+        if room_id in resp.json["rooms"]["invite"]:
+            return dict(resp.json)
+        await sleep(0.1)
+    raise AssertionError(f"the invite to {room_id} never arrived at {client.user_id}")
+
+
 async def current_state(client: Client, room_id: str) -> dict[tuple[str, str], str]:
     resp = await client.get(f"/_matrix/client/v3/rooms/{q(room_id)}/state")
     assert resp.code == 200, resp
@@ -107,12 +119,7 @@ async def test_invite_remote_user_then_join(
     assert resp.code == 200, resp
     room_id = resp.json["room_id"]
 
-    for _ in range(50):
-        resp = await carol.get("/_matrix/client/v3/sync")
-        if room_id in resp.json["rooms"]["invite"]:
-            break
-        await sleep(0.1)
-    assert room_id in resp.json["rooms"]["invite"], resp.json
+    await wait_for_invite(carol, room_id)
 
     resp = await carol.post(f"/_matrix/client/v3/rooms/{q(room_id)}/join", {})
     assert resp.code == 200, resp
@@ -138,12 +145,7 @@ async def test_reject_remote_invite(
     resp = await alice.post("/_matrix/client/v3/createRoom", {"invite": [carol.user_id]})
     assert resp.code == 200, resp
     room_id = resp.json["room_id"]
-    for _ in range(50):
-        resp = await carol.get("/_matrix/client/v3/sync")
-        if room_id in resp.json["rooms"]["invite"]:
-            break
-        await sleep(0.1)
-    since = resp.json["next_batch"]
+    since = (await wait_for_invite(carol, room_id))["next_batch"]
 
     resp = await carol.post(f"/_matrix/client/v3/rooms/{q(room_id)}/leave", {})
     assert resp.code == 200, resp

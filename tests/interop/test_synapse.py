@@ -10,6 +10,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor, task
 
+from tests.federation.test_two_servers import wait_for_invite
 from tests.support.client import Client, q
 from tests.support.federation import free_port, start_federating_server
 from tests.support.server import RunningServer
@@ -70,16 +71,6 @@ async def wait_joined(client: Client, room_id: str, user_id: str, timeout: float
     raise AssertionError(f"{user_id} never joined {room_id} as seen by {client.base_url}")
 
 
-async def wait_invited(client: Client, room_id: str, timeout: float = 15.0) -> None:
-    deadline = reactor.seconds() + timeout
-    while reactor.seconds() < deadline:
-        resp = await client.get("/_matrix/client/v3/sync")
-        if room_id in resp.json["rooms"]["invite"]:
-            return
-        await sleep(0.2)
-    raise AssertionError(f"invite to {room_id} never arrived")
-
-
 async def send(client: Client, room_id: str, body: str) -> None:
     resp = await client.put(
         f"/_matrix/client/v3/rooms/{q(room_id)}/send/m.room.message/{uuid.uuid4().hex}",
@@ -108,7 +99,7 @@ async def test_synapse_invites_our_user_who_joins_and_talks(
     )
     assert resp.code == 200, resp
     room_id = resp.json["room_id"]
-    await wait_invited(o_user, room_id)
+    await wait_for_invite(o_user, room_id)
     resp = await o_user.post(f"/_matrix/client/v3/rooms/{q(room_id)}/join", {})
     assert resp.code == 200, resp
     await wait_joined(s_user, room_id, o_user.user_id)
@@ -224,7 +215,7 @@ async def test_our_restart_while_synapse_keeps_sending_catches_up(
             "/_matrix/client/v3/createRoom", {"preset": "public_chat", "invite": [o_user.user_id]}
         )
         room_id = resp.json["room_id"]
-        await wait_invited(o_user, room_id)
+        await wait_for_invite(o_user, room_id)
         resp = await o_user.post(f"/_matrix/client/v3/rooms/{q(room_id)}/join", {})
         assert resp.code == 200, resp
         await wait_joined(s_user, room_id, o_user.user_id)
