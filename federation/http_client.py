@@ -9,7 +9,6 @@ Invariants:
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 from collections.abc import Sequence
@@ -36,6 +35,7 @@ from federation.interfaces import FederationRequestError
 from federation.x_matrix import sign_request
 from homeserver.errors import MatrixError
 from homeserver.events.format import is_reachable_server_name
+from homeserver.http.ip_filter import IpFilter
 from homeserver.untrusted import decode_json
 
 logger = logging.getLogger(__name__)
@@ -92,20 +92,6 @@ async def resolve_ip(reactor: Any, host: str) -> str:
     if is_ip_literal(host):
         return host
     return str(await reactor.resolve(host))
-
-
-class IpRangePolicy:
-    """Outbound addresses in ``blacklist`` are refused unless in ``whitelist``."""
-
-    def __init__(self, blacklist: Sequence[str], whitelist: Sequence[str]) -> None:
-        self._black = [ipaddress.ip_network(n, strict=False) for n in blacklist]
-        self._white = [ipaddress.ip_network(n, strict=False) for n in whitelist]
-
-    def allowed(self, ip: str) -> bool:
-        addr = ipaddress.ip_address(ip)
-        if any(addr in n for n in self._white if n.version == addr.version):
-            return True
-        return not any(addr in n for n in self._black if n.version == addr.version)
 
 
 @implementer(IOpenSSLClientConnectionCreator)
@@ -214,7 +200,7 @@ class MatrixFederationHttpClient:
         resolver: ServerResolver,
         *,
         verify_certificates: bool,
-        ip_policy: IpRangePolicy,
+        ip_policy: IpFilter,
         domain_whitelist: Sequence[str] | None = None,
     ) -> None:
         self._reactor = reactor
@@ -280,7 +266,7 @@ class MatrixFederationHttpClient:
             raise FederationRequestError(
                 destination, 502, None, f"DNS lookup failed: {e}"
             ) from None
-        if not self._ip_policy.allowed(ip):
+        if not self._ip_policy.allows(ip):
             raise FederationRequestError(destination, 403, None, f"IP {ip} is blacklisted")
         query = urlencode(
             [

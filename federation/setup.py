@@ -15,7 +15,6 @@ from federation.e2ee import FederationE2ee
 from federation.e2ee_servlets import FederationE2eeServlets
 from federation.http_client import (
     DEFAULT_IP_RANGE_BLACKLIST,
-    IpRangePolicy,
     MatrixFederationHttpClient,
 )
 from federation.keyring import RemoteKeyring, TrustedKeyServer
@@ -33,6 +32,7 @@ from homeserver.e2ee.keys import KeysHandler
 from homeserver.e2ee.to_device import ToDeviceHandler
 from homeserver.events.event import Event
 from homeserver.handlers.profile import ProfileHandler
+from homeserver.http.ip_filter import IpFilter
 from homeserver.http.ratelimit import FederationRateLimiter, InviteRatelimiter
 from homeserver.http.server import JsonResource
 from homeserver.rooms.directory import RoomDirectory
@@ -101,7 +101,7 @@ def build_federation(
 ) -> Federation:
     server_name = config.server_name
     blacklist = config.ip_range_blacklist
-    ip_policy = IpRangePolicy(
+    ip_policy = IpFilter(
         list(DEFAULT_IP_RANGE_BLACKLIST) if blacklist is None else blacklist,
         config.ip_range_whitelist,
     )

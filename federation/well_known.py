@@ -28,11 +28,11 @@ from federation.discovery import WELL_KNOWN_MAX_BYTES
 from federation.http_client import (
     BodyTooLarge,
     FixedNamePolicy,
-    IpRangePolicy,
     discard_body,
     read_limited,
     resolve_ip,
 )
+from homeserver.http.ip_filter import IpFilter
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class WellKnownFetcher:
     def __init__(
         self,
         reactor: Any,
-        ip_policy: IpRangePolicy,
+        ip_policy: IpFilter,
         *,
         verify_certificates: bool,
         https_port: int = 443,
@@ -99,7 +99,7 @@ class WellKnownFetcher:
         except ValueError:
             raise WellKnownError(f"Bad port in {url!r}") from None
         ip = await resolve_ip(self._reactor, hostname)
-        if not self._ip_policy.allowed(ip):
+        if not self._ip_policy.allows(ip):
             raise WellKnownError(f"{hostname} resolves to {ip}, which is blacklisted")
         target = f"[{ip}]" if ":" in ip else ip
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")

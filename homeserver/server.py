@@ -84,9 +84,10 @@ from homeserver.handlers.search import SearchHandler
 from homeserver.handlers.threepid import ThreePidHandler
 from homeserver.handlers.ui_auth import EMAIL_IDENTITY, UiAuthHandler
 from homeserver.handlers.voip import TurnConfig
+from homeserver.http.ip_filter import IpFilter
 from homeserver.http.ratelimit import InviteRatelimiter, Ratelimiter
 from homeserver.http.server import JsonResource, MatrixSite
-from homeserver.media.preview import IpFilter, UrlPreviewer
+from homeserver.media.preview import UrlPreviewer
 from homeserver.media.remote import RemoteMediaFetcher
 from homeserver.media.repository import MediaRepository, MediaSettings
 from homeserver.media.storage import FileSystemMediaStorage

@@ -40,7 +40,7 @@ from federation.http_client import (
 from federation.x_matrix import sign_request
 from homeserver.errors import Codes, MatrixError
 from homeserver.events.format import is_reachable_server_name
-from homeserver.media.preview import IpFilter
+from homeserver.http.ip_filter import IpFilter
 
 logger = logging.getLogger(__name__)
 

@@ -33,6 +33,7 @@ from twisted.web.iweb import IAgent
 from zope.interface import directlyProvides, implementer, providedBy
 
 from homeserver.errors import Codes, MatrixError
+from homeserver.http.ip_filter import IpFilter
 from homeserver.media.repository import MediaRepository
 
 logger = logging.getLogger(__name__)
@@ -44,27 +45,6 @@ CACHE_SIZE = 1000
 
 class AddressBlocked(Exception):
     pass
-
-
-class IpFilter:
-    def __init__(self, blacklist: list[str], whitelist: list[str]) -> None:
-        self._black = [ipaddress.ip_network(c, strict=False) for c in blacklist]
-        self._white = [ipaddress.ip_network(c, strict=False) for c in whitelist]
-
-    def allows(self, host: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(host.split("%", 1)[0])
-        except ValueError:
-            return False
-        if ip.is_unspecified:
-            return False
-        candidates: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [ip]
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            candidates.append(ip.ipv4_mapped)
-        for candidate in candidates:
-            if any(candidate in net for net in self._white):
-                return True
-        return not any(candidate in net for candidate in candidates for net in self._black)
 
 
 @implementer(IResolutionReceiver)

@@ -41,9 +41,10 @@ from twisted.web.iweb import IAgent, IResponse
 from federation.http_client import MatrixFederationHttpClient, error_from_response
 from federation.interfaces import FederationRequestError
 from homeserver.errors import Codes, MatrixError
+from homeserver.http.ip_filter import IpFilter
 from homeserver.media.headers import filename_from_disposition, is_valid_content_type
 from homeserver.media.multipart import MultipartError, MultipartParser, boundary_of
-from homeserver.media.preview import IpFilter, filtering_agent
+from homeserver.media.preview import filtering_agent
 
 logger = logging.getLogger(__name__)
 

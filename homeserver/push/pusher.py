@@ -41,7 +41,8 @@ from twisted.web.client import HTTPConnectionPool
 from homeserver.clock import Clock, DelayedCall
 from homeserver.errors import MatrixError
 from homeserver.events.event import Event
-from homeserver.media.preview import IpFilter, filtering_agent
+from homeserver.http.ip_filter import IpFilter
+from homeserver.media.preview import filtering_agent
 from homeserver.push.actions import out_of_band_room
 from homeserver.push.counts import UnreadCounts
 from homeserver.push.evaluator import actions_tweaks

@@ -14,8 +14,8 @@ from homeserver.api.client.push_rules import PushRuleServlets
 from homeserver.api.client.pushers import PusherServlets
 from homeserver.events.event import Event
 from homeserver.handlers.auth import AuthHandler
+from homeserver.http.ip_filter import IpFilter
 from homeserver.http.server import JsonResource
-from homeserver.media.preview import IpFilter
 from homeserver.push.actions import PushActionGenerator
 from homeserver.push.counts import UnreadCounts, UnreadCountsSource
 from homeserver.push.notifications import NotificationsHandler

@@ -19,8 +19,9 @@ from federation.discovery import (
     ResolvedServer,
     ServerResolver,
 )
-from federation.http_client import DEFAULT_IP_RANGE_BLACKLIST, IpRangePolicy
+from federation.http_client import DEFAULT_IP_RANGE_BLACKLIST
 from federation.well_known import MAX_REDIRECTS, WellKnownError, WellKnownFetcher
+from homeserver.http.ip_filter import IpFilter
 from tests.support.federation import write_self_signed_cert
 
 WELL_KNOWN = "/.well-known/matrix/server"
@@ -98,7 +99,7 @@ async def web(tmp_path: Any) -> AsyncIterator[tuple[WebServer, WebServer, WebSer
 
 def fetcher(home: WebServer, whitelist: list[str] | None = None) -> WellKnownFetcher:
     """``https://localhost/`` is ``home``; only 127.0.0.1 is allowed by default."""
-    policy = IpRangePolicy(
+    policy = IpFilter(
         list(DEFAULT_IP_RANGE_BLACKLIST), ["127.0.0.1/32"] if whitelist is None else whitelist
     )
     return WellKnownFetcher(reactor, policy, verify_certificates=False, https_port=home.port)

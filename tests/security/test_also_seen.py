@@ -16,7 +16,8 @@ from twisted.web.server import Site
 
 from federation.interfaces import FederationRequestError
 from homeserver.config import DEFAULT_URL_PREVIEW_IP_RANGE_BLACKLIST
-from homeserver.media.preview import IpFilter, request_uri
+from homeserver.http.ip_filter import IpFilter
+from homeserver.media.preview import request_uri
 from tests.api.helpers import assert_error, raw_http, with_config
 from tests.rooms.helpers import (
     V3,
