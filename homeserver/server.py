@@ -92,6 +92,7 @@ from homeserver.media.repository import MediaRepository, MediaSettings
 from homeserver.media.storage import FileSystemMediaStorage
 from homeserver.push.setup import PushServices, build_push
 from homeserver.relations.handler import RelationsHandler
+from homeserver.rooms.admin import RoomAdmin
 from homeserver.rooms.directory import RoomDirectory
 from homeserver.rooms.event_creation import EventCreator
 from homeserver.rooms.handler import RoomHandler
@@ -111,7 +112,7 @@ from homeserver.sync.notifier import Notifier
 from storage.database import Database, make_engine
 from storage.storage import Storage
 from synapse_compat.admin_register import SharedSecretRegistrationServlet
-from synapse_compat.admin_rooms import AdminRoomServlets
+from synapse_compat.admin_rooms import AdminRoomApiServlets, AdminRoomServlets
 
 logger = logging.getLogger(__name__)
 
@@ -618,6 +619,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
             config.registration_shared_secret, reactor, auth, registration
         ),
         AdminRoomServlets(auth, RoomShutdown(storage, room_cache, room_handler)),
+        AdminRoomApiServlets(auth, RoomAdmin(storage, room_cache, room_handler), history),
     ):
         servlets.register(resource)
     if login_tokens is not None:
