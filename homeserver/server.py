@@ -70,6 +70,7 @@ from homeserver.ephemeral.tags import TagsHandler
 from homeserver.ephemeral.typing import TypingHandler, TypingSource
 from homeserver.ephemeral.user_directory import UserDirectoryHandler
 from homeserver.events.event import Event
+from homeserver.handlers.admin_reports import EventReportsAdmin
 from homeserver.handlers.auth import AuthHandler
 from homeserver.handlers.client_ips import ClientIpTracker
 from homeserver.handlers.email_validation import EmailValidation, Mailer
@@ -112,6 +113,7 @@ from homeserver.sync.notifier import Notifier
 from storage.database import Database, make_engine
 from storage.storage import Storage
 from synapse_compat.admin_register import SharedSecretRegistrationServlet
+from synapse_compat.admin_reports import AdminEventReportServlets
 from synapse_compat.admin_rooms import AdminRoomApiServlets, AdminRoomServlets
 
 logger = logging.getLogger(__name__)
@@ -620,6 +622,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         ),
         AdminRoomServlets(auth, RoomShutdown(storage, room_cache, room_handler)),
         AdminRoomApiServlets(auth, RoomAdmin(storage, room_cache, room_handler), history),
+        AdminEventReportServlets(auth, EventReportsAdmin(storage)),
     ):
         servlets.register(resource)
     if login_tokens is not None:
