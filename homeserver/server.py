@@ -79,6 +79,7 @@ from homeserver.handlers.login_token import LoginTokenHandler
 from homeserver.handlers.openid import OpenIdHandler
 from homeserver.handlers.profile import ProfileHandler
 from homeserver.handlers.register import RegistrationHandler
+from homeserver.handlers.registration_tokens import RegistrationTokensAdmin
 from homeserver.handlers.reports import ReportsHandler
 from homeserver.handlers.restrictions import UserRestrictions
 from homeserver.handlers.search import SearchHandler
@@ -113,6 +114,7 @@ from homeserver.sync.notifier import Notifier
 from storage.database import Database, make_engine
 from storage.storage import Storage
 from synapse_compat.admin_register import SharedSecretRegistrationServlet
+from synapse_compat.admin_registration_tokens import AdminRegistrationTokenServlets
 from synapse_compat.admin_reports import AdminEventReportServlets
 from synapse_compat.admin_rooms import AdminRoomApiServlets, AdminRoomServlets
 
@@ -623,6 +625,9 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         AdminRoomServlets(auth, RoomShutdown(storage, room_cache, room_handler)),
         AdminRoomApiServlets(auth, RoomAdmin(storage, room_cache, room_handler), history),
         AdminEventReportServlets(auth, EventReportsAdmin(storage)),
+        AdminRegistrationTokenServlets(
+            auth, RegistrationTokensAdmin(storage.registration, reactor)
+        ),
     ):
         servlets.register(resource)
     if login_tokens is not None:
