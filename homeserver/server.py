@@ -70,6 +70,7 @@ from homeserver.ephemeral.tags import TagsHandler
 from homeserver.ephemeral.typing import TypingHandler, TypingSource
 from homeserver.ephemeral.user_directory import UserDirectoryHandler
 from homeserver.events.event import Event
+from homeserver.handlers.admin_federation import DestinationsAdmin
 from homeserver.handlers.admin_reports import EventReportsAdmin
 from homeserver.handlers.auth import AuthHandler
 from homeserver.handlers.client_ips import ClientIpTracker
@@ -117,6 +118,7 @@ from synapse_compat.admin_register import SharedSecretRegistrationServlet
 from synapse_compat.admin_registration_tokens import AdminRegistrationTokenServlets
 from synapse_compat.admin_reports import AdminEventReportServlets
 from synapse_compat.admin_rooms import AdminRoomApiServlets, AdminRoomServlets
+from synapse_compat.admin_server import AdminServerServlets
 
 logger = logging.getLogger(__name__)
 
@@ -625,6 +627,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         AdminRoomServlets(auth, RoomShutdown(storage, room_cache, room_handler)),
         AdminRoomApiServlets(auth, RoomAdmin(storage, room_cache, room_handler), history),
         AdminEventReportServlets(auth, EventReportsAdmin(storage)),
+        AdminServerServlets(auth, DestinationsAdmin(storage, federation.sender)),
         AdminRegistrationTokenServlets(
             auth, RegistrationTokensAdmin(storage.registration, reactor)
         ),

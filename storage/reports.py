@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from storage.database import Database, Transaction
+from storage.database import Database, Transaction, like_escape
 from storage.id_generator import IdGenerator
 
 JsonDict = dict[str, Any]
@@ -158,7 +158,7 @@ class ReportsStore:
             for column, value in (("r.user_id", user_id), ("r.room_id", room_id)):
                 if value:
                     filters.append(f"{column} LIKE ? ESCAPE '\\'")
-                    args.append("%" + _like_escape(value) + "%")
+                    args.append("%" + like_escape(value) + "%")
             if event_sender:
                 filters.append("e.sender = ?")
                 args.append(event_sender)
@@ -202,7 +202,3 @@ def _event_report(r: tuple[Any, ...]) -> EventReport:
     return EventReport(
         int(r[0]), int(r[1]), r[2], r[3], r[4], r[5], json.loads(r[6]) if r[6] else {}
     )
-
-
-def _like_escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from storage.database import Database, Transaction
+from storage.database import Database, Transaction, like_escape
 
 # The state events whose content the room figures come from (state key "").
 _STATE_TYPES = (
@@ -163,3 +163,29 @@ class RoomStatsStore:
             ]
 
         return await self._db.run_interaction("get_forward_extremities", _txn)
+
+    async def rooms_shared_with(self, server_name: str) -> list[tuple[str, int]]:
+        """Rooms with a member of ``server_name`` joined, by room id, each with the
+        stream ordering of the room's newest event."""
+
+        def _txn(txn: Transaction) -> list[tuple[str, int]]:
+            room_ids = sorted(
+                {
+                    str(r[0])
+                    for r in txn.select_all(
+                        "SELECT DISTINCT room_id FROM current_state_events"
+                        " WHERE type = 'm.room.member' AND membership = 'join'"
+                        " AND state_key LIKE ? ESCAPE '\\'",
+                        ("%:" + like_escape(server_name),),
+                    )
+                }
+            )
+            out = []
+            for room_id in room_ids:
+                row = txn.select_one(
+                    "SELECT MAX(stream_ordering) FROM events WHERE room_id = ?", (room_id,)
+                )
+                out.append((room_id, int(row[0]) if row and row[0] is not None else 0))
+            return out
+
+        return await self._db.run_interaction("rooms_shared_with", _txn)
