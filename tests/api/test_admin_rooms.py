@@ -190,6 +190,27 @@ async def test_forward_extremities(server: RunningServer) -> None:
     deleted = await admin.delete(admin_room(room_id, "/forward_extremities"))
     assert deleted.code == 200 and deleted.json == {"deleted": 0}, deleted
 
+    # A second, older extremity (as a gap in federated history leaves): only the newest
+    # is kept, and the room goes on.
+    older = await send(alice, room_id, "older")
+    newest = await send(alice, room_id, "newest")
+    await server.hs.storage.db.run_interaction(
+        "add_extremity",
+        lambda txn: txn.execute(
+            "INSERT INTO event_forward_extremities (room_id, event_id) VALUES (?, ?)",
+            (room_id, older),
+        ),
+    )
+    resp = await admin.get(admin_room(room_id, "/forward_extremities"))
+    assert [r["event_id"] for r in resp.json["results"]] == [older, newest]
+    deleted = await admin.delete(admin_room(room_id, "/forward_extremities"))
+    assert deleted.json == {"deleted": 1}, deleted
+    resp = await admin.get(admin_room(room_id, "/forward_extremities"))
+    assert [r["event_id"] for r in resp.json["results"]] == [newest]
+    after = await send(alice, room_id, "after")
+    resp = await admin.get(admin_room(room_id, "/forward_extremities"))
+    assert [r["event_id"] for r in resp.json["results"]] == [after]
+
 
 @pytest_twisted.ensureDeferred
 async def test_block_and_unblock_a_room(server: RunningServer) -> None:
