@@ -172,6 +172,7 @@ class FederationSender:
         defer.ensureDeferred(self._run(destination))
 
     def retry_now(self, destination: str) -> None:
+        """Forget the destination's backoff and send what is queued for it now."""
         call = self._wakeups.pop(destination, None)
         if call is not None and call.active():
             call.cancel()
@@ -215,7 +216,8 @@ class FederationSender:
                         logger.warning("%s refused a transaction (%s); dropping it", destination, e)
                         await self._store.ack([i.item_id for i in pdus + edus])
                         continue
-                    self._schedule_retry(destination, e)
+                    interval = self._schedule_retry(destination, e)
+                    await self._store.set_retry(destination, now_ms(self._clock), interval)
                     return
                 self._backoff.pop(destination, None)
                 await self._store.set_retry(destination, 0, 0)
@@ -225,7 +227,8 @@ class FederationSender:
         finally:
             self._running.discard(destination)
 
-    def _schedule_retry(self, destination: str, error: Exception) -> None:
+    def _schedule_retry(self, destination: str, error: Exception) -> int:
+        """Wake the destination again after its next backoff interval (returned, in ms)."""
         previous = self._backoff.get(destination)
         interval = (
             self._retry.min_interval_ms
@@ -240,3 +243,4 @@ class FederationSender:
             self._kick(destination)
 
         self._wakeups[destination] = self._clock.callLater(interval / 1000.0, _wake)
+        return interval

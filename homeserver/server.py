@@ -70,6 +70,8 @@ from homeserver.ephemeral.tags import TagsHandler
 from homeserver.ephemeral.typing import TypingHandler, TypingSource
 from homeserver.ephemeral.user_directory import UserDirectoryHandler
 from homeserver.events.event import Event
+from homeserver.handlers.admin_federation import DestinationsAdmin
+from homeserver.handlers.admin_reports import EventReportsAdmin
 from homeserver.handlers.auth import AuthHandler
 from homeserver.handlers.client_ips import ClientIpTracker
 from homeserver.handlers.email_validation import EmailValidation, Mailer
@@ -78,6 +80,7 @@ from homeserver.handlers.login_token import LoginTokenHandler
 from homeserver.handlers.openid import OpenIdHandler
 from homeserver.handlers.profile import ProfileHandler
 from homeserver.handlers.register import RegistrationHandler
+from homeserver.handlers.registration_tokens import RegistrationTokensAdmin
 from homeserver.handlers.reports import ReportsHandler
 from homeserver.handlers.restrictions import UserRestrictions
 from homeserver.handlers.search import SearchHandler
@@ -93,6 +96,7 @@ from homeserver.media.repository import MediaRepository, MediaSettings
 from homeserver.media.storage import FileSystemMediaStorage
 from homeserver.push.setup import PushServices, build_push
 from homeserver.relations.handler import RelationsHandler
+from homeserver.rooms.admin import RoomAdmin
 from homeserver.rooms.directory import RoomDirectory
 from homeserver.rooms.event_creation import EventCreator
 from homeserver.rooms.handler import RoomHandler
@@ -112,7 +116,10 @@ from homeserver.sync.notifier import Notifier
 from storage.database import Database, make_engine
 from storage.storage import Storage
 from synapse_compat.admin_register import SharedSecretRegistrationServlet
-from synapse_compat.admin_rooms import AdminRoomServlets
+from synapse_compat.admin_registration_tokens import AdminRegistrationTokenServlets
+from synapse_compat.admin_reports import AdminEventReportServlets
+from synapse_compat.admin_rooms import AdminRoomApiServlets, AdminRoomServlets
+from synapse_compat.admin_server import AdminServerServlets
 
 logger = logging.getLogger(__name__)
 
@@ -619,6 +626,12 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
             config.registration_shared_secret, reactor, auth, registration
         ),
         AdminRoomServlets(auth, RoomShutdown(storage, room_cache, room_handler)),
+        AdminRoomApiServlets(auth, RoomAdmin(storage, room_cache, room_handler), history),
+        AdminEventReportServlets(auth, EventReportsAdmin(storage)),
+        AdminServerServlets(auth, DestinationsAdmin(storage, federation.sender)),
+        AdminRegistrationTokenServlets(
+            auth, RegistrationTokensAdmin(storage.registration, reactor)
+        ),
     ):
         servlets.register(resource)
     if login_tokens is not None:

@@ -315,3 +315,8 @@ def make_engine(database_config: dict[str, Any]) -> Engine:
     if "database" in connect_args and "dbname" not in connect_args:
         connect_args["dbname"] = connect_args.pop("database")
     return PostgresEngine(connect_args)
+
+
+def like_escape(value: str) -> str:
+    """``value`` as literal text inside a ``LIKE ? ESCAPE '\\'`` pattern."""
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

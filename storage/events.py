@@ -1178,6 +1178,42 @@ class EventsStore:
         )
         return row is not None
 
+    async def unblock_room(self, room_id: str) -> None:
+        await self._db.run_interaction(
+            "unblock_room",
+            lambda txn: txn.execute("DELETE FROM blocked_rooms WHERE room_id = ?", (room_id,)),
+        )
+
+    async def room_blocked_by(self, room_id: str) -> str | None:
+        """Who blocked the room, or None when it is not blocked."""
+        row = await self._db.run_interaction(
+            "room_blocked_by",
+            lambda txn: txn.select_one(
+                "SELECT user_id FROM blocked_rooms WHERE room_id = ?", (room_id,)
+            ),
+        )
+        return str(row[0]) if row is not None else None
+
+    async def delete_extra_forward_extremities(self, room_id: str) -> list[str]:
+        """Keep only the room's newest forward extremity (by stream ordering); the ids
+        of those deleted. The caller holds the room's lock and updates its memory."""
+
+        def _txn(txn: Transaction) -> list[str]:
+            rows = txn.select_all(
+                "SELECT f.event_id FROM event_forward_extremities f"
+                " JOIN events e ON e.event_id = f.event_id"
+                " WHERE f.room_id = ? ORDER BY e.stream_ordering DESC",
+                (room_id,),
+            )
+            extra = [str(r[0]) for r in rows[1:]]
+            txn.execute_many(
+                "DELETE FROM event_forward_extremities WHERE room_id = ? AND event_id = ?",
+                [(room_id, event_id) for event_id in extra],
+            )
+            return extra
+
+        return await self._db.run_interaction("delete_extra_forward_extremities", _txn)
+
     async def get_all_aliases(self) -> list[tuple[str, str]]:
         """Every local alias mapping, (alias, room id)."""
 

@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from storage.database import Database, Transaction
+from storage.database import Database, Transaction, like_escape
 from storage.id_generator import IdGenerator
 
 
@@ -36,6 +36,35 @@ class OutboxItem:
     destination: str
     kind: str  # "pdu" or "edu"
     payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """A server we have sent to: backed off until ``retry_last_ts + retry_interval_ms``
+    while ``retry_last_ts`` is not 0, failing since ``failure_ts``."""
+
+    destination: str
+    retry_last_ts: int
+    retry_interval_ms: int
+    failure_ts: int | None
+
+
+# order_by (Synapse's names) -> column; we keep no last successful stream ordering.
+DESTINATION_ORDERS = {
+    "destination": "destination",
+    "retry_last_ts": "retry_last_ts",
+    "retry_interval": "retry_interval_ms",
+    "failure_ts": "failure_ts",
+    "last_successful_stream_ordering": "destination",
+}
+
+_DESTINATION_COLUMNS = "destination, retry_last_ts, retry_interval_ms, failure_ts"
+
+
+def _destination(row: tuple[Any, ...]) -> Destination:
+    return Destination(
+        str(row[0]), int(row[1]), int(row[2]), int(row[3]) if row[3] is not None else None
+    )
 
 
 class FederationStore:
@@ -146,26 +175,71 @@ class FederationStore:
     # Backoff -------------------------------------------------------------------------
 
     async def get_retry(self, destination: str) -> tuple[int, int] | None:
-        def _txn(txn: Transaction) -> tuple[int, int] | None:
-            row = txn.select_one(
-                "SELECT retry_last_ts, retry_interval_ms FROM destinations WHERE destination = ?",
-                (destination,),
-            )
-            return (int(row[0]), int(row[1])) if row else None
-
-        return await self._db.run_interaction("get_retry", _txn)
+        """(retry_last_ts, retry_interval_ms) while the destination is backed off."""
+        found = await self.get_destination(destination)
+        if found is None or not found.retry_last_ts:
+            return None
+        return found.retry_last_ts, found.retry_interval_ms
 
     async def set_retry(self, destination: str, last_ts: int, interval_ms: int) -> None:
+        """Record a failed attempt (``interval_ms`` > 0: retry after that long; the run
+        of failures began at its first one) or a success (0: the destination answers)."""
+
         def _txn(txn: Transaction) -> None:
-            txn.execute("DELETE FROM destinations WHERE destination = ?", (destination,))
-            if interval_ms > 0:
+            row = txn.select_one(
+                "SELECT failure_ts FROM destinations WHERE destination = ?", (destination,)
+            )
+            failing = interval_ms > 0
+            failure_ts = (row[0] if row and row[0] is not None else last_ts) if failing else None
+            values = (last_ts if failing else 0, interval_ms if failing else 0, failure_ts)
+            if row is None:
                 txn.execute(
-                    "INSERT INTO destinations (destination, retry_last_ts, retry_interval_ms)"
-                    " VALUES (?, ?, ?)",
-                    (destination, last_ts, interval_ms),
+                    "INSERT INTO destinations"
+                    " (destination, retry_last_ts, retry_interval_ms, failure_ts)"
+                    " VALUES (?, ?, ?, ?)",
+                    (destination, *values),
+                )
+            else:
+                txn.execute(
+                    "UPDATE destinations SET retry_last_ts = ?, retry_interval_ms = ?,"
+                    " failure_ts = ? WHERE destination = ?",
+                    (*values, destination),
                 )
 
         await self._db.run_interaction("set_retry", _txn)
+
+    async def get_destination(self, destination: str) -> Destination | None:
+        def _txn(txn: Transaction) -> Destination | None:
+            row = txn.select_one(
+                f"SELECT {_DESTINATION_COLUMNS} FROM destinations WHERE destination = ?",
+                (destination,),
+            )
+            return _destination(row) if row is not None else None
+
+        return await self._db.run_interaction("get_destination", _txn)
+
+    async def page_destinations(
+        self, start: int, limit: int, search: str | None, order_by: str, backwards: bool
+    ) -> tuple[list[Destination], int]:
+        """A page of known destinations (``search``: part of the name, any case), sorted
+        by ``order_by`` (a column of ``DESTINATION_ORDERS``) then by name."""
+        column = DESTINATION_ORDERS[order_by]
+        where, args = "", []
+        if search:
+            where = " WHERE LOWER(destination) LIKE ? ESCAPE '\\'"
+            args.append("%" + like_escape(search.lower()) + "%")
+
+        def _txn(txn: Transaction) -> tuple[list[Destination], int]:
+            count = txn.select_one("SELECT COUNT(*) FROM destinations" + where, args)
+            order = "DESC" if backwards else "ASC"
+            rows = txn.select_all(
+                f"SELECT {_DESTINATION_COLUMNS} FROM destinations{where}"
+                f" ORDER BY {column} {order}, destination ASC LIMIT ? OFFSET ?",
+                [*args, limit, start],
+            )
+            return [_destination(r) for r in rows], int(count[0]) if count else 0
+
+        return await self._db.run_interaction("page_destinations", _txn)
 
     # Inbound transactions ------------------------------------------------------------
 

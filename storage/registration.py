@@ -21,6 +21,28 @@ class UiAuthSession:
     user_id: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class RegistrationToken:
+    token: str
+    uses_allowed: int | None
+    pending: int
+    completed: int
+    expiry_time: int | None
+
+
+_TOKEN_COLUMNS = "token, uses_allowed, pending, completed, expiry_time"
+
+
+def _token(row: tuple[Any, ...]) -> RegistrationToken:
+    return RegistrationToken(
+        str(row[0]),
+        int(row[1]) if row[1] is not None else None,
+        int(row[2]),
+        int(row[3]),
+        int(row[4]) if row[4] is not None else None,
+    )
+
+
 class RegistrationStore:
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -68,6 +90,83 @@ class RegistrationStore:
             return txn.rowcount == 1
 
         return await self._db.run_interaction("use_registration_token", _txn)
+
+    async def add_registration_token(
+        self, token: str, uses_allowed: int | None, expiry_time: int | None
+    ) -> bool:
+        """False if the token exists already."""
+
+        def _txn(txn: Transaction) -> bool:
+            txn.execute(
+                "INSERT INTO registration_tokens (token, uses_allowed, expiry_time)"
+                " VALUES (?, ?, ?) ON CONFLICT (token) DO NOTHING",
+                (token, uses_allowed, expiry_time),
+            )
+            return txn.rowcount == 1
+
+        return await self._db.run_interaction("add_registration_token", _txn)
+
+    async def list_registration_tokens(
+        self, valid: bool | None, now_ms: int
+    ) -> list[RegistrationToken]:
+        """Every token, or only those still usable (``valid``), or only those used up or
+        expired (``valid`` false), as Synapse tells them apart."""
+        where = ""
+        args: tuple[Any, ...] = ()
+        if valid is True:
+            where = (
+                " WHERE (uses_allowed IS NULL OR uses_allowed > pending + completed)"
+                " AND (expiry_time IS NULL OR expiry_time > ?)"
+            )
+            args = (now_ms,)
+        elif valid is False:
+            where = " WHERE uses_allowed <= pending + completed OR expiry_time <= ?"
+            args = (now_ms,)
+
+        def _txn(txn: Transaction) -> list[RegistrationToken]:
+            rows = txn.select_all(
+                f"SELECT {_TOKEN_COLUMNS} FROM registration_tokens{where} ORDER BY token", args
+            )
+            return [_token(r) for r in rows]
+
+        return await self._db.run_interaction("list_registration_tokens", _txn)
+
+    async def get_registration_token(self, token: str) -> RegistrationToken | None:
+        def _txn(txn: Transaction) -> RegistrationToken | None:
+            row = txn.select_one(
+                f"SELECT {_TOKEN_COLUMNS} FROM registration_tokens WHERE token = ?", (token,)
+            )
+            return _token(row) if row is not None else None
+
+        return await self._db.run_interaction("get_registration_token", _txn)
+
+    async def update_registration_token(
+        self, token: str, changes: dict[str, int | None]
+    ) -> RegistrationToken | None:
+        """Set ``uses_allowed`` and/or ``expiry_time``; the token after, None if unknown."""
+        columns = [c for c in ("uses_allowed", "expiry_time") if c in changes]
+
+        def _txn(txn: Transaction) -> RegistrationToken | None:
+            if columns:
+                txn.execute(
+                    "UPDATE registration_tokens SET "
+                    + ", ".join(f"{c} = ?" for c in columns)
+                    + " WHERE token = ?",
+                    (*(changes[c] for c in columns), token),
+                )
+            row = txn.select_one(
+                f"SELECT {_TOKEN_COLUMNS} FROM registration_tokens WHERE token = ?", (token,)
+            )
+            return _token(row) if row is not None else None
+
+        return await self._db.run_interaction("update_registration_token", _txn)
+
+    async def delete_registration_token(self, token: str) -> bool:
+        def _txn(txn: Transaction) -> bool:
+            txn.execute("DELETE FROM registration_tokens WHERE token = ?", (token,))
+            return txn.rowcount > 0
+
+        return await self._db.run_interaction("delete_registration_token", _txn)
 
     # UI auth sessions ----------------------------------------------------
 

@@ -1,5 +1,5 @@
 """Abuse reports about events, rooms and users (``event_reports``, ``room_reports``,
-``user_reports``). Rows are only added here; an admin API reads them.
+``user_reports``). Clients add rows; the admin API reads them and deletes event reports.
 
 Invariants: each table's ids come from its own in-process counter (one writer process),
 so ids only grow and list reports in the order they arrived.
@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from storage.database import Database, Transaction
+from storage.database import Database, Transaction, like_escape
 from storage.id_generator import IdGenerator
 
 JsonDict = dict[str, Any]
@@ -119,12 +119,7 @@ class ReportsStore:
             return txn.select_all(sql + " WHERE room_id = ? ORDER BY id", (room_id,))
 
         rows = await self._db.run_interaction("get_event_reports", _txn)
-        return [
-            EventReport(
-                int(r[0]), int(r[1]), r[2], r[3], r[4], r[5], json.loads(r[6]) if r[6] else {}
-            )
-            for r in rows
-        ]
+        return [_event_report(r) for r in rows]
 
     async def get_room_reports(self) -> list[Report]:
         return await self._reports("room_reports", "room_id")
@@ -140,3 +135,70 @@ class ReportsStore:
 
         rows = await self._db.run_interaction(f"get_{table}", _txn)
         return [Report(int(r[0]), int(r[1]), r[2], r[3], r[4]) for r in rows]
+
+    # Admin API -----------------------------------------------------------------------
+
+    async def page_event_reports(
+        self,
+        start: int,
+        limit: int,
+        *,
+        backwards: bool,
+        user_id: str | None = None,
+        room_id: str | None = None,
+        event_sender: str | None = None,
+    ) -> tuple[list[tuple[EventReport, str | None]], int]:
+        """A page of event reports, newest first when ``backwards``, each with the
+        reported event's sender (None if we do not hold it), and how many match.
+        ``user_id`` and ``room_id`` match any part of the reporter and room ids."""
+
+        def _txn(txn: Transaction) -> tuple[list[tuple[Any, ...]], int]:
+            filters: list[str] = []
+            args: list[Any] = []
+            for column, value in (("r.user_id", user_id), ("r.room_id", room_id)):
+                if value:
+                    filters.append(f"{column} LIKE ? ESCAPE '\\'")
+                    args.append("%" + like_escape(value) + "%")
+            if event_sender:
+                filters.append("e.sender = ?")
+                args.append(event_sender)
+            where = " WHERE " + " AND ".join(filters) if filters else ""
+            joins = " FROM event_reports r LEFT JOIN events e ON e.event_id = r.event_id"
+            count = txn.select_one("SELECT COUNT(*)" + joins + where, args)
+            order = "DESC" if backwards else "ASC"
+            rows = txn.select_all(
+                "SELECT r.id, r.received_ts, r.room_id, r.event_id, r.user_id, r.reason,"
+                " r.content, e.sender"
+                + joins
+                + where
+                + f" ORDER BY r.received_ts {order}, r.id {order} LIMIT ? OFFSET ?",
+                [*args, limit, start],
+            )
+            return rows, int(count[0]) if count else 0
+
+        rows, total = await self._db.run_interaction("page_event_reports", _txn)
+        return [(_event_report(r), r[7]) for r in rows], total
+
+    async def get_event_report(self, report_id: int) -> EventReport | None:
+        def _txn(txn: Transaction) -> tuple[Any, ...] | None:
+            return txn.select_one(
+                "SELECT id, received_ts, room_id, event_id, user_id, reason, content"
+                " FROM event_reports WHERE id = ?",
+                (report_id,),
+            )
+
+        row = await self._db.run_interaction("get_event_report", _txn)
+        return _event_report(row) if row is not None else None
+
+    async def delete_event_report(self, report_id: int) -> bool:
+        def _txn(txn: Transaction) -> bool:
+            txn.execute("DELETE FROM event_reports WHERE id = ?", (report_id,))
+            return txn.rowcount > 0
+
+        return await self._db.run_interaction("delete_event_report", _txn)
+
+
+def _event_report(r: tuple[Any, ...]) -> EventReport:
+    return EventReport(
+        int(r[0]), int(r[1]), r[2], r[3], r[4], r[5], json.loads(r[6]) if r[6] else {}
+    )

@@ -24,6 +24,7 @@ from storage.receipts import ReceiptsStore
 from storage.registration import RegistrationStore
 from storage.relations import RelationsStore
 from storage.reports import ReportsStore
+from storage.room_stats import RoomStatsStore
 from storage.search import SearchStore
 from storage.threepids import ThreePidStore, ValidationSessionStore
 from storage.user_directory import UserDirectoryStore
@@ -52,6 +53,7 @@ class Storage:
     relations: RelationsStore
     push: PushStore
     reports: ReportsStore
+    room_stats: RoomStatsStore
     openid: OpenIdStore
     login_tokens: LoginTokenStore
     user_restrictions: UserRestrictionsStore
@@ -101,6 +103,7 @@ class Storage:
             relations=RelationsStore(db),
             push=PushStore(db),
             reports=await ReportsStore.open(db),
+            room_stats=RoomStatsStore(db),
             openid=OpenIdStore(db),
             login_tokens=LoginTokenStore(db),
             user_restrictions=UserRestrictionsStore(db),

@@ -1,0 +1,87 @@
+"""Synapse's admin API about the server itself: ``server_version``, the background
+updates' status (we run none: nothing is ever pending) and the federation
+destinations (``/_synapse/admin/v1/federation/destinations...``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.web.server import Request
+
+from federation.query_servlets import SERVER_VERSION
+from homeserver.handlers.admin_federation import DestinationsAdmin
+from homeserver.handlers.auth import AuthHandler
+from homeserver.http.server import JsonResource
+from homeserver.http.servlet import parse_integer, parse_string
+from storage.federation import DESTINATION_ORDERS
+from synapse_compat.admin_rooms import parse_direction, require_admin
+
+
+def _paging(request: Request) -> tuple[int, int]:
+    start = parse_integer(request, "from", default=0, minimum=0)
+    limit = parse_integer(request, "limit", default=100, minimum=0)
+    assert start is not None and limit is not None
+    return start, limit
+
+
+class AdminServerServlets:
+    DESTINATIONS = "/_synapse/admin/v1/federation/destinations"
+
+    def __init__(self, auth: AuthHandler, destinations: DestinationsAdmin) -> None:
+        self._auth = auth
+        self._destinations = destinations
+
+    def register(self, r: JsonResource) -> None:
+        r.register("GET", "/_synapse/admin/v1/server_version", self.on_server_version)
+        r.register("GET", "/_synapse/admin/v1/background_updates/status", self.on_updates)
+        r.register("GET", self.DESTINATIONS, self.on_list)
+        r.register("GET", self.DESTINATIONS + "/{destination}", self.on_get)
+        r.register("GET", self.DESTINATIONS + "/{destination}/rooms", self.on_rooms)
+        r.register("POST", self.DESTINATIONS + "/{destination}/reset_connection", self.on_reset)
+
+    async def on_server_version(self, request: Request) -> tuple[int, Any]:
+        # As Synapse: no authentication.
+        return 200, {"server_version": SERVER_VERSION}
+
+    async def on_updates(self, request: Request) -> tuple[int, Any]:
+        await require_admin(self._auth, request)
+        return 200, {"enabled": True, "current_updates": {}}
+
+    async def on_list(self, request: Request) -> tuple[int, Any]:
+        await require_admin(self._auth, request)
+        start, limit = _paging(request)
+        order_by = parse_string(
+            request, "order_by", default="destination", allowed=tuple(DESTINATION_ORDERS)
+        )
+        assert order_by is not None
+        found, total = await self._destinations.page(
+            start,
+            limit,
+            parse_string(request, "destination"),
+            order_by,
+            parse_direction(request, "f") == "b",
+        )
+        body: dict[str, Any] = {"destinations": found, "total": total}
+        if start + limit < total:
+            body["next_token"] = str(start + len(found))
+        return 200, body
+
+    async def on_get(self, request: Request, destination: str) -> tuple[int, Any]:
+        await require_admin(self._auth, request)
+        return 200, await self._destinations.get(destination)
+
+    async def on_rooms(self, request: Request, destination: str) -> tuple[int, Any]:
+        await require_admin(self._auth, request)
+        start, limit = _paging(request)
+        rooms, total = await self._destinations.rooms(
+            destination, start, limit, parse_direction(request, "f") == "b"
+        )
+        body: dict[str, Any] = {"rooms": rooms, "total": total}
+        if start + limit < total:
+            body["next_token"] = str(start + len(rooms))
+        return 200, body
+
+    async def on_reset(self, request: Request, destination: str) -> tuple[int, Any]:
+        await require_admin(self._auth, request)
+        await self._destinations.reset_connection(destination)
+        return 200, {}
