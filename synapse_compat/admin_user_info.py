@@ -1,0 +1,83 @@
+"""More of Synapse's user admin API: a user's room memberships and account data, the
+user holding a 3PID, and Synapse's own suspension path (``/_synapse/admin/v1/suspend``,
+the same flag as MSC4323's ``/_matrix/client/v1/admin/suspend``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.web.server import Request
+
+from homeserver.e2ee.locality import Locality
+from homeserver.errors import Codes, MatrixError
+from homeserver.handlers.auth import AuthHandler
+from homeserver.handlers.restrictions import UserRestrictions
+from homeserver.http.server import JsonResource
+from homeserver.http.servlet import field, parse_json_body
+from homeserver.rooms.memberships import MembershipCache
+from storage.account_data import AccountDataStore
+from storage.threepids import ThreePidStore
+from storage.users import UserStore
+from synapse_compat.admin_common import ADMIN_V1, require_admin, require_existing, require_local
+
+
+class AdminUserInfoServlets:
+    def __init__(
+        self,
+        auth: AuthHandler,
+        locality: Locality,
+        users: UserStore,
+        memberships: MembershipCache,
+        account_data: AccountDataStore,
+        threepids: ThreePidStore,
+        restrictions: UserRestrictions,
+    ) -> None:
+        self._auth = auth
+        self._locality = locality
+        self._users = users
+        self._memberships = memberships
+        self._account_data = account_data
+        self._threepids = threepids
+        self._restrictions = restrictions
+
+    def register(self, r: JsonResource) -> None:
+        r.register("GET", f"{ADMIN_V1}/users/{{userId}}/memberships", self.on_memberships)
+        r.register("GET", f"{ADMIN_V1}/users/{{userId}}/accountdata", self.on_account_data)
+        r.register("GET", f"{ADMIN_V1}/threepid/{{medium}}/users/{{address}}", self.on_threepid)
+        r.register("PUT", f"{ADMIN_V1}/suspend/{{userId}}", self.on_suspend)
+
+    async def on_memberships(self, request: Request, userId: str) -> tuple[int, Any]:
+        await require_admin(self._auth, request)
+        rooms = await self._memberships.rooms_for_user(userId)
+        return 200, {"memberships": {room: row.membership for room, row in rooms.items()}}
+
+    async def on_account_data(self, request: Request, userId: str) -> tuple[int, Any]:
+        await require_admin(self._auth, request)
+        require_local(self._locality, userId, "Can only look up local users")
+        await require_existing(self._users, userId)
+        changes = await self._account_data.get_changes(
+            userId, 0, self._account_data.stream.current_position
+        )
+        global_data: dict[str, Any] = {}
+        rooms: dict[str, dict[str, Any]] = {}
+        for change in changes:
+            if change.room_id:
+                rooms.setdefault(change.room_id, {})[change.data_type] = change.content
+            else:
+                global_data[change.data_type] = change.content
+        return 200, {"account_data": {"global": global_data, "rooms": rooms}}
+
+    async def on_threepid(self, request: Request, medium: str, address: str) -> tuple[int, Any]:
+        await require_admin(self._auth, request)
+        user_id = await self._threepids.get_user_by_threepid(medium, address)
+        if user_id is None:
+            raise MatrixError(404, Codes.NOT_FOUND, "User not found")
+        return 200, {"user_id": user_id}
+
+    async def on_suspend(self, request: Request, userId: str) -> tuple[int, Any]:
+        await require_admin(self._auth, request)
+        require_local(self._locality, userId, "Can only suspend local users")
+        await require_existing(self._users, userId)
+        suspend = field(parse_json_body(request), "suspend", bool, required=True)
+        await self._restrictions.set_suspended(userId, suspend)
+        return 200, {f"user_{userId}_suspended": suspend}
