@@ -654,6 +654,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
             storage.account_data,
             storage.threepids,
             restrictions,
+            storage.media,
         ),
         AdminDeviceServlets(auth, locality, storage.users, device_lists.on_device_renamed),
     ):

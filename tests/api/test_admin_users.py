@@ -553,3 +553,34 @@ async def test_admin_creates_a_device(server: RunningServer) -> None:
     assert (await admin.get(f"{base}/MADE")).json["device_id"] == "MADE"
     assert_error(await admin.post(base, {}), 400, "M_UNKNOWN")
     assert_error(await admin.post(base, {"device_id": 5}), 400, "M_UNKNOWN")
+
+
+@pytest_twisted.ensureDeferred
+async def test_media_of_a_user(server: RunningServer) -> None:
+    from tests.media.helpers import upload
+
+    admin = await register_admin(server)
+    alice = await register(server, "alice")
+    path = f"{V1}/users/{q(alice.user_id or '')}/media"
+    assert (await admin.get(path)).json == {"media": [], "total": 0}
+    ids = []
+    for size in (3, 1, 2):
+        resp = await upload(alice, b"x" * size, "text/plain", filename=f"f{size}.txt")
+        assert resp.code == 200, resp
+        ids.append(resp.json["content_uri"].rsplit("/", 1)[1])
+    resp = await admin.get(path)
+    assert resp.code == 200, resp
+    assert resp.json["total"] == 3 and "next_token" not in resp.json
+    assert {m["media_id"] for m in resp.json["media"]} == set(ids)
+    entry = resp.json["media"][0]
+    assert entry["user_id"] == alice.user_id and entry["media_type"] == "text/plain"
+    by_size = (await admin.get(f"{path}?order_by=media_length")).json
+    assert [m["media_length"] for m in by_size["media"]] == [1, 2, 3]
+    assert [m["upload_name"] for m in by_size["media"]] == ["f1.txt", "f2.txt", "f3.txt"]
+    page = (await admin.get(f"{path}?order_by=media_length&dir=b&limit=1&from=1")).json
+    assert [m["media_length"] for m in page["media"]] == [2]
+    assert page["next_token"] == 2 and page["total"] == 3
+    assert_error(await admin.get(f"{path}?order_by=size"), 400, "M_INVALID_PARAM")
+    ghost = f"{V1}/users/{q('@ghost:test.local')}/media"
+    assert_error(await admin.get(ghost), 404, "M_NOT_FOUND")
+    assert_error(await alice.get(path), 403, "M_FORBIDDEN")
