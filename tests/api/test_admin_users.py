@@ -584,3 +584,27 @@ async def test_media_of_a_user(server: RunningServer) -> None:
     ghost = f"{V1}/users/{q('@ghost:test.local')}/media"
     assert_error(await admin.get(ghost), 404, "M_NOT_FOUND")
     assert_error(await alice.get(path), 403, "M_FORBIDDEN")
+
+
+@pytest_twisted.ensureDeferred
+async def test_shadow_ban_override_and_user_type_survive_a_restart(server: RunningServer) -> None:
+    admin = await register_admin(server)
+    alice = await register(server, "alice")
+    await register(server, "bob")
+    target = q(alice.user_id or "")
+    assert (await admin.post(f"{V1}/users/{target}/shadow_ban")).code == 200
+    body = {"messages_per_second": 3, "burst_count": 7}
+    assert (await admin.post(f"{V1}/users/{target}/override_ratelimit", body)).code == 200
+    assert (await admin.put(f"{V2}/users/{target}", {"user_type": "support"})).code == 200
+
+    await server.restart()
+    admin.base_url = server.base_url
+    user = (await admin.get(f"{V2}/users/{target}")).json
+    assert user["shadow_banned"] is True and user["user_type"] == "support"
+    resp = await admin.get(f"{V1}/users/{target}/override_ratelimit")
+    assert resp.json == body, resp
+    # `not_user_type`: "" leaves out users without a type, a type leaves that type out.
+    typed = names((await admin.get(f"{V2}/users?not_user_type=")).json)
+    assert typed == [alice.user_id]
+    untyped = names((await admin.get(f"{V2}/users?not_user_type=support")).json)
+    assert untyped == ["@admin:test.local", "@bob:test.local"]
