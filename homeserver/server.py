@@ -72,8 +72,10 @@ from homeserver.ephemeral.user_directory import UserDirectoryHandler
 from homeserver.events.event import Event
 from homeserver.handlers.admin_federation import DestinationsAdmin
 from homeserver.handlers.admin_reports import EventReportsAdmin
+from homeserver.handlers.admin_users import AdminUsersHandler
 from homeserver.handlers.auth import AuthHandler
 from homeserver.handlers.client_ips import ClientIpTracker
+from homeserver.handlers.deactivate import DeactivationHandler
 from homeserver.handlers.email_validation import EmailValidation, Mailer
 from homeserver.handlers.identity import IdentityServerClient
 from homeserver.handlers.login_token import LoginTokenHandler
@@ -115,11 +117,15 @@ from homeserver.sync.legacy import LegacySyncHandler
 from homeserver.sync.notifier import Notifier
 from storage.database import Database, make_engine
 from storage.storage import Storage
+from synapse_compat.admin_devices import AdminDeviceServlets
 from synapse_compat.admin_register import SharedSecretRegistrationServlet
 from synapse_compat.admin_registration_tokens import AdminRegistrationTokenServlets
 from synapse_compat.admin_reports import AdminEventReportServlets
 from synapse_compat.admin_rooms import AdminRoomApiServlets, AdminRoomServlets
 from synapse_compat.admin_server import AdminServerServlets
+from synapse_compat.admin_user_info import AdminUserInfoServlets
+from synapse_compat.admin_user_limits import AdminUserLimitServlets
+from synapse_compat.admin_users import AdminUserServlets
 
 logger = logging.getLogger(__name__)
 
@@ -476,7 +482,9 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         auth,
         room_handler,
         history,
-        Ratelimiter(reactor, config.rc_message),
+        Ratelimiter(
+            reactor, config.rc_message, overrides=restrictions, honour_override_values=True
+        ),
         bundler=relations.bundles_for_user,
     )
     identity = IdentityServerClient(
@@ -494,8 +502,9 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
     ThirdPartyInviteServlets(federation.authenticator.authenticate, third_party_invites).register(
         resource
     )
-    account_servlets = AccountServlets(config, storage, auth, ui_auth)
     threepids = ThreePidHandler(storage.threepids, identity, reactor)
+    deactivation = DeactivationHandler(storage, auth, threepids)
+    account_servlets = AccountServlets(config, storage, auth, ui_auth, deactivation)
     account_servlets.threepids = threepids
     email_config = config.email
     email_validation = EmailValidation(
@@ -587,7 +596,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
                 storage,
                 room_cache,
                 history,
-                Ratelimiter(reactor, config.rc_reports),
+                Ratelimiter(reactor, config.rc_reports, overrides=restrictions),
                 reactor,
                 locality,
             ),
@@ -619,7 +628,12 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         RoomUpgradeServlets(auth, upgrader),
         FederationHierarchyServlet(federation.authenticator.authenticate, summaries),
         AppServiceServlets(auth, appservices),
-        MediaServlets(auth, media, Ratelimiter(reactor, config.rc_media_create), previewer),
+        MediaServlets(
+            auth,
+            media,
+            Ratelimiter(reactor, config.rc_media_create, overrides=restrictions),
+            previewer,
+        ),
         FederationMediaServlets(media, federation.authenticator.authenticate),
         KeyServlets(server_name, signing_key, reactor, config.key_refresh_interval),
         SharedSecretRegistrationServlet(
@@ -632,6 +646,31 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         AdminRegistrationTokenServlets(
             auth, RegistrationTokensAdmin(storage.registration, reactor)
         ),
+        AdminUserServlets(
+            auth,
+            locality,
+            storage.users,
+            storage.user_admin,
+            AdminUsersHandler(
+                storage, auth, registration, profiles, deactivation, restrictions, threepids
+            ),
+            deactivation,
+            registration,
+            room_handler.joined_room_ids,
+            push.pushers.pushers_of,
+        ),
+        AdminUserLimitServlets(auth, locality, storage.users, restrictions),
+        AdminUserInfoServlets(
+            auth,
+            locality,
+            storage.users,
+            memberships,
+            storage.account_data,
+            storage.threepids,
+            restrictions,
+            storage.media,
+        ),
+        AdminDeviceServlets(auth, locality, storage.users, device_lists.on_device_renamed),
     ):
         servlets.register(resource)
     if login_tokens is not None:

@@ -27,6 +27,7 @@ from storage.reports import ReportsStore
 from storage.room_stats import RoomStatsStore
 from storage.search import SearchStore
 from storage.threepids import ThreePidStore, ValidationSessionStore
+from storage.user_admin import UserAdminStore
 from storage.user_directory import UserDirectoryStore
 from storage.user_restrictions import UserRestrictionsStore
 from storage.users import UserStore
@@ -59,6 +60,7 @@ class Storage:
     user_restrictions: UserRestrictionsStore
     threepids: ThreePidStore
     validation_sessions: ValidationSessionStore
+    user_admin: UserAdminStore
 
     @classmethod
     async def open(cls, db: Database) -> Storage:
@@ -109,4 +111,5 @@ class Storage:
             user_restrictions=UserRestrictionsStore(db),
             threepids=ThreePidStore(db),
             validation_sessions=ValidationSessionStore(db),
+            user_admin=UserAdminStore(db),
         )

@@ -31,6 +31,7 @@ class UserRecord:
     is_guest: bool
     deactivated: bool
     appservice_id: str | None
+    user_type: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +62,9 @@ class RefreshTokenRecord:
     expiry_ts: int | None
 
 
-_USER_COLUMNS = "user_id, password_hash, creation_ts, admin, is_guest, deactivated, appservice_id"
+_USER_COLUMNS = (
+    "user_id, password_hash, creation_ts, admin, is_guest, deactivated, appservice_id, user_type"
+)
 _DEVICE_COLUMNS = (
     "user_id, device_id, display_name, last_seen_ts, last_seen_ip, last_seen_user_agent"
 )
@@ -76,6 +79,7 @@ def _user(row: tuple[object, ...]) -> UserRecord:
         bool(row[4]),
         bool(row[5]),
         row[6] if row[6] is None else str(row[6]),
+        row[7] if row[7] is None else str(row[7]),
     )
 
 
@@ -109,6 +113,7 @@ class UserStore:
         admin: bool = False,
         is_guest: bool = False,
         appservice_id: str | None = None,
+        user_type: str | None = None,
     ) -> bool:
         """Insert the user; False if the id is taken (case-insensitively)."""
 
@@ -117,8 +122,16 @@ class UserStore:
                 return False
             txn.execute(
                 "INSERT INTO users (user_id, password_hash, creation_ts, admin, is_guest,"
-                " deactivated, appservice_id) VALUES (?, ?, ?, ?, ?, 0, ?)",
-                (user_id, password_hash, now_ms, int(admin), int(is_guest), appservice_id),
+                " deactivated, appservice_id, user_type) VALUES (?, ?, ?, ?, ?, 0, ?, ?)",
+                (
+                    user_id,
+                    password_hash,
+                    now_ms,
+                    int(admin),
+                    int(is_guest),
+                    appservice_id,
+                    user_type,
+                ),
             )
             txn.execute("INSERT INTO profiles (user_id) VALUES (?)", (user_id,))
             return True
@@ -170,6 +183,38 @@ class UserStore:
                 "UPDATE users SET admin = ? WHERE user_id = ?", (int(admin), user_id)
             ),
         )
+
+    async def set_user_type(self, user_id: str, user_type: str | None) -> None:
+        await self._db.run_interaction(
+            "set_user_type",
+            lambda txn: txn.execute(
+                "UPDATE users SET user_type = ? WHERE user_id = ?", (user_type, user_id)
+            ),
+        )
+
+    async def reactivate_user(self, user_id: str) -> None:
+        """Undo ``deactivate_user`` (the password, devices and profile stay gone) and
+        any erasure, as Synapse's ``activate_account``."""
+
+        def _txn(txn: Transaction) -> None:
+            txn.execute("UPDATE users SET deactivated = 0 WHERE user_id = ?", (user_id,))
+            txn.execute("DELETE FROM erased_users WHERE user_id = ?", (user_id,))
+
+        await self._db.run_interaction("reactivate_user", _txn)
+
+    async def is_erased(self, user_id: str) -> bool:
+        return bool(await self.get_erased([user_id]))
+
+    async def get_last_seen(self, user_id: str) -> int | None:
+        """The latest ``last_seen_ts`` of the user's devices."""
+
+        def _txn(txn: Transaction) -> int | None:
+            row = txn.select_one(
+                "SELECT MAX(last_seen_ts) FROM devices WHERE user_id = ?", (user_id,)
+            )
+            return int(row[0]) if row and row[0] is not None else None  # type: ignore[call-overload]
+
+        return await self._db.run_interaction("get_last_seen", _txn)
 
     async def mark_erased(self, user_id: str) -> None:
         """Record a deactivation with ``erase`` (idempotent)."""

@@ -44,6 +44,8 @@ class Requester:
     # False for an application service's sender and for users of a service registered
     # with `rate_limited: false`; servlets ratelimit through Ratelimiter.ratelimit_requester.
     ratelimited: bool = True
+    # Set by an admin: sends are answered as if they succeeded and nothing is sent.
+    shadow_banned: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,6 +260,28 @@ class AuthHandler:
         self.invalidate_token_ids(removed + [t for t, _ in tokens])
         self.invalidate_user(user_id)
 
+    async def set_password(
+        self,
+        user_id: str,
+        password_hash: str,
+        *,
+        logout_devices: bool,
+        keep_device: str | None = None,
+        keep_token: int | None = None,
+    ) -> None:
+        """Store the new hash; with ``logout_devices`` every device and token of the
+        user dies except ``keep_device`` / ``keep_token`` (the session that asked)."""
+        await self._storage.users.set_password_hash(user_id, password_hash)
+        if not logout_devices:
+            return
+        devices = await self._storage.users.get_devices(user_id)
+        others = [d.device_id for d in devices if d.device_id != keep_device]
+        removed = await self._storage.users.delete_devices(user_id, others)
+        tokens = await self._storage.users.delete_access_tokens_for_user(
+            user_id, except_token_id=keep_token
+        )
+        self.invalidate_token_ids(removed + [t for t, _ in tokens])
+
     # Authenticating requests ----------------------------------------------
 
     async def get_user_by_req(
@@ -335,7 +359,17 @@ class AuthHandler:
             )
         if is_guest and not allow_guest:
             raise MatrixError(403, Codes.GUEST_ACCESS_FORBIDDEN, "Guest access not allowed")
-        return Requester(record.user_id, record.device_id, record.token_id, is_guest, is_admin)
+        shadow_banned = self._restrictions is not None and self._restrictions.is_shadow_banned(
+            record.user_id
+        )
+        return Requester(
+            record.user_id,
+            record.device_id,
+            record.token_id,
+            is_guest,
+            is_admin,
+            shadow_banned=shadow_banned,
+        )
 
     def get_appservice_by_req(self, request: Request) -> ApplicationService:
         """The service whose ``as_token`` the request carries (no identity assertion)."""

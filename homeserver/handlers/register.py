@@ -94,6 +94,7 @@ class RegistrationHandler:
         appservice_id: str | None = None,
         displayname: str | None = None,
         password_hash: str | None = None,
+        user_type: str | None = None,
     ) -> str:
         """Create an account with ``password`` (hashed here) or an already computed
         ``password_hash``; neither: no password login. No password policy here (as
@@ -123,6 +124,7 @@ class RegistrationHandler:
             admin=admin,
             is_guest=is_guest,
             appservice_id=appservice_id,
+            user_type=user_type,
         )
         if not created:
             raise MatrixError(400, Codes.USER_IN_USE, "User ID already taken.")

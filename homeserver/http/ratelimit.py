@@ -28,58 +28,95 @@ class RatelimitSubject(Protocol):
     def ratelimited(self) -> bool: ...
 
 
+class RatelimitOverrides(Protocol):
+    """Per-user limits set by an admin (``handlers.restrictions.UserRestrictions``)."""
+
+    def override_limit(self, user_id: str) -> RateLimit | None: ...
+
+
 class Ratelimiter:
-    def __init__(self, clock: Clock, limit: RateLimit) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        limit: RateLimit,
+        *,
+        overrides: RatelimitOverrides | None = None,
+        honour_override_values: bool = False,
+    ) -> None:
+        """``overrides``: an admin's per-user override in ``ratelimit_requester``. One
+        with zero messages per second exempts the user; its values replace ``limit``
+        only where ``honour_override_values`` (the message limiter, as Synapse)."""
         self._clock = clock
         self.limit = limit
+        self._overrides = overrides
+        self._honour_values = honour_override_values
         # key -> (tokens used, time of last update)
         self._buckets: dict[str, tuple[float, float]] = {}
 
-    def _level(self, key: str, now: float) -> float:
+    def _level(self, key: str, now: float, limit: RateLimit) -> float:
         used, last = self._buckets.get(key, (0.0, now))
-        return max(0.0, used - (now - last) * self.limit.per_second)
+        return max(0.0, used - (now - last) * limit.per_second)
 
-    def can_do(self, key: str, *, cost: float = 1.0) -> tuple[bool, float]:
+    def can_do(
+        self, key: str, *, cost: float = 1.0, limit: RateLimit | None = None
+    ) -> tuple[bool, float]:
         """(allowed, seconds until allowed) without recording anything."""
-        if self.limit.per_second <= 0 and self.limit.burst_count <= 0:
+        limit = limit or self.limit
+        if limit.per_second <= 0 and limit.burst_count <= 0:
             return True, 0.0
         now = self._clock.seconds()
-        level = self._level(key, now)
-        if level + cost <= self.limit.burst_count:
+        level = self._level(key, now, limit)
+        if level + cost <= limit.burst_count:
             return True, 0.0
-        if self.limit.per_second <= 0:
+        if limit.per_second <= 0:
             return False, 3600.0
-        return False, (level + cost - self.limit.burst_count) / self.limit.per_second
+        return False, (level + cost - limit.burst_count) / limit.per_second
 
-    def record(self, key: str, *, cost: float = 1.0) -> None:
+    def record(self, key: str, *, cost: float = 1.0, limit: RateLimit | None = None) -> None:
         now = self._clock.seconds()
-        self._buckets[key] = (self._level(key, now) + cost, now)
+        self._buckets[key] = (self._level(key, now, limit or self.limit) + cost, now)
         if len(self._buckets) > 10_000:
             self._prune(now)
 
-    def ratelimit(self, key: str, *, cost: float = 1.0, update: bool = True) -> None:
+    def ratelimit(
+        self,
+        key: str,
+        *,
+        cost: float = 1.0,
+        update: bool = True,
+        limit: RateLimit | None = None,
+    ) -> None:
         """Record one action or raise 429 ``M_LIMIT_EXCEEDED`` with ``retry_after_ms``.
 
         ``update=False`` only checks that the action would be allowed, recording nothing
         (for limits counted later, e.g. on failure or on success only).
         """
-        allowed, wait = self.can_do(key, cost=cost)
+        allowed, wait = self.can_do(key, cost=cost, limit=limit)
         if not allowed:
             raise LimitExceededError(max(1, int(wait * 1000)))
         if update:
-            self.record(key, cost=cost)
+            self.record(key, cost=cost, limit=limit)
 
     def ratelimit_requester(
         self, requester: RatelimitSubject, *, cost: float = 1.0, update: bool = True
     ) -> None:
         """``ratelimit`` keyed by the requester's user id, unless the requester is exempt
-        (an application service's sender, or a user of a service registered with
-        ``rate_limited: false``)."""
-        if requester.ratelimited:
-            self.ratelimit(requester.user_id, cost=cost, update=update)
+        (an application service's sender, a user of a service registered with
+        ``rate_limited: false``, or a user an admin exempted)."""
+        if not requester.ratelimited:
+            return
+        limit = None
+        if self._overrides is not None:
+            override = self._overrides.override_limit(requester.user_id)
+            if override is not None:
+                if not override.per_second:
+                    return
+                if self._honour_values:
+                    limit = override
+        self.ratelimit(requester.user_id, cost=cost, update=update, limit=limit)
 
     def _prune(self, now: float) -> None:
-        for key in [k for k in self._buckets if self._level(k, now) <= 0]:
+        for key in [k for k in self._buckets if self._level(k, now, self.limit) <= 0]:
             del self._buckets[key]
 
 

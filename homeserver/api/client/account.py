@@ -10,6 +10,7 @@ from homeserver.api.client.paths import client_paths
 from homeserver.config import HomeserverConfig
 from homeserver.errors import Codes, MatrixError
 from homeserver.handlers.auth import AuthHandler, get_access_token_from_request
+from homeserver.handlers.deactivate import DeactivationHandler
 from homeserver.handlers.password_policy import check_new_password
 from homeserver.handlers.threepid import ThreePidHandler
 from homeserver.handlers.ui_auth import EMAIL_IDENTITY, PASSWORD, UiAuthHandler
@@ -22,9 +23,15 @@ NEW_PASSWORD_HASH = "org.homeserver.new_password_hash"
 
 class AccountServlets:
     def __init__(
-        self, config: HomeserverConfig, storage: Storage, auth: AuthHandler, ui_auth: UiAuthHandler
+        self,
+        config: HomeserverConfig,
+        storage: Storage,
+        auth: AuthHandler,
+        ui_auth: UiAuthHandler,
+        deactivation: DeactivationHandler,
     ) -> None:
         self._config = config
+        self._deactivation = deactivation
         self._storage = storage
         self._auth = auth
         self._ui_auth = ui_auth
@@ -101,16 +108,14 @@ class AccountServlets:
             if owner is None:
                 raise MatrixError(400, Codes.THREEPID_NOT_FOUND, "No user has that email")
             user_id, keep_device, keep_token = owner, None, None
-        await self._storage.users.set_password_hash(user_id, password_hash)
-        if params.get("logout_devices", True):
-            # Every other device is signed out; this session stays.
-            devices = await self._storage.users.get_devices(user_id)
-            others = [d.device_id for d in devices if d.device_id != keep_device]
-            removed = await self._storage.users.delete_devices(user_id, others)
-            tokens = await self._storage.users.delete_access_tokens_for_user(
-                user_id, except_token_id=keep_token
-            )
-            self._auth.invalidate_token_ids(removed + [t for t, _ in tokens])
+        # Every other device is signed out (unless asked not to); this session stays.
+        await self._auth.set_password(
+            user_id,
+            password_hash,
+            logout_devices=bool(params.get("logout_devices", True)),
+            keep_device=keep_device,
+            keep_token=keep_token,
+        )
         await self._ui_auth.finish(session_id)
         return 200, {}
 
@@ -130,14 +135,9 @@ class AccountServlets:
                 description="deactivate your account",
                 requester=requester,
             )
-        id_server = field(body, "id_server", str)
-        unbind_result = "no-support"
-        if self.threepids is not None:
-            unbind_result = await self.threepids.on_deactivate(requester.user_id, id_server)
-        if erase:
-            await self._storage.users.mark_erased(requester.user_id)
-        await self._storage.users.deactivate_user(requester.user_id)
-        self._auth.invalidate_user(requester.user_id)
+        unbind_result = await self._deactivation.deactivate(
+            requester.user_id, erase=bool(erase), id_server=field(body, "id_server", str)
+        )
         if session_id is not None:
             await self._ui_auth.finish(session_id)
         return 200, {"id_server_unbind_result": unbind_result}

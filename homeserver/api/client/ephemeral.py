@@ -95,6 +95,8 @@ class EphemeralServlets:
         timeout = field(body, "timeout", int, default=DEFAULT_TIMEOUT_MS)
         if timeout < 0:
             raise MatrixError(400, Codes.INVALID_PARAM, "timeout must not be negative")
+        if requester.shadow_banned:
+            return  # as Synapse: answered as done, nobody sees it
         await self._typing.set_typing(requester.user_id, user_id, room_id, typing, timeout)
         if typing:
             self._presence.bump_active(requester.user_id)

@@ -12,6 +12,7 @@ from homeserver.errors import Codes, MatrixError
 from homeserver.events.event import Event
 from homeserver.events.filtering import EventFilter, FilterError, validate_room_event_filter
 from homeserver.handlers.auth import AuthHandler, Requester
+from homeserver.handlers.restrictions import fake_event_id
 from homeserver.http.ratelimit import Ratelimiter
 from homeserver.http.server import JsonResource
 from homeserver.http.servlet import field, parse_integer, parse_json_body, parse_string
@@ -154,6 +155,10 @@ class RoomServlets:
         if raw_3pids is not None and not isinstance(raw_3pids, list):
             raise MatrixError(400, Codes.BAD_JSON, "invite_3pid must be a list")
         invites_3pid = [parse_3pid_invite(i) for i in raw_3pids or []]
+        if requester.shadow_banned:
+            # As Synapse: the room is made, its invites are silently dropped.
+            body = {k: v for k, v in body.items() if k not in ("invite", "invite_3pid")}
+            invites_3pid = []
         if invites_3pid:
             self._tpi()
         self._limiter.ratelimit_requester(requester)
@@ -247,6 +252,8 @@ class RoomServlets:
                 target = requester.user_id
             else:
                 target = field(body, "user_id", str, required=True)
+            if action == "invite" and requester.shadow_banned:
+                return 200, {}  # as Synapse: the invite looks sent and is not
             if action == "unban":
                 room = await self._rooms.get_room(roomId)
                 if room.membership_of(target) != "ban":
@@ -317,6 +324,8 @@ class RoomServlets:
     ) -> str:
         """PUT /rooms/{roomId}/send/{eventType}/{txnId} once authenticated and parsed
         (``txn_id`` None: the POST form, never deduplicated)."""
+        if requester.shadow_banned:
+            return fake_event_id()  # as Synapse: looks sent, nothing is persisted
         self._limiter.ratelimit_requester(requester)
         event = await self._rooms.send_message(
             requester, room_id, event_type, content, txn_id, origin_server_ts
@@ -333,6 +342,8 @@ class RoomServlets:
         origin_server_ts: int | None = None,
     ) -> str:
         """PUT /rooms/{roomId}/state/{eventType}/{stateKey} once authenticated and parsed."""
+        if requester.shadow_banned:
+            return fake_event_id()
         self._limiter.ratelimit_requester(requester)
         event = await self._rooms.send_state(
             requester, room_id, event_type, state_key, content, origin_server_ts
@@ -345,6 +356,8 @@ class RoomServlets:
         requester = await self._auth.get_user_by_req(request)
         body = parse_json_body(request, allow_empty=True)
         reason = field(body, "reason", str)
+        if requester.shadow_banned:
+            return 200, {"event_id": fake_event_id()}
         event = await self._rooms.redact(requester, roomId, eventId, reason, txnId)
         return 200, {"event_id": event.event_id}
 

@@ -50,6 +50,8 @@ class WhoisServlets:
 
     def register(self, r: JsonResource) -> None:
         r.register_many("GET", client_paths("/admin/whois/{userId}"), self.on_whois)
+        # Synapse serves the same answer under its admin API.
+        r.register("GET", "/_synapse/admin/v1/whois/{userId}", self.on_whois)
 
     async def on_whois(self, request: Request, userId: str) -> tuple[int, Any]:
         requester = await self._auth.get_user_by_req(request)
