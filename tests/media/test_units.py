@@ -11,9 +11,9 @@ import pytest
 import pytest_twisted
 
 from homeserver.config import ConfigError, parse_config
+from homeserver.http.ip_filter import IpFilter
 from homeserver.http.responses import RangeNotSatisfiable, parse_range
 from homeserver.media.headers import content_disposition, is_valid_content_type
-from homeserver.http.ip_filter import IpFilter
 from homeserver.media.preview import parse_html
 from homeserver.media.repository import select_thumbnail
 from homeserver.media.storage import (
