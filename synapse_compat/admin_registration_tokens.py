@@ -13,7 +13,8 @@ from homeserver.handlers.auth import AuthHandler
 from homeserver.handlers.registration_tokens import TOKEN_CHARS, RegistrationTokensAdmin
 from homeserver.http.server import JsonResource
 from homeserver.http.servlet import parse_json_body
-from synapse_compat.admin_rooms import parse_optional_boolean, require_admin
+from synapse_compat.admin_common import require_admin
+from synapse_compat.admin_rooms import parse_optional_boolean
 
 _ALLOWED = set(TOKEN_CHARS)
 

@@ -12,7 +12,8 @@ from homeserver.handlers.admin_reports import EventReportsAdmin
 from homeserver.handlers.auth import AuthHandler
 from homeserver.http.server import JsonResource
 from homeserver.http.servlet import parse_integer, parse_string
-from synapse_compat.admin_rooms import parse_direction, require_admin
+from synapse_compat.admin_common import require_admin
+from synapse_compat.admin_rooms import parse_direction
 
 
 def parse_report_id(report_id: str) -> int:

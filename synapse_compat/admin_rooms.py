@@ -17,7 +17,7 @@ from twisted.web.server import Request
 from homeserver.api.client.rooms import parse_event_filter, serialize
 from homeserver.errors import Codes, MatrixError
 from homeserver.events.format import is_valid_room_id
-from homeserver.handlers.auth import AuthHandler, Requester
+from homeserver.handlers.auth import AuthHandler
 from homeserver.http.server import JsonResource
 from homeserver.http.servlet import (
     field,
@@ -30,6 +30,7 @@ from homeserver.http.servlet import (
 from homeserver.rooms.admin import ROOM_ORDERS, RoomAdmin
 from homeserver.rooms.history import RoomHistory
 from homeserver.rooms.shutdown import DEFAULT_MESSAGE, DEFAULT_ROOM_NAME, RoomShutdown
+from synapse_compat.admin_common import require_admin
 
 JsonDict = dict[str, Any]
 
@@ -61,14 +62,6 @@ class AdminRoomServlets:
             block=field(body, "block", bool, default=False),
         )
         return 200, result
-
-
-async def require_admin(auth: AuthHandler, request: Request) -> Requester:
-    """The requester, or 403 ``M_FORBIDDEN`` unless they are a server admin."""
-    requester = await auth.get_user_by_req(request)
-    if not requester.is_admin:
-        raise MatrixError(403, Codes.FORBIDDEN, "You are not a server admin")
-    return requester
 
 
 def parse_optional_boolean(request: Request, name: str) -> bool | None:

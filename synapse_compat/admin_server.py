@@ -14,7 +14,8 @@ from homeserver.handlers.auth import AuthHandler
 from homeserver.http.server import JsonResource
 from homeserver.http.servlet import parse_integer, parse_string
 from storage.federation import DESTINATION_ORDERS
-from synapse_compat.admin_rooms import parse_direction, require_admin
+from synapse_compat.admin_common import require_admin
+from synapse_compat.admin_rooms import parse_direction
 
 
 def _paging(request: Request) -> tuple[int, int]:
