@@ -20,6 +20,15 @@ class ThreePid:
     validated_at: int
     added_at: int
 
+    def to_json(self) -> dict[str, str | int]:
+        """As the client (``GET /account/3pid``) and admin APIs show it."""
+        return {
+            "medium": self.medium,
+            "address": self.address,
+            "validated_at": self.validated_at,
+            "added_at": self.added_at,
+        }
+
 
 class ThreePidStore:
     def __init__(self, db: Database) -> None:

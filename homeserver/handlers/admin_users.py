@@ -97,15 +97,7 @@ class AdminUsersHandler:
             "suspended": self._restrictions.is_suspended(user_id),
             "displayname": profile.displayname if profile else None,
             "avatar_url": profile.avatar_url if profile else None,
-            "threepids": [
-                {
-                    "medium": t.medium,
-                    "address": t.address,
-                    "validated_at": t.validated_at,
-                    "added_at": t.added_at,
-                }
-                for t in threepids
-            ],
+            "threepids": [t.to_json() for t in threepids],
             "external_ids": [],
             "erased": await self._storage.users.is_erased(user_id),
             "last_seen_ts": await self._storage.users.get_last_seen(user_id),

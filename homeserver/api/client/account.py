@@ -145,17 +145,7 @@ class AccountServlets:
     async def on_get_3pids(self, request: Request) -> tuple[int, Any]:
         requester = await self._auth.get_user_by_req(request)
         threepids = await self.threepids.get_threepids(requester.user_id) if self.threepids else []
-        return 200, {
-            "threepids": [
-                {
-                    "medium": t.medium,
-                    "address": t.address,
-                    "validated_at": t.validated_at,
-                    "added_at": t.added_at,
-                }
-                for t in threepids
-            ]
-        }
+        return 200, {"threepids": [t.to_json() for t in threepids]}
 
     async def on_bind_3pid(self, request: Request) -> tuple[int, Any]:
         requester = await self._auth.get_user_by_req(request)
