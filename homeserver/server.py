@@ -99,6 +99,7 @@ from homeserver.rooms.history import RoomHistory
 from homeserver.rooms.ignored import IgnoredUsers
 from homeserver.rooms.memberships import MembershipCache
 from homeserver.rooms.persister import EventPersister
+from homeserver.rooms.purge import RoomPurger
 from homeserver.rooms.room_cache import RoomCache
 from homeserver.rooms.shutdown import RoomShutdown
 from homeserver.rooms.summary import RoomSummaryHandler
@@ -110,6 +111,7 @@ from homeserver.sync.legacy import LegacySyncHandler
 from homeserver.sync.notifier import Notifier
 from storage.database import Database, make_engine
 from storage.storage import Storage
+from synapse_compat.admin_purge import AdminPurgeServlets
 from synapse_compat.admin_register import SharedSecretRegistrationServlet
 from synapse_compat.admin_rooms import AdminRoomServlets
 
@@ -513,6 +515,10 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         )
         WebSocketServlet(ws_factory, auth, sync_servlets).register(resource)
         on_stop.append(ws_factory.stop)
+    room_shutdown = RoomShutdown(storage, room_cache, room_handler)
+    purger = RoomPurger(
+        storage, room_cache, persister, memberships, room_shutdown, reactor, server_name
+    )
     for servlets in (
         MetaServlets(config, auth),
         RegisterServlets(
@@ -617,7 +623,8 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         SharedSecretRegistrationServlet(
             config.registration_shared_secret, reactor, auth, registration
         ),
-        AdminRoomServlets(auth, RoomShutdown(storage, room_cache, room_handler)),
+        AdminRoomServlets(auth, room_shutdown, purger),
+        AdminPurgeServlets(auth, purger),
     ):
         servlets.register(resource)
     if login_tokens is not None:
@@ -630,6 +637,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
     await federation.sender.start()
     await push.start()
     client_ips.start()
+    await purger.resume()  # jobs a stop cut short
     return HomeServer(
         config=config,
         reactor=reactor,
@@ -644,6 +652,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
             federation.stop,
             push.stop,
             client_ips.stop,
+            purger.stop,
             identity.close,
         ],
         media=media,

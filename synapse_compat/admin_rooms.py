@@ -1,6 +1,7 @@
 """``DELETE /_synapse/admin/v1/rooms/{roomId}``: a server admin shuts a room down, as
 Synapse's admin API documents it (``new_room_user_id``, ``room_name``, ``message``,
-``block``; ``purge`` is accepted, and nothing is purged: the history stays stored)."""
+``block``, and ``purge``, true by default: the room is then deleted from the database,
+refused while local users are still joined unless ``force_purge``)."""
 
 from __future__ import annotations
 
@@ -13,15 +14,17 @@ from homeserver.events.format import is_valid_room_id
 from homeserver.handlers.auth import AuthHandler
 from homeserver.http.server import JsonResource
 from homeserver.http.servlet import field, parse_json_body
+from homeserver.rooms.purge import RoomPurger
 from homeserver.rooms.shutdown import DEFAULT_MESSAGE, DEFAULT_ROOM_NAME, RoomShutdown
 
 
 class AdminRoomServlets:
     PATH = "/_synapse/admin/v1/rooms/{roomId}"
 
-    def __init__(self, auth: AuthHandler, shutdown: RoomShutdown) -> None:
+    def __init__(self, auth: AuthHandler, shutdown: RoomShutdown, purger: RoomPurger) -> None:
         self._auth = auth
         self._shutdown = shutdown
+        self._purger = purger
 
     def register(self, resource: JsonResource) -> None:
         resource.register("DELETE", self.PATH, self.on_delete)
@@ -33,7 +36,8 @@ class AdminRoomServlets:
         if not is_valid_room_id(roomId):
             raise MatrixError(400, Codes.INVALID_PARAM, f"{roomId} is not a legal room ID")
         body = parse_json_body(request, allow_empty=True)
-        field(body, "purge", bool)
+        purge = field(body, "purge", bool, default=True)
+        force_purge = field(body, "force_purge", bool, default=False)
         result = await self._shutdown.shutdown(
             requester,
             roomId,
@@ -42,4 +46,6 @@ class AdminRoomServlets:
             message=field(body, "message", str, default=DEFAULT_MESSAGE),
             block=field(body, "block", bool, default=False),
         )
+        if purge:
+            await self._purger.purge_room(roomId, force=force_purge)
         return 200, result
