@@ -517,7 +517,14 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         on_stop.append(ws_factory.stop)
     room_shutdown = RoomShutdown(storage, room_cache, room_handler)
     purger = RoomPurger(
-        storage, room_cache, persister, memberships, room_shutdown, reactor, server_name
+        storage,
+        room_cache,
+        persister,
+        memberships,
+        room_shutdown,
+        push.counts,
+        reactor,
+        server_name,
     )
     for servlets in (
         MetaServlets(config, auth),

@@ -6,7 +6,9 @@ Invariants kept by ``purge_history`` (Synapse's purge semantics, on our tables):
   remaining events and every auth chain are made of them), and so do local events
   unless ``delete_local_events``. Those kept leave the timeline: they become outliers,
   as the events of an auth chain are, so no timeline read (/messages, /context, /sync,
-  search, relations, push counts) returns them, and backfill can bring them back.
+  search, relations, push counts) returns them. They keep their state group, so the
+  state after them is still known: backfill brings them back into the timeline
+  (federation/backfill.py) without asking another server for it.
 - The rest (remote non-state events, and local ones when asked) are deleted with every
   row that names them.
 - The backward extremities afterwards are exactly the events that remaining timeline
@@ -135,15 +137,20 @@ class PurgeStore:
             remove_relation_txn(txn, event_id, room_id)
         for chunk in _chunks(touched):
             marks = _marks(len(chunk))
-            for table in ("event_to_state_groups", "event_push_actions"):
-                txn.execute(f"DELETE FROM {table} WHERE event_id IN ({marks})", list(chunk))
+            txn.execute(f"DELETE FROM event_push_actions WHERE event_id IN ({marks})", list(chunk))
             txn.execute(
                 f"DELETE FROM threads WHERE room_id = ? AND thread_id IN ({marks})",
                 [room_id, *chunk],
             )
         for chunk in _chunks(deleted):
             marks = _marks(len(chunk))
-            for table in ("event_edges", "redactions", "event_txn_ids", "events"):
+            for table in (
+                "event_edges",
+                "event_to_state_groups",
+                "redactions",
+                "event_txn_ids",
+                "events",
+            ):
                 txn.execute(f"DELETE FROM {table} WHERE event_id IN ({marks})", list(chunk))
             txn.execute(
                 f"DELETE FROM event_forward_extremities WHERE room_id = ? AND event_id IN ({marks})",

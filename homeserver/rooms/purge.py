@@ -11,7 +11,8 @@ Invariants:
 - A purge changes the room's graph under ``RoomCache.lock(room_id)`` after the
   persister has committed everything already applied, like backfill: no event is
   built on, or persisted across, a half-purged room. Memory follows in the same turn
-  (``LiveRoom.drop_from_timeline``; a purged room leaves the caches).
+  (``LiveRoom.drop_from_timeline``; a purged room leaves the caches), and unread
+  counts are read again without the purged events' push actions.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from twisted.internet import defer
 from homeserver.clock import Clock, now_ms
 from homeserver.errors import Codes, MatrixError
 from homeserver.handlers.auth import Requester
+from homeserver.push.counts import UnreadCounts
 from homeserver.rooms.memberships import MembershipCache
 from homeserver.rooms.persister import EventPersister
 from homeserver.rooms.room_cache import RoomCache
@@ -56,6 +58,7 @@ class RoomPurger:
         persister: EventPersister,
         memberships: MembershipCache,
         shutdown: RoomShutdown,
+        counts: UnreadCounts,
         clock: Clock,
         server_name: str,
     ) -> None:
@@ -64,6 +67,7 @@ class RoomPurger:
         self._persister = persister
         self._memberships = memberships
         self._shutdown = shutdown
+        self._counts = counts
         self._clock = clock
         self._server_name = server_name
         self._room_locks: dict[str, defer.DeferredLock] = {}
@@ -230,6 +234,7 @@ class RoomPurger:
         await lock.acquire()
         try:
             await self._persister.wait_idle()
+            await self._counts.flush()  # push actions of what was persisted are stored
             purged = await self._storage.purge.purge_history(
                 room_id, depth, delete_local_events, self._server_name
             )
@@ -238,6 +243,7 @@ class RoomPurger:
                 room.drop_from_timeline(purged.deleted | purged.hidden)
         finally:
             lock.release()
+        await self._counts.reload_room(room_id)  # their push actions are gone
 
     async def purge_room(self, room_id: str, force: bool) -> None:
         """Delete the room from the database; refused while local users are joined

@@ -292,3 +292,23 @@ async def test_delete_room_v1_purges_unless_told_not_to(server: RunningServer) -
     await send(alice, new_room, "still here")
     resp = await alice.get(f"{V3}/joined_rooms")
     assert resp.json["joined_rooms"] == [new_room], resp
+
+
+@pytest_twisted.ensureDeferred
+async def test_unread_counts_forget_purged_events(server: RunningServer) -> None:
+    admin = await register_admin(server)
+    alice, room_id, ids = await room_with_messages(server, 1)
+    assert (await invite(alice, room_id, admin.user_id)).code == 200
+    assert (await join(admin, room_id)).code == 200
+    first = await send(alice, room_id, "First message")
+    resp = await admin.post(room_path(room_id, f"/receipt/m.read/{q(first)}"), {})
+    assert resp.code == 200, resp
+    sent = [await send(alice, room_id, f"Unread {i}") for i in range(5)]
+    body = await sync(admin)
+    unread = body["rooms"]["join"][room_id]["unread_notifications"]
+    assert unread["notification_count"] == 5, unread
+    await purge(admin, room_id, sent[-1])
+    await send(alice, room_id, "New message")
+    body = await sync(admin)
+    unread = body["rooms"]["join"][room_id]["unread_notifications"]
+    assert unread["notification_count"] == 2, unread
