@@ -312,3 +312,24 @@ async def test_unread_counts_forget_purged_events(server: RunningServer) -> None
     body = await sync(admin)
     unread = body["rooms"]["join"][room_id]["unread_notifications"]
     assert unread["notification_count"] == 2, unread
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_purge_that_cannot_run_is_reported_failed(server: RunningServer) -> None:
+    admin = await register_admin(server)
+    alice, room_id, ids = await room_with_messages(server, 2)
+    # Past the room's newest event: nothing would be left to build on (as Synapse,
+    # refused when the job runs). Such a job is only made here, and found at start-up.
+    jobs = server.hs.storage.admin_jobs
+    params = {"depth": 10**6, "delete_local_events": True}
+    await jobs.create("toofar", "purge_history", room_id, params, 0)
+    await server.restart()
+    admin.base_url = alice.base_url = server.base_url
+    status = await wait_purge(admin, "toofar")
+    assert status == {
+        "status": "failed",
+        "error": "topological_ordering is greater than forward extremities",
+    }
+    # Nothing was touched.
+    body = await sync(alice)
+    assert bodies(timeline(body, room_id)["events"]) == ["Message 1", "Message 2"]
