@@ -210,7 +210,9 @@ class FederationBackfiller:
         held = await self._events.have_timeline_events(checked)
         todo = [eid for eid in checked if eid not in held]
         prevs = {p for eid in todo for p in _prev_ids(checked[eid]) if p not in checked}
-        held_prevs = await self._events.have_timeline_events(prevs) if prevs else set()
+        # A prev a purge took out of the timeline keeps its state: no need to ask.
+        held_prevs = await self._events.have_state_after(prevs) if prevs else set()
+        held_prevs |= await self._events.have_timeline_events(prevs - held_prevs)
         for prev in sorted(prevs - held_prevs):
             remote = await self._handler.fetch_remote_state(origin, room_id, prev)
             if remote is not None:
@@ -261,14 +263,17 @@ class FederationBackfiller:
     ) -> StateIds | None:
         if not prevs:
             return {}  # the create event
-        held = await self._events.have_timeline_events(p for p in prevs if p not in groups)
+        unseen = [p for p in prevs if p not in groups]
+        held = await self._events.have_state_after(unseen)
+        held |= await self._events.have_timeline_events(p for p in unseen if p not in held)
         sets: list[StateIds] = []
         for prev in prevs:
             state: StateIds | None
             if prev in groups:
                 state = groups[prev][2]
             elif prev in held:
-                # Ours (also when the gap was filled since the prefetch).
+                # Ours (also when the gap was filled since the prefetch, or a purge
+                # took it out of the timeline but kept its state).
                 try:
                     state = await self._handler.state_after_event(room_id, prev)
                 except StateResolutionError:

@@ -106,6 +106,7 @@ from homeserver.rooms.history import RoomHistory
 from homeserver.rooms.ignored import IgnoredUsers
 from homeserver.rooms.memberships import MembershipCache
 from homeserver.rooms.persister import EventPersister
+from homeserver.rooms.purge import RoomPurger
 from homeserver.rooms.room_cache import RoomCache
 from homeserver.rooms.shutdown import RoomShutdown
 from homeserver.rooms.summary import RoomSummaryHandler
@@ -118,6 +119,7 @@ from homeserver.sync.notifier import Notifier
 from storage.database import Database, make_engine
 from storage.storage import Storage
 from synapse_compat.admin_devices import AdminDeviceServlets
+from synapse_compat.admin_purge import AdminPurgeServlets
 from synapse_compat.admin_register import SharedSecretRegistrationServlet
 from synapse_compat.admin_registration_tokens import AdminRegistrationTokenServlets
 from synapse_compat.admin_reports import AdminEventReportServlets
@@ -530,6 +532,17 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         )
         WebSocketServlet(ws_factory, auth, sync_servlets).register(resource)
         on_stop.append(ws_factory.stop)
+    room_shutdown = RoomShutdown(storage, room_cache, room_handler)
+    purger = RoomPurger(
+        storage,
+        room_cache,
+        persister,
+        memberships,
+        room_shutdown,
+        push.counts,
+        reactor,
+        server_name,
+    )
     for servlets in (
         MetaServlets(config, auth),
         RegisterServlets(
@@ -639,7 +652,6 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         SharedSecretRegistrationServlet(
             config.registration_shared_secret, reactor, auth, registration
         ),
-        AdminRoomServlets(auth, RoomShutdown(storage, room_cache, room_handler)),
         AdminRoomApiServlets(auth, RoomAdmin(storage, room_cache, room_handler), history),
         AdminEventReportServlets(auth, EventReportsAdmin(storage)),
         AdminServerServlets(auth, DestinationsAdmin(storage, federation.sender)),
@@ -671,6 +683,8 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
             storage.media,
         ),
         AdminDeviceServlets(auth, locality, storage.users, device_lists.on_device_renamed),
+        AdminRoomServlets(auth, room_shutdown, purger),
+        AdminPurgeServlets(auth, purger),
     ):
         servlets.register(resource)
     if login_tokens is not None:
@@ -683,6 +697,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
     await federation.sender.start()
     await push.start()
     client_ips.start()
+    await purger.resume()  # jobs a stop cut short
     return HomeServer(
         config=config,
         reactor=reactor,
@@ -697,6 +712,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
             federation.stop,
             push.stop,
             client_ips.stop,
+            purger.stop,
             identity.close,
         ],
         media=media,

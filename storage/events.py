@@ -400,7 +400,8 @@ class EventsStore:
         """Remove an outlier copy of an event about to be stored in the timeline.
 
         Returns the copy's ``redacted_by``, to be kept. Outliers have no search,
-        relation, membership or state-group rows, so only these tables hold them.
+        relation or membership rows, so only these tables hold them; one that a purge
+        took out of the timeline keeps its state group, replaced here as well.
         """
         row = txn.select_one(
             "SELECT redacted_by FROM events WHERE event_id = ? AND outlier = 1", (event_id,)
@@ -410,6 +411,7 @@ class EventsStore:
         txn.execute("DELETE FROM events WHERE event_id = ?", (event_id,))
         txn.execute("DELETE FROM event_edges WHERE event_id = ?", (event_id,))
         txn.execute("DELETE FROM redactions WHERE event_id = ?", (event_id,))
+        txn.execute("DELETE FROM event_to_state_groups WHERE event_id = ?", (event_id,))
         return str(row[0]) if row[0] is not None else None
 
     def _update_backward_extremities_txn(self, txn: Transaction, ev: Event) -> None:
@@ -449,6 +451,26 @@ class EventsStore:
             ]
 
         return await self._db.run_interaction("backward_extremities", _txn)
+
+    async def have_state_after(self, event_ids: Iterable[str]) -> set[str]:
+        """Those of ``event_ids`` whose state we know: timeline events, and events a
+        purge took out of the timeline (storage/purge.py keeps their state)."""
+        ids = list(dict.fromkeys(event_ids))
+
+        def _txn(txn: Transaction) -> set[str]:
+            found: set[str] = set()
+            for chunk in _chunks(ids):
+                marks = ",".join("?" * len(chunk))
+                found.update(
+                    str(r[0])
+                    for r in txn.select_all(
+                        f"SELECT event_id FROM event_to_state_groups WHERE event_id IN ({marks})",
+                        list(chunk),
+                    )
+                )
+            return found
+
+        return await self._db.run_interaction("have_state_after", _txn) if ids else set()
 
     async def have_timeline_events(self, event_ids: Iterable[str]) -> set[str]:
         """Those of ``event_ids`` held in a room's timeline (not as outliers)."""

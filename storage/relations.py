@@ -115,7 +115,7 @@ def index_relations_txn(
         return
     redacts = ev.redacts
     if redacts is not None and redaction_applied:
-        _remove_relation_txn(txn, redacts, ev.room_id)
+        remove_relation_txn(txn, redacts, ev.room_id)
     relation = relation_of(ev.content)
     if relation is None or redacted:
         return  # a redacted event's relationship is broken
@@ -151,7 +151,7 @@ def index_relations_txn(
         )
 
 
-def _remove_relation_txn(txn: Transaction, event_id: str, room_id: str) -> None:
+def remove_relation_txn(txn: Transaction, event_id: str, room_id: str) -> None:
     row = txn.select_one(
         "SELECT relates_to_id, rel_type FROM event_relations WHERE event_id = ? AND room_id = ?",
         (event_id, room_id),

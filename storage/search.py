@@ -122,7 +122,7 @@ def index_event_txn(
     redacts = ev.redacts
     if redacts is not None:
         if redaction_applied:
-            _delete_txn(txn, redacts, ev.room_id)
+            unindex_event_txn(txn, redacts, ev.room_id)
         return
     found = searchable_text(ev)
     if found is None or redacted:
@@ -159,7 +159,8 @@ def index_event_txn(
         )
 
 
-def _delete_txn(txn: Transaction, event_id: str, room_id: str) -> None:
+def unindex_event_txn(txn: Transaction, event_id: str, room_id: str) -> None:
+    """Drop the event's row from the index (it must still be in `events`)."""
     if txn.database_engine == "postgres":
         txn.execute(
             "DELETE FROM event_search WHERE event_id = ? AND room_id = ?", (event_id, room_id)

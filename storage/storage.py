@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from storage.account_data import AccountDataStore
+from storage.admin_jobs import AdminJobsStore
 from storage.appservice import AppServiceStore
 from storage.database import Database, Transaction
 from storage.device_federation import DeviceFederationStore
@@ -19,6 +20,7 @@ from storage.migrations import prepare_database
 from storage.openid import OpenIdStore
 from storage.presence import PresenceStore
 from storage.profiles import ProfileStore
+from storage.purge import PurgeStore
 from storage.push import PushStore
 from storage.receipts import ReceiptsStore
 from storage.registration import RegistrationStore
@@ -61,6 +63,8 @@ class Storage:
     threepids: ThreePidStore
     validation_sessions: ValidationSessionStore
     user_admin: UserAdminStore
+    admin_jobs: AdminJobsStore
+    purge: PurgeStore
 
     @classmethod
     async def open(cls, db: Database) -> Storage:
@@ -112,4 +116,6 @@ class Storage:
             threepids=ThreePidStore(db),
             validation_sessions=ValidationSessionStore(db),
             user_admin=UserAdminStore(db),
+            admin_jobs=AdminJobsStore(db),
+            purge=PurgeStore(db),
         )

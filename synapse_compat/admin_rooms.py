@@ -2,7 +2,8 @@
 
 ``DELETE /_synapse/admin/v1/rooms/{roomId}``: a server admin shuts a room down, as
 Synapse's admin API documents it (``new_room_user_id``, ``room_name``, ``message``,
-``block``; ``purge`` is accepted, and nothing is purged: the history stays stored).
+``block``, and ``purge``, true by default: the room is then deleted from the database,
+refused while local users are still joined unless ``force_purge``).
 
 The rest (``AdminRoomApiServlets``): list and inspect rooms, read any room's history as
 the client ``/messages`` and ``/context`` do but with no membership needed, forward
@@ -29,6 +30,7 @@ from homeserver.http.servlet import (
 )
 from homeserver.rooms.admin import ROOM_ORDERS, RoomAdmin
 from homeserver.rooms.history import RoomHistory
+from homeserver.rooms.purge import RoomPurger
 from homeserver.rooms.shutdown import DEFAULT_MESSAGE, DEFAULT_ROOM_NAME, RoomShutdown
 from synapse_compat.admin_common import require_admin
 
@@ -38,9 +40,10 @@ JsonDict = dict[str, Any]
 class AdminRoomServlets:
     PATH = "/_synapse/admin/v1/rooms/{roomId}"
 
-    def __init__(self, auth: AuthHandler, shutdown: RoomShutdown) -> None:
+    def __init__(self, auth: AuthHandler, shutdown: RoomShutdown, purger: RoomPurger) -> None:
         self._auth = auth
         self._shutdown = shutdown
+        self._purger = purger
 
     def register(self, resource: JsonResource) -> None:
         resource.register("DELETE", self.PATH, self.on_delete)
@@ -52,7 +55,8 @@ class AdminRoomServlets:
         if not is_valid_room_id(roomId):
             raise MatrixError(400, Codes.INVALID_PARAM, f"{roomId} is not a legal room ID")
         body = parse_json_body(request, allow_empty=True)
-        field(body, "purge", bool)
+        purge = field(body, "purge", bool, default=True)
+        force_purge = field(body, "force_purge", bool, default=False)
         result = await self._shutdown.shutdown(
             requester,
             roomId,
@@ -61,6 +65,8 @@ class AdminRoomServlets:
             message=field(body, "message", str, default=DEFAULT_MESSAGE),
             block=field(body, "block", bool, default=False),
         )
+        if purge:
+            await self._purger.purge_room(roomId, force=force_purge)
         return 200, result
 
 

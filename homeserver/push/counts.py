@@ -162,6 +162,16 @@ class UnreadCounts:
         d = self._start_load(user_id, [room_id])
         d.addCallback(lambda _: self._bump())
 
+    async def reload_room(self, room_id: str) -> None:
+        """The room's push actions changed under us (a purge deleted some): every
+        loaded user's counts for it are read again."""
+        users = [user_id for user_id, rooms in self._by_user.items() if room_id in rooms]
+        users += [u for (u, r) in self._pending if r == room_id and u not in users]
+        loads = [self._start_load(user_id, [room_id]) for user_id in users]
+        if loads:
+            await defer.gatherResults(loads, consumeErrors=True)
+            self._bump()
+
     def _bump(self) -> None:
         self.version += 1
 

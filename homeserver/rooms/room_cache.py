@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,6 +115,13 @@ class LiveRoom:
                 target.redacted_by = redaction.event_id
                 target.redaction = redaction
                 target.invalidate_client_cache()
+
+    def drop_from_timeline(self, event_ids: AbstractSet[str]) -> None:
+        """Purged events leave ``recent``: the database no longer holds them in the
+        timeline either, so reads from memory and from the database still agree."""
+        if any(ev.event_id in event_ids for ev in self.recent):
+            kept = [ev for ev in self.recent if ev.event_id not in event_ids]
+            self.recent = deque(kept, maxlen=self.recent.maxlen)
 
     def redaction_took_effect(self, redaction_id: str) -> None:
         """A withheld redaction in ``recent`` applied once its target arrived: show it."""
