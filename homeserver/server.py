@@ -92,6 +92,7 @@ from homeserver.handlers.voip import TurnConfig
 from homeserver.http.ip_filter import IpFilter
 from homeserver.http.ratelimit import InviteRatelimiter, Ratelimiter
 from homeserver.http.server import JsonResource, MatrixSite
+from homeserver.media.admin import MediaAdmin
 from homeserver.media.preview import UrlPreviewer
 from homeserver.media.remote import RemoteMediaFetcher
 from homeserver.media.repository import MediaRepository, MediaSettings
@@ -118,6 +119,7 @@ from homeserver.sync.notifier import Notifier
 from storage.database import Database, make_engine
 from storage.storage import Storage
 from synapse_compat.admin_devices import AdminDeviceServlets
+from synapse_compat.admin_media import AdminMediaServlets
 from synapse_compat.admin_register import SharedSecretRegistrationServlet
 from synapse_compat.admin_registration_tokens import AdminRegistrationTokenServlets
 from synapse_compat.admin_reports import AdminEventReportServlets
@@ -671,6 +673,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
             storage.media,
         ),
         AdminDeviceServlets(auth, locality, storage.users, device_lists.on_device_renamed),
+        AdminMediaServlets(auth, MediaAdmin(media, storage.media_admin)),
     ):
         servlets.register(resource)
     if login_tokens is not None:

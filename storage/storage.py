@@ -15,6 +15,7 @@ from storage.id_generator import IdGenerator
 from storage.key_backup import KeyBackupStore
 from storage.login_tokens import LoginTokenStore
 from storage.media import MediaStore
+from storage.media_admin import MediaAdminStore
 from storage.migrations import prepare_database
 from storage.openid import OpenIdStore
 from storage.presence import PresenceStore
@@ -49,6 +50,7 @@ class Storage:
     presence: PresenceStore
     user_directory: UserDirectoryStore
     media: MediaStore
+    media_admin: MediaAdminStore
     appservice: AppServiceStore
     federation: FederationStore
     relations: RelationsStore
@@ -100,6 +102,7 @@ class Storage:
             presence=PresenceStore(db, presence_stream),
             user_directory=UserDirectoryStore(db),
             media=MediaStore(db),
+            media_admin=MediaAdminStore(db),
             appservice=AppServiceStore(db),
             federation=federation,
             relations=RelationsStore(db),
