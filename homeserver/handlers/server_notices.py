@@ -8,7 +8,9 @@ Invariants:
   A user who left gets a new room with the next notice, as on Synapse.
 - The room is created by the system user (registered on first use, no password) as a
   private chat with ``users_default`` -10, so the user can read but never send; it is
-  tagged ``m.server_notice`` in the user's account data when created.
+  tagged ``m.server_notice`` in the user's account data when created. Each later
+  notice first brings the room's name, avatar, topic and the system user's profile in
+  it up to the configuration.
 - Nothing here is rate limited: the admin API is the only caller.
 """
 
@@ -89,6 +91,8 @@ class ServerNoticesHandler:
             room_id = await self._notice_room(user_id)
             if room_id is None:
                 room_id = await self._create_room(user_id)
+            else:
+                await self._update_room(room_id)
             await self._invite(user_id, room_id)
         logger.info("Sending a server notice to %s in %s", user_id, room_id)
         if state_key is not None:
@@ -158,6 +162,26 @@ class ServerNoticesHandler:
         await self._tags.add_tag(user_id, room_id, SERVER_NOTICE_TAG, {})
         logger.info("Created the server notices room %s for %s", room_id, user_id)
         return room_id
+
+    async def _update_room(self, room_id: str) -> None:
+        """Bring an existing notices room up to the configuration (as Synapse): the
+        system user's name and avatar in it, the room's name, avatar and topic."""
+        config = self._config
+        assert config is not None and self.system_user_id is not None
+        system = self._system()
+        if config.system_mxid_display_name or config.system_mxid_avatar_url:
+            # A repeat join with an unchanged profile sends nothing.
+            await self._rooms.update_membership(system, room_id, self.system_user_id, "join")
+        room = await self._rooms.get_room(room_id)
+        for event_type, key, wanted in (
+            ("m.room.name", "name", config.room_name),
+            ("m.room.avatar", "url", config.room_avatar_url),
+            ("m.room.topic", "topic", config.room_topic),
+        ):
+            current = room.state_content(event_type).get(key)
+            if current == wanted or (not current and not wanted):
+                continue
+            await self._rooms.send_state(system, room_id, event_type, "", {key: wanted or ""})
 
     async def _invite(self, user_id: str, room_id: str) -> None:
         row = (await self._memberships.rooms_for_user(user_id)).get(room_id)

@@ -155,3 +155,28 @@ async def test_auto_join_and_a_new_room_after_leaving(server: RunningServer) -> 
     await send_notice(admin, notice(alice, "three"))
     joined = (await alice.get(f"{V3}/joined_rooms")).json["joined_rooms"]
     assert len(joined) == 1 and joined[0] != room_id
+
+
+@with_config(server_notices=NOTICES)
+@pytest_twisted.ensureDeferred
+async def test_existing_room_follows_a_changed_configuration(server: RunningServer) -> None:
+    admin = await register_admin(server)
+    alice = await register(server, "alice")
+    await send_notice(admin, notice(alice, "before"))
+    (room_id,) = await invited_rooms(alice)
+    assert (await join(alice, room_id)).code == 200
+
+    assert server.config_dict is not None
+    server.config_dict["server_notices"] = {
+        "system_mxid_localpart": "notices",
+        "system_mxid_display_name": "The Admins",
+        "room_name": "News",
+    }
+    await server.restart()
+    admin.base_url = alice.base_url = server.base_url
+    await send_notice(admin, notice(alice, "after"))
+    assert (await alice.get(f"{V3}/joined_rooms")).json["joined_rooms"] == [room_id]
+    assert (await state(alice, room_id, "m.room.name"))["name"] == "News"
+    assert (await state(alice, room_id, "m.room.topic"))["topic"] == ""
+    member = await state(alice, room_id, "m.room.member", SYSTEM)
+    assert member["displayname"] == "The Admins" and member["membership"] == "join"
