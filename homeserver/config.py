@@ -413,6 +413,43 @@ def _login_via_existing_session(key: str, value: Any) -> LoginViaExistingSession
     )
 
 
+@dataclass(frozen=True)
+class ServerNoticesConfig:
+    """Synapse's ``server_notices``: who sends server notices and how their room looks."""
+
+    system_mxid_localpart: str
+    system_mxid_display_name: str | None = None
+    system_mxid_avatar_url: str | None = None
+    room_name: str | None = "Server Notices"
+    room_avatar_url: str | None = None
+    room_topic: str | None = None
+    auto_join: bool = False
+
+
+def _server_notices(key: str, value: Any) -> ServerNoticesConfig | None:
+    if value is None:
+        return None
+    _expect(key, value, dict, "a mapping with system_mxid_localpart")
+    localpart = value.get("system_mxid_localpart")
+    if not isinstance(localpart, str) or not localpart:
+        raise ConfigError(f"{key}.system_mxid_localpart: required, a user id localpart")
+    if ":" in localpart or localpart.startswith("@"):
+        raise ConfigError(f"{key}.system_mxid_localpart: a localpart, not a user id")
+    return ServerNoticesConfig(
+        system_mxid_localpart=localpart,
+        system_mxid_display_name=_opt_str(
+            f"{key}.system_mxid_display_name", value.get("system_mxid_display_name")
+        ),
+        system_mxid_avatar_url=_opt_str(
+            f"{key}.system_mxid_avatar_url", value.get("system_mxid_avatar_url")
+        ),
+        room_name=_opt_str(f"{key}.room_name", value.get("room_name", "Server Notices")),
+        room_avatar_url=_opt_str(f"{key}.room_avatar_url", value.get("room_avatar_url")),
+        room_topic=_opt_str(f"{key}.room_topic", value.get("room_topic")),
+        auto_join=_bool(f"{key}.auto_join", value.get("auto_join", False)),
+    )
+
+
 def _websocket(key: str, value: Any) -> WebSocketConfig:
     value = {} if value is None else value
     _expect(key, value, dict, "a mapping")
@@ -743,6 +780,20 @@ SCHEMA: list[Key] = [
         "document is 404 `M_NOT_FOUND`.",
         None,
         "Network",
+    ),
+    Key(
+        "server_notices",
+        _server_notices,
+        None,
+        "Server notices (Synapse's section): messages from the server to a user, sent by "
+        "the admin API `POST /_synapse/admin/v1/send_server_notice` into a room of their "
+        "own. `system_mxid_localpart` (required: the sending user, created on first use), "
+        "`system_mxid_display_name` and `system_mxid_avatar_url` (that user's profile in "
+        "the room), `room_name` (Server Notices), `room_avatar_url`, `room_topic`, "
+        "`auto_join` (false: the user is invited; true: joined at once). Unset, server "
+        "notices are off.",
+        None,
+        "General",
     ),
     Key(
         "use_insecure_ssl_client_just_for_testing_do_not_use",

@@ -86,12 +86,14 @@ from homeserver.handlers.registration_tokens import RegistrationTokensAdmin
 from homeserver.handlers.reports import ReportsHandler
 from homeserver.handlers.restrictions import UserRestrictions
 from homeserver.handlers.search import SearchHandler
+from homeserver.handlers.server_notices import ServerNoticesHandler
 from homeserver.handlers.threepid import ThreePidHandler
 from homeserver.handlers.ui_auth import EMAIL_IDENTITY, UiAuthHandler
 from homeserver.handlers.voip import TurnConfig
 from homeserver.http.ip_filter import IpFilter
 from homeserver.http.ratelimit import InviteRatelimiter, Ratelimiter
 from homeserver.http.server import JsonResource, MatrixSite
+from homeserver.media.admin import MediaAdmin
 from homeserver.media.preview import UrlPreviewer
 from homeserver.media.remote import RemoteMediaFetcher
 from homeserver.media.repository import MediaRepository, MediaSettings
@@ -119,12 +121,14 @@ from homeserver.sync.notifier import Notifier
 from storage.database import Database, make_engine
 from storage.storage import Storage
 from synapse_compat.admin_devices import AdminDeviceServlets
+from synapse_compat.admin_media import AdminMediaServlets
 from synapse_compat.admin_purge import AdminPurgeServlets
 from synapse_compat.admin_register import SharedSecretRegistrationServlet
 from synapse_compat.admin_registration_tokens import AdminRegistrationTokenServlets
 from synapse_compat.admin_reports import AdminEventReportServlets
 from synapse_compat.admin_rooms import AdminRoomApiServlets, AdminRoomServlets
 from synapse_compat.admin_server import AdminServerServlets
+from synapse_compat.admin_server_notices import AdminServerNoticeServlets
 from synapse_compat.admin_user_info import AdminUserInfoServlets
 from synapse_compat.admin_user_limits import AdminUserLimitServlets
 from synapse_compat.admin_users import AdminUserServlets
@@ -471,6 +475,18 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         else None
     )
 
+    tags = TagsHandler(storage.account_data)
+    server_notices = ServerNoticesHandler(
+        config.server_notices,
+        server_name,
+        storage.users,
+        storage.profiles,
+        registration,
+        room_handler,
+        memberships,
+        tags,
+    )
+
     login_via_session = config.login_via_existing_session
     login_tokens = (
         LoginTokenHandler(storage.login_tokens, reactor, login_via_session.token_timeout_ms)
@@ -622,7 +638,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         RoomKeysServlets(auth, KeyBackupHandler(storage.key_backup)),
         ephemeral_servlets,
         PresenceServlets(auth, presence),
-        TagServlets(auth, TagsHandler(storage.account_data)),
+        TagServlets(auth, tags),
         UserDirectoryServlets(
             auth,
             UserDirectoryHandler(
@@ -685,6 +701,8 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         AdminDeviceServlets(auth, locality, storage.users, device_lists.on_device_renamed),
         AdminRoomServlets(auth, room_shutdown, purger),
         AdminPurgeServlets(auth, purger),
+        AdminMediaServlets(auth, MediaAdmin(media, storage.media_admin)),
+        AdminServerNoticeServlets(auth, locality, storage.users, server_notices),
     ):
         servlets.register(resource)
     if login_tokens is not None:

@@ -37,6 +37,7 @@ class MediaRecord:
     image_height: int | None
     image_animated: bool
     thumbnail_error: str | None
+    safe_from_quarantine: bool = False
 
     @property
     def is_pending(self) -> bool:
@@ -87,7 +88,7 @@ class AlreadyUploaded(Exception):
 
 
 # Synapse's media `order_by` values -> our column. Access times are not tracked (the
-# creation time stands in) and nothing is protected from quarantine (a constant).
+# creation time stands in).
 USER_MEDIA_ORDER = {
     "media_id": "media_id",
     "upload_name": "upload_name",
@@ -96,13 +97,13 @@ USER_MEDIA_ORDER = {
     "media_length": "size",
     "media_type": "content_type",
     "quarantined_by": "quarantined_by",
-    "safe_from_quarantine": "url_cache",
+    "safe_from_quarantine": "safe_from_quarantine",
 }
 
 _COLUMNS = (
     "server_name, media_id, user_id, created_ts, content_type, upload_name, size, sha256,"
     " authenticated, url_cache, quarantined_by, image_width, image_height, image_animated,"
-    " thumbnail_error"
+    " thumbnail_error, safe_from_quarantine"
 )
 
 
@@ -123,6 +124,7 @@ def _record(row: tuple[Any, ...]) -> MediaRecord:
         image_height=row[12],
         image_animated=bool(row[13]),
         thumbnail_error=row[14],
+        safe_from_quarantine=bool(row[15]),
     )
 
 

@@ -16,6 +16,7 @@ from storage.id_generator import IdGenerator
 from storage.key_backup import KeyBackupStore
 from storage.login_tokens import LoginTokenStore
 from storage.media import MediaStore
+from storage.media_admin import MediaAdminStore
 from storage.migrations import prepare_database
 from storage.openid import OpenIdStore
 from storage.presence import PresenceStore
@@ -51,6 +52,7 @@ class Storage:
     presence: PresenceStore
     user_directory: UserDirectoryStore
     media: MediaStore
+    media_admin: MediaAdminStore
     appservice: AppServiceStore
     federation: FederationStore
     relations: RelationsStore
@@ -104,6 +106,7 @@ class Storage:
             presence=PresenceStore(db, presence_stream),
             user_directory=UserDirectoryStore(db),
             media=MediaStore(db),
+            media_admin=MediaAdminStore(db),
             appservice=AppServiceStore(db),
             federation=federation,
             relations=RelationsStore(db),

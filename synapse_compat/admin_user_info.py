@@ -32,7 +32,7 @@ def _media_json(m: MediaRecord) -> dict[str, Any]:
         "last_access_ts": None,
         "url_cache": None,
         "quarantined_by": m.quarantined_by,
-        "safe_from_quarantine": False,
+        "safe_from_quarantine": m.safe_from_quarantine,
         "user_id": m.user_id,
         "authenticated": m.authenticated,
         "sha256": m.sha256,

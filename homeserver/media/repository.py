@@ -24,7 +24,7 @@ import logging
 import os
 import secrets
 import string
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -531,6 +531,25 @@ class MediaRepository:
         return remote_thumbnail_key(
             server_name, media_id, width, height, content_type, method, animated
         )
+
+    async def delete_files(
+        self, record: MediaRecord, thumbnails: Sequence[ThumbnailRecord]
+    ) -> None:
+        """Remove ``record``'s content and thumbnails from the media store (files that
+        are already gone are fine)."""
+        for t in thumbnails:
+            await self.storage.delete(
+                self._thumbnail_key(
+                    record.server_name,
+                    record.media_id,
+                    t.width,
+                    t.height,
+                    t.content_type,
+                    t.method,
+                    t.animated,
+                )
+            )
+        await self.storage.delete(self._content_key(record.server_name, record.media_id))
 
     def original(self, record: MediaRecord) -> ServedFile:
         assert record.size is not None and record.sha256 is not None
