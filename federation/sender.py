@@ -181,7 +181,8 @@ class FederationSender:
         sending now has emptied its queue or stopped for a retry: what the caller queued
         before is then with its destination (unless that one failed)."""
         waits: list[defer.Deferred[None]] = []
-        for destination in set(destinations):
+        wanted = sorted(set(destinations))
+        for destination in wanted:
             if destination in self._running:
                 d: defer.Deferred[None] = defer.Deferred()
                 self._idle_waiters.setdefault(destination, []).append(d)
@@ -193,9 +194,7 @@ class FederationSender:
         try:
             await all_done
         except (defer.TimeoutError, defer.CancelledError, defer.FirstError):
-            logger.info(
-                "Still sending to %s after %.1f s; not waiting longer", destinations, timeout_s
-            )
+            logger.info("Still sending to %s after %.1f s; not waiting longer", wanted, timeout_s)
 
     def _wake_waiters(self, destination: str) -> None:
         for d in self._idle_waiters.pop(destination, []):

@@ -16,8 +16,8 @@ Invariants:
   ``last_active_granularity`` after the last activity; a user with no /sync in flight
   goes from online to unavailable ``sync_online_timeout`` after their last sync,
   activity or ``PUT /status`` (or start-up, for states loaded then), and offline
-  ``offline_timeout`` after it. A sync that
-  starts again within the grace period cancels the timer and changes nothing visible.
+  ``offline_timeout`` after it. A sync that starts again within the grace period
+  cancels the timer and changes nothing visible.
 - Activity (a message sent, typing, a receipt) moves the last active time and brings
   an unavailable user back online, but never makes an offline user online, as in
   Synapse: only a sync or ``PUT /status`` does. Other events (creating or joining a
