@@ -13,6 +13,10 @@ Invariants:
   ``prev_id`` is the cached extremity; any gap triggers a resync. Resyncs of one user
   run one at a time; an update arriving during one causes another after it.
 - EDUs are accepted only about users of the server that sent them.
+- A key upload returns once its update was accepted by the servers it goes to (at
+  most ``SENT_WAIT_S``; servers backing off are not waited for). Ours accept an update
+  only after applying it (a gap's resync aside), so a room-mate there who syncs after
+  the upload returned sees the change: no race between the client and federation.
 """
 
 from __future__ import annotations
@@ -52,6 +56,8 @@ DIRECT_TO_DEVICE = "m.direct_to_device"
 RESYNC_TIMEOUT_S = 30.0
 MAX_EARLY_UPDATES = 1000
 EARLY_UPDATE_TTL_S = 120.0
+# How long a key upload waits for its device list update to reach the other servers.
+SENT_WAIT_S = 2.0
 
 
 def failure_of(server: str, error: Exception) -> JsonDict:
@@ -583,9 +589,12 @@ class FederationE2ee:
             lock = self._locks[user_id] = defer.DeferredLock()
         return lock
 
-    async def devices_changed(self, user_id: str, device_ids: list[str], deleted: bool) -> None:
+    async def devices_changed(
+        self, user_id: str, device_ids: list[str], deleted: bool, *, wait_sent: bool = False
+    ) -> None:
         if not device_ids:
             return
+        destinations: set[str] = set()
         lock = self._lock(user_id)
         await lock.acquire()
         try:
@@ -620,6 +629,8 @@ class FederationE2ee:
             lock.release()
             if not lock.locked and not lock.waiting:
                 self._locks.pop(user_id, None)
+        if wait_sent and destinations:
+            await self._sender.wait_sent(destinations, SENT_WAIT_S)
 
     async def signing_keys_changed(self, user_id: str) -> None:
         destinations = await self._destinations(user_id)

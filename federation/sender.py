@@ -15,6 +15,9 @@ Invariants:
 - An EDU queued with a time to live (typing, receipts, presence) is dropped instead of
   sent once it is older than that: after a long outage it would only show stale state.
   Other EDUs and PDUs never expire.
+- ``wait_sent`` lets a caller wait (bounded) until the destinations it queued for are
+  done sending: each one's queue was emptied (all accepted) or its sending stopped for
+  a retry. A destination backing off is not waited for.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+
+from twisted.internet import defer
 
 from federation.interfaces import FederationRequestError
 from homeserver.clock import Clock, now_ms
@@ -74,6 +79,8 @@ class FederationSender:
         self._wakeups: dict[str, Any] = {}
         self._backoff: dict[str, int] = {}
         self._stopped = False
+        # destination -> callers of wait_sent, told when its sending loop ends
+        self._idle_waiters: dict[str, list[defer.Deferred[None]]] = {}
         # Destinations of events queued for persistence with an outbound PDU, in queue
         # order (the persister commits in that order): woken once the event commits.
         self._uncommitted: OrderedDict[str, tuple[str, ...]] = OrderedDict()
@@ -167,9 +174,32 @@ class FederationSender:
             self._look_again.add(destination)
             return
         self._running.add(destination)
-        from twisted.internet import defer
-
         defer.ensureDeferred(self._run(destination))
+
+    async def wait_sent(self, destinations: Iterable[str], timeout_s: float) -> None:
+        """Wait, at most ``timeout_s``, until every one of ``destinations`` that is
+        sending now has emptied its queue or stopped for a retry: what the caller queued
+        before is then with its destination (unless that one failed)."""
+        waits: list[defer.Deferred[None]] = []
+        wanted = sorted(set(destinations))
+        for destination in wanted:
+            if destination in self._running:
+                d: defer.Deferred[None] = defer.Deferred()
+                self._idle_waiters.setdefault(destination, []).append(d)
+                waits.append(d)
+        if not waits:
+            return
+        all_done = defer.gatherResults(waits, consumeErrors=True)
+        all_done.addTimeout(timeout_s, self._clock)  # type: ignore[arg-type]
+        try:
+            await all_done
+        except (defer.TimeoutError, defer.CancelledError, defer.FirstError):
+            logger.info("Still sending to %s after %.1f s; not waiting longer", wanted, timeout_s)
+
+    def _wake_waiters(self, destination: str) -> None:
+        for d in self._idle_waiters.pop(destination, []):
+            if not d.called:  # a waiter that timed out was cancelled
+                d.callback(None)
 
     def retry_now(self, destination: str) -> None:
         """Forget the destination's backoff and send what is queued for it now."""
@@ -226,6 +256,7 @@ class FederationSender:
             logger.exception("Federation sender for %s failed", destination)
         finally:
             self._running.discard(destination)
+            self._wake_waiters(destination)
 
     def _schedule_retry(self, destination: str, error: Exception) -> int:
         """Wake the destination again after its next backoff interval (returned, in ms)."""

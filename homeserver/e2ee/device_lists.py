@@ -86,11 +86,11 @@ class DeviceLists:
         return any(self._locality.is_mine(u) for u in members if u != user_id)
 
     async def publish_devices(
-        self, user_id: str, device_ids: list[str], deleted: bool = False
+        self, user_id: str, device_ids: list[str], deleted: bool = False, *, wait_sent: bool = False
     ) -> None:
         for publisher in self.publishers:
             try:
-                await publisher.devices_changed(user_id, device_ids, deleted)
+                await publisher.devices_changed(user_id, device_ids, deleted, wait_sent=wait_sent)
             except Exception:
                 logger.exception("Publishing device changes of %s failed", user_id)
 

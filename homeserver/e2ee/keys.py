@@ -98,7 +98,10 @@ class KeysHandler:
             raise bad(f"Cannot store keys: {result.conflict}")
         if result.device_keys_changed:
             await self._device_lists.notify([DeviceListChange(user_id)])
-            await self._device_lists.publish_devices(user_id, [device_id])
+            # New keys are with the servers sharing a room before the client hears back
+            # (bounded): a room-mate there who syncs next already sees the change, and
+            # may encrypt for the device.
+            await self._device_lists.publish_devices(user_id, [device_id], wait_sent=True)
         counts = await self._store.get_key_counts(user_id, device_id)
         return {"one_time_key_counts": one_time_key_counts(counts.one_time_keys)}
 

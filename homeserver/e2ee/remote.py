@@ -35,6 +35,11 @@ class RemoteToDevice(Protocol):
 class DeviceListPublisher(Protocol):
     """Told of every change to a local user's devices or cross-signing keys."""
 
-    async def devices_changed(self, user_id: str, device_ids: list[str], deleted: bool) -> None: ...
+    async def devices_changed(
+        self, user_id: str, device_ids: list[str], deleted: bool, *, wait_sent: bool = False
+    ) -> None:
+        """``wait_sent``: return only once the change is with the servers it goes to
+        (or a bounded wait ran out)."""
+        ...
 
     async def signing_keys_changed(self, user_id: str) -> None: ...

@@ -14,9 +14,17 @@ Invariants:
   so syncing users do not wake each other in a loop.
 - Timers run on the injected clock, one per user at most: ``currently_active`` ends
   ``last_active_granularity`` after the last activity; a user with no /sync in flight
-  goes from online to unavailable ``sync_online_timeout`` after their last sync or
-  activity, and offline ``offline_timeout`` after it. A sync that starts again
-  within the grace period cancels the timer and changes nothing visible.
+  goes from online to unavailable ``sync_online_timeout`` after their last sync,
+  activity or ``PUT /status`` (or start-up, for states loaded then), and offline
+  ``offline_timeout`` after it. A sync that starts again within the grace period
+  cancels the timer and changes nothing visible.
+- Activity (a message sent, typing, a receipt) moves the last active time and brings
+  an unavailable user back online, but never makes an offline user online, as in
+  Synapse: only a sync or ``PUT /status`` does. Other events (creating or joining a
+  room) are not activity.
+- An incremental sync also carries, as in Synapse, the state (offline or never set
+  included) of everyone in a room joined in its window and of everyone who joined, was
+  invited to or knocked on one of the user's rooms in it.
 - A sync asks for ``set_presence`` (default online) for its device; the user's state
   is the most present state asked by any device syncing now or within
   ``sync_online_timeout``, so two devices asking differently do not flip-flop.
@@ -143,6 +151,11 @@ class PresenceHandler:
         self._federation_sent: dict[str, int] = {}
         # user id -> how many explicit PUT /status changes this process has seen
         self._explicit_changes: dict[str, int] = {}
+        # user id -> when their state was last held without a sync or activity (ms): a
+        # PUT /status, or start-up for states loaded then (Synapse's per-device last
+        # active time and start-up pseudo-device). Counted by the timeouts like a sync,
+        # without showing as activity to others.
+        self._held_at: dict[str, int] = {}
         self._states: dict[str, PresenceState] = {}
         # user -> device -> number of its /sync requests in flight
         self._syncing: dict[str, dict[str | None, int]] = {}
@@ -176,6 +189,7 @@ class PresenceHandler:
         for state in await self._store.get_not_offline():
             self._states.setdefault(state.user_id, state)
             if self.is_local(state.user_id):
+                self._held_at.setdefault(state.user_id, now)
                 self._federation_sent.setdefault(
                     state.user_id, now - self.federation_ping_interval_ms + STARTUP_PING_DELAY_MS
                 )
@@ -254,6 +268,7 @@ class PresenceHandler:
         if not self.enabled:
             return
         self._explicit_changes[user_id] = self._explicit_changes.get(user_id, 0) + 1
+        self._held_at[user_id] = now_ms(self._clock)
         state = await self._get(user_id)
         new = dataclasses.replace(state, state=presence, status_msg=status_msg)
         if presence == ONLINE:
@@ -332,7 +347,12 @@ class PresenceHandler:
         return best
 
     def bump_active(self, user_id: str, explicit_seen: int | None = None) -> None:
-        """The user did something (sent an event, typed): online and active now.
+        """The user did something (sent a message, typed, read): active now.
+
+        As in Synapse, activity moves the last active time and brings an
+        ``unavailable`` user back ``online``, but does not make an ``offline`` user
+        online: only a sync (or ``PUT /status``) does that. (A user whose syncs ask for
+        ``set_presence=offline`` stays offline while sending.)
 
         ``explicit_seen``: the user's count of explicit status changes when the action
         happened; if a ``PUT /status`` came after it, that choice stands (the action
@@ -347,7 +367,7 @@ class PresenceHandler:
             await self._get(user_id)
             state = self._states.get(user_id) or PresenceState.default(user_id)  # current
             now = now_ms(self._clock)
-            if self._explicit_changes.get(user_id, 0) != explicit_seen:
+            if self._explicit_changes.get(user_id, 0) != explicit_seen or state.state == OFFLINE:
                 self._update(dataclasses.replace(state, last_active_ts=now))
             else:
                 self._update(dataclasses.replace(state, state=ONLINE, last_active_ts=now))
@@ -355,12 +375,14 @@ class PresenceHandler:
         self._in_background(_bump(), f"Presence bump for {user_id}")
 
     def on_event_accepted(self, event: Event) -> None:
-        """EventCreator hook: a local user sending an event is active.
+        """EventCreator hook: a local user sending a message is active.
 
-        Deferred to the next reactor turn: the hook runs inside the event creator's
-        no-await section, which must not resume waiting syncs.
+        Only ``m.room.message`` counts, as in Synapse: creating, joining or changing a
+        room's state is not a sign of someone at the keyboard. Deferred to the next
+        reactor turn: the hook runs inside the event creator's no-await section, which
+        must not resume waiting syncs.
         """
-        if self.enabled and not self._stopped:
+        if self.enabled and not self._stopped and event.type == "m.room.message":
             seen = self._explicit_changes.get(event.sender, 0)
             self._clock.callLater(0, self.bump_active, event.sender, seen)
 
@@ -456,11 +478,16 @@ class PresenceHandler:
         if state.currently_active:
             deadlines.append(state.last_active_ts + self._granularity)
         if state.user_id not in self._syncing and state.state != OFFLINE:
-            base = max(state.last_user_sync_ts, state.last_active_ts)
+            base = self._seen_at(state)
             if state.state == ONLINE:
                 deadlines.append(base + self._sync_online_timeout)
             deadlines.append(base + self._offline_timeout)
         return min(deadlines) if deadlines else None
+
+    def _seen_at(self, state: PresenceState) -> int:
+        """When the user last synced, was active or set their status (ms)."""
+        held = self._held_at.get(state.user_id, 0)
+        return max(state.last_user_sync_ts, state.last_active_ts, held)
 
     def _schedule_timer(self, user_id: str) -> None:
         state = self._states.get(user_id)
@@ -496,7 +523,7 @@ class PresenceHandler:
             return
         new = state
         if user_id not in self._syncing and state.state != OFFLINE:
-            idle = now - max(state.last_user_sync_ts, state.last_active_ts)
+            idle = now - self._seen_at(state)
             if idle >= self._offline_timeout:
                 new = dataclasses.replace(state, state=OFFLINE)
             elif state.state == ONLINE and idle >= self._sync_online_timeout:
@@ -577,14 +604,27 @@ class PresenceHandler:
                     await self._joined_rooms(user_id) & ctx.joined_room_ids
                 ):
                     out.append(self._states[user_id])
-            if ctx.newly_joined_room_ids:
-                seen = {s.user_id for s in out}
-                mates = await self._room_mates(ctx.newly_joined_room_ids) - seen
-                known = await self._store.get_states(u for u in mates if u not in self._states)
-                known.update({u: self._states[u] for u in mates if u in self._states})
-                out += [s for s in known.values() if s.stream_id and s.state != OFFLINE]
+        if not ctx.initial:
+            out += await self._newcomer_states(ctx, {s.user_id for s in out})
         out.sort(key=lambda s: s.stream_id)
         return out
+
+    async def _newcomer_states(self, ctx: SyncContext, seen: set[str]) -> list[PresenceState]:
+        """For an incremental sync, as in Synapse: the state (offline, or never set,
+        included) of everyone in a room the user joined in the window, and of everyone
+        who joined, or was invited to or knocked on, one of the user's rooms in it."""
+        users = await self._room_mates(ctx.newly_joined_room_ids)
+        users.update(
+            user_id
+            for room_id, user_id, membership in ctx.membership_changes
+            if membership in ("join", "invite", "knock") and room_id in ctx.joined_room_ids
+        )
+        users -= seen | {ctx.user_id}
+        if not users:
+            return []
+        known = await self._store.get_states(u for u in users if u not in self._states)
+        known.update({u: self._states[u] for u in users if u in self._states})
+        return [known.get(u) or PresenceState.default(u) for u in sorted(users)]
 
 
 class PresenceSource:
@@ -602,7 +642,12 @@ class PresenceSource:
         fragment = SyncFragment()
         if not self._handler.enabled or ctx.filters.blocks_all_presence():
             return fragment
-        if since >= now and not ctx.initial and not ctx.newly_joined_room_ids:
+        if (
+            since >= now
+            and not ctx.initial
+            and not ctx.newly_joined_room_ids
+            and not ctx.membership_changes
+        ):
             return fragment
         at = now_ms(self._clock)
         events = [

@@ -202,14 +202,21 @@ class RoomHandler:
         rooms = await self._memberships.rooms_for_user(user_id)
         return sorted(r for r, row in rooms.items() if row.membership == "join")
 
-    async def visible_state(self, user_id: str, room_id: str) -> dict[tuple[str, str], Event]:
-        """Current state for members (and world-readable rooms); at the leave for leavers."""
+    async def visible_state(
+        self, user_id: str, room_id: str, *, banned_may_read: bool = False
+    ) -> dict[tuple[str, str], Event]:
+        """Current state for members (and world-readable rooms); at the leave for leavers.
+
+        A banned user may not read the room's state (403, as in Synapse, whose state
+        endpoints let only users who left read it as it was then), unless
+        ``banned_may_read`` (the legacy initial syncs, which list banned rooms).
+        """
         room = await self.get_room(room_id)
         membership = room.membership_of(user_id)
         hv = room.state_content("m.room.history_visibility").get("history_visibility")
         if membership == "join" or hv == "world_readable":  # anyone may read the latter
             return dict(room.state)
-        if membership in ("leave", "ban"):
+        if membership == "leave" or (membership == "ban" and banned_may_read):
             own = room.state[("m.room.member", user_id)]
             ids = await self._storage.events.get_state_ids_at_event(own.event_id) or {}
             events = await self._storage.events.get_events(ids.values())

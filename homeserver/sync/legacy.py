@@ -291,7 +291,7 @@ class LegacySyncHandler:
         chunk, _, page_end, _ = await self._history.messages(
             user_id, room_id, None, None, "b", limit, None
         )
-        state = await self._room_handler.visible_state(user_id, room_id)
+        state = await self._room_handler.visible_state(user_id, room_id, banned_may_read=True)
         changes = await self._storage.account_data.get_changes(user_id, 0, now.account_data)
         presence: list[JsonDict] = []
         receipts: list[JsonDict] = []

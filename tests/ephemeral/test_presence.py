@@ -11,6 +11,7 @@ from tests.ephemeral.helpers import (
     V3,
     assert_error,
     create_room,
+    join,
     presence_events,
     restart,
     send,
@@ -109,7 +110,7 @@ async def test_syncing_sets_online_unless_set_presence_says_otherwise(
     server: RunningServer,
 ) -> None:
     alice, bob, carol = [await user(server, n) for n in ("alice", "bob", "carol")]
-    await shared_room(alice, bob, carol)  # joining is activity: everyone is online
+    await shared_room(alice, bob, carol)
 
     assert (await put_status(carol, "offline")).code == 200
     await sync(carol, set_presence="offline")
@@ -134,11 +135,8 @@ async def test_initial_sync_lists_room_mates_who_are_not_offline(server: Running
     assert (await put_status(carol, "offline")).code == 200
 
     seen = presence_events(await sync(bob))
-    assert seen[alice.user_id or ""] == {
-        "presence": "unavailable",
-        "status_msg": "lunch",
-        "last_active_ago": seen[alice.user_id or ""]["last_active_ago"],
-    }
+    # Never active (joining is not activity): no last_active_ago, as in Synapse.
+    assert seen[alice.user_id or ""] == {"presence": "unavailable", "status_msg": "lunch"}
     assert carol.user_id not in seen
 
 
@@ -150,10 +148,10 @@ async def test_user_whose_syncs_stop_goes_unavailable_then_offline(
 ) -> None:
     alice, bob = await user(server, "alice"), await user(server, "bob")
     await shared_room(alice, bob)
-    since = (await sync(bob))["next_batch"]
     await sync(alice)
     stopped = time.monotonic()
-    assert (await get_status(bob, alice)).json["presence"] == "online"  # since joining
+    since = (await sync(bob))["next_batch"]
+    assert (await get_status(bob, alice)).json["presence"] == "online"  # since her sync
 
     # Bob keeps a sync waiting, as a client does, and notes each state he is sent.
     seen: list[tuple[str, float]] = []
@@ -201,16 +199,71 @@ async def test_a_long_poll_keeps_the_user_online(server: RunningServer) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_sending_a_message_makes_the_sender_online(server: RunningServer) -> None:
+async def test_sending_a_message_brings_an_unavailable_sender_back_online(
+    server: RunningServer,
+) -> None:
     alice, bob = await user(server, "alice"), await user(server, "bob")
     room = await shared_room(alice, bob)
-    assert (await put_status(alice, "offline")).code == 200
+    assert (await put_status(alice, "unavailable")).code == 200
     await send(alice, room, "back")
     for _ in range(50):  # the bump runs beside the send
         if (await get_status(bob, alice)).json["presence"] == "online":
             break
         await sleep(0.02)
     assert (await get_status(bob, alice)).json["presence"] == "online"
+
+
+@pytest_twisted.ensureDeferred
+async def test_activity_does_not_make_an_offline_user_online(server: RunningServer) -> None:
+    # As in Synapse: creating, joining and sending only move the last active time;
+    # a sync (or PUT /status) is what brings a user online.
+    alice, bob = await user(server, "alice"), await user(server, "bob")
+    room = await shared_room(alice, bob)
+    await send(alice, room, "hello")
+    await sleep(0.1)  # the bump runs beside the send
+    resp = await get_status(bob, alice)
+    assert resp.json["presence"] == "offline", resp
+    assert resp.json["last_active_ago"] < 5000
+    assert (await get_status(alice, bob)).json == {"presence": "offline"}
+
+
+@pytest_twisted.ensureDeferred
+async def test_room_mate_coming_online_reaches_an_incremental_sync(
+    server: RunningServer,
+) -> None:
+    # SyTest 31sync/05presence: bob joined without ever syncing online; his first
+    # plain sync is news to alice. (Joining used to count as activity, so bob was
+    # online already and his sync changed nothing alice could see.)
+    presence_only = {"presence": {"types": ["m.presence"]}}
+    alice, bob = await user(server, "alice"), await user(server, "bob")
+    await shared_room(alice, bob)
+    body = await sync(alice, filter=presence_only)
+    assert bob.user_id not in presence_events(body)
+    since = (await sync(alice, body["next_batch"], filter=presence_only))["next_batch"]
+    await sync(bob, filter=presence_only)
+    body = await sync(alice, since, filter=presence_only, set_presence="offline", timeout=5000)
+    assert presence_events(body)[bob.user_id or ""]["presence"] == "online"
+
+
+@pytest_twisted.ensureDeferred
+async def test_incremental_sync_has_presence_of_new_rooms_and_new_members(
+    server: RunningServer,
+) -> None:
+    # As in Synapse (SyTest 31sync/03joined): everyone in a room joined within the
+    # window, and everyone who joined one of the user's rooms in it, offline or never
+    # seen included; once only.
+    alice, bob, carol = [await user(server, n) for n in ("alice", "bob", "carol")]
+    room_id = await create_room(alice, preset="public_chat")
+    since = (await sync(bob, set_presence="offline"))["next_batch"]
+    await join(bob, room_id)
+    body = await sync(bob, since, set_presence="offline")
+    assert presence_events(body) == {alice.user_id: {"presence": "offline"}}
+    since = body["next_batch"]
+    await join(carol, room_id)
+    body = await sync(bob, since, set_presence="offline")
+    assert presence_events(body) == {carol.user_id: {"presence": "offline"}}
+    body = await sync(bob, body["next_batch"], set_presence="offline")
+    assert presence_events(body) == {}
 
 
 @pytest_twisted.ensureDeferred

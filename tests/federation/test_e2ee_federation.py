@@ -17,6 +17,7 @@ from tests.e2ee.helpers import (
     claim,
     cross_signing_set,
     query,
+    random_curve25519,
     signing_upload_body,
     upload_device,
 )
@@ -227,6 +228,35 @@ async def test_new_remote_device_is_a_device_list_change(
             break
         await sleep(0.1)
     assert "PHONE" not in cached[bob.user_id or ""].devices
+
+
+@pytest_twisted.ensureDeferred
+async def test_key_upload_returns_once_room_mates_servers_have_it(
+    two_servers: tuple[RunningServer, RunningServer],
+) -> None:
+    # SyTest 41end-to-end-keys/06-device-lists ("If remote user leaves room we no
+    # longer receive device updates") syncs right after a remote key upload returns
+    # and expects the change: the upload waits for the update to be accepted.
+    a, b = two_servers
+    alice, _ = await user_with_keys(a, "alice")
+    bob, device = await user_with_keys(b, "bob")
+    await share_room(alice, bob, a)
+    result = await query(alice, {bob.user_id or "": []})  # caches bob's list on A
+    assert set(result["device_keys"][bob.user_id]) == {device.device_id}
+    since = (await sync(alice))["next_batch"]
+
+    for _ in range(3):
+        before = a.hs.storage.e2ee.device_lists.current_position
+        device.curve25519 = random_curve25519()
+        await upload_device(bob, device)
+        # No wait: A applied the update before B's upload answered.
+        assert a.hs.storage.e2ee.device_lists.current_position > before
+        body = await sync(alice, since)
+        since = body["next_batch"]
+        assert body["device_lists"]["changed"] == [bob.user_id]
+    result = await query(alice, {bob.user_id or "": []})
+    keys = result["device_keys"][bob.user_id][device.device_id]["keys"]
+    assert keys[f"curve25519:{device.device_id}"] == device.curve25519
 
 
 @pytest_twisted.ensureDeferred

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest_twisted
-from twisted.internet import reactor, task
+from twisted.internet import defer, reactor, task
 
 from federation.interfaces import FederationRequestError
 from federation.sender import FederationSender, RetrySettings
@@ -117,3 +117,54 @@ async def test_an_item_queued_while_the_loop_finds_the_queue_empty_is_sent(
         assert [t["edus"][0]["content"] for t in remote.received] == [{"n": 1}, {"n": 2}]
     finally:
         sender.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_wait_sent_waits_for_acceptance_but_not_for_failing_or_slow_servers(
+    storage: Storage,
+) -> None:
+    remote = RemoteServer()
+    remote.down = False
+    hanging: list[defer.Deferred[Any]] = []
+
+    async def put_json(destination: str, path: str, body: dict[str, Any], **kw: Any) -> Any:
+        if destination == "slow.example":
+            d: defer.Deferred[Any] = defer.Deferred()
+            hanging.append(d)
+            return await d
+        return await RemoteServer.put_json(remote, destination, path, body)
+
+    remote.put_json = put_json  # type: ignore[method-assign]
+    sender = FederationSender(
+        "a.example",
+        reactor,
+        storage.federation,
+        remote,
+        RoomCache(storage.events),
+        RetrySettings(min_interval_ms=60_000),
+    )
+    try:
+        # Accepted: the wait ends once the destination has it.
+        await sender.send_edu(["b.example"], "m.test", {"n": 1})
+        await sender.wait_sent(["b.example"], 5.0)
+        assert [t["edus"][0]["content"] for t in remote.received] == [{"n": 1}]
+
+        # Refused: the wait ends with the attempt; backing off, it does not wait at all.
+        remote.down = True
+        for n in (2, 3):
+            started = reactor.seconds()
+            await sender.send_edu(["b.example"], "m.test", {"n": n})
+            await sender.wait_sent(["b.example"], 5.0)
+            assert reactor.seconds() - started < 1.0
+        assert remote.attempts == 2  # the third is queued for the retry
+
+        # No answer: the wait gives up after its timeout.
+        started = reactor.seconds()
+        await sender.send_edu(["slow.example"], "m.test", {"n": 4})
+        await sender.wait_sent(["slow.example"], 0.3)
+        assert 0.3 <= reactor.seconds() - started < 2.0
+        assert hanging
+    finally:
+        sender.stop()
+        for d in hanging:
+            d.callback({"pdus": {}})

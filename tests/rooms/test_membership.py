@@ -267,6 +267,27 @@ async def test_ban_prevents_rejoin_until_unban(server: RunningServer) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_banned_user_may_not_read_the_room_state(server: RunningServer) -> None:
+    # As Synapse (SyTest 30rooms/07ban waits for this 403): a user who left may read
+    # the state as it was when they left; a banned one may not read it at all.
+    alice = await user(server, "alice")
+    bob = await user(server, "bob")
+    room_id = await create_room(alice, preset="public_chat")
+    await join(bob, room_id)
+    resp = await alice.post(room_path(room_id, "/ban"), {"user_id": bob.user_id})
+    assert resp.code == 200, resp
+
+    resp = await get_state(bob, room_id, "m.room.member", bob.user_id)
+    assert_error(resp, 403, "M_FORBIDDEN")
+    assert_error(await bob.get(room_path(room_id, "/state")), 403, "M_FORBIDDEN")
+
+    resp = await alice.post(room_path(room_id, "/unban"), {"user_id": bob.user_id})
+    assert resp.code == 200, resp
+    assert await membership(bob, room_id, bob.user_id) == "leave"
+    assert (await bob.get(room_path(room_id, "/state"))).code == 200
+
+
+@pytest_twisted.ensureDeferred
 async def test_ban_of_user_never_in_room(server: RunningServer) -> None:
     alice = await user(server, "alice")
     bob = await user(server, "bob")
