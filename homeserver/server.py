@@ -44,6 +44,7 @@ from homeserver.api.client.room_keys import RoomKeysServlets
 from homeserver.api.client.room_upgrade import RoomUpgradeServlets
 from homeserver.api.client.rooms import RoomServlets
 from homeserver.api.client.search import SearchServlets
+from homeserver.api.client.sliding_sync import SlidingSyncServlet
 from homeserver.api.client.spaces import SpaceServlets
 from homeserver.api.client.sync import SyncServlets
 from homeserver.api.client.tags import TagServlets
@@ -108,6 +109,7 @@ from homeserver.rooms.visibility import VisibilityFilter
 from homeserver.sync.handler import SyncHandler
 from homeserver.sync.legacy import LegacySyncHandler
 from homeserver.sync.notifier import Notifier
+from homeserver.sync.sliding import SlidingSyncHandler
 from storage.database import Database, make_engine
 from storage.storage import Storage
 from synapse_compat.admin_register import SharedSecretRegistrationServlet
@@ -504,6 +506,9 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         auth, ui_auth, email_validation, threepids, Ratelimiter(reactor, config.rc_3pid_validation)
     ).register(resource)
     sync_servlets = SyncServlets(storage, auth, sync)
+    SlidingSyncServlet(
+        auth, SlidingSyncHandler(storage, room_cache, memberships, sync, reactor)
+    ).register(resource)
     ephemeral_servlets = EphemeralServlets(auth, receipts, typing, presence)
     on_stop: list[Callable[[], Awaitable[None]]] = []
     ws_factory: SyncStreamFactory | None = None

@@ -25,6 +25,7 @@ from storage.registration import RegistrationStore
 from storage.relations import RelationsStore
 from storage.reports import ReportsStore
 from storage.search import SearchStore
+from storage.sliding_sync import SlidingSyncStore
 from storage.threepids import ThreePidStore, ValidationSessionStore
 from storage.user_directory import UserDirectoryStore
 from storage.user_restrictions import UserRestrictionsStore
@@ -57,6 +58,7 @@ class Storage:
     user_restrictions: UserRestrictionsStore
     threepids: ThreePidStore
     validation_sessions: ValidationSessionStore
+    sliding_sync: SlidingSyncStore
 
     @classmethod
     async def open(cls, db: Database) -> Storage:
@@ -106,4 +108,5 @@ class Storage:
             user_restrictions=UserRestrictionsStore(db),
             threepids=ThreePidStore(db),
             validation_sessions=ValidationSessionStore(db),
+            sliding_sync=await SlidingSyncStore.open(db),
         )

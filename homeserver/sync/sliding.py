@@ -1,0 +1,599 @@
+"""Simplified sliding sync (MSC4186): a window of the user's rooms, by recency.
+
+Invariants:
+- A response covers the events up to ``now`` (the stream token taken before anything is
+  read), and its ``pos`` names that token and the connection's position: the stream
+  token bounds the extensions' streams, the position what each room was sent up to.
+- What a connection holds (``SentRoom`` per room: the events position it was sent up to,
+  the membership and the room config it was sent with) is in the database
+  (``storage/sliding_sync.py``); a response that changes it gets a new position. A room
+  is sent again only with what it lacks: events after its position (``limited`` when
+  more than ``timeline_limit``), state that changed since (``required_state``), or all
+  of it again (``initial``) after a change of membership from invite, knock or leave.
+- A room leaving every range keeps its position: when it comes back, it gets the events
+  it missed (up to its limit) as an incremental update.
+- Rooms are ordered by ``bump_stamp`` (the stream position of their newest event of a
+  ``BUMP_EVENT_TYPES`` type, as Synapse), newest first, read from the rooms' recent
+  events in memory; a room whose recent window holds none asks the database once, and
+  the answer holds while the window still reaches back to it.
+- Timelines, history visibility, unread counts and the extensions' streams are /sync's
+  own pieces (``SyncHandler``, its sources): this module only decides what to ask them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from homeserver.clock import Clock
+from homeserver.errors import MatrixError
+from homeserver.events.event import Event
+from homeserver.events.filtering import FilterCollection
+from homeserver.rooms.memberships import MembershipCache
+from homeserver.rooms.room_cache import LiveRoom, RoomCache
+from homeserver.sync.handler import (
+    SyncHandler,
+    SyncToken,
+    client_event,
+    room_heroes,
+    stripped_state,
+)
+from homeserver.sync.sliding_config import (
+    ListConfig,
+    ListFilters,
+    RequiredState,
+    RoomConfig,
+    SlidingSyncRequest,
+)
+from homeserver.sync.sliding_extensions import ExtensionsBuilder
+from homeserver.sync.sources import SyncContext
+from storage.events import MembershipRow
+from storage.sliding_sync import ConnectionState, SentRoom
+from storage.storage import Storage
+
+logger = logging.getLogger(__name__)
+
+JsonDict = dict[str, Any]
+
+UNKNOWN_POS = "M_UNKNOWN_POS"
+
+# Synapse's SLIDING_SYNC_DEFAULT_BUMP_EVENT_TYPES.
+BUMP_EVENT_TYPES = frozenset(
+    {
+        "m.room.create",
+        "m.room.message",
+        "m.room.encrypted",
+        "m.sticker",
+        "m.call.invite",
+        "m.poll.start",
+        "m.beacon_info",
+    }
+)
+_BUMP_TYPES_SORTED = tuple(sorted(BUMP_EVENT_TYPES))
+MAX_BUMP_CACHE = 50_000
+_NO_FILTERS = FilterCollection.from_json({})
+
+
+def unknown_pos(message: str = "Unknown position") -> MatrixError:
+    return MatrixError(400, UNKNOWN_POS, message)
+
+
+@dataclass(slots=True)
+class _Built:
+    body: JsonDict
+    changes: dict[str, SentRoom] = field(default_factory=dict)
+    has_updates: bool = False
+
+
+class SlidingSyncHandler:
+    def __init__(
+        self,
+        storage: Storage,
+        rooms: RoomCache,
+        memberships: MembershipCache,
+        sync: SyncHandler,
+        clock: Clock,
+    ) -> None:
+        self._storage = storage
+        self._rooms = rooms
+        self._memberships = memberships
+        self._sync = sync
+        self._clock = clock
+        self._extensions = ExtensionsBuilder(storage, rooms, sync)
+        # room id -> (its newest bump position at or below ``at``, 0: none; ``at``)
+        self._bump_cache: OrderedDict[str, tuple[int, int]] = OrderedDict()
+
+    async def sync(self, req: SlidingSyncRequest) -> JsonDict:
+        """The response for ``req``; with a ``pos`` and a ``timeout``, waits on the
+        notifier (as /sync) until there is something to say or the time is up."""
+        base: ConnectionState | None = None
+        since: SyncToken | None = None
+        if req.pos is not None:
+            since = SyncToken.parse(req.pos.token)
+            current = self._sync.current_token()
+            if since.events > current.events or since.account_data > current.account_data:
+                raise unknown_pos("The position is ahead of the server")
+            base = await self._storage.sliding_sync.load(
+                req.user_id,
+                req.device_id,
+                req.conn_id,
+                req.pos.connection_position,
+                self._ms(),
+            )
+            if base is None:
+                raise unknown_pos()
+        deadline = self._clock.seconds() + req.timeout_ms / 1000.0
+        while True:
+            now = self._sync.current_token()
+            built = await self._build(req, base, since, now)
+            if built.has_updates or base is None or built.changes:
+                break
+            if self._sync.current_token() != now:
+                continue  # something arrived while building: look again at once
+            remaining = deadline - self._clock.seconds()
+            if remaining <= 0:
+                break
+            await self._sync.notifier.wait(req.user_id, remaining)
+            if self._clock.seconds() >= deadline and self._sync.current_token() == now:
+                break
+        position = base.position if base is not None else 0
+        if base is None or built.changes:
+            persisted = await self._storage.sliding_sync.persist(
+                req.user_id, req.device_id, req.conn_id, base, built.changes, self._ms()
+            )
+            if persisted is None:
+                raise unknown_pos("The connection went on from another position")
+            position = persisted
+        built.body["pos"] = f"{position}/{now}"
+        return built.body
+
+    def _ms(self) -> int:
+        return int(self._clock.seconds() * 1000)
+
+    # Building ------------------------------------------------------------------
+
+    async def _build(
+        self,
+        req: SlidingSyncRequest,
+        base: ConnectionState | None,
+        since: SyncToken | None,
+        now: SyncToken,
+    ) -> _Built:
+        user_id = req.user_id
+        memberships = await self._memberships.rooms_for_user(user_id)
+        candidates: dict[str, MembershipRow] = {}
+        for room_id, row in list(memberships.items()):
+            if row.stream_ordering > now.events:
+                continue
+            # Rooms one left oneself only show as a change (as Synapse): kicks and bans
+            # stay in the lists.
+            if (
+                row.membership == "leave"
+                and row.sender == user_id
+                and (since is None or row.stream_ordering <= since.events)
+            ):
+                continue
+            candidates[room_id] = row
+        await self._rooms.preload(
+            r for r, row in candidates.items() if row.membership not in ("invite", "knock")
+        )
+        bumps = await self._bump_stamps(candidates, now)
+        order = sorted(candidates, key=lambda r: (bumps[r], r), reverse=True)
+
+        lists_out: JsonDict = {}
+        wanted: dict[str, RoomConfig] = {}
+        in_lists: dict[str, list[str]] = {}
+        facts = _RoomFacts(self, user_id, candidates)
+        for name, lst in req.lists.items():
+            ids = [r for r in order if await facts.matches(r, lst.filters)]
+            window, ops = _windows(ids, lst)
+            for room_id in window:
+                cfg = wanted.get(room_id)
+                wanted[room_id] = lst.room if cfg is None else cfg.combine(lst.room)
+                in_lists.setdefault(name, []).append(room_id)
+            lists_out[name] = {"count": len(ids), "ops": ops}
+        for room_id, cfg in req.room_subscriptions.items():
+            if room_id in candidates:
+                held = wanted.get(room_id)
+                wanted[room_id] = cfg if held is None else held.combine(cfg)
+
+        built = _Built(body={})
+        rooms_out: JsonDict = {}
+        for room_id in sorted(wanted, key=lambda r: (bumps[r], r), reverse=True):
+            sent = base.rooms.get(room_id) if base is not None else None
+            section, new_sent = await self._room(
+                req, candidates[room_id], wanted[room_id], sent, since, now, bumps[room_id]
+            )
+            if section is not None:
+                rooms_out[room_id] = section
+            if new_sent is not None and new_sent != sent:
+                built.changes[room_id] = new_sent
+        await self._add_counts(req, candidates, rooms_out, now)
+        extensions, ext_updates = await self._extensions.build(
+            req, candidates, in_lists, rooms_out, since, now
+        )
+        # A membership change moves a list's count even outside its ranges.
+        moved = since is not None and any(
+            row.stream_ordering > since.events for row in candidates.values()
+        )
+        built.has_updates = bool(rooms_out) or ext_updates or moved
+        built.body = {"lists": lists_out, "rooms": rooms_out, "extensions": extensions}
+        return built
+
+    async def _room(
+        self,
+        req: SlidingSyncRequest,
+        row: MembershipRow,
+        cfg: RoomConfig,
+        sent: SentRoom | None,
+        since: SyncToken | None,
+        now: SyncToken,
+        bump: int,
+    ) -> tuple[JsonDict | None, SentRoom | None]:
+        """A room's section (None: nothing new) and what the connection then holds."""
+        room_id = row.room_id
+        membership = row.membership
+        key = cfg.key()
+        initial = sent is None or (sent.membership != "join" and sent.membership != membership)
+        if membership in ("invite", "knock"):
+            if not initial:
+                return None, None
+            state = await self._stripped_state(req.user_id, row)
+            section: JsonDict = {
+                "initial": True,
+                "invite_state": state,
+                "bump_stamp": bump,
+                "notification_count": 0,
+                "highlight_count": 0,
+            }
+            name = next(
+                (
+                    s.get("content", {}).get("name")
+                    for s in state
+                    if s.get("type") == "m.room.name" and s.get("state_key") == ""
+                ),
+                None,
+            )
+            if isinstance(name, str) and name:
+                section["name"] = name
+            return section, SentRoom(now.events, membership, key)
+
+        to_stream = now.events if membership == "join" else row.stream_ordering
+        config_changed = sent is not None and sent.config != key
+        if sent is not None and not initial and sent.stream >= to_stream and not config_changed:
+            return None, None
+        from_stream = 0 if initial or sent is None else sent.stream
+        limit = cfg.timeline_limit
+        events, limited = await self._sync.visible_timeline(
+            req.user_id, row, from_stream, to_stream, limit
+        )
+        room = await self._rooms.get(room_id)
+        wants = RequiredState(cfg, req.user_id)
+        state_now = await self._state_at(room, room_id, membership, to_stream)
+        if initial or config_changed:
+            keys = {k for k in state_now if wants.wants(k)}
+        else:
+            keys = await self._changed_state_keys(room_id, events, limited, from_stream, state_now)
+            keys = {k for k in keys if wants.wants(k)}
+        if wants.lazy:
+            for ev in events:
+                keys.add(("m.room.member", ev.sender))
+                if ev.type == "m.room.member" and ev.state_key is not None:
+                    keys.add(("m.room.member", ev.state_key))
+        required = [state_now[k] for k in sorted(keys) if k in state_now]
+        new_sent = SentRoom(to_stream, membership, key)
+        if not (initial or config_changed or events or required):
+            return None, new_sent
+        section = {
+            "bump_stamp": bump,
+            "limited": limited,
+            "num_live": 0
+            if since is None
+            else sum(1 for ev in events if ev.stream_ordering > since.events),
+            "prev_batch": (
+                f"t{events[0].depth}-{events[0].stream_ordering - 1}" if events else f"s{to_stream}"
+            ),
+        }
+        if initial:
+            section["initial"] = True
+        if events:
+            bundles: dict[str, JsonDict] = {}
+            if self._sync.bundler is not None:
+                bundles = await self._sync.bundler(events, req.user_id)
+            section["timeline"] = [
+                client_event(ev, req.user_id, req.device_id, bundles.get(ev.event_id))
+                for ev in events
+            ]
+        if required:
+            section["required_state"] = [
+                client_event(ev, req.user_id, req.device_id) for ev in required
+            ]
+        if room is not None and membership == "join":
+            section["joined_count"] = len(room.joined_members())
+            section["invited_count"] = len(room.members_with("invite"))
+        if initial or config_changed or any(ev.is_state() for ev in events) or required:
+            self._add_names(section, state_now, room, req.user_id)
+        return section, new_sent
+
+    @staticmethod
+    def _add_names(
+        section: JsonDict,
+        state: dict[tuple[str, str], Event],
+        room: LiveRoom | None,
+        user_id: str,
+    ) -> None:
+        name_ev = state.get(("m.room.name", ""))
+        name = name_ev.content.get("name") if name_ev is not None else None
+        if isinstance(name, str) and name:
+            section["name"] = name
+        avatar_ev = state.get(("m.room.avatar", ""))
+        avatar = avatar_ev.content.get("url") if avatar_ev is not None else None
+        if isinstance(avatar, str) and avatar:
+            section["avatar"] = avatar
+        heroes = room_heroes(room, user_id) if room is not None else None
+        if heroes:
+            out = []
+            for hero in heroes:
+                entry: JsonDict = {"user_id": hero}
+                member = state.get(("m.room.member", hero))
+                if member is not None:
+                    if isinstance(member.content.get("displayname"), str):
+                        entry["displayname"] = member.content["displayname"]
+                    if isinstance(member.content.get("avatar_url"), str):
+                        entry["avatar_url"] = member.content["avatar_url"]
+                out.append(entry)
+            section["heroes"] = out
+
+    async def _state_at(
+        self, room: LiveRoom | None, room_id: str, membership: str, stream: int
+    ) -> dict[tuple[str, str], Event]:
+        """The room's state at ``stream``: memory while it is the current state."""
+        if (
+            room is not None
+            and membership == "join"
+            and all(ev.stream_ordering <= stream for ev in room.state.values())
+        ):
+            return dict(room.state)
+        ids = await self._storage.events.get_state_ids_at_stream(room_id, stream)
+        events = await self._storage.events.get_events(ids.values())
+        return {k: events[e] for k, e in ids.items() if e in events}
+
+    async def _changed_state_keys(
+        self,
+        room_id: str,
+        events: list[Event],
+        limited: bool,
+        from_stream: int,
+        state_now: dict[tuple[str, str], Event],
+    ) -> set[tuple[str, str]]:
+        """State keys whose event changed since ``from_stream``: from the timeline when
+        it holds every event since, else by comparing with the state then."""
+        if not limited:
+            return {ev.state_tuple for ev in events if ev.is_state()}
+        before = await self._storage.events.get_state_ids_at_stream(room_id, from_stream)
+        return {
+            k
+            for k, ev in state_now.items()
+            if before.get(k) != ev.event_id  # (removed keys cannot be sent as state)
+        }
+
+    async def _stripped_state(self, user_id: str, row: MembershipRow) -> list[JsonDict]:
+        room = await self._rooms.get(row.room_id)
+        if room is not None:
+            event = await self._storage.events.get_event(row.event_id)
+            return stripped_state(room, event)
+        oob = await self._storage.events.get_out_of_band_stripped_state(user_id, row.room_id)
+        return list(oob or [])
+
+    async def _add_counts(
+        self,
+        req: SlidingSyncRequest,
+        candidates: dict[str, MembershipRow],
+        rooms_out: JsonDict,
+        now: SyncToken,
+    ) -> None:
+        """``notification_count`` / ``highlight_count`` of the joined rooms sent, from
+        /sync's unread counts source."""
+        joined = frozenset(r for r in rooms_out if candidates[r].membership == "join")
+        for section in rooms_out.values():
+            section.setdefault("notification_count", 0)
+            section.setdefault("highlight_count", 0)
+        if not joined:
+            return
+        ctx = SyncContext(
+            user_id=req.user_id,
+            device_id=req.device_id,
+            joined_room_ids=joined,
+            filters=_NO_FILTERS,
+            initial=True,
+        )
+        fragment = await self._sync.source_updates("unread_counts", ctx, now, now)
+        if fragment is None:
+            return
+        for room_id, fields in fragment.room_fields.items():
+            counts = fields.get("unread_notifications", {})
+            if room_id in rooms_out:
+                rooms_out[room_id]["notification_count"] = counts.get("notification_count", 0)
+                rooms_out[room_id]["highlight_count"] = counts.get("highlight_count", 0)
+
+    # Ordering ------------------------------------------------------------------
+
+    async def _bump_stamps(
+        self, candidates: dict[str, MembershipRow], now: SyncToken
+    ) -> dict[str, int]:
+        """Each room's ``bump_stamp``: its newest bump event (for a joined room up to
+        now, else up to the membership), or the membership's own position without one
+        (invites, knocks, rooms we do not hold)."""
+        out: dict[str, int] = {}
+        unknown: list[str] = []
+        for room_id, row in candidates.items():
+            if row.membership in ("invite", "knock"):
+                out[room_id] = row.stream_ordering
+                continue
+            cap = now.events if row.membership == "join" else row.stream_ordering
+            room = self._rooms.get_if_loaded(room_id)
+            found = self._bump_in_memory(room, cap)
+            if found is not None:
+                out[room_id] = found
+                continue
+            cached = self._bump_cache.get(room_id)
+            if (
+                row.membership == "join"
+                and cached is not None
+                and room is not None
+                and cached[1] >= room.recent_floor
+            ):
+                out[room_id] = cached[0] or row.stream_ordering
+                continue
+            unknown.append(room_id)
+        if unknown:
+            read = await self._storage.events.get_latest_stream_of_types(
+                unknown, _BUMP_TYPES_SORTED, now.events
+            )
+            for room_id in unknown:
+                row = candidates[room_id]
+                if row.membership == "join":
+                    value = read.get(room_id, 0)
+                    self._bump_cache[room_id] = (value, now.events)
+                    self._bump_cache.move_to_end(room_id)
+                    if len(self._bump_cache) > MAX_BUMP_CACHE:
+                        self._bump_cache.popitem(last=False)
+                    out[room_id] = value or row.stream_ordering
+                else:
+                    value = read.get(room_id, 0)
+                    out[room_id] = (
+                        value if 0 < value <= row.stream_ordering else row.stream_ordering
+                    )
+        return out
+
+    @staticmethod
+    def _bump_in_memory(room: LiveRoom | None, cap: int) -> int | None:
+        if room is None:
+            return None
+        for ev in reversed(room.recent):
+            if ev.stream_ordering <= cap and ev.type in BUMP_EVENT_TYPES:
+                return ev.stream_ordering
+        return None
+
+    # Filters -------------------------------------------------------------------
+
+    async def direct_rooms(self, user_id: str) -> set[str]:
+        """The rooms of the user's ``m.direct`` account data."""
+        content = await self._storage.account_data.get(user_id, "", "m.direct") or {}
+        out: set[str] = set()
+        for rooms in content.values():
+            if isinstance(rooms, list):
+                out.update(r for r in rooms if isinstance(r, str))
+        return out
+
+    async def room_facts(
+        self, user_id: str, row: MembershipRow
+    ) -> tuple[str | None, bool, list[JsonDict] | None]:
+        """(room type, encrypted, stripped state for an invite or knock) of a room."""
+        if row.membership in ("invite", "knock"):
+            state = await self._stripped_state(user_id, row)
+            room_type: str | None = None
+            encrypted = False
+            for ev in state:
+                if ev.get("type") == "m.room.create":
+                    t = ev.get("content", {}).get("type")
+                    room_type = t if isinstance(t, str) else None
+                elif ev.get("type") == "m.room.encryption":
+                    encrypted = True
+            return room_type, encrypted, state
+        room = await self._rooms.get(row.room_id)
+        if room is None:
+            return None, False, None
+        create = room.create_event
+        t = create.content.get("type") if create is not None else None
+        return (t if isinstance(t, str) else None), ("m.room.encryption", "") in room.state, None
+
+    async def invite_is_direct(self, row: MembershipRow) -> bool:
+        event = await self._storage.events.get_event(row.event_id)
+        return event is not None and event.content.get("is_direct") is True
+
+    def space_children(self, space_id: str) -> set[str]:
+        room = self._rooms.get_if_loaded(space_id)
+        if room is None:
+            return set()
+        return {
+            key
+            for (etype, key), ev in room.state.items()
+            if etype == "m.space.child"
+            and isinstance(ev.content.get("via"), list)
+            and ev.content["via"]
+        }
+
+
+class _RoomFacts:
+    """What list filters ask of rooms, read once per build."""
+
+    def __init__(
+        self, handler: SlidingSyncHandler, user_id: str, candidates: dict[str, MembershipRow]
+    ) -> None:
+        self._handler = handler
+        self._user_id = user_id
+        self._candidates = candidates
+        self._dms: set[str] | None = None
+        self._facts: dict[str, tuple[str | None, bool, list[JsonDict] | None]] = {}
+
+    async def _room(self, room_id: str) -> tuple[str | None, bool, list[JsonDict] | None]:
+        held = self._facts.get(room_id)
+        if held is None:
+            held = await self._handler.room_facts(self._user_id, self._candidates[room_id])
+            self._facts[room_id] = held
+        return held
+
+    async def matches(self, room_id: str, filters: ListFilters) -> bool:
+        row = self._candidates[room_id]
+        if filters.is_invite is not None and filters.is_invite != (row.membership == "invite"):
+            return False
+        if filters.is_dm is not None:
+            if self._dms is None:
+                self._dms = await self._handler.direct_rooms(self._user_id)
+            is_dm = room_id in self._dms
+            if not is_dm and row.membership == "invite":
+                is_dm = await self._handler.invite_is_direct(row)
+            if is_dm != filters.is_dm:
+                return False
+        if filters.spaces is not None:
+            children: set[str] = set()
+            for space_id in filters.spaces:
+                space = self._candidates.get(space_id)
+                if space is not None and space.membership == "join":
+                    children |= self._handler.space_children(space_id)
+            if room_id not in children:
+                return False
+        if (
+            filters.is_encrypted is not None
+            or filters.room_types is not None
+            or filters.not_room_types is not None
+        ):
+            room_type, encrypted, _ = await self._room(room_id)
+            if filters.is_encrypted is not None and filters.is_encrypted != encrypted:
+                return False
+            if filters.not_room_types is not None and room_type in filters.not_room_types:
+                return False
+            if filters.room_types is not None and room_type not in filters.room_types:
+                return False
+        return True
+
+
+def _windows(ids: list[str], lst: ListConfig) -> tuple[list[str], list[JsonDict]]:
+    """The rooms of a sorted list inside its ranges, and Synapse's ``SYNC`` ops."""
+    if lst.ranges is None:
+        ops = [{"op": "SYNC", "range": [0, max(0, len(ids) - 1)], "room_ids": ids}]
+        return list(ids), ops
+    window: list[str] = []
+    ops = []
+    seen: set[str] = set()
+    for start, end in lst.ranges:
+        part = ids[start : end + 1]
+        ops.append({"op": "SYNC", "range": [start, end], "room_ids": part})
+        for room_id in part:
+            if room_id not in seen:
+                seen.add(room_id)
+                window.append(room_id)
+    return window, ops

@@ -1,0 +1,350 @@
+"""Simplified sliding sync (MSC4186): lists, ranges by recency, timelines, required
+state, connection positions kept in the database, long-polls (over real HTTP)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest_twisted
+from twisted.internet import defer
+
+from tests.rooms.helpers import (
+    assert_error,
+    create_room,
+    invite,
+    join,
+    leave,
+    put_state,
+    send,
+    user,
+)
+from tests.support.server import RunningServer
+from tests.sync.helpers import (
+    all_rooms,
+    list_ids,
+    sliding,
+    sliding_raw,
+    timeline_ids,
+)
+
+
+@pytest_twisted.ensureDeferred
+async def test_versions_advertises_simplified_sliding_sync(server: RunningServer) -> None:
+    resp = await server.client().get("/_matrix/client/versions")
+    assert resp.json["unstable_features"]["org.matrix.simplified_msc3575"] is True
+
+
+@pytest_twisted.ensureDeferred
+async def test_initial_list_is_sorted_by_recency_and_cut_by_range(
+    server: RunningServer,
+) -> None:
+    alice = await user(server, "alice")
+    old = await create_room(alice, name="Old")
+    new = await create_room(alice, name="New")
+    await send(alice, old, "bump the old room")
+    last = await send(alice, old, "again")
+    body = await sliding(
+        alice,
+        {
+            "lists": {
+                "all": all_rooms([[0, 0]], timeline_limit=1, required_state=[["m.room.name", ""]])
+            }
+        },
+    )
+    assert body["lists"]["all"]["count"] == 2
+    assert list_ids(body) == [old]
+    assert set(body["rooms"]) == {old}
+    room = body["rooms"][old]
+    assert room["initial"] is True
+    assert room["name"] == "Old"
+    assert timeline_ids(room) == [last]
+    assert room["limited"] is True
+    assert room["num_live"] == 0
+    assert room["joined_count"] == 1
+    assert room["invited_count"] == 0
+    assert room["notification_count"] == 0
+    assert isinstance(room["bump_stamp"], int)
+    assert room["prev_batch"].startswith("t")
+    assert [(e["type"], e["state_key"]) for e in room["required_state"]] == [("m.room.name", "")]
+
+    # The whole list: newest first, every room.
+    body = await sliding(alice, {"lists": {"all": all_rooms(timeline_limit=0)}})
+    assert list_ids(body) == [old, new]
+    assert body["rooms"][old]["bump_stamp"] > body["rooms"][new]["bump_stamp"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_room_moves_in_and_out_of_the_range(server: RunningServer) -> None:
+    alice = await user(server, "alice")
+    a = await create_room(alice)
+    b = await create_room(alice)
+    request = {"lists": {"all": all_rooms([[0, 0]], timeline_limit=5)}}
+    first = await sliding(alice, request)
+    assert list_ids(first) == [b]
+
+    # A message moves ``a`` to the top: it comes in, whole (never sent before).
+    in_a = await send(alice, a, "a moves up")
+    second = await sliding(alice, request, first["pos"])
+    assert list_ids(second) == [a]
+    assert set(second["rooms"]) == {a}
+    assert second["rooms"][a]["initial"] is True
+    assert timeline_ids(second["rooms"][a])[-1] == in_a
+    assert second["rooms"][a]["num_live"] == 1
+
+    # ``b`` comes back: only what it missed, not as a new room.
+    missed = await send(alice, b, "b was out of range")
+    third = await sliding(alice, request, second["pos"])
+    assert list_ids(third) == [b]
+    room = third["rooms"][b]
+    assert "initial" not in room
+    assert timeline_ids(room) == [missed]
+    assert room["limited"] is False
+    assert room["num_live"] == 1
+
+    # Nothing new: an empty answer (no long-poll asked).
+    fourth = await sliding(alice, request, third["pos"])
+    assert fourth["rooms"] == {}
+    assert fourth["lists"]["all"]["count"] == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_incremental_timeline_is_limited_after_a_gap(server: RunningServer) -> None:
+    alice = await user(server, "alice")
+    a = await create_room(alice)
+    request = {"lists": {"all": all_rooms([[0, 9]], timeline_limit=2)}}
+    first = await sliding(alice, request)
+    sent = [await send(alice, a, f"m{i}") for i in range(5)]
+    second = await sliding(alice, request, first["pos"])
+    assert timeline_ids(second["rooms"][a]) == sent[-2:]
+    assert second["rooms"][a]["limited"] is True
+
+
+@pytest_twisted.ensureDeferred
+async def test_new_invite_arrives_with_its_stripped_state(server: RunningServer) -> None:
+    alice = await user(server, "alice")
+    bob = await user(server, "bob")
+    request = {"lists": {"all": all_rooms([[0, 9]], timeline_limit=5)}}
+    first = await sliding(alice, request)
+    assert first["lists"]["all"]["count"] == 0
+    room_id = await create_room(bob, name="Bob's room")
+    assert (await invite(bob, room_id, alice.user_id)).code == 200
+    second = await sliding(alice, request, first["pos"])
+    assert second["lists"]["all"]["count"] == 1
+    room = second["rooms"][room_id]
+    assert room["initial"] is True
+    assert "timeline" not in room
+    state = {(e["type"], e["state_key"]): e for e in room["invite_state"]}
+    assert state[("m.room.name", "")]["content"]["name"] == "Bob's room"
+    assert state[("m.room.member", alice.user_id)]["content"]["membership"] == "invite"
+
+    # Joining turns it into a joined room, sent whole.
+    assert (await join(alice, room_id)).code == 200
+    third = await sliding(alice, request, second["pos"])
+    joined = third["rooms"][room_id]
+    assert joined["initial"] is True
+    assert "invite_state" not in joined
+    assert joined["joined_count"] == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_left_room_shows_its_leave_then_drops_out(server: RunningServer) -> None:
+    alice = await user(server, "alice")
+    bob = await user(server, "bob")
+    room_id = await create_room(bob)
+    assert (await invite(bob, room_id, alice.user_id)).code == 200
+    assert (await join(alice, room_id)).code == 200
+    request = {"lists": {"all": all_rooms([[0, 9]], timeline_limit=5)}}
+    first = await sliding(alice, request)
+    assert room_id in first["rooms"]
+    assert (await leave(alice, room_id)).code == 200
+    await send(bob, room_id, "after alice left")
+    second = await sliding(alice, request, first["pos"])
+    room = second["rooms"][room_id]
+    events = room["timeline"]
+    assert events[-1]["type"] == "m.room.member"
+    assert events[-1]["state_key"] == alice.user_id
+    assert events[-1]["content"]["membership"] == "leave"
+    # Not what happened after the leave.
+    assert all(e["type"] != "m.room.message" for e in events)
+
+    # Once told, the room is no longer listed (a new connection does not list it).
+    third = await sliding(alice, {**request, "conn_id": "other"})
+    assert room_id not in list_ids(third)
+    assert third["lists"]["all"]["count"] == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_lazy_members_are_the_timeline_senders(server: RunningServer) -> None:
+    alice = await user(server, "alice")
+    bob = await user(server, "bob")
+    carol = await user(server, "carol")
+    room_id = await create_room(alice, preset="public_chat")
+    assert (await join(bob, room_id)).code == 200
+    assert (await join(carol, room_id)).code == 200
+    await send(bob, room_id, "from bob")
+    request = {
+        "lists": {
+            "all": all_rooms(
+                [[0, 0]],
+                timeline_limit=1,
+                required_state=[["m.room.member", "$LAZY"], ["m.room.create", ""]],
+            )
+        }
+    }
+    body = await sliding(alice, request)
+    keys = {(e["type"], e["state_key"]) for e in body["rooms"][room_id]["required_state"]}
+    assert keys == {("m.room.create", ""), ("m.room.member", bob.user_id)}
+
+    # Incremental: carol speaks, her member event comes along.
+    await send(carol, room_id, "from carol")
+    body = await sliding(alice, request, body["pos"])
+    keys = {(e["type"], e["state_key"]) for e in body["rooms"][room_id]["required_state"]}
+    assert keys == {("m.room.member", carol.user_id)}
+
+
+@pytest_twisted.ensureDeferred
+async def test_required_state_wildcards_and_me(server: RunningServer) -> None:
+    alice = await user(server, "alice")
+    room_id = await create_room(alice, name="R", topic="T")
+    await put_state(alice, room_id, "x.state", {"k": 1}, state_key="a")
+    await put_state(alice, room_id, "x.state", {"k": 2}, state_key="b")
+
+    async def keys(required: list[list[str]]) -> set[tuple[str, str]]:
+        body = await sliding(
+            alice,
+            {"lists": {"all": all_rooms([[0, 0]], timeline_limit=0, required_state=required)}},
+        )
+        return {(e["type"], e["state_key"]) for e in body["rooms"][room_id]["required_state"]}
+
+    assert await keys([["x.state", "*"]]) == {("x.state", "a"), ("x.state", "b")}
+    assert await keys([["m.room.member", "$ME"]]) == {("m.room.member", alice.user_id)}
+    everything = await keys([["*", "*"]])
+    assert {("m.room.topic", ""), ("m.room.name", ""), ("x.state", "a")} <= everything
+    # A state change later comes as an update of required_state.
+    body = await sliding(
+        alice, {"lists": {"all": all_rooms([[0, 0]], required_state=[["x.state", "*"]])}}
+    )
+    await put_state(alice, room_id, "x.state", {"k": 3}, state_key="a")
+    body = await sliding(
+        alice,
+        {"lists": {"all": all_rooms([[0, 0]], required_state=[["x.state", "*"]])}},
+        body["pos"],
+    )
+    state = body["rooms"][room_id]["required_state"]
+    assert [(e["state_key"], e["content"]) for e in state] == [("a", {"k": 3})]
+
+
+@pytest_twisted.ensureDeferred
+async def test_unknown_and_malformed_positions(server: RunningServer) -> None:
+    alice = await user(server, "alice")
+    request = {"lists": {"all": all_rooms([[0, 9]])}}
+    first = await sliding(alice, request)
+    position, token = first["pos"].split("/")
+    assert_error(
+        await sliding_raw(alice, request, f"{int(position) + 1000}/{token}"), 400, "M_UNKNOWN_POS"
+    )
+    assert_error(await sliding_raw(alice, request, "garbage"), 400, "M_INVALID_PARAM")
+    # Another device cannot use it.
+    other = server.client()
+    assert (await other.login("alice")).code == 200
+    assert_error(await sliding_raw(other, request, first["pos"]), 400, "M_UNKNOWN_POS")
+    # A new connection of the same conn_id replaces the old one: its positions expire.
+    await sliding(alice, request)
+    assert_error(await sliding_raw(alice, request, first["pos"]), 400, "M_UNKNOWN_POS")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_position_can_be_retried_but_not_one_left_behind(server: RunningServer) -> None:
+    alice = await user(server, "alice")
+    room_id = await create_room(alice)
+    request = {"lists": {"all": all_rooms([[0, 9]])}}
+    first = await sliding(alice, request)
+    event_id = await send(alice, room_id, "hello")
+    second = await sliding(alice, request, first["pos"])
+    # The answer was lost: the client retries from the first position and gets it again.
+    again = await sliding(alice, request, first["pos"])
+    assert timeline_ids(again["rooms"][room_id]) == [event_id]
+    # The position of the lost answer is gone.
+    assert_error(await sliding_raw(alice, request, second["pos"]), 400, "M_UNKNOWN_POS")
+    assert (await sliding(alice, request, again["pos"]))["rooms"] == {}
+
+
+@pytest_twisted.ensureDeferred
+async def test_bad_bodies_are_refused(server: RunningServer) -> None:
+    alice = await user(server, "alice")
+    for body in (
+        {"lists": {"all": {"ranges": [[0, 9]], "required_state": []}}},
+        {"lists": {"all": {"timeline_limit": 1}}},
+        {"lists": {"all": all_rooms([[5, 1]])}},
+        {"lists": {"all": all_rooms([[0, "x"]])}},  # type: ignore[list-item]
+        {"lists": {"all": {**all_rooms(), "required_state": [["only one"]]}}},
+        {"lists": {"all": {**all_rooms(), "timeline_limit": 1001}}},
+        {"room_subscriptions": {"not a room": all_rooms()}},
+        {"lists": []},
+    ):
+        assert_error(await sliding_raw(alice, body), 400, "M_BAD_JSON")
+    resp = await alice.post(
+        "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync", {}, token=False
+    )
+    assert resp.code == 401
+
+
+@pytest_twisted.ensureDeferred
+async def test_long_poll_wakes_on_a_new_event(server: RunningServer) -> None:
+    alice = await user(server, "alice")
+    bob = await user(server, "bob")
+    room_id = await create_room(alice, preset="public_chat")
+    assert (await join(bob, room_id)).code == 200
+    request = {"lists": {"all": all_rooms([[0, 9]])}}
+    first = await sliding(bob, request)
+    pending: defer.Deferred[dict[str, Any]] = defer.ensureDeferred(
+        sliding(bob, request, first["pos"], timeout=10_000)
+    )
+    event_id = await send(alice, room_id, "wake up")
+    body = await pending
+    assert timeline_ids(body["rooms"][room_id]) == [event_id]
+
+    # With nothing new, the answer comes at the timeout, empty, still a valid position.
+    body2 = await sliding(bob, request, body["pos"], timeout=300)
+    assert body2["rooms"] == {}
+    assert (await sliding(bob, request, body2["pos"]))["rooms"] == {}
+
+
+@pytest_twisted.ensureDeferred
+async def test_connection_survives_a_restart(server: RunningServer) -> None:
+    alice = await user(server, "alice")
+    room_id = await create_room(alice)
+    request = {"lists": {"all": all_rooms([[0, 9]], timeline_limit=3)}}
+    first = await sliding(alice, request)
+    await server.restart()
+    alice.base_url = server.base_url
+    event_id = await send(alice, room_id, "after the restart")
+    body = await sliding(alice, request, first["pos"])
+    room = body["rooms"][room_id]
+    assert "initial" not in room
+    assert timeline_ids(room) == [event_id]
+
+
+@pytest_twisted.ensureDeferred
+async def test_room_subscription_and_counts(server: RunningServer) -> None:
+    alice = await user(server, "alice")
+    bob = await user(server, "bob")
+    room_id = await create_room(alice, preset="public_chat")
+    assert (await join(bob, room_id)).code == 200
+    await send(alice, room_id, "one")
+    await send(alice, room_id, "two")
+    other = await create_room(bob)
+    body = await sliding(
+        bob,
+        {
+            "lists": {"all": all_rooms([[0, 0]], timeline_limit=0)},
+            "room_subscriptions": {
+                room_id: {"timeline_limit": 1, "required_state": []},
+                "!unknown:test": {"timeline_limit": 1, "required_state": []},
+            },
+        },
+    )
+    assert list_ids(body) == [other]
+    assert set(body["rooms"]) == {other, room_id}
+    assert body["rooms"][room_id]["notification_count"] == 2
+    assert len(body["rooms"][room_id]["timeline"]) == 1
