@@ -506,9 +506,9 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         auth, ui_auth, email_validation, threepids, Ratelimiter(reactor, config.rc_3pid_validation)
     ).register(resource)
     sync_servlets = SyncServlets(storage, auth, sync)
-    SlidingSyncServlet(
-        auth, SlidingSyncHandler(storage, room_cache, memberships, sync, reactor)
-    ).register(resource)
+    sliding_sync = SlidingSyncHandler(storage, room_cache, memberships, sync, reactor)
+    storage.users.device_listeners.append(sliding_sync.on_devices_changed)
+    SlidingSyncServlet(auth, sliding_sync).register(resource)
     ephemeral_servlets = EphemeralServlets(auth, receipts, typing, presence)
     on_stop: list[Callable[[], Awaitable[None]]] = []
     ws_factory: SyncStreamFactory | None = None

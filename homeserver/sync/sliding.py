@@ -31,6 +31,7 @@ from homeserver.clock import Clock
 from homeserver.errors import MatrixError
 from homeserver.events.event import Event
 from homeserver.events.filtering import FilterCollection
+from homeserver.rooms.ignored import NOBODY
 from homeserver.rooms.memberships import MembershipCache
 from homeserver.rooms.room_cache import LiveRoom, RoomCache
 from homeserver.sync.handler import (
@@ -149,6 +150,12 @@ class SlidingSyncHandler:
         built.body["pos"] = f"{position}/{now}"
         return built.body
 
+    async def on_devices_changed(self, user_id: str, device_ids: list[str], created: bool) -> None:
+        """Connections die with their device."""
+        if not created:
+            for device_id in device_ids:
+                await self._storage.sliding_sync.delete_for_device(user_id, device_id)
+
     def _ms(self) -> int:
         return int(self._clock.seconds() * 1000)
 
@@ -163,10 +170,15 @@ class SlidingSyncHandler:
     ) -> _Built:
         user_id = req.user_id
         memberships = await self._memberships.rooms_for_user(user_id)
+        ignored = (
+            await self._sync.ignored.get(user_id) if self._sync.ignored is not None else NOBODY
+        )
         candidates: dict[str, MembershipRow] = {}
         for room_id, row in list(memberships.items()):
             if row.stream_ordering > now.events:
                 continue
+            if row.membership == "invite" and row.sender in ignored:
+                continue  # as /sync: invites from ignored users are not shown
             # Rooms one left oneself only show as a change (as Synapse): kicks and bans
             # stay in the lists.
             if (

@@ -348,3 +348,31 @@ async def test_room_subscription_and_counts(server: RunningServer) -> None:
     assert set(body["rooms"]) == {other, room_id}
     assert body["rooms"][room_id]["notification_count"] == 2
     assert len(body["rooms"][room_id]["timeline"]) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_connections_die_with_their_device(server: RunningServer) -> None:
+    alice = await user(server, "alice")
+    body = await sliding(alice, {"lists": {"all": all_rooms([[0, 9]])}})
+    position = int(body["pos"].split("/")[0])
+    store = server.hs.storage.sliding_sync
+    assert alice.user_id is not None and alice.device_id is not None
+    assert await store.load(alice.user_id, alice.device_id, "", position, 0) is not None
+    assert (await alice.post("/_matrix/client/v3/logout", {})).code == 200
+    assert await store.load(alice.user_id, alice.device_id, "", position, 0) is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_invites_from_ignored_users_are_not_listed(server: RunningServer) -> None:
+    alice = await user(server, "alice")
+    bob = await user(server, "bob")
+    resp = await alice.put(
+        f"/_matrix/client/v3/user/{alice.user_id}/account_data/m.ignored_user_list",
+        {"ignored_users": {bob.user_id: {}}},
+    )
+    assert resp.code == 200, resp
+    room_id = await create_room(bob)
+    assert (await invite(bob, room_id, alice.user_id)).code == 200
+    body = await sliding(alice, {"lists": {"all": all_rooms([[0, 9]])}})
+    assert body["lists"]["all"]["count"] == 0
+    assert body["rooms"] == {}
