@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from homeserver.clock import Clock
+from homeserver.ephemeral.tags import TAG_TYPE
 from homeserver.errors import MatrixError
 from homeserver.events.event import Event
 from homeserver.events.filtering import FilterCollection
@@ -522,6 +523,17 @@ class SlidingSyncHandler:
         t = create.content.get("type") if create is not None else None
         return (t if isinstance(t, str) else None), ("m.room.encryption", "") in room.state, None
 
+    async def room_tags(self, user_id: str) -> dict[str, set[str]]:
+        """Room id -> the names of the user's tags on it (``m.tag`` room account data)."""
+        stream = self._storage.account_data.stream.current_position
+        out: dict[str, set[str]] = {}
+        for change in await self._storage.account_data.get_changes(user_id, 0, stream):
+            if change.room_id and change.data_type == TAG_TYPE:
+                tags = change.content.get("tags")
+                if isinstance(tags, dict) and tags:
+                    out[change.room_id] = set(tags)
+        return out
+
     async def invite_is_direct(self, row: MembershipRow) -> bool:
         event = await self._storage.events.get_event(row.event_id)
         return event is not None and event.content.get("is_direct") is True
@@ -549,6 +561,7 @@ class _RoomFacts:
         self._user_id = user_id
         self._candidates = candidates
         self._dms: set[str] | None = None
+        self._tags: dict[str, set[str]] | None = None
         self._facts: dict[str, tuple[str | None, bool, list[JsonDict] | None]] = {}
 
     async def _room(self, room_id: str) -> tuple[str | None, bool, list[JsonDict] | None]:
@@ -577,6 +590,14 @@ class _RoomFacts:
                 if space is not None and space.membership == "join":
                     children |= self._handler.space_children(space_id)
             if room_id not in children:
+                return False
+        if filters.tags is not None or filters.not_tags is not None:
+            if self._tags is None:
+                self._tags = await self._handler.room_tags(self._user_id)
+            tags = self._tags.get(room_id, set())
+            if filters.tags is not None and not tags.intersection(filters.tags):
+                return False
+            if filters.not_tags is not None and tags.intersection(filters.not_tags):
                 return False
         if (
             filters.is_encrypted is not None

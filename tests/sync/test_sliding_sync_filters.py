@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest_twisted
 
-from tests.rooms.helpers import V3, create_room, invite, put_state, user
+from tests.rooms.helpers import V3, assert_error, create_room, invite, put_state, user
 from tests.support.client import q
 from tests.support.server import RunningServer
-from tests.sync.helpers import all_rooms, list_ids, sliding
+from tests.sync.helpers import all_rooms, list_ids, sliding, sliding_raw
 
 
 @pytest_twisted.ensureDeferred
@@ -72,3 +72,40 @@ async def test_direct_invite_counts_as_dm(server: RunningServer) -> None:
     room_id = await create_room(bob, is_direct=True, invite=[alice.user_id])
     body = await sliding(alice, {"lists": {"dms": all_rooms([[0, 9]], filters={"is_dm": True})}})
     assert list_ids(body, "dms") == [room_id]
+
+
+@pytest_twisted.ensureDeferred
+async def test_tag_filters(server: RunningServer) -> None:
+    alice = await user(server, "alice")
+    fav = await create_room(alice)
+    low = await create_room(alice)
+    both = await create_room(alice)
+    plain = await create_room(alice)
+    uid = q(alice.user_id or "")
+    for room_id, tag in ((fav, "m.favourite"), (low, "m.lowpriority"), (both, "m.favourite")):
+        resp = await alice.put(f"{V3}/user/{uid}/rooms/{q(room_id)}/tags/{tag}", {})
+        assert resp.code == 200, resp
+    resp = await alice.put(f"{V3}/user/{uid}/rooms/{q(both)}/tags/m.lowpriority", {})
+    assert resp.code == 200, resp
+
+    async def ids(filters: dict[str, object]) -> set[str]:
+        body = await sliding(alice, {"lists": {"all": all_rooms([[0, 99]], filters=filters)}})
+        return set(list_ids(body))
+
+    assert await ids({"tags": ["m.favourite"]}) == {fav, both}
+    assert await ids({"not_tags": ["m.lowpriority"]}) == {fav, plain}
+    # not_tags wins.
+    assert await ids({"tags": ["m.favourite"], "not_tags": ["m.lowpriority"]}) == {fav}
+    # A removed tag no longer counts.
+    resp = await alice.delete(f"{V3}/user/{uid}/rooms/{q(fav)}/tags/m.favourite")
+    assert resp.code == 200, resp
+    assert await ids({"tags": ["m.favourite"]}) == {both}
+
+
+@pytest_twisted.ensureDeferred
+async def test_room_name_like_is_refused_clearly(server: RunningServer) -> None:
+    alice = await user(server, "alice")
+    resp = await sliding_raw(
+        alice, {"lists": {"all": all_rooms([[0, 9]], filters={"room_name_like": "x"})}}
+    )
+    assert_error(resp, 400, "M_INVALID_PARAM")
