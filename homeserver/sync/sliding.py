@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -284,7 +285,12 @@ class SlidingSyncHandler:
         )
         room = await self._rooms.get(room_id)
         wants = RequiredState(cfg, req.user_id)
-        state_now = await self._state_at(room, room_id, membership, to_stream)
+        if room is not None and membership == "join" and not (initial or config_changed):
+            # The live path: a few keys are read, from the current state in memory (any
+            # newer than ``to_stream`` are left for the next response, see below).
+            state_now: Mapping[tuple[str, str], Event] = room.state
+        else:
+            state_now = await self._state_at(room, room_id, membership, to_stream)
         if initial or config_changed:
             keys = {k for k in state_now if wants.wants(k)}
         else:
@@ -295,7 +301,11 @@ class SlidingSyncHandler:
                 keys.add(("m.room.member", ev.sender))
                 if ev.type == "m.room.member" and ev.state_key is not None:
                     keys.add(("m.room.member", ev.state_key))
-        required = [state_now[k] for k in sorted(keys) if k in state_now]
+        required = [
+            state_now[k]
+            for k in sorted(keys)
+            if k in state_now and state_now[k].stream_ordering <= to_stream
+        ]
         new_sent = SentRoom(to_stream, membership, key)
         if not (initial or config_changed or events or required):
             return None, new_sent
@@ -313,7 +323,8 @@ class SlidingSyncHandler:
             section["initial"] = True
         if events:
             bundles: dict[str, JsonDict] = {}
-            if self._sync.bundler is not None:
+            if self._sync.bundler is not None and (initial or limited):
+                # (As /sync: events just sent have no relations yet.)
                 bundles = await self._sync.bundler(events, req.user_id)
             section["timeline"] = [
                 client_event(ev, req.user_id, req.device_id, bundles.get(ev.event_id))
@@ -323,7 +334,12 @@ class SlidingSyncHandler:
             section["required_state"] = [
                 client_event(ev, req.user_id, req.device_id) for ev in required
             ]
-        if room is not None and membership == "join":
+        members_moved = any(ev.type == "m.room.member" for ev in (*events, *required))
+        if (
+            room is not None
+            and membership == "join"
+            and (initial or config_changed or members_moved)
+        ):
             section["joined_count"] = len(room.joined_members())
             section["invited_count"] = len(room.members_with("invite"))
         if initial or config_changed or any(ev.is_state() for ev in events) or required:
@@ -333,7 +349,7 @@ class SlidingSyncHandler:
     @staticmethod
     def _add_names(
         section: JsonDict,
-        state: dict[tuple[str, str], Event],
+        state: Mapping[tuple[str, str], Event],
         room: LiveRoom | None,
         user_id: str,
     ) -> None:
@@ -361,14 +377,14 @@ class SlidingSyncHandler:
 
     async def _state_at(
         self, room: LiveRoom | None, room_id: str, membership: str, stream: int
-    ) -> dict[tuple[str, str], Event]:
+    ) -> Mapping[tuple[str, str], Event]:
         """The room's state at ``stream``: memory while it is the current state."""
         if (
             room is not None
             and membership == "join"
             and all(ev.stream_ordering <= stream for ev in room.state.values())
         ):
-            return dict(room.state)
+            return room.state
         ids = await self._storage.events.get_state_ids_at_stream(room_id, stream)
         events = await self._storage.events.get_events(ids.values())
         return {k: events[e] for k, e in ids.items() if e in events}
@@ -379,7 +395,7 @@ class SlidingSyncHandler:
         events: list[Event],
         limited: bool,
         from_stream: int,
-        state_now: dict[tuple[str, str], Event],
+        state_now: Mapping[tuple[str, str], Event],
     ) -> set[tuple[str, str]]:
         """State keys whose event changed since ``from_stream``: from the timeline when
         it holds every event since, else by comparing with the state then."""
