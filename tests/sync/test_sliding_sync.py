@@ -376,3 +376,44 @@ async def test_invites_from_ignored_users_are_not_listed(server: RunningServer) 
     body = await sliding(alice, {"lists": {"all": all_rooms([[0, 9]])}})
     assert body["lists"]["all"]["count"] == 0
     assert body["rooms"] == {}
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_wider_required_state_sends_what_was_not_sent(server: RunningServer) -> None:
+    alice = await user(server, "alice")
+    room_id = await create_room(alice, name="N", topic="T")
+
+    def request(required: list[list[str]]) -> dict[str, Any]:
+        return {"lists": {"all": all_rooms([[0, 0]], timeline_limit=1, required_state=required)}}
+
+    body = await sliding(alice, request([["m.room.name", ""]]))
+    assert [e["type"] for e in body["rooms"][room_id]["required_state"]] == ["m.room.name"]
+    # The same config again: nothing to send.
+    body = await sliding(alice, request([["m.room.name", ""]]), body["pos"])
+    assert body["rooms"] == {}
+    body = await sliding(alice, request([["m.room.name", ""], ["m.room.topic", ""]]), body["pos"])
+    room = body["rooms"][room_id]
+    assert "initial" not in room
+    assert "timeline" not in room  # no new events
+    assert {e["type"] for e in room["required_state"]} == {"m.room.name", "m.room.topic"}
+
+
+@pytest_twisted.ensureDeferred
+async def test_kicked_room_stays_listed(server: RunningServer) -> None:
+    alice = await user(server, "alice")
+    bob = await user(server, "bob")
+    room_id = await create_room(bob, preset="public_chat")
+    assert (await join(alice, room_id)).code == 200
+    request = {"lists": {"all": all_rooms([[0, 9]], timeline_limit=5)}}
+    first = await sliding(alice, request)
+    resp = await bob.post(
+        f"/_matrix/client/v3/rooms/{room_id}/kick", {"user_id": alice.user_id, "reason": "x"}
+    )
+    assert resp.code == 200, resp
+    second = await sliding(alice, request, first["pos"])
+    kick = second["rooms"][room_id]["timeline"][-1]
+    assert (kick["type"], kick["content"]["membership"]) == ("m.room.member", "leave")
+    # Unlike a room one left oneself, a kick stays in the list (as Synapse).
+    fresh = await sliding(alice, {**request, "conn_id": "fresh"})
+    assert list_ids(fresh) == [room_id]
+    assert fresh["rooms"][room_id]["initial"] is True
