@@ -14,6 +14,7 @@ Invariants:
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from storage.database import Database, Transaction
@@ -26,11 +27,13 @@ CONNECTION_TTL_MS = 7 * 24 * 3600 * 1000
 @dataclass(frozen=True, slots=True)
 class SentRoom:
     """A room as a connection holds it: up to events position ``stream``, as a member
-    with ``membership``, under the room config ``config`` (canonical JSON)."""
+    with ``membership``, under the room config ``config`` (canonical JSON), with the
+    member events of ``lazy_members`` (sorted) sent for ``$LAZY``."""
 
     stream: int
     membership: str
     config: str
+    lazy_members: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,16 +90,17 @@ class SlidingSyncStore:
                 (now_ms, key),
             )
             rooms: dict[str, tuple[int, SentRoom]] = {}
-            for room_id, pos, stream, membership, config in txn.select_all(
-                "SELECT room_id, position, stream, membership, config FROM sliding_sync_rooms"
-                " WHERE connection_key = ?",
+            for room_id, pos, stream, membership, config, lazy in txn.select_all(
+                "SELECT room_id, position, stream, membership, config, lazy_members"
+                " FROM sliding_sync_rooms WHERE connection_key = ?",
                 (key,),
             ):
                 held = rooms.get(room_id)
                 if held is None or held[0] < int(pos):
+                    members = json.loads(lazy)
                     rooms[str(room_id)] = (
                         int(pos),
-                        SentRoom(int(stream), str(membership), str(config)),
+                        SentRoom(int(stream), str(membership), str(config), tuple(members)),
                     )
             return ConnectionState(key, position, {r: sent for r, (_, sent) in rooms.items()})
 
@@ -155,10 +159,18 @@ class SlidingSyncStore:
             )
             txn.execute_many(
                 "INSERT INTO sliding_sync_rooms"
-                " (connection_key, position, room_id, stream, membership, config)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
+                " (connection_key, position, room_id, stream, membership, config, lazy_members)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (key, position, room_id, sent.stream, sent.membership, sent.config)
+                    (
+                        key,
+                        position,
+                        room_id,
+                        sent.stream,
+                        sent.membership,
+                        sent.config,
+                        json.dumps(list(sent.lazy_members), separators=(",", ":")),
+                    )
                     for room_id, sent in changes.items()
                 ],
             )

@@ -76,6 +76,8 @@ BUMP_EVENT_TYPES = frozenset(
 )
 _BUMP_TYPES_SORTED = tuple(sorted(BUMP_EVENT_TYPES))
 MAX_BUMP_CACHE = 50_000
+# Users per room whose lazily loaded member events a connection remembers sending.
+MAX_LAZY_MEMBERS_PER_ROOM = 200
 _NO_FILTERS = FilterCollection.from_json({})
 
 
@@ -296,17 +298,29 @@ class SlidingSyncHandler:
         else:
             keys = await self._changed_state_keys(room_id, events, limited, from_stream, state_now)
             keys = {k for k in keys if wants.wants(k)}
+        lazy_sent: tuple[str, ...] = () if sent is None or initial else sent.lazy_members
         if wants.lazy:
-            for ev in events:
-                keys.add(("m.room.member", ev.sender))
-                if ev.type == "m.room.member" and ev.state_key is not None:
-                    keys.add(("m.room.member", ev.state_key))
+            # The members of the timeline's senders and targets, less those the
+            # connection holds unchanged since the room was last sent.
+            held = set(lazy_sent)
+            users = {ev.sender for ev in events} | {
+                ev.state_key for ev in events if ev.type == "m.room.member" and ev.state_key
+            }
+            for user in users:
+                member = state_now.get(("m.room.member", user))
+                if member is None or (user in held and member.stream_ordering <= from_stream):
+                    continue
+                keys.add(("m.room.member", user))
+            held |= users
+            if len(held) > MAX_LAZY_MEMBERS_PER_ROOM:
+                held = users  # forgetting means a redundant resend, nothing worse
+            lazy_sent = tuple(sorted(held))
         required = [
             state_now[k]
             for k in sorted(keys)
             if k in state_now and state_now[k].stream_ordering <= to_stream
         ]
-        new_sent = SentRoom(to_stream, membership, key)
+        new_sent = SentRoom(to_stream, membership, key, lazy_sent)
         if not (initial or config_changed or events or required):
             return None, new_sent
         section = {

@@ -201,6 +201,26 @@ async def test_lazy_members_are_the_timeline_senders(server: RunningServer) -> N
     keys = {(e["type"], e["state_key"]) for e in body["rooms"][room_id]["required_state"]}
     assert keys == {("m.room.member", carol.user_id)}
 
+    # Bob again: his member event was sent already and has not changed.
+    await send(bob, room_id, "bob again")
+    body = await sliding(alice, request, body["pos"])
+    assert "required_state" not in body["rooms"][room_id]
+    # A new display name is a change: sent again.
+    resp = await bob.put(
+        f"/_matrix/client/v3/profile/{bob.user_id}/displayname", {"displayname": "Bobby"}
+    )
+    assert resp.code == 200, resp
+    await send(bob, room_id, "renamed")
+    body = await sliding(alice, request, body["pos"])
+    state = body["rooms"][room_id]["required_state"]
+    assert [(e["state_key"], e["content"].get("displayname")) for e in state] == [
+        (bob.user_id, "Bobby")
+    ]
+    # A new connection holds none of them.
+    body = await sliding(alice, {**request, "conn_id": "new"})
+    keys = {(e["type"], e["state_key"]) for e in body["rooms"][room_id]["required_state"]}
+    assert ("m.room.member", bob.user_id) in keys
+
 
 @pytest_twisted.ensureDeferred
 async def test_required_state_wildcards_and_me(server: RunningServer) -> None:
