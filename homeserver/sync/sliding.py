@@ -277,27 +277,42 @@ class SlidingSyncHandler:
             return section, SentRoom(now.events, membership, key)
 
         to_stream = now.events if membership == "join" else row.stream_ordering
-        config_changed = sent is not None and sent.config != key
-        if sent is not None and not initial and sent.stream >= to_stream and not config_changed:
+        prev = None if sent is None or initial else RoomConfig.from_key(sent.config)
+        state_config_changed = prev is not None and prev.required_state != cfg.required_state
+        # As Synapse (for Element X): a larger timeline_limit for a room already sent
+        # sends that much history again, marked ``unstable_expanded_timeline``.
+        expanded = prev is not None and cfg.timeline_limit > prev.timeline_limit
+        if (
+            sent is not None
+            and not initial
+            and sent.stream >= to_stream
+            and not (state_config_changed or expanded)
+        ):
             return None, None
         from_stream = 0 if initial or sent is None else sent.stream
         limit = cfg.timeline_limit
         events, limited = await self._sync.visible_timeline(
-            req.user_id, row, from_stream, to_stream, limit
+            req.user_id, row, 0 if expanded else from_stream, to_stream, limit
         )
         room = await self._rooms.get(room_id)
         wants = RequiredState(cfg, req.user_id)
-        if room is not None and membership == "join" and not (initial or config_changed):
-            # The live path: a few keys are read, from the current state in memory (any
-            # newer than ``to_stream`` are left for the next response, see below).
+        if room is not None and membership == "join" and not initial:
+            # The live path: the keys sent are read from the current state in memory
+            # (any newer than ``to_stream`` are left for the next response, see below).
             state_now: Mapping[tuple[str, str], Event] = room.state
         else:
             state_now = await self._state_at(room, room_id, membership, to_stream)
-        if initial or config_changed:
+        if initial:
             keys = {k for k in state_now if wants.wants(k)}
         else:
-            keys = await self._changed_state_keys(room_id, events, limited, from_stream, state_now)
+            keys = await self._changed_state_keys(
+                room_id, events, limited or expanded, from_stream, state_now
+            )
             keys = {k for k in keys if wants.wants(k)}
+            if prev is not None and state_config_changed:
+                # What the wider config asks for that the old one did not.
+                before = RequiredState(prev, req.user_id)
+                keys |= {k for k in state_now if wants.wants(k) and not before.wants(k)}
         lazy_sent: tuple[str, ...] = () if sent is None or initial else sent.lazy_members
         if wants.lazy:
             # The members of the timeline's senders and targets, less those the
@@ -320,8 +335,17 @@ class SlidingSyncHandler:
             for k in sorted(keys)
             if k in state_now and state_now[k].stream_ordering <= to_stream
         ]
+        if (
+            prev is not None
+            and cfg.timeline_limit < prev.timeline_limit
+            and not limited
+            and not state_config_changed
+        ):
+            # The client holds the larger timeline still: a later larger limit up to
+            # the old one has nothing more to send (as Synapse).
+            key = RoomConfig(cfg.required_state, prev.timeline_limit).key()
         new_sent = SentRoom(to_stream, membership, key, lazy_sent)
-        if not (initial or config_changed or events or required):
+        if not (initial or state_config_changed or expanded or events or required):
             return None, new_sent
         section = {
             "bump_stamp": bump,
@@ -335,6 +359,8 @@ class SlidingSyncHandler:
         }
         if initial:
             section["initial"] = True
+        if expanded:
+            section["unstable_expanded_timeline"] = True
         if events:
             bundles: dict[str, JsonDict] = {}
             if self._sync.bundler is not None and (initial or limited):
@@ -352,11 +378,11 @@ class SlidingSyncHandler:
         if (
             room is not None
             and membership == "join"
-            and (initial or config_changed or members_moved)
+            and (initial or state_config_changed or members_moved)
         ):
             section["joined_count"] = len(room.joined_members())
             section["invited_count"] = len(room.members_with("invite"))
-        if initial or config_changed or any(ev.is_state() for ev in events) or required:
+        if initial or state_config_changed or any(ev.is_state() for ev in events) or required:
             self._add_names(section, state_now, room, req.user_id)
         return section, new_sent
 

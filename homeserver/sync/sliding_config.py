@@ -54,6 +54,12 @@ class RoomConfig:
             [[list(p) for p in self.required_state], self.timeline_limit], separators=(",", ":")
         )
 
+    @classmethod
+    def from_key(cls, key: str) -> RoomConfig:
+        """The config of a ``key()`` (stored by this code, so trusted)."""
+        pairs, limit = json.loads(key)
+        return cls(tuple((str(t), str(k)) for t, k in pairs), int(limit))
+
 
 class RequiredState:
     """Which state keys a ``RoomConfig`` asks for, for one user.

@@ -415,7 +415,36 @@ async def test_a_wider_required_state_sends_what_was_not_sent(server: RunningSer
     room = body["rooms"][room_id]
     assert "initial" not in room
     assert "timeline" not in room  # no new events
-    assert {e["type"] for e in room["required_state"]} == {"m.room.name", "m.room.topic"}
+    # Only what the old config did not ask for (as Synapse).
+    assert [e["type"] for e in room["required_state"]] == ["m.room.topic"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_larger_timeline_limit_expands_the_timeline(server: RunningServer) -> None:
+    alice = await user(server, "alice")
+    room_id = await create_room(alice)
+    sent = [await send(alice, room_id, f"m{i}") for i in range(5)]
+
+    def request(limit: int) -> dict[str, Any]:
+        return {"lists": {"all": all_rooms([[0, 0]], timeline_limit=limit)}}
+
+    body = await sliding(alice, request(1))
+    assert timeline_ids(body["rooms"][room_id]) == sent[-1:]
+    body = await sliding(alice, request(3), body["pos"])
+    room = body["rooms"][room_id]
+    assert room["unstable_expanded_timeline"] is True
+    assert "initial" not in room
+    assert timeline_ids(room) == sent[-3:]
+    # Down and up again without a gap: the client holds those already.
+    body = await sliding(alice, request(1), body["pos"])
+    assert body["rooms"] == {}
+    body = await sliding(alice, request(3), body["pos"])
+    assert body["rooms"] == {}
+    # New events come as usual, not expanded.
+    newer = await send(alice, room_id, "newer")
+    body = await sliding(alice, request(3), body["pos"])
+    assert timeline_ids(body["rooms"][room_id]) == [newer]
+    assert "unstable_expanded_timeline" not in body["rooms"][room_id]
 
 
 @pytest_twisted.ensureDeferred
