@@ -295,6 +295,12 @@ class SlidingSyncHandler:
             req.user_id, row, 0 if expanded else from_stream, to_stream, limit
         )
         room = await self._rooms.get(room_id)
+        if room is None and not events and row.stream_ordering > from_stream:
+            # A room we do not hold (a rejected remote invite): the membership alone,
+            # as /sync shows an out-of-band leave.
+            own = await self._storage.events.get_event(row.event_id)
+            if own is not None:
+                events, limited = [own], False
         wants = RequiredState(cfg, req.user_id)
         if room is not None and membership == "join" and not initial:
             # The live path: the keys sent are read from the current state in memory
