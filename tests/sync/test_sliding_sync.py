@@ -466,3 +466,38 @@ async def test_kicked_room_stays_listed(server: RunningServer) -> None:
     fresh = await sliding(alice, {**request, "conn_id": "fresh"})
     assert list_ids(fresh) == [room_id]
     assert fresh["rooms"][room_id]["initial"] is True
+
+
+@pytest_twisted.ensureDeferred
+async def test_only_bump_event_types_move_a_room_up(server: RunningServer) -> None:
+    alice = await user(server, "alice")
+    a = await create_room(alice)
+    b = await create_room(alice)
+    request = {"lists": {"all": all_rooms([[0, 9]], timeline_limit=1)}}
+    body = await sliding(alice, request)
+    assert list_ids(body) == [b, a]
+    # State changes and other event types do not bump (Synapse's list of types).
+    await put_state(alice, a, "m.room.topic", {"topic": "new"})
+    await send(alice, a, event_type="x.custom", content={"k": 1})
+    body = await sliding(alice, request, body["pos"])
+    assert list_ids(body) == [b, a]
+    assert a in body["rooms"]  # (it was sent, with its new events)
+    await send(alice, a, event_type="m.room.encrypted", content={"algorithm": "x"})
+    body = await sliding(alice, request, body["pos"])
+    assert list_ids(body) == [a, b]
+
+
+@pytest_twisted.ensureDeferred
+async def test_order_after_a_restart_comes_from_the_database(server: RunningServer) -> None:
+    alice = await user(server, "alice")
+    a = await create_room(alice)
+    b = await create_room(alice)
+    await send(alice, a, "a is newest")
+    for i in range(3):
+        await put_state(alice, a, "x.state", {"i": i})  # not bumps, newer than the message
+    await server.restart()
+    alice.base_url = server.base_url
+    body = await sliding(alice, {"lists": {"all": all_rooms([[0, 9]], timeline_limit=0)}})
+    assert list_ids(body) == [a, b]
+    stamps = {r: body["rooms"][r]["bump_stamp"] for r in (a, b)}
+    assert stamps[a] > stamps[b]
