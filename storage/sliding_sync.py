@@ -131,7 +131,8 @@ class SlidingSyncStore:
                 )
                 extra = txn.select_all(
                     "SELECT connection_key FROM sliding_sync_connections"
-                    " WHERE user_id = ? AND device_id = ? ORDER BY last_used_ts DESC",
+                    " WHERE user_id = ? AND device_id = ?"
+                    " ORDER BY last_used_ts DESC, connection_key DESC",
                     (user_id, device_id),
                 )[MAX_CONNECTIONS_PER_DEVICE - 1 :]
                 for (old,) in extra:

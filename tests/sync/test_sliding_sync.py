@@ -3,11 +3,13 @@ state, connection positions kept in the database, long-polls (over real HTTP).""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest_twisted
 from twisted.internet import defer
 
+from storage.sliding_sync import CONNECTION_TTL_MS
 from tests.rooms.helpers import (
     assert_error,
     create_room,
@@ -501,3 +503,31 @@ async def test_order_after_a_restart_comes_from_the_database(server: RunningServ
     assert list_ids(body) == [a, b]
     stamps = {r: body["rooms"][r]["bump_stamp"] for r in (a, b)}
     assert stamps[a] > stamps[b]
+
+
+@pytest_twisted.ensureDeferred
+async def test_connections_are_bounded_per_device(server: RunningServer) -> None:
+    alice = await user(server, "alice")
+    request: dict[str, Any] = {"lists": {"all": all_rooms([[0, 9]])}}
+    first = await sliding(alice, {**request, "conn_id": "c0"})
+    later = [await sliding(alice, {**request, "conn_id": f"c{i}"}) for i in range(1, 11)]
+    # Ten connections a device: the least recently used went.
+    assert_error(
+        await sliding_raw(alice, {**request, "conn_id": "c0"}, first["pos"]), 400, "M_UNKNOWN_POS"
+    )
+    await sliding(alice, {**request, "conn_id": "c1"}, later[0]["pos"])
+
+
+@pytest_twisted.ensureDeferred
+async def test_idle_connections_expire(server: RunningServer) -> None:
+    alice = await user(server, "alice")
+    request: dict[str, Any] = {"lists": {"all": all_rooms([[0, 9]])}}
+    old = await sliding(alice, {**request, "conn_id": "old"})
+    # A week and a moment later the device opens another connection: the idle one goes.
+    store = server.hs.storage.sliding_sync
+    assert alice.user_id is not None and alice.device_id is not None
+    week_later = int(time.time() * 1000) + CONNECTION_TTL_MS + 60_000
+    await store.persist(alice.user_id, alice.device_id, "new", None, {}, week_later)
+    assert_error(
+        await sliding_raw(alice, {**request, "conn_id": "old"}, old["pos"]), 400, "M_UNKNOWN_POS"
+    )
