@@ -103,6 +103,15 @@ class ExtensionsBuilder:
                 for c in changes_ad
                 if c.room_id == GLOBAL
             ]
+            # Rooms new to the connection get their room account data whole.
+            fresh = {r for r in scope if rooms_out.get(r, {}).get("initial")}
+            if since is not None and fresh:
+                whole = await self._storage.account_data.get_changes(
+                    req.user_id, 0, now.account_data
+                )
+                changes_ad = [
+                    c for c in whole if c.room_id in fresh or c.stream_id > start.account_data
+                ]
             by_room: dict[str, list[JsonDict]] = {}
             for c in changes_ad:
                 if c.room_id != GLOBAL and c.room_id in scope and c.room_id in candidates:

@@ -121,6 +121,22 @@ async def test_account_data_global_and_scoped_to_rooms(server: RunningServer) ->
         "rooms": {},
     }
 
+    # ``room_id`` enters the range, new to the connection: its room account data whole.
+    await send(alice, room_id, "move up")
+    body = await sliding(
+        alice,
+        {
+            "lists": {"all": all_rooms([[0, 0]], timeline_limit=1)},
+            "extensions": {"account_data": {"enabled": True}},
+        },
+        body["pos"],
+    )
+    assert body["rooms"][room_id]["initial"] is True
+    assert body["extensions"]["account_data"] == {
+        "global": [],
+        "rooms": {room_id: [{"type": "x.room", "content": {"r": room_id}}]},
+    }
+
 
 @pytest_twisted.ensureDeferred
 async def test_receipts_and_typing(server: RunningServer) -> None:
