@@ -72,6 +72,14 @@ class _Built:
     has_updates: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class _Timeline:
+    """A room's timeline events until the response's timelines are serialised together."""
+
+    events: list[Event]
+    bundled: bool
+
+
 class SlidingSyncHandler:
     def __init__(
         self,
@@ -205,6 +213,7 @@ class SlidingSyncHandler:
                 rooms_out[room_id] = section
             if new_sent is not None and new_sent != sent:
                 built.changes[room_id] = new_sent
+        await self._serialise_timelines(req, rooms_out)
         await self._add_counts(req, candidates, rooms_out, now)
         extensions, ext_updates = await self._extensions.build(
             req, candidates, in_lists, rooms_out, since, now
@@ -347,14 +356,9 @@ class SlidingSyncHandler:
         if expanded:
             section["unstable_expanded_timeline"] = True
         if events:
-            bundles: dict[str, JsonDict] = {}
-            if self._sync.bundler is not None and (initial or limited):
-                # (As /sync: events just sent have no relations yet.)
-                bundles = await self._sync.bundler(events, req.user_id)
-            section["timeline"] = [
-                client_event(ev, req.user_id, req.device_id, bundles.get(ev.event_id))
-                for ev in events
-            ]
+            # Serialised by ``_serialise_timelines``, with the bundled aggregations of
+            # every room read at once (as /sync: events just sent have none yet).
+            section["timeline"] = _Timeline(events, bundled=initial or limited)
         if required:
             section["required_state"] = [
                 client_event(ev, req.user_id, req.device_id) for ev in required
@@ -432,6 +436,24 @@ class SlidingSyncHandler:
             for k, ev in state_now.items()
             if before.get(k) != ev.event_id  # (removed keys cannot be sent as state)
         }
+
+    async def _serialise_timelines(self, req: SlidingSyncRequest, rooms_out: JsonDict) -> None:
+        timelines = [
+            section["timeline"]
+            for section in rooms_out.values()
+            if isinstance(section.get("timeline"), _Timeline)
+        ]
+        bundles: dict[str, JsonDict] = {}
+        wanted = [ev for t in timelines if t.bundled for ev in t.events]
+        if wanted and self._sync.bundler is not None:
+            bundles = await self._sync.bundler(wanted, req.user_id)
+        for section in rooms_out.values():
+            timeline = section.get("timeline")
+            if isinstance(timeline, _Timeline):
+                section["timeline"] = [
+                    client_event(ev, req.user_id, req.device_id, bundles.get(ev.event_id))
+                    for ev in timeline.events
+                ]
 
     async def _add_counts(
         self,
