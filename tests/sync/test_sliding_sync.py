@@ -531,3 +531,24 @@ async def test_idle_connections_expire(server: RunningServer) -> None:
     assert_error(
         await sliding_raw(alice, {**request, "conn_id": "old"}, old["pos"]), 400, "M_UNKNOWN_POS"
     )
+
+
+@pytest_twisted.ensureDeferred
+async def test_initial_timeline_carries_bundled_aggregations(server: RunningServer) -> None:
+    alice = await user(server, "alice")
+    room_id = await create_room(alice)
+    original = await send(alice, room_id, "tpyo")
+    edit = await send(
+        alice,
+        room_id,
+        content={
+            "msgtype": "m.text",
+            "body": "* typo",
+            "m.new_content": {"msgtype": "m.text", "body": "typo"},
+            "m.relates_to": {"rel_type": "m.replace", "event_id": original},
+        },
+    )
+    body = await sliding(alice, {"lists": {"all": all_rooms([[0, 0]], timeline_limit=5)}})
+    events = {e["event_id"]: e for e in body["rooms"][room_id]["timeline"]}
+    relations = events[original]["unsigned"]["m.relations"]
+    assert relations["m.replace"]["event_id"] == edit
