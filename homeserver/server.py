@@ -135,6 +135,7 @@ class HomeServer:
     federation: Federation | None = None
     websockets: SyncStreamFactory | None = None
     presence: PresenceHandler | None = None
+    sliding_sync: SlidingSyncHandler | None = None
 
     @property
     def server_name(self) -> str:
@@ -657,4 +658,5 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         federation=federation,
         websockets=ws_factory,
         presence=presence,
+        sliding_sync=sliding_sync,
     )

@@ -38,6 +38,7 @@ from homeserver.sync.handler import (
     client_event,
     room_heroes,
 )
+from homeserver.sync.notifier import Notifier
 from homeserver.sync.sliding_config import (
     RequiredState,
     RoomConfig,
@@ -66,10 +67,24 @@ def unknown_pos(message: str = "Unknown position") -> MatrixError:
 
 
 @dataclass(slots=True)
-class _Built:
+class Built:
+    """A response before its ``pos``: the body, what the connection will hold that
+    differs (``changes``), whether it holds news, and whether to answer it now."""
+
     body: JsonDict
     changes: dict[str, SentRoom] = field(default_factory=dict)
     has_updates: bool = False
+    ready: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """A request with what its connection held at its ``pos`` (``base``: None for a
+    new connection) and the stream token of that ``pos``."""
+
+    req: SlidingSyncRequest
+    base: ConnectionState | None
+    since: SyncToken | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,14 +112,43 @@ class SlidingSyncHandler:
         self._extensions = ExtensionsBuilder(storage, rooms, sync)
         self._lists = RoomLists(storage, rooms)
 
+    @property
+    def notifier(self) -> Notifier:
+        return self._sync.notifier
+
+    def current_token(self) -> SyncToken:
+        return self._sync.current_token()
+
     async def sync(self, req: SlidingSyncRequest) -> JsonDict:
         """The response for ``req``; with a ``pos`` and a ``timeout``, waits on the
-        notifier (as /sync) until there is something to say or the time is up."""
+        notifier (as /sync) until there is something to say or the time is up. (The
+        servlet parks long-polls without a coroutine instead: ``open``, ``build``,
+        ``answer``.)"""
+        session = await self.open(req)
+        deadline = self._clock.seconds() + req.timeout_ms / 1000.0
+        while True:
+            now = self.current_token()
+            built = await self.build(session, now)
+            if built.ready:
+                break
+            if self.current_token() != now:
+                continue  # something arrived while building: look again at once
+            remaining = deadline - self._clock.seconds()
+            if remaining <= 0:
+                break
+            await self.notifier.wait(req.user_id, remaining)
+            if self._clock.seconds() >= deadline and self.current_token() == now:
+                break
+        return await self.answer(session, built, now)
+
+    async def open(self, req: SlidingSyncRequest) -> Session:
+        """Check ``pos`` and load what the connection holds at it (400
+        ``M_UNKNOWN_POS`` when it holds no such position)."""
         base: ConnectionState | None = None
         since: SyncToken | None = None
         if req.pos is not None:
             since = SyncToken.parse(req.pos.token)
-            current = self._sync.current_token()
+            current = self.current_token()
             if since.events > current.events or since.account_data > current.account_data:
                 raise unknown_pos("The position is ahead of the server")
             base = await self._storage.sliding_sync.load(
@@ -116,20 +160,17 @@ class SlidingSyncHandler:
             )
             if base is None:
                 raise unknown_pos()
-        deadline = self._clock.seconds() + req.timeout_ms / 1000.0
-        while True:
-            now = self._sync.current_token()
-            built = await self._build(req, base, since, now)
-            if built.has_updates or base is None or built.changes:
-                break
-            if self._sync.current_token() != now:
-                continue  # something arrived while building: look again at once
-            remaining = deadline - self._clock.seconds()
-            if remaining <= 0:
-                break
-            await self._sync.notifier.wait(req.user_id, remaining)
-            if self._clock.seconds() >= deadline and self._sync.current_token() == now:
-                break
+        return Session(req, base, since)
+
+    async def build(self, session: Session, now: SyncToken) -> Built:
+        """The response up to ``now`` (``ready``: worth answering before a timeout)."""
+        built = await self._build(session.req, session.base, session.since, now)
+        built.ready = built.has_updates or session.base is None or bool(built.changes)
+        return built
+
+    async def answer(self, session: Session, built: Built, now: SyncToken) -> JsonDict:
+        """``built``'s body with its ``pos``, recording what the connection now holds."""
+        req, base = session.req, session.base
         position = base.position if base is not None else 0
         if base is None or built.changes:
             persisted = await self._storage.sliding_sync.persist(
@@ -158,7 +199,7 @@ class SlidingSyncHandler:
         base: ConnectionState | None,
         since: SyncToken | None,
         now: SyncToken,
-    ) -> _Built:
+    ) -> Built:
         user_id = req.user_id
         memberships = await self._memberships.rooms_for_user(user_id)
         ignored = (
@@ -202,7 +243,7 @@ class SlidingSyncHandler:
                 held = wanted.get(room_id)
                 wanted[room_id] = cfg if held is None else held.combine(cfg)
 
-        built = _Built(body={})
+        built = Built(body={})
         rooms_out: JsonDict = {}
         for room_id in sorted(wanted, key=lambda r: (bumps[r], r), reverse=True):
             sent = base.rooms.get(room_id) if base is not None else None

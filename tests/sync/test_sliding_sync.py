@@ -3,11 +3,13 @@ state, connection positions kept in the database, long-polls (over real HTTP).""
 
 from __future__ import annotations
 
+import json
+import socket
 import time
 from typing import Any
 
 import pytest_twisted
-from twisted.internet import defer
+from twisted.internet import defer, reactor, task
 
 from storage.sliding_sync import CONNECTION_TTL_MS
 from tests.rooms.helpers import (
@@ -22,12 +24,17 @@ from tests.rooms.helpers import (
 )
 from tests.support.server import RunningServer
 from tests.sync.helpers import (
+    SLIDING_PATH,
     all_rooms,
     list_ids,
     sliding,
     sliding_raw,
     timeline_ids,
 )
+
+
+async def sleep(seconds: float) -> None:
+    await task.deferLater(reactor, seconds, lambda: None)
 
 
 @pytest_twisted.ensureDeferred
@@ -266,6 +273,12 @@ async def test_unknown_and_malformed_positions(server: RunningServer) -> None:
         await sliding_raw(alice, request, f"{int(position) + 1000}/{token}"), 400, "M_UNKNOWN_POS"
     )
     assert_error(await sliding_raw(alice, request, "garbage"), 400, "M_INVALID_PARAM")
+    # The same through a long-poll.
+    assert_error(
+        await sliding_raw(alice, request, f"{int(position) + 1000}/{token}", timeout=5000),
+        400,
+        "M_UNKNOWN_POS",
+    )
     # Another device cannot use it.
     other = server.client()
     assert (await other.login("alice")).code == 200
@@ -327,9 +340,25 @@ async def test_long_poll_wakes_on_a_new_event(server: RunningServer) -> None:
     assert timeline_ids(body["rooms"][room_id]) == [event_id]
 
     # With nothing new, the answer comes at the timeout, empty, still a valid position.
+    started = time.monotonic()
     body2 = await sliding(bob, request, body["pos"], timeout=300)
+    assert time.monotonic() - started >= 0.25
     assert body2["rooms"] == {}
     assert (await sliding(bob, request, body2["pos"]))["rooms"] == {}
+
+    # Woken by something that is not news for this request (typing, no extension):
+    # it waits on, and answers with the next event.
+    pending = defer.ensureDeferred(sliding(bob, request, body2["pos"], timeout=10_000))
+    resp = await alice.put(
+        f"/_matrix/client/v3/rooms/{room_id}/typing/{alice.user_id}",
+        {"typing": True, "timeout": 30000},
+    )
+    assert resp.code == 200, resp
+    await sleep(0.2)
+    assert not pending.called
+    later = await send(alice, room_id, "later")
+    body3 = await pending
+    assert timeline_ids(body3["rooms"][room_id]) == [later]
 
 
 @pytest_twisted.ensureDeferred
@@ -552,3 +581,47 @@ async def test_initial_timeline_carries_bundled_aggregations(server: RunningServ
     events = {e["event_id"]: e for e in body["rooms"][room_id]["timeline"]}
     relations = events[original]["unsigned"]["m.relations"]
     assert relations["m.replace"]["event_id"] == edit
+
+
+@pytest_twisted.ensureDeferred
+async def test_client_going_away_ends_its_long_poll(server: RunningServer) -> None:
+    """A parked long-poll (no coroutine while it waits) whose client disconnects leaves
+    the notifier: its waiter and its deadline."""
+    alice = await user(server, "alice")
+    bob = await user(server, "bob")
+    room_id = await create_room(alice, preset="public_chat")
+    assert (await join(bob, room_id)).code == 200
+    request = {"lists": {"all": all_rooms([[0, 9]])}}
+    first = await sliding(bob, request)
+    assert server.hs.sliding_sync is not None
+    notifier = server.hs.sliding_sync.notifier
+    assert notifier.waiting_count() == 0
+
+    host, port = server.base_url.removeprefix("http://").split(":")
+    payload = json.dumps(request).encode()
+    sock = socket.create_connection((host, int(port)))
+    try:
+        sock.sendall(
+            f"POST {SLIDING_PATH}?pos={first['pos']}&timeout=60000 HTTP/1.1\r\n"
+            f"Host: {host}\r\nAuthorization: Bearer {bob.access_token}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n".encode()
+            + payload
+        )
+        await until(lambda: notifier.waiting_count() == 1, "the long-poll is parked")
+        assert sum(len(b) for b in notifier._buckets.values()) == 1  # its deadline
+    finally:
+        sock.close()
+    await until(lambda: notifier.waiting_count() == 0, "the long-poll leaves the notifier")
+    assert sum(len(b) for b in notifier._buckets.values()) == 0
+    # The next event finds nobody waiting and no error; a new long-poll still works.
+    pending = defer.ensureDeferred(sliding(bob, request, first["pos"], timeout=10_000))
+    event_id = await send(alice, room_id, "still here")
+    assert timeline_ids((await pending)["rooms"][room_id]) == [event_id]
+
+
+async def until(condition: Any, what: str, seconds: float = 5.0) -> None:
+    for _ in range(int(seconds / 0.02)):
+        if condition():
+            return
+        await sleep(0.02)
+    raise AssertionError(f"timed out waiting until {what}")
