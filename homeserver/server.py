@@ -44,6 +44,7 @@ from homeserver.api.client.room_keys import RoomKeysServlets
 from homeserver.api.client.room_upgrade import RoomUpgradeServlets
 from homeserver.api.client.rooms import RoomServlets
 from homeserver.api.client.search import SearchServlets
+from homeserver.api.client.sliding_sync import SlidingSyncServlet
 from homeserver.api.client.spaces import SpaceServlets
 from homeserver.api.client.sync import SyncServlets
 from homeserver.api.client.tags import TagServlets
@@ -118,6 +119,7 @@ from homeserver.rooms.visibility import VisibilityFilter
 from homeserver.sync.handler import SyncHandler
 from homeserver.sync.legacy import LegacySyncHandler
 from homeserver.sync.notifier import Notifier
+from homeserver.sync.sliding import SlidingSyncHandler
 from storage.database import Database, make_engine
 from storage.storage import Storage
 from synapse_compat.admin_devices import AdminDeviceServlets
@@ -153,6 +155,7 @@ class HomeServer:
     federation: Federation | None = None
     websockets: SyncStreamFactory | None = None
     presence: PresenceHandler | None = None
+    sliding_sync: SlidingSyncHandler | None = None
 
     @property
     def server_name(self) -> str:
@@ -539,6 +542,9 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         auth, ui_auth, email_validation, threepids, Ratelimiter(reactor, config.rc_3pid_validation)
     ).register(resource)
     sync_servlets = SyncServlets(storage, auth, sync)
+    sliding_sync = SlidingSyncHandler(storage, room_cache, memberships, sync, reactor)
+    storage.users.device_listeners.append(sliding_sync.on_devices_changed)
+    SlidingSyncServlet(auth, sliding_sync).register(resource)
     ephemeral_servlets = EphemeralServlets(auth, receipts, typing, presence)
     on_stop: list[Callable[[], Awaitable[None]]] = []
     ws_factory: SyncStreamFactory | None = None
@@ -739,4 +745,5 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         federation=federation,
         websockets=ws_factory,
         presence=presence,
+        sliding_sync=sliding_sync,
     )

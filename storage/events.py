@@ -628,6 +628,28 @@ class EventsStore:
 
         return await self._db.run_interaction("get_room_events_between", _txn)
 
+    async def get_latest_stream_of_types(
+        self, room_ids: Sequence[str], types: Sequence[str], to_stream: int
+    ) -> dict[str, int]:
+        """For each room: the stream position of its newest timeline event of one of
+        ``types`` at or below ``to_stream`` (rooms without one are left out)."""
+
+        def _txn(txn: Transaction) -> dict[str, int]:
+            out: dict[str, int] = {}
+            marks = ", ".join("?" for _ in types)
+            for room_id in room_ids:
+                row = txn.select_one(
+                    "SELECT MAX(stream_ordering) FROM events WHERE room_id = ?"
+                    f" AND type IN ({marks}) AND stream_ordering > 0 AND stream_ordering <= ?"
+                    " AND outlier = 0 AND rejected_reason IS NULL",
+                    (room_id, *types, to_stream),
+                )
+                if row is not None and row[0] is not None:
+                    out[room_id] = int(row[0])
+            return out
+
+        return await self._db.run_interaction("get_latest_stream_of_types", _txn)
+
     async def get_room_events_from(
         self, room_id: str, from_stream: int, to_stream: int, limit: int
     ) -> tuple[list[Event], bool]:

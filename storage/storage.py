@@ -29,6 +29,7 @@ from storage.relations import RelationsStore
 from storage.reports import ReportsStore
 from storage.room_stats import RoomStatsStore
 from storage.search import SearchStore
+from storage.sliding_sync import SlidingSyncStore
 from storage.threepids import ThreePidStore, ValidationSessionStore
 from storage.user_admin import UserAdminStore
 from storage.user_directory import UserDirectoryStore
@@ -67,6 +68,7 @@ class Storage:
     user_admin: UserAdminStore
     admin_jobs: AdminJobsStore
     purge: PurgeStore
+    sliding_sync: SlidingSyncStore
 
     @classmethod
     async def open(cls, db: Database) -> Storage:
@@ -121,4 +123,5 @@ class Storage:
             user_admin=UserAdminStore(db),
             admin_jobs=AdminJobsStore(db),
             purge=PurgeStore(db),
+            sliding_sync=await SlidingSyncStore.open(db),
         )

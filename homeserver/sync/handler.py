@@ -198,6 +198,29 @@ class LazyMembersSent:
         return out
 
 
+_NO_FILTER = FilterCollection.from_json({})
+
+
+def client_event(
+    ev: Event, user_id: str, device_id: str | None, relations: JsonDict | None = None
+) -> JsonDict:
+    """An event as a client sees it in a sync: its transaction id for the device that
+    sent it, its bundled aggregations (``relations``) if any."""
+    out = ev.client_dict()
+    if ev.txn_id is not None and ev.sender == user_id and ev.txn_device_id == device_id:
+        out = dict(out)
+        out["unsigned"] = {**out.get("unsigned", {}), "transaction_id": ev.txn_id}
+    if relations:
+        out = dict(out)
+        out["unsigned"] = {**out.get("unsigned", {}), "m.relations": relations}
+    return out
+
+
+def room_heroes(room: LiveRoom, user_id: str) -> list[str] | None:
+    """The spec's heroes of a room for ``user_id`` (None when it has a name or alias)."""
+    return SyncHandler._heroes(room, user_id)
+
+
 class SyncHandler:
     def __init__(
         self,
@@ -286,6 +309,39 @@ class SyncHandler:
         whether older ones were cut: from memory when the room's recent window holds them."""
         room = await self._rooms.get(room_id)
         return await self._timeline_events(room, room_id, from_stream, to_stream, limit)
+
+    async def visible_timeline(
+        self, user_id: str, row: MembershipRow, from_stream: int, to_stream: int, limit: int
+    ) -> tuple[list[Event], bool]:
+        """A room's newest events in (from, to] that the user (membership ``row``) may
+        see, oldest first, at most ``limit``, and whether older ones were cut: /sync's
+        timeline rules (history visibility, withheld redactions, ignored users) for
+        another transport (sliding sync)."""
+        room_id = row.room_id
+        room = await self._rooms.get(room_id)
+        joined = row.membership == "join"
+        events, limited = await self._timeline_events(room, room_id, from_stream, to_stream, limit)
+
+        async def visible(batch: list[Event]) -> list[Event]:
+            if not joined:
+                return await self._visibility.filter_for_user(
+                    user_id, batch, current_membership=row.membership
+                )
+            if batch and batch[0].stream_ordering <= row.stream_ordering:
+                return await self._visible_with_current_state(user_id, room, batch, "join")
+            return batch
+
+        floor = events[0].stream_ordering if events else to_stream
+        events = await visible(events)
+        if limited:
+            events, limited = await self._fill_timeline(
+                room_id, from_stream, floor, events, limit, _NO_FILTER, visible
+            )
+        events = [ev for ev in events if not ev.withheld]
+        ignored = await self.ignored.get(user_id) if self.ignored is not None else NOBODY
+        if ignored:
+            events = without_ignored(events, ignored)
+        return events, limited
 
     async def source_updates(
         self, name: str, ctx: SyncContext, since: SyncToken, now: SyncToken
@@ -594,17 +650,7 @@ class SyncHandler:
             out: JsonDict = dict(ev.pdu)
             out["event_id"] = ev.event_id
         else:
-            out = ev.client_dict()
-            if (
-                ev.txn_id is not None
-                and ev.sender == req.user_id
-                and ev.txn_device_id == req.device_id
-            ):
-                out = dict(out)
-                out["unsigned"] = {**out.get("unsigned", {}), "transaction_id": ev.txn_id}
-            if relations:
-                out = dict(out)
-                out["unsigned"] = {**out.get("unsigned", {}), "m.relations": relations}
+            out = client_event(ev, req.user_id, req.device_id, relations)
         if req.filters.event_fields:
             out = apply_event_fields(out, list(req.filters.event_fields))
         return out

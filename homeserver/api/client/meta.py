@@ -7,6 +7,7 @@ from typing import Any
 from twisted.web.server import Request
 
 from homeserver.api.client.paths import WEBSOCKET_FEATURE, client_paths
+from homeserver.api.client.sliding_sync import SLIDING_SYNC_FEATURE
 from homeserver.config import HomeserverConfig
 from homeserver.events.room_versions import DEFAULT_ROOM_VERSION, ROOM_VERSIONS
 from homeserver.handlers.auth import AuthHandler
@@ -31,7 +32,7 @@ class MetaServlets:
         resource.register_many("GET", client_paths("/capabilities"), self.on_capabilities)
 
     async def on_versions(self, request: Request) -> tuple[int, Any]:
-        unstable: dict[str, bool] = {}
+        unstable: dict[str, bool] = {SLIDING_SYNC_FEATURE: True}  # docs/sliding_sync.md
         if self._config.websocket.enabled:
             unstable[WEBSOCKET_FEATURE] = True  # docs/websocket.md
         return 200, {"versions": SUPPORTED_VERSIONS, "unstable_features": unstable}

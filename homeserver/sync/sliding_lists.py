@@ -1,0 +1,259 @@
+"""The lists of simplified sliding sync: which rooms, in which order, through which
+filters.
+
+Invariants:
+- A room's ``bump_stamp`` is the stream position of its newest event of a
+  ``BUMP_EVENT_TYPES`` type (for a joined room up to now, else up to the membership;
+  invites and knocks, and rooms without one, the membership's own position), read from
+  the room's recent events in memory. A room whose window holds none asks the database
+  once; the answer holds while the window still reaches back to it (any newer bump
+  event is then in the window).
+- Filters read each room's facts (type, encryption, stripped state) at most once per
+  build, and the user's ``m.direct`` and tags only when a filter asks.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+from homeserver.ephemeral.tags import TAG_TYPE
+from homeserver.rooms.room_cache import LiveRoom, RoomCache
+from homeserver.sync.handler import SyncToken, stripped_state
+from homeserver.sync.sliding_config import ListConfig, ListFilters
+from storage.events import MembershipRow
+from storage.storage import Storage
+
+JsonDict = dict[str, Any]
+
+# Synapse's SLIDING_SYNC_DEFAULT_BUMP_EVENT_TYPES.
+BUMP_EVENT_TYPES = frozenset(
+    {
+        "m.room.create",
+        "m.room.message",
+        "m.room.encrypted",
+        "m.sticker",
+        "m.call.invite",
+        "m.poll.start",
+        "m.beacon_info",
+    }
+)
+_BUMP_TYPES_SORTED = tuple(sorted(BUMP_EVENT_TYPES))
+MAX_BUMP_CACHE = 50_000
+
+
+class RoomLists:
+    def __init__(self, storage: Storage, rooms: RoomCache) -> None:
+        self._storage = storage
+        self._rooms = rooms
+        # room id -> (its newest bump position at or below ``at``, 0: none; ``at``)
+        self._bump_cache: OrderedDict[str, tuple[int, int]] = OrderedDict()
+
+    def facts(self, user_id: str, candidates: dict[str, MembershipRow]) -> RoomFacts:
+        return RoomFacts(self, user_id, candidates)
+
+    async def stripped_state(self, user_id: str, row: MembershipRow) -> list[JsonDict]:
+        room = await self._rooms.get(row.room_id)
+        if room is not None:
+            event = await self._storage.events.get_event(row.event_id)
+            return stripped_state(room, event)
+        oob = await self._storage.events.get_out_of_band_stripped_state(user_id, row.room_id)
+        return list(oob or [])
+
+    async def bump_stamps(
+        self, candidates: dict[str, MembershipRow], now: SyncToken
+    ) -> dict[str, int]:
+        """Each room's ``bump_stamp``: its newest bump event (for a joined room up to
+        now, else up to the membership), or the membership's own position without one
+        (invites, knocks, rooms we do not hold)."""
+        out: dict[str, int] = {}
+        unknown: list[str] = []
+        for room_id, row in candidates.items():
+            if row.membership in ("invite", "knock"):
+                out[room_id] = row.stream_ordering
+                continue
+            cap = now.events if row.membership == "join" else row.stream_ordering
+            room = self._rooms.get_if_loaded(room_id)
+            found = self._bump_in_memory(room, cap)
+            if found is not None:
+                out[room_id] = found
+                continue
+            cached = self._bump_cache.get(room_id)
+            if (
+                row.membership == "join"
+                and cached is not None
+                and room is not None
+                and cached[1] >= room.recent_floor
+            ):
+                out[room_id] = cached[0] or row.stream_ordering
+                continue
+            unknown.append(room_id)
+        if unknown:
+            read = await self._storage.events.get_latest_stream_of_types(
+                unknown, _BUMP_TYPES_SORTED, now.events
+            )
+            for room_id in unknown:
+                row = candidates[room_id]
+                if row.membership == "join":
+                    value = read.get(room_id, 0)
+                    self._bump_cache[room_id] = (value, now.events)
+                    self._bump_cache.move_to_end(room_id)
+                    if len(self._bump_cache) > MAX_BUMP_CACHE:
+                        self._bump_cache.popitem(last=False)
+                    out[room_id] = value or row.stream_ordering
+                else:
+                    value = read.get(room_id, 0)
+                    out[room_id] = (
+                        value if 0 < value <= row.stream_ordering else row.stream_ordering
+                    )
+        return out
+
+    @staticmethod
+    def _bump_in_memory(room: LiveRoom | None, cap: int) -> int | None:
+        if room is None:
+            return None
+        for ev in reversed(room.recent):
+            if ev.stream_ordering <= cap and ev.type in BUMP_EVENT_TYPES:
+                return ev.stream_ordering
+        return None
+
+    # Filters -------------------------------------------------------------------
+
+    async def direct_rooms(self, user_id: str) -> set[str]:
+        """The rooms of the user's ``m.direct`` account data."""
+        content = await self._storage.account_data.get(user_id, "", "m.direct") or {}
+        out: set[str] = set()
+        for rooms in content.values():
+            if isinstance(rooms, list):
+                out.update(r for r in rooms if isinstance(r, str))
+        return out
+
+    async def room_facts(
+        self, user_id: str, row: MembershipRow
+    ) -> tuple[str | None, bool, list[JsonDict] | None]:
+        """(room type, encrypted, stripped state for an invite or knock) of a room."""
+        if row.membership in ("invite", "knock"):
+            state = await self.stripped_state(user_id, row)
+            room_type: str | None = None
+            encrypted = False
+            for ev in state:
+                if ev.get("type") == "m.room.create":
+                    t = ev.get("content", {}).get("type")
+                    room_type = t if isinstance(t, str) else None
+                elif ev.get("type") == "m.room.encryption":
+                    encrypted = True
+            return room_type, encrypted, state
+        room = await self._rooms.get(row.room_id)
+        if room is None:
+            return None, False, None
+        create = room.create_event
+        t = create.content.get("type") if create is not None else None
+        return (t if isinstance(t, str) else None), ("m.room.encryption", "") in room.state, None
+
+    async def room_tags(self, user_id: str) -> dict[str, set[str]]:
+        """Room id -> the names of the user's tags on it (``m.tag`` room account data)."""
+        stream = self._storage.account_data.stream.current_position
+        out: dict[str, set[str]] = {}
+        for change in await self._storage.account_data.get_changes(user_id, 0, stream):
+            if change.room_id and change.data_type == TAG_TYPE:
+                tags = change.content.get("tags")
+                if isinstance(tags, dict) and tags:
+                    out[change.room_id] = set(tags)
+        return out
+
+    async def invite_is_direct(self, row: MembershipRow) -> bool:
+        event = await self._storage.events.get_event(row.event_id)
+        return event is not None and event.content.get("is_direct") is True
+
+    def space_children(self, space_id: str) -> set[str]:
+        room = self._rooms.get_if_loaded(space_id)
+        if room is None:
+            return set()
+        return {
+            key
+            for (etype, key), ev in room.state.items()
+            if etype == "m.space.child"
+            and isinstance(ev.content.get("via"), list)
+            and ev.content["via"]
+        }
+
+
+class RoomFacts:
+    """What list filters ask of rooms, read once per build."""
+
+    def __init__(
+        self, handler: RoomLists, user_id: str, candidates: dict[str, MembershipRow]
+    ) -> None:
+        self._handler = handler
+        self._user_id = user_id
+        self._candidates = candidates
+        self._dms: set[str] | None = None
+        self._tags: dict[str, set[str]] | None = None
+        self._facts: dict[str, tuple[str | None, bool, list[JsonDict] | None]] = {}
+
+    async def _room(self, room_id: str) -> tuple[str | None, bool, list[JsonDict] | None]:
+        held = self._facts.get(room_id)
+        if held is None:
+            held = await self._handler.room_facts(self._user_id, self._candidates[room_id])
+            self._facts[room_id] = held
+        return held
+
+    async def matches(self, room_id: str, filters: ListFilters) -> bool:
+        row = self._candidates[room_id]
+        if filters.is_invite is not None and filters.is_invite != (row.membership == "invite"):
+            return False
+        if filters.is_dm is not None:
+            if self._dms is None:
+                self._dms = await self._handler.direct_rooms(self._user_id)
+            is_dm = room_id in self._dms
+            if not is_dm and row.membership == "invite":
+                is_dm = await self._handler.invite_is_direct(row)
+            if is_dm != filters.is_dm:
+                return False
+        if filters.spaces is not None:
+            children: set[str] = set()
+            for space_id in filters.spaces:
+                space = self._candidates.get(space_id)
+                if space is not None and space.membership == "join":
+                    children |= self._handler.space_children(space_id)
+            if room_id not in children:
+                return False
+        if filters.tags is not None or filters.not_tags is not None:
+            if self._tags is None:
+                self._tags = await self._handler.room_tags(self._user_id)
+            tags = self._tags.get(room_id, set())
+            if filters.tags is not None and not tags.intersection(filters.tags):
+                return False
+            if filters.not_tags is not None and tags.intersection(filters.not_tags):
+                return False
+        if (
+            filters.is_encrypted is not None
+            or filters.room_types is not None
+            or filters.not_room_types is not None
+        ):
+            room_type, encrypted, _ = await self._room(room_id)
+            if filters.is_encrypted is not None and filters.is_encrypted != encrypted:
+                return False
+            if filters.not_room_types is not None and room_type in filters.not_room_types:
+                return False
+            if filters.room_types is not None and room_type not in filters.room_types:
+                return False
+        return True
+
+
+def windows(ids: list[str], lst: ListConfig) -> tuple[list[str], list[JsonDict]]:
+    """The rooms of a sorted list inside its ranges, and Synapse's ``SYNC`` ops."""
+    if lst.ranges is None:
+        ops = [{"op": "SYNC", "range": [0, max(0, len(ids) - 1)], "room_ids": ids}]
+        return list(ids), ops
+    window: list[str] = []
+    ops = []
+    seen: set[str] = set()
+    for start, end in lst.ranges:
+        part = ids[start : end + 1]
+        ops.append({"op": "SYNC", "range": [start, end], "room_ids": part})
+        for room_id in part:
+            if room_id not in seen:
+                seen.add(room_id)
+                window.append(room_id)
+    return window, ops
