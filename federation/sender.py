@@ -171,6 +171,10 @@ class FederationSender:
 
         defer.ensureDeferred(self._run(destination))
 
+    def backoff_intervals_ms(self) -> dict[str, int]:
+        """The current retry interval of every destination backed off (for metrics)."""
+        return dict(self._backoff)
+
     def retry_now(self, destination: str) -> None:
         """Forget the destination's backoff and send what is queued for it now."""
         call = self._wakeups.pop(destination, None)

@@ -24,6 +24,8 @@ from twisted.internet import defer, threads
 from twisted.internet.interfaces import IReactorThreads
 from twisted.python.threadpool import ThreadPool
 
+from homeserver.metrics import SCHEDULE_TIME, TRANSACTION_COUNT, TRANSACTION_TIME
+
 logger = logging.getLogger(__name__)
 
 R = TypeVar("R")
@@ -222,8 +224,28 @@ class Database:
             except Exception:
                 pass
 
-    def _read_in_thread(self, desc: str, func: Callable[..., R], *args: Any) -> tuple[R, list[Any]]:
-        return self._run_in_thread(desc, func, *args, read_only=True)
+    def _read_in_thread(
+        self, queued_at: float, desc: str, func: Callable[..., R], *args: Any
+    ) -> tuple[R, list[Any]]:
+        return self._timed_in_thread(queued_at, desc, func, *args, read_only=True)
+
+    def _timed_in_thread(
+        self,
+        queued_at: float,
+        desc: str,
+        func: Callable[..., R],
+        *args: Any,
+        read_only: bool = False,
+    ) -> tuple[R, list[Any]]:
+        """``_run_in_thread``, counted in Synapse's transaction metrics (by ``desc``)
+        and its wait for a connection in ``synapse_storage_schedule_time``."""
+        start = time.perf_counter()
+        SCHEDULE_TIME.observe(start - queued_at)
+        try:
+            return self._run_in_thread(desc, func, *args, read_only=read_only)
+        finally:
+            TRANSACTION_COUNT.labels(desc).inc()
+            TRANSACTION_TIME.labels(desc).inc(time.perf_counter() - start)
 
     def _run_in_thread(
         self, desc: str, func: Callable[..., R], *args: Any, read_only: bool = False
@@ -266,6 +288,7 @@ class Database:
             self._reactor,  # type: ignore[arg-type]
             self._reader,
             self._read_in_thread,
+            time.perf_counter(),
             desc,
             func,
             *args,
@@ -279,7 +302,8 @@ class Database:
         result, after = await threads.deferToThreadPool(
             self._reactor,  # type: ignore[arg-type]
             self._pool,
-            self._run_in_thread,
+            self._timed_in_thread,
+            time.perf_counter(),
             desc,
             func,
             *args,
