@@ -13,6 +13,7 @@ Invariants:
 
 from __future__ import annotations
 
+import contextvars
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -41,6 +42,33 @@ RESPONSE_TIME = Histogram(
 RESPONSE_SIZE = Counter(
     "synapse_http_server_response_size", "", labelnames=["method", "servlet", "tag"]
 )
+RESPONSE_DB_TXN_COUNT = Counter(
+    "synapse_http_server_response_db_txn_count", "", labelnames=["method", "servlet", "tag"]
+)
+RESPONSE_DB_TXN_DURATION = Counter(
+    "synapse_http_server_response_db_txn_duration_seconds",
+    "",
+    labelnames=["method", "servlet", "tag"],
+)
+RESPONSE_DB_SCHED_DURATION = Counter(
+    "synapse_http_server_response_db_sched_duration_seconds",
+    "",
+    labelnames=["method", "servlet", "tag"],
+)
+
+# The request whose handling is running (its coroutine keeps the context it started
+# in): database transactions add their count and times to its ``db_txn_count``,
+# ``db_txn_duration`` and ``db_sched_duration`` (reactor thread only).
+current_db_usage: contextvars.ContextVar[Any] = contextvars.ContextVar("db_usage", default=None)
+
+
+def record_db_usage(sched_seconds: float, txn_seconds: float) -> None:
+    usage = current_db_usage.get()
+    if usage is not None:
+        usage.db_txn_count += 1
+        usage.db_txn_duration += txn_seconds
+        usage.db_sched_duration += sched_seconds
+
 
 # Database (Synapse's synapse/storage/database.py): `desc` is the transaction's name.
 SCHEDULE_TIME = Histogram("synapse_storage_schedule_time", "sec")

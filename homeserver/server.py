@@ -182,10 +182,7 @@ class HomeServer:
                     continue
                 metrics_site = web_server.Site(MetricsResource(self.metrics))
                 metrics_site.noisy = False
-                for address in listener.bind_addresses:
-                    port = self.reactor.listenTCP(listener.port, metrics_site, interface=address)
-                    logger.info("Metrics listening on %s:%d", address, port.getHost().port)
-                    self.ports.append(port)
+                self._listen_on(listener.port, listener.bind_addresses, metrics_site, None)
                 continue
             tls_options = self._tls_options() if listener.tls else None
             root: Any = self.resource
@@ -202,23 +199,26 @@ class HomeServer:
                 site_tag=str(listener.port),
             )
             self.sites.append(site)
-            for address in listener.bind_addresses:
-                try:
-                    if tls_options is not None:
-                        port = self.reactor.listenSSL(
-                            listener.port, site, tls_options, interface=address
-                        )
-                    else:
-                        port = self.reactor.listenTCP(listener.port, site, interface=address)
-                except Exception as e:
-                    if address == "::":
-                        # No IPv6 on this machine: 0.0.0.0 usually covers it.
-                        logger.warning("Could not listen on [::]:%d: %s", listener.port, e)
-                        continue
-                    raise
-                logger.info("Listening on %s:%d", address, port.getHost().port)
-                self.ports.append(port)
+            self._listen_on(listener.port, listener.bind_addresses, site, tls_options)
         return self.ports
+
+    def _listen_on(
+        self, port_number: int, addresses: list[str], site: Any, tls_options: Any
+    ) -> None:
+        for address in addresses:
+            try:
+                if tls_options is not None:
+                    port = self.reactor.listenSSL(port_number, site, tls_options, interface=address)
+                else:
+                    port = self.reactor.listenTCP(port_number, site, interface=address)
+            except Exception as e:
+                if address == "::":
+                    # No IPv6 on this machine: 0.0.0.0 usually covers it.
+                    logger.warning("Could not listen on [::]:%d: %s", port_number, e)
+                    continue
+                raise
+            logger.info("Listening on %s:%d", address, port.getHost().port)
+            self.ports.append(port)
 
     def _tls_options(self) -> Any:
         """Server TLS from ``tls_certificate_path`` / ``tls_private_key_path`` (PEM)."""

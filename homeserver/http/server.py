@@ -39,9 +39,13 @@ from homeserver.logging_context import current_request_id
 from homeserver.metrics import (
     REQUESTS_RECEIVED,
     RESPONSE_COUNT,
+    RESPONSE_DB_SCHED_DURATION,
+    RESPONSE_DB_TXN_COUNT,
+    RESPONSE_DB_TXN_DURATION,
     RESPONSE_SIZE,
     RESPONSE_TIME,
     RESPONSES,
+    current_db_usage,
 )
 from homeserver.untrusted import utf8_json
 
@@ -79,6 +83,10 @@ class MatrixRequest(server.Request):
     requester: str | None = None  # who it was authenticated as, for the access log
     processed_at: float | None = None  # when its handler was done
     user_agent: str | None = None  # kept by release_input for the access log
+    # Database transactions run for it (homeserver.metrics.record_db_usage).
+    db_txn_count = 0
+    db_txn_duration = 0.0
+    db_sched_duration = 0.0
     _logged = False
 
     def __init__(self, channel: HTTPChannel, queued: bool = False) -> None:
@@ -136,6 +144,10 @@ class MatrixRequest(server.Request):
         RESPONSE_COUNT.labels(method, servlet, "").inc()
         RESPONSE_TIME.labels(method, servlet, "", code).observe(finish_time - self.start_time)
         RESPONSE_SIZE.labels(method, servlet, "").inc(self.sentLength)
+        if self.db_txn_count:
+            RESPONSE_DB_TXN_COUNT.labels(method, servlet, "").inc(self.db_txn_count)
+            RESPONSE_DB_TXN_DURATION.labels(method, servlet, "").inc(self.db_txn_duration)
+            RESPONSE_DB_SCHED_DURATION.labels(method, servlet, "").inc(self.db_sched_duration)
         access = site.access_logger if site is not None else _fallback_access_logger
         if not access.isEnabledFor(logging.INFO):
             return
@@ -152,9 +164,9 @@ class MatrixRequest(server.Request):
             finish_time - processed,
             0.0,
             0.0,
-            0.0,
-            0.0,
-            0,
+            self.db_sched_duration,
+            self.db_txn_duration,
+            self.db_txn_count,
             self.sentLength,
             code,
             method,
@@ -472,12 +484,14 @@ class JsonResource(resource.Resource):
     def render(self, request: server.Request) -> Any:
         assert isinstance(request, MatrixRequest)
         token = current_request_id.set(request.request_id)
+        usage_token = current_db_usage.set(request)
         try:
             handling = defer.ensureDeferred(self._dispatch(request))
             if not handling.called:
                 request.handling = handling  # cancelled by request.connectionLost
             return NOT_DONE_YET
         finally:
+            current_db_usage.reset(usage_token)
             current_request_id.reset(token)
 
     async def _dispatch(self, request: MatrixRequest) -> None:

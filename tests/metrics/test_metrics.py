@@ -94,6 +94,10 @@ async def test_request_db_and_event_counters_move(server: RunningServer) -> None
         v for (n, _), v in before.items() if n == "synapse_storage_transaction_time_count_total"
     )
     assert txns > txns_before
+    create = {"method": "POST", "servlet": "/_matrix/client/v3/createRoom", "tag": ""}
+    assert value(after, "synapse_http_server_response_db_txn_count_total", **create) > value(
+        before, "synapse_http_server_response_db_txn_count_total", **create
+    )
     assert after.keys() & {("process_cpu_seconds_total", frozenset())}
     assert value(after, "python_twisted_reactor_tick_time_count") > 0
     assert value(after, "synapse_util_caches_cache_size", name="room_cache") >= 1
@@ -185,6 +189,21 @@ async def test_access_log_line_without_access_token(
     assert "access_token=<redacted>" in line
     assert line.startswith("127.0.0.1 - ")
     assert f"{{{alice.user_id}}} Processed request: " in line
+    assert re.fullmatch(
+        r"127\.0\.0\.1 - 0 - \{@alice:test\.local\} Processed request: "
+        r"\d+\.\d{3}sec/-?\d+\.\d{3}sec ru=\(0\.000sec, 0\.000sec\) "
+        r"db=\(\d+\.\d{3}sec/\d+\.\d{3}sec/\d+\) \d+B 200 "
+        r'"GET /_matrix/client/v3/account/whoami\?access_token=<redacted>&x=1 HTTP/1\.1" '
+        r'"metrics-test/1\.0" \[0 dbevts\]',
+        line,
+    ), line
+    # The database transactions a request ran are counted in its line.
+    assert (await alice.post("/_matrix/client/v3/createRoom", {})).code == 200
+    await _sleep(0.05)
+    created = [r.getMessage() for r in caplog.records if "/createRoom" in r.getMessage()]
+    assert len(created) == 1, created
+    found = re.search(r" db=\(\d+\.\d{3}sec/\d+\.\d{3}sec/(\d+)\) ", created[0])
+    assert found is not None and int(found.group(1)) > 0, created
     assert (
         ' 200 "GET /_matrix/client/v3/account/whoami?access_token=<redacted>&x=1 HTTP/1.1"' in line
     )
