@@ -201,6 +201,10 @@ class FederationSender:
             if not d.called:  # a waiter that timed out was cancelled
                 d.callback(None)
 
+    def backoff_intervals_ms(self) -> dict[str, int]:
+        """The current retry interval of every destination backed off (for metrics)."""
+        return dict(self._backoff)
+
     def retry_now(self, destination: str) -> None:
         """Forget the destination's backoff and send what is queued for it now."""
         call = self._wakeups.pop(destination, None)

@@ -766,8 +766,22 @@ SCHEMA: list[Key] = [
         "`tls`, `x_forwarded` (false; true only behind a reverse proxy that sets "
         "X-Forwarded-For: the header then gives the client address used by rate limits, "
         "and any other peer could pick its own) and `resources` "
-        "(`names`: client, federation, media, keys).",
+        "(`names`: client, federation, media, keys, health, metrics). `GET /health` answers "
+        "`OK` on every http listener. A listener of `type: metrics` (only `port` and "
+        "`bind_addresses`) serves Prometheus metrics on every path, and an http listener "
+        "with the `metrics` resource serves them at `/_synapse/metrics`; both only with "
+        "`enable_metrics: true` (as Synapse, a metrics listener is otherwise skipped with a "
+        "warning).",
         "LISTENERS",
+        "Network",
+    ),
+    Key(
+        "enable_metrics",
+        _bool,
+        False,
+        "Serve Prometheus metrics (Synapse's names; see `docs/metrics.md`) on the listeners "
+        "of `type: metrics` and on http listeners with the `metrics` resource.",
+        None,
         "Network",
     ),
     Key(
@@ -1434,7 +1448,6 @@ ACCEPTED_SYNAPSE_KEYS = {
     "suppress_key_server_warning",
     "room_list_publication_rules",
     "enable_media_repo",
-    "enable_metrics",
     "media_retention",
     "auto_join_rooms",
     "default_room_version",

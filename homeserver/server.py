@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet import defer
+from twisted.web import resource
 
 from crypto.signing_key import load_or_generate_signing_key
 from federation.edus import FederationEdus
@@ -54,6 +55,7 @@ from homeserver.api.client.voip import VoipServlets
 from homeserver.api.client.websocket import SyncStreamFactory, WebSocketServlet
 from homeserver.api.client.whois import WhoisServlets
 from homeserver.api.federation_media import FederationMediaServlets
+from homeserver.api.health import HealthServlet
 from homeserver.api.keys import KeyServlets
 from homeserver.appservice.handler import AppServiceHandler
 from homeserver.appservice.registration import AppServiceRegistry
@@ -99,6 +101,19 @@ from homeserver.media.preview import UrlPreviewer
 from homeserver.media.remote import RemoteMediaFetcher
 from homeserver.media.repository import MediaRepository, MediaSettings
 from homeserver.media.storage import FileSystemMediaStorage
+from homeserver.metrics import (
+    EVENTS_PERSISTED,
+    METRICS_PATH,
+    MetricsResource,
+    MetricsSources,
+    ReactorTickTimer,
+    cache_gauges,
+    gauge,
+    labelled_gauge,
+    register_sources,
+    set_federation_queue,
+    unregister_sources,
+)
 from homeserver.push.setup import PushServices, build_push
 from homeserver.relations.handler import RelationsHandler
 from homeserver.rooms.admin import RoomAdmin
@@ -156,45 +171,63 @@ class HomeServer:
     websockets: SyncStreamFactory | None = None
     presence: PresenceHandler | None = None
     sliding_sync: SlidingSyncHandler | None = None
+    # With enable_metrics: what scrapes read, and the reactor tick timer.
+    metrics: MetricsSources | None = None
+    tick_timer: ReactorTickTimer | None = None
 
     @property
     def server_name(self) -> str:
         return self.config.server_name
 
     def listen(self) -> list[Any]:
-        """Open every configured HTTP listener."""
+        """Open every configured listener (http and metrics)."""
+        from twisted.web import server as web_server
+
         for listener in self.config.listeners:
-            if listener.type != "http":
-                logger.warning("Listener type %s is not served yet; skipped", listener.type)
+            if listener.type == "metrics":
+                if self.metrics is None:
+                    # As Synapse: configured but not enabled is a warning, not an error.
+                    logger.warning("Metrics listener configured, but enable_metrics is not True!")
+                    continue
+                metrics_site = web_server.Site(MetricsResource(self.metrics))
+                metrics_site.noisy = False
+                self._listen_on(listener.port, listener.bind_addresses, metrics_site, None)
                 continue
             tls_options = self._tls_options() if listener.tls else None
+            root: Any = self.resource
+            if "metrics" in listener.resources and self.metrics is not None:
+                root = _WithMetrics(self.resource, MetricsResource(self.metrics))
             site = MatrixSite(
-                self.resource,
+                root,
                 max_body_size=self.config.max_request_body_size,
                 x_forwarded=listener.x_forwarded,
                 max_upload_size=self.config.max_upload_size,
                 upload_spool_dir=self.upload_spool_dir,
                 head_timeout=self.config.http_request_head_timeout / 1000,
                 idle_timeout=self.config.http_idle_timeout / 1000,
+                site_tag=str(listener.port),
             )
             self.sites.append(site)
-            for address in listener.bind_addresses:
-                try:
-                    if tls_options is not None:
-                        port = self.reactor.listenSSL(
-                            listener.port, site, tls_options, interface=address
-                        )
-                    else:
-                        port = self.reactor.listenTCP(listener.port, site, interface=address)
-                except Exception as e:
-                    if address == "::":
-                        # No IPv6 on this machine: 0.0.0.0 usually covers it.
-                        logger.warning("Could not listen on [::]:%d: %s", listener.port, e)
-                        continue
-                    raise
-                logger.info("Listening on %s:%d", address, port.getHost().port)
-                self.ports.append(port)
+            self._listen_on(listener.port, listener.bind_addresses, site, tls_options)
         return self.ports
+
+    def _listen_on(
+        self, port_number: int, addresses: list[str], site: Any, tls_options: Any
+    ) -> None:
+        for address in addresses:
+            try:
+                if tls_options is not None:
+                    port = self.reactor.listenSSL(port_number, site, tls_options, interface=address)
+                else:
+                    port = self.reactor.listenTCP(port_number, site, interface=address)
+            except Exception as e:
+                if address == "::":
+                    # No IPv6 on this machine: 0.0.0.0 usually covers it.
+                    logger.warning("Could not listen on [::]:%d: %s", port_number, e)
+                    continue
+                raise
+            logger.info("Listening on %s:%d", address, port.getHost().port)
+            self.ports.append(port)
 
     def _tls_options(self) -> Any:
         """Server TLS from ``tls_certificate_path`` / ``tls_private_key_path`` (PEM)."""
@@ -227,7 +260,30 @@ class HomeServer:
             site.close_connections()
         for hook in self.on_stop:
             await hook()
+        if self.metrics is not None:
+            unregister_sources(self.metrics)
+        if self.tick_timer is not None:
+            self.tick_timer.uninstall()
         self.storage.db.close()
+
+
+class _WithMetrics(resource.Resource):
+    """The root of an http listener with the ``metrics`` resource: ``/_synapse/metrics``
+    is the metrics page, every other path the JSON resource."""
+
+    isLeaf = True
+
+    def __init__(self, json_resource: JsonResource, metrics: MetricsResource) -> None:
+        self._json = json_resource
+        self._metrics = metrics
+
+    def render(self, request: Any) -> Any:
+        if request.path == METRICS_PATH.encode() and request.method in (b"GET", b"HEAD"):
+            return self._metrics.render(request)
+        return self._json.render(request)
+
+    def getChildWithDefault(self, name: bytes, request: Any) -> Any:  # never called: a leaf
+        return self
 
 
 def _pem_blocks(pem: bytes) -> list[bytes]:
@@ -249,6 +305,7 @@ class EventFanout:
         self.listeners: list[Callable[[list[Event]], None]] = []
 
     def on_persisted(self, events: list[Event]) -> None:
+        EVENTS_PERSISTED.inc(len(events))
         to_wake: set[str] = set()
         for ev in events:
             room = self._rooms.get_if_loaded(ev.room_id)
@@ -497,6 +554,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         else None
     )
     resource = JsonResource()
+    HealthServlet().register(resource)
     federation.register(resource)
     # Shared with the WebSocket transport, which calls the same methods (and limiters).
     room_servlets = RoomServlets(
@@ -722,6 +780,14 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
     await push.start()
     client_ips.start()
     await purger.resume()  # jobs a stop cut short
+    metrics: MetricsSources | None = None
+    tick_timer: ReactorTickTimer | None = None
+    if config.enable_metrics:
+        metrics = _metrics_sources(reactor, storage, room_cache, notifier, federation, ws_factory)
+        register_sources(metrics)
+        tick_timer = ReactorTickTimer(reactor)
+        if not tick_timer.install():
+            tick_timer = None
     return HomeServer(
         config=config,
         reactor=reactor,
@@ -746,4 +812,44 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         websockets=ws_factory,
         presence=presence,
         sliding_sync=sliding_sync,
+        metrics=metrics,
+        tick_timer=tick_timer,
     )
+
+
+def _metrics_sources(
+    reactor: Any,
+    storage: Storage,
+    room_cache: RoomCache,
+    notifier: Notifier,
+    federation: Federation,
+    ws_factory: SyncStreamFactory | None,
+) -> MetricsSources:
+    """The live gauges of this server, read at each scrape (see homeserver.metrics)."""
+    sources = MetricsSources()
+
+    def read_gauges() -> list[Any]:
+        backoff = federation.sender.backoff_intervals_ms()
+        return [
+            gauge("synapse_notifier_listeners", "Parked /sync long-polls", notifier.waiter_count()),
+            gauge(
+                "synapse_websocket_connections",
+                "Open WebSocket sync connections",
+                len(ws_factory.connections) if ws_factory is not None else 0,
+            ),
+            gauge("python_twisted_reactor_pending_calls", "", len(reactor.getDelayedCalls())),
+            labelled_gauge(
+                "synapse_federation_destination_retry_interval_seconds",
+                "Backoff of a destination failing to receive transactions",
+                "destination",
+                {d: ms / 1000 for d, ms in backoff.items()},
+            ),
+            *cache_gauges({"room_cache": room_cache.cache_stats()}),
+        ]
+
+    async def refresh_federation_queue() -> None:
+        set_federation_queue(await storage.federation.pending_counts())
+
+    sources.gauges.append(read_gauges)
+    sources.refreshers.append(refresh_federation_queue)
+    return sources

@@ -24,6 +24,13 @@ from twisted.internet import defer, threads
 from twisted.internet.interfaces import IReactorThreads
 from twisted.python.threadpool import ThreadPool
 
+from homeserver.metrics import (
+    SCHEDULE_TIME,
+    TRANSACTION_COUNT,
+    TRANSACTION_TIME,
+    record_db_usage,
+)
+
 logger = logging.getLogger(__name__)
 
 R = TypeVar("R")
@@ -222,8 +229,32 @@ class Database:
             except Exception:
                 pass
 
-    def _read_in_thread(self, desc: str, func: Callable[..., R], *args: Any) -> tuple[R, list[Any]]:
-        return self._run_in_thread(desc, func, *args, read_only=True)
+    def _read_in_thread(
+        self, queued_at: float, desc: str, func: Callable[..., R], *args: Any
+    ) -> tuple[R, list[Any], float, float]:
+        return self._timed_in_thread(queued_at, desc, func, *args, read_only=True)
+
+    def _timed_in_thread(
+        self,
+        queued_at: float,
+        desc: str,
+        func: Callable[..., R],
+        *args: Any,
+        read_only: bool = False,
+    ) -> tuple[R, list[Any], float, float]:
+        """``_run_in_thread``, counted in Synapse's transaction metrics (by ``desc``)
+        and its wait for a connection in ``synapse_storage_schedule_time``; returns
+        its wait and its duration too, for the request it ran for."""
+        start = time.perf_counter()
+        sched = start - queued_at
+        SCHEDULE_TIME.observe(sched)
+        try:
+            result, after = self._run_in_thread(desc, func, *args, read_only=read_only)
+        finally:
+            duration = time.perf_counter() - start
+            TRANSACTION_COUNT.labels(desc).inc()
+            TRANSACTION_TIME.labels(desc).inc(duration)
+        return result, after, sched, duration
 
     def _run_in_thread(
         self, desc: str, func: Callable[..., R], *args: Any, read_only: bool = False
@@ -262,28 +293,32 @@ class Database:
             return await self.run_interaction(desc, func, *args)
         if not self._started:
             self.start()
-        result, _ = await threads.deferToThreadPool(
+        result, _, sched, duration = await threads.deferToThreadPool(
             self._reactor,  # type: ignore[arg-type]
             self._reader,
             self._read_in_thread,
+            time.perf_counter(),
             desc,
             func,
             *args,
         )
+        record_db_usage(sched, duration)
         return result
 
     async def run_interaction(self, desc: str, func: Callable[..., R], *args: Any) -> R:
         """Run ``func(txn, *args)`` in one transaction on the database's thread pool."""
         if not self._started:
             self.start()
-        result, after = await threads.deferToThreadPool(
+        result, after, sched, duration = await threads.deferToThreadPool(
             self._reactor,  # type: ignore[arg-type]
             self._pool,
-            self._run_in_thread,
+            self._timed_in_thread,
+            time.perf_counter(),
             desc,
             func,
             *args,
         )
+        record_db_usage(sched, duration)
         for callback, cb_args in after:
             try:
                 callback(*cb_args)

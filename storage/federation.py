@@ -163,6 +163,18 @@ class FederationStore:
             ),
         )
 
+    async def pending_counts(self) -> dict[tuple[str, str], int]:
+        """Items queued per (destination, kind) (for the metrics)."""
+
+        def _txn(txn: Transaction) -> dict[tuple[str, str], int]:
+            rows = txn.select_all(
+                "SELECT destination, kind, COUNT(*) FROM federation_outbox"
+                " GROUP BY destination, kind"
+            )
+            return {(str(r[0]), str(r[1])): int(r[2]) for r in rows}
+
+        return await self._db.run_read("federation_pending_counts", _txn)
+
     async def destinations_with_pending(self) -> list[str]:
         def _txn(txn: Transaction) -> list[str]:
             return [

@@ -25,6 +25,7 @@ from homeserver.clock import Clock
 from homeserver.errors import Codes, MatrixError
 from homeserver.handlers.client_ips import ClientIpTracker
 from homeserver.handlers.restrictions import UserRestrictions
+from homeserver.http.server import MatrixRequest
 from storage.storage import Storage
 from storage.users import AccessTokenRecord
 
@@ -298,7 +299,9 @@ class AuthHandler:
         # Application service tokens live in memory: checked before any query.
         service = self._appservices.by_token(token)
         if service is not None:
-            return await self._get_appservice_user(request, service)
+            as_requester = await self._get_appservice_user(request, service)
+            _note_requester(request, as_requester.user_id)
+            return as_requester
         requester = await self.get_user_by_access_token(
             token, allow_guest=allow_guest, allow_expired=allow_expired
         )
@@ -309,6 +312,7 @@ class AuthHandler:
             self.client_ips.record(
                 requester.user_id, requester.device_id, _client_address(request) or "", agent
             )
+        _note_requester(request, requester.user_id)
         return requester
 
     def cached_token_alive(self, token: str) -> bool:
@@ -438,3 +442,9 @@ def _client_address(request: Request) -> str | None:
         return str(client_ip())
     peer = request.getClientAddress()
     return getattr(peer, "host", None)
+
+
+def _note_requester(request: Request, user_id: str) -> None:
+    """Who the request was authenticated as, for its access-log line."""
+    if isinstance(request, MatrixRequest):
+        request.requester = user_id

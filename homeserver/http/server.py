@@ -19,6 +19,7 @@ import json
 import logging
 import re
 import tempfile
+import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -35,6 +36,17 @@ from twisted.web.server import NOT_DONE_YET
 from homeserver.clock import DelayedCall
 from homeserver.errors import Codes, MatrixError
 from homeserver.logging_context import current_request_id
+from homeserver.metrics import (
+    REQUESTS_RECEIVED,
+    RESPONSE_COUNT,
+    RESPONSE_DB_SCHED_DURATION,
+    RESPONSE_DB_TXN_COUNT,
+    RESPONSE_DB_TXN_DURATION,
+    RESPONSE_SIZE,
+    RESPONSE_TIME,
+    RESPONSES,
+    current_db_usage,
+)
 from homeserver.untrusted import utf8_json
 
 logger = logging.getLogger(__name__)
@@ -57,15 +69,30 @@ MEDIA_UPLOAD_PATH = re.compile(rb"^/_matrix/media/(?:r0|v1|v3)/upload(?:[/?]|$)"
 
 
 class MatrixRequest(server.Request):
-    """A request that stops buffering once its body passes its limit."""
+    """A request that stops buffering once its body passes its limit.
+
+    Once it ends (answered, or its connection lost first) it is counted in the request
+    metrics and written to the access log, exactly once (``_log_finished``).
+    """
 
     max_body_size: int = 10 * 1024 * 1024
     max_upload_size: int = 50 * 1024 * 1024
     upload_spool_dir: str | None = None
+    # Set when known (class defaults until then: no per-request cost for most requests).
+    servlet_name = "unrecognised"  # the route pattern that handled it: the metrics label
+    requester: str | None = None  # who it was authenticated as, for the access log
+    processed_at: float | None = None  # when its handler was done
+    user_agent: str | None = None  # kept by release_input for the access log
+    # Database transactions run for it (homeserver.metrics.record_db_usage).
+    db_txn_count = 0
+    db_txn_duration = 0.0
+    db_sched_duration = 0.0
+    _logged = False
 
     def __init__(self, channel: HTTPChannel, queued: bool = False) -> None:
         super().__init__(channel, queued)
         self.request_id = f"req-{next(_request_counter)}"
+        self.start_time = time.time()
         self.body_too_large = False
         self.body_limit = self.max_body_size
         self._body_bytes = 0
@@ -80,7 +107,9 @@ class MatrixRequest(server.Request):
     def release_input(self) -> None:
         """Forget the request's input once it has been parsed: for a request that then
         waits long before answering (a /sync long-poll), which keeps only what
-        answering needs (method, path, response headers, the connection)."""
+        answering needs (method, path, response headers, the connection) and the user
+        agent for its access-log line."""
+        self.user_agent = self.getHeader("user-agent")
         self.requestHeaders = Headers()
         self.received_cookies = {}
         self.args = {}
@@ -96,6 +125,56 @@ class MatrixRequest(server.Request):
         handling, self.handling = self.handling, None
         if handling is not None:
             handling.cancel()
+        if not self.finished and getattr(self, "path", None) is not None:
+            self._log_finished(completed=False)  # the client left before the answer was sent
+
+    def _log_finished(self, *, completed: bool) -> None:
+        """Count the request in the metrics and write its access-log line (Synapse's
+        format, ``synapse.access.http.<port>``); the URI without its access token."""
+        if self._logged:
+            return
+        self._logged = True
+        site = self.site if isinstance(self.site, MatrixSite) else None
+        finish_time = time.time()
+        processed = self.processed_at if self.processed_at is not None else finish_time
+        method = self.method.decode("ascii", "replace")
+        code = str(int(self.code))
+        servlet = self.servlet_name
+        RESPONSES.labels(method, code).inc()
+        RESPONSE_COUNT.labels(method, servlet, "").inc()
+        RESPONSE_TIME.labels(method, servlet, "", code).observe(finish_time - self.start_time)
+        RESPONSE_SIZE.labels(method, servlet, "").inc(self.sentLength)
+        if self.db_txn_count:
+            RESPONSE_DB_TXN_COUNT.labels(method, servlet, "").inc(self.db_txn_count)
+            RESPONSE_DB_TXN_DURATION.labels(method, servlet, "").inc(self.db_txn_duration)
+            RESPONSE_DB_SCHED_DURATION.labels(method, servlet, "").inc(self.db_sched_duration)
+        access = site.access_logger if site is not None else _fallback_access_logger
+        if not access.isEnabledFor(logging.INFO):
+            return
+        if not completed:
+            code += "!"  # as Synapse: the response was not all sent
+        user_agent = self.user_agent or self.getHeader("user-agent")
+        access.info(
+            "%s - %s - {%s} Processed request: %.3fsec/%.3fsec ru=(%.3fsec, %.3fsec)"
+            ' db=(%.3fsec/%.3fsec/%d) %sB %s "%s %s %s" "%s" [%d dbevts]',
+            self.client_ip(),
+            site.site_tag if site is not None else "-",
+            self.requester or "None",
+            processed - self.start_time,
+            finish_time - processed,
+            0.0,
+            0.0,
+            self.db_sched_duration,
+            self.db_txn_duration,
+            self.db_txn_count,
+            self.sentLength,
+            code,
+            method,
+            redact_uri(self.uri),
+            self.clientproto.decode("ascii", "replace"),
+            user_agent or "-",
+            0,
+        )
 
     def _is_upload(self) -> bool:
         # Called once the headers are in: the request line is still only on the channel.
@@ -206,9 +285,13 @@ class MatrixSite(server.Site):
         upload_spool_dir: str | None = None,
         head_timeout: float = 30.0,
         idle_timeout: float = 60.0,
+        site_tag: str = "-",
     ) -> None:
         super().__init__(root)
         self.x_forwarded = x_forwarded
+        # As Synapse: the listener's port tags its access log lines and logger name.
+        self.site_tag = site_tag
+        self.access_logger = logging.getLogger(f"synapse.access.http.{site_tag}")
         self.noisy = False
         self.head_timeout = head_timeout  # seconds; see MatrixChannel
         self.timeOut = idle_timeout
@@ -244,13 +327,21 @@ class MatrixSite(server.Site):
                 transport.abortConnection()
 
     def log(self, request: Any) -> None:
-        # Access log without query strings: they may carry access tokens.
-        logger.debug(
-            "%s %s %s",
-            request.method.decode(),
-            request.path.decode("utf-8", "replace"),
-            request.code,
-        )
+        # Called by Request.finish (before it sets ``finished``): metrics, access log.
+        if isinstance(request, MatrixRequest):
+            request._log_finished(completed=True)
+
+
+_fallback_access_logger = logging.getLogger("synapse.access.http")
+
+_ACCESS_TOKEN_PARAM = re.compile(rb"(?<=[?&])access_token=[^&]*")
+
+
+def redact_uri(uri: bytes) -> str:
+    """The request URI for logs: an ``access_token`` query parameter's value hidden."""
+    if b"access_token=" in uri:
+        uri = _ACCESS_TOKEN_PARAM.sub(b"access_token=<redacted>", uri)
+    return uri.decode("ascii", "replace")
 
 
 class PendingResponse(abc.ABC):
@@ -378,7 +469,7 @@ class JsonResource(resource.Resource):
         # Paths that are whole patterns without parameters (/sync, /versions, ...):
         # their match, found once by the ordered scan, by (method, path).
         self._literal_paths: set[str] = set()
-        self._literal_matches: dict[tuple[str, str], tuple[Handler | None, dict[str, str]]] = {}
+        self._literal_matches: dict[tuple[str, str], tuple[Route | None, dict[str, str]]] = {}
 
     def register(self, method: str, pattern: str, handler: Handler) -> None:
         self._routes.append(Route(method, compile_pattern(pattern), handler, pattern))
@@ -393,12 +484,14 @@ class JsonResource(resource.Resource):
     def render(self, request: server.Request) -> Any:
         assert isinstance(request, MatrixRequest)
         token = current_request_id.set(request.request_id)
+        usage_token = current_db_usage.set(request)
         try:
             handling = defer.ensureDeferred(self._dispatch(request))
             if not handling.called:
                 request.handling = handling  # cancelled by request.connectionLost
             return NOT_DONE_YET
         finally:
+            current_db_usage.reset(usage_token)
             current_request_id.reset(token)
 
     async def _dispatch(self, request: MatrixRequest) -> None:
@@ -406,12 +499,14 @@ class JsonResource(resource.Resource):
         One coroutine and no callbacks per request: a long-poll holds them for its wait."""
         parked = False
         try:
-            handler, params = self._match(request)
-            if handler is None:  # OPTIONS
+            route, params = self._match(request)
+            if route is None:  # OPTIONS
                 respond_json(request, 200, {})
                 return
+            request.servlet_name = route.pattern
+            REQUESTS_RECEIVED.labels(request.method.decode("ascii", "replace"), route.pattern).inc()
             refuse_nul(params, request.args)
-            result = await handler(request, **params)
+            result = await route.handler(request, **params)
             status, body = result[0], result[1]
             if isinstance(body, PendingResponse):
                 parked = True
@@ -429,12 +524,13 @@ class JsonResource(resource.Resource):
         finally:
             if not parked:
                 request.handling = None
+                request.processed_at = time.time()
             after, request.after_handling = request.after_handling, None
             if after is not None:
                 after()
 
-    def _match(self, request: MatrixRequest) -> tuple[Handler | None, dict[str, str]]:
-        """The handler for ``request`` and its path parameters; (None, {}) for OPTIONS."""
+    def _match(self, request: MatrixRequest) -> tuple[Route | None, dict[str, str]]:
+        """The route for ``request`` and its path parameters; (None, {}) for OPTIONS."""
         method = request.method.decode("ascii", "replace")
         # request.path keeps percent-encoding, so a %2F inside a parameter stays one segment.
         path = request.path.decode("ascii", "replace")
@@ -454,14 +550,14 @@ class JsonResource(resource.Resource):
                     405, Codes.UNRECOGNIZED, f"Unsupported method {method} for {path}"
                 )
             return found[0], dict(found[1])
-        handler, params, path_matched = self._scan(lookup_method, path)
-        if handler is not None:
-            return handler, params
+        route, params, path_matched = self._scan(lookup_method, path)
+        if route is not None:
+            return route, params
         if path_matched:
             raise MatrixError(405, Codes.UNRECOGNIZED, f"Unsupported method {method} for {path}")
         raise MatrixError(404, Codes.UNRECOGNIZED, "Unrecognized request")
 
-    def _scan(self, lookup_method: str, path: str) -> tuple[Handler | None, dict[str, str], bool]:
+    def _scan(self, lookup_method: str, path: str) -> tuple[Route | None, dict[str, str], bool]:
         """The first route (in registration order) for the method and path, its
         parameters, and whether any route matched the path at all."""
         path_matched = False
@@ -472,7 +568,7 @@ class JsonResource(resource.Resource):
             path_matched = True
             if route.method != lookup_method:
                 continue
-            return route.handler, _path_params(match), True
+            return route, _path_params(match), True
         return None, {}, path_matched
 
 

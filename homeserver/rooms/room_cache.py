@@ -183,6 +183,9 @@ class RoomCache:
         self._rooms: dict[str, LiveRoom] = {}
         self._loading: dict[str, defer.Deferred[LiveRoom | None]] = {}
         self._locks: dict[str, defer.DeferredLock] = {}
+        # Lookups through get() answered from memory / loaded (for the cache metrics).
+        self.hits = 0
+        self.misses = 0
 
     def lock(self, room_id: str) -> defer.DeferredLock:
         """Serialises changes to a room's graph: local sends take it only for the
@@ -195,13 +198,19 @@ class RoomCache:
     def get_if_loaded(self, room_id: str) -> LiveRoom | None:
         return self._rooms.get(room_id)
 
+    def cache_stats(self) -> tuple[int, int, int]:
+        """(rooms in memory, hits, misses) of ``get``."""
+        return len(self._rooms), self.hits, self.misses
+
     def loaded_rooms(self) -> Iterable[LiveRoom]:
         return self._rooms.values()
 
     async def get(self, room_id: str) -> LiveRoom | None:
         room = self._rooms.get(room_id)
         if room is not None:
+            self.hits += 1
             return room
+        self.misses += 1
         pending = self._loading.get(room_id)
         if pending is None:
             pending = defer.ensureDeferred(self._load(room_id))

@@ -81,6 +81,10 @@ class Notifier:
             self._waiters[user_id] = waiters = set()
         waiters.add(waiter)
 
+    def waiter_count(self) -> int:
+        """Waiters (parked /sync long-polls) now registered, for the metrics."""
+        return sum(len(waiters) for waiters in self._waiters.values())
+
     def remove_waiter(self, user_id: str, waiter: Waiter) -> None:
         waiters = self._waiters.get(user_id)
         if waiters is not None:
