@@ -13,7 +13,8 @@ from tests.federation.test_edus import (
     sync_until,
     typing_users,
 )
-from tests.interop.test_synapse import users, wait_invited, wait_joined
+from tests.federation.test_two_servers import wait_for_invite
+from tests.interop.test_synapse import users, wait_joined
 from tests.support.client import q
 from tests.support.server import RunningServer
 from tests.support.synapse import SynapsePeer
@@ -32,7 +33,7 @@ async def test_typing_and_receipts_both_ways_with_synapse(
     resp = await s_user.post("/_matrix/client/v3/createRoom", {"invite": [o_user.user_id]})
     assert resp.code == 200, resp
     room_id = resp.json["room_id"]
-    await wait_invited(o_user, room_id)
+    await wait_for_invite(o_user, room_id)
     resp = await o_user.post(f"/_matrix/client/v3/rooms/{q(room_id)}/join", {})
     assert resp.code == 200, resp
     await wait_joined(s_user, room_id, o_user.user_id)

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest_twisted
 
-from tests.interop.test_synapse import name, sleep, users, wait_invited, wait_joined
+from tests.federation.test_two_servers import wait_for_invite
+from tests.interop.test_synapse import name, sleep, users, wait_joined
 from tests.support.client import Client, q
 from tests.support.server import RunningServer
 from tests.support.synapse import SynapsePeer
@@ -150,7 +151,7 @@ async def test_user_directory_shows_a_synapse_room_mate(
     )
     assert resp.code == 200, resp
     room_id = resp.json["room_id"]
-    await wait_invited(s_user, room_id)
+    await wait_for_invite(s_user, room_id)
     resp = await s_user.post(f"{V3}/rooms/{q(room_id)}/join", {})
     assert resp.code == 200, resp
     await wait_joined(o_user, room_id, s_user.user_id or "")
