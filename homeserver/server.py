@@ -442,7 +442,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
     receipts = ReceiptsHandler(storage, room_cache, notifier, reactor)
     storage.receipts.listeners.append(appservices.on_receipt)
     creator.on_event_accepted.append(typing.on_event_accepted)
-    creator.on_event_accepted.append(presence.on_event_accepted)
+    fanout.listeners.append(presence.on_persisted)
     sync.add_source(ReceiptsSource(storage))
     sync.add_source(TypingSource(typing))
     sync.add_source(PresenceSource(presence, reactor))

@@ -374,15 +374,19 @@ class PresenceHandler:
 
         self._in_background(_bump(), f"Presence bump for {user_id}")
 
-    def on_event_accepted(self, event: Event) -> None:
-        """EventCreator hook: a local user sending a message is active.
+    def on_persisted(self, events: list[Event]) -> None:
+        """After events commit: a local user who sent a message is active.
 
         Only ``m.room.message`` counts, as in Synapse: creating, joining or changing a
-        room's state is not a sign of someone at the keyboard. Deferred to the next
-        reactor turn: the hook runs inside the event creator's no-await section, which
-        must not resume waiting syncs.
+        room's state is not a sign of someone at the keyboard. After the commit and on
+        the next reactor turn, so the syncs the message wakes carry the message (its
+        sender's presence news, if any, follows), rather than waking first for presence.
         """
-        if self.enabled and not self._stopped and event.type == "m.room.message":
+        if not self.enabled or self._stopped:
+            return
+        for event in events:
+            if event.type != "m.room.message" or event.outlier or not self.is_local(event.sender):
+                continue
             seen = self._explicit_changes.get(event.sender, 0)
             self._clock.callLater(0, self.bump_active, event.sender, seen)
 
