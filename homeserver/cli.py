@@ -14,6 +14,7 @@ import secrets
 import sys
 from typing import Any
 
+from homeserver.appservice.registration import load_configured_app_services
 from homeserver.config import (
     ConfigError,
     HomeserverConfig,
@@ -83,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         config = load_config_files(args.config_path)
+        # Application service registrations are named by the configuration: a bad
+        # one is reported like any configuration error, before anything starts.
+        load_configured_app_services(config)
     except ConfigError as e:
         print(f"Error in configuration: {e}", file=sys.stderr)
         return 1

@@ -1546,11 +1546,11 @@ def parse_config(raw: dict[str, Any], config_dir: str) -> HomeserverConfig:
     for path_key in ("log_config", "pid_file"):
         if values[path_key]:
             values[path_key] = _resolve(config_dir, values[path_key])
-    from homeserver.appservice.registration import load_app_services
-
-    as_files = [_resolve(config_dir, p) for p in values["app_service_config_files"]]
-    values["app_service_config_files"] = as_files
-    values["app_services"] = load_app_services(as_files, values["server_name"])
+    # The registration files themselves are read where the server is built
+    # (homeserver.appservice.registration.load_configured_app_services).
+    values["app_service_config_files"] = [
+        _resolve(config_dir, p) for p in values["app_service_config_files"]
+    ]
     return HomeserverConfig(config_dir=config_dir, values=values)
 
 

@@ -58,7 +58,7 @@ from homeserver.api.federation_media import FederationMediaServlets
 from homeserver.api.health import HealthServlet
 from homeserver.api.keys import KeyServlets
 from homeserver.appservice.handler import AppServiceHandler
-from homeserver.appservice.registration import AppServiceRegistry
+from homeserver.appservice.registration import AppServiceRegistry, load_configured_app_services
 from homeserver.config import HomeserverConfig, RateLimit
 from homeserver.e2ee.backup import KeyBackupHandler
 from homeserver.e2ee.cross_signing import CrossSigningHandler
@@ -340,6 +340,8 @@ class EventFanout:
 
 async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer:
     server_name = config.server_name
+    # Before the database is opened: a bad registration file stops start-up here.
+    app_services = load_configured_app_services(config)
     os.makedirs(os.path.dirname(config.signing_key_path) or ".", exist_ok=True)
     signing_key = load_or_generate_signing_key(config.signing_key_path)
 
@@ -358,7 +360,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
 
     rc_login = config.rc_login
     failed_login_limiter = Ratelimiter(reactor, rc_login.failed_attempts)
-    appservice_registry = AppServiceRegistry(config.values.get("app_services") or [])
+    appservice_registry = AppServiceRegistry(app_services)
     restrictions = await UserRestrictions.load(storage.user_restrictions)
     auth = AuthHandler(
         storage,

@@ -6,8 +6,9 @@ from twisted.web.server import Request
 
 from homeserver.e2ee.locality import Locality
 from homeserver.errors import Codes, MatrixError
-from homeserver.handlers.auth import AuthHandler, Requester
+from homeserver.handlers.auth import AuthHandler
 from homeserver.http.servlet import parse_strings
+from homeserver.requester import Requester
 from storage.users import UserRecord, UserStore
 
 ADMIN_V1 = "/_synapse/admin/v1"

@@ -15,9 +15,10 @@ from twisted.web.server import Request
 
 from homeserver.errors import Codes, MatrixError
 from homeserver.events.format import is_valid_room_id
-from homeserver.handlers.auth import AuthHandler, Requester
+from homeserver.handlers.auth import AuthHandler
 from homeserver.http.server import JsonResource
 from homeserver.http.servlet import field, parse_json_body
+from homeserver.requester import Requester
 from homeserver.rooms.purge import DELETE_ROOM, PURGE_HISTORY, RoomPurger
 from storage.admin_jobs import COMPLETE, FAILED, AdminJob
 

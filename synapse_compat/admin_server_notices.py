@@ -10,10 +10,11 @@ from twisted.web.server import Request
 from homeserver.e2ee.locality import Locality
 from homeserver.errors import Codes, MatrixError
 from homeserver.events.format import is_valid_user_id
-from homeserver.handlers.auth import AuthHandler, Requester
+from homeserver.handlers.auth import AuthHandler
 from homeserver.handlers.server_notices import ServerNoticesHandler
 from homeserver.http.server import JsonResource
 from homeserver.http.servlet import parse_json_body
+from homeserver.requester import Requester
 from storage.users import UserStore
 from synapse_compat.admin_common import ADMIN_V1, require_admin, require_existing
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from homeserver.config import ConfigError
+from homeserver.config import ConfigError, HomeserverConfig
 from homeserver.errors import Codes, MatrixError
 from homeserver.events.format import is_valid_localpart
 
@@ -149,6 +149,20 @@ def _token_hash(token: str) -> bytes:
 
 
 # Loading -------------------------------------------------------------------------
+
+
+def load_configured_app_services(config: HomeserverConfig) -> list[ApplicationService]:
+    """The services of ``app_service_config_files``, read once and kept as
+    ``config.app_services``; ConfigError naming the file at fault otherwise.
+
+    Called by the command line before starting (so a bad file is reported like any
+    configuration error) and by ``build_homeserver``.
+    """
+    services: list[ApplicationService] | None = config.values.get("app_services")
+    if services is None:
+        services = load_app_services(config.app_service_config_files, config.server_name)
+        config.values["app_services"] = services
+    return services
 
 
 def load_app_services(paths: list[str], server_name: str) -> list[ApplicationService]:

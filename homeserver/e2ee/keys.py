@@ -26,7 +26,7 @@ from homeserver.e2ee.device_lists import DeviceLists, DeviceListUpdates
 from homeserver.e2ee.locality import Locality, remote_failure
 from homeserver.e2ee.remote import RemoteKeys
 from homeserver.errors import Codes, MatrixError
-from homeserver.handlers.auth import Requester
+from homeserver.requester import Requester
 from homeserver.rooms.membership_changes import membership_changes
 from homeserver.rooms.memberships import MembershipCache
 from homeserver.rooms.room_cache import RoomCache

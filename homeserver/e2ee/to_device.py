@@ -23,7 +23,7 @@ from homeserver.clock import Clock, now_ms
 from homeserver.e2ee.locality import Locality
 from homeserver.e2ee.remote import RemoteToDevice
 from homeserver.errors import Codes, MatrixError
-from homeserver.handlers.auth import Requester
+from homeserver.requester import Requester
 from homeserver.sync.notifier import Notifier
 from storage.e2ee import E2eeStore
 

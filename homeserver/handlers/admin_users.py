@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from homeserver.errors import Codes, MatrixError
-from homeserver.handlers.auth import AuthHandler, Requester, generate_token, hash_token
+from homeserver.handlers.auth import AuthHandler, generate_token, hash_token
 from homeserver.handlers.deactivate import DeactivationHandler
 from homeserver.handlers.profile import ProfileHandler
 from homeserver.handlers.register import RegistrationHandler
 from homeserver.handlers.restrictions import UserRestrictions
 from homeserver.handlers.threepid import ThreePidHandler
+from homeserver.requester import Requester
 from storage.storage import Storage
 from storage.users import UserRecord
 

@@ -26,27 +26,13 @@ from homeserver.errors import Codes, MatrixError
 from homeserver.handlers.client_ips import ClientIpTracker
 from homeserver.handlers.restrictions import UserRestrictions
 from homeserver.http.server import MatrixRequest
+from homeserver.requester import Requester
 from storage.storage import Storage
 from storage.users import AccessTokenRecord
 
 logger = logging.getLogger(__name__)
 
 TOKEN_CACHE_SIZE = 50_000
-
-
-@dataclass(frozen=True, slots=True)
-class Requester:
-    user_id: str
-    device_id: str | None
-    access_token_id: int | None
-    is_guest: bool = False
-    is_admin: bool = False
-    app_service_id: str | None = None
-    # False for an application service's sender and for users of a service registered
-    # with `rate_limited: false`; servlets ratelimit through Ratelimiter.ratelimit_requester.
-    ratelimited: bool = True
-    # Set by an admin: sends are answered as if they succeeded and nothing is sent.
-    shadow_banned: bool = False
 
 
 @dataclass(frozen=True, slots=True)

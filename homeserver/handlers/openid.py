@@ -8,7 +8,8 @@ from typing import Any
 
 from homeserver.clock import Clock, now_ms
 from homeserver.errors import Codes, MatrixError
-from homeserver.handlers.auth import Requester, generate_token, hash_token
+from homeserver.handlers.auth import generate_token, hash_token
+from homeserver.requester import Requester
 from storage.openid import OpenIdStore
 
 JsonDict = dict[str, Any]

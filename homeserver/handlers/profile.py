@@ -19,8 +19,8 @@ from homeserver.clock import Clock
 from homeserver.errors import Codes, MatrixError
 from homeserver.events.event import Event
 from homeserver.events.format import is_valid_user_id
-from homeserver.handlers.auth import Requester
 from homeserver.handlers.restrictions import UserRestrictions
+from homeserver.requester import Requester
 from storage.storage import Storage
 
 MAX_PROFILE_BYTES = 64 * 1024

@@ -14,8 +14,8 @@ from homeserver.clock import Clock, now_ms
 from homeserver.e2ee.locality import Locality
 from homeserver.errors import Codes, MatrixError
 from homeserver.events.format import is_valid_user_id
-from homeserver.handlers.auth import Requester
 from homeserver.http.ratelimit import Ratelimiter
+from homeserver.requester import Requester
 from homeserver.rooms.history import RoomHistory
 from homeserver.rooms.room_cache import RoomCache
 from storage.storage import Storage

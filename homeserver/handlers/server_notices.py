@@ -24,8 +24,8 @@ from homeserver.ephemeral.locks import KeyedLock
 from homeserver.ephemeral.tags import TagsHandler
 from homeserver.errors import Codes, MatrixError
 from homeserver.events.event import Event
-from homeserver.handlers.auth import Requester
 from homeserver.handlers.register import RegistrationHandler
+from homeserver.requester import Requester
 from homeserver.rooms.handler import RoomHandler
 from homeserver.rooms.memberships import MembershipCache
 from storage.profiles import ProfileStore

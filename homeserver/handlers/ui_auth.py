@@ -12,8 +12,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from homeserver.errors import Codes, InteractiveAuthIncomplete, MatrixError
-from homeserver.handlers.auth import AuthHandler, Requester
+from homeserver.handlers.auth import AuthHandler
 from homeserver.http.ratelimit import Ratelimiter
+from homeserver.requester import Requester
 from storage.registration import UiAuthSession
 from storage.storage import Storage
 

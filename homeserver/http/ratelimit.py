@@ -19,7 +19,7 @@ from homeserver.errors import LimitExceededError
 
 
 class RatelimitSubject(Protocol):
-    """What ``ratelimit_requester`` needs of a requester (``handlers.auth.Requester``)."""
+    """What ``ratelimit_requester`` needs of a requester (``homeserver.requester.Requester``)."""
 
     @property
     def user_id(self) -> str: ...

@@ -26,8 +26,8 @@ from typing import Any
 
 from homeserver.errors import Codes, MatrixError
 from homeserver.events.event import Event
-from homeserver.handlers.auth import Requester
 from homeserver.relations.bundles import Aggregator
+from homeserver.requester import Requester
 from homeserver.rooms.history import RoomHistory
 from homeserver.rooms.room_cache import RoomCache
 from homeserver.rooms.visibility import VisibilityFilter

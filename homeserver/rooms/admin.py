@@ -13,7 +13,7 @@ from typing import Any
 
 from homeserver.errors import Codes, MatrixError
 from homeserver.events.event import Event
-from homeserver.handlers.auth import Requester
+from homeserver.requester import Requester
 from homeserver.rooms.handler import RoomHandler
 from homeserver.rooms.room_cache import RoomCache
 from storage.room_stats import ForwardExtremity, RoomStats

@@ -10,13 +10,14 @@ import re
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from homeserver.appservice.handler import AppServiceHandler, parse_third_party_instance_id
+from homeserver.appservice.handler import parse_third_party_instance_id
 from homeserver.errors import Codes, MatrixError
 from homeserver.events.auth_rules import get_user_power_level
 from homeserver.events.format import is_valid_server_name
-from homeserver.handlers.auth import Requester
+from homeserver.requester import Requester
 from homeserver.rooms.room_cache import LiveRoom, RoomCache, pdu_with_id
 from homeserver.untrusted import parse_int64
+from storage.events import RoomAlias
 from storage.storage import Storage
 
 JsonDict = dict[str, Any]
@@ -83,13 +84,19 @@ class RemoteRoomLists(Protocol):
         ...
 
 
+class AliasQueries(Protocol):
+    """Unknown local aliases asked of application services (``AppServiceHandler``)."""
+
+    async def query_alias(self, alias: str) -> RoomAlias | None: ...
+
+
 class RoomDirectory:
     def __init__(
         self,
         storage: Storage,
         rooms: RoomCache,
         server_name: str,
-        appservices: AppServiceHandler | None = None,
+        appservices: AliasQueries | None = None,
     ) -> None:
         self._storage = storage
         self._rooms = rooms

@@ -14,7 +14,6 @@ from typing import Any, Protocol
 
 from twisted.internet import defer
 
-from homeserver.appservice.handler import AppServiceHandler
 from homeserver.clock import Clock
 from homeserver.errors import Codes, MatrixError
 from homeserver.events.auth_rules import get_user_power_level
@@ -22,9 +21,9 @@ from homeserver.events.event import Event
 from homeserver.events.format import is_valid_room_id, is_valid_user_id
 from homeserver.events.redaction import has_redact_power, redaction_target
 from homeserver.events.room_versions import DEFAULT_ROOM_VERSION, RoomVersion, get_room_version
-from homeserver.handlers.auth import Requester
 from homeserver.handlers.restrictions import UserRestrictions
 from homeserver.http.ratelimit import InviteRatelimiter
+from homeserver.requester import Requester
 from homeserver.rooms.event_creation import EventCreator
 from homeserver.rooms.memberships import MembershipCache
 from homeserver.rooms.room_cache import LiveRoom, RoomCache, pdu_with_id
@@ -90,6 +89,23 @@ class UpgradeFollower(Protocol):
     async def on_remote_join(self, room_id: str) -> None: ...
 
 
+class AliasNamespaces(Protocol):
+    """Aliases reserved by application services (``AppServiceRegistry``)."""
+
+    def check_alias_change(self, app_service_id: str | None, alias: str) -> bool: ...
+
+
+class AppServices(Protocol):
+    """What rooms ask of application services (``AppServiceHandler``)."""
+
+    @property
+    def registry(self) -> AliasNamespaces: ...
+
+    async def user_exists(self, user_id: str) -> bool: ...
+
+    async def query_alias(self, alias: str) -> RoomAlias | None: ...
+
+
 class RoomHandler:
     def __init__(
         self,
@@ -100,7 +116,7 @@ class RoomHandler:
         creator: EventCreator,
         notifier: Notifier,
         memberships: MembershipCache,
-        appservices: AppServiceHandler | None = None,
+        appservices: AppServices | None = None,
         restrictions: UserRestrictions | None = None,
         *,
         invite_limiter: InviteRatelimiter | None = None,

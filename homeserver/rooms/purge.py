@@ -26,8 +26,8 @@ from twisted.internet import defer
 
 from homeserver.clock import Clock, now_ms
 from homeserver.errors import Codes, MatrixError
-from homeserver.handlers.auth import Requester
 from homeserver.push.counts import UnreadCounts
+from homeserver.requester import Requester
 from homeserver.rooms.memberships import MembershipCache
 from homeserver.rooms.persister import EventPersister
 from homeserver.rooms.room_cache import RoomCache

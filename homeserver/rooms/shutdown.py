@@ -13,7 +13,7 @@ import logging
 from typing import Any
 
 from homeserver.errors import Codes, MatrixError
-from homeserver.handlers.auth import Requester
+from homeserver.requester import Requester
 from homeserver.rooms.handler import RoomHandler
 from homeserver.rooms.room_cache import RoomCache
 from storage.storage import Storage

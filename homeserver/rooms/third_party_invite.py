@@ -32,8 +32,8 @@ from homeserver.errors import Codes, MatrixError
 from homeserver.events.auth_rules import verify_third_party_invite_signed
 from homeserver.events.event import Event
 from homeserver.events.format import is_valid_room_id, is_valid_user_id
-from homeserver.handlers.auth import Requester
 from homeserver.handlers.identity import IdentityServerClient, IdentityServerError
+from homeserver.requester import Requester
 from homeserver.rooms.handler import RoomHandler
 from homeserver.rooms.room_cache import LiveRoom
 

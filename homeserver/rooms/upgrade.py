@@ -27,9 +27,9 @@ from homeserver.events.auth_rules import room_creators
 from homeserver.events.event import Event
 from homeserver.events.format import is_valid_user_id
 from homeserver.events.room_versions import RoomVersion, get_room_version
-from homeserver.handlers.auth import Requester
 from homeserver.push.rules import PushRule, PushRuleSet
 from homeserver.push.rules_handler import PushRulesHandler
+from homeserver.requester import Requester
 from homeserver.rooms.event_creation import EventCreator
 from homeserver.rooms.handler import PRESETS, RoomHandler
 from homeserver.rooms.room_cache import LiveRoom, RoomCache, pdu_with_id

@@ -6,12 +6,20 @@ import os
 from typing import Any
 
 import pytest
+import pytest_twisted
+from twisted.internet import reactor
 
-from homeserver.appservice.registration import AppServiceRegistry, load_app_services
+from homeserver.appservice.registration import (
+    AppServiceRegistry,
+    load_app_services,
+    load_configured_app_services,
+)
 from homeserver.cli import main as cli_main
 from homeserver.config import ConfigError, parse_config
 from homeserver.errors import MatrixError
+from homeserver.server import build_homeserver
 from tests.appservice.helpers import registration, write_registration
+from tests.support.server import make_config_dict
 
 
 def load(tmp_path: Any, **overrides: Any) -> Any:
@@ -116,9 +124,34 @@ def test_the_config_key_resolves_relative_paths_against_the_config_folder(tmp_pa
         {"server_name": "test.local", "app_service_config_files": ["bridge.yaml"]}, str(tmp_path)
     )
     assert config.app_service_config_files == [os.path.join(str(tmp_path), "bridge.yaml")]
+    assert [s.id for s in load_configured_app_services(config)] == ["bridge"]
     assert [s.id for s in config.app_services] == ["bridge"]
     with pytest.raises(ConfigError, match="app_service_config_files: expected a list"):
         parse_config({"server_name": "t.local", "app_service_config_files": "x"}, str(tmp_path))
+
+
+def test_config_parsing_leaves_the_registration_files_to_start_up(tmp_path: Any) -> None:
+    # parse_config only resolves the paths: the files are read where the server is built.
+    config = parse_config(
+        {"server_name": "test.local", "app_service_config_files": ["missing.yaml"]}, str(tmp_path)
+    )
+    assert "app_services" not in config.values
+    with pytest.raises(ConfigError, match="app_service_config_files: cannot read .*missing.yaml"):
+        load_configured_app_services(config)
+
+
+@pytest_twisted.ensureDeferred
+async def test_building_the_server_refuses_a_bad_registration(tmp_path: Any) -> None:
+    write_registration(tmp_path, registration("http://a", as_token=None))
+    db_path = os.path.join(str(tmp_path), "homeserver.db")
+    database = {"name": "sqlite3", "args": {"database": db_path}}
+    config = parse_config(
+        make_config_dict(str(tmp_path), database, app_service_config_files=["bridge.yaml"]),
+        str(tmp_path),
+    )
+    with pytest.raises(ConfigError, match="bridge.yaml: as_token: required"):
+        await build_homeserver(config, reactor)
+    assert not os.path.exists(db_path), "refused before the database is opened"
 
 
 def test_the_command_refuses_to_start_with_a_bad_registration(

@@ -9,9 +9,10 @@ from twisted.web.server import Request
 from homeserver.api.client.paths import client_paths
 from homeserver.errors import Codes, MatrixError
 from homeserver.events.format import is_valid_room_id
-from homeserver.handlers.auth import AuthHandler, Requester
+from homeserver.handlers.auth import AuthHandler
 from homeserver.http.server import JsonResource
 from homeserver.http.servlet import parse_json_body
+from homeserver.requester import Requester
 from storage.account_data import GLOBAL
 from storage.storage import Storage
 

@@ -18,9 +18,10 @@ from homeserver.api.client.paths import client_paths, client_v1_paths
 from homeserver.appservice.handler import AppServiceHandler
 from homeserver.appservice.registration import ApplicationService
 from homeserver.errors import Codes, MatrixError
-from homeserver.handlers.auth import AuthHandler, Requester
+from homeserver.handlers.auth import AuthHandler
 from homeserver.http.server import JsonResource
 from homeserver.http.servlet import field, parse_json_body
+from homeserver.requester import Requester
 
 # Query parameters that are ours, not search fields for the services.
 _NOT_FIELDS = (b"access_token", b"server")

@@ -11,9 +11,10 @@ from homeserver.ephemeral.presence import PresenceHandler
 from homeserver.ephemeral.receipts import RECEIPT_TYPES, ReceiptsHandler
 from homeserver.ephemeral.typing import DEFAULT_TIMEOUT_MS, TypingHandler
 from homeserver.errors import Codes, MatrixError
-from homeserver.handlers.auth import AuthHandler, Requester
+from homeserver.handlers.auth import AuthHandler
 from homeserver.http.server import JsonResource
 from homeserver.http.servlet import JsonDict, field, parse_json_body
+from homeserver.requester import Requester
 
 
 class EphemeralServlets:

@@ -12,9 +12,10 @@ from homeserver.api.client.rooms import serialize
 from homeserver.api.client.sync import MAX_TIMEOUT_MS
 from homeserver.errors import Codes, MatrixError
 from homeserver.events.event import Event
-from homeserver.handlers.auth import AuthHandler, Requester
+from homeserver.handlers.auth import AuthHandler
 from homeserver.http.server import JsonResource
 from homeserver.http.servlet import parse_boolean, parse_integer, parse_string
+from homeserver.requester import Requester
 from homeserver.rooms.history import RoomHistory
 from homeserver.sync.legacy import (
     EVENTS_PER_ROOM,

@@ -8,11 +8,12 @@ from twisted.web.server import Request
 
 from homeserver.api.client.paths import client_v1_paths
 from homeserver.api.client.rooms import serialize
-from homeserver.handlers.auth import AuthHandler, Requester
+from homeserver.handlers.auth import AuthHandler
 from homeserver.http.server import JsonResource
 from homeserver.http.servlet import parse_boolean, parse_integer, parse_string
 from homeserver.relations.bundles import with_relations
 from homeserver.relations.handler import RelationsHandler
+from homeserver.requester import Requester
 
 JsonDict = dict[str, Any]
 DEFAULT_LIMIT = 5

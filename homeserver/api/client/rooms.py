@@ -11,12 +11,13 @@ from homeserver.api.client.paths import client_paths, client_v1_paths
 from homeserver.errors import Codes, MatrixError
 from homeserver.events.event import Event
 from homeserver.events.filtering import EventFilter, FilterError, validate_room_event_filter
-from homeserver.handlers.auth import AuthHandler, Requester
+from homeserver.handlers.auth import AuthHandler
 from homeserver.handlers.restrictions import fake_event_id
 from homeserver.http.ratelimit import Ratelimiter
 from homeserver.http.server import JsonResource
 from homeserver.http.servlet import field, parse_integer, parse_json_body, parse_string
 from homeserver.relations.bundles import with_relations
+from homeserver.requester import Requester
 from homeserver.rooms.handler import RoomHandler
 from homeserver.rooms.history import RoomHistory
 from homeserver.rooms.third_party_invite import (

@@ -14,7 +14,7 @@ from homeserver.api.client.paths import client_paths
 from homeserver.api.client.rooms import serialize
 from homeserver.errors import Codes, MatrixError
 from homeserver.events.filtering import EventFilter, FilterError
-from homeserver.handlers.auth import AuthHandler, Requester
+from homeserver.handlers.auth import AuthHandler
 from homeserver.handlers.search import (
     GROUP_KEYS,
     MAX_CONTEXT,
@@ -26,6 +26,7 @@ from homeserver.handlers.search import (
 )
 from homeserver.http.server import JsonResource
 from homeserver.http.servlet import field, parse_json_body, parse_string
+from homeserver.requester import Requester
 from storage.search import SEARCH_KEYS
 
 JsonDict = dict[str, Any]

@@ -50,9 +50,10 @@ from homeserver.clock import Clock, DelayedCall
 from homeserver.config import WebSocketConfig
 from homeserver.errors import Codes, MatrixError
 from homeserver.events.filtering import FilterCollection
-from homeserver.handlers.auth import AuthHandler, Requester, get_access_token_from_request
+from homeserver.handlers.auth import AuthHandler, get_access_token_from_request
 from homeserver.http.server import JsonResource, MatrixRequest, RawResponse
 from homeserver.http.servlet import field, parse_string
+from homeserver.requester import Requester
 from homeserver.sync.encoding import encode_sync_body
 from homeserver.sync.handler import SyncHandler, SyncRequest, SyncToken
 from homeserver.untrusted import decode_json
