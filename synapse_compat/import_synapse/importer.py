@@ -1,0 +1,390 @@
+"""Copy a stopped Synapse server's accounts into our (empty) database, through our stores.
+
+Imported: users (password hashes, admin, guest, deactivated, user type, creation time),
+devices (display names, last seen), access and refresh tokens, profiles, global and
+per-room account data, push rules (user-defined rules, default-rule action and
+enabled changes), pushers and the signing key. Rooms and events are not imported yet.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from crypto.signing_key import key_id, read_signing_keys
+from homeserver.handlers.auth import SYNAPSE_HASH_PREFIX, hash_token
+from homeserver.push.default_rules import KINDS
+from homeserver.push.rules import PushRuleError, PushRuleSet
+from storage.push import PusherRecord
+from storage.storage import Storage
+from synapse_compat.import_synapse.source import SynapseDatabase
+
+# Synapse's push rule priority classes (synapse/push/rulekinds.py).
+_PRIORITY_CLASS_KIND = {1: "underride", 2: "sender", 3: "room", 4: "content", 5: "override"}
+
+
+class ImportRefused(Exception):
+    """The import cannot run; the message says why."""
+
+
+@dataclass
+class ImportReport:
+    # table -> (rows in Synapse, rows written on our side)
+    counts: dict[str, tuple[int, int]] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, (bytes, memoryview)):
+        value = bytes(value).decode("utf-8")
+    if isinstance(value, str):
+        return json.loads(value)
+    return value
+
+
+def _local_user_id(localpart_or_id: str, server_name: str) -> str:
+    if localpart_or_id.startswith("@"):
+        return localpart_or_id
+    return f"@{localpart_or_id}:{server_name}"
+
+
+async def target_is_empty(storage: Storage) -> bool:
+    def _txn(txn: Any) -> bool:
+        return (
+            txn.select_one("SELECT 1 FROM users LIMIT 1") is None
+            and txn.select_one("SELECT 1 FROM rooms LIMIT 1") is None
+        )
+
+    return bool(await storage.db.run_interaction("import_target_empty", _txn))
+
+
+async def count_ours(storage: Storage, table: str, where: str = "") -> int:
+    def _txn(txn: Any) -> int:
+        row = txn.select_one(f"SELECT COUNT(*) FROM {table} {where}")
+        return int(row[0]) if row else 0
+
+    return int(await storage.db.run_interaction("import_count", _txn))
+
+
+class SynapseImporter:
+    def __init__(
+        self,
+        source: SynapseDatabase,
+        storage: Storage,
+        server_name: str,
+        progress: Callable[[str], None] = print,
+    ) -> None:
+        self._src = source
+        self._storage = storage
+        self._server_name = server_name
+        self._progress = progress
+        self.report = ImportReport()
+        self._users: set[str] = set()
+        self._active: set[str] = set()
+
+    def _count(self, name: str, theirs: int, ours: int) -> None:
+        self.report.counts[name] = (theirs, ours)
+        self._progress(f"  {name}: {ours} of {theirs} imported")
+
+    def _skip(self, message: str) -> None:
+        self.report.skipped.append(message)
+        self._progress(f"  skipped: {message}")
+
+    async def run(self) -> ImportReport:
+        await self.import_users()
+        await self.import_devices()
+        await self.import_tokens()
+        await self.import_profiles()
+        await self.import_account_data()
+        await self.import_push_rules()
+        await self.import_pushers()
+        return self.report
+
+    async def import_users(self) -> None:
+        self._progress("Importing users...")
+        cols = self._src.columns("users")
+        optional = [c for c in ("deactivated", "user_type", "appservice_id") if c in cols]
+        rows = self._src.select(
+            "SELECT name, password_hash, creation_ts, admin, is_guest"
+            + "".join(f", {c}" for c in optional)
+            + " FROM users ORDER BY name"
+        )
+        written = 0
+        for row in rows:
+            extra = dict(zip(optional, row[5:], strict=True))
+            user_id = str(row[0])
+            password_hash = row[1]
+            stored_hash = (
+                SYNAPSE_HASH_PREFIX.decode("ascii") + str(password_hash) if password_hash else None
+            )
+            created = await self._storage.users.create_user(
+                user_id,
+                stored_hash,
+                int(row[2] or 0) * 1000,  # Synapse stores seconds
+                admin=bool(row[3]),
+                is_guest=bool(row[4]),
+                appservice_id=extra.get("appservice_id"),
+                user_type=extra.get("user_type"),
+            )
+            if not created:
+                self._skip(f"user {user_id}: clashes with another user case-insensitively")
+                continue
+            written += 1
+            self._users.add(user_id)
+            if extra.get("deactivated"):
+                await self._storage.users.deactivate_user(user_id)
+            else:
+                self._active.add(user_id)
+        self._count("users", len(rows), written)
+
+    async def import_devices(self) -> None:
+        self._progress("Importing devices...")
+        cols = self._src.columns("devices")
+        hidden = ", hidden" if "hidden" in cols else ""
+        rows = self._src.select(
+            "SELECT user_id, device_id, display_name, last_seen, ip, user_agent"
+            + hidden
+            + " FROM devices"
+        )
+        written = 0
+        seen: list[tuple[str, str, int, str, str | None]] = []
+        total = 0
+        for row in rows:
+            if hidden and row[6]:
+                continue  # Synapse's cross-signing key pseudo-devices
+            total += 1
+            user_id, device_id = str(row[0]), str(row[1])
+            if user_id not in self._active:
+                continue
+            await self._storage.users.store_device(user_id, device_id, row[2])
+            written += 1
+            if row[3] is not None:
+                seen.append((user_id, device_id, int(row[3]), str(row[4] or ""), row[5]))
+        if seen:
+            await self._storage.users.update_devices_last_seen(seen)
+        self._count("devices", total, written)
+
+    async def import_tokens(self) -> None:
+        self._progress("Importing refresh and access tokens...")
+        refresh_ids: dict[int, int] = {}
+        if self._src.has_table("refresh_tokens"):
+            rows = self._src.select(
+                "SELECT id, user_id, device_id, token, expiry_ts FROM refresh_tokens"
+            )
+            written = 0
+            for rid, user_id, device_id, token, expiry in rows:
+                if user_id not in self._active:
+                    continue
+                refresh_ids[int(rid)] = await self._storage.users.add_refresh_token(
+                    user_id, device_id, hash_token(token), expiry
+                )
+                written += 1
+            self._count("refresh_tokens", len(rows), written)
+        cols = self._src.columns("access_tokens")
+        puppets = ", puppets_user_id" if "puppets_user_id" in cols else ", NULL"
+        rows = self._src.select(
+            "SELECT user_id, device_id, token, valid_until_ms, refresh_token_id"
+            + puppets
+            + " FROM access_tokens ORDER BY id"
+        )
+        written = 0
+        for user_id, device_id, token, valid_until, refresh_id, puppet in rows:
+            if user_id not in self._active:
+                continue
+            if puppet:
+                # An admin's token acting as another user: we have no such tokens.
+                self._skip(f"an access token of {user_id} puppeting {puppet}")
+                continue
+            await self._storage.users.add_access_token(
+                user_id,
+                device_id,
+                hash_token(token),
+                valid_until_ms=valid_until,
+                refresh_token_id=refresh_ids.get(int(refresh_id)) if refresh_id else None,
+            )
+            written += 1
+        self._count("access_tokens", len(rows), written)
+
+    async def import_profiles(self) -> None:
+        self._progress("Importing profiles...")
+        cols = self._src.columns("profiles")
+        user_col = "full_user_id" if "full_user_id" in cols else "user_id"
+        fields = ", fields" if "fields" in cols else ", NULL"
+        rows = self._src.select(f"SELECT {user_col}, displayname, avatar_url{fields} FROM profiles")
+        written = 0
+        for row in rows:
+            user_id = _local_user_id(str(row[0]), self._server_name)
+            if user_id not in self._active:
+                continue
+            if row[1] is not None:
+                await self._storage.profiles.set_field(user_id, "displayname", row[1])
+            if row[2] is not None:
+                await self._storage.profiles.set_field(user_id, "avatar_url", row[2])
+            custom = _json(row[3]) if row[3] is not None else None
+            if isinstance(custom, dict):
+                for name, value in custom.items():
+                    await self._storage.profiles.set_field(user_id, str(name), value)
+            written += 1
+        self._count("profiles", len(rows), written)
+
+    async def import_account_data(self) -> None:
+        self._progress("Importing account data...")
+        rows = [
+            (u, "", t, c)
+            for u, t, c in self._src.select(
+                "SELECT user_id, account_data_type, content FROM account_data ORDER BY stream_id"
+            )
+        ]
+        room_rows = self._src.select(
+            "SELECT user_id, room_id, account_data_type, content FROM room_account_data"
+            " ORDER BY stream_id"
+        )
+        for name, batch in (("account_data", rows), ("room_account_data", room_rows)):
+            written = 0
+            for user_id, room_id, data_type, content in batch:
+                if user_id not in self._users:
+                    continue
+                value = _json(content)
+                if not isinstance(value, dict):
+                    self._skip(f"{name} {data_type} of {user_id}: not a JSON object")
+                    continue
+                await self._storage.account_data.put(user_id, room_id, data_type, value)
+                written += 1
+            self._count(name, len(batch), written)
+
+    async def import_push_rules(self) -> None:
+        self._progress("Importing push rules...")
+        rulesets: dict[str, PushRuleSet] = {}
+
+        def ruleset(user_id: str) -> PushRuleSet:
+            if user_id not in rulesets:
+                rulesets[user_id] = PushRuleSet.from_storage_json(user_id, None)
+            return rulesets[user_id]
+
+        rows = self._src.select(
+            "SELECT user_name, rule_id, priority_class, conditions, actions FROM push_rules"
+            " ORDER BY user_name, priority_class, priority"
+        )
+        written = 0
+        for user_id, full_rule_id, priority_class, conditions, actions in rows:
+            if user_id not in self._users:
+                continue
+            scope, _, rest = str(full_rule_id).partition("/")
+            kind, _, rule_id = rest.partition("/")
+            kind = _PRIORITY_CLASS_KIND.get(int(priority_class), kind)
+            if scope != "global" or kind not in KINDS or not rule_id:
+                self._skip(f"push rule {full_rule_id} of {user_id}")
+                continue
+            try:
+                if rule_id.startswith("."):
+                    # A server-default rule whose actions the user changed.
+                    ruleset(user_id).set_actions(kind, rule_id, _json(actions))
+                else:
+                    body: dict[str, Any] = {"actions": _json(actions)}
+                    conds = _json(conditions)
+                    if kind in ("override", "underride"):
+                        body["conditions"] = conds
+                    elif kind == "content":
+                        body["pattern"] = next(
+                            (c.get("pattern") for c in conds if c.get("key") == "content.body"),
+                            None,
+                        )
+                    # Ascending priority: each added rule becomes the most important.
+                    ruleset(user_id).add_rule(kind, rule_id, body)
+                written += 1
+            except (PushRuleError, ValueError, AttributeError, TypeError) as e:
+                self._skip(f"push rule {full_rule_id} of {user_id}: {e}")
+        self._count("push_rules", len(rows), written)
+
+        enables = self._src.select("SELECT user_name, rule_id, enabled FROM push_rules_enable")
+        written = 0
+        for user_id, full_rule_id, enabled in enables:
+            if user_id not in self._users or enabled is None:
+                continue
+            scope, _, rest = str(full_rule_id).partition("/")
+            kind, _, rule_id = rest.partition("/")
+            try:
+                ruleset(user_id).set_enabled(kind, rule_id, bool(enabled))
+                written += 1
+            except PushRuleError as e:
+                self._skip(f"push rule enable {full_rule_id} of {user_id}: {e}")
+        self._count("push_rules_enable", len(enables), written)
+        for user_id, rules in rulesets.items():
+            await self._storage.push.set_push_rules(user_id, rules.to_storage_json())
+
+    async def import_pushers(self) -> None:
+        self._progress("Importing pushers...")
+        cols = self._src.columns("pushers")
+        optional = [c for c in ("enabled", "device_id") if c in cols]
+        rows = self._src.select(
+            "SELECT user_name, app_id, pushkey, kind, app_display_name, device_display_name,"
+            " profile_tag, lang, data, ts"
+            + "".join(f", {c}" for c in optional)
+            + " FROM pushers ORDER BY id"
+        )
+        written = 0
+        for row in rows:
+            extra = dict(zip(optional, row[10:], strict=True))
+            user_id = str(row[0])
+            if user_id not in self._active:
+                continue
+            if "enabled" in extra and extra["enabled"] is not None and not extra["enabled"]:
+                self._skip(f"a disabled pusher of {user_id}")
+                continue
+            data = _json(row[8]) if row[8] is not None else {}
+            await self._storage.push.add_pusher(
+                PusherRecord(
+                    user_id=user_id,
+                    app_id=str(row[1]),
+                    pushkey=str(row[2]),
+                    kind=str(row[3]),
+                    device_id=extra.get("device_id"),
+                    app_display_name=str(row[4] or ""),
+                    device_display_name=str(row[5] or ""),
+                    profile_tag=row[6],
+                    lang=str(row[7] or "en"),
+                    data=data if isinstance(data, dict) else {},
+                    pushkey_ts=int(row[9] or 0),
+                ),
+                append=True,
+            )
+            written += 1
+        self._count("pushers", len(rows), written)
+
+    async def verify(self) -> list[tuple[str, int, int]]:
+        """Rows per imported table on both sides: (name, Synapse, ours)."""
+        pairs = [
+            ("users", "users", "users", ""),
+            ("devices", "devices", "devices", ""),
+            ("access_tokens", "access_tokens", "access_tokens", ""),
+            ("profiles", "profiles", "profiles", ""),
+            ("account_data", "account_data", "account_data", "WHERE room_id = ''"),
+            ("room_account_data", "room_account_data", "account_data", "WHERE room_id <> ''"),
+            ("pushers", "pushers", "pushers", ""),
+        ]
+        out = []
+        for name, theirs, ours, where in pairs:
+            out.append(
+                (name, self._src.count(theirs), await count_ours(self._storage, ours, where))
+            )
+        return out
+
+
+def copy_signing_key(synapse_key_path: str, our_key_path: str) -> str:
+    """Install Synapse's signing key as ours (keeping any previous file as ``.bak``);
+    returns its key id."""
+    keys = read_signing_keys(synapse_key_path)
+    if not keys:
+        raise ImportRefused(f"{synapse_key_path}: no signing key in the file")
+    os.makedirs(os.path.dirname(os.path.abspath(our_key_path)), exist_ok=True)
+    if os.path.exists(our_key_path):
+        if os.path.samefile(synapse_key_path, our_key_path):
+            return key_id(keys[0])
+        shutil.copy2(our_key_path, our_key_path + ".bak")
+    shutil.copyfile(synapse_key_path, our_key_path)
+    os.chmod(our_key_path, 0o600)
+    return key_id(keys[0])

@@ -1,0 +1,228 @@
+"""``homeserver import-synapse``: accounts made on a real Synapse keep working here."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import pytest_twisted
+import yaml
+
+from crypto.signing_key import key_id, read_signing_keys
+from tests.support.client import q
+from tests.support.federation import federation_config, federation_request
+from tests.support.samples import REPO_ROOT
+from tests.support.server import RunningServer, start_server
+from tests.support.synapse import SynapsePeer
+
+PASSWORD = "an old synapse password"
+
+
+def _call(base_url: str, method: str, path: str, body: Any = None, token: str | None = None) -> Any:
+    req = urllib.request.Request(
+        base_url + path,
+        data=json.dumps(body).encode() if body is not None else None,
+        method=method,
+        headers={"Content-Type": "application/json"},
+    )
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read() or b"{}")
+
+
+def run_import(synapse_config: str, our_config: str) -> subprocess.CompletedProcess[str]:
+    code = "import sys; from homeserver.cli import main; sys.exit(main())"
+    return subprocess.run(
+        [sys.executable, "-c", code, "import-synapse", "--synapse-config", synapse_config]
+        + ["-c", our_config],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        cwd=str(REPO_ROOT),
+    )
+
+
+def write_our_config(peer: SynapsePeer, data_dir: str, database: dict[str, Any]) -> str:
+    os.makedirs(data_dir, exist_ok=True)
+    port = int(peer.server_name.rsplit(":", 1)[1])
+    config = federation_config(data_dir, database, port)
+    path = os.path.join(data_dir, "homeserver.yaml")
+    with open(path, "w", encoding="utf-8") as f:
+        yaml.safe_dump(config, f)
+    return path
+
+
+class Populated:
+    def __init__(self, peer: SynapsePeer, synapse_config: dict[str, Any]) -> None:
+        self.peer = peer
+        self.synapse_config = synapse_config
+        self.user_id = ""
+        self.token = ""
+        self.device_id = ""
+        self.room_id = "!someroom:" + peer.server_name
+        self.import_while_running: subprocess.CompletedProcess[str] | None = None
+
+
+@pytest.fixture(scope="module")
+def populated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Populated]:
+    """A Synapse with an account made over its client API, then stopped."""
+    peer = SynapsePeer(str(tmp_path_factory.mktemp("synapse")))
+    peer.start()
+    try:
+        with open(peer.config_path, encoding="utf-8") as f:
+            data = Populated(peer, yaml.safe_load(f))
+        url = peer.base_url
+        reg = _call(
+            url,
+            "POST",
+            "/_matrix/client/v3/register",
+            {
+                "username": "alice",
+                "password": PASSWORD,
+                "auth": {"type": "m.login.dummy"},
+                "initial_device_display_name": "Alice's laptop",
+            },
+        )
+        data.user_id, data.token, data.device_id = (
+            reg["user_id"],
+            reg["access_token"],
+            reg["device_id"],
+        )
+        tok = data.token
+        uid = q(data.user_id)
+        _call(
+            url, "PUT", f"/_matrix/client/v3/profile/{uid}/displayname", {"displayname": "Al"}, tok
+        )
+        _call(
+            url,
+            "PUT",
+            f"/_matrix/client/v3/user/{uid}/account_data/org.example.settings",
+            {"theme": "dark"},
+            tok,
+        )
+        _call(
+            url,
+            "PUT",
+            f"/_matrix/client/v3/user/{uid}/rooms/{q(data.room_id)}/account_data/m.tag.x",
+            {"k": 1},
+            tok,
+        )
+        _call(
+            url,
+            "PUT",
+            "/_matrix/client/v3/pushrules/global/content/cake",
+            {"pattern": "cake", "actions": ["notify"]},
+            tok,
+        )
+        _call(
+            url,
+            "PUT",
+            "/_matrix/client/v3/pushrules/global/override/.m.rule.suppress_notices/enabled",
+            {"enabled": False},
+            tok,
+        )
+        _call(
+            url,
+            "POST",
+            "/_matrix/client/v3/pushers/set",
+            {
+                "kind": "http",
+                "app_id": "org.example.app",
+                "pushkey": "pk1",
+                "app_display_name": "Example",
+                "device_display_name": "Laptop",
+                "lang": "en",
+                "data": {"url": "http://127.0.0.1:9/_matrix/push/v1/notify"},
+            },
+            tok,
+        )
+        # Synapse is running: the import must refuse.
+        ours = write_our_config(
+            peer,
+            str(tmp_path_factory.mktemp("ours-running")),
+            {"name": "sqlite3", "args": {"database": "/nonexistent/never-used.db"}},
+        )
+        data.import_while_running = run_import(peer.config_path, ours)
+    finally:
+        peer.stop()
+    yield data
+
+
+def test_refuses_while_synapse_runs(populated: Populated) -> None:
+    result = populated.import_while_running
+    assert result is not None
+    assert result.returncode == 1, result
+    assert "still running" in result.stderr
+
+
+@pytest_twisted.ensureDeferred
+async def test_import_keeps_accounts_working(
+    populated: Populated, database: dict[str, Any], tmp_path: Any
+) -> None:
+    data_dir = str(tmp_path / "ours")
+    our_config = write_our_config(populated.peer, data_dir, database)
+    result = run_import(populated.peer.config_path, our_config)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "users" in result.stdout
+
+    with open(our_config, encoding="utf-8") as f:
+        config_dict = yaml.safe_load(f)
+    server: RunningServer = await start_server(config_dict, data_dir)
+    try:
+        client = server.client()
+        # The Synapse access token still works.
+        resp = await client.get("/_matrix/client/v3/account/whoami", token=populated.token)
+        assert resp.code == 200, resp
+        assert resp.json["user_id"] == populated.user_id
+        assert resp.json["device_id"] == populated.device_id
+        # Devices with their display names.
+        client.access_token = populated.token
+        resp = await client.get("/_matrix/client/v3/devices")
+        assert resp.code == 200, resp
+        names = {d["device_id"]: d.get("display_name") for d in resp.json["devices"]}
+        assert names[populated.device_id] == "Alice's laptop"
+        # Profile, account data, push rules, pushers.
+        resp = await client.get(f"/_matrix/client/v3/profile/{q(populated.user_id)}")
+        assert resp.json.get("displayname") == "Al"
+        uid = q(populated.user_id)
+        resp = await client.get(f"/_matrix/client/v3/user/{uid}/account_data/org.example.settings")
+        assert resp.code == 200 and resp.json == {"theme": "dark"}, resp
+        room = q(populated.room_id)
+        resp = await client.get(f"/_matrix/client/v3/user/{uid}/rooms/{room}/account_data/m.tag.x")
+        assert resp.code == 200 and resp.json == {"k": 1}, resp
+        resp = await client.get("/_matrix/client/v3/pushrules/global/content/cake")
+        assert resp.code == 200, resp
+        assert resp.json["pattern"] == "cake" and resp.json["actions"] == ["notify"]
+        resp = await client.get(
+            "/_matrix/client/v3/pushrules/global/override/.m.rule.suppress_notices/enabled"
+        )
+        assert resp.code == 200 and resp.json == {"enabled": False}, resp
+        resp = await client.get("/_matrix/client/v3/pushers")
+        assert [p["pushkey"] for p in resp.json["pushers"]] == ["pk1"], resp
+        # The old password logs in (twice: the second time against our re-hash).
+        for _ in range(2):
+            fresh = server.client()
+            resp = await fresh.login("alice", PASSWORD)
+            assert resp.code == 200, resp
+        resp = await server.client().login("alice", "wrong password")
+        assert resp.code == 403, resp
+        # The signing key is Synapse's.
+        synapse_key = read_signing_keys(populated.synapse_config["signing_key_path"])[0]
+        code, body = await federation_request(server, "GET", "/_matrix/key/v2/server")
+        assert code == 200, body
+        assert key_id(synapse_key) in body["verify_keys"]
+    finally:
+        await server.stop()
+
+    # A second import into the now non-empty database is refused.
+    again = run_import(populated.peer.config_path, our_config)
+    assert again.returncode == 1
+    assert "already holds users or rooms" in again.stderr
