@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import urllib.request
@@ -68,6 +69,8 @@ class Populated:
         self.token = ""
         self.device_id = ""
         self.room_id = "!someroom:" + peer.server_name
+        self.second_token = ""
+        self.second_device = ""
         self.import_while_running: subprocess.CompletedProcess[str] | None = None
 
 
@@ -144,6 +147,38 @@ def populated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Populated]:
             },
             tok,
         )
+        # A second session of alice's, and bob, who deactivates his account.
+        login = _call(
+            url,
+            "POST",
+            "/_matrix/client/v3/login",
+            {
+                "type": "m.login.password",
+                "identifier": {"type": "m.id.user", "user": "alice"},
+                "password": PASSWORD,
+                "initial_device_display_name": "Alice's phone",
+            },
+        )
+        data.second_token, data.second_device = login["access_token"], login["device_id"]
+        bob = _call(
+            url,
+            "POST",
+            "/_matrix/client/v3/register",
+            {"username": "bob", "password": PASSWORD, "auth": {"type": "m.login.dummy"}},
+        )
+        _call(
+            url,
+            "POST",
+            "/_matrix/client/v3/account/deactivate",
+            {
+                "auth": {
+                    "type": "m.login.password",
+                    "identifier": {"type": "m.id.user", "user": "bob"},
+                    "password": PASSWORD,
+                }
+            },
+            bob["access_token"],
+        )
         # Synapse is running: the import must refuse.
         ours = write_our_config(
             peer,
@@ -170,8 +205,11 @@ async def test_import_keeps_accounts_working(
     data_dir = str(tmp_path / "ours")
     our_config = write_our_config(populated.peer, data_dir, database)
     result = run_import(populated.peer.config_path, our_config)
+    print(result.stdout)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "users" in result.stdout
+    # The verification table: users (alice, bob), then alice's two devices.
+    assert re.search(r"users\s+2\s+2", result.stdout), result.stdout
+    assert re.search(r"devices\s+2\s+2", result.stdout), result.stdout
 
     with open(our_config, encoding="utf-8") as f:
         config_dict = yaml.safe_load(f)
@@ -188,7 +226,12 @@ async def test_import_keeps_accounts_working(
         resp = await client.get("/_matrix/client/v3/devices")
         assert resp.code == 200, resp
         names = {d["device_id"]: d.get("display_name") for d in resp.json["devices"]}
-        assert names[populated.device_id] == "Alice's laptop"
+        assert names == {
+            populated.device_id: "Alice's laptop",
+            populated.second_device: "Alice's phone",
+        }
+        resp = await client.get("/_matrix/client/v3/account/whoami", token=populated.second_token)
+        assert resp.json.get("device_id") == populated.second_device, resp
         # Profile, account data, push rules, pushers.
         resp = await client.get(f"/_matrix/client/v3/profile/{q(populated.user_id)}")
         assert resp.json.get("displayname") == "Al"
@@ -213,6 +256,9 @@ async def test_import_keeps_accounts_working(
             resp = await fresh.login("alice", PASSWORD)
             assert resp.code == 200, resp
         resp = await server.client().login("alice", "wrong password")
+        assert resp.code == 403, resp
+        # bob was deactivated on Synapse: he stays so.
+        resp = await server.client().login("bob", PASSWORD)
         assert resp.code == 403, resp
         # The signing key is Synapse's.
         synapse_key = read_signing_keys(populated.synapse_config["signing_key_path"])[0]
