@@ -8,7 +8,9 @@ import re
 import subprocess
 import sys
 import urllib.request
+import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import pytest
@@ -17,10 +19,11 @@ import yaml
 
 from crypto.signing_key import key_id, read_signing_keys
 from tests.support.client import q
+from tests.support.databases import PG_ARGS, _admin_connection, require_postgres
 from tests.support.federation import federation_config, federation_request
 from tests.support.samples import REPO_ROOT
 from tests.support.server import RunningServer, start_server
-from tests.support.synapse import SynapsePeer
+from tests.support.synapse import SynapsePeer, synapse_python_with_postgres
 
 PASSWORD = "an old synapse password"
 
@@ -74,10 +77,45 @@ class Populated:
         self.import_while_running: subprocess.CompletedProcess[str] | None = None
 
 
-@pytest.fixture(scope="module")
-def populated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Populated]:
-    """A Synapse with an account made over its client API, then stopped."""
-    peer = SynapsePeer(str(tmp_path_factory.mktemp("synapse")))
+@contextmanager
+def synapse_postgres() -> Iterator[dict[str, Any]]:
+    """A database as Synapse wants it (C collation); dropped afterwards."""
+    require_postgres()
+    name = f"synapse_import_{uuid.uuid4().hex[:12]}"
+    conn = _admin_connection()
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                f"CREATE DATABASE {name} ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'"
+                " TEMPLATE template0"
+            )
+        yield {"name": "psycopg2", "args": {"database": name, **PG_ARGS}}
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        conn.close()
+
+
+@pytest.fixture(scope="module", params=["synapse_sqlite", "synapse_postgres"])
+def populated(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Populated]:
+    """A Synapse (on SQLite or PostgreSQL) with accounts made over its client API,
+    then stopped."""
+    with ExitStack() as stack:
+        peer = SynapsePeer(str(tmp_path_factory.mktemp("synapse")))
+        peer.write_config()
+        if request.param == "synapse_postgres":
+            synapse_python_with_postgres()
+            with open(peer.config_path, encoding="utf-8") as f:
+                config = yaml.safe_load(f)
+            config["database"] = stack.enter_context(synapse_postgres())
+            with open(peer.config_path, "w", encoding="utf-8") as f:
+                yaml.safe_dump(config, f)
+        yield from _populate(peer, tmp_path_factory)
+
+
+def _populate(peer: SynapsePeer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Populated]:
     peer.start()
     try:
         with open(peer.config_path, encoding="utf-8") as f:
