@@ -179,6 +179,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"Importing Synapse server {config.server_name} ({source.kind})")
             importer = SynapseImporter(source, storage, config.server_name)
             await importer.run()
+            synapse_media = synapse_config.get("media_store_path")
+            if synapse_media and os.path.isdir(synapse_media):
+                await importer.import_media(
+                    synapse_media, config.media_store_path, int(config.max_image_pixels)
+                )
+            else:
+                print("Synapse's media_store_path is not a folder here: media not imported")
             key_path = synapse_config.get("signing_key_path")
             if key_path:
                 kid = copy_signing_key(key_path, config.signing_key_path)
@@ -190,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {name:<20} {theirs:>8} {ours:>8}")
             if importer.report.skipped:
                 print(f"{len(importer.report.skipped)} item(s) skipped (listed above).")
-            print("Not imported: rooms, events, media, E2EE keys, key backups (see docs).")
+            print("Not imported: rooms, events, remote media, E2EE keys, key backups (see docs).")
         except ImportRefused as e:
             print(str(e), file=sys.stderr)
             state["exit"] = 1

@@ -3,11 +3,13 @@
 Imported: users (password hashes, admin, guest, deactivated, user type, creation time),
 devices (display names, last seen), access and refresh tokens, profiles, global and
 per-room account data, push rules (user-defined rules, default-rule action and
-enabled changes), pushers and the signing key. Rooms and events are not imported yet.
+enabled changes), pushers, local media and the signing key. Rooms and events are not
+imported yet.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -15,10 +17,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from twisted.internet import threads
+
 from crypto.signing_key import key_id, read_signing_keys
 from homeserver.handlers.auth import SYNAPSE_HASH_PREFIX, hash_token
+from homeserver.media import thumbnailer
+from homeserver.media.storage import is_valid_media_id, local_content_key, local_thumbnail_key
 from homeserver.push.default_rules import KINDS
 from homeserver.push.rules import PushRuleError, PushRuleSet
+from storage.media import ImageFacts, NewUpload, ThumbnailRecord
 from storage.push import PusherRecord
 from storage.storage import Storage
 from synapse_compat.import_synapse.source import SynapseDatabase
@@ -103,6 +110,72 @@ class SynapseImporter:
         await self.import_push_rules()
         await self.import_pushers()
         return self.report
+
+    async def import_media(
+        self, synapse_media_path: str, our_media_path: str, max_image_pixels: int
+    ) -> None:
+        """Local media: the files (Synapse's media store has our layout) and their rows,
+        with their thumbnails."""
+        self._progress("Importing local media...")
+        cols = self._src.columns("local_media_repository")
+        optional = [c for c in ("url_cache", "authenticated", "quarantined_by") if c in cols]
+        rows = self._src.select(
+            "SELECT media_id, media_type, media_length, created_ts, upload_name, user_id"
+            + "".join(f", {c}" for c in optional)
+            + " FROM local_media_repository ORDER BY created_ts"
+        )
+        thumbs: dict[str, list[ThumbnailRecord]] = {}
+        if self._src.has_table("local_media_repository_thumbnails"):
+            for media_id, w, h, ctype, method, length in self._src.select(
+                "SELECT media_id, thumbnail_width, thumbnail_height, thumbnail_type,"
+                " thumbnail_method, thumbnail_length FROM local_media_repository_thumbnails"
+            ):
+                thumbs.setdefault(str(media_id), []).append(
+                    ThumbnailRecord(int(w), int(h), str(method), str(ctype), int(length or 0))
+                )
+        written = 0
+        for row in rows:
+            extra = dict(zip(optional, row[6:], strict=True))
+            media_id = str(row[0])
+            if not is_valid_media_id(media_id) or len(media_id) < 5:
+                self._skip(f"media {media_id}: an id we cannot store")
+                continue
+            key = local_content_key(media_id)
+            source = os.path.join(synapse_media_path, key)
+            if row[2] is None or not os.path.exists(source):
+                continue  # never finished uploading, or its file is gone
+            content_type = str(row[1] or "application/octet-stream")
+            copied = await threads.deferToThread(
+                _copy_media, synapse_media_path, our_media_path, key, media_id, thumbs
+            )
+            sha256, size = copied[0], copied[1]
+            image = await threads.deferToThread(
+                _image_facts, os.path.join(our_media_path, key), content_type, max_image_pixels
+            )
+            await self._storage.media.store_upload(
+                NewUpload(
+                    server_name=self._server_name,
+                    media_id=media_id,
+                    user_id=row[5],
+                    content_type=content_type,
+                    upload_name=row[4],
+                    size=size,
+                    sha256=sha256,
+                    authenticated=bool(extra.get("authenticated", False)),
+                    url_cache=bool(extra.get("url_cache")),
+                    image=image,
+                    thumbnails=tuple(copied[2]),
+                ),
+                int(row[3] or 0),
+                [],
+                False,
+            )
+            if extra.get("quarantined_by"):
+                await self._storage.media.set_quarantined(
+                    self._server_name, media_id, str(extra["quarantined_by"])
+                )
+            written += 1
+        self._count("local_media", len(rows), written)
 
     async def import_users(self) -> None:
         self._progress("Importing users...")
@@ -365,6 +438,13 @@ class SynapseImporter:
             ("account_data", "account_data", "account_data", "WHERE room_id = ''"),
             ("room_account_data", "room_account_data", "account_data", "WHERE room_id <> ''"),
             ("pushers", "pushers", "pushers", ""),
+            ("local_media", "local_media_repository", "media", ""),
+            (
+                "local_media_thumbnails",
+                "local_media_repository_thumbnails",
+                "media_thumbnails",
+                "",
+            ),
         ]
         out = []
         for name, theirs, ours, where in pairs:
@@ -372,6 +452,46 @@ class SynapseImporter:
                 (name, self._src.count(theirs), await count_ours(self._storage, ours, where))
             )
         return out
+
+
+def _copy_media(
+    src_root: str,
+    dst_root: str,
+    key: str,
+    media_id: str,
+    thumbs: dict[str, list[ThumbnailRecord]],
+) -> tuple[str, int, list[ThumbnailRecord]]:
+    """Copy one file and its thumbnails; its SHA-256, size and the thumbnails copied."""
+    dst = os.path.join(dst_root, key)
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    shutil.copyfile(os.path.join(src_root, key), dst)
+    digest = hashlib.sha256()
+    size = 0
+    with open(dst, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+            size += len(chunk)
+    copied = []
+    for t in thumbs.get(media_id, []):
+        t_key = local_thumbnail_key(media_id, t.width, t.height, t.content_type, t.method, False)
+        t_src = os.path.join(src_root, t_key)
+        if not os.path.exists(t_src):
+            continue
+        t_dst = os.path.join(dst_root, t_key)
+        os.makedirs(os.path.dirname(t_dst), exist_ok=True)
+        shutil.copyfile(t_src, t_dst)
+        copied.append(t)
+    return digest.hexdigest(), size, copied
+
+
+def _image_facts(path: str, content_type: str, max_pixels: int) -> ImageFacts:
+    if thumbnailer.thumbnail_type_for(content_type) is None:
+        return ImageFacts()
+    try:
+        info = thumbnailer.probe(lambda: open(path, "rb"), max_pixels)  # noqa: SIM115
+    except thumbnailer.ThumbnailError as e:
+        return ImageFacts(thumbnail_error=e.reason)
+    return ImageFacts(info.width, info.height, info.animated)
 
 
 def copy_signing_key(synapse_key_path: str, our_key_path: str) -> str:

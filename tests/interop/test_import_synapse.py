@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 import yaml
+from PIL import Image
 
 from crypto.signing_key import key_id, read_signing_keys
 from tests.support.client import q
@@ -73,6 +75,8 @@ class Populated:
         self.device_id = ""
         self.room_id = "!someroom:" + peer.server_name
         self.second_token = ""
+        self.image = b""
+        self.mxc = ""
         self.second_device = ""
         self.import_while_running: subprocess.CompletedProcess[str] | None = None
 
@@ -185,6 +189,18 @@ def _populate(peer: SynapsePeer, tmp_path_factory: pytest.TempPathFactory) -> It
             },
             tok,
         )
+        # An image, with the thumbnails Synapse makes on upload.
+        image = io.BytesIO()
+        Image.new("RGB", (300, 200), (200, 30, 30)).save(image, "PNG")
+        data.image = image.getvalue()
+        req = urllib.request.Request(
+            url + "/_matrix/media/v3/upload?filename=red.png",
+            data=data.image,
+            method="POST",
+            headers={"Content-Type": "image/png", "Authorization": f"Bearer {tok}"},
+        )
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            data.mxc = json.loads(resp.read())["content_uri"]
         # A second session of alice's, and bob, who deactivates his account.
         login = _call(
             url,
@@ -248,6 +264,8 @@ async def test_import_keeps_accounts_working(
     # The verification table: users (alice, bob), then alice's two devices.
     assert re.search(r"users\s+2\s+2", result.stdout), result.stdout
     assert re.search(r"devices\s+2\s+2", result.stdout), result.stdout
+    thumbnails = re.search(r"local_media_thumbnails\s+(\d+)\s+(\d+)", result.stdout)
+    assert thumbnails and thumbnails[1] == thumbnails[2] != "0", result.stdout
 
     with open(our_config, encoding="utf-8") as f:
         config_dict = yaml.safe_load(f)
@@ -288,6 +306,17 @@ async def test_import_keeps_accounts_working(
         assert resp.code == 200 and resp.json == {"enabled": False}, resp
         resp = await client.get("/_matrix/client/v3/pushers")
         assert [p["pushkey"] for p in resp.json["pushers"]] == ["pk1"], resp
+        # The media, and a thumbnail of it.
+        media = populated.mxc.removeprefix("mxc://")
+        resp = await client.get(f"/_matrix/client/v1/media/download/{media}")
+        assert resp.code == 200, resp
+        assert resp.raw == populated.image
+        resp = await client.get(
+            f"/_matrix/client/v1/media/thumbnail/{media}",
+            params={"width": "32", "height": "32", "method": "crop"},
+        )
+        assert resp.code == 200, resp
+        assert Image.open(io.BytesIO(resp.raw)).size == (32, 32)
         # The old password logs in (twice: the second time against our re-hash).
         for _ in range(2):
             fresh = server.client()
