@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,7 @@ from homeserver.media import thumbnailer
 from homeserver.media.storage import is_valid_media_id, local_content_key, local_thumbnail_key
 from homeserver.push.default_rules import KINDS
 from homeserver.push.rules import PushRuleError, PushRuleSet
+from storage.e2ee import NewKey
 from storage.media import ImageFacts, NewUpload, ThumbnailRecord
 from storage.push import PusherRecord
 from storage.storage import Storage
@@ -109,7 +111,61 @@ class SynapseImporter:
         await self.import_account_data()
         await self.import_push_rules()
         await self.import_pushers()
+        await self.import_device_keys()
         return self.report
+
+    async def import_device_keys(self) -> None:
+        """Each device's E2EE identity keys, unclaimed one-time keys and fallback keys."""
+        self._progress("Importing E2EE device, one-time and fallback keys...")
+        devices: set[tuple[str, str]] = set()
+        for user_id in self._active:
+            devices.update(
+                (user_id, d.device_id) for d in await self._storage.users.get_devices(user_id)
+            )
+        device_keys: dict[tuple[str, str], Any] = {}
+        otks: dict[tuple[str, str], list[NewKey]] = {}
+        fallbacks: dict[tuple[str, str], list[NewKey]] = {}
+        rows = self._src.select("SELECT user_id, device_id, key_json FROM e2e_device_keys_json")
+        for user_id, device_id, key_json in rows:
+            if (user_id, device_id) in devices:
+                device_keys[(user_id, device_id)] = _json(key_json)
+        otk_rows = self._src.select(
+            "SELECT user_id, device_id, algorithm, key_id, key_json FROM e2e_one_time_keys_json"
+        )
+        for user_id, device_id, algorithm, kid, key_json in otk_rows:
+            if (user_id, device_id) in devices:
+                otks.setdefault((user_id, device_id), []).append(
+                    NewKey(str(algorithm), str(kid), _json(key_json))
+                )
+        fb_rows = []
+        if self._src.has_table("e2e_fallback_keys_json"):
+            fb_rows = self._src.select(
+                "SELECT user_id, device_id, algorithm, key_id, key_json FROM e2e_fallback_keys_json"
+            )
+            for user_id, device_id, algorithm, kid, key_json in fb_rows:
+                if (user_id, device_id) in devices:
+                    fallbacks.setdefault((user_id, device_id), []).append(
+                        NewKey(str(algorithm), str(kid), _json(key_json))
+                    )
+        written = {"device": 0, "otk": 0, "fallback": 0}
+        for user_id, device_id in sorted(set(device_keys) | set(otks) | set(fallbacks)):
+            result = await self._storage.e2ee.upload_keys(
+                user_id,
+                device_id,
+                int(time.time() * 1000),
+                device_keys.get((user_id, device_id)),
+                otks.get((user_id, device_id), []),
+                fallbacks.get((user_id, device_id), []),
+            )
+            if result.conflict:
+                self._skip(f"E2EE keys of {user_id}/{device_id}: {result.conflict}")
+                continue
+            written["device"] += (user_id, device_id) in device_keys
+            written["otk"] += len(otks.get((user_id, device_id), []))
+            written["fallback"] += len(fallbacks.get((user_id, device_id), []))
+        self._count("e2e_device_keys", len(rows), written["device"])
+        self._count("e2e_one_time_keys", len(otk_rows), written["otk"])
+        self._count("e2e_fallback_keys", len(fb_rows), written["fallback"])
 
     async def import_media(
         self, synapse_media_path: str, our_media_path: str, max_image_pixels: int
@@ -438,6 +494,8 @@ class SynapseImporter:
             ("account_data", "account_data", "account_data", "WHERE room_id = ''"),
             ("room_account_data", "room_account_data", "account_data", "WHERE room_id <> ''"),
             ("pushers", "pushers", "pushers", ""),
+            ("e2e_device_keys", "e2e_device_keys_json", "e2e_device_keys", ""),
+            ("e2e_one_time_keys", "e2e_one_time_keys_json", "e2e_one_time_keys", ""),
             ("local_media", "local_media_repository", "media", ""),
             (
                 "local_media_thumbnails",

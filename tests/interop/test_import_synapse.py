@@ -76,6 +76,7 @@ class Populated:
         self.room_id = "!someroom:" + peer.server_name
         self.second_token = ""
         self.image = b""
+        self.device_keys: dict[str, Any] = {}
         self.mxc = ""
         self.second_device = ""
         self.import_while_running: subprocess.CompletedProcess[str] | None = None
@@ -187,6 +188,23 @@ def _populate(peer: SynapsePeer, tmp_path_factory: pytest.TempPathFactory) -> It
                 "lang": "en",
                 "data": {"url": "http://127.0.0.1:9/_matrix/push/v1/notify"},
             },
+            tok,
+        )
+        # E2EE keys of alice's first device (Synapse does not check their signatures).
+        dev = data.device_id
+        data.device_keys = {
+            "user_id": data.user_id,
+            "device_id": dev,
+            "algorithms": ["m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"],
+            "keys": {f"curve25519:{dev}": "Y3VydmUyNTUxOWtleQ", f"ed25519:{dev}": "ZWQyNTUxOWtleQ"},
+            "signatures": {data.user_id: {f"ed25519:{dev}": "c2lnbmF0dXJl"}},
+        }
+        otk = {"key": "b3RrMQ", "signatures": {data.user_id: {f"ed25519:{dev}": "c2ln"}}}
+        _call(
+            url,
+            "POST",
+            "/_matrix/client/v3/keys/upload",
+            {"device_keys": data.device_keys, "one_time_keys": {"signed_curve25519:AAAAAQ": otk}},
             tok,
         )
         # An image, with the thumbnails Synapse makes on upload.
@@ -306,6 +324,20 @@ async def test_import_keeps_accounts_working(
         assert resp.code == 200 and resp.json == {"enabled": False}, resp
         resp = await client.get("/_matrix/client/v3/pushers")
         assert [p["pushkey"] for p in resp.json["pushers"]] == ["pk1"], resp
+        # E2EE device keys and the unclaimed one-time key.
+        resp = await client.post(
+            "/_matrix/client/v3/keys/query", {"device_keys": {populated.user_id: []}}
+        )
+        assert resp.code == 200, resp
+        got = resp.json["device_keys"][populated.user_id][populated.device_id]
+        assert got["keys"] == populated.device_keys["keys"]
+        resp = await client.post(
+            "/_matrix/client/v3/keys/claim",
+            {"one_time_keys": {populated.user_id: {populated.device_id: "signed_curve25519"}}},
+        )
+        assert resp.code == 200, resp
+        claimed = resp.json["one_time_keys"][populated.user_id][populated.device_id]
+        assert list(claimed) == ["signed_curve25519:AAAAAQ"], resp
         # The media, and a thumbnail of it.
         media = populated.mxc.removeprefix("mxc://")
         resp = await client.get(f"/_matrix/client/v1/media/download/{media}")
