@@ -197,7 +197,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {name:<20} {theirs:>8} {ours:>8}")
             if importer.report.skipped:
                 print(f"{len(importer.report.skipped)} item(s) skipped (listed above).")
-            print("Not imported: rooms, events, remote media, E2EE keys, key backups (see docs).")
+            print(
+                "Not imported: rooms, events, receipts, key backups, to-device messages (see docs)."
+            )
         except ImportRefused as e:
             print(str(e), file=sys.stderr)
             state["exit"] = 1

@@ -26,7 +26,7 @@ from homeserver.media import thumbnailer
 from homeserver.media.storage import is_valid_media_id, local_content_key, local_thumbnail_key
 from homeserver.push.default_rules import KINDS
 from homeserver.push.rules import PushRuleError, PushRuleSet
-from storage.e2ee import NewKey
+from storage.e2ee import CrossSigningKeyRecord, NewKey, Signature
 from storage.media import ImageFacts, NewUpload, ThumbnailRecord
 from storage.push import PusherRecord
 from storage.storage import Storage
@@ -112,7 +112,47 @@ class SynapseImporter:
         await self.import_push_rules()
         await self.import_pushers()
         await self.import_device_keys()
+        await self.import_cross_signing()
         return self.report
+
+    async def import_cross_signing(self) -> None:
+        """Each user's latest cross-signing keys, and the signatures made with them."""
+        self._progress("Importing cross-signing keys and signatures...")
+        if not self._src.has_table("e2e_cross_signing_keys"):
+            return
+        rows = self._src.select(
+            "SELECT user_id, keytype, keydata FROM e2e_cross_signing_keys ORDER BY stream_id"
+        )
+        latest: dict[tuple[str, str], Any] = {}
+        for user_id, key_type, keydata in rows:
+            latest[(str(user_id), str(key_type))] = _json(keydata)  # later rows win
+        by_user: dict[str, list[CrossSigningKeyRecord]] = {}
+        for (user_id, key_type), key in latest.items():
+            if user_id not in self._active:
+                continue
+            keys = key.get("keys") if isinstance(key, dict) else None
+            if not isinstance(keys, dict) or len(keys) != 1:
+                self._skip(f"{key_type} cross-signing key of {user_id}: malformed")
+                continue
+            public = str(next(iter(keys.values())))
+            by_user.setdefault(user_id, []).append(
+                CrossSigningKeyRecord(user_id, key_type, public, key)
+            )
+        for user_id, records in by_user.items():
+            await self._storage.e2ee.set_cross_signing_keys(user_id, records, [])
+        self._count("e2e_cross_signing_keys", len(latest), sum(len(r) for r in by_user.values()))
+        sig_rows = self._src.select(
+            "SELECT user_id, key_id, target_user_id, target_device_id, signature"
+            " FROM e2e_cross_signing_signatures"
+        )
+        sigs = [
+            Signature(str(u), str(k), str(tu), str(td), str(sig))
+            for u, k, tu, td, sig in sig_rows
+            if u in self._active
+        ]
+        if sigs:
+            await self._storage.e2ee.store_signatures(sigs, [])
+        self._count("e2e_cross_signing_signatures", len(sig_rows), len(sigs))
 
     async def import_device_keys(self) -> None:
         """Each device's E2EE identity keys, unclaimed one-time keys and fallback keys."""
@@ -486,28 +526,42 @@ class SynapseImporter:
 
     async def verify(self) -> list[tuple[str, int, int]]:
         """Rows per imported table on both sides: (name, Synapse, ours)."""
+        hidden = "WHERE hidden = FALSE" if "hidden" in self._src.columns("devices") else ""
+        # (name, Synapse table, its filter, our table, our filter)
         pairs = [
-            ("users", "users", "users", ""),
-            ("devices", "devices", "devices", ""),
-            ("access_tokens", "access_tokens", "access_tokens", ""),
-            ("profiles", "profiles", "profiles", ""),
-            ("account_data", "account_data", "account_data", "WHERE room_id = ''"),
-            ("room_account_data", "room_account_data", "account_data", "WHERE room_id <> ''"),
-            ("pushers", "pushers", "pushers", ""),
-            ("e2e_device_keys", "e2e_device_keys_json", "e2e_device_keys", ""),
-            ("e2e_one_time_keys", "e2e_one_time_keys_json", "e2e_one_time_keys", ""),
-            ("local_media", "local_media_repository", "media", ""),
+            ("users", "users", "", "users", ""),
+            ("devices", "devices", hidden, "devices", ""),
+            ("access_tokens", "access_tokens", "", "access_tokens", ""),
+            ("profiles", "profiles", "", "profiles", ""),
+            ("account_data", "account_data", "", "account_data", "WHERE room_id = ''"),
+            ("room_account_data", "room_account_data", "", "account_data", "WHERE room_id <> ''"),
+            ("pushers", "pushers", "", "pushers", ""),
+            ("e2e_device_keys", "e2e_device_keys_json", "", "e2e_device_keys", ""),
+            ("e2e_one_time_keys", "e2e_one_time_keys_json", "", "e2e_one_time_keys", ""),
+            (
+                "e2e_cross_signing_sigs",
+                "e2e_cross_signing_signatures",
+                "",
+                "e2e_cross_signing_signatures",
+                "",
+            ),
+            ("local_media", "local_media_repository", "", "media", ""),
             (
                 "local_media_thumbnails",
                 "local_media_repository_thumbnails",
+                "",
                 "media_thumbnails",
                 "",
             ),
         ]
         out = []
-        for name, theirs, ours, where in pairs:
+        for name, theirs, their_where, ours, where in pairs:
             out.append(
-                (name, self._src.count(theirs), await count_ours(self._storage, ours, where))
+                (
+                    name,
+                    self._src.count(theirs, their_where),
+                    await count_ours(self._storage, ours, where),
+                )
             )
         return out
 

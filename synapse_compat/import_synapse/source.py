@@ -70,6 +70,6 @@ class SynapseDatabase:
     def iterate(self, sql: str, params: Sequence[Any] = ()) -> Iterator[tuple[Any, ...]]:
         yield from self.select(sql, params)
 
-    def count(self, table: str) -> int:
-        row = self.select(f"SELECT COUNT(*) FROM {table}")
+    def count(self, table: str, where: str = "") -> int:
+        row = self.select(f"SELECT COUNT(*) FROM {table} {where}")
         return int(row[0][0])

@@ -19,7 +19,13 @@ import pytest_twisted
 import yaml
 from PIL import Image
 
-from crypto.signing_key import key_id, read_signing_keys
+from crypto.json_signing import sign_json
+from crypto.signing_key import (
+    generate_signing_key,
+    key_id,
+    read_signing_keys,
+    verify_key_base64,
+)
 from tests.support.client import q
 from tests.support.databases import PG_ARGS, _admin_connection, require_postgres
 from tests.support.federation import federation_config, federation_request
@@ -56,6 +62,14 @@ def run_import(synapse_config: str, our_config: str) -> subprocess.CompletedProc
     )
 
 
+def cross_signing_key() -> tuple[Any, str]:
+    """An ed25519 key whose key id is its public key, as cross-signing keys are."""
+    key = generate_signing_key("x")
+    public = verify_key_base64(key)
+    key.version = public
+    return key, public
+
+
 def write_our_config(peer: SynapsePeer, data_dir: str, database: dict[str, Any]) -> str:
     os.makedirs(data_dir, exist_ok=True)
     port = int(peer.server_name.rsplit(":", 1)[1])
@@ -77,6 +91,8 @@ class Populated:
         self.second_token = ""
         self.image = b""
         self.device_keys: dict[str, Any] = {}
+        self.master_public = ""
+        self.ssk_public = ""
         self.mxc = ""
         self.second_device = ""
         self.import_while_running: subprocess.CompletedProcess[str] | None = None
@@ -207,6 +223,48 @@ def _populate(peer: SynapsePeer, tmp_path_factory: pytest.TempPathFactory) -> It
             {"device_keys": data.device_keys, "one_time_keys": {"signed_curve25519:AAAAAQ": otk}},
             tok,
         )
+        # Cross-signing keys, and the device signed by the self-signing key.
+        master, data.master_public = cross_signing_key()
+        ssk, data.ssk_public = cross_signing_key()
+        uid_raw = data.user_id
+        master_json = {
+            "user_id": uid_raw,
+            "usage": ["master"],
+            "keys": {f"ed25519:{data.master_public}": data.master_public},
+        }
+        ssk_json = sign_json(
+            {
+                "user_id": uid_raw,
+                "usage": ["self_signing"],
+                "keys": {f"ed25519:{data.ssk_public}": data.ssk_public},
+            },
+            uid_raw,
+            master,
+        )
+        _call(
+            url,
+            "POST",
+            "/_matrix/client/v3/keys/device_signing/upload",
+            {
+                "master_key": master_json,
+                "self_signing_key": ssk_json,
+                "auth": {
+                    "type": "m.login.password",
+                    "identifier": {"type": "m.id.user", "user": "alice"},
+                    "password": PASSWORD,
+                },
+            },
+            tok,
+        )
+        signed_device = sign_json(data.device_keys, uid_raw, ssk)
+        result = _call(
+            url,
+            "POST",
+            "/_matrix/client/v3/keys/signatures/upload",
+            {uid_raw: {dev: signed_device}},
+            tok,
+        )
+        assert not result.get("failures"), result
         # An image, with the thumbnails Synapse makes on upload.
         image = io.BytesIO()
         Image.new("RGB", (300, 200), (200, 30, 30)).save(image, "PNG")
@@ -331,6 +389,11 @@ async def test_import_keeps_accounts_working(
         assert resp.code == 200, resp
         got = resp.json["device_keys"][populated.user_id][populated.device_id]
         assert got["keys"] == populated.device_keys["keys"]
+        assert resp.json["master_keys"][populated.user_id]["keys"] == {
+            f"ed25519:{populated.master_public}": populated.master_public
+        }
+        assert populated.user_id in resp.json["self_signing_keys"]
+        assert f"ed25519:{populated.ssk_public}" in got["signatures"][populated.user_id]
         resp = await client.post(
             "/_matrix/client/v3/keys/claim",
             {"one_time_keys": {populated.user_id: {populated.device_id: "signed_curve25519"}}},
