@@ -3,8 +3,9 @@
 Imported: users (password hashes, admin, guest, deactivated, user type, creation time),
 devices (display names, last seen), access and refresh tokens, profiles, global and
 per-room account data, push rules (user-defined rules, default-rule action and
-enabled changes), pushers, local media and the signing key. Rooms and events are not
-imported yet.
+enabled changes), pushers, E2EE device/one-time/fallback keys, cross-signing keys and
+signatures, current key backups, local media and the signing key. Rooms and events are
+not imported yet.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from homeserver.media.storage import is_valid_media_id, local_content_key, local
 from homeserver.push.default_rules import KINDS
 from homeserver.push.rules import PushRuleError, PushRuleSet
 from storage.e2ee import CrossSigningKeyRecord, NewKey, Signature
+from storage.key_backup import RoomKey
 from storage.media import ImageFacts, NewUpload, ThumbnailRecord
 from storage.push import PusherRecord
 from storage.storage import Storage
@@ -113,7 +115,45 @@ class SynapseImporter:
         await self.import_pushers()
         await self.import_device_keys()
         await self.import_cross_signing()
+        await self.import_key_backups()
         return self.report
+
+    async def import_key_backups(self) -> None:
+        """Each user's current (newest undeleted) server-side key backup with its keys.
+        Its version number is a new one of ours (Synapse numbers per user)."""
+        self._progress("Importing key backups...")
+        if not self._src.has_table("e2e_room_keys_versions"):
+            return
+        versions = self._src.select(
+            "SELECT user_id, version, algorithm, auth_data FROM e2e_room_keys_versions"
+            " WHERE deleted = 0"
+        )
+        current: dict[str, tuple[int, str, Any]] = {}
+        for user_id, version, algorithm, auth_data in versions:
+            number = int(version)
+            if user_id in self._active and (user_id not in current or number > current[user_id][0]):
+                current[str(user_id)] = (number, str(algorithm), _json(auth_data))
+        keys_total = 0
+        keys_written = 0
+        for user_id, (theirs, algorithm, auth_data) in sorted(current.items()):
+            ours = await self._storage.key_backup.create_version(user_id, algorithm, auth_data)
+            rows = self._src.select(
+                "SELECT room_id, session_id, first_message_index, forwarded_count, is_verified,"
+                " session_data FROM e2e_room_keys WHERE user_id = ? AND version = ?",
+                (user_id, theirs),
+            )
+            keys_total += len(rows)
+            keys = [
+                RoomKey(str(r[0]), str(r[1]), int(r[2]), int(r[3]), bool(r[4]), _json(r[5]))
+                for r in rows
+            ]
+            if keys:
+                await self._storage.key_backup.put_keys(
+                    user_id, ours, keys, lambda _old, _new: True
+                )
+                keys_written += len(keys)
+        self._count("e2e_room_keys_versions", len(versions), len(current))
+        self._count("e2e_room_keys (current versions)", keys_total, keys_written)
 
     async def import_cross_signing(self) -> None:
         """Each user's latest cross-signing keys, and the signatures made with them."""

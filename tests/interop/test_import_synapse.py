@@ -92,6 +92,7 @@ class Populated:
         self.image = b""
         self.device_keys: dict[str, Any] = {}
         self.master_public = ""
+        self.room_key: dict[str, Any] = {}
         self.ssk_public = ""
         self.mxc = ""
         self.second_device = ""
@@ -265,6 +266,30 @@ def _populate(peer: SynapsePeer, tmp_path_factory: pytest.TempPathFactory) -> It
             tok,
         )
         assert not result.get("failures"), result
+        # A key backup with one room key.
+        backup = _call(
+            url,
+            "POST",
+            "/_matrix/client/v3/room_keys/version",
+            {
+                "algorithm": "m.megolm_backup.v1.curve25519-aes-sha2",
+                "auth_data": {"public_key": "cGs"},
+            },
+            tok,
+        )
+        data.room_key = {
+            "first_message_index": 1,
+            "forwarded_count": 0,
+            "is_verified": True,
+            "session_data": {"ephemeral": "ZQ", "ciphertext": "Yw", "mac": "bQ"},
+        }
+        _call(
+            url,
+            "PUT",
+            f"/_matrix/client/v3/room_keys/keys/{q(data.room_id)}/sess1?version={backup['version']}",
+            data.room_key,
+            tok,
+        )
         # An image, with the thumbnails Synapse makes on upload.
         image = io.BytesIO()
         Image.new("RGB", (300, 200), (200, 30, 30)).save(image, "PNG")
@@ -401,6 +426,15 @@ async def test_import_keeps_accounts_working(
         assert resp.code == 200, resp
         claimed = resp.json["one_time_keys"][populated.user_id][populated.device_id]
         assert list(claimed) == ["signed_curve25519:AAAAAQ"], resp
+        # The key backup and its key.
+        resp = await client.get("/_matrix/client/v3/room_keys/version")
+        assert resp.code == 200, resp
+        assert resp.json["auth_data"] == {"public_key": "cGs"} and resp.json["count"] == 1
+        version = resp.json["version"]
+        resp = await client.get(
+            f"/_matrix/client/v3/room_keys/keys/{room}/sess1", params={"version": version}
+        )
+        assert resp.code == 200 and resp.json == populated.room_key, resp
         # The media, and a thumbnail of it.
         media = populated.mxc.removeprefix("mxc://")
         resp = await client.get(f"/_matrix/client/v1/media/download/{media}")
