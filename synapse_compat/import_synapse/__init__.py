@@ -50,6 +50,17 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _is_synapse_command(args: list[str]) -> bool:
+    """Synapse's main process or a worker (``python -m synapse.app.X``, the
+    ``synapse_homeserver``/``synapse_worker`` scripts), not this import."""
+    if "import-synapse" in args:
+        return False
+    return any(
+        "synapse.app." in a or os.path.basename(a) in ("synapse_homeserver", "synapse_worker")
+        for a in args
+    )
+
+
 def _synapse_processes(config_path: str) -> list[int]:
     """Processes (Linux /proc) running Synapse with this config file."""
     target = os.path.realpath(config_path)
@@ -66,7 +77,7 @@ def _synapse_processes(config_path: str) -> list[int]:
                 args = [a.decode("utf-8", "replace") for a in f.read().split(b"\0") if a]
         except OSError:
             continue
-        if not any("synapse" in a for a in args):
+        if not _is_synapse_command(args):
             continue
         values = [a.split("=", 1)[1] if a.startswith("--config-path=") else a for a in args]
         cwd = ""

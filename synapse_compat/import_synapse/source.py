@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import urllib.request
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -19,7 +21,8 @@ class SynapseDatabase:
             if not path:
                 raise ValueError("Synapse's database config has no args.database")
             # Read-only: the import never changes Synapse's data.
-            self._conn: Any = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            uri = "file:" + urllib.request.pathname2url(os.path.abspath(path)) + "?mode=ro"
+            self._conn: Any = sqlite3.connect(uri, uri=True)
             self.kind = "sqlite"
         elif name in ("psycopg2", "psycopg"):
             import psycopg2

@@ -468,3 +468,23 @@ async def test_import_keeps_accounts_working(
     again = run_import(populated.peer.config_path, our_config)
     assert again.returncode == 1
     assert "already holds users or rooms" in again.stderr
+
+
+def test_running_synapse_detection(tmp_path: Any) -> None:
+    from synapse_compat.import_synapse import _is_synapse_command, synapse_running
+
+    assert _is_synapse_command(["/usr/bin/python3", "-m", "synapse.app.homeserver", "-c", "a"])
+    assert _is_synapse_command(["/venv/bin/synapse_homeserver", "--config-path=a"])
+    assert not _is_synapse_command(["homeserver", "import-synapse", "--synapse-config", "a"])
+    assert not _is_synapse_command(["sh", "-c", "homeserver import-synapse --synapse-config a"])
+    config_path = str(tmp_path / "homeserver.yaml")
+    pid_file = tmp_path / "homeserver.pid"
+    config: dict[str, Any] = {"pid_file": str(pid_file), "listeners": []}
+    assert synapse_running(config, config_path) is None  # no pid file
+    pid_file.write_text(f"{os.getpid()}\n")
+    reason = synapse_running(config, config_path)
+    assert reason is not None and str(os.getpid()) in reason
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    pid_file.write_text(f"{dead.pid}\n")
+    assert synapse_running(config, config_path) is None
