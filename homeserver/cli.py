@@ -3,6 +3,7 @@
 homeserver --generate-config -H NAME -c FILE [--data-directory DIR] [--report-stats=no]
 homeserver -c FILE [-c OVERRIDES ...]
 homeserver register-user -c FILE [-u NAME] [-p PASSWORD] [--admin] [URL]
+homeserver import-synapse --synapse-config SYNAPSE_YAML -c FILE
 """
 
 from __future__ import annotations
@@ -76,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
         from synapse_compat.register_user import main as register_main
 
         return register_main(argv[1:])
+    if argv and argv[0] == "import-synapse":
+        from synapse_compat.import_synapse import main as import_main
+
+        return import_main(argv[1:])
     args = _parser().parse_args(argv)
     if args.generate_config:
         return generate(args)

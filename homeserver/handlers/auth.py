@@ -44,6 +44,11 @@ class Session:
     expires_in_ms: int | None
 
 
+# Marks a password hash imported from Synapse (``homeserver import-synapse``): bcrypt
+# over the password itself rather than over our SHA-256 pre-hash.
+SYNAPSE_HASH_PREFIX = b"synapse:"
+
+
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
@@ -131,6 +136,18 @@ class AuthHandler:
             if self._dummy_hash is None:
                 self._dummy_hash = (await self.hash_password(secrets.token_hex(16))).encode()
             stored = self._dummy_hash
+        if usable and stored.startswith(SYNAPSE_HASH_PREFIX):
+            # Imported from Synapse, which hashes the password (and pepper) without
+            # our pre-hash: check it that way once, then store our own hash.
+            legacy = (password + self._pepper).encode("utf-8")
+            ok = await threads.deferToThread(
+                bcrypt.checkpw, legacy, stored[len(SYNAPSE_HASH_PREFIX) :]
+            )
+            if ok:
+                await self._storage.users.set_password_hash(
+                    user_id, await self.hash_password(password)
+                )
+            return bool(ok)
         digest = self._prehash(password)
         matches = await threads.deferToThread(bcrypt.checkpw, digest, stored)
         return usable and bool(matches)

@@ -22,6 +22,8 @@ from tests.support.federation import free_port, write_self_signed_cert
 from tests.support.samples import REPO_ROOT
 
 SYNAPSE_VERSION = "1.163.2"
+# The same as ours (setup.cfg), for a Synapse on PostgreSQL.
+PSYCOPG2_VERSION = "2.9.13"
 VENV = REPO_ROOT / ".interop" / "synapse-venv"
 
 
@@ -46,6 +48,23 @@ def synapse_python() -> str:
             )
             marker.touch()
     return str(python)
+
+
+def synapse_python_with_postgres() -> str:
+    """The Synapse venv's python, with psycopg2 (Synapse's PostgreSQL driver) added."""
+    python = synapse_python()
+    marker = VENV / f".installed-psycopg2-{PSYCOPG2_VERSION}"
+    if marker.exists():
+        return python
+    with open(VENV.parent / "synapse-venv.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not marker.exists():
+            subprocess.run(
+                [python, "-m", "pip", "install", "-q", f"psycopg2-binary=={PSYCOPG2_VERSION}"],
+                check=True,
+            )
+            marker.touch()
+    return python
 
 
 class SynapsePeer:
