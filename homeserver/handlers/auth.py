@@ -139,7 +139,8 @@ class AuthHandler:
         if usable and stored.startswith(SYNAPSE_HASH_PREFIX):
             # Imported from Synapse, which hashes the password (and pepper) without
             # our pre-hash: check it that way once, then store our own hash.
-            legacy = (password + self._pepper).encode("utf-8")
+            # (Synapse's bcrypt read only the first 72 bytes; ours refuses longer input.)
+            legacy = (password + self._pepper).encode("utf-8")[:72]
             ok = await threads.deferToThread(
                 bcrypt.checkpw, legacy, stored[len(SYNAPSE_HASH_PREFIX) :]
             )
