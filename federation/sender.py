@@ -254,8 +254,9 @@ class FederationSender:
                     await self._store.set_retry(destination, now_ms(self._clock), interval)
                     return
                 self._backoff.pop(destination, None)
-                await self._store.set_retry(destination, 0, 0)
+                # Acknowledged first: what the destination holds leaves the outbox at once.
                 await self._store.ack([i.item_id for i in pdus + edus])
+                await self._store.set_retry(destination, 0, 0)
         except Exception:
             logger.exception("Federation sender for %s failed", destination)
         finally:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest_twisted
 
 from homeserver.events.event import Event
-from tests.federation.test_two_servers import wait_for_message
+from tests.federation.test_two_servers import sleep, wait_for_message
 from tests.support.client import Client, q
 from tests.support.server import RunningServer
 
@@ -49,6 +49,11 @@ async def test_send_queued_in_the_events_transaction_survives_a_crash(
     assert resp.code == 200, resp
     await send(alice, room_id, "before the crash", "t1")
     await wait_for_message(bob, room_id, "before the crash")
+    # B may show it before A has read B's answer and emptied its outbox.
+    for _ in range(100):
+        if not await a.hs.storage.federation.peek(b.hs.server_name, "pdu", 50):
+            break
+        await sleep(0.05)
 
     missed = crash_after_commit(a)
     event_id = await send(alice, room_id, "committed, then the crash", "t2")
