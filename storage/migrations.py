@@ -55,13 +55,12 @@ def split_statements(sql: str) -> list[str]:
     return [s.strip() for s in without_comments.split(";") if s.strip()]
 
 
-def _prepare(txn: Transaction) -> int:
+def _prepare(txn: Transaction) -> set[int]:
     txn.execute(
         "CREATE TABLE IF NOT EXISTS schema_version ("
         " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_ts BIGINT NOT NULL)"
     )
-    row = txn.select_one("SELECT MAX(version) FROM schema_version")
-    return int(row[0]) if row and row[0] is not None else 0
+    return {int(row[0]) for row in txn.select_all("SELECT version FROM schema_version")}
 
 
 def _apply(txn: Transaction, migration: Migration) -> bool:
@@ -79,7 +78,8 @@ def _apply(txn: Transaction, migration: Migration) -> bool:
 
 async def prepare_database(db: Database) -> int:
     """Bring the schema up to date; return the version now in force."""
-    current = await db.run_interaction("schema_prepare", _prepare)
+    applied_versions = await db.run_interaction("schema_prepare", _prepare)
+    current = max(applied_versions, default=0)
     migrations = available_migrations(db.engine_name)
     newest_known = migrations[-1].version if migrations else 0
     if current > newest_known:
@@ -87,8 +87,10 @@ async def prepare_database(db: Database) -> int:
             f"The database schema is at version {current}, newer than this server knows "
             f"({newest_known}). Upgrade the homeserver before starting it on this database."
         )
+    # Each version not yet recorded, even one numbered below the newest applied: a
+    # branch's migration merged after a later-numbered one must still run.
     for migration in migrations:
-        if migration.version <= current:
+        if migration.version in applied_versions:
             continue
         applied = await db.run_interaction(f"schema_{migration.version}", _apply, migration)
         if applied:

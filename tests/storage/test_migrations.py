@@ -159,3 +159,24 @@ async def test_failed_migration_leaves_no_trace(db: Database) -> None:
     await db.run_interaction(
         "recreate", lambda txn: txn.execute("CREATE TABLE half_done (x INTEGER)")
     )
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_version_below_the_newest_applied_still_runs(db: Database) -> None:
+    """A branch's migration merged after a later-numbered one has landed runs anyway."""
+    await prepare_database(db)
+    [missed] = [m for m in available_migrations(db.engine_name) if m.name == "sliding_sync_rooms"]
+    assert missed.version < _newest(db.engine_name)
+
+    def _forget(txn: Transaction) -> None:
+        # As if this database had been migrated by code without ``missed``.
+        txn.execute("DELETE FROM schema_version WHERE version = ?", (missed.version,))
+        txn.execute("DROP TABLE sliding_sync_rooms")
+
+    await db.run_interaction("forget", _forget)
+    assert await prepare_database(db) == _newest(db.engine_name)
+    assert missed.version in [r[0] for r in await _schema_rows(db)]
+    count = await db.run_interaction(
+        "count", lambda txn: txn.select_one("SELECT COUNT(*) FROM sliding_sync_rooms")
+    )
+    assert count == (0,)
