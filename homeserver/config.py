@@ -19,6 +19,8 @@ from typing import Any
 
 import yaml
 
+from homeserver.workers import WorkerConfigError, parse_worker_config
+
 logger = logging.getLogger(__name__)
 
 
@@ -1198,6 +1200,47 @@ SCHEMA: list[Key] = [
         None,
         "Workers",
     ),
+    # Read together by homeserver.workers.parse_worker_config (they depend on each
+    # other); parsed there, listed here for the reference and the generated file.
+    *(
+        Key(name, lambda k, v: v, None, doc, None, "Workers")
+        for name, doc in (
+            (
+                "worker_app",
+                "Set in a worker's own file: `synapse.app.generic_worker` (older Synapse"
+                " worker apps are accepted). Unset or `synapse.app.homeserver`: the main"
+                " process. Worker processes cannot be started yet: a configuration naming"
+                " any instance other than the main one is refused at start-up.",
+            ),
+            ("worker_name", "A worker's instance name (default: its `worker_app`)."),
+            ("worker_listeners", "A worker's listeners, in the `listeners` format."),
+            (
+                "instance_map",
+                "Where each instance answers internal requests: `{host, port, tls}` or"
+                " `{path}`; the main process is `main`.",
+            ),
+            (
+                "stream_writers",
+                "Who writes each stream (`events`, `typing`, `to_device`, `account_data`,"
+                " `receipts`, `presence`): an instance or a list (several only for"
+                " `events` and `receipts`); default the main process.",
+            ),
+            (
+                "federation_sender_instances",
+                "The instances sending federation, destinations sharded over them.",
+            ),
+            ("pusher_instances", "The instances sending push, users sharded over them."),
+            ("send_federation", "Legacy: `false` needs `federation_sender_instances`."),
+            ("start_pushers", "Legacy: `false` needs `pusher_instances`."),
+            ("run_background_tasks_on", "The instance running background tasks."),
+            ("notify_appservices_from_worker", "The instance sending to application services."),
+            ("update_user_directory_from_worker", "The instance updating the user directory."),
+            (
+                "media_instance_running_background_jobs",
+                "The instance running media background jobs.",
+            ),
+        )
+    ),
     Key(
         "report_stats",
         _bool,
@@ -1462,12 +1505,6 @@ ACCEPTED_SYNAPSE_KEYS = {
     "limit_remote_rooms",
     "include_profile_data_on_invite",
     "admin_contact",
-    "instance_map",
-    "stream_writers",
-    "worker_app",
-    "worker_name",
-    "send_federation",
-    "federation_sender_instances",
     "max_event_delay_duration",
     "forgotten_room_retention_period",
     "session_lifetime",
@@ -1527,6 +1564,10 @@ def parse_config(raw: dict[str, Any], config_dir: str) -> HomeserverConfig:
 
     if not is_valid_server_name(values["server_name"]):
         raise ConfigError(f"server_name: not a valid server name: {values['server_name']!r}")
+    try:
+        values["workers"] = parse_worker_config(raw, _listeners)
+    except WorkerConfigError as e:
+        raise ConfigError(str(e)) from None
     if values["database"] is None:
         values["database"] = {
             "name": "sqlite3",
@@ -1540,6 +1581,13 @@ def parse_config(raw: dict[str, Any], config_dir: str) -> HomeserverConfig:
             config_dir, f"{values['server_name'].replace(':', '_')}.signing.key"
         )
     values["signing_key_path"] = _resolve(config_dir, values["signing_key_path"])
+    if values["workers"].is_multi_process:
+        if values["database"]["name"] != "psycopg2":
+            raise ConfigError(
+                "database: several processes need PostgreSQL (SQLite is one process's)"
+            )
+        if not values["redis"].enabled:
+            raise ConfigError("redis.enabled: several processes need Redis between them")
     if values["media_store_path"] is None:
         values["media_store_path"] = os.path.join(config_dir, "media_store")
     values["media_store_path"] = _resolve(config_dir, values["media_store_path"])
