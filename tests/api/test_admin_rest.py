@@ -387,3 +387,31 @@ async def test_background_updates_switch_and_jobs(server: RunningServer) -> None
     assert resp.json["error"] == "Invalid job_name"
     assert_error(await admin.post(start, {"job_name": "event_resign"}), 400, "M_UNKNOWN")
     assert_error(await admin.post(start, {}), 400, "M_MISSING_PARAM")
+
+
+@pytest_twisted.ensureDeferred
+async def test_redaction_job_survives_a_restart(server: RunningServer) -> None:
+    admin = await register_admin(server)
+    alice = await register(server, "alice")
+    room_id = await create_room(alice)
+    sent = [await send(alice, room_id, f"m{i}") for i in range(2)]
+    # A job the server was running when it stopped (its row says so).
+    jobs = server.hs.storage.admin_jobs
+    params = {
+        "user_id": alice.user_id,
+        "rooms": [room_id],
+        "admin_user_id": admin.user_id,
+        "reason": None,
+        "limit": 1000,
+        "use_admin": False,
+        "after_ts": None,
+        "before_ts": None,
+    }
+    await jobs.create("cutshort", "redact_all_events", alice.user_id or "", params, 0)
+    await jobs.update("cutshort", 1, status="active")
+    await server.restart()
+    admin.base_url = alice.base_url = server.base_url
+    status = await wait_redact(admin, "cutshort")
+    assert status == {"status": "complete", "failed_redactions": {}}, status
+    for event_id in sent:
+        assert await event_content(alice, room_id, event_id) == {}
