@@ -108,7 +108,8 @@ class MediaAdminStore:
         by: str | None,
     ) -> int:
         """Quarantine (``by`` a user id) or release (``by`` None) the named media; rows
-        changed. Each named media gets a change record (``quarantine_changes``)."""
+        changed. Each named media whose state changed gets a change record
+        (``quarantine_changes``)."""
         if self._change_ids is None:
             self._change_ids = await IdGenerator.load(
                 self._db, "media_quarantine_changes", "stream_id"
@@ -116,14 +117,29 @@ class MediaAdminStore:
         ids = self._change_ids
         named = [(server_name, m) for m in dict.fromkeys(local_ids)] + list(dict.fromkeys(remote))
 
-        def _txn(txn: Transaction) -> int:
-            count = _quarantine_txn(txn, server_name, local_ids, remote, by)
+        def _states(txn: Transaction) -> dict[tuple[str, str], bool]:
+            states = {}
             for origin, media_id in named:
-                txn.execute(
-                    "INSERT INTO media_quarantine_changes (stream_id, origin, media_id,"
-                    " quarantined) VALUES (?, ?, ?, ?)",
-                    (ids.next_id(), origin, media_id, 1 if by is not None else 0),
+                row = txn.select_one(
+                    "SELECT quarantined_by FROM media WHERE server_name = ? AND media_id = ?",
+                    (origin, media_id),
                 )
+                if row is not None:
+                    states[(origin, media_id)] = row[0] is not None
+            return states
+
+        def _txn(txn: Transaction) -> int:
+            before = _states(txn)
+            count = _quarantine_txn(txn, server_name, local_ids, remote, by)
+            # Recorded when the named media's state changed (not for unknown media, nor
+            # for protected media a quarantine left alone).
+            for key, quarantined in _states(txn).items():
+                if before.get(key) != quarantined:
+                    txn.execute(
+                        "INSERT INTO media_quarantine_changes (stream_id, origin, media_id,"
+                        " quarantined) VALUES (?, ?, ?, ?)",
+                        (ids.next_id(), key[0], key[1], 1 if quarantined else 0),
+                    )
             return count
 
         return await self._db.run_interaction("quarantine_media", _txn)

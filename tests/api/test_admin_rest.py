@@ -304,19 +304,22 @@ async def test_delete_a_users_media_and_list_quarantine_changes(server: RunningS
     changes = f"{V1}/media/quarantine_changes"
     empty = (await admin.get(changes)).json
     assert empty == {"next_batch": 0, "changes": []}, empty
-    for action in ("quarantine", "unquarantine", "quarantine"):
+    protected = await upload_ok(bob, b"sticker", "text/plain")
+    assert (await admin.post(f"{V1}/media/protect/{protected}", {})).code == 200
+    for action in ("quarantine", "unquarantine", "quarantine", "quarantine"):
         resp = await admin.post(f"{V1}/media/{action}/{SERVER}/{bobs}", {})
         assert resp.code == 200, resp
-    await admin.post(f"{V1}/media/quarantine/remote.example/abc", {})
+    # Nothing changed for these: unknown, protected.
+    assert (await admin.post(f"{V1}/media/quarantine/remote.example/abc", {})).code == 200
+    assert (await admin.post(f"{V1}/media/quarantine/{SERVER}/{protected}", {})).code == 200
     page = (await admin.get(changes)).json
     assert page["changes"] == [
         {"origin": SERVER, "media_id": bobs, "quarantined": True},
         {"origin": SERVER, "media_id": bobs, "quarantined": False},
         {"origin": SERVER, "media_id": bobs, "quarantined": True},
-        {"origin": "remote.example", "media_id": "abc", "quarantined": True},
     ]
-    middle = (await admin.get(f"{changes}?from=2")).json
-    assert [c["quarantined"] for c in middle["changes"]] == [True, True]
+    middle = (await admin.get(f"{changes}?from=1")).json
+    assert [c["quarantined"] for c in middle["changes"]] == [False, True]
     assert middle["next_batch"] == page["next_batch"]
     after = (await admin.get(f"{changes}?from={page['next_batch']}")).json
     assert after == {"next_batch": page["next_batch"], "changes": []}
