@@ -74,6 +74,7 @@ from homeserver.ephemeral.typing import TypingHandler, TypingSource
 from homeserver.ephemeral.user_directory import UserDirectoryHandler
 from homeserver.events.event import Event
 from homeserver.handlers.admin_federation import DestinationsAdmin
+from homeserver.handlers.admin_redact import UserRedactor
 from homeserver.handlers.admin_reports import EventReportsAdmin
 from homeserver.handlers.admin_users import AdminUsersHandler
 from homeserver.handlers.auth import AuthHandler
@@ -143,9 +144,14 @@ from synapse_compat.admin_purge import AdminPurgeServlets
 from synapse_compat.admin_register import SharedSecretRegistrationServlet
 from synapse_compat.admin_registration_tokens import AdminRegistrationTokenServlets
 from synapse_compat.admin_reports import AdminEventReportServlets
-from synapse_compat.admin_rooms import AdminRoomApiServlets, AdminRoomServlets
+from synapse_compat.admin_rooms import (
+    AdminRoomApiServlets,
+    AdminRoomHierarchyServlet,
+    AdminRoomServlets,
+)
 from synapse_compat.admin_server import AdminServerServlets
 from synapse_compat.admin_server_notices import AdminServerNoticeServlets
+from synapse_compat.admin_user_activity import AdminUserActivityServlets
 from synapse_compat.admin_user_info import AdminUserInfoServlets
 from synapse_compat.admin_user_limits import AdminUserLimitServlets
 from synapse_compat.admin_users import AdminUserServlets
@@ -454,7 +460,9 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
     e2e_keys = KeysHandler(
         storage.e2ee, storage.events, room_cache, memberships, device_lists, locality, reactor
     )
-    cross_signing = CrossSigningHandler(storage.e2ee, storage.users, device_lists, locality)
+    cross_signing = CrossSigningHandler(
+        storage.e2ee, storage.users, device_lists, locality, reactor
+    )
     to_device = ToDeviceHandler(storage.e2ee, notifier, locality, reactor)
     to_device.listeners.append(appservices.on_to_device)
     sync.add_source(ToDeviceSource(storage.e2ee))
@@ -625,6 +633,16 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         reactor,
         server_name,
     )
+    media_admin = MediaAdmin(media, storage.media_admin)
+    redactor = UserRedactor(
+        purger,
+        storage.admin_jobs,
+        storage.user_admin,
+        room_handler,
+        memberships,
+        server_name,
+        reactor,
+    )
     for servlets in (
         MetaServlets(config, auth),
         RegisterServlets(
@@ -763,11 +781,14 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
             storage.threepids,
             restrictions,
             storage.media,
+            media_admin,
         ),
+        AdminUserActivityServlets(auth, locality, storage.user_admin, cross_signing, redactor),
+        AdminRoomHierarchyServlet(auth, summaries),
         AdminDeviceServlets(auth, locality, storage.users, device_lists.on_device_renamed),
         AdminRoomServlets(auth, room_shutdown, purger),
         AdminPurgeServlets(auth, purger),
-        AdminMediaServlets(auth, MediaAdmin(media, storage.media_admin)),
+        AdminMediaServlets(auth, media_admin),
         AdminServerNoticeServlets(auth, locality, storage.users, server_notices),
     ):
         servlets.register(resource)

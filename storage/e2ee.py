@@ -470,6 +470,31 @@ class E2eeStore:
         with self.device_lists.reserve() as stream_id:
             await self._db.run_interaction("set_cross_signing_keys", _txn, stream_id)
 
+    async def allow_master_key_replacement(self, user_id: str, until_ms: int) -> bool:
+        """Let the user replace their master key without UIA until ``until_ms``; False
+        when they have no master key (a replacement stores a new row: the window ends)."""
+
+        def _txn(txn: Transaction) -> bool:
+            txn.execute(
+                "UPDATE e2e_cross_signing_keys SET updatable_without_uia_before_ms = ?"
+                " WHERE user_id = ? AND key_type = 'master'",
+                (until_ms, user_id),
+            )
+            return txn.rowcount > 0
+
+        return await self._db.run_interaction("allow_master_key_replacement", _txn)
+
+    async def master_key_replaceable_until(self, user_id: str) -> int | None:
+        row = await self._db.run_interaction(
+            "master_key_replaceable_until",
+            lambda txn: txn.select_one(
+                "SELECT updatable_without_uia_before_ms FROM e2e_cross_signing_keys"
+                " WHERE user_id = ? AND key_type = 'master'",
+                (user_id,),
+            ),
+        )
+        return None if row is None or row[0] is None else int(row[0])  # type: ignore[call-overload]
+
     async def get_signatures(self, targets: Iterable[tuple[str, str]]) -> list[Signature]:
         """Stored signatures on (user, key id) targets."""
         wanted = list(targets)

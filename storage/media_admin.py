@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from storage.database import Database, Transaction
+from storage.id_generator import IdGenerator
 from storage.media import _COLUMNS, MediaRecord, ThumbnailRecord, _record
 
 MXC_RE = re.compile(r"^mxc://([^/]+)/([^/#?]+)")
@@ -88,6 +89,7 @@ def _placeholders(n: int) -> str:
 class MediaAdminStore:
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._change_ids: IdGenerator | None = None  # loaded on the first change
 
     # Rooms ------------------------------------------------------------------------
 
@@ -105,12 +107,54 @@ class MediaAdminStore:
         remote: Sequence[tuple[str, str]],
         by: str | None,
     ) -> int:
-        """Quarantine (``by`` a user id) or release (``by`` None) media; rows changed."""
+        """Quarantine (``by`` a user id) or release (``by`` None) the named media; rows
+        changed. Each named media whose state changed gets a change record
+        (``quarantine_changes``)."""
+        if self._change_ids is None:
+            self._change_ids = await IdGenerator.load(
+                self._db, "media_quarantine_changes", "stream_id"
+            )
+        ids = self._change_ids
+        named = [(server_name, m) for m in dict.fromkeys(local_ids)] + list(dict.fromkeys(remote))
+
+        def _states(txn: Transaction) -> dict[tuple[str, str], bool]:
+            states = {}
+            for origin, media_id in named:
+                row = txn.select_one(
+                    "SELECT quarantined_by FROM media WHERE server_name = ? AND media_id = ?",
+                    (origin, media_id),
+                )
+                if row is not None:
+                    states[(origin, media_id)] = row[0] is not None
+            return states
 
         def _txn(txn: Transaction) -> int:
-            return _quarantine_txn(txn, server_name, local_ids, remote, by)
+            before = _states(txn)
+            count = _quarantine_txn(txn, server_name, local_ids, remote, by)
+            # Recorded when the named media's state changed (not for unknown media, nor
+            # for protected media a quarantine left alone).
+            for key, quarantined in _states(txn).items():
+                if before.get(key) != quarantined:
+                    txn.execute(
+                        "INSERT INTO media_quarantine_changes (stream_id, origin, media_id,"
+                        " quarantined) VALUES (?, ?, ?, ?)",
+                        (ids.next_id(), key[0], key[1], 1 if quarantined else 0),
+                    )
+            return count
 
         return await self._db.run_interaction("quarantine_media", _txn)
+
+    async def quarantine_changes(self, after: int, limit: int) -> list[tuple[int, str, str, bool]]:
+        """(stream id, origin, media id, quarantined) of the changes after ``after``."""
+        rows = await self._db.run_interaction(
+            "quarantine_changes",
+            lambda txn: txn.select_all(
+                "SELECT stream_id, origin, media_id, quarantined FROM media_quarantine_changes"
+                " WHERE stream_id > ? ORDER BY stream_id LIMIT ?",
+                (after, limit),
+            ),
+        )
+        return [(int(r[0]), str(r[1]), str(r[2]), bool(r[3])) for r in rows]  # type: ignore[call-overload]
 
     async def quarantine_room(self, room_id: str, server_name: str, by: str) -> int:
         def _txn(txn: Transaction) -> int:

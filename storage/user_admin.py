@@ -144,3 +144,156 @@ class UserAdminStore:
             return users, total
 
         return await self._db.run_interaction("list_users", _txn)
+
+    # External ids ------------------------------------------------------------------
+
+    async def get_external_ids(self, user_id: str) -> list[tuple[str, str]]:
+        """(auth provider, external id) pairs of the user, sorted."""
+        rows = await self._db.run_interaction(
+            "get_external_ids",
+            lambda txn: txn.select_all(
+                "SELECT auth_provider, external_id FROM user_external_ids WHERE user_id = ?"
+                " ORDER BY auth_provider, external_id",
+                (user_id,),
+            ),
+        )
+        return [(str(r[0]), str(r[1])) for r in rows]
+
+    async def replace_external_ids(self, user_id: str, pairs: list[tuple[str, str]]) -> bool:
+        """Make ``pairs`` the user's whole set; False (nothing changed) when another user
+        holds one of them."""
+
+        def _txn(txn: Transaction) -> bool:
+            for provider, external_id in pairs:
+                row = txn.select_one(
+                    "SELECT user_id FROM user_external_ids"
+                    " WHERE auth_provider = ? AND external_id = ?",
+                    (provider, external_id),
+                )
+                if row is not None and row[0] != user_id:
+                    return False
+            txn.execute("DELETE FROM user_external_ids WHERE user_id = ?", (user_id,))
+            for provider, external_id in dict.fromkeys(pairs):
+                txn.execute(
+                    "INSERT INTO user_external_ids (auth_provider, external_id, user_id)"
+                    " VALUES (?, ?, ?)",
+                    (provider, external_id, user_id),
+                )
+            return True
+
+        return await self._db.run_interaction("replace_external_ids", _txn)
+
+    async def external_ids_free(self, user_id: str, pairs: list[tuple[str, str]]) -> bool:
+        """Whether no user but ``user_id`` holds one of ``pairs``."""
+
+        def _txn(txn: Transaction) -> bool:
+            for provider, external_id in pairs:
+                row = txn.select_one(
+                    "SELECT user_id FROM user_external_ids"
+                    " WHERE auth_provider = ? AND external_id = ?",
+                    (provider, external_id),
+                )
+                if row is not None and row[0] != user_id:
+                    return False
+            return True
+
+        return await self._db.run_interaction("external_ids_free", _txn)
+
+    async def user_by_external_id(self, provider: str, external_id: str) -> str | None:
+        row = await self._db.run_interaction(
+            "user_by_external_id",
+            lambda txn: txn.select_one(
+                "SELECT user_id FROM user_external_ids WHERE auth_provider = ? AND external_id = ?",
+                (provider, external_id),
+            ),
+        )
+        return None if row is None else str(row[0])
+
+    # Activity counts ---------------------------------------------------------------
+
+    async def sent_invite_count(self, user_id: str, from_ts: int) -> int:
+        """Invites the user sent since ``from_ts`` (their events' timestamp: we keep no
+        separate receive time)."""
+        return await self._count(
+            "sent_invite_count",
+            "SELECT COUNT(m.event_id) FROM room_memberships AS m"
+            " JOIN events AS e ON e.event_id = m.event_id"
+            " WHERE m.sender = ? AND m.membership = 'invite' AND e.origin_server_ts >= ?",
+            (user_id, from_ts),
+        )
+
+    async def cumulative_joined_room_count(self, user_id: str, from_ts: int) -> int:
+        """Rooms the user joined since ``from_ts``, whether or not they are still there."""
+        return await self._count(
+            "cumulative_joined_room_count",
+            "SELECT COUNT(DISTINCT m.room_id) FROM room_memberships AS m"
+            " JOIN events AS e ON e.event_id = m.event_id"
+            " WHERE m.sender = ? AND m.user_id = ? AND m.membership = 'join'"
+            " AND e.origin_server_ts >= ?",
+            (user_id, user_id, from_ts),
+        )
+
+    async def _count(self, name: str, sql: str, args: tuple[object, ...]) -> int:
+        row = await self._db.run_interaction(name, lambda txn: txn.select_one(sql, args))
+        return int(row[0]) if row and row[0] is not None else 0  # type: ignore[call-overload]
+
+    async def search_users(self, term: str) -> list[tuple[str, str | None, bool, bool, str | None]]:
+        """Synapse's ``search_users``: local accounts whose id contains ``term``."""
+        rows = await self._db.run_interaction(
+            "search_users",
+            lambda txn: txn.select_all(
+                "SELECT user_id, password_hash, is_guest, admin, user_type FROM users"
+                " WHERE user_id LIKE ? ESCAPE '\\' ORDER BY user_id",
+                (f"%{_like_escape(term)}%",),
+            ),
+        )
+        return [
+            (
+                str(r[0]),
+                None if r[1] is None else str(r[1]),
+                bool(r[2]),
+                bool(r[3]),
+                None if r[4] is None else str(r[4]),
+            )
+            for r in rows
+        ]
+
+    async def events_to_redact(
+        self,
+        user_id: str,
+        room_id: str,
+        limit: int,
+        after_ts: int | None,
+        before_ts: int | None,
+    ) -> list[str]:
+        """The user's ``limit`` newest events of the room (within the times given) that a
+        redaction would change: not redacted yet, not redactions, and of memberships only
+        joins (their profile)."""
+        clauses = [
+            "e.room_id = ?",
+            "e.sender = ?",
+            "e.outlier = 0",
+            "e.rejected_reason IS NULL",
+        ]
+        args: list[object] = [room_id, user_id]
+        if after_ts is not None:
+            clauses.append("e.origin_server_ts >= ?")
+            args.append(after_ts)
+        if before_ts is not None:
+            clauses.append("e.origin_server_ts <= ?")
+            args.append(before_ts)
+        sql = (
+            "SELECT e.event_id, e.type, e.redacted_by, m.membership FROM events AS e"
+            " LEFT JOIN room_memberships AS m ON m.event_id = e.event_id"
+            f" WHERE {' AND '.join(clauses)} ORDER BY e.stream_ordering DESC LIMIT ?"
+        )
+        rows = await self._db.run_interaction(
+            "events_to_redact", lambda txn: txn.select_all(sql, [*args, limit])
+        )
+        return [
+            str(event_id)
+            for event_id, event_type, redacted_by, membership in rows
+            if redacted_by is None
+            and event_type not in ("m.room.redaction", "m.room.create")
+            and (event_type != "m.room.member" or membership == "join")
+        ]

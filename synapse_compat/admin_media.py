@@ -45,6 +45,7 @@ class AdminMediaServlets:
     def register(self, r: JsonResource) -> None:
         # Literal segments first: routes are tried in this order.
         r.register("POST", f"{ADMIN_V1}/media/delete", self.on_delete_old)
+        r.register("GET", f"{ADMIN_V1}/media/quarantine_changes", self.on_quarantine_changes)
         r.register(
             "POST", f"{ADMIN_V1}/media/quarantine/{{serverName}}/{{mediaId}}", self.on_quarantine
         )
@@ -68,6 +69,14 @@ class AdminMediaServlets:
     async def on_info(self, request: Request, serverName: str, mediaId: str) -> tuple[int, Any]:
         await require_admin(self._auth, request)
         return 200, {"media_info": await self._media.media_info(serverName, mediaId)}
+
+    async def on_quarantine_changes(self, request: Request) -> tuple[int, Any]:
+        await require_admin(self._auth, request)
+        after = parse_integer(request, "from", default=0, minimum=0)
+        assert after is not None
+        # As Synapse: pages of at most 100, oldest first; `from` is a `next_batch`.
+        changes, next_batch = await self._media.quarantine_changes(after, 100)
+        return 200, {"next_batch": next_batch, "changes": changes}
 
     async def on_quarantine(
         self, request: Request, serverName: str, mediaId: str

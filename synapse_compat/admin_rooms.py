@@ -32,6 +32,7 @@ from homeserver.rooms.admin import ROOM_ORDERS, RoomAdmin
 from homeserver.rooms.history import RoomHistory
 from homeserver.rooms.purge import RoomPurger
 from homeserver.rooms.shutdown import DEFAULT_MESSAGE, DEFAULT_ROOM_NAME, RoomShutdown
+from homeserver.rooms.summary import RoomSummaryHandler
 from synapse_compat.admin_common import require_admin
 
 JsonDict = dict[str, Any]
@@ -259,3 +260,30 @@ class AdminRoomApiServlets:
 def _check_room_id(room_id: str) -> None:
     if not is_valid_room_id(room_id):
         raise MatrixError(400, Codes.INVALID_PARAM, f"{room_id} is not a legal room ID")
+
+
+class AdminRoomHierarchyServlet:
+    """``GET /_synapse/admin/v1/rooms/{roomId}/hierarchy``: a space's tree as the client
+    ``/hierarchy`` pages it, but of every room we hold, whatever the admin may see, and
+    no remote room (as Synapse's admin view)."""
+
+    def __init__(self, auth: AuthHandler, summaries: RoomSummaryHandler) -> None:
+        self._auth = auth
+        self._summaries = summaries
+
+    def register(self, r: JsonResource) -> None:
+        r.register("GET", "/_synapse/admin/v1/rooms/{roomId}/hierarchy", self.on_hierarchy)
+
+    async def on_hierarchy(self, request: Request, roomId: str) -> tuple[int, Any]:
+        requester = await require_admin(self._auth, request)
+        if not is_valid_room_id(roomId):
+            raise MatrixError(400, Codes.INVALID_PARAM, f"{roomId} is not a legal room ID")
+        return 200, await self._summaries.hierarchy(
+            requester.user_id,
+            roomId,
+            suggested_only=parse_boolean(request, "suggested_only"),
+            max_depth=parse_integer(request, "max_depth", minimum=0),
+            limit=parse_integer(request, "limit", minimum=1),
+            from_token=parse_string(request, "from"),
+            admin=True,
+        )

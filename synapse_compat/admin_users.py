@@ -79,8 +79,21 @@ def _parse_changes(body: JsonDict) -> UserChanges:
             pairs.add((medium, address))
         parsed_threepids = frozenset(pairs)
     external_ids = field(body, "external_ids", list)
-    if external_ids:
-        raise MatrixError(400, Codes.INVALID_PARAM, "external_ids are not supported")
+    parsed_external_ids = None
+    if external_ids is not None:
+        parsed_external_ids = []
+        for external_id in external_ids:
+            if not isinstance(external_id, dict):
+                raise MatrixError(400, Codes.BAD_JSON, "external_ids must be a list of objects")
+            missing = [k for k in ("auth_provider", "external_id") if k not in external_id]
+            if missing:
+                raise MatrixError(400, Codes.MISSING_PARAM, f"Missing params: {missing}")
+            parsed_external_ids.append(
+                (
+                    field(external_id, "auth_provider", str, required=True),
+                    field(external_id, "external_id", str, required=True),
+                )
+            )
     user_type = body.get("user_type")
     if user_type is not None and user_type not in USER_TYPES:
         raise MatrixError(400, Codes.UNKNOWN, "Invalid user type")
@@ -112,6 +125,7 @@ def _parse_changes(body: JsonDict) -> UserChanges:
         avatar_url=avatar_url,
         avatar_url_set="avatar_url" in body,
         threepids=parsed_threepids,
+        external_ids=None if parsed_external_ids is None else tuple(parsed_external_ids),
         admin=admin if "admin" in body else None,
         deactivated=flags["deactivated"] if "deactivated" in body else None,
         locked=flags["locked"] if "locked" in body else None,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from homeserver.clock import Clock, now_ms
 from homeserver.e2ee.device_lists import DeviceLists
 from homeserver.e2ee.locality import Locality
 from homeserver.e2ee.signatures import (
@@ -45,8 +46,14 @@ def unknown_key(message: str = "Unknown key") -> MatrixError:
 
 class CrossSigningHandler:
     def __init__(
-        self, store: E2eeStore, users: UserStore, device_lists: DeviceLists, locality: Locality
+        self,
+        store: E2eeStore,
+        users: UserStore,
+        device_lists: DeviceLists,
+        locality: Locality,
+        clock: Clock,
     ) -> None:
+        self._clock = clock
         self._store = store
         self._users = users
         self._device_lists = device_lists
@@ -58,8 +65,9 @@ class CrossSigningHandler:
     # Signing keys ------------------------------------------------------------------
 
     async def classify_upload(self, user_id: str, body: JsonDict) -> str:
-        """``same`` (nothing new: a no-op), ``first`` (no master key yet: no UIA needed)
-        or ``replace`` (needs UIA), as the spec and Synapse decide."""
+        """``same`` (nothing new: a no-op), ``first`` (no master key yet: no UIA needed),
+        ``allowed`` (an admin let the user replace it without UIA for a while) or
+        ``replace`` (needs UIA), as the spec and Synapse decide."""
         stored = await self._keys_of(user_id)
         for name, key_type in KEY_FIELDS.items():
             proposed = body.get(name)
@@ -67,8 +75,20 @@ class CrossSigningHandler:
                 continue
             current = stored.get(key_type)
             if current is None or current.key != proposed:
-                return "replace" if "master" in stored else "first"
+                if "master" not in stored:
+                    return "first"
+                until = await self._store.master_key_replaceable_until(user_id)
+                if until is not None and until > now_ms(self._clock):
+                    return "allowed"
+                return "replace"
         return "same"
+
+    async def allow_replacement_without_uia(self, user_id: str, period_ms: int) -> int | None:
+        """Open the window (Synapse's admin API); its end, or None without a master key."""
+        until = now_ms(self._clock) + period_ms
+        if not await self._store.allow_master_key_replacement(user_id, until):
+            return None
+        return until
 
     async def upload_signing_keys(self, user_id: str, body: JsonDict) -> None:
         stored = await self._keys_of(user_id)

@@ -44,11 +44,18 @@ class UserChanges:
     avatar_url: str | None = None
     avatar_url_set: bool = False
     threepids: frozenset[tuple[str, str]] | None = None
+    # (auth provider, external id) pairs: the user's whole set when given.
+    external_ids: tuple[tuple[str, str], ...] | None = None
     admin: bool | None = None
     deactivated: bool | None = None
     locked: bool | None = None
     user_type: str | None = None
     user_type_set: bool = False
+
+
+def _external_id_in_use() -> MatrixError:
+    # Synapse's answer: 409, no specific errcode.
+    return MatrixError(409, Codes.UNKNOWN, "External id is already in use.")
 
 
 class AdminUsersHandler:
@@ -99,7 +106,12 @@ class AdminUsersHandler:
             "displayname": profile.displayname if profile else None,
             "avatar_url": profile.avatar_url if profile else None,
             "threepids": [t.to_json() for t in threepids],
-            "external_ids": [],
+            "external_ids": [
+                {"auth_provider": provider, "external_id": external_id}
+                for provider, external_id in await self._storage.user_admin.get_external_ids(
+                    user_id
+                )
+            ],
             "erased": await self._storage.users.is_erased(user_id),
             "last_seen_ts": await self._storage.users.get_last_seen(user_id),
         }
@@ -133,6 +145,14 @@ class AdminUsersHandler:
         if changes.deactivated and changes.locked:
             raise MatrixError(400, Codes.UNKNOWN, "An user can't be deactivated and locked")
         user = await self._storage.users.get_user(user_id)
+        if (
+            changes.external_ids is not None
+            and not await self._storage.user_admin.external_ids_free(
+                user_id, list(changes.external_ids)
+            )
+        ):
+            # Checked first, so a refused creation leaves no account behind.
+            raise _external_id_in_use()
         if user is None:
             await self._create(requester, user_id, localpart, changes)
             created = True
@@ -161,8 +181,17 @@ class AdminUsersHandler:
         for medium, address in sorted(changes.threepids or ()):
             if not await self._storage.threepids.add_threepid(user_id, medium, address, now, now):
                 raise MatrixError(400, Codes.THREEPID_IN_USE, f"{address} is already in use")
+        await self._set_external_ids(user_id, changes)
         if changes.avatar_url_set and changes.avatar_url is not None:
             await self._profiles.set_field(requester, user_id, "avatar_url", changes.avatar_url)
+
+    async def _set_external_ids(self, user_id: str, changes: UserChanges) -> None:
+        if changes.external_ids is None:
+            return
+        if not await self._storage.user_admin.replace_external_ids(
+            user_id, list(changes.external_ids)
+        ):
+            raise _external_id_in_use()
 
     async def _modify(self, requester: Requester, user: UserRecord, changes: UserChanges) -> None:
         user_id = user.user_id
@@ -182,6 +211,7 @@ class AdminUsersHandler:
                     user_id, medium, address, now, now
                 ):
                     raise MatrixError(400, Codes.THREEPID_IN_USE, f"{address} is already in use")
+        await self._set_external_ids(user_id, changes)
         if changes.avatar_url_set:
             await self._profiles.set_field(
                 requester, user_id, "avatar_url", changes.avatar_url or ""

@@ -75,6 +75,15 @@ class MediaAdmin:
         logger.info("Quarantining the media of user %s", user_id)
         return await self._store.quarantine_user(user_id, self.server_name, by)
 
+    async def quarantine_changes(self, after: int, limit: int) -> tuple[list[dict[str, Any]], int]:
+        """A page of (un)quarantine records after position ``after``, and the next one."""
+        changes = await self._store.quarantine_changes(after, limit)
+        next_batch = changes[-1][0] if changes else after
+        return [
+            {"origin": origin, "media_id": media_id, "quarantined": quarantined}
+            for _, origin, media_id, quarantined in changes
+        ], next_batch
+
     async def set_protected(self, media_id: str, safe: bool) -> None:
         logger.info("Protection of local media %s set to %s", media_id, safe)
         await self._store.set_protected(self.server_name, media_id, safe)
@@ -93,6 +102,12 @@ class MediaAdmin:
         if not await self._delete(self.server_name, media_id):
             raise MatrixError(404, Codes.NOT_FOUND, "Unknown media")
         return [media_id], 1
+
+    async def delete_many_local(self, media_ids: list[str]) -> tuple[list[str], int]:
+        """Delete these local media (a user's page of them); those gone already are left
+        out of the answer."""
+        deleted = [m for m in media_ids if await self._delete(self.server_name, m)]
+        return deleted, len(deleted)
 
     async def delete_old_local(
         self, before_ts: int, size_gt: int, keep_profiles: bool

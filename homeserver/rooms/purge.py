@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import secrets
 import string
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from twisted.internet import defer
@@ -72,6 +73,19 @@ class RoomPurger:
         self._server_name = server_name
         self._room_locks: dict[str, defer.DeferredLock] = {}
         self._running: set[defer.Deferred[None]] = set()
+        # Jobs of other kinds run on this machinery (``add_action``), by action name.
+        self._actions: dict[str, Callable[[AdminJob], Awaitable[None]]] = {}
+
+    def add_action(self, action: str, run: Callable[[AdminJob], Awaitable[None]]) -> None:
+        """Run jobs of ``action`` with ``run`` (stored, resumed, one at a time per
+        subject like the purges). Register before ``resume``."""
+        self._actions[action] = run
+
+    async def schedule(self, action: str, subject: str, params: JsonDict) -> str:
+        """Store a job of a registered action and start it; its id. ``subject`` (the
+        ``room_id`` column) serialises jobs: a room, or a user for user-wide jobs."""
+        assert action in self._actions
+        return await self._schedule(action, subject, params)
 
     # Starting jobs -----------------------------------------------------------
 
@@ -177,6 +191,8 @@ class RoomPurger:
                 )
             elif job.action == DELETE_ROOM:
                 await self._delete_room(job)
+            elif job.action in self._actions:
+                await self._actions[job.action](job)
             else:
                 raise JobFailed(f"Unknown job {job.action}")
             await jobs.update(job.job_id, now_ms(self._clock), status=COMPLETE)

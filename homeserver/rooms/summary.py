@@ -85,6 +85,9 @@ class _Session:
     queue: list[_QueueEntry]
     processed: set[str] = field(default_factory=set)
     created_ms: int = 0
+    # A server admin's walk (Synapse's admin API): every room we hold, no visibility
+    # check, no remote room.
+    admin: bool = False
 
 
 @dataclass(frozen=True)
@@ -237,14 +240,16 @@ class RoomSummaryHandler:
         max_depth: int | None = None,
         limit: int | None = None,
         from_token: str | None = None,
+        admin: bool = False,
     ) -> JsonDict:
-        root = await self._held_room(room_id)
-        if root is not None:
-            if not await self._user_may_see_held(root, user_id):
-                raise _forbidden(user_id, room_id)
+        if admin:
+            if await self._rooms.get(room_id) is None:
+                raise MatrixError(404, Codes.NOT_FOUND, "Room not found")
         else:
+            root = await self._held_room(room_id)
             # As Synapse: a root we do not hold is asked of nobody (no via to ask).
-            raise _forbidden(user_id, room_id)
+            if root is None or not await self._user_may_see_held(root, user_id):
+                raise _forbidden(user_id, room_id)
 
         if from_token is not None:
             stored = self._get_session(from_token)
@@ -254,6 +259,7 @@ class RoomSummaryHandler:
                 or stored.room_id != room_id
                 or stored.suggested_only != suggested_only
                 or stored.max_depth != max_depth
+                or stored.admin != admin
             ):
                 raise MatrixError(400, Codes.INVALID_PARAM, "Unknown pagination token")
             # A copy: the stored page stays as it was, so a retried request gets it again.
@@ -264,10 +270,11 @@ class RoomSummaryHandler:
                 max_depth,
                 list(stored.queue),
                 set(stored.processed),
+                admin=admin,
             )
         else:
             session = _Session(
-                user_id, room_id, suggested_only, max_depth, [_QueueEntry(room_id, ())]
+                user_id, room_id, suggested_only, max_depth, [_QueueEntry(room_id, ())], admin=admin
             )
         page_size = min(limit or MAX_ROOMS_PER_PAGE, MAX_ROOMS_PER_PAGE)
         rooms: list[JsonDict] = []
@@ -277,7 +284,7 @@ class RoomSummaryHandler:
             if item.room_id in session.processed:
                 continue
             entry, known_children, inaccessible = await self._visit(
-                user_id, item, suggested_only, max_depth
+                user_id, item, suggested_only, max_depth, admin
             )
             session.processed.add(item.room_id)
             if entry is None:
@@ -302,10 +309,20 @@ class RoomSummaryHandler:
         return result
 
     async def _visit(
-        self, user_id: str, item: _QueueEntry, suggested_only: bool, max_depth: int | None
+        self,
+        user_id: str,
+        item: _QueueEntry,
+        suggested_only: bool,
+        max_depth: int | None,
+        admin: bool,
     ) -> tuple[_Entry | None, dict[str, JsonDict], frozenset[str]]:
         """One room of the walk: its entry if the user may see it, what its server said
         about its children, and which children that server said we may not see."""
+        if admin:
+            room = await self._rooms.get(item.room_id)
+            if room is None:
+                return None, {}, frozenset()
+            return self._entry(room, suggested_only), {}, frozenset()
         held = await self._held_room(item.room_id)
         if held is not None:
             if not await self._user_may_see_held(held, user_id):
