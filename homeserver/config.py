@@ -1200,6 +1200,17 @@ SCHEMA: list[Key] = [
         None,
         "Workers",
     ),
+    Key(
+        "worker_replication_secret",
+        _opt_str,
+        None,
+        "Secret every request between processes (`/_synapse/replication/...`, listeners"
+        " with the `replication` resource) carries as `Authorization: Bearer`. Unset:"
+        " only callers on a UNIX socket or a loopback address are served (Synapse serves"
+        " anyone then); set it whenever instances talk over a network.",
+        None,
+        "Workers",
+    ),
     # Read together by homeserver.workers.parse_worker_config (they depend on each
     # other); parsed there, listed here for the reference and the generated file.
     *(

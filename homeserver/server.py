@@ -116,6 +116,10 @@ from homeserver.metrics import (
 )
 from homeserver.push.setup import PushServices, build_push
 from homeserver.relations.handler import RelationsHandler
+from homeserver.replication.client import InternalClient
+from homeserver.replication.endpoints import REPLICATION_PREFIX
+from homeserver.replication.ping import PING, ping_endpoint
+from homeserver.replication.server import ReplicationResource
 from homeserver.rooms.admin import RoomAdmin
 from homeserver.rooms.directory import RoomDirectory
 from homeserver.rooms.event_creation import EventCreator
@@ -174,6 +178,10 @@ class HomeServer:
     # With enable_metrics: what scrapes read, and the reactor tick timer.
     metrics: MetricsSources | None = None
     tick_timer: ReactorTickTimer | None = None
+    # The internal API between processes: served on listeners with the ``replication``
+    # resource, and the client calling the other instances of ``instance_map``.
+    replication: ReplicationResource | None = None
+    internal_client: InternalClient | None = None
 
     @property
     def server_name(self) -> str:
@@ -197,6 +205,8 @@ class HomeServer:
             root: Any = self.resource
             if "metrics" in listener.resources and self.metrics is not None:
                 root = _WithMetrics(self.resource, MetricsResource(self.metrics))
+            if "replication" in listener.resources and self.replication is not None:
+                root = _WithReplication(root, self.replication)
             site = MatrixSite(
                 root,
                 max_body_size=self.config.max_request_body_size,
@@ -284,6 +294,28 @@ class _WithMetrics(resource.Resource):
 
     def getChildWithDefault(self, name: bytes, request: Any) -> Any:  # never called: a leaf
         return self
+
+
+class _WithReplication(resource.Resource):
+    """The root of an http listener with the ``replication`` resource:
+    ``/_synapse/replication/...`` is the internal API, every other path ``inner``."""
+
+    isLeaf = True
+
+    def __init__(self, inner: Any, replication: ReplicationResource) -> None:
+        self._inner = inner
+        self._replication = replication
+
+    def render(self, request: Any) -> Any:
+        if request.path.startswith(_REPLICATION_PREFIX):
+            return self._replication.render(request)
+        return self._inner.render(request)
+
+    def getChildWithDefault(self, name: bytes, request: Any) -> Any:  # never called: a leaf
+        return self
+
+
+_REPLICATION_PREFIX = REPLICATION_PREFIX.encode()
 
 
 def _pem_blocks(pem: bytes) -> list[bytes]:
@@ -557,6 +589,16 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
     )
     resource = JsonResource()
     HealthServlet().register(resource)
+    workers = config.workers
+    replication = ReplicationResource(reactor, config.worker_replication_secret)
+    replication.register_endpoint(ping_endpoint(workers.instance_name, storage))
+    internal_client = InternalClient(
+        reactor,
+        workers.instance_name,
+        workers.instance_map,
+        config.worker_replication_secret,
+        endpoints={PING.name: PING},
+    )
     federation.register(resource)
     # Shared with the WebSocket transport, which calls the same methods (and limiters).
     room_servlets = RoomServlets(
@@ -806,6 +848,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
             client_ips.stop,
             purger.stop,
             identity.close,
+            internal_client.close,
         ],
         media=media,
         upload_spool_dir=media_files.spool_dir,
@@ -816,6 +859,8 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         sliding_sync=sliding_sync,
         metrics=metrics,
         tick_timer=tick_timer,
+        replication=replication,
+        internal_client=internal_client,
     )
 
 
