@@ -207,6 +207,13 @@ class HomeServer:
                 root = _WithMetrics(self.resource, MetricsResource(self.metrics))
             if "replication" in listener.resources and self.replication is not None:
                 root = _WithReplication(root, self.replication)
+                if not self.config.worker_replication_secret:
+                    # Served then only to loopback and UNIX callers (see replication.server).
+                    logger.warning(
+                        "Listener on port %d serves replication without"
+                        " worker_replication_secret: only loopback callers are accepted",
+                        listener.port,
+                    )
             site = MatrixSite(
                 root,
                 max_body_size=self.config.max_request_body_size,

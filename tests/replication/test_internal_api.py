@@ -4,6 +4,7 @@ socket; authentication, txn-id idempotency, retries and the unreachable error.""
 from __future__ import annotations
 
 import json
+import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -156,12 +157,49 @@ async def test_without_secret_loopback_callers_are_served(clients: list[Internal
     port = unsecured.listen_tcp()
     try:
         # X-Forwarded-For is not what is checked: the transport's peer is.
-        code, body = await raw(
-            "GET", f"http://127.0.0.1:{port}/_synapse/replication/status/x", None, None
-        )
-        assert (code, body) == (200, {"what": "x"})
+        url = f"http://127.0.0.1:{port}/_synapse/replication/status/x"
+        response = await treq.get(url, headers={"X-Forwarded-For": "203.0.113.9"}, pool=_pool)
+        assert response.code == 200
+        assert json.loads(await treq.content(response)) == {"what": "x"}
     finally:
         await unsecured.stop()
+
+
+def _non_loopback_address() -> str | None:
+    """This machine's address on its default route (no packet is sent), if any."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.connect(("192.0.2.1", 9))
+        address = str(probe.getsockname()[0])
+    except OSError:
+        return None
+    finally:
+        probe.close()
+    return None if address.startswith("127.") else address
+
+
+@pytest_twisted.ensureDeferred
+async def test_without_secret_a_caller_from_another_address_is_refused() -> None:
+    address = _non_loopback_address()
+    if address is None:
+        pytest.skip("no non-loopback IPv4 address on this machine")
+    unsecured, secured = Callee(None), Callee(SECRET)
+    try:
+        for callee in (unsecured, secured):
+            listening = reactor.listenTCP(0, callee.site, interface=address)
+            callee.ports.append(listening)
+        url = "http://{}:{}/_synapse/replication/status/x"
+        code, body = await raw(
+            "GET", url.format(address, unsecured.ports[0].getHost().port), None, None
+        )
+        assert (code, body["errcode"]) == (403, "M_FORBIDDEN")
+        assert unsecured.calls == []
+        # The same caller with the secret, where one is configured, is served.
+        secured_url = url.format(address, secured.ports[0].getHost().port)
+        assert await raw("GET", secured_url, None, f"Bearer {SECRET}") == (200, {"what": "x"})
+    finally:
+        await unsecured.stop()
+        await secured.stop()
 
 
 @pytest.mark.parametrize(
@@ -369,7 +407,7 @@ async def test_an_instance_that_stays_down_gives_a_clear_error_in_bounded_time(
             "writer1", ECHO, {"room_id": "r"}, {}, purpose="the event writer for this room"
         )
     elapsed = time.monotonic() - start
-    assert 0.3 <= elapsed < 2.0, elapsed  # it retried for the window, then gave up
+    assert 0.3 <= elapsed < 5.0, elapsed  # it retried for the window, then gave up
     err = caught.value
     assert (err.status, err.errcode) == (503, "M_UNKNOWN")
     assert (
