@@ -113,17 +113,21 @@ class ResponseCache:
             waiter.errback(failure)
 
     def _evict(self, now: float) -> None:
-        while len(self._entries) > self._max_entries:
-            oldest_key = next(iter(self._entries))
-            if not self._entries[oldest_key].done:
-                break  # runs in flight are kept; done ones behind them go next time
-            del self._entries[oldest_key]
-        # Expired answers at the old end go too (the rest expire when looked up).
-        while self._entries:
-            oldest_key, oldest = next(iter(self._entries.items()))
-            if not oldest.done or now - oldest.stored_at <= self._expiry_s:
+        excess = len(self._entries) - self._max_entries
+        stale = []
+        # Least recently used first; runs in flight are kept (their callers wait).
+        for key, entry in self._entries.items():
+            if not entry.done:
+                continue
+            if excess > 0:
+                stale.append(key)
+                excess -= 1
+            elif now - entry.stored_at > self._expiry_s:
+                stale.append(key)
+            else:
                 break
-            del self._entries[oldest_key]
+        for key in stale:
+            del self._entries[key]
 
 
 def _is_local_peer(peer: Any) -> bool:

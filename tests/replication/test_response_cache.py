@@ -65,3 +65,21 @@ async def test_a_cancelled_caller_does_not_cancel_the_run() -> None:
     gate.callback(None)
     assert await cache.wrap(("e", "t"), compute) == (200, {})
     assert runs == [1]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_run_in_flight_does_not_stop_older_answers_leaving() -> None:
+    cache = ResponseCache(task.Clock(), max_entries=2)
+    gate: defer.Deferred[None] = defer.Deferred()
+
+    async def slow() -> Answer:
+        await gate
+        return 200, {}
+
+    log: list[str] = []
+    hanging = defer.ensureDeferred(cache.wrap(("e", "slow"), slow))
+    for name in ("1", "2", "3", "4"):
+        await cache.wrap(("e", name), _runs(log, name))
+    assert len(cache) == 2  # the run in flight and the newest answer
+    gate.callback(None)
+    assert await hanging == (200, {})
