@@ -29,7 +29,7 @@ from twisted.web.client import (
     ResponseNeverReceived,
 )
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IAgentEndpointFactory
+from twisted.web.iweb import IAgentEndpointFactory, IBodyProducer
 from zope.interface import implementer
 
 from homeserver.errors import Codes, MatrixError
@@ -172,7 +172,7 @@ class InternalClient:
         headers = Headers({b"Content-Type": [b"application/json"]})
         if self._auth is not None:
             headers.addRawHeader(b"Authorization", self._auth)
-        data = json.dumps(body or {}).encode("utf-8") if spec.method == "POST" else None
+        data: Any = _JsonBody(json.dumps(body or {}).encode()) if spec.method == "POST" else None
         agent = self._agent(instance_name, location)
 
         deadline = self._reactor.seconds() + self.retry_for_s
@@ -228,6 +228,29 @@ class InternalClient:
                 if timer.active():
                     timer.cancel()
         return _answer(instance_name, spec, response.code, content)
+
+
+@implementer(IBodyProducer)
+class _JsonBody:
+    """A request body written at once, with its length: treq's producer for bytes
+    writes it from a cooperator task, a reactor turn after the headers."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self.length = len(data)
+
+    def startProducing(self, consumer: Any) -> defer.Deferred[None]:
+        consumer.write(self._data)
+        return defer.succeed(None)
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
 
 
 def _answer(instance_name: str, spec: EndpointSpec, code: int, content: bytes) -> JsonDict:
