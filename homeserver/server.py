@@ -6,6 +6,7 @@ handlers into servlets, then opens the listeners.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -207,7 +208,7 @@ class HomeServer:
                 root = _WithMetrics(self.resource, MetricsResource(self.metrics))
             if "replication" in listener.resources and self.replication is not None:
                 root = _WithReplication(root, self.replication)
-                if not self.config.worker_replication_secret:
+                if not self.config.worker_replication_secret and _reachable_from_network(listener):
                     # Served then only to loopback and UNIX callers (see replication.server).
                     logger.warning(
                         "Listener on port %d serves replication without"
@@ -222,9 +223,17 @@ class HomeServer:
                 upload_spool_dir=self.upload_spool_dir,
                 head_timeout=self.config.http_request_head_timeout / 1000,
                 idle_timeout=self.config.http_idle_timeout / 1000,
-                site_tag=str(listener.port),
+                site_tag="unix" if listener.path is not None else str(listener.port),
             )
             self.sites.append(site)
+            if listener.path is not None:
+                # wantPID: a lock file beside the socket lets a restart replace a stale one.
+                port = self.reactor.listenUNIX(
+                    listener.path, site, mode=listener.mode, wantPID=True
+                )
+                logger.info("Listening on UNIX socket %s", listener.path)
+                self.ports.append(port)
+                continue
             self._listen_on(listener.port, listener.bind_addresses, site, tls_options)
         return self.ports
 
@@ -323,6 +332,18 @@ class _WithReplication(resource.Resource):
 
 
 _REPLICATION_PREFIX = REPLICATION_PREFIX.encode()
+
+
+def _reachable_from_network(listener: Any) -> bool:
+    if listener.path is not None:
+        return False
+    for address in listener.bind_addresses:
+        try:
+            if not ipaddress.ip_address(address).is_loopback:
+                return True
+        except ValueError:
+            return True  # a host name: assume the worst
+    return False
 
 
 def _pem_blocks(pem: bytes) -> list[bytes]:
