@@ -123,6 +123,8 @@ class ListenerConfig:
     tls: bool
     x_forwarded: bool
     resources: list[str]
+    path: str | None = None  # a UNIX socket instead of port and bind_addresses
+    mode: int = 0o666  # the socket's permission bits
 
 
 LISTENER_RESOURCES = {
@@ -145,12 +147,27 @@ def _listeners(key: str, value: Any) -> list[ListenerConfig]:
     for i, raw in enumerate(value):
         k = f"{key}[{i}]"
         _expect(k, raw, dict, "a mapping")
-        port = _int(f"{k}.port", raw.get("port"))
-        if not 0 <= port <= 65535:
-            raise ConfigError(f"{k}.port: expected a port between 0 and 65535, got {port}")
         kind = _str(f"{k}.type", raw.get("type", "http"))
         if kind not in ("http", "metrics"):
             raise ConfigError(f"{k}.type: expected 'http' or 'metrics', got {kind!r}")
+        path, mode = None, 0o666
+        if raw.get("path") is not None:
+            # A UNIX socket (Synapse's `path` and `mode`): instead of a port.
+            path = _str(f"{k}.path", raw["path"])
+            if not path:
+                raise ConfigError(f"{k}.path: expected the path of a UNIX socket")
+            if "port" in raw:
+                raise ConfigError(f"{k}: a listener has a port or a path (UNIX socket), not both")
+            if kind != "http" or raw.get("tls"):
+                raise ConfigError(f"{k}.path: only plain http listeners can use a UNIX socket")
+            mode = _int(f"{k}.mode", raw.get("mode", mode))
+            if not 0 <= mode <= 0o777:
+                raise ConfigError(f"{k}.mode: expected permission bits such as 0o660")
+            port = 0
+        else:
+            port = _int(f"{k}.port", raw.get("port"))
+            if not 0 <= port <= 65535:
+                raise ConfigError(f"{k}.port: expected a port between 0 and 65535, got {port}")
         binds = raw.get("bind_addresses")
         if binds is None and "bind_address" in raw:
             binds = [raw["bind_address"]]
@@ -177,6 +194,8 @@ def _listeners(key: str, value: Any) -> list[ListenerConfig]:
                 tls=_bool(f"{k}.tls", raw.get("tls", False)),
                 x_forwarded=_bool(f"{k}.x_forwarded", raw.get("x_forwarded", False)),
                 resources=names,
+                path=path,
+                mode=mode,
             )
         )
     return out
@@ -768,7 +787,9 @@ SCHEMA: list[Key] = [
         "`tls`, `x_forwarded` (false; true only behind a reverse proxy that sets "
         "X-Forwarded-For: the header then gives the client address used by rate limits, "
         "and any other peer could pick its own) and `resources` "
-        "(`names`: client, federation, media, keys, health, metrics). `GET /health` answers "
+        "(`names`: client, federation, media, keys, health, metrics, replication). "
+        "Instead of `port`, an http listener may have `path`, a UNIX socket (with `mode`, "
+        "its permission bits, default 0o666), as Synapse's. `GET /health` answers "
         "`OK` on every http listener. A listener of `type: metrics` (only `port` and "
         "`bind_addresses`) serves Prometheus metrics on every path, and an http listener "
         "with the `metrics` resource serves them at `/_synapse/metrics`; both only with "
@@ -1197,6 +1218,17 @@ SCHEMA: list[Key] = [
         _redis,
         _redis("redis", None),
         "Redis for several worker processes: `enabled`, `host`, `port`, `password`, `dbid`.",
+        None,
+        "Workers",
+    ),
+    Key(
+        "worker_replication_secret",
+        _opt_str,
+        None,
+        "Secret every request between processes (`/_synapse/replication/...`, listeners"
+        " with the `replication` resource) carries as `Authorization: Bearer`. Unset:"
+        " only callers on a UNIX socket or a loopback address are served (Synapse serves"
+        " anyone then); set it whenever instances talk over a network.",
         None,
         "Workers",
     ),

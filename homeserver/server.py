@@ -6,6 +6,7 @@ handlers into servlets, then opens the listeners.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -117,6 +118,10 @@ from homeserver.metrics import (
 )
 from homeserver.push.setup import PushServices, build_push
 from homeserver.relations.handler import RelationsHandler
+from homeserver.replication.client import InternalClient
+from homeserver.replication.endpoints import REPLICATION_PREFIX
+from homeserver.replication.ping import PING, ping_endpoint
+from homeserver.replication.server import ReplicationResource
 from homeserver.rooms.admin import RoomAdmin
 from homeserver.rooms.directory import RoomDirectory
 from homeserver.rooms.event_creation import EventCreator
@@ -180,6 +185,10 @@ class HomeServer:
     # With enable_metrics: what scrapes read, and the reactor tick timer.
     metrics: MetricsSources | None = None
     tick_timer: ReactorTickTimer | None = None
+    # The internal API between processes: served on listeners with the ``replication``
+    # resource, and the client calling the other instances of ``instance_map``.
+    replication: ReplicationResource | None = None
+    internal_client: InternalClient | None = None
 
     @property
     def server_name(self) -> str:
@@ -203,6 +212,15 @@ class HomeServer:
             root: Any = self.resource
             if "metrics" in listener.resources and self.metrics is not None:
                 root = _WithMetrics(self.resource, MetricsResource(self.metrics))
+            if "replication" in listener.resources and self.replication is not None:
+                root = _WithReplication(root, self.replication)
+                if not self.config.worker_replication_secret and _reachable_from_network(listener):
+                    # Served then only to loopback and UNIX callers (see replication.server).
+                    logger.warning(
+                        "Listener on port %d serves replication without"
+                        " worker_replication_secret: only loopback callers are accepted",
+                        listener.port,
+                    )
             site = MatrixSite(
                 root,
                 max_body_size=self.config.max_request_body_size,
@@ -211,9 +229,17 @@ class HomeServer:
                 upload_spool_dir=self.upload_spool_dir,
                 head_timeout=self.config.http_request_head_timeout / 1000,
                 idle_timeout=self.config.http_idle_timeout / 1000,
-                site_tag=str(listener.port),
+                site_tag="unix" if listener.path is not None else str(listener.port),
             )
             self.sites.append(site)
+            if listener.path is not None:
+                # wantPID: a lock file beside the socket lets a restart replace a stale one.
+                port = self.reactor.listenUNIX(
+                    listener.path, site, mode=listener.mode, wantPID=True
+                )
+                logger.info("Listening on UNIX socket %s", listener.path)
+                self.ports.append(port)
+                continue
             self._listen_on(listener.port, listener.bind_addresses, site, tls_options)
         return self.ports
 
@@ -290,6 +316,40 @@ class _WithMetrics(resource.Resource):
 
     def getChildWithDefault(self, name: bytes, request: Any) -> Any:  # never called: a leaf
         return self
+
+
+class _WithReplication(resource.Resource):
+    """The root of an http listener with the ``replication`` resource:
+    ``/_synapse/replication/...`` is the internal API, every other path ``inner``."""
+
+    isLeaf = True
+
+    def __init__(self, inner: Any, replication: ReplicationResource) -> None:
+        self._inner = inner
+        self._replication = replication
+
+    def render(self, request: Any) -> Any:
+        if request.path.startswith(_REPLICATION_PREFIX):
+            return self._replication.render(request)
+        return self._inner.render(request)
+
+    def getChildWithDefault(self, name: bytes, request: Any) -> Any:  # never called: a leaf
+        return self
+
+
+_REPLICATION_PREFIX = REPLICATION_PREFIX.encode()
+
+
+def _reachable_from_network(listener: Any) -> bool:
+    if listener.path is not None:
+        return False
+    for address in listener.bind_addresses:
+        try:
+            if not ipaddress.ip_address(address).is_loopback:
+                return True
+        except ValueError:
+            return True  # a host name: assume the worst
+    return False
 
 
 def _pem_blocks(pem: bytes) -> list[bytes]:
@@ -565,6 +625,16 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
     )
     resource = JsonResource()
     HealthServlet().register(resource)
+    workers = config.workers
+    replication = ReplicationResource(reactor, config.worker_replication_secret)
+    replication.register_endpoint(ping_endpoint(workers.instance_name, storage))
+    internal_client = InternalClient(
+        reactor,
+        workers.instance_name,
+        workers.instance_map,
+        config.worker_replication_secret,
+        endpoints={PING.name: PING},
+    )
     federation.register(resource)
     # Shared with the WebSocket transport, which calls the same methods (and limiters).
     room_servlets = RoomServlets(
@@ -827,6 +897,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
             client_ips.stop,
             purger.stop,
             identity.close,
+            internal_client.close,
         ],
         media=media,
         upload_spool_dir=media_files.spool_dir,
@@ -837,6 +908,8 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         sliding_sync=sliding_sync,
         metrics=metrics,
         tick_timer=tick_timer,
+        replication=replication,
+        internal_client=internal_client,
     )
 
 
