@@ -593,6 +593,24 @@ class SynapseImporter:
                 "media_thumbnails",
                 "",
             ),
+            ("rooms", "rooms", "", "rooms", ""),
+            ("events", "events", "", "events", ""),
+            ("event_edges", "event_edges", "", "event_edges", ""),
+            # Ours: plus a group for the state before some state events.
+            ("state_groups", "state_groups", "", "state_groups", ""),
+            ("current_state_events", "current_state_events", "", "current_state_events", ""),
+            (
+                "forward_extremities",
+                "event_forward_extremities",
+                "",
+                "event_forward_extremities",
+                "",
+            ),
+            ("room_memberships", "room_memberships", "", "room_memberships", ""),
+            ("room_aliases", "room_aliases", "", "room_aliases", ""),
+            ("public_rooms", "rooms", "WHERE is_public = TRUE", "rooms", "WHERE is_public = 1"),
+            ("receipts", "receipts_linearized", "", "receipts", ""),
+            ("to_device", "device_inbox", "", "device_inbox", ""),
         ]
         out = []
         for name, theirs, their_where, ours, where in pairs:
