@@ -223,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
                     await importer.import_media(
                         synapse_media, config.media_store_path, int(config.max_image_pixels)
                     )
+                    await importer.import_remote_media(
+                        synapse_media, config.media_store_path, int(config.max_image_pixels)
+                    )
                 else:
                     print("Synapse's media_store_path is not a folder here: media not imported")
                 key_path = synapse_config.get("signing_key_path")
@@ -273,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
             if skipped:
                 print(f"{skipped} item(s) skipped (listed above).")
             print(f"Import took {elapsed:.1f}s.")
-            print("Not imported: remote media cache, application service state (see docs).")
+            print("Not imported: application service transactions, presence (see docs).")
             if check.failures:
                 state["exit"] = 2
         except ImportInterrupted as e:

@@ -247,6 +247,7 @@ def test_rooms_survive_the_import(tmp_path: Path) -> None:
     assert stopped.returncode == 3, stopped.stdout + stopped.stderr
     assert "run the same command again to resume" in stopped.stdout
     result = _run_import(peer.config_path, config, "--batch-size", "5")
+    print(result.stdout)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Resuming an interrupted import" in result.stdout
     assert "FAILED" not in result.stdout, result.stdout
