@@ -276,7 +276,9 @@ def main(argv: list[str] | None = None) -> int:
             if skipped:
                 print(f"{skipped} item(s) skipped (listed above).")
             print(f"Import took {elapsed:.1f}s.")
-            print("Not imported: application service transactions, presence (see docs).")
+            print(
+                "Not imported: undelivered application service transactions, presence (see docs)."
+            )
             if check.failures:
                 state["exit"] = 2
         except ImportInterrupted as e:

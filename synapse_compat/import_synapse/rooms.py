@@ -177,6 +177,7 @@ class RoomImporter:
             ("aliases", self.import_aliases),
             ("receipts", self.import_receipts),
             ("to_device", self.import_to_device),
+            ("appservice", self.import_appservice_state),
         ]
         for step, fn in steps:
             position, done = checkpoints.get(step, (_START, False))
@@ -630,6 +631,43 @@ class RoomImporter:
             self._report(
                 f"  to-device: {written} of {len(rows)} (others are for devices not imported)"
             )
+
+    async def import_appservice_state(self, position: int) -> None:
+        """Per application service: the last transaction id handed out (a service
+        ignores a transaction id it has seen, so ours continue after Synapse's) and the
+        events position it had been sent up to."""
+        last_txn: dict[str, int] = {}
+        if self._src.has_table("application_services_state"):
+            cols = self._src.columns("application_services_state")
+            if "last_txn" in cols:
+                for as_id, txn_id in self._src.select(
+                    "SELECT as_id, last_txn FROM application_services_state"
+                ):
+                    last_txn[str(as_id)] = int(txn_id or 0)
+        if self._src.has_table("application_services_txns"):
+            for as_id, txn_id in self._src.select(
+                "SELECT as_id, MAX(txn_id) FROM application_services_txns GROUP BY as_id"
+            ):
+                last_txn[str(as_id)] = max(last_txn.get(str(as_id), 0), int(txn_id or 0))
+        stream = 0
+        if self._src.has_table("appservice_stream_position"):
+            row = self._src.select("SELECT stream_ordering FROM appservice_stream_position")
+            stream = int(row[0][0] or 0) if row else 0
+        rows = [(as_id, txn_id, stream) for as_id, txn_id in sorted(last_txn.items())]
+        self._progress.start("application service state", len(rows))
+
+        def _txn(txn: Transaction) -> None:
+            txn.execute_many(
+                "INSERT INTO appservice_state (as_id, last_txn_id, stream_position)"
+                " VALUES (?, ?, ?) ON CONFLICT (as_id) DO UPDATE SET"
+                " last_txn_id = excluded.last_txn_id, stream_position = excluded.stream_position",
+                rows,
+            )
+            set_checkpoint_txn(txn, "appservice", 0, True)
+
+        await self._run("import_appservice_state", _txn)
+        self._progress.advance(len(rows))
+        self._progress.stop()
 
     # Verification ----------------------------------------------------------------------
 

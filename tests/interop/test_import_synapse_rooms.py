@@ -16,19 +16,23 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import nio
+import pytest
 import yaml
 
+from tests.interop.test_import_synapse import synapse_postgres
 from tests.support.client import q
+from tests.support.databases import database_config
 from tests.support.federation import federation_config
 from tests.support.nio_e2ee import nio_client, register_with_keys, sync
 from tests.support.samples import REPO_ROOT
 from tests.support.subprocess_server import ServerProcess, free_port, wait_until_up
-from tests.support.synapse import SynapsePeer
+from tests.support.synapse import SynapsePeer, synapse_python_with_postgres
 
 SECRET = "the encrypted plans survive the move"
 
@@ -176,10 +180,11 @@ def _views(base_url: str, filled: Filled) -> dict[str, Any]:
     return out
 
 
-def _our_config(peer: SynapsePeer, data_dir: Path, client_port: int) -> str:
+def _our_config(
+    peer: SynapsePeer, data_dir: Path, client_port: int, database: dict[str, Any]
+) -> str:
     data_dir.mkdir(parents=True, exist_ok=True)
     fed_port = int(peer.server_name.rsplit(":", 1)[1])
-    database = {"name": "sqlite3", "args": {"database": str(data_dir / "homeserver.db")}}
     config = federation_config(str(data_dir), database, fed_port)
     config["listeners"][0]["port"] = client_port
     path = data_dir / "homeserver.yaml"
@@ -204,12 +209,24 @@ def _start_ours(config_path: str, data_dir: Path, port: int) -> ServerProcess:
     return server
 
 
-def _table(db: Path, sql: str) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(str(db))
+def _table(database: dict[str, Any], sql: str) -> list[tuple[Any, ...]]:
+    if database["name"] == "sqlite3":
+        conn = sqlite3.connect(database["args"]["database"])
+        try:
+            return [tuple(r) for r in conn.execute(sql).fetchall()]
+        finally:
+            conn.close()
+    import psycopg2
+
+    args = {k: v for k, v in database["args"].items() if k not in ("cp_min", "cp_max")}
+    args["dbname"] = args.pop("database")
+    pg = psycopg2.connect(**args)
     try:
-        return conn.execute(sql).fetchall()
+        with pg.cursor() as cur:
+            cur.execute(sql)
+            return [tuple(r) for r in cur.fetchall()]
     finally:
-        conn.close()
+        pg.close()
 
 
 _COMPARED = [
@@ -225,9 +242,25 @@ _COMPARED = [
 ]
 
 
-def test_rooms_survive_the_import(tmp_path: Path) -> None:
-    peer = SynapsePeer(str(tmp_path / "synapse"))
-    peer.write_config()
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_rooms_survive_the_import(kind: str, tmp_path: Path) -> None:
+    """``kind``: Synapse's database and ours."""
+    with ExitStack() as stack:
+        peer = SynapsePeer(str(tmp_path / "synapse"))
+        peer.write_config()
+        if kind == "postgres":
+            synapse_python_with_postgres()
+            config = yaml.safe_load(Path(peer.config_path).read_text())
+            config["database"] = stack.enter_context(synapse_postgres())
+            Path(peer.config_path).write_text(yaml.safe_dump(config))
+        resumed_db = stack.enter_context(database_config(kind, str(tmp_path / "ours")))
+        straight_db = stack.enter_context(database_config(kind, str(tmp_path / "straight")))
+        _scenario(peer, tmp_path, resumed_db, straight_db)
+
+
+def _scenario(
+    peer: SynapsePeer, tmp_path: Path, resumed_db: dict[str, Any], straight_db: dict[str, Any]
+) -> None:
     peer.start()
     try:
         filled = asyncio.run(_fill(peer.base_url, peer.server_name, tmp_path))
@@ -240,7 +273,7 @@ def test_rooms_survive_the_import(tmp_path: Path) -> None:
     # An import stopped after two batches of events, then resumed...
     port = free_port()
     resumed_dir = tmp_path / "ours"
-    config = _our_config(peer, resumed_dir, port)
+    config = _our_config(peer, resumed_dir, port, resumed_db)
     stopped = _run_import(
         peer.config_path, config, "--batch-size", "5", "--stop-after-batches", "2"
     )
@@ -253,12 +286,14 @@ def test_rooms_survive_the_import(tmp_path: Path) -> None:
     assert "FAILED" not in result.stdout, result.stdout
     # ...writes the same as one run straight through.
     straight_dir = tmp_path / "straight"
-    straight = _run_import(peer.config_path, _our_config(peer, straight_dir, free_port()))
+    straight = _run_import(
+        peer.config_path, _our_config(peer, straight_dir, free_port(), straight_db)
+    )
     assert straight.returncode == 0, straight.stdout + straight.stderr
     for sql in _COMPARED:
-        ours = _table(resumed_dir / "homeserver.db", sql)
+        ours = _table(resumed_db, sql)
         assert ours, sql
-        assert ours == _table(straight_dir / "homeserver.db", sql), sql
+        assert ours == _table(straight_db, sql), sql
     # A finished import is not run twice.
     again = _run_import(peer.config_path, config)
     assert again.returncode == 1 and "finished import" in again.stderr
