@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -123,31 +124,43 @@ def main() -> int:
     p.add_argument("--target", choices=["sqlite", "postgres"], default="sqlite")
     p.add_argument("--batch-size", type=int, default=1000)
     p.add_argument("--port", type=int, default=49600)
+    p.add_argument(
+        "--synapse-dir",
+        help="Import a Synapse filled by an earlier --keep run (its folder) instead.",
+    )
+    p.add_argument("--keep", action="store_true", help="Keep the work folder (printed).")
     args = p.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="import-bench-"))
     cleanup: list[dict[str, Any]] = []
-    peer = SynapsePeer(str(work / "synapse"))
+    peer = SynapsePeer(args.synapse_dir or str(work / "synapse"))
     peer.client_port, peer.fed_port = args.port, args.port + 1
-    peer.server_name = f"127.0.0.1:{peer.fed_port}"
-    peer.base_url = f"http://127.0.0.1:{peer.client_port}"
-    peer.write_config()
-    config = yaml.safe_load(Path(peer.config_path).read_text())
-    for key in ("rc_message", "rc_joins_per_room", "rc_room_creation"):
-        config[key] = {"per_second": 1_000_000, "burst_count": 1_000_000}
-    if args.synapse_db == "postgres":
-        synapse_python_with_postgres()
-        config["database"] = _create_pg_database("bench_synapse")
-        cleanup.append(config["database"])
-    Path(peer.config_path).write_text(yaml.safe_dump(config))
+    if args.synapse_dir:
+        config = yaml.safe_load(Path(peer.config_path).read_text())
+        peer.server_name = str(config["server_name"])
+        peer.fed_port = int(peer.server_name.rsplit(":", 1)[1])
+    else:
+        peer.server_name = f"127.0.0.1:{peer.fed_port}"
+        peer.base_url = f"http://127.0.0.1:{peer.client_port}"
+        peer.write_config()
+        config = yaml.safe_load(Path(peer.config_path).read_text())
+        for key in ("rc_message", "rc_joins_per_room", "rc_room_creation"):
+            config[key] = {"per_second": 1_000_000, "burst_count": 1_000_000}
+        if args.synapse_db == "postgres":
+            synapse_python_with_postgres()
+            config["database"] = _create_pg_database("bench_synapse")
+            if not args.keep:
+                cleanup.append(config["database"])
+        Path(peer.config_path).write_text(yaml.safe_dump(config))
     try:
-        peer.start()
-        try:
-            print(f"Filling Synapse ({args.synapse_db}) with {args.events} events...", flush=True)
-            fill_s = fill(peer, args.events, args.rooms, args.concurrency)
-            print(f"  filled in {fill_s:.0f}s ({args.events / fill_s:.0f} events/s)")
-        finally:
-            peer.stop()
+        if not args.synapse_dir:
+            peer.start()
+            try:
+                print(f"Filling Synapse with {args.events} events...", flush=True)
+                fill_s = fill(peer, args.events, args.rooms, args.concurrency)
+                print(f"  filled in {fill_s:.0f}s ({args.events / fill_s:.0f} events/s)")
+            finally:
+                peer.stop()
 
         ours_dir = work / "ours"
         ours_dir.mkdir()
@@ -179,7 +192,7 @@ def main() -> int:
         events = next(int(o) for n, _, o in rows if n == "events")
         total_rows = sum(int(o) for _, _, o in rows)
         print(
-            f"RESULT synapse={args.synapse_db} target={args.target} events={events}"
+            f"RESULT synapse={config['database']['name']} target={args.target} events={events}"
             f" import_wall={wall:.1f}s events_per_s={events / wall:.0f}"
             f" rows={total_rows} rows_per_s={total_rows / wall:.0f}"
         )
@@ -187,6 +200,10 @@ def main() -> int:
     finally:
         for database in cleanup:
             _drop_pg_database(database)
+        if args.keep:
+            print(f"Kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -444,9 +444,15 @@ class RoomImporter:
     def _before_groups(
         self, events: list[tuple[Event, int]]
     ) -> dict[str, tuple[int | None, StateKey | None, str | None]]:
-        """For each accepted state event: (the Synapse group of the state before it if
+        """For each accepted or soft-failed state event: (the Synapse group of the state before it if
         it is one, else None; its state key; the event it replaced, if any)."""
-        state_events = [(ev, g) for ev, g in events if ev.is_state() and ev.rejected_reason is None]
+        # A soft-failed event is in the state after it (as ours store it), not in the
+        # room's current state.
+        state_events = [
+            (ev, g)
+            for ev, g in events
+            if ev.is_state() and ev.rejected_reason in (None, SOFT_FAILED)
+        ]
         groups = sorted({g for _, g in state_events})
         edges: dict[int, int] = {}
         deltas: dict[int, list[tuple[str, str, str]]] = {}
