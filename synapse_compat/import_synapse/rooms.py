@@ -613,7 +613,8 @@ class RoomImporter:
             }
             start_row = txn.select_one(
                 "SELECT MAX(m) FROM (SELECT MAX(stream_id) AS m FROM device_inbox"
-                " UNION ALL SELECT MAX(stream_id) FROM device_inbox_txns) x"
+                " UNION ALL SELECT MAX(stream_id) FROM device_inbox_txns"
+                " UNION ALL SELECT MAX(stream_id) FROM device_federation_inbox) x"
             )
             next_id = int(start_row[0]) + 1 if start_row and start_row[0] is not None else 1
             out = []

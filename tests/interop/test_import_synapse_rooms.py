@@ -274,6 +274,15 @@ def _scenario(
     try:
         filled = asyncio.run(_fill(peer.base_url, peer.server_name, tmp_path))
         before = _views(peer.base_url, filled)
+        # A to-device message bob's device has not synced yet.
+        assert filled.alice is not None and filled.bob is not None
+        _call(
+            peer.base_url,
+            "PUT",
+            "/_matrix/client/v3/sendToDevice/org.example.ping/ping1",
+            {"messages": {filled.bob.user_id: {filled.bob.device_id: {"waiting": True}}}},
+            filled.alice.token,
+        )
     finally:
         peer.stop()
     assert filled.alice is not None and filled.bob is not None
@@ -320,6 +329,15 @@ def _scenario(
         town = sync_resp["rooms"]["join"][filled.town]
         receipts = [e for e in town["ephemeral"]["events"] if e["type"] == "m.receipt"]
         assert receipts and filled.receipt_event in receipts[0]["content"], town["ephemeral"]
+        # The to-device message waited for bob's device.
+        bob_sync = _call(server.base_url, "GET", "/_matrix/client/v3/sync", None, filled.bob.token)
+        pings = [
+            e
+            for e in bob_sync.get("to_device", {}).get("events", [])
+            if e["type"] == "org.example.ping"
+        ]
+        assert [p["content"] for p in pings] == [{"waiting": True}], bob_sync.get("to_device")
+        assert pings[0]["sender"] == filled.alice.user_id
         # The encrypted message decrypts on bob's kept store.
         assert asyncio.run(_decrypt_again(server.base_url, filled, tmp_path / "bob")) == SECRET
         # Alice sends into the imported room; it comes back in /messages.
