@@ -14,6 +14,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from contextlib import ExitStack
@@ -264,15 +265,54 @@ def test_rooms_survive_the_import(kind: str, tmp_path: Path) -> None:
             Path(peer.config_path).write_text(yaml.safe_dump(config))
         resumed_db = stack.enter_context(database_config(kind, str(tmp_path / "ours")))
         straight_db = stack.enter_context(database_config(kind, str(tmp_path / "straight")))
-        _scenario(peer, tmp_path, resumed_db, straight_db)
+        remote = None
+        if kind == "sqlite":
+            # Another Synapse in the public room: it keeps federating with us.
+            remote = SynapsePeer(str(tmp_path / "remote"))
+            remote.write_config()
+            remote.start()
+            stack.callback(remote.stop)
+        _scenario(peer, tmp_path, resumed_db, straight_db, remote)
+
+
+def _poll_body(base_url: str, room_id: str, token: str, body: str) -> None:
+    for _ in range(120):
+        msgs = _call(
+            base_url,
+            "GET",
+            f"/_matrix/client/v3/rooms/{q(room_id)}/messages?dir=b&limit=10",
+            None,
+            token,
+        )
+        if any(e.get("content", {}).get("body") == body for e in msgs["chunk"]):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"{body!r} did not arrive at {base_url}")
 
 
 def _scenario(
-    peer: SynapsePeer, tmp_path: Path, resumed_db: dict[str, Any], straight_db: dict[str, Any]
+    peer: SynapsePeer,
+    tmp_path: Path,
+    resumed_db: dict[str, Any],
+    straight_db: dict[str, Any],
+    remote: SynapsePeer | None,
 ) -> None:
     peer.start()
+    carol = ""
     try:
         filled = asyncio.run(_fill(peer.base_url, peer.server_name, tmp_path))
+        if remote is not None:
+            reg = _call(
+                remote.base_url,
+                "POST",
+                "/_matrix/client/v3/register",
+                {"username": "carol", "password": "carol pw", "auth": {"type": "m.login.dummy"}},
+            )
+            carol = reg["access_token"]
+            joined = _call(
+                remote.base_url, "POST", f"/_matrix/client/v3/join/{q(filled.alias)}", {}, carol
+            )
+            assert joined["room_id"] == filled.town
         before = _views(peer.base_url, filled)
         # A to-device message bob's device has not synced yet.
         assert filled.alice is not None and filled.bob is not None
@@ -364,6 +404,19 @@ def _scenario(
             filled.bob.token,
         )
         assert prev["event"]["content"]["body"] == "sent on the new server"
+        if remote is not None:
+            # The other Synapse gets our event and sends us its own.
+            _poll_body(remote.base_url, filled.town, carol, "sent on the new server")
+            _call(
+                remote.base_url,
+                "PUT",
+                f"/_matrix/client/v3/rooms/{q(filled.town)}/send/m.room.message/from-remote",
+                {"msgtype": "m.text", "body": "the remote still talks to us"},
+                carol,
+            )
+            _poll_body(
+                server.base_url, filled.town, filled.alice.token, "the remote still talks to us"
+            )
     finally:
         status = server.stop()
     assert status == 0, server.stderr()
