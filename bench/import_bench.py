@@ -191,6 +191,12 @@ def main() -> int:
         rows = re.findall(r"^  (\S+)\s+(\d+)\s+(\d+)$", result.stdout, re.M)
         events = next(int(o) for n, _, o in rows if n == "events")
         total_rows = sum(int(o) for _, _, o in rows)
+        took = re.search(r"Import took ([0-9.]+)s", result.stdout)
+        inner = float(took[1]) if took else wall
+        print(
+            f"RESULT import (without start-up) {inner:.1f}s: {events / inner:.0f} events/s,"
+            f" {total_rows / inner:.0f} rows/s"
+        )
         print(
             f"RESULT synapse={config['database']['name']} target={args.target} events={events}"
             f" import_wall={wall:.1f}s events_per_s={events / wall:.0f}"
