@@ -179,6 +179,7 @@ class RoomImporter:
             ("receipts", self.import_receipts),
             ("to_device", self.import_to_device),
             ("appservice", self.import_appservice_state),
+            ("positions", self.set_positions),
         ]
         for step, fn in steps:
             position, done = checkpoints.get(step, (_START, False))
@@ -676,6 +677,26 @@ class RoomImporter:
         await self._run("import_appservice_state", _txn)
         self._progress.advance(len(rows))
         self._progress.stop()
+
+    async def set_positions(self, position: int) -> None:
+        """Push actions and pushers start after the imported events: history is not
+        counted again as unread nor pushed to phones."""
+
+        def _txn(txn: Transaction) -> None:
+            row = txn.select_one("SELECT COALESCE(MAX(stream_ordering), 0) FROM events")
+            top = int(row[0]) if row else 0
+            txn.execute(
+                "INSERT INTO push_actions_position (id, stream_ordering) VALUES (1, ?)"
+                " ON CONFLICT (id) DO UPDATE SET stream_ordering = excluded.stream_ordering",
+                (top,),
+            )
+            txn.execute(
+                "UPDATE pushers SET last_stream_ordering = ? WHERE last_stream_ordering < ?",
+                (top, top),
+            )
+            set_checkpoint_txn(txn, "positions", top, True)
+
+        await self._run("import_positions", _txn)
 
     # Verification ----------------------------------------------------------------------
 

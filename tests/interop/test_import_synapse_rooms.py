@@ -353,6 +353,9 @@ def _scenario(
         assert ours, sql
         assert ours == _table(straight_db, sql), sql
     _check_state_before(resumed_db)
+    # History is neither pushed again nor counted as unread.
+    [(top,)] = _table(resumed_db, "SELECT MAX(stream_ordering) FROM events")
+    assert _table(resumed_db, "SELECT stream_ordering FROM push_actions_position") == [(top,)]
     # A finished import is not run twice.
     again = _run_import(peer.config_path, config)
     assert again.returncode == 1 and "finished import" in again.stderr
