@@ -9,6 +9,7 @@ into the imported rooms.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import sqlite3
@@ -25,6 +26,7 @@ from typing import Any
 import nio
 import pytest
 import yaml
+from PIL import Image
 
 from tests.interop.test_import_synapse import synapse_postgres
 from tests.support.client import q
@@ -299,6 +301,8 @@ def _scenario(
 ) -> None:
     peer.start()
     carol = ""
+    remote_mxc = ""
+    remote_image = b""
     try:
         filled = asyncio.run(_fill(peer.base_url, peer.server_name, tmp_path))
         if remote is not None:
@@ -313,6 +317,26 @@ def _scenario(
                 remote.base_url, "POST", f"/_matrix/client/v3/join/{q(filled.alias)}", {}, carol
             )
             assert joined["room_id"] == filled.town
+            # carol's image, fetched by alice through the old server: in its remote
+            # media cache, with thumbnails.
+            image = io.BytesIO()
+            Image.new("RGB", (320, 240), (20, 90, 200)).save(image, "PNG")
+            remote_image = image.getvalue()
+            req = urllib.request.Request(
+                remote.base_url + "/_matrix/media/v3/upload?filename=blue.png",
+                data=remote_image,
+                method="POST",
+                headers={"Content-Type": "image/png", "Authorization": f"Bearer {carol}"},
+            )
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                remote_mxc = json.loads(resp.read())["content_uri"].removeprefix("mxc://")
+            assert filled.alice is not None
+            req = urllib.request.Request(
+                f"{peer.base_url}/_matrix/client/v1/media/download/{remote_mxc}",
+                headers={"Authorization": f"Bearer {filled.alice.token}"},
+            )
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                assert resp.read() == remote_image
         before = _views(peer.base_url, filled)
         # A to-device message bob's device has not synced yet.
         assert filled.alice is not None and filled.bob is not None
@@ -408,6 +432,27 @@ def _scenario(
         )
         assert prev["event"]["content"]["body"] == "sent on the new server"
         if remote is not None:
+            # The remote media came from Synapse's cache, with its thumbnails.
+            origin, media_id = remote_mxc.split("/", 1)
+            rows = _table(
+                resumed_db,
+                f"SELECT size FROM media WHERE server_name = '{origin}'"
+                f" AND media_id = '{media_id}'",
+            )
+            assert rows == [(len(remote_image),)], rows
+            assert (
+                _table(
+                    resumed_db,
+                    f"SELECT COUNT(*) FROM media_thumbnails WHERE media_id = '{media_id}'",
+                )[0][0]
+                > 0
+            )
+            req = urllib.request.Request(
+                f"{server.base_url}/_matrix/client/v1/media/download/{remote_mxc}",
+                headers={"Authorization": f"Bearer {filled.alice.token}"},
+            )
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                assert resp.read() == remote_image
             # The other Synapse gets our event and sends us its own.
             _poll_body(remote.base_url, filled.town, carol, "sent on the new server")
             _call(
