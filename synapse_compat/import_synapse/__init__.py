@@ -9,15 +9,24 @@ import argparse
 import os
 import socket
 import sys
+import time
 from typing import Any
 
 import yaml
 
+from crypto.signing_key import decode_verify_key, key_id, read_signing_keys, verify_key_base64
 from synapse_compat.import_synapse.importer import (
     ImportRefused,
     SynapseImporter,
     copy_signing_key,
     target_is_empty,
+)
+from synapse_compat.import_synapse.rooms import (
+    ImportInterrupted,
+    Progress,
+    RoomImporter,
+    get_checkpoints,
+    set_checkpoint_txn,
 )
 from synapse_compat.import_synapse.source import SynapseDatabase
 
@@ -37,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
         metavar="CONFIG_FILE",
         help="Our config file(s); the import writes to its database and signing key.",
     )
+    p.add_argument("--batch-size", type=int, default=1000, help="Rows written per transaction.")
+    # For tests of resuming: stop after this many event batches, as an interruption.
+    p.add_argument("--stop-after-batches", type=int, default=None, help=argparse.SUPPRESS)
     return p
 
 
@@ -182,35 +194,96 @@ def main(argv: list[str] | None = None) -> int:
         db = Database(make_engine(config.database), reactor, cp_min=1, cp_max=1)
         try:
             storage = await Storage.open(db)
-            if not await target_is_empty(storage):
+            checkpoints = await storage.db.run_interaction("import_checkpoints", get_checkpoints)
+            if checkpoints.get("finished", (0, False))[1]:
+                raise ImportRefused("This database already holds a finished import.")
+            resuming = checkpoints.get("accounts", (0, False))[1]
+            if "accounts" in checkpoints and not resuming:
+                raise ImportRefused(
+                    "An earlier import stopped while importing accounts, which cannot be"
+                    " resumed: drop the target database, create it empty and run again."
+                )
+            if not resuming and not await target_is_empty(storage):
                 raise ImportRefused(
                     "The target database already holds users or rooms: import only into a"
                     " new, empty database."
                 )
             print(f"Importing Synapse server {config.server_name} ({source.kind})")
+            started = time.monotonic()
             importer = SynapseImporter(source, storage, config.server_name)
-            await importer.run()
-            synapse_media = synapse_config.get("media_store_path")
-            if synapse_media and os.path.isdir(synapse_media):
-                await importer.import_media(
-                    synapse_media, config.media_store_path, int(config.max_image_pixels)
+            if resuming:
+                print("Resuming an interrupted import (accounts were imported then).")
+            else:
+                await storage.db.run_interaction(
+                    "import_start", lambda txn: set_checkpoint_txn(txn, "accounts", 0)
                 )
-            else:
-                print("Synapse's media_store_path is not a folder here: media not imported")
-            key_path = synapse_config.get("signing_key_path")
-            if key_path:
-                kid = copy_signing_key(key_path, config.signing_key_path)
-                print(f"Copied the signing key {kid} to {config.signing_key_path}")
-            else:
-                print("Synapse's config names no signing_key_path: signing key not copied")
+                await importer.run()
+                synapse_media = synapse_config.get("media_store_path")
+                if synapse_media and os.path.isdir(synapse_media):
+                    await importer.import_media(
+                        synapse_media, config.media_store_path, int(config.max_image_pixels)
+                    )
+                    await importer.import_remote_media(
+                        synapse_media, config.media_store_path, int(config.max_image_pixels)
+                    )
+                else:
+                    print("Synapse's media_store_path is not a folder here: media not imported")
+                key_path = synapse_config.get("signing_key_path")
+                if key_path:
+                    kid = copy_signing_key(key_path, config.signing_key_path)
+                    print(f"Copied the signing key {kid} to {config.signing_key_path}")
+                else:
+                    print("Synapse's config names no signing_key_path: signing key not copied")
+                await storage.db.run_interaction(
+                    "import_accounts_done",
+                    lambda txn: set_checkpoint_txn(txn, "accounts", 0, True),
+                )
+            rooms = RoomImporter(
+                source,
+                storage,
+                config.server_name,
+                Progress(print, sys.stdout.isatty()),
+                batch_size=args.batch_size,
+                stop_after_batches=args.stop_after_batches,
+            )
+            await rooms.run()
+            elapsed = time.monotonic() - started
+            await storage.db.run_interaction(
+                "import_finished", lambda txn: set_checkpoint_txn(txn, "finished", 0, True)
+            )
             print("Verification (rows in Synapse / rows here):")
             for name, theirs, ours in await importer.verify():
-                print(f"  {name:<20} {theirs:>8} {ours:>8}")
-            if importer.report.skipped:
-                print(f"{len(importer.report.skipped)} item(s) skipped (listed above).")
-            print(
-                "Not imported: rooms, events, receipts, key backups, to-device messages (see docs)."
+                print(f"  {name:<24} {theirs:>9} {ours:>9}")
+            key_path = synapse_config.get("signing_key_path")
+            local_keys = (
+                [
+                    decode_verify_key(key_id(k), verify_key_base64(k))
+                    for k in read_signing_keys(key_path)
+                ]
+                if key_path
+                else []
             )
+            check = await rooms.check_events(local_keys)
+            print(
+                f"Events checked: {check.checked} sampled; ids {check.ids_ok} ok;"
+                f" content hashes {check.hashes_ok} ok ({check.hashes_skipped} redacted);"
+                f" signatures {check.signatures_ok} ok"
+                f" ({check.signatures_skipped} from other servers not checked)"
+            )
+            for failure in check.failures or []:
+                print(f"  FAILED: {failure}")
+            skipped = len(importer.report.skipped) + len(rooms.skipped)
+            if skipped:
+                print(f"{skipped} item(s) skipped (listed above).")
+            print(f"Import took {elapsed:.1f}s.")
+            print(
+                "Not imported: undelivered application service transactions, presence (see docs)."
+            )
+            if check.failures:
+                state["exit"] = 2
+        except ImportInterrupted as e:
+            print(f"Import interrupted ({e}); run the same command again to resume.")
+            state["exit"] = 3
         except ImportRefused as e:
             print(str(e), file=sys.stderr)
             state["exit"] = 1

@@ -24,7 +24,13 @@ from twisted.internet import threads
 from crypto.signing_key import key_id, read_signing_keys
 from homeserver.handlers.auth import SYNAPSE_HASH_PREFIX, hash_token
 from homeserver.media import thumbnailer
-from homeserver.media.storage import is_valid_media_id, local_content_key, local_thumbnail_key
+from homeserver.media.storage import (
+    is_valid_media_id,
+    local_content_key,
+    local_thumbnail_key,
+    remote_content_key,
+    remote_thumbnail_key,
+)
 from homeserver.push.default_rules import KINDS
 from homeserver.push.rules import PushRuleError, PushRuleSet
 from storage.e2ee import CrossSigningKeyRecord, NewKey, Signature
@@ -313,6 +319,84 @@ class SynapseImporter:
             written += 1
         self._count("local_media", len(rows), written)
 
+    async def import_remote_media(
+        self, synapse_media_path: str, our_media_path: str, max_image_pixels: int
+    ) -> None:
+        """The cache of other servers' media with its thumbnails. Synapse files them
+        under a ``filesystem_id`` of its own, we under the media id."""
+        self._progress("Importing the remote media cache...")
+        if not self._src.has_table("remote_media_cache"):
+            return
+        cols = self._src.columns("remote_media_cache")
+        optional = [c for c in ("authenticated", "quarantined_by") if c in cols]
+        rows = self._src.select(
+            "SELECT media_origin, media_id, media_type, created_ts, upload_name,"
+            " media_length, filesystem_id"
+            + "".join(f", {c}" for c in optional)
+            + " FROM remote_media_cache ORDER BY created_ts"
+        )
+        thumbs: dict[tuple[str, str], list[ThumbnailRecord]] = {}
+        if self._src.has_table("remote_media_cache_thumbnails"):
+            for origin, media_id, w, h, ctype, method, length in self._src.select(
+                "SELECT media_origin, media_id, thumbnail_width, thumbnail_height,"
+                " thumbnail_type, thumbnail_method, thumbnail_length"
+                " FROM remote_media_cache_thumbnails"
+            ):
+                thumbs.setdefault((str(origin), str(media_id)), []).append(
+                    ThumbnailRecord(int(w), int(h), str(method), str(ctype), int(length or 0))
+                )
+        written = 0
+        for row in rows:
+            origin, media_id, fid = str(row[0]), str(row[1]), str(row[6] or "")
+            extra = dict(zip(optional, row[7:], strict=True))
+            if not is_valid_media_id(media_id) or len(fid) < 5:
+                self._skip(f"remote media {origin}/{media_id}: an id we cannot store")
+                continue
+            try:
+                ours_key = remote_content_key(origin, media_id)
+            except ValueError:
+                self._skip(f"remote media {origin}/{media_id}: not a server name")
+                continue
+            theirs = f"remote_content/{origin}/{fid[0:2]}/{fid[2:4]}/{fid[4:]}"
+            if not os.path.exists(os.path.join(synapse_media_path, theirs)):
+                continue  # evicted from Synapse's cache: fetched again on demand
+            content_type = str(row[2] or "application/octet-stream")
+            copied = await threads.deferToThread(
+                _copy_remote_media,
+                synapse_media_path,
+                our_media_path,
+                (origin, media_id, fid, theirs, ours_key),
+                thumbs.get((origin, media_id), []),
+            )
+            image = await threads.deferToThread(
+                _image_facts,
+                os.path.join(our_media_path, ours_key),
+                content_type,
+                max_image_pixels,
+            )
+            await self._storage.media.store_remote(
+                NewUpload(
+                    server_name=origin,
+                    media_id=media_id,
+                    user_id=None,
+                    content_type=content_type,
+                    upload_name=row[4],
+                    size=copied[1],
+                    sha256=copied[0],
+                    authenticated=bool(extra.get("authenticated", False)),
+                    url_cache=False,
+                    image=image,
+                    thumbnails=tuple(copied[2]),
+                ),
+                int(row[3] or 0),
+            )
+            if extra.get("quarantined_by"):
+                await self._storage.media.set_quarantined(
+                    origin, media_id, str(extra["quarantined_by"])
+                )
+            written += 1
+        self._count("remote_media_cache", len(rows), written)
+
     async def import_users(self) -> None:
         self._progress("Importing users...")
         cols = self._src.columns("users")
@@ -593,6 +677,24 @@ class SynapseImporter:
                 "media_thumbnails",
                 "",
             ),
+            ("rooms", "rooms", "", "rooms", ""),
+            ("events", "events", "", "events", ""),
+            ("event_edges", "event_edges", "", "event_edges", ""),
+            # Ours: plus a group for the state before some state events.
+            ("state_groups", "state_groups", "", "state_groups", ""),
+            ("current_state_events", "current_state_events", "", "current_state_events", ""),
+            (
+                "forward_extremities",
+                "event_forward_extremities",
+                "",
+                "event_forward_extremities",
+                "",
+            ),
+            ("room_memberships", "room_memberships", "", "room_memberships", ""),
+            ("room_aliases", "room_aliases", "", "room_aliases", ""),
+            ("public_rooms", "rooms", "WHERE is_public = TRUE", "rooms", "WHERE is_public = 1"),
+            ("receipts", "receipts_linearized", "", "receipts", ""),
+            ("to_device", "device_inbox", "", "device_inbox", ""),
         ]
         out = []
         for name, theirs, their_where, ours, where in pairs:
@@ -630,6 +732,45 @@ def _copy_media(
         if not os.path.exists(t_src):
             continue
         t_dst = os.path.join(dst_root, t_key)
+        os.makedirs(os.path.dirname(t_dst), exist_ok=True)
+        shutil.copyfile(t_src, t_dst)
+        copied.append(t)
+    return digest.hexdigest(), size, copied
+
+
+def _copy_remote_media(
+    src_root: str,
+    dst_root: str,
+    names: tuple[str, str, str, str, str],
+    thumbs: list[ThumbnailRecord],
+) -> tuple[str, int, list[ThumbnailRecord]]:
+    """Copy one cached remote file from Synapse's layout to ours, with its thumbnails."""
+    origin, media_id, fid, theirs, ours = names
+    dst = os.path.join(dst_root, ours)
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    shutil.copyfile(os.path.join(src_root, theirs), dst)
+    digest = hashlib.sha256()
+    size = 0
+    with open(dst, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+            size += len(chunk)
+    copied = []
+    for t in thumbs:
+        top, _, sub = t.content_type.partition("/")
+        t_src = os.path.join(
+            src_root,
+            f"remote_thumbnail/{origin}/{fid[0:2]}/{fid[2:4]}/{fid[4:]}/"
+            f"{t.width}-{t.height}-{top}-{sub}-{t.method}",
+        )
+        if not os.path.exists(t_src):
+            continue
+        t_dst = os.path.join(
+            dst_root,
+            remote_thumbnail_key(
+                origin, media_id, t.width, t.height, t.content_type, t.method, False
+            ),
+        )
         os.makedirs(os.path.dirname(t_dst), exist_ok=True)
         shutil.copyfile(t_src, t_dst)
         copied.append(t)

@@ -467,7 +467,7 @@ async def test_import_keeps_accounts_working(
     # A second import into the now non-empty database is refused.
     again = run_import(populated.peer.config_path, our_config)
     assert again.returncode == 1
-    assert "already holds users or rooms" in again.stderr
+    assert "already holds a finished import" in again.stderr
 
 
 def test_running_synapse_detection(tmp_path: Any) -> None:
