@@ -264,3 +264,46 @@ async def test_redis_down_keeps_local_dispatch() -> None:
         assert got == [TypingChanged("!r:x", "@u:x", True)]
     finally:
         await bus.stop()
+
+
+@pytest.fixture
+def config_overrides() -> dict[str, Any]:
+    return {
+        "server_name": f"bus-{uuid.uuid4().hex[:8]}.test",
+        "redis": {"enabled": True, "host": REDIS.host, "port": REDIS.port},
+    }
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_server_with_redis_publishes_what_happened(
+    config_overrides: dict[str, Any], database: dict[str, Any], tmp_path: Any
+) -> None:
+    admin = _require_redis()
+    from tests.support.server import make_config_dict, start_server
+
+    pubsub = admin.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(f"homeserver.bus.{config_overrides['server_name']}")
+    running = await start_server(
+        make_config_dict(str(tmp_path), database, **config_overrides), str(tmp_path)
+    )
+    heard: list[Message] = []
+
+    def drain() -> bool:
+        while (item := pubsub.get_message(timeout=0)) is not None:
+            if item["type"] == "message":
+                heard.append(decode(item["data"].partition(b" ")[2]))
+        return any(isinstance(m, AccountDataChanged) for m in heard)
+
+    try:
+        alice = running.client()
+        await alice.register("alice")
+        path = f"/_matrix/client/v3/user/{alice.user_id}/account_data/m.example"
+        assert (await alice.put(path, {"a": 1})).code == 200
+        await _until(drain)
+        assert DevicesChanged(alice.user_id, (alice.device_id,), True) in heard
+        changed = [m for m in heard if isinstance(m, AccountDataChanged)]
+        assert changed[-1].user_id == alice.user_id
+    finally:
+        await running.stop()
+        pubsub.close()
+        admin.close()
