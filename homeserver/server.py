@@ -188,6 +188,8 @@ class HomeServer:
     federation: Federation | None = None
     websockets: SyncStreamFactory | None = None
     presence: PresenceHandler | None = None
+    # Where what happened is published (homeserver/bus.py).
+    bus: Bus | None = None
     sliding_sync: SlidingSyncHandler | None = None
     # With enable_metrics: what scrapes read, and the reactor tick timer.
     metrics: MetricsSources | None = None
@@ -870,6 +872,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         federation=federation,
         websockets=ws_factory,
         presence=presence,
+        bus=bus,
         sliding_sync=sliding_sync,
         metrics=metrics,
         tick_timer=tick_timer,
