@@ -20,6 +20,7 @@ The wire contract (every message type fits on this screen):
 - ``account_data``: account data of a user changed.
 - ``profile``: a field of a local user's profile changed.
 - ``tokens_invalidated``: the access tokens of a user died (logout, deactivation).
+- ``alias``: a local room alias now points at a room (room id null: deleted).
 
 Invariants:
 
@@ -241,6 +242,13 @@ class TokensInvalidated(Message):
     user_id: str
 
 
+@dataclass(frozen=True)
+class AliasChanged(Message):
+    NAME = "alias"
+    alias: str
+    room_id: str | None
+
+
 MESSAGE_TYPES: dict[str, type[Message]] = {
     cls.NAME: cls
     for cls in (
@@ -256,6 +264,7 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
         AccountDataChanged,
         ProfileChanged,
         TokensInvalidated,
+        AliasChanged,
     )
 }
 

@@ -62,6 +62,7 @@ from homeserver.appservice.handler import AppServiceHandler
 from homeserver.appservice.registration import AppServiceRegistry, load_configured_app_services
 from homeserver.bus import (
     AccountDataChanged,
+    AliasChanged,
     Bus,
     DevicesChanged,
     EventsPersisted,
@@ -421,6 +422,8 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
     bus.subscribe(EventsPersisted, lambda m: fanout.on_persisted(m.events))
     bus.subscribe(RoomsInvalidated, lambda m: fanout.on_failure(m.room_ids))
     bus.subscribe(EventsPersisted, lambda m: appservices.on_events(m.events))
+    if appservice_registry.services:
+        bus.subscribe(AliasChanged, lambda m: appservices.on_alias_changed(m.alias, m.room_id))
     bus.subscribe(EventsPersisted, lambda m: profiles.on_events(m.events))
     persister = EventPersister(
         storage.events,

@@ -105,7 +105,7 @@ class Storage:
             profiles=ProfileStore(db),
             account_data=AccountDataStore(db, account_data_stream, bus),
             registration=RegistrationStore(db),
-            events=EventsStore(db, events_stream, state_groups, backfill_floor, federation),
+            events=EventsStore(db, events_stream, state_groups, bus, backfill_floor, federation),
             e2ee=e2ee,
             device_federation=await DeviceFederationStore.open(db, e2ee),
             key_backup=await KeyBackupStore.open(db),

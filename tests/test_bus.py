@@ -16,6 +16,7 @@ from twisted.internet import defer, reactor, task
 from homeserver.bus import (
     MESSAGE_TYPES,
     AccountDataChanged,
+    AliasChanged,
     DevicesChanged,
     EventsPersisted,
     LocalBus,
@@ -83,6 +84,7 @@ SAMPLES: dict[type[Message], Message] = {
     AccountDataChanged: AccountDataChanged("@u:x", 9),
     ProfileChanged: ProfileChanged("@u:x", "displayname", "Ü"),
     TokensInvalidated: TokensInvalidated("@u:x"),
+    AliasChanged: AliasChanged("#a:x", None),
 }
 
 
