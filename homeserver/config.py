@@ -1217,7 +1217,9 @@ SCHEMA: list[Key] = [
         "redis",
         _redis,
         _redis("redis", None),
-        "Redis for several worker processes: `enabled`, `host`, `port`, `password`, `dbid`.",
+        "Redis for several worker processes: `enabled`, `host`, `port`, `password`, `dbid`. "
+        "When enabled, the bus's messages also go out on the pub/sub channel "
+        "`homeserver.bus.<server_name>` (see docs/architecture.md).",
         None,
         "Workers",
     ),

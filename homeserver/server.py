@@ -9,7 +9,8 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,6 +61,24 @@ from homeserver.api.health import HealthServlet
 from homeserver.api.keys import KeyServlets
 from homeserver.appservice.handler import AppServiceHandler
 from homeserver.appservice.registration import AppServiceRegistry, load_configured_app_services
+from homeserver.bus import (
+    AccountDataChanged,
+    AliasChanged,
+    Bus,
+    DevicesChanged,
+    EventsPersisted,
+    LocalBus,
+    LocalEventAccepted,
+    PresenceChanged,
+    PresencePing,
+    ProfileChanged,
+    ReceiptStored,
+    RedisBus,
+    RoomsInvalidated,
+    ToDeviceQueued,
+    TokensInvalidated,
+    TypingChanged,
+)
 from homeserver.config import HomeserverConfig, RateLimit
 from homeserver.e2ee.backup import KeyBackupHandler
 from homeserver.e2ee.cross_signing import CrossSigningHandler
@@ -181,6 +200,8 @@ class HomeServer:
     federation: Federation | None = None
     websockets: SyncStreamFactory | None = None
     presence: PresenceHandler | None = None
+    # Where what happened is published (homeserver/bus.py).
+    bus: Bus | None = None
     sliding_sync: SlidingSyncHandler | None = None
     # With enable_metrics: what scrapes read, and the reactor tick timer.
     metrics: MetricsSources | None = None
@@ -358,7 +379,9 @@ def _pem_blocks(pem: bytes) -> list[bytes]:
 
 
 class EventFanout:
-    """After events commit: update membership caches and redactions, wake syncs."""
+    """After events commit: update membership caches and redactions, wake syncs.
+
+    The first subscriber of ``EventsPersisted`` (the others find the caches updated)."""
 
     def __init__(
         self, server_name: str, rooms: RoomCache, memberships: MembershipCache, notifier: Notifier
@@ -367,8 +390,6 @@ class EventFanout:
         self._rooms = rooms
         self._memberships = memberships
         self._notifier = notifier
-        # Called last with every committed batch, in stream order (application services).
-        self.listeners: list[Callable[[list[Event]], None]] = []
 
     def on_persisted(self, events: list[Event]) -> None:
         EVENTS_PERSISTED.inc(len(events))
@@ -393,15 +414,19 @@ class EventFanout:
             # matrix-js-sdk depends on that order: a thread reply whose echo arrives
             # first, while it still loads the new thread, never resolves its send.
             self._notifier.clock.callLater(0, self._notifier.notify_users, local)
-        for listener in self.listeners:
-            try:
-                listener(events)
-            except Exception:
-                logger.exception("An event listener failed")
 
-    def on_failure(self, room_ids: set[str]) -> None:
+    def on_failure(self, room_ids: Iterable[str]) -> None:
         for room_id in room_ids:
             self._rooms.invalidate(room_id)
+
+
+def _build_bus(config: HomeserverConfig, reactor: Any) -> Bus:
+    """In-process, or over Redis pub/sub when ``redis.enabled`` (see homeserver/bus.py)."""
+    if not config.redis.enabled:
+        return LocalBus()
+    # Unique per process run, so a restarted process is not mistaken for its old self.
+    instance = f"{config.workers.instance_name}-{uuid.uuid4().hex[:8]}"
+    return RedisBus(reactor, config.redis, f"homeserver.bus.{config.server_name}", instance)
 
 
 async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer:
@@ -418,8 +443,9 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         cp_min=int(db_args.get("cp_min", 5)),
         cp_max=int(db_args.get("cp_max", 10)),
     )
+    bus = _build_bus(config, reactor)
     try:
-        storage = await Storage.open(database)
+        storage = await Storage.open(database, bus)
     except BaseException:
         database.close()  # its pool threads would keep the process from exiting
         raise
@@ -431,6 +457,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
     auth = AuthHandler(
         storage,
         reactor,
+        bus,
         bcrypt_rounds=config.bcrypt_rounds,
         refreshable_access_token_lifetime_ms=config.refreshable_access_token_lifetime,
         refresh_token_lifetime_ms=config.refresh_token_lifetime,
@@ -448,16 +475,29 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         appservice_registry, storage, room_cache, memberships, reactor, server_name
     )
     profiles = ProfileHandler(
-        storage, server_name, appservices, clock=reactor, restrictions=restrictions
+        storage, server_name, bus, appservices, clock=reactor, restrictions=restrictions
     )
     notifier = Notifier(reactor)
+    # What reacts to what: the subscriptions below, in the order each handler runs
+    # (the order is part of the behaviour; see each comment).
     # A connection held open on a token that died re-checks it at once and closes.
-    auth.token_listeners.append(lambda user_id: notifier.notify_users([user_id]))
+    bus.subscribe(TokensInvalidated, lambda m: notifier.notify_users([m.user_id]))
     fanout = EventFanout(server_name, room_cache, memberships, notifier)
-    fanout.listeners.append(appservices.on_events)
-    fanout.listeners.append(profiles.on_events)
-    persister = EventPersister(storage.events, fanout.on_persisted, fanout.on_failure)
-    creator = EventCreator(server_name, signing_key, reactor, room_cache, storage.events, persister)
+    # First: every later subscriber finds the membership caches and rooms updated.
+    bus.subscribe(EventsPersisted, lambda m: fanout.on_persisted(m.events))
+    bus.subscribe(RoomsInvalidated, lambda m: fanout.on_failure(m.room_ids))
+    bus.subscribe(EventsPersisted, lambda m: appservices.on_events(m.events))
+    if appservice_registry.services:
+        bus.subscribe(AliasChanged, lambda m: appservices.on_alias_changed(m.alias, m.room_id))
+    bus.subscribe(EventsPersisted, lambda m: profiles.on_events(m.events))
+    persister = EventPersister(
+        storage.events,
+        lambda events: bus.publish(EventsPersisted(events)),
+        lambda room_ids: bus.publish(RoomsInvalidated(tuple(sorted(room_ids)))),
+    )
+    creator = EventCreator(
+        server_name, signing_key, reactor, room_cache, storage.events, persister, bus
+    )
     invite_limiter = InviteRatelimiter(reactor, config.rc_invites)
     room_handler = RoomHandler(
         server_name,
@@ -471,10 +511,14 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         restrictions,
         invite_limiter=invite_limiter,
     )
-    profiles.listeners.append(room_handler.on_profile_changed)
-    fanout.listeners.append(room_handler.on_persisted)
+    # Awaited by the profile change: its member events are sent before it answers.
+    bus.subscribe(
+        ProfileChanged, lambda m: room_handler.on_profile_changed(m.user_id, m.field, m.value)
+    )
+    bus.subscribe(EventsPersisted, lambda m: room_handler.on_persisted(m.events))
     visibility = VisibilityFilter(storage.events, room_cache)
     ignored_users = IgnoredUsers(storage.account_data)
+    bus.subscribe(AccountDataChanged, lambda m: ignored_users.on_account_data_changed(m.user_id))
     visibility.ignored = ignored_users
     visibility.erased = storage.users.get_erased
     history = RoomHistory(storage, room_cache, visibility)
@@ -490,15 +534,19 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         list(DEFAULT_IP_RANGE_BLACKLIST) if blacklist is None else blacklist,
         config.ip_range_whitelist,
     )
-    push = build_push(config, reactor, storage, room_cache, memberships, sync, outbound_ip_filter)
-    fanout.listeners.append(push.on_persisted)
-    storage.account_data.listeners.append(lambda user_id: notifier.notify_users([user_id]))
+    push = build_push(
+        config, reactor, storage, room_cache, memberships, sync, outbound_ip_filter, bus
+    )
+    bus.subscribe(EventsPersisted, lambda m: push.on_persisted(m.events))
+    # After the ignored users cache dropped the user's entry: a woken sync reloads it.
+    bus.subscribe(AccountDataChanged, lambda m: notifier.notify_users([m.user_id]))
     presence = PresenceHandler(
         storage.presence,
         room_cache,
         memberships,
         notifier,
         reactor,
+        bus,
         enabled=config.presence["enabled"],
         sync_online_timeout_ms=config.presence["sync_online_timeout"],
         offline_timeout_ms=config.presence["offline_timeout"],
@@ -506,25 +554,32 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         server_name=server_name,
     )
     await presence.start()
-    typing = TypingHandler(room_cache, notifier, reactor)
+    typing = TypingHandler(room_cache, notifier, reactor, bus)
     receipts = ReceiptsHandler(storage, room_cache, notifier, reactor)
-    storage.receipts.listeners.append(appservices.on_receipt)
-    creator.on_event_accepted.append(typing.on_event_accepted)
-    fanout.listeners.append(presence.on_persisted)
+    # After the unread counts (build_push subscribed them first).
+    bus.subscribe(ReceiptStored, lambda m: receipts.on_receipt(m.receipt))
+    bus.subscribe(ReceiptStored, lambda m: appservices.on_receipt(m.receipt))
+    bus.subscribe(LocalEventAccepted, lambda m: typing.on_event_accepted(m.event))
+    # After the commit of the batch (a message bumps its sender's last active time).
+    bus.subscribe(EventsPersisted, lambda m: presence.on_persisted(m.events))
     sync.add_source(ReceiptsSource(storage))
     sync.add_source(TypingSource(typing))
     sync.add_source(PresenceSource(presence, reactor))
     locality = Locality(server_name)
     device_lists = DeviceLists(storage.e2ee, room_cache, memberships, notifier, locality)
-    storage.users.device_listeners.append(device_lists.on_devices_changed)
+    # After the pushers (build_push): awaited in turn by the device change.
+    bus.subscribe(
+        DevicesChanged,
+        lambda m: device_lists.on_devices_changed(m.user_id, list(m.device_ids), m.created),
+    )
     e2e_keys = KeysHandler(
         storage.e2ee, storage.events, room_cache, memberships, device_lists, locality, reactor
     )
     cross_signing = CrossSigningHandler(
         storage.e2ee, storage.users, device_lists, locality, reactor
     )
-    to_device = ToDeviceHandler(storage.e2ee, notifier, locality, reactor)
-    to_device.listeners.append(appservices.on_to_device)
+    to_device = ToDeviceHandler(storage.e2ee, notifier, locality, reactor, bus)
+    bus.subscribe(ToDeviceQueued, lambda m: appservices.on_to_device(m.messages))
     sync.add_source(ToDeviceSource(storage.e2ee))
     sync.add_source(DeviceListSource(storage.e2ee, device_lists))
     sync.sync_hooks.append(presence.user_syncing)
@@ -544,7 +599,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         device_lists,
         invite_limiter,
     )
-    fanout.listeners.append(federation.on_persisted)
+    bus.subscribe(EventsPersisted, lambda m: federation.on_persisted(m.events))
     history.backfiller = federation.backfiller
     summaries = RoomSummaryHandler(server_name, reactor, room_cache, memberships)
     upgrader = RoomUpgrader(server_name, storage, room_cache, creator, room_handler, push.rules)
@@ -561,15 +616,15 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         presence,
     )
     federation.transactions.edu_handlers.update(edus.handlers())
-    typing.listeners.append(edus.on_local_typing)
-    storage.receipts.listeners.append(edus.on_local_receipt)
-    presence.listeners.append(edus.on_local_presence)
-    presence.federation_pings.append(edus.on_local_presence)
-    presence.listeners.append(appservices.on_presence)
-    typing.listeners.append(
-        lambda room_id, _user, _typing: appservices.on_typing(room_id, typing.typing_users(room_id))
+    bus.subscribe(TypingChanged, lambda m: edus.on_local_typing(m.room_id, m.user_id, m.typing))
+    bus.subscribe(ReceiptStored, lambda m: edus.on_local_receipt(m.receipt))
+    bus.subscribe(PresenceChanged, lambda m: edus.on_local_presence(m.state))
+    bus.subscribe(PresencePing, lambda m: edus.on_local_presence(m.state))
+    bus.subscribe(PresenceChanged, lambda m: appservices.on_presence(m.state))
+    bus.subscribe(
+        TypingChanged, lambda m: appservices.on_typing(m.room_id, typing.typing_users(m.room_id))
     )
-    fanout.listeners.append(edus.on_persisted)
+    bus.subscribe(EventsPersisted, lambda m: edus.on_persisted(m.events))
 
     media_files = FileSystemMediaStorage(config.media_store_path)
     remote_media = RemoteMediaFetcher(
@@ -681,7 +736,10 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
     ).register(resource)
     sync_servlets = SyncServlets(storage, auth, sync)
     sliding_sync = SlidingSyncHandler(storage, room_cache, memberships, sync, reactor)
-    storage.users.device_listeners.append(sliding_sync.on_devices_changed)
+    bus.subscribe(
+        DevicesChanged,
+        lambda m: sliding_sync.on_devices_changed(m.user_id, list(m.device_ids), m.created),
+    )
     SlidingSyncServlet(auth, sliding_sync).register(resource)
     ephemeral_servlets = EphemeralServlets(auth, receipts, typing, presence)
     on_stop: list[Callable[[], Awaitable[None]]] = []
@@ -868,6 +926,8 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         )
     push.register(resource, auth)
 
+    if isinstance(bus, RedisBus):
+        bus.start()  # after the subscriptions: other processes' messages may arrive now
     await appservices.start()  # after the wiring: events may flow from here on
     await federation.sender.start()
     await push.start()
@@ -898,6 +958,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
             purger.stop,
             identity.close,
             internal_client.close,
+            *([bus.stop] if isinstance(bus, RedisBus) else []),
         ],
         media=media,
         upload_spool_dir=media_files.spool_dir,
@@ -905,6 +966,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         federation=federation,
         websockets=ws_factory,
         presence=presence,
+        bus=bus,
         sliding_sync=sliding_sync,
         metrics=metrics,
         tick_timer=tick_timer,

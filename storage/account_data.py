@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from homeserver.bus import AccountDataChanged, Bus
 from storage.database import Database, Transaction
 from storage.id_generator import IdGenerator
 
@@ -22,11 +22,10 @@ class AccountDataChange:
 
 
 class AccountDataStore:
-    def __init__(self, db: Database, stream: IdGenerator) -> None:
+    def __init__(self, db: Database, stream: IdGenerator, bus: Bus) -> None:
         self._db = db
         self.stream = stream
-        # Called with the user id after a change commits (wakes the user's syncs).
-        self.listeners: list[Callable[[str], None]] = []
+        self._bus = bus
 
     async def put(self, user_id: str, room_id: str, data_type: str, content: dict[str, Any]) -> int:
         encoded = json.dumps(content, ensure_ascii=False, separators=(",", ":"))
@@ -46,8 +45,7 @@ class AccountDataStore:
 
             await self._db.run_interaction("put_account_data", _txn)
         # After the block: the position is visible before anyone is woken.
-        for listener in self.listeners:
-            listener(user_id)
+        self._bus.publish(AccountDataChanged(user_id, stream_id))
         return stream_id
 
     async def get(self, user_id: str, room_id: str, data_type: str) -> dict[str, Any] | None:

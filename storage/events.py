@@ -14,10 +14,11 @@ Invariants:
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from homeserver.bus import AliasChanged, Bus
 from homeserver.events.event import Event
 from homeserver.events.format import event_reference_ids
 from homeserver.events.redaction import redaction_applies
@@ -150,24 +151,22 @@ class EventsStore:
         db: Database,
         stream: IdGenerator,
         state_groups: IdGenerator,
+        bus: Bus,
         backfill_floor: int = 0,
         outbox: FederationStore | None = None,
     ) -> None:
         self._db = db
+        self._bus = bus
         self._outbox = outbox
         self.stream = stream
         self.state_group_ids = state_groups
         # Backfilled events count down from 0 (as in Synapse), so they sort before every
         # live event of the same depth and no /sync window (from >= 0) ever includes them.
         self._backfill_next = min(backfill_floor, 0) - 1
-        # Told (alias, room id or None once deleted) after each committed change of a
-        # local alias mapping (application services watch their alias namespaces).
-        self.alias_listeners: list[Callable[[str, str | None], None]] = []
 
     def _aliases_changed(self, changes: Iterable[tuple[str, str | None]]) -> None:
         for alias, room_id in changes:
-            for listener in self.alias_listeners:
-                listener(alias, room_id)
+            self._bus.publish(AliasChanged(alias, room_id))
 
     def allocate_backfill_ordering(self) -> int:
         """A (negative) stream ordering for a backfilled event; reactor thread only."""

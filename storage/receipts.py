@@ -17,10 +17,11 @@ Invariants:
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from homeserver.bus import Bus, ReceiptStored
 from storage.database import Database, Transaction
 from storage.id_generator import IdGenerator
 
@@ -84,12 +85,11 @@ _COLUMNS = "room_id, receipt_type, user_id, thread_id, event_id, data, stream_id
 
 
 class ReceiptsStore:
-    def __init__(self, db: Database, stream: IdGenerator) -> None:
+    def __init__(self, db: Database, stream: IdGenerator, bus: Bus) -> None:
         self._db = db
         self.stream = stream
         self.changes = RoomChangeCache(stream.current_position)
-        # Called with each stored receipt once its position is visible.
-        self.listeners: list[Callable[[Receipt], None]] = []
+        self._bus = bus
 
     async def insert_receipt(
         self,
@@ -150,8 +150,7 @@ class ReceiptsStore:
             return None
         receipt = Receipt(room_id, receipt_type, user_id, thread_id, event_id, data, stream_id)
         # After the block: the position is visible before anyone is told.
-        for listener in self.listeners:
-            listener(receipt)
+        self._bus.publish(ReceiptStored(receipt))
         return receipt
 
     async def get_receipts_for_rooms(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from homeserver.bus import Bus, LocalBus
 from storage.account_data import AccountDataStore
 from storage.admin_jobs import AdminJobsStore
 from storage.appservice import AppServiceStore
@@ -71,8 +72,13 @@ class Storage:
     sliding_sync: SlidingSyncStore
 
     @classmethod
-    async def open(cls, db: Database) -> Storage:
-        """Apply migrations, then build the stores with their id generators."""
+    async def open(cls, db: Database, bus: Bus | None = None) -> Storage:
+        """Apply migrations, then build the stores with their id generators.
+
+        The stores publish their changes on ``bus`` (a private ``LocalBus`` by default:
+        tools and tests that open a database without a server)."""
+        if bus is None:
+            bus = LocalBus()
         await prepare_database(db)
         token_ids = IdGenerator(
             max(
@@ -95,16 +101,16 @@ class Storage:
         federation = FederationStore(db, await IdGenerator.load(db, "federation_outbox", "id"))
         return cls(
             db=db,
-            users=UserStore(db, token_ids),
+            users=UserStore(db, token_ids, bus),
             profiles=ProfileStore(db),
-            account_data=AccountDataStore(db, account_data_stream),
+            account_data=AccountDataStore(db, account_data_stream, bus),
             registration=RegistrationStore(db),
-            events=EventsStore(db, events_stream, state_groups, backfill_floor, federation),
+            events=EventsStore(db, events_stream, state_groups, bus, backfill_floor, federation),
             e2ee=e2ee,
             device_federation=await DeviceFederationStore.open(db, e2ee),
             key_backup=await KeyBackupStore.open(db),
             search=SearchStore(db),
-            receipts=ReceiptsStore(db, receipts_stream),
+            receipts=ReceiptsStore(db, receipts_stream, bus),
             presence=PresenceStore(db, presence_stream),
             user_directory=UserDirectoryStore(db),
             media=MediaStore(db),

@@ -8,18 +8,14 @@ transaction, so a deleted device can never authenticate again.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 
+from homeserver.bus import Bus, DevicesChanged
 from storage.database import Database, Transaction
 from storage.id_generator import IdGenerator
 
 logger = logging.getLogger(__name__)
-
-# (user_id, device_ids, created): awaited after devices are created (True) or deleted
-# (False) and the change is committed, so what a listener records is in place before the
-# caller answers its request. A failing listener is logged; the device change stands.
-DeviceListener = Callable[[str, list[str], bool], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,19 +84,17 @@ def _device(row: tuple[object, ...]) -> DeviceRecord:
 
 
 class UserStore:
-    def __init__(self, db: Database, token_ids: IdGenerator) -> None:
+    def __init__(self, db: Database, token_ids: IdGenerator, bus: Bus) -> None:
         self._db = db
         self._token_ids = token_ids
-        self.device_listeners: list[DeviceListener] = []
+        self._bus = bus
 
     async def _devices_changed(self, user_id: str, device_ids: list[str], created: bool) -> None:
         if not device_ids:
             return
-        for listener in self.device_listeners:
-            try:
-                await listener(user_id, device_ids, created)
-            except Exception:
-                logger.exception("device listener failed for %s", user_id)
+        # Awaited: the request that changed the devices answers after the follow-ups
+        # (device list stream, pushers) are written.
+        await self._bus.publish_and_wait(DevicesChanged(user_id, tuple(device_ids), created))
 
     # Users ---------------------------------------------------------------
 

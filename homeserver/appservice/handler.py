@@ -66,8 +66,6 @@ class AppServiceHandler:
         self._server_name = server_name
         self.api = AppServiceApi(clock)
         self.interests = {s.id: ServiceInterest(s, rooms) for s in registry.services}
-        if registry.services:
-            storage.events.alias_listeners.append(self._alias_changed)
         self.sender = AppServiceSender(
             list(registry.services),
             self.interests,
@@ -79,7 +77,8 @@ class AppServiceHandler:
         self._ephemeral_lock = defer.DeferredLock()
         self._typing_sent: dict[str, tuple[str, ...]] = {}
 
-    def _alias_changed(self, alias: str, room_id: str | None) -> None:
+    def on_alias_changed(self, alias: str, room_id: str | None) -> None:
+        """A committed change of a local alias mapping (room id None: deleted)."""
         for interest in self.interests.values():
             interest.alias_changed(alias, room_id)
 

@@ -16,9 +16,9 @@ Invariants:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
 
+from homeserver.bus import Bus, ToDeviceQueued
 from homeserver.clock import Clock, now_ms
 from homeserver.e2ee.locality import Locality
 from homeserver.e2ee.remote import RemoteToDevice
@@ -34,7 +34,7 @@ JsonDict = dict[str, Any]
 
 class ToDeviceHandler:
     def __init__(
-        self, store: E2eeStore, notifier: Notifier, locality: Locality, clock: Clock
+        self, store: E2eeStore, notifier: Notifier, locality: Locality, clock: Clock, bus: Bus
     ) -> None:
         self._store = store
         self._notifier = notifier
@@ -42,7 +42,7 @@ class ToDeviceHandler:
         self._clock = clock
         self.remote: RemoteToDevice | None = None
         # Told of every batch queued for local devices (application services).
-        self.listeners: list[Callable[[dict[str, dict[str, JsonDict]]], None]] = []
+        self._bus = bus
 
     async def send(self, requester: Requester, event_type: str, txn_id: str, messages: Any) -> None:
         if not isinstance(messages, dict):
@@ -123,8 +123,4 @@ class ToDeviceHandler:
             self._tell_listeners(local)
 
     def _tell_listeners(self, local: dict[str, dict[str, JsonDict]]) -> None:
-        for listener in self.listeners:
-            try:
-                listener(local)
-            except Exception:
-                logger.exception("A to-device listener failed")
+        self._bus.publish(ToDeviceQueued(local))

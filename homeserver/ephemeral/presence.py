@@ -37,9 +37,10 @@ Invariants:
 - The other side of that: a local user who is not offline and whose state has not
   gone out for ``federation_ping_interval_ms`` (Synapse's 25 min
   ``FEDERATION_PING_INTERVAL``; a minute after start-up, for states loaded then) is
-  handed to ``federation_pings`` unchanged, to be re-sent so that other servers do not
+  published unchanged as a ``PresencePing``, to be re-sent so that other servers do not
   time them out. Every visible change of a local user counts as sent.
-  ``listeners`` hear every visible change; the federation side sends on only ours.
+  Every visible change is published as ``PresenceChanged``; the federation side sends
+  on only ours.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from homeserver.async_utils import observe
+from homeserver.bus import Bus, PresenceChanged, PresencePing
 from homeserver.clock import Clock, now_ms
 from homeserver.errors import Codes, MatrixError
 from homeserver.events.event import Event
@@ -101,9 +103,6 @@ def format_presence(state: PresenceState, now: int) -> JsonDict:
     return content
 
 
-PresenceListener = Callable[[PresenceState], None]
-
-
 def _noop() -> None:
     pass
 
@@ -116,6 +115,7 @@ class PresenceHandler:
         memberships: MembershipCache,
         notifier: Notifier,
         clock: Clock,
+        bus: Bus,
         *,
         enabled: bool = True,
         sync_online_timeout_ms: int = 30_000,
@@ -138,11 +138,9 @@ class PresenceHandler:
         self._granularity = last_active_granularity_ms
         # None: every user is ours (no federation).
         self._local_suffix = f":{server_name}" if server_name is not None else None
-        # Called with every visible change (local and remote users), on the reactor.
-        self.listeners: list[PresenceListener] = []
-        # Called with a local user's unchanged state when other servers should hear it
-        # again (see the module docstring).
-        self.federation_pings: list[PresenceListener] = []
+        # Told of every visible change (local and remote users) and of each local
+        # user's unchanged state other servers should hear again (module docstring).
+        self._bus = bus
         self.federation_timeout_ms = federation_timeout_ms
         self.federation_ping_interval_ms = federation_ping_interval_ms
         # remote user -> when their server last told us their state (ms)
@@ -413,10 +411,10 @@ class PresenceHandler:
         return new
 
     def _publish(self, new: PresenceState) -> PresenceState:
-        """A visible change: next stream position, persist, wake room-mates, tell listeners."""
+        """A visible change: next stream position, persist, wake room-mates, publish it."""
         user_id = new.user_id
         if self._federates and self.is_local(user_id):
-            self._federation_sent[user_id] = now_ms(self._clock)  # listeners send it
+            self._federation_sent[user_id] = now_ms(self._clock)  # the bus hands it on
         position = self._store.stream.next_id()
         new = dataclasses.replace(new, stream_id=position)
         self._states[user_id] = new
@@ -425,11 +423,7 @@ class PresenceHandler:
         self._dirty[user_id] = new
         self._start_flush()
         self._in_background(self._notify(user_id), "Presence notification")
-        for listener in self.listeners:
-            try:
-                listener(new)
-            except Exception:
-                logger.exception("A presence listener failed")
+        self._bus.publish(PresenceChanged(new))
         return new
 
     async def apply_remote(
@@ -539,11 +533,7 @@ class PresenceHandler:
         result = self._update(new)
         if ping and result.stream_id == state.stream_id and result.state != OFFLINE:
             # Nothing visible changed (a change would have gone out by itself).
-            for listener in self.federation_pings:
-                try:
-                    listener(result)
-                except Exception:
-                    logger.exception("A presence ping listener failed")
+            self._bus.publish(PresencePing(result))
 
     # Persisting ---------------------------------------------------------------------
 

@@ -49,7 +49,6 @@ class ReceiptsHandler:
         self._notifier = notifier
         self._clock = clock
         self._marker_lock = KeyedLock()
-        storage.receipts.listeners.append(self._on_receipt)
 
     # Checks -------------------------------------------------------------------------
 
@@ -208,7 +207,8 @@ class ReceiptsHandler:
                 user_id, room_id, FULLY_READ, {"event_id": event.event_id}
             )
 
-    def _on_receipt(self, receipt: Receipt) -> None:
+    def on_receipt(self, receipt: Receipt) -> None:
+        """A stored receipt (told by the bus): wake whoever may see it."""
         if receipt.receipt_type == PRIVATE_READ:
             self._notifier.notify_users([receipt.user_id])
             return

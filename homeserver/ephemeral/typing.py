@@ -10,16 +10,16 @@ Invariants:
 - Renewing a timeout of someone already typing changes no list, so it wakes nobody.
 - ``m.typing`` always carries a room's whole current list (clients replace theirs).
 - Remote users' typing (from federation) lives in the same lists, with the federation
-  timeout; ``listeners`` hear every start (renewals too), stop and expiry of anyone,
-  and the federation side sends on only its own users'.
+  timeout; every start (renewals too), stop and expiry of anyone is published as
+  ``TypingChanged``, and the federation side sends on only its own users'.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
 
+from homeserver.bus import Bus, TypingChanged
 from homeserver.clock import Clock
 from homeserver.errors import Codes, MatrixError
 from homeserver.events.event import Event
@@ -34,11 +34,9 @@ MAX_TIMEOUT_MS = 120_000  # Synapse's clamp
 # A remote user's typing ends this long after their server's last notice (Synapse's).
 FEDERATION_TIMEOUT_MS = 60_000
 
-TypingListener = Callable[[str, str, bool], None]
-
 
 class TypingHandler:
-    def __init__(self, rooms: RoomCache, notifier: Notifier, clock: Clock) -> None:
+    def __init__(self, rooms: RoomCache, notifier: Notifier, clock: Clock, bus: Bus) -> None:
         self._rooms = rooms
         self._notifier = notifier
         self._clock = clock
@@ -46,8 +44,8 @@ class TypingHandler:
         self._typing: dict[str, dict[str, Any]] = {}
         self._room_changed_at: dict[str, int] = {}
         self._position = 0
-        # Called with (room id, user id, typing) on every start, renewal, stop and expiry.
-        self.listeners: list[TypingListener] = []
+        # Told of every start, renewal, stop and expiry.
+        self._bus = bus
 
     @property
     def position(self) -> int:
@@ -114,11 +112,7 @@ class TypingHandler:
         self._tell(room_id, user_id, False)
 
     def _tell(self, room_id: str, user_id: str, typing: bool) -> None:
-        for listener in self.listeners:
-            try:
-                listener(room_id, user_id, typing)
-            except Exception:
-                logger.exception("A typing listener failed")
+        self._bus.publish(TypingChanged(room_id, user_id, typing))
 
     def _changed(self, room_id: str) -> None:
         self._position += 1

@@ -13,7 +13,6 @@ import logging
 import secrets
 import string
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import bcrypt
@@ -21,6 +20,7 @@ from twisted.internet import threads
 from twisted.web.server import Request
 
 from homeserver.appservice.registration import ApplicationService, AppServiceRegistry
+from homeserver.bus import Bus, TokensInvalidated
 from homeserver.clock import Clock
 from homeserver.errors import Codes, MatrixError
 from homeserver.handlers.client_ips import ClientIpTracker
@@ -80,6 +80,7 @@ class AuthHandler:
         self,
         storage: Storage,
         clock: Clock,
+        bus: Bus,
         *,
         bcrypt_rounds: int,
         refreshable_access_token_lifetime_ms: int | None,
@@ -100,8 +101,7 @@ class AuthHandler:
         self._refresh_lifetime = refresh_token_lifetime_ms
         # token hash -> record; an LRU so hot tokens cost no query.
         self._token_cache: OrderedDict[str, tuple[AccessTokenRecord, bool, bool]] = OrderedDict()
-        # Told (user id) after tokens of the user were invalidated (logout, deactivation).
-        self.token_listeners: list[Callable[[str], None]] = []
+        self._bus = bus
         self._hash_by_token_id: dict[int, str] = {}
         self.client_ips: ClientIpTracker | None = None
 
@@ -239,13 +239,9 @@ class AuthHandler:
         self._tokens_died({user_id})
 
     def _tokens_died(self, user_ids: set[str]) -> None:
-        """Tell the listeners (connections held open with a token: they re-check it)."""
+        """Say so (connections held open with a token re-check it)."""
         for user_id in user_ids:
-            for listener in self.token_listeners:
-                try:
-                    listener(user_id)
-                except Exception:
-                    logger.exception("A token listener failed")
+            self._bus.publish(TokensInvalidated(user_id))
 
     async def logout(self, requester: Requester) -> None:
         """Delete the token's device (and so every token of it), as Synapse does."""

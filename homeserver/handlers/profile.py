@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 from homeserver.appservice.handler import AppServiceHandler
+from homeserver.bus import Bus, ProfileChanged
 from homeserver.clock import Clock
 from homeserver.errors import Codes, MatrixError
 from homeserver.events.event import Event
@@ -27,8 +28,6 @@ MAX_PROFILE_BYTES = 64 * 1024
 MAX_KEY_BYTES = 255
 MAX_DISPLAYNAME_LEN = 256
 MAX_AVATAR_URL_LEN = 1000
-
-ProfileListener = Callable[[str, str, Any], Awaitable[None]]
 
 REMOTE_PROFILE_MAX_AGE_S = 24 * 60 * 60
 REMOTE_PROFILE_CACHE_SIZE = 10_000
@@ -97,6 +96,7 @@ class ProfileHandler:
         self,
         storage: Storage,
         server_name: str,
+        bus: Bus,
         appservices: AppServiceHandler | None = None,
         clock: Clock | None = None,
         restrictions: UserRestrictions | None = None,
@@ -105,7 +105,7 @@ class ProfileHandler:
         self._restrictions = restrictions
         self._server_name = server_name
         self._appservices = appservices
-        self.listeners: list[ProfileListener] = []
+        self._bus = bus
         self.remote: RemoteProfiles | None = None
         self._remote_cache = RemoteProfileCache(clock) if clock is not None else None
 
@@ -215,15 +215,13 @@ class ProfileHandler:
         if len(json.dumps(profile).encode("utf-8")) > MAX_PROFILE_BYTES:
             raise MatrixError(400, "M_PROFILE_TOO_LARGE", "The profile would exceed 64 KiB")
         await self._storage.profiles.set_field(user_id, name, value)
-        for listener in self.listeners:
-            await listener(user_id, name, value)
+        await self._bus.publish_and_wait(ProfileChanged(user_id, name, value))
 
     async def delete_field(self, requester: Requester, user_id: str, name: str) -> None:
         self._check_may_edit(requester, user_id)
         await self.get_profile(user_id)
         await self._storage.profiles.set_field(user_id, name, None)
-        for listener in self.listeners:
-            await listener(user_id, name, None)
+        await self._bus.publish_and_wait(ProfileChanged(user_id, name, None))
 
     def _check_may_edit(self, requester: Requester, user_id: str) -> None:
         if requester.user_id != user_id and not requester.is_admin:

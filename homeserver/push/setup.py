@@ -12,6 +12,7 @@ from typing import Any
 
 from homeserver.api.client.push_rules import PushRuleServlets
 from homeserver.api.client.pushers import PusherServlets
+from homeserver.bus import Bus, DevicesChanged, ReceiptStored
 from homeserver.events.event import Event
 from homeserver.handlers.auth import AuthHandler
 from homeserver.http.ip_filter import IpFilter
@@ -70,6 +71,7 @@ def build_push(
     memberships: MembershipCache,
     sync: SyncHandler,
     outbound_ip_filter: IpFilter,
+    bus: Bus,
 ) -> PushServices:
     section = config.values.get("push") or {}
     settings = PushSettings(
@@ -102,9 +104,13 @@ def build_push(
     )
     actions.listeners.append(pushers.on_notifications)
     counts.receipt_listeners.append(pushers.on_receipt_applied)
-    # First: a sync woken by another receipt listener must find the reload pending.
-    storage.receipts.listeners.insert(0, counts.on_receipt)
-    storage.users.device_listeners.append(pushers.on_devices_changed)
+    # Before any other receipt subscriber (build_push runs before they subscribe): a
+    # sync woken by another must find the reload pending.
+    bus.subscribe(ReceiptStored, lambda m: counts.on_receipt(m.receipt))
+    bus.subscribe(
+        DevicesChanged,
+        lambda m: pushers.on_devices_changed(m.user_id, list(m.device_ids), m.created),
+    )
     sync.add_source(UnreadCountsSource(counts, actions.caught_up))
     sync.sync_hooks.append(rules.sync_hook)
     sync.sync_hooks.append(pushers.sync_hook)

@@ -18,6 +18,7 @@ from twisted.internet import defer
 
 from crypto.event_hashing import compute_event_id, hash_and_sign_event
 from homeserver.async_utils import observe
+from homeserver.bus import Bus, LocalEventAccepted
 from homeserver.clock import Clock, now_ms
 from homeserver.errors import Codes, MatrixError
 from homeserver.events.auth_rules import AuthError, auth_types_for_event, check_auth_rules
@@ -48,6 +49,7 @@ class EventCreator:
         rooms: RoomCache,
         events: EventsStore,
         persister: EventPersister,
+        bus: Bus,
     ) -> None:
         self.server_name = server_name
         self._signing_key = signing_key
@@ -58,8 +60,8 @@ class EventCreator:
         self._txns_in_flight: dict[TxnKey, defer.Deferred[Event]] = {}
         # Recently completed transactions: a quick retry needs no query.
         self._recent_txns: OrderedDict[TxnKey, Event] = OrderedDict()
-        # Hooks run (synchronously) for every accepted local event before it is queued.
-        self.on_event_accepted: list[Callable[[Event], None]] = []
+        # Told (synchronously) of every accepted local event before it is queued.
+        self._bus = bus
         # The newest origin_server_ts given to a create event: where the room id is the
         # create event's hash, two rooms created in the same millisecond by one user with
         # the same content would otherwise get the same id.
@@ -205,8 +207,7 @@ class EventCreator:
             if txn is not None:
                 event.txn_device_id, event.txn_id = txn
             item = self._apply(room, event)
-            for hook in self.on_event_accepted:
-                hook(event)
+            self._bus.publish(LocalEventAccepted(event))
             persisted = self._persister.enqueue(item)
         finally:
             lock.release()

@@ -41,9 +41,8 @@ class IgnoredUsers:
         # Bumped by every account data change of any cached-or-loading user: a load that
         # saw a change happen meanwhile is not cached (it may predate the change).
         self._changes = 0
-        account_data.listeners.append(self._changed)
 
-    def _changed(self, user_id: str) -> None:
+    def on_account_data_changed(self, user_id: str) -> None:
         self._changes += 1
         self._cache.pop(user_id, None)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 from twisted.internet import defer
@@ -61,8 +61,6 @@ class Notifier:
         self._bucket_heap: list[int] = []
         self._timer: Any = None
         self._timer_bucket: int | None = None
-        # Called with every change; extra listeners (workers over Redis, WebSockets).
-        self.listeners: list[Callable[[Iterable[str]], None]] = []
 
     def notify_users(self, user_ids: Iterable[str]) -> None:
         users = list(user_ids)
@@ -71,8 +69,6 @@ class Notifier:
             if waiters:
                 for waiter in waiters:
                     waiter.wake()
-        for listener in self.listeners:
-            listener(users)
 
     def add_waiter(self, user_id: str, waiter: Waiter) -> None:
         """Call ``waiter.wake()`` once, at the next notification of ``user_id``."""

@@ -10,6 +10,7 @@ from typing import Any
 import pytest_twisted
 from twisted.internet import reactor, task
 
+from homeserver.bus import Bus, LocalBus, PresenceChanged, PresencePing
 from homeserver.ephemeral.presence import (
     FEDERATION_PING_INTERVAL_MS,
     FEDERATION_TIMEOUT_MS,
@@ -38,20 +39,24 @@ async def storage(database: dict[str, Any]) -> AsyncIterator[Storage]:
 
 
 class Recorder:
-    def __init__(self, handler: PresenceHandler) -> None:
+    """What a handler built on ``self.bus`` publishes."""
+
+    def __init__(self) -> None:
+        self.bus = LocalBus()
         self.changes: list[PresenceState] = []
         self.pings: list[PresenceState] = []
-        handler.listeners.append(self.changes.append)
-        handler.federation_pings.append(self.pings.append)
+        self.bus.subscribe(PresenceChanged, lambda m: self.changes.append(m.state))
+        self.bus.subscribe(PresencePing, lambda m: self.pings.append(m.state))
 
 
-def handler_on(storage: Storage, clock: task.Clock) -> PresenceHandler:
+def handler_on(storage: Storage, clock: task.Clock, bus: Bus | None = None) -> PresenceHandler:
     return PresenceHandler(
         storage.presence,
         RoomCache(storage.events),
         MembershipCache(storage.events),
         Notifier(clock),
         clock,
+        bus if bus is not None else LocalBus(),
         server_name="here.example",
     )
 
@@ -76,8 +81,8 @@ async def state_of(handler: PresenceHandler, user_id: str) -> str:
 @pytest_twisted.ensureDeferred
 async def test_remote_user_goes_offline_when_their_server_goes_quiet(storage: Storage) -> None:
     clock = start_clock()
-    handler = handler_on(storage, clock)
-    seen = Recorder(handler)
+    seen = Recorder()
+    handler = handler_on(storage, clock, seen.bus)
     await handler.start()
     try:
         await handler.apply_remote(REMOTE, "online", 0, True, "here")
@@ -136,8 +141,8 @@ async def test_our_users_are_re_sent_every_25_minutes_while_not_offline(
     storage: Storage,
 ) -> None:
     clock = start_clock()
-    handler = handler_on(storage, clock)
-    seen = Recorder(handler)
+    seen = Recorder()
+    handler = handler_on(storage, clock, seen.bus)
     await handler.start()
     try:
         await handler.user_syncing(LOCAL, "DEV", None)  # a sync that stays open: online
@@ -178,8 +183,8 @@ async def test_after_a_restart_our_users_are_re_sent_soon(storage: Storage) -> N
     await first.set_state(LOCAL, "unavailable", "away")
     await first.stop()
 
-    second = handler_on(storage, clock)
-    seen = Recorder(second)
+    seen = Recorder()
+    second = handler_on(storage, clock, seen.bus)
     await second.start()
     try:
         await second.user_syncing(LOCAL, "DEV", "unavailable")  # as before: nothing visible
@@ -196,14 +201,15 @@ async def test_after_a_restart_our_users_are_re_sent_soon(storage: Storage) -> N
 @pytest_twisted.ensureDeferred
 async def test_without_federation_nothing_is_re_sent(storage: Storage) -> None:
     clock = start_clock()
+    seen = Recorder()
     handler = PresenceHandler(
         storage.presence,
         RoomCache(storage.events),
         MembershipCache(storage.events),
         Notifier(clock),
         clock,
+        seen.bus,
     )
-    seen = Recorder(handler)
     await handler.start()
     try:
         await handler.user_syncing(LOCAL, "DEV", None)

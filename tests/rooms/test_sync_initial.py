@@ -10,6 +10,7 @@ import pytest_twisted
 from signedjson.key import generate_signing_key
 from twisted.internet import defer, task
 
+from homeserver.bus import LocalBus
 from homeserver.events.event import Event
 from homeserver.events.room_versions import DEFAULT_ROOM_VERSION, get_room_version
 from homeserver.rooms.event_creation import EventCreator
@@ -150,7 +151,13 @@ def test_create_events_in_one_millisecond_get_distinct_room_ids() -> None:
     clock = task.Clock()
     clock.advance(1_700_000_000.0)
     creator = EventCreator(
-        "test", generate_signing_key("0"), clock, cast(Any, None), cast(Any, None), cast(Any, None)
+        "test",
+        generate_signing_key("0"),
+        clock,
+        cast(Any, None),
+        cast(Any, None),
+        cast(Any, None),
+        LocalBus(),
     )
     version = get_room_version(DEFAULT_ROOM_VERSION)
     assert version is not None and version.room_id_is_create_event_hash
