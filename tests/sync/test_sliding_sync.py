@@ -13,6 +13,7 @@ from twisted.internet import defer, reactor, task
 
 from storage.sliding_sync import CONNECTION_TTL_MS
 from tests.rooms.helpers import (
+    V3,
     assert_error,
     create_room,
     invite,
@@ -22,6 +23,7 @@ from tests.rooms.helpers import (
     send,
     user,
 )
+from tests.support.client import q
 from tests.support.server import RunningServer
 from tests.sync.helpers import (
     SLIDING_PATH,
@@ -399,6 +401,55 @@ async def test_room_subscription_and_counts(server: RunningServer) -> None:
     assert set(body["rooms"]) == {other, room_id}
     assert body["rooms"][room_id]["notification_count"] == 2
     assert len(body["rooms"][room_id]["timeline"]) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_subscription_to_a_private_room_one_is_not_in_is_ignored(
+    server: RunningServer,
+) -> None:
+    alice = await user(server, "alice")
+    bob = await user(server, "bob")
+    private = await create_room(
+        alice, preset="private_chat", name="secret plans", topic="not for bob"
+    )
+    await send(alice, private, "the secret")
+    body = await sliding(
+        bob,
+        {
+            "lists": {"all": all_rooms([[0, 9]], timeline_limit=5)},
+            "room_subscriptions": {
+                private: {"timeline_limit": 5, "required_state": [["*", "*"]]},
+            },
+        },
+    )
+    assert body["rooms"] == {}
+    assert body["lists"]["all"]["count"] == 0
+    assert "secret" not in json.dumps(body)
+    # Alice, in it, gets it through the same subscription.
+    mine = await sliding(
+        alice,
+        {"lists": {}, "room_subscriptions": {private: {"timeline_limit": 1, "required_state": []}}},
+    )
+    assert set(mine["rooms"]) == {private}
+
+
+@pytest_twisted.ensureDeferred
+async def test_is_dm_marks_the_rooms_of_m_direct(server: RunningServer) -> None:
+    alice = await user(server, "alice")
+    bob = await user(server, "bob")
+    dm = await create_room(alice)
+    other = await create_room(alice)
+    direct_path = f"{V3}/user/{q(alice.user_id or '')}/account_data/m.direct"
+    assert (await alice.put(direct_path, {bob.user_id: [dm]})).code == 200
+    request = {"lists": {"all": all_rooms([[0, 9]], timeline_limit=1)}}
+    body = await sliding(alice, request)
+    assert body["rooms"][dm]["is_dm"] is True
+    assert "is_dm" not in body["rooms"][other]  # absent, not false (as Synapse)
+    # m.direct changes: the next response follows it.
+    assert (await alice.put(direct_path, {bob.user_id: [other]})).code == 200
+    body = await sliding(alice, request)
+    assert body["rooms"][other]["is_dm"] is True
+    assert "is_dm" not in body["rooms"][dm]
 
 
 @pytest_twisted.ensureDeferred
