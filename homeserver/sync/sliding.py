@@ -207,15 +207,17 @@ class SlidingSyncHandler:
             await self._sync.ignored.get(user_id) if self._sync.ignored is not None else NOBODY
         )
         candidates: dict[str, MembershipRow] = {}
+        now_events = now.events
         for room_id, row in memberships.items():  # (no await in this loop)
-            if row.stream_ordering > now.events:
+            if row.stream_ordering > now_events:
                 continue
-            if row.membership == "invite" and row.sender in ignored:
+            membership = row.membership
+            if membership == "invite" and row.sender in ignored:
                 continue  # as /sync: invites from ignored users are not shown
             # Rooms one left oneself only show as a change (as Synapse): kicks and bans
             # stay in the lists.
             if (
-                row.membership == "leave"
+                membership == "leave"
                 and row.sender == user_id
                 and (since is None or row.stream_ordering <= since.events)
             ):

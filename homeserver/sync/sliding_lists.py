@@ -64,19 +64,26 @@ class RoomLists:
         """Each room's ``bump_stamp``: its newest bump event (for a joined room up to
         now, else up to the membership), or the membership's own position without one
         (invites, knocks, rooms we do not hold)."""
+        # One pass over every room of the user on each request: kept to plain lookups.
         out: dict[str, int] = {}
         unknown: list[str] = []
         loaded = self._rooms.get_if_loaded
+        now_events = now.events
         for room_id, row in candidates.items():
             membership = row.membership
-            if membership == "invite" or membership == "knock":
+            if membership == "join":
+                cap = now_events
+            elif membership == "invite" or membership == "knock":
                 out[room_id] = row.stream_ordering
                 continue
-            cap = now.events if membership == "join" else row.stream_ordering
+            else:
+                cap = row.stream_ordering
             room = loaded(room_id)
-            if room is not None and 0 < room.newest_bump <= cap:
-                out[room_id] = room.newest_bump  # the usual case: no scan, no query
-                continue
+            if room is not None:
+                bump = room.newest_bump
+                if 0 < bump <= cap:
+                    out[room_id] = bump  # the usual case: no scan, no query
+                    continue
             found = self._bump_in_memory(room, cap)
             if found is not None:
                 out[room_id] = found
@@ -269,7 +276,9 @@ def windows(keyed: list[tuple[int, str]], lst: ListConfig) -> tuple[list[str], l
         ops = [{"op": "SYNC", "range": [0, max(0, len(ids) - 1)], "room_ids": ids}]
         return list(ids), ops
     reach = max((end + 1 for _, end in lst.ranges), default=0)
-    ids = [room_id for _, room_id in heapq.nlargest(reach, keyed)]
+    # Backwards: the user's rooms are in the order they were joined, and the last
+    # joined are often the most recent; nlargest is quickest on input newest first.
+    ids = [room_id for _, room_id in heapq.nlargest(reach, reversed(keyed))]
     window: list[str] = []
     ops = []
     seen: set[str] = set()

@@ -11,6 +11,7 @@ from typing import Any
 import pytest_twisted
 from twisted.internet import defer, reactor, task
 
+from homeserver.rooms.room_cache import RECENT_EVENTS
 from storage.sliding_sync import CONNECTION_TTL_MS
 from tests.rooms.helpers import (
     V3,
@@ -583,6 +584,32 @@ async def test_order_after_a_restart_comes_from_the_database(server: RunningServ
     assert list_ids(body) == [a, b]
     stamps = {r: body["rooms"][r]["bump_stamp"] for r in (a, b)}
     assert stamps[a] > stamps[b]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_bump_older_than_the_events_held_in_memory_still_orders(
+    server: RunningServer,
+) -> None:
+    alice = await user(server, "alice")
+    a = await create_room(alice)
+    b = await create_room(alice)
+    await send(alice, a, "a's message")
+    await send(alice, b, "b's message, the newest bump")
+    request = {"lists": {"all": all_rooms([[0, 9]], timeline_limit=0)}}
+    before = await sliding(alice, request)
+    stamps = {r: before["rooms"][r]["bump_stamp"] for r in (a, b)}
+    # More non-bump events in a than memory holds of a room: its message leaves them.
+    for i in range(RECENT_EVENTS + 5):
+        assert (await put_state(alice, a, "x.state", {"i": i}, state_key=str(i))).code == 200
+    body = await sliding(alice, request)
+    assert list_ids(body) == [b, a]
+    assert {r: body["rooms"][r]["bump_stamp"] for r in (a, b)} == stamps
+    # The same from the database after a restart.
+    await server.restart()
+    alice.base_url = server.base_url
+    body = await sliding(alice, request)
+    assert list_ids(body) == [b, a]
+    assert {r: body["rooms"][r]["bump_stamp"] for r in (a, b)} == stamps
 
 
 @pytest_twisted.ensureDeferred
