@@ -757,9 +757,7 @@ class FederationEventHandler:
                 else:
                     room.state_group = group_current
                     room.state_group_delta_depth = 0
-            room.recent.append(event)
-            if len(room.recent) == room.recent.maxlen:
-                room.recent_floor = room.recent[0].stream_ordering - 1
+            room.add_recent(event)
         item = PersistItem(
             event=event,
             state_group_before=group_before,

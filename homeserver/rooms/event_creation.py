@@ -116,7 +116,7 @@ class EventCreator:
             state_group_delta_depth=0,
             recent_floor=event.stream_ordering - 1,
         )
-        room.recent.append(event)
+        room.add_recent(event)
         self._rooms.add_new_room(room)
         item = PersistItem(
             event=event,
@@ -273,9 +273,7 @@ class EventCreator:
             room.state_group = group_after
             assert new_group is not None
             room.state_group_delta_depth = new_group.delta_depth
-        room.recent.append(event)
-        if len(room.recent) == room.recent.maxlen:
-            room.recent_floor = room.recent[0].stream_ordering - 1
+        room.add_recent(event)
         return PersistItem(
             event=event,
             state_group_before=group_before,

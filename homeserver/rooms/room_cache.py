@@ -8,6 +8,10 @@ Invariants:
   from the database, which holds exactly what was committed.
 - ``recent`` holds the newest events of the room in stream order; a sync that needs
   events after a position older than ``recent_floor`` asks the database instead.
+- ``newest_bump`` is the stream position of the newest event of a ``BUMP_EVENT_TYPES``
+  type added to ``recent`` since the room came into memory (0: none yet); later events
+  of those types only come through ``add_recent``, so it stays the newest one even
+  after the event itself has fallen out of ``recent``.
 """
 
 from __future__ import annotations
@@ -35,6 +39,20 @@ from storage.events import (
 
 RECENT_EVENTS = 100
 
+# The event types that move a room up a simplified sliding sync list (its
+# ``bump_stamp``): Synapse's SLIDING_SYNC_DEFAULT_BUMP_EVENT_TYPES.
+BUMP_EVENT_TYPES = frozenset(
+    {
+        "m.room.create",
+        "m.room.message",
+        "m.room.encrypted",
+        "m.sticker",
+        "m.call.invite",
+        "m.poll.start",
+        "m.beacon_info",
+    }
+)
+
 
 @dataclass(eq=False)
 class LiveRoom:
@@ -48,6 +66,7 @@ class LiveRoom:
     recent: deque[Event] = field(default_factory=lambda: deque(maxlen=RECENT_EVENTS))
     # Stream position below which `recent` may be missing events.
     recent_floor: int = 0
+    newest_bump: int = 0
     _joined: set[str] | None = field(default=None, repr=False)
 
     def joined_members(self) -> set[str]:
@@ -116,12 +135,24 @@ class LiveRoom:
                 target.redaction = redaction
                 target.invalidate_client_cache()
 
+    def add_recent(self, event: Event) -> None:
+        """The room's newest event (applied, in stream order) joins ``recent``."""
+        self.recent.append(event)
+        if len(self.recent) == self.recent.maxlen:
+            self.recent_floor = self.recent[0].stream_ordering - 1
+        if event.type in BUMP_EVENT_TYPES:
+            self.newest_bump = event.stream_ordering
+
     def drop_from_timeline(self, event_ids: AbstractSet[str]) -> None:
         """Purged events leave ``recent``: the database no longer holds them in the
         timeline either, so reads from memory and from the database still agree."""
         if any(ev.event_id in event_ids for ev in self.recent):
             kept = [ev for ev in self.recent if ev.event_id not in event_ids]
             self.recent = deque(kept, maxlen=self.recent.maxlen)
+            # The newest bump may be gone: only what is still held is known for sure.
+            self.newest_bump = next(
+                (ev.stream_ordering for ev in reversed(kept) if ev.type in BUMP_EVENT_TYPES), 0
+            )
 
     def redaction_took_effect(self, redaction_id: str) -> None:
         """A withheld redaction in ``recent`` applied once its target arrived: show it."""
