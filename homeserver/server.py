@@ -736,6 +736,9 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
     ).register(resource)
     sync_servlets = SyncServlets(storage, auth, sync)
     sliding_sync = SlidingSyncHandler(storage, room_cache, memberships, sync, reactor)
+    # After the fanout: the recency orders re-read these rooms from the updated caches.
+    bus.subscribe(EventsPersisted, lambda m: sliding_sync.recency.on_persisted(m.events))
+    bus.subscribe(RoomsInvalidated, lambda m: sliding_sync.recency.on_rooms_invalidated(m.room_ids))
     bus.subscribe(
         DevicesChanged,
         lambda m: sliding_sync.on_devices_changed(m.user_id, list(m.device_ids), m.created),

@@ -17,6 +17,10 @@ class MembershipCache:
         self._by_user: dict[str, dict[str, MembershipRow]] = {}
         # Membership events persisted while a user's rows were being read.
         self._loading: dict[str, list[Event]] = {}
+        # Moves when rooms change other than by a persisted event (forget, purge): what
+        # is derived from users' rooms and kept up to date from those events (sliding
+        # sync's recency orders) starts afresh.
+        self.epoch = 0
 
     async def rooms_for_user(self, user_id: str) -> dict[str, MembershipRow]:
         rooms = self._by_user.get(user_id)
@@ -59,14 +63,21 @@ class MembershipCache:
         self._record(rooms, event)
 
     def forget(self, user_id: str, room_id: str) -> None:
+        self.epoch += 1
         rooms = self._by_user.get(user_id)
         if rooms is not None:
             rooms.pop(room_id, None)
 
     def drop_user(self, user_id: str) -> None:
+        self.epoch += 1
         self._by_user.pop(user_id, None)
 
     def drop_room(self, room_id: str) -> None:
         """The room was purged from the database: no user is in it any more."""
+        self.epoch += 1
         for rooms in self._by_user.values():
             rooms.pop(room_id, None)
+
+    def history_changed(self) -> None:
+        """A room lost events (a history purge): its recency may have moved back."""
+        self.epoch += 1

@@ -257,6 +257,7 @@ class RoomPurger:
             room = self._rooms.get_if_loaded(room_id)
             if room is not None:
                 room.drop_from_timeline(purged.deleted | purged.hidden)
+            self._memberships.history_changed()
         finally:
             lock.release()
         await self._counts.reload_room(room_id)  # their push actions are gone

@@ -46,7 +46,7 @@ from homeserver.sync.sliding_config import (
     SlidingSyncRequest,
 )
 from homeserver.sync.sliding_extensions import ExtensionsBuilder
-from homeserver.sync.sliding_lists import RoomLists, windows
+from homeserver.sync.sliding_lists import RecencyIndex, RoomLists, windows
 from homeserver.sync.sources import SyncContext
 from storage.events import MembershipRow
 from storage.sliding_sync import ConnectionState, SentRoom
@@ -112,6 +112,8 @@ class SlidingSyncHandler:
         self._clock = clock
         self._extensions = ExtensionsBuilder(storage, rooms, sync)
         self._lists = RoomLists(storage, rooms)
+        # Fed by the server's bus subscriptions (EventsPersisted, RoomsInvalidated).
+        self.recency = RecencyIndex(self._lists, memberships)
 
     @property
     def notifier(self) -> Notifier:
@@ -206,28 +208,10 @@ class SlidingSyncHandler:
         ignored = (
             await self._sync.ignored.get(user_id) if self._sync.ignored is not None else NOBODY
         )
-        candidates: dict[str, MembershipRow] = {}
-        now_events = now.events
-        for room_id, row in memberships.items():  # (no await in this loop)
-            if row.stream_ordering > now_events:
-                continue
-            membership = row.membership
-            if membership == "invite" and row.sender in ignored:
-                continue  # as /sync: invites from ignored users are not shown
-            # Rooms one left oneself only show as a change (as Synapse): kicks and bans
-            # stay in the lists.
-            if (
-                membership == "leave"
-                and row.sender == user_id
-                and (since is None or row.stream_ordering <= since.events)
-            ):
-                continue
-            candidates[room_id] = row
-        await self._rooms.preload(
-            r for r, row in candidates.items() if row.membership not in ("invite", "knock")
+        recency = await self.recency.rooms(
+            user_id, memberships, ignored, since.events if since is not None else None, now.events
         )
-        bumps = await self._lists.bump_stamps(candidates, now)
-        keyed = [(bump, room_id) for room_id, bump in bumps.items()]
+        candidates, bumps, keyed = recency.candidates, recency.bumps, recency.keyed
 
         lists_out: JsonDict = {}
         wanted: dict[str, RoomConfig] = {}

@@ -9,20 +9,29 @@ Invariants:
   recent events. A room whose window holds none asks the database once; the answer
   holds while the window still reaches back to it (any newer bump event is then in
   the window).
-- A list is ordered by (``bump_stamp``, room id), newest first; only the part its
-  ranges reach is sorted (``heapq.nlargest``), its ``count`` is every room through
-  its filters.
+- A list is ordered by (``bump_stamp``, room id), newest first; its ``count`` is every
+  room through its filters.
+- ``RecencyIndex`` keeps each user's candidate rooms, their bump stamps and that order
+  between requests: a request re-reads only the rooms named by events persisted (or
+  rooms invalidated) since the user's last one, plus those it could not settle then
+  (an event or membership beyond that request's ``now``). Anything else that changes
+  users' rooms (forget, purge) moves ``MembershipCache.epoch`` and every order is
+  rebuilt, as is one whose log entries have been dropped.
 - Filters read each room's facts (type, encryption, stripped state) at most once per
   build, and the user's ``m.direct`` and tags only when a filter asks.
 """
 
 from __future__ import annotations
 
-import heapq
-from collections import OrderedDict
+import bisect
+from collections import OrderedDict, deque
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from homeserver.ephemeral.tags import TAG_TYPE
+from homeserver.events.event import Event
+from homeserver.rooms.memberships import MembershipCache
 from homeserver.rooms.room_cache import BUMP_EVENT_TYPES, LiveRoom, RoomCache
 from homeserver.sync.handler import SyncToken, stripped_state
 from homeserver.sync.sliding_config import ListConfig, ListFilters
@@ -34,6 +43,10 @@ JsonDict = dict[str, Any]
 _BUMP_TYPES_SORTED = tuple(sorted(BUMP_EVENT_TYPES))
 MAX_BUMP_CACHE = 50_000
 MAX_DIRECT_CACHE = 10_000
+# Rooms named by persisted events, for the orders to catch up with; an order older
+# than the oldest entry is rebuilt.
+MAX_RECENCY_LOG = 8192
+MAX_RECENCY_USERS = 2000
 
 
 class RoomLists:
@@ -58,9 +71,7 @@ class RoomLists:
         oob = await self._storage.events.get_out_of_band_stripped_state(user_id, row.room_id)
         return list(oob or [])
 
-    async def bump_stamps(
-        self, candidates: dict[str, MembershipRow], now: SyncToken
-    ) -> dict[str, int]:
+    async def bump_stamps(self, candidates: dict[str, MembershipRow], now: int) -> dict[str, int]:
         """Each room's ``bump_stamp``: its newest bump event (for a joined room up to
         now, else up to the membership), or the membership's own position without one
         (invites, knocks, rooms we do not hold)."""
@@ -68,7 +79,7 @@ class RoomLists:
         out: dict[str, int] = {}
         unknown: list[str] = []
         loaded = self._rooms.get_if_loaded
-        now_events = now.events
+        now_events = now
         for room_id, row in candidates.items():
             membership = row.membership
             if membership == "join":
@@ -100,13 +111,13 @@ class RoomLists:
             unknown.append(room_id)
         if unknown:
             read = await self._storage.events.get_latest_stream_of_types(
-                unknown, _BUMP_TYPES_SORTED, now.events
+                unknown, _BUMP_TYPES_SORTED, now
             )
             for room_id in unknown:
                 row = candidates[room_id]
                 if row.membership == "join":
                     value = read.get(room_id, 0)
-                    self._bump_cache[room_id] = (value, now.events)
+                    self._bump_cache[room_id] = (value, now)
                     self._bump_cache.move_to_end(room_id)
                     if len(self._bump_cache) > MAX_BUMP_CACHE:
                         self._bump_cache.popitem(last=False)
@@ -116,6 +127,24 @@ class RoomLists:
                     out[room_id] = (
                         value if 0 < value <= row.stream_ordering else row.stream_ordering
                     )
+        return out
+
+    async def preload_rooms(self, rows: dict[str, MembershipRow]) -> None:
+        """Rooms one is or was in, loaded together (after a restart)."""
+        await self._rooms.preload(
+            r for r, row in rows.items() if row.membership not in ("invite", "knock")
+        )
+
+    def beyond(self, rows: dict[str, MembershipRow], now: int) -> list[str]:
+        """Joined rooms whose newest bump in memory is beyond ``now``: their stamp is an
+        older one until ``now`` reaches it."""
+        loaded = self._rooms.get_if_loaded
+        out = []
+        for room_id, row in rows.items():
+            if row.membership == "join":
+                room = loaded(room_id)
+                if room is not None and room.newest_bump > now:
+                    out.append(room_id)
         return out
 
     @staticmethod
@@ -268,17 +297,15 @@ class RoomFacts:
 
 
 def windows(keyed: list[tuple[int, str]], lst: ListConfig) -> tuple[list[str], list[JsonDict]]:
-    """The rooms of a list (``keyed``: its rooms as (``bump_stamp``, room id), in any
-    order) inside its ranges, and Synapse's ``SYNC`` ops. Only as many rooms as the
-    ranges reach are sorted."""
+    """The rooms of a list (``keyed``: its rooms as (``bump_stamp``, room id), sorted
+    ascending) inside its ranges, and Synapse's ``SYNC`` ops. Only as many rooms as the
+    ranges reach are read."""
     if lst.ranges is None:
-        ids = [room_id for _, room_id in sorted(keyed, reverse=True)]
+        ids = [room_id for _, room_id in reversed(keyed)]
         ops = [{"op": "SYNC", "range": [0, max(0, len(ids) - 1)], "room_ids": ids}]
         return list(ids), ops
     reach = max((end + 1 for _, end in lst.ranges), default=0)
-    # Backwards: the user's rooms are in the order they were joined, and the last
-    # joined are often the most recent; nlargest is quickest on input newest first.
-    ids = [room_id for _, room_id in heapq.nlargest(reach, reversed(keyed))]
+    ids = [room_id for _, room_id in keyed[: -reach - 1 : -1]] if reach > 0 else []
     window: list[str] = []
     ops = []
     seen: set[str] = set()
@@ -290,3 +317,207 @@ def windows(keyed: list[tuple[int, str]], lst: ListConfig) -> tuple[list[str], l
                 seen.add(room_id)
                 window.append(room_id)
     return window, ops
+
+
+@dataclass(slots=True)
+class Recency:
+    """A user's rooms for a request: ``candidates`` (not to be changed by the caller),
+    their bump stamps, and (bump stamp, room id) of every candidate, sorted ascending."""
+
+    candidates: dict[str, MembershipRow]
+    bumps: dict[str, int]
+    keyed: list[tuple[int, str]]
+
+
+@dataclass(slots=True)
+class _Order:
+    rooms: dict[str, MembershipRow]  # the MembershipCache's dict it follows
+    ignored: frozenset[str]
+    epoch: int
+    seq: int  # log entries before this one are in
+    at: int  # the ``now`` it was brought up to
+    shown: dict[str, MembershipRow]  # candidates whatever the ``since``
+    own_leaves: dict[str, MembershipRow]  # rooms left oneself: only shown as a change
+    bumps: dict[str, int]  # of both
+    keyed: list[tuple[int, str]]  # of ``shown``, ascending
+    unsettled: set[str]  # rooms to read again next time
+
+
+class RecencyIndex:
+    """Each user's candidate rooms in recency order, kept up to date from the rooms
+    events were persisted in (see the module's invariants), so that a request reads
+    only what changed instead of every room of the user."""
+
+    def __init__(self, lists: RoomLists, memberships: MembershipCache) -> None:
+        self._lists = lists
+        self._memberships = memberships
+        self._log: deque[tuple[int, str]] = deque(maxlen=MAX_RECENCY_LOG)
+        self._log_end = 0  # sequence number of the next entry
+        self._orders: OrderedDict[str, _Order] = OrderedDict()
+
+    def on_persisted(self, events: Iterable[Event]) -> None:
+        for ev in events:
+            self._log.append((ev.stream_ordering, ev.room_id))
+            self._log_end += 1
+
+    def on_rooms_invalidated(self, room_ids: Iterable[str]) -> None:
+        for room_id in room_ids:
+            self._log.append((0, room_id))
+            self._log_end += 1
+
+    async def rooms(
+        self,
+        user_id: str,
+        rooms: dict[str, MembershipRow],
+        ignored: frozenset[str],
+        since: int | None,
+        now: int,
+    ) -> Recency:
+        """The candidates of a request at ``now`` (``since``: its ``pos``'s events
+        position): every room of ``rooms`` (the user's memberships) up to ``now``
+        but invites from ``ignored`` users and, as Synapse, the rooms the user left
+        itself before ``since``."""
+        order = self._orders.get(user_id)
+        seq = self._log_end
+        if order is not None and self._usable(order, rooms, ignored, now):
+            touched = set(order.unsettled)
+            touched.update(room_id for _, room_id in self._entries_since(order.seq))
+            order = await self._catch_up(user_id, order, touched, seq, now)
+        else:
+            order = None
+        if order is None:
+            order = await self._build(user_id, rooms, ignored, seq, now)
+        self._orders[user_id] = order
+        self._orders.move_to_end(user_id)
+        if len(self._orders) > MAX_RECENCY_USERS:
+            self._orders.popitem(last=False)
+        left = [
+            (room_id, row)
+            for room_id, row in order.own_leaves.items()
+            if since is not None and row.stream_ordering > since
+        ]
+        if not left:
+            return Recency(order.shown, order.bumps, order.keyed)
+        candidates = dict(order.shown)
+        keyed = list(order.keyed)
+        for room_id, row in left:
+            candidates[room_id] = row
+            bisect.insort(keyed, (order.bumps[room_id], room_id))
+        return Recency(candidates, order.bumps, keyed)
+
+    def _usable(
+        self, order: _Order, rooms: dict[str, MembershipRow], ignored: frozenset[str], now: int
+    ) -> bool:
+        return (
+            order.rooms is rooms
+            and order.epoch == self._memberships.epoch
+            and order.ignored == ignored
+            and order.at <= now
+            and order.seq >= self._log_end - len(self._log)
+            # Catching up on more than the user has rooms costs more than a rebuild.
+            and self._log_end - order.seq <= max(64, len(rooms))
+        )
+
+    def _entries_since(self, seq: int) -> list[tuple[int, str]]:
+        count = self._log_end - seq
+        if count <= 0:
+            return []
+        return list(self._log)[-count:]
+
+    def _classify(
+        self, user_id: str, row: MembershipRow | None, ignored: frozenset[str], now: int
+    ) -> str:
+        """ "shown", "own_leave", "hidden", or "later" (beyond ``now``)."""
+        if row is None:
+            return "hidden"
+        if row.stream_ordering > now:
+            return "later"
+        membership = row.membership
+        if membership == "invite" and row.sender in ignored:
+            return "hidden"  # as /sync: invites from ignored users are not shown
+        # Rooms one left oneself only show as a change (as Synapse): kicks and bans
+        # stay in the lists.
+        if membership == "leave" and row.sender == user_id:
+            return "own_leave"
+        return "shown"
+
+    async def _build(
+        self,
+        user_id: str,
+        rooms: dict[str, MembershipRow],
+        ignored: frozenset[str],
+        seq: int,
+        now: int,
+    ) -> _Order:
+        epoch = self._memberships.epoch
+        shown: dict[str, MembershipRow] = {}
+        own_leaves: dict[str, MembershipRow] = {}
+        unsettled: set[str] = set()
+        for room_id, row in list(rooms.items()):  # (no await in this loop)
+            kind = self._classify(user_id, row, ignored, now)
+            if kind == "shown":
+                shown[room_id] = row
+            elif kind == "own_leave":
+                own_leaves[room_id] = row
+            elif kind == "later":
+                unsettled.add(room_id)
+        # Events persisted beyond ``now`` (or whose rooms' bumps are not yet within it).
+        unsettled.update(room_id for stream, room_id in self._log if stream > now)
+        await self._lists.preload_rooms(shown)
+        bumps = await self._lists.bump_stamps({**shown, **own_leaves}, now)
+        unsettled.update(self._lists.beyond(shown, now))
+        keyed = sorted((bumps[room_id], room_id) for room_id in shown)
+        return _Order(rooms, ignored, epoch, seq, now, shown, own_leaves, bumps, keyed, unsettled)
+
+    async def _catch_up(
+        self, user_id: str, order: _Order, touched: set[str], seq: int, now: int
+    ) -> _Order | None:
+        """``order`` brought up to ``now`` by reading the ``touched`` rooms again; None
+        when another request changed it meanwhile (then it is rebuilt)."""
+        rows: dict[str, MembershipRow] = {}
+        unsettled: set[str] = set()
+        for room_id in touched:
+            row = order.rooms.get(room_id)
+            kind = self._classify(user_id, row, order.ignored, now)
+            if kind == "later":
+                unsettled.add(room_id)
+            elif kind != "hidden" and row is not None:
+                rows[room_id] = row
+        bumps = await self._lists.bump_stamps(rows, now) if rows else {}
+        if self._orders.get(user_id) is not order or order.seq > seq:
+            return None
+        unsettled.update(self._lists.beyond(rows, now))
+        unsettled.update(
+            room_id for stream, room_id in self._entries_since(order.seq) if stream > now
+        )
+        if touched:
+            # Copies: an earlier request may still be reading the old ones.
+            shown, own_leaves = dict(order.shown), dict(order.own_leaves)
+            held_bumps, keyed = dict(order.bumps), list(order.keyed)
+            for room_id in touched:
+                if shown.pop(room_id, None) is not None:
+                    old = (held_bumps[room_id], room_id)
+                    at = bisect.bisect_left(keyed, old)
+                    if at < len(keyed) and keyed[at] == old:
+                        del keyed[at]
+                own_leaves.pop(room_id, None)
+                held_bumps.pop(room_id, None)
+                row = rows.get(room_id)
+                if row is None:
+                    continue
+                held_bumps[room_id] = bumps[room_id]
+                if self._classify(user_id, row, order.ignored, now) == "own_leave":
+                    own_leaves[room_id] = row
+                else:
+                    shown[room_id] = row
+                    bisect.insort(keyed, (bumps[room_id], room_id))
+            order.shown, order.own_leaves, order.bumps, order.keyed = (
+                shown,
+                own_leaves,
+                held_bumps,
+                keyed,
+            )
+        order.unsettled = unsettled
+        order.seq = seq
+        order.at = now
+        return order

@@ -703,3 +703,45 @@ async def until(condition: Any, what: str, seconds: float = 5.0) -> None:
             return
         await sleep(0.02)
     raise AssertionError(f"timed out waiting until {what}")
+
+
+@pytest_twisted.ensureDeferred
+async def test_fresh_connections_see_every_change_of_the_kept_order(
+    server: RunningServer,
+) -> None:
+    # The user's order is kept between requests (RecencyIndex): each change below
+    # must reach a new connection's first response.
+    alice = await user(server, "alice")
+    bob = await user(server, "bob")
+    a = await create_room(alice)
+    b = await create_room(alice, preset="public_chat")
+    c = await create_room(alice)
+    request = {"lists": {"all": all_rooms(timeline_limit=0)}}
+    assert list_ids(await sliding(alice, request)) == [c, b, a]
+
+    await send(alice, a, "a moves up")
+    assert list_ids(await sliding(alice, request)) == [a, c, b]
+
+    d = await create_room(bob)
+    assert (await invite(bob, d, alice.user_id)).code == 200
+    assert list_ids(await sliding(alice, request)) == [d, a, c, b]
+
+    older = {**request, "conn_id": "older"}
+    before_leave = await sliding(alice, older)
+    await leave(alice, b)
+    assert list_ids(await sliding(alice, request)) == [d, a, c]
+    # Left oneself: still shown to a connection from before, as a change.
+    assert b in list_ids(await sliding(alice, older, before_leave["pos"]))
+
+    resp = await alice.put(
+        f"/_matrix/client/v3/user/{alice.user_id}/account_data/m.ignored_user_list",
+        {"ignored_users": {bob.user_id: {}}},
+    )
+    assert resp.code == 200, resp
+    assert list_ids(await sliding(alice, request)) == [a, c]
+
+    # Back in: listed again, by its newest bump (a membership is none).
+    assert (await join(alice, b)).code == 200
+    assert list_ids(await sliding(alice, request)) == [a, c, b]
+    await send(alice, b, "b moves up")
+    assert list_ids(await sliding(alice, request)) == [b, a, c]
