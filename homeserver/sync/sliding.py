@@ -25,6 +25,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from twisted.internet import defer
+
 from homeserver.clock import Clock
 from homeserver.errors import MatrixError
 from homeserver.events.event import Event
@@ -76,6 +78,8 @@ class Built:
     changes: dict[str, SentRoom] = field(default_factory=dict)
     has_updates: bool = False
     ready: bool = False
+    # A new connection's rows, written while the rest of the response is built.
+    persisting: defer.Deferred[int | None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +179,12 @@ class SlidingSyncHandler:
         """``built``'s body with its ``pos``, recording what the connection now holds."""
         req, base = session.req, session.base
         position = base.position if base is not None else 0
-        if base is None or built.changes:
+        if built.persisting is not None:
+            persisted = await built.persisting
+            if persisted is None:
+                raise unknown_pos("The connection went on from another position")
+            position = persisted
+        elif base is None or built.changes:
             persisted = await self._storage.sliding_sync.persist(
                 req.user_id, req.device_id, req.conn_id, base, built.changes, self._ms()
             )
@@ -245,6 +254,15 @@ class SlidingSyncHandler:
                 rooms_out[room_id] = section
             if new_sent is not None and new_sent != sent:
                 built.changes[room_id] = new_sent
+        if base is None:
+            # Always answered at once (``build``): what it holds is known from here,
+            # and the write overlaps the reads below. The body (and its ``pos``) leaves
+            # only once the write is done (``answer``).
+            built.persisting = defer.ensureDeferred(
+                self._storage.sliding_sync.persist(
+                    req.user_id, req.device_id, req.conn_id, None, built.changes, self._ms()
+                )
+            )
         if rooms_out:
             # As Synapse: ``is_dm`` on the rooms of the user's ``m.direct``, absent on others.
             dms = await self._lists.direct_rooms(user_id, now)
