@@ -171,7 +171,13 @@ class SlidingSyncHandler:
 
     async def build(self, session: Session, now: SyncToken) -> Built:
         """The response up to ``now`` (``ready``: worth answering before a timeout)."""
-        built = await self._build(session.req, session.base, session.since, now)
+        built = Built(body={})
+        try:
+            await self._build(session.req, session.base, session.since, now, built)
+        except BaseException:
+            if built.persisting is not None:
+                built.persisting.addErrback(lambda _: None)  # the build's error is the one
+            raise
         built.ready = built.has_updates or session.base is None or bool(built.changes)
         return built
 
@@ -211,7 +217,8 @@ class SlidingSyncHandler:
         base: ConnectionState | None,
         since: SyncToken | None,
         now: SyncToken,
-    ) -> Built:
+        built: Built,
+    ) -> None:
         user_id = req.user_id
         memberships = await self._memberships.rooms_for_user(user_id)
         ignored = (
@@ -243,7 +250,6 @@ class SlidingSyncHandler:
                 held = wanted.get(room_id)
                 wanted[room_id] = cfg if held is None else held.combine(cfg)
 
-        built = Built(body={})
         rooms_out: JsonDict = {}
         for room_id in sorted(wanted, key=lambda r: (bumps[r], r), reverse=True):
             sent = base.rooms.get(room_id) if base is not None else None
@@ -280,7 +286,6 @@ class SlidingSyncHandler:
         )
         built.has_updates = bool(rooms_out) or ext_updates or moved
         built.body = {"lists": lists_out, "rooms": rooms_out, "extensions": extensions}
-        return built
 
     async def _room(
         self,
