@@ -391,11 +391,11 @@ class RecencyIndex:
         self._orders.move_to_end(user_id)
         if len(self._orders) > MAX_RECENCY_USERS:
             self._orders.popitem(last=False)
-        left = [
-            (room_id, row)
-            for room_id, row in order.own_leaves.items()
-            if since is not None and row.stream_ordering > since
-        ]
+        left = (
+            [(r, row) for r, row in order.own_leaves.items() if row.stream_ordering > since]
+            if since is not None
+            else []
+        )
         if not left:
             return Recency(order.shown, order.bumps, order.keyed)
         candidates = dict(order.shown)
@@ -422,7 +422,8 @@ class RecencyIndex:
         count = self._log_end - seq
         if count <= 0:
             return []
-        return list(self._log)[-count:]
+        size = len(self._log)
+        return [self._log[i] for i in range(size - min(count, size), size)]
 
     def _classify(
         self, user_id: str, row: MembershipRow | None, ignored: frozenset[str], now: int
