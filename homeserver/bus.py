@@ -374,6 +374,8 @@ class RedisBus(LocalBus):
             db=c.dbid,
             socket_connect_timeout=5,
             health_check_interval=30,
+            # Who is who in CLIENT LIST (an admin, or a test, dropping one deployment's).
+            client_name=f"{self.channel}/{self.instance_name}",
         )
 
     def start(self) -> None:

@@ -599,6 +599,11 @@ class E2eeStore:
         with self.to_device.reserve() as stream_id:
             return await self._db.run_interaction("add_to_device_messages", _txn, stream_id)
 
+    def forget_inbox_facts(self, user_id: str) -> None:
+        """Another process queued messages for ``user_id``: the next look at each of
+        their devices' inboxes reads the database (memory here did not see them)."""
+        self._inbox_checked = {d for d in self._inbox_checked if d[0] != user_id}
+
     def _note_queued(self, stream_id: int, devices: list[DeviceKey]) -> None:
         for device in devices:
             self._inbox_max[device] = max(self._inbox_max.get(device, 0), stream_id)

@@ -289,6 +289,26 @@ class RoomCache:
     def invalidate(self, room_id: str) -> None:
         self._rooms.pop(room_id, None)
 
+    def follow(self, event: Event, local: bool) -> None:
+        """A reader process: bring the room in memory up to an event the writer
+        persisted. A local message extends the room as ``EventCreator._apply`` did; after
+        anything else (state, whose group only the writer knows; remote events, whose
+        state resolution may change more than the event) the room is loaded again."""
+        room = self._rooms.get(event.room_id)
+        if room is None or event.outlier:
+            return
+        newest = room.recent[-1].stream_ordering if room.recent else room.recent_floor
+        if event.stream_ordering <= newest:
+            return  # in the room as loaded, or older history (backfill)
+        if not local or event.is_state():
+            self.invalidate(event.room_id)
+            return
+        room.extremities = [event.event_id]
+        room.max_depth = max(room.max_depth, event.depth)
+        room.recent.append(event)
+        if len(room.recent) == room.recent.maxlen:
+            room.recent_floor = room.recent[0].stream_ordering - 1
+
 
 def next_state_group(
     events: EventsStore, room: LiveRoom, event: Event
