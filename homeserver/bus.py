@@ -15,6 +15,7 @@ The wire contract (every message type fits on this screen):
 - ``typing``: a user started (or renewed) or stopped typing in a room.
 - ``presence`` / ``presence_ping``: a visible presence change; a local user's
   unchanged state other servers should hear again.
+- ``user_syncing``: a /sync started on a reader process (presence heartbeat).
 - ``to_device``: to-device messages queued for local devices.
 - ``devices_changed``: devices of a local user created, updated or deleted.
 - ``account_data``: account data of a user changed.
@@ -203,6 +204,16 @@ class PresencePing(Message):
 
 
 @dataclass(frozen=True)
+class UserSyncing(Message):
+    """A /sync started on a reader process (a presence heartbeat for the main one)."""
+
+    NAME = "user_syncing"
+    user_id: str
+    device_id: str | None
+    set_presence: str | None
+
+
+@dataclass(frozen=True)
 class ToDeviceQueued(Message):
     NAME = "to_device"
     # user id -> device id (or "*") -> {type, sender, content}
@@ -259,6 +270,7 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
         TypingChanged,
         PresenceChanged,
         PresencePing,
+        UserSyncing,
         ToDeviceQueued,
         DevicesChanged,
         AccountDataChanged,

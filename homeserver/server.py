@@ -79,6 +79,7 @@ from homeserver.bus import (
     ToDeviceQueued,
     TokensInvalidated,
     TypingChanged,
+    UserSyncing,
 )
 from homeserver.config import HomeserverConfig, RateLimit
 from homeserver.e2ee.backup import KeyBackupHandler
@@ -460,6 +461,18 @@ class ReaderEvents:
             self._notifier.notify_users(members)
 
 
+async def _tell_syncing(
+    bus: Bus, user_id: str, device_id: str | None, set_presence: str | None
+) -> Callable[[], None]:
+    """A reader process's sync hook: the main process's presence hears of the sync."""
+    bus.publish(UserSyncing(user_id, device_id, set_presence))
+    return _nothing
+
+
+def _nothing() -> None:
+    return None
+
+
 def _follow_to_device(storage: Storage, notifier: Notifier, msg: ToDeviceQueued) -> None:
     """A reader process: messages the main process queued; their devices' inboxes are
     read from the database next, and their users woken."""
@@ -688,15 +701,21 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         notifier,
         reactor,
         bus,
-        # Not yet on a reader process: its syncing users are not told to the main
-        # process's presence handler (docs/workers.md, "Not yet").
-        enabled=config.presence["enabled"] and not reader,
+        enabled=config.presence["enabled"],
         sync_online_timeout_ms=config.presence["sync_online_timeout"],
         offline_timeout_ms=config.presence["offline_timeout"],
         include_offline_users_on_sync=config.presence["include_offline_users_on_sync"],
         server_name=server_name,
     )
-    await presence.start()
+    if reader:
+        # The main process's changes, mirrored (no timers, no writes here).
+        bus.subscribe(PresenceChanged, lambda m: presence.mirror(m.state))
+    else:
+        await presence.start()
+        bus.subscribe(
+            UserSyncing,
+            lambda m: presence.sync_heartbeat(m.user_id, m.device_id, m.set_presence),
+        )
     typing = TypingHandler(room_cache, notifier, reactor, bus)
     receipts = ReceiptsHandler(storage, room_cache, notifier, reactor)
     if reader:
@@ -738,7 +757,9 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         bus.subscribe(ToDeviceQueued, lambda m: appservices.on_to_device(m.messages))
     sync.add_source(ToDeviceSource(storage.e2ee))
     sync.add_source(DeviceListSource(storage.e2ee, device_lists))
-    if not reader:
+    if reader:
+        sync.sync_hooks.append(lambda u, d, p: _tell_syncing(bus, u, d, p))
+    else:
         sync.sync_hooks.append(presence.user_syncing)
 
     federation = build_federation(

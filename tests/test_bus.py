@@ -31,6 +31,7 @@ from homeserver.bus import (
     ToDeviceQueued,
     TokensInvalidated,
     TypingChanged,
+    UserSyncing,
     decode,
     encode,
 )
@@ -77,6 +78,7 @@ SAMPLES: dict[type[Message], Message] = {
     TypingChanged: TypingChanged("!r:x", "@u:x", True),
     PresenceChanged: PresenceChanged(STATE),
     PresencePing: PresencePing(STATE),
+    UserSyncing: UserSyncing("@bob:test", "DEV", None),
     ToDeviceQueued: ToDeviceQueued(
         {"@u:x": {"DEV": {"type": "m.x", "sender": "@v:x", "content": {"k": [1]}}}}
     ),

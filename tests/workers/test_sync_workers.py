@@ -103,6 +103,7 @@ class Seen:
     ephemeral: list[dict[str, Any]] = field(default_factory=list)
     to_device: list[dict[str, Any]] = field(default_factory=list)
     account_data: list[dict[str, Any]] = field(default_factory=list)
+    presence: list[dict[str, Any]] = field(default_factory=list)
     next_batch: str = ""
 
 
@@ -129,6 +130,7 @@ def sync_until(
         seen.ephemeral += room.get("ephemeral", {}).get("events", [])
         seen.to_device += answer.get("to_device", {}).get("events", [])
         seen.account_data += answer.get("account_data", {}).get("events", [])
+        seen.presence += answer.get("presence", {}).get("events", [])
     return time.monotonic() - start
 
 
@@ -311,6 +313,34 @@ def test_sync_workers_follow_the_main_process(
         seen,
         lambda s: any(e["type"] == "m.test.worker" for e in s.account_data),
     )
+    # Presence: Alice's change on the main process reaches Bob's sync on the worker;
+    # Bob, who only ever syncs on workers, is online on the main process.
+    ok(
+        m,
+        "PUT",
+        f"/_matrix/client/v3/presence/{alice.user_id}/status",
+        {"presence": "online", "status_msg": "via main"},
+        alice.token,
+    )
+    latencies["presence"] = sync_until(
+        w1.base_url,
+        bob,
+        room_id,
+        seen,
+        lambda s: any(
+            e["sender"] == alice.user_id and e["content"].get("status_msg") == "via main"
+            for e in s.presence
+        ),
+    )
+    # Carol has done nothing but register: offline, until her first sync on a worker.
+    carol = register(m, "carol")
+    carol_status = f"/_matrix/client/v3/presence/{carol.user_id}/status"
+    assert ok(m, "GET", carol_status, token=carol.token)["presence"] == "offline"
+    ok(w2.base_url, "GET", "/_matrix/client/v3/sync?timeout=0", token=carol.token)
+    deadline = time.monotonic() + BOUND_S
+    while ok(m, "GET", carol_status, token=carol.token)["presence"] != "online":
+        assert time.monotonic() < deadline, "a sync on a worker did not make Carol online"
+        time.sleep(0.05)  # polling the main process's answer, bounded
     assert [e for e in seen.to_device if e["type"] == "m.test"] == [
         {"type": "m.test", "sender": alice.user_id, "content": {"n": 1}}
     ]
