@@ -18,6 +18,7 @@ The wire contract (every message type fits on this screen):
 - ``user_syncing``: a /sync started on a reader process (presence heartbeat).
 - ``to_device``: to-device messages queued for local devices.
 - ``devices_changed``: devices of a local user created, updated or deleted.
+- ``device_lists``: device list stream entries committed (whom a reader wakes).
 - ``account_data``: account data of a user changed.
 - ``profile``: a field of a local user's profile changed.
 - ``tokens_invalidated``: the access tokens of a user died (logout, deactivation).
@@ -233,6 +234,19 @@ class DevicesChanged(Message):
 
 
 @dataclass(frozen=True)
+class DeviceListsChanged(Message):
+    """Device list stream entries committed: (user whose devices or keys changed, the
+    only user told of it or None)."""
+
+    NAME = "device_lists"
+    changes: tuple[tuple[str, str | None], ...]
+
+    @classmethod
+    def from_json(cls, data: JsonDict) -> DeviceListsChanged:
+        return cls(tuple((c[0], c[1]) for c in data["changes"]))
+
+
+@dataclass(frozen=True)
 class AccountDataChanged(Message):
     NAME = "account_data"
     user_id: str
@@ -273,6 +287,7 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
         UserSyncing,
         ToDeviceQueued,
         DevicesChanged,
+        DeviceListsChanged,
         AccountDataChanged,
         ProfileChanged,
         TokensInvalidated,

@@ -66,6 +66,7 @@ from homeserver.bus import (
     AccountDataChanged,
     AliasChanged,
     Bus,
+    DeviceListsChanged,
     DevicesChanged,
     EventsPersisted,
     LocalBus,
@@ -165,6 +166,7 @@ from homeserver.sync.legacy import LegacySyncHandler
 from homeserver.sync.notifier import Notifier
 from homeserver.sync.sliding import SlidingSyncHandler
 from storage.database import Database, make_engine
+from storage.e2ee import DeviceListChange
 from storage.storage import Storage
 from synapse_compat.admin_devices import AdminDeviceServlets
 from synapse_compat.admin_media import AdminMediaServlets
@@ -447,8 +449,8 @@ class ReaderEvents:
         for ev in events:
             if self._rooms.get_if_loaded(ev.room_id) is None:
                 unloaded.add(ev.room_id)
-            else:
-                self._rooms.follow(ev, local=ev.sender.endswith(self._suffix))
+            # A room being read is read again (the read may predate the event).
+            self._rooms.follow(ev, local=ev.sender.endswith(self._suffix))
         for room_id in unloaded:
             defer.ensureDeferred(self._wake_members(room_id)).addErrback(
                 lambda f: logger.error("Waking members failed", exc_info=f.value)
@@ -738,7 +740,15 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
     sync.add_source(PresenceSource(presence, reactor))
     locality = Locality(server_name)
     device_lists = DeviceLists(storage.e2ee, room_cache, memberships, notifier, locality)
-    if not reader:
+    if reader:
+        bus.subscribe(
+            DeviceListsChanged,
+            lambda m: device_lists.notify(DeviceListChange(u, f) for u, f in m.changes),
+        )
+    else:
+        device_lists.on_notified = lambda changes: bus.publish(
+            DeviceListsChanged(tuple((c.user_id, c.for_user_id) for c in changes))
+        )
         # After the pushers (build_push): awaited in turn by the device change.
         bus.subscribe(
             DevicesChanged,

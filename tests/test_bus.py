@@ -17,6 +17,7 @@ from homeserver.bus import (
     MESSAGE_TYPES,
     AccountDataChanged,
     AliasChanged,
+    DeviceListsChanged,
     DevicesChanged,
     EventsPersisted,
     LocalBus,
@@ -79,6 +80,7 @@ SAMPLES: dict[type[Message], Message] = {
     PresenceChanged: PresenceChanged(STATE),
     PresencePing: PresencePing(STATE),
     UserSyncing: UserSyncing("@bob:test", "DEV", None),
+    DeviceListsChanged: DeviceListsChanged((("@bob:test", None), ("@carol:test", "@bob:test"))),
     ToDeviceQueued: ToDeviceQueued(
         {"@u:x": {"DEV": {"type": "m.x", "sender": "@v:x", "content": {"k": [1]}}}}
     ),

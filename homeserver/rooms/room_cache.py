@@ -183,6 +183,9 @@ class RoomCache:
         self._rooms: dict[str, LiveRoom] = {}
         self._loading: dict[str, defer.Deferred[LiveRoom | None]] = {}
         self._locks: dict[str, defer.DeferredLock] = {}
+        # A reader process: rooms an event arrived for while they were being read (the
+        # read may predate it): read again before installing.
+        self._changed_while_loading: set[str] = set()
         # Lookups through get() answered from memory / loaded (for the cache metrics).
         self.hits = 0
         self.misses = 0
@@ -220,12 +223,18 @@ class RoomCache:
         return await observe(pending)
 
     async def _load(self, room_id: str) -> LiveRoom | None:
-        snapshot = await self._events.load_room(room_id)
-        if snapshot is None or snapshot.state_group is None:
-            return None
-        events = await self._events.get_events(snapshot.current_state.values())
-        depth = await self._events.get_state_group_delta_depth(snapshot.state_group)
-        return self._install(snapshot, snapshot.state_group, events, depth)
+        while True:
+            self._changed_while_loading.discard(room_id)
+            snapshot = await self._events.load_room(room_id)
+            if snapshot is None or snapshot.state_group is None:
+                if room_id in self._changed_while_loading:
+                    continue
+                return None
+            events = await self._events.get_events(snapshot.current_state.values())
+            depth = await self._events.get_state_group_delta_depth(snapshot.state_group)
+            if room_id in self._changed_while_loading:
+                continue
+            return self._install(snapshot, snapshot.state_group, events, depth)
 
     async def preload(self, room_ids: Iterable[str]) -> None:
         """Load every room of ``room_ids`` not in memory, with a few queries for all of
@@ -258,8 +267,24 @@ class RoomCache:
                 d.addErrback(lambda _: None)  # its waiters have it; the caller gets it too
             raise
         for room_id, d in pending.items():
+            if room_id in self._changed_while_loading:
+                # A reader process: an event arrived meanwhile; read it again.
+                self._rooms.pop(room_id, None)
+                defer.ensureDeferred(self._load_again(room_id, d))
+                continue
             self._loading.pop(room_id, None)
             d.callback(installed.get(room_id))
+
+    async def _load_again(self, room_id: str, d: defer.Deferred[LiveRoom | None]) -> None:
+        try:
+            room = await self._load(room_id)
+        except BaseException as e:
+            self._loading.pop(room_id, None)
+            d.errback(e)
+            d.addErrback(lambda _: None)
+            return
+        self._loading.pop(room_id, None)
+        d.callback(room)
 
     def _install(
         self, snapshot: RoomSnapshot, state_group: int, events: dict[str, Event], depth: int
@@ -295,7 +320,11 @@ class RoomCache:
         anything else (state, whose group only the writer knows; remote events, whose
         state resolution may change more than the event) the room is loaded again."""
         room = self._rooms.get(event.room_id)
-        if room is None or event.outlier:
+        if room is None:
+            if event.room_id in self._loading:
+                self._changed_while_loading.add(event.room_id)
+            return
+        if event.outlier:
             return
         newest = room.recent[-1].stream_ordering if room.recent else room.recent_floor
         if event.stream_ordering <= newest:

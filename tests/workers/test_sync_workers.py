@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import threading
 import time
 import urllib.error
@@ -38,8 +39,9 @@ from tests.support.subprocess_server import (
 REPO = Path(__file__).resolve().parents[2]
 REDIS_HOST = os.environ.get("TEST_REDIS_HOST", "127.0.0.1")
 REDIS_PORT = int(os.environ.get("TEST_REDIS_PORT", "6379"))
-# This suite's port range is 47000-47199: four ports per run.
-BASE_PORT = 47000 + (os.getpid() % 50) * 4
+# This suite's port range is 47000-47199 (inside the ephemeral range: a port may be
+# some connection's source port, so each is checked free first).
+PORT_RANGE = range(47000, 47200)
 BOUND_S = 10.0  # every change must reach Bob within this
 
 
@@ -55,6 +57,22 @@ def _require_redis() -> Any:
             pytest.fail(reason)
         pytest.skip(reason)
     return client
+
+
+def free_ports(count: int) -> list[int]:
+    start = os.getpid() % len(PORT_RANGE)
+    ports: list[int] = []
+    for i in range(len(PORT_RANGE)):
+        port = PORT_RANGE[(start + i) % len(PORT_RANGE)]
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        ports.append(port)
+        if len(ports) == count:
+            return ports
+    raise AssertionError(f"fewer than {count} free ports in {PORT_RANGE}")
 
 
 def call(
@@ -104,6 +122,7 @@ class Seen:
     to_device: list[dict[str, Any]] = field(default_factory=list)
     account_data: list[dict[str, Any]] = field(default_factory=list)
     presence: list[dict[str, Any]] = field(default_factory=list)
+    device_lists_changed: list[str] = field(default_factory=list)
     next_batch: str = ""
 
 
@@ -131,6 +150,7 @@ def sync_until(
         seen.to_device += answer.get("to_device", {}).get("events", [])
         seen.account_data += answer.get("account_data", {}).get("events", [])
         seen.presence += answer.get("presence", {}).get("events", [])
+        seen.device_lists_changed += answer.get("device_lists", {}).get("changed", [])
     return time.monotonic() - start
 
 
@@ -142,7 +162,7 @@ def deployment(
     # The processes run this checkout's code (not whichever one the venv installed).
     monkeypatch.setenv("PYTHONPATH", str(REPO))
     admin = _require_redis()
-    main_port, repl_port, w1_port, w2_port = range(BASE_PORT, BASE_PORT + 4)
+    main_port, repl_port, w1_port, w2_port = free_ports(4)
     with postgres_database() as pg:
         config = generate_config(tmp_path, main_port)
         shared = {
@@ -331,6 +351,20 @@ def test_sync_workers_follow_the_main_process(
             e["sender"] == alice.user_id and e["content"].get("status_msg") == "via main"
             for e in s.presence
         ),
+    )
+    # Alice logs in on a new device: her device list changed, Bob (in her room) hears.
+    ok(
+        m,
+        "POST",
+        "/_matrix/client/v3/login",
+        {
+            "type": "m.login.password",
+            "identifier": {"type": "m.id.user", "user": "alice"},
+            "password": "correct horse battery",
+        },
+    )
+    latencies["device_lists"] = sync_until(
+        w1.base_url, bob, room_id, seen, lambda s: alice.user_id in s.device_lists_changed
     )
     # Carol has done nothing but register: offline, until her first sync on a worker.
     carol = register(m, "carol")
