@@ -353,7 +353,7 @@ def test_sync_workers_follow_the_main_process(
         ),
     )
     # Alice logs in on a new device: her device list changed, Bob (in her room) hears.
-    ok(
+    second = ok(
         m,
         "POST",
         "/_matrix/client/v3/login",
@@ -366,6 +366,12 @@ def test_sync_workers_follow_the_main_process(
     latencies["device_lists"] = sync_until(
         w1.base_url, bob, room_id, seen, lambda s: alice.user_id in s.device_lists_changed
     )
+    # That device's token, cached by worker 2, dies with a logout on the main process.
+    whoami = "/_matrix/client/v3/account/whoami"
+    assert ok(w2.base_url, "GET", whoami, token=second["access_token"])["user_id"] == alice.user_id
+    ok(m, "POST", "/_matrix/client/v3/logout", {}, second["access_token"])
+    status, answer = call(w2.base_url, "GET", whoami, token=second["access_token"])
+    assert (status, answer.get("errcode")) == (401, "M_UNKNOWN_TOKEN")
     # Carol has done nothing but register: offline, until her first sync on a worker.
     carol = register(m, "carol")
     carol_status = f"/_matrix/client/v3/presence/{carol.user_id}/status"
