@@ -52,7 +52,8 @@ from homeserver.events.room_versions import RoomVersion
 from homeserver.events.state_res import StateResolutionError
 from homeserver.rooms.persister import EventPersister
 from homeserver.rooms.room_cache import LiveRoom, RoomCache, pdu_with_id
-from storage.events import MAX_STATE_DELTA_DEPTH, EventsStore, NewStateGroup, PersistItem
+from storage.events import EventsStore, PersistItem
+from storage.state_groups import MAX_STATE_DELTA_DEPTH, NewStateGroup, StateGroupStore
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +88,7 @@ class FederationBackfiller:
         clock: Clock,
         rooms: RoomCache,
         events: EventsStore,
+        state_groups: StateGroupStore,
         persister: EventPersister,
         handler: FederationEventHandler,
         client: FederationClient,
@@ -97,6 +99,7 @@ class FederationBackfiller:
         self._clock = clock
         self._rooms = rooms
         self._events = events
+        self._state_groups = state_groups
         self._persister = persister
         self._handler = handler
         self._client = client
@@ -348,13 +351,13 @@ class FederationBackfiller:
         if reuse is not None and reuse[2] == state_before:
             group_before, depth_before = reuse[0], reuse[1]
         else:
-            group_before, depth_before = self._events.state_group_ids.next_id(), 0
+            group_before, depth_before = self._state_groups.ids.next_id(), 0
             extra.append(NewStateGroup(group_before, None, dict(state_before), 0))
         group_after, depth_after, state_after = group_before, depth_before, state_before
         new_group = None
         if event.is_state() and reason is None:
             state_after = {**state_before, event.state_tuple: event_id}
-            group_after = self._events.state_group_ids.next_id()
+            group_after = self._state_groups.ids.next_id()
             if depth_before + 1 >= MAX_STATE_DELTA_DEPTH:
                 new_group = NewStateGroup(group_after, None, dict(state_after), 0)
                 depth_after = 0

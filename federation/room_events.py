@@ -38,7 +38,9 @@ from homeserver.events.room_versions import RoomVersion, get_room_version
 from homeserver.events.state_res import StateResolutionError, resolve_state
 from homeserver.rooms.persister import EventPersister
 from homeserver.rooms.room_cache import LiveRoom, RoomCache, pdu_with_id
-from storage.events import MAX_STATE_DELTA_DEPTH, EventsStore, NewStateGroup, PersistItem
+from storage.events import EventsStore, PersistItem
+from storage.rooms import RoomsStore
+from storage.state_groups import MAX_STATE_DELTA_DEPTH, NewStateGroup, StateGroupStore
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +89,8 @@ class FederationEventHandler:
         server_name: str,
         rooms: RoomCache,
         events: EventsStore,
+        state_groups: StateGroupStore,
+        rooms_store: RoomsStore,
         persister: EventPersister,
         client: FederationClient,
         keyring: Keyring,
@@ -94,6 +98,8 @@ class FederationEventHandler:
         self.server_name = server_name
         self._rooms = rooms
         self._events = events
+        self._state_groups = state_groups
+        self._rooms_store = rooms_store
         self._persister = persister
         self._client = client
         self._keyring = keyring
@@ -188,7 +194,7 @@ class FederationEventHandler:
             if event is not None:
                 return event
         create = next((s for s in stripped if s.get("type") == "m.room.create"), None)
-        await self._events.ensure_room(
+        await self._rooms_store.ensure(
             room_id, version.identifier, str(create.get("sender")) if create else None
         )
         event = Event(event_id=event_id, pdu=pdu, room_version=version, outlier=True)
@@ -572,10 +578,10 @@ class FederationEventHandler:
         room = self._rooms.get_if_loaded(room_id)
         if room is not None and room.extremities == [event_id]:
             return {key: ev.event_id for key, ev in room.state.items()}
-        state = await self._events.get_state_ids_at_event(event_id)
+        state = await self._state_groups.get_state_ids_at_event(event_id)
         if state is None:
             await self._persister.wait_idle()
-            state = await self._events.get_state_ids_at_event(event_id)
+            state = await self._state_groups.get_state_ids_at_event(event_id)
         if state is None:
             # Never an empty state set: that would conflict every key in a resolution.
             raise StateResolutionError(f"no state known after {event_id}", event_id)
@@ -712,19 +718,19 @@ class FederationEventHandler:
         room = self._rooms.get_if_loaded(room_id) or room
 
         extra_groups: list[NewStateGroup] = []
-        group_before = self._events.state_group_ids.next_id()
+        group_before = self._state_groups.ids.next_id()
         extra_groups.append(NewStateGroup(group_before, None, dict(state_before), 0))
         group_after = group_before
         new_group = None
         if event.is_state() and reason is None:
-            group_after = self._events.state_group_ids.next_id()
+            group_after = self._state_groups.ids.next_id()
             new_group = NewStateGroup(group_after, group_before, {event.state_tuple: event_id}, 1)
 
         group_current = group_after
         if new_current is not None and new_current != state_after:
             # Resolved current state differs from the state after this event: store it
             # whole, so later local events can be stored as deltas on it.
-            group_current = self._events.state_group_ids.next_id()
+            group_current = self._state_groups.ids.next_id()
             extra_groups.append(NewStateGroup(group_current, None, dict(new_current), 0))
         current_delta: dict[StateKey, str | None] | None = None
         if new_current is not None:
@@ -790,7 +796,7 @@ class FederationEventHandler:
             creates = [p for p in state_pdus if p.get("type") == "m.room.create"]
             if not creates:
                 raise FederationRequestError("", 502, None, "send_join state has no create event")
-            await self._events.ensure_room(
+            await self._rooms_store.ensure(
                 room_id, version.identifier, str(creates[0].get("sender"))
             )
             await self.store_outliers(version, [*auth_chain, *state_pdus])
@@ -804,7 +810,7 @@ class FederationEventHandler:
             if state_ids.get(("m.room.create", "")) not in stored:
                 raise FederationRequestError("", 502, None, "send_join create event was invalid")
             join_id = compute_event_id(join_pdu, version)
-            group = self._events.state_group_ids.next_id()
+            group = self._state_groups.ids.next_id()
             room = LiveRoom(
                 room_id=room_id,
                 room_version=version,

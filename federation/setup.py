@@ -126,13 +126,23 @@ def build_federation(
         client,
         [TrustedKeyServer(t["server_name"], t["verify_keys"]) for t in config.trusted_key_servers],
     )
-    events = FederationEventHandler(server_name, rooms, storage.events, persister, client, keyring)
+    events = FederationEventHandler(
+        server_name,
+        rooms,
+        storage.events,
+        storage.state_groups,
+        storage.rooms,
+        persister,
+        client,
+        keyring,
+    )
     membership = FederationMembership(
         server_name,
         signing_key,
         reactor,
         rooms,
         storage.events,
+        storage.rooms,
         events,
         client,
         invite_limiter=invite_limiter,
@@ -192,16 +202,17 @@ def build_federation(
             authenticator.authenticate,
             rooms,
             storage.events,
+            storage.state_groups,
             events,
             membership,
-            VisibilityFilter(storage.events, rooms),
+            VisibilityFilter(storage.events, storage.state_groups, rooms),
         ),
         queries,
         FederationE2eeServlets(authenticator.authenticate, e2ee),
         KeyServlets(keyring),
     ]
     backfiller = FederationBackfiller(
-        server_name, reactor, rooms, storage.events, persister, events, client
+        server_name, reactor, rooms, storage.events, storage.state_groups, persister, events, client
     )
     return Federation(
         client,

@@ -376,8 +376,8 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
     ui_auth = UiAuthHandler(storage, auth, server_name, failed_login_limiter)
     registration = RegistrationHandler(storage, auth, server_name)
 
-    room_cache = RoomCache(storage.events)
-    memberships = MembershipCache(storage.events)
+    room_cache = RoomCache(storage.events, storage.state_groups)
+    memberships = MembershipCache(storage.memberships)
     appservices = AppServiceHandler(
         appservice_registry, storage, room_cache, memberships, reactor, server_name
     )
@@ -391,7 +391,15 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
     fanout.listeners.append(appservices.on_events)
     fanout.listeners.append(profiles.on_events)
     persister = EventPersister(storage.events, fanout.on_persisted, fanout.on_failure)
-    creator = EventCreator(server_name, signing_key, reactor, room_cache, storage.events, persister)
+    creator = EventCreator(
+        server_name,
+        signing_key,
+        reactor,
+        room_cache,
+        storage.events,
+        storage.state_groups,
+        persister,
+    )
     invite_limiter = InviteRatelimiter(reactor, config.rc_invites)
     room_handler = RoomHandler(
         server_name,
@@ -407,7 +415,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
     )
     profiles.listeners.append(room_handler.on_profile_changed)
     fanout.listeners.append(room_handler.on_persisted)
-    visibility = VisibilityFilter(storage.events, room_cache)
+    visibility = VisibilityFilter(storage.events, storage.state_groups, room_cache)
     ignored_users = IgnoredUsers(storage.account_data)
     visibility.ignored = ignored_users
     visibility.erased = storage.users.get_erased
@@ -452,7 +460,14 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
     device_lists = DeviceLists(storage.e2ee, room_cache, memberships, notifier, locality)
     storage.users.device_listeners.append(device_lists.on_devices_changed)
     e2e_keys = KeysHandler(
-        storage.e2ee, storage.events, room_cache, memberships, device_lists, locality, reactor
+        storage.e2ee,
+        storage.events,
+        storage.state_groups,
+        room_cache,
+        memberships,
+        device_lists,
+        locality,
+        reactor,
     )
     cross_signing = CrossSigningHandler(storage.e2ee, storage.users, device_lists, locality)
     to_device = ToDeviceHandler(storage.e2ee, notifier, locality, reactor)

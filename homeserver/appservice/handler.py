@@ -37,7 +37,7 @@ from homeserver.events.event import Event
 from homeserver.events.format import is_valid_localpart, is_valid_room_id
 from homeserver.rooms.memberships import MembershipCache
 from homeserver.rooms.room_cache import RoomCache
-from storage.events import RoomAlias
+from storage.aliases import RoomAlias
 from storage.presence import PresenceState
 from storage.receipts import Receipt
 from storage.storage import Storage
@@ -67,7 +67,7 @@ class AppServiceHandler:
         self.api = AppServiceApi(clock)
         self.interests = {s.id: ServiceInterest(s, rooms) for s in registry.services}
         if registry.services:
-            storage.events.alias_listeners.append(self._alias_changed)
+            storage.aliases.listeners.append(self._alias_changed)
         self.sender = AppServiceSender(
             list(registry.services),
             self.interests,
@@ -85,7 +85,7 @@ class AppServiceHandler:
 
     async def start(self) -> None:
         if self.registry.services:
-            mappings = await self._storage.events.get_all_aliases()
+            mappings = await self._storage.aliases.get_all()
             for interest in self.interests.values():
                 interest.load_aliases(mappings)
         for service in self.registry.services:
@@ -245,7 +245,7 @@ class AppServiceHandler:
             if service.url is None or not service.is_interested_in_alias(alias):
                 continue
             if await self.api.query_alias(service, alias):
-                return await self._storage.events.get_alias(alias)
+                return await self._storage.aliases.get(alias)
         return None
 
     # Registration ------------------------------------------------------------------------

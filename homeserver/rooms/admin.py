@@ -147,7 +147,7 @@ class RoomAdmin:
 
     async def state(self, room_id: str, event_type: str | None) -> list[Event]:
         await self._stats(room_id)
-        ids = await self._storage.events.get_current_state_ids(room_id)
+        ids = await self._storage.state_groups.get_current_state_ids(room_id)
         wanted = [eid for (t, _), eid in ids.items() if event_type is None or t == event_type]
         return list((await self._storage.events.get_events(wanted)).values())
 
@@ -175,13 +175,13 @@ class RoomAdmin:
     # Blocking -----------------------------------------------------------------------
 
     async def blocked_by(self, room_id: str) -> str | None:
-        return await self._storage.events.room_blocked_by(room_id)
+        return await self._storage.rooms.blocked_by(room_id)
 
     async def set_blocked(self, admin: Requester, room_id: str, block: bool) -> None:
         if block:
-            await self._storage.events.block_room(room_id, admin.user_id)
+            await self._storage.rooms.block(room_id, admin.user_id)
         else:
-            await self._storage.events.unblock_room(room_id)
+            await self._storage.rooms.unblock(room_id)
 
     # Membership ---------------------------------------------------------------------
 

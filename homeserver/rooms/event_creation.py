@@ -28,6 +28,7 @@ from homeserver.events.room_versions import RoomVersion
 from homeserver.rooms.persister import EventPersister
 from homeserver.rooms.room_cache import LiveRoom, RoomCache, next_state_group, pdu_with_id
 from storage.events import EventsStore, PersistItem
+from storage.state_groups import NewStateGroup, StateGroupStore
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ class EventCreator:
         clock: Clock,
         rooms: RoomCache,
         events: EventsStore,
+        state_groups: StateGroupStore,
         persister: EventPersister,
     ) -> None:
         self.server_name = server_name
@@ -54,6 +56,7 @@ class EventCreator:
         self._clock = clock
         self._rooms = rooms
         self._events = events
+        self._state_groups = state_groups
         self._persister = persister
         self._txns_in_flight: dict[TxnKey, defer.Deferred[Event]] = {}
         # Recently completed transactions: a quick retry needs no query.
@@ -101,8 +104,7 @@ class EventCreator:
     async def persist_create_event(self, event: Event, creator: str) -> LiveRoom:
         """Start a room with its create event; the room enters the cache at once."""
         event.stream_ordering = self._events.stream.allocate()
-        group_id = self._events.state_group_ids.next_id()
-        from storage.events import NewStateGroup
+        group_id = self._state_groups.ids.next_id()
 
         room = LiveRoom(
             room_id=event.room_id,
@@ -264,7 +266,7 @@ class EventCreator:
         """Make the accepted event the room's newest, in memory; return what to persist."""
         event.stream_ordering = self._events.stream.allocate()
         group_before = room.state_group
-        group_after, new_group = next_state_group(self._events, room, event)
+        group_after, new_group = next_state_group(self._state_groups, room, event)
         room.extremities = [event.event_id]
         room.max_depth = max(room.max_depth, event.depth)
         if event.is_state():

@@ -25,13 +25,8 @@ from homeserver.events.event import Event
 from homeserver.events.format import references_for_version
 from homeserver.events.redaction import redaction_applies
 from homeserver.events.room_versions import RoomVersion
-from storage.events import (
-    MAX_STATE_DELTA_DEPTH,
-    EventsStore,
-    NewStateGroup,
-    RoomSnapshot,
-    StateKey,
-)
+from storage.events import EventsStore, RoomSnapshot
+from storage.state_groups import MAX_STATE_DELTA_DEPTH, NewStateGroup, StateGroupStore, StateKey
 
 RECENT_EVENTS = 100
 
@@ -178,8 +173,9 @@ def pdu_with_id(ev: Event) -> dict[str, object]:
 
 
 class RoomCache:
-    def __init__(self, events: EventsStore) -> None:
+    def __init__(self, events: EventsStore, state_groups: StateGroupStore) -> None:
         self._events = events
+        self._state_groups = state_groups
         self._rooms: dict[str, LiveRoom] = {}
         self._loading: dict[str, defer.Deferred[LiveRoom | None]] = {}
         self._locks: dict[str, defer.DeferredLock] = {}
@@ -224,7 +220,7 @@ class RoomCache:
         if snapshot is None or snapshot.state_group is None:
             return None
         events = await self._events.get_events(snapshot.current_state.values())
-        depth = await self._events.get_state_group_delta_depth(snapshot.state_group)
+        depth = await self._state_groups.get_state_group_delta_depth(snapshot.state_group)
         return self._install(snapshot, snapshot.state_group, events, depth)
 
     async def preload(self, room_ids: Iterable[str]) -> None:
@@ -291,12 +287,12 @@ class RoomCache:
 
 
 def next_state_group(
-    events: EventsStore, room: LiveRoom, event: Event
+    state_groups: StateGroupStore, room: LiveRoom, event: Event
 ) -> tuple[int, NewStateGroup | None]:
     """The state group after ``event`` and, for a state event, the group to write."""
     if not event.is_state() or event.rejected_reason is not None:
         return room.state_group, None
-    group_id = events.state_group_ids.next_id()
+    group_id = state_groups.ids.next_id()
     if room.state_group_delta_depth >= MAX_STATE_DELTA_DEPTH:
         full = {key: ev.event_id for key, ev in room.state.items()}
         full[event.state_tuple] = event.event_id

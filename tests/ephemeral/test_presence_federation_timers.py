@@ -48,8 +48,8 @@ class Recorder:
 def handler_on(storage: Storage, clock: task.Clock) -> PresenceHandler:
     return PresenceHandler(
         storage.presence,
-        RoomCache(storage.events),
-        MembershipCache(storage.events),
+        RoomCache(storage.events, storage.state_groups),
+        MembershipCache(storage.memberships),
         Notifier(clock),
         clock,
         server_name="here.example",
@@ -198,8 +198,8 @@ async def test_without_federation_nothing_is_re_sent(storage: Storage) -> None:
     clock = start_clock()
     handler = PresenceHandler(
         storage.presence,
-        RoomCache(storage.events),
-        MembershipCache(storage.events),
+        RoomCache(storage.events, storage.state_groups),
+        MembershipCache(storage.memberships),
         Notifier(clock),
         clock,
     )

@@ -150,7 +150,13 @@ def test_create_events_in_one_millisecond_get_distinct_room_ids() -> None:
     clock = task.Clock()
     clock.advance(1_700_000_000.0)
     creator = EventCreator(
-        "test", generate_signing_key("0"), clock, cast(Any, None), cast(Any, None), cast(Any, None)
+        "test",
+        generate_signing_key("0"),
+        clock,
+        cast(Any, None),
+        cast(Any, None),
+        cast(Any, None),
+        cast(Any, None),
     )
     version = get_room_version(DEFAULT_ROOM_VERSION)
     assert version is not None and version.room_id_is_create_event_hash
@@ -222,7 +228,9 @@ async def test_batched_room_reads_match_the_per_room_ones(server: RunningServer)
         assert one is not None and one.state_group is not None
         snapshot, depth = loaded[room_id]
         assert snapshot == one
-        assert depth == await store.get_state_group_delta_depth(one.state_group)
+        assert depth == await server.hs.storage.state_groups.get_state_group_delta_depth(
+            one.state_group
+        )
 
     for limit in (0, 3, 100):
         latest = await store.get_rooms_latest_events([*rooms, unknown], position, limit)
