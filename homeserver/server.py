@@ -123,7 +123,6 @@ from homeserver.rooms.handler import RoomHandler
 from homeserver.rooms.history import RoomHistory
 from homeserver.rooms.ignored import IgnoredUsers
 from homeserver.rooms.memberships import MembershipCache
-from homeserver.rooms.persister import EventPersister
 from homeserver.rooms.purge import RoomPurger
 from homeserver.rooms.room_cache import RoomCache
 from homeserver.rooms.shutdown import RoomShutdown
@@ -131,6 +130,7 @@ from homeserver.rooms.summary import RoomSummaryHandler
 from homeserver.rooms.third_party_invite import ThirdPartyInviteHandler
 from homeserver.rooms.upgrade import RoomUpgrader
 from homeserver.rooms.visibility import VisibilityFilter
+from homeserver.rooms.writer import RoomWriter
 from homeserver.sync.handler import SyncHandler
 from homeserver.sync.legacy import LegacySyncHandler
 from homeserver.sync.notifier import Notifier
@@ -333,10 +333,6 @@ class EventFanout:
             except Exception:
                 logger.exception("An event listener failed")
 
-    def on_failure(self, room_ids: set[str]) -> None:
-        for room_id in room_ids:
-            self._rooms.invalidate(room_id)
-
 
 async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer:
     server_name = config.server_name
@@ -390,15 +386,15 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
     fanout = EventFanout(server_name, room_cache, memberships, notifier)
     fanout.listeners.append(appservices.on_events)
     fanout.listeners.append(profiles.on_events)
-    persister = EventPersister(storage.events, fanout.on_persisted, fanout.on_failure)
+    writer = RoomWriter(storage.events, storage.state_groups, room_cache, fanout.on_persisted)
+    persister = writer.persister
     creator = EventCreator(
         server_name,
         signing_key,
         reactor,
         room_cache,
         storage.events,
-        storage.state_groups,
-        persister,
+        writer,
     )
     invite_limiter = InviteRatelimiter(reactor, config.rc_invites)
     room_handler = RoomHandler(

@@ -1,9 +1,10 @@
 """Hot room state in memory: current state, forward extremities, recent events.
 
 Invariants:
-- A ``LiveRoom`` is changed only on the reactor thread, by ``apply`` at the moment a
-  local event is accepted (before it is committed). The persister commits events in
-  the order they were applied, so the in-memory order is the stream order.
+- A ``LiveRoom`` is changed only on the reactor thread, by the room writer
+  (``rooms/writer.py``) at the moment an event is accepted (before it is committed).
+  The persister commits events in the order they were applied, so the in-memory
+  order is the stream order.
 - If committing fails, the room is dropped from the cache (``invalidate``) and reloaded
   from the database, which holds exactly what was committed.
 - ``recent`` holds the newest events of the room in stream order; a sync that needs
@@ -26,7 +27,7 @@ from homeserver.events.format import references_for_version
 from homeserver.events.redaction import redaction_applies
 from homeserver.events.room_versions import RoomVersion
 from storage.events import EventsStore, RoomSnapshot
-from storage.state_groups import MAX_STATE_DELTA_DEPTH, NewStateGroup, StateGroupStore, StateKey
+from storage.state_groups import StateGroupStore, StateKey
 
 RECENT_EVENTS = 100
 
@@ -284,22 +285,3 @@ class RoomCache:
 
     def invalidate(self, room_id: str) -> None:
         self._rooms.pop(room_id, None)
-
-
-def next_state_group(
-    state_groups: StateGroupStore, room: LiveRoom, event: Event
-) -> tuple[int, NewStateGroup | None]:
-    """The state group after ``event`` and, for a state event, the group to write."""
-    if not event.is_state() or event.rejected_reason is not None:
-        return room.state_group, None
-    group_id = state_groups.ids.next_id()
-    if room.state_group_delta_depth >= MAX_STATE_DELTA_DEPTH:
-        full = {key: ev.event_id for key, ev in room.state.items()}
-        full[event.state_tuple] = event.event_id
-        return group_id, NewStateGroup(group_id, None, full, 0)
-    return group_id, NewStateGroup(
-        group_id,
-        room.state_group,
-        {event.state_tuple: event.event_id},
-        room.state_group_delta_depth + 1,
-    )

@@ -156,7 +156,6 @@ def test_create_events_in_one_millisecond_get_distinct_room_ids() -> None:
         cast(Any, None),
         cast(Any, None),
         cast(Any, None),
-        cast(Any, None),
     )
     version = get_room_version(DEFAULT_ROOM_VERSION)
     assert version is not None and version.room_id_is_create_event_hash
