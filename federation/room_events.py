@@ -36,8 +36,8 @@ from homeserver.events.event import Event
 from homeserver.events.format import event_reference_ids
 from homeserver.events.room_versions import RoomVersion, get_room_version
 from homeserver.events.state_res import StateResolutionError, resolve_state
-from homeserver.rooms.persister import EventPersister
 from homeserver.rooms.room_cache import LiveRoom, RoomCache, pdu_with_id
+from homeserver.rooms.writer import RoomWriter
 from storage.events import EventsStore, PersistItem
 from storage.rooms import RoomsStore
 from storage.state_groups import MAX_STATE_DELTA_DEPTH, NewStateGroup, StateGroupStore
@@ -91,7 +91,7 @@ class FederationEventHandler:
         events: EventsStore,
         state_groups: StateGroupStore,
         rooms_store: RoomsStore,
-        persister: EventPersister,
+        writer: RoomWriter,
         client: FederationClient,
         keyring: Keyring,
     ) -> None:
@@ -100,7 +100,9 @@ class FederationEventHandler:
         self._events = events
         self._state_groups = state_groups
         self._rooms_store = rooms_store
-        self._persister = persister
+        self._writer = writer
+        # Read only: what is accepted but not committed yet, and waiting for it.
+        self._persister = writer.persister
         self._client = client
         self._keyring = keyring
 
@@ -198,24 +200,17 @@ class FederationEventHandler:
             room_id, version.identifier, str(create.get("sender")) if create else None
         )
         event = Event(event_id=event_id, pdu=pdu, room_version=version, outlier=True)
-        event.stream_ordering = self._events.stream.allocate()
-        await self._persister.enqueue(
-            PersistItem(
-                event=event,
-                state_group_before=-1,
-                state_group_after=-1,
-                new_state_group=None,
-                update_current_state=False,
-                out_of_band_stripped_state=[
-                    *stripped,
-                    {
-                        "type": "m.room.member",
-                        "state_key": pdu.get("state_key"),
-                        "sender": pdu.get("sender"),
-                        "content": pdu.get("content", {}),
-                    },
-                ],
-            )
+        await self._writer.persist_outlier(
+            event,
+            out_of_band_stripped_state=[
+                *stripped,
+                {
+                    "type": "m.room.member",
+                    "state_key": pdu.get("state_key"),
+                    "sender": pdu.get("sender"),
+                    "content": pdu.get("content", {}),
+                },
+            ],
         )
         return event
 
@@ -224,17 +219,7 @@ class FederationEventHandler:
         event = Event(
             event_id=compute_event_id(pdu, version), pdu=pdu, room_version=version, outlier=True
         )
-        event.stream_ordering = self._events.stream.allocate()
-        await self._persister.enqueue(
-            PersistItem(
-                event=event,
-                state_group_before=-1,
-                state_group_after=-1,
-                new_state_group=None,
-                update_current_state=False,
-                out_of_band_stripped_state=[],
-            )
-        )
+        await self._writer.persist_outlier(event, out_of_band_stripped_state=[])
 
     # Inbound PDUs ---------------------------------------------------------------
 
@@ -554,20 +539,7 @@ class FederationEventHandler:
             known[eid] = full
             stored.append(ev)
         # Enqueued together, so the persister commits them in a few large batches.
-        waits = []
-        for ev in stored:
-            ev.stream_ordering = self._events.stream.allocate()
-            waits.append(
-                self._persister.enqueue(
-                    PersistItem(
-                        event=ev,
-                        state_group_before=-1,
-                        state_group_after=-1,
-                        new_state_group=None,
-                        update_current_state=False,
-                    )
-                )
-            )
+        waits = [self._writer.persist_outlier(ev) for ev in stored]
         if waits:
             await defer.gatherResults(waits, consumeErrors=True)
         return stored

@@ -37,9 +37,9 @@ from homeserver.http.ratelimit import FederationRateLimiter, InviteRatelimiter
 from homeserver.http.server import JsonResource
 from homeserver.rooms.directory import RoomDirectory
 from homeserver.rooms.handler import RoomHandler
-from homeserver.rooms.persister import EventPersister
 from homeserver.rooms.room_cache import RoomCache
 from homeserver.rooms.visibility import VisibilityFilter
+from homeserver.rooms.writer import RoomWriter
 from storage.storage import Storage
 
 logger = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ def build_federation(
     signing_key: SigningKey,
     storage: Storage,
     rooms: RoomCache,
-    persister: EventPersister,
+    writer: RoomWriter,
     room_handler: RoomHandler,
     profiles: ProfileHandler,
     directory: RoomDirectory,
@@ -132,7 +132,7 @@ def build_federation(
         storage.events,
         storage.state_groups,
         storage.rooms,
-        persister,
+        writer,
         client,
         keyring,
     )
@@ -167,7 +167,7 @@ def build_federation(
         rooms,
         RetrySettings(retry.min_interval_ms, retry.multiplier, retry.max_interval_ms),
     )
-    persister.preparers.append(sender.prepare)
+    writer.persister.preparers.append(sender.prepare)
     transactions = TransactionServlet(authenticator, storage.federation, events, reactor)
     e2ee = FederationE2ee(
         server_name,
@@ -212,7 +212,14 @@ def build_federation(
         KeyServlets(keyring),
     ]
     backfiller = FederationBackfiller(
-        server_name, reactor, rooms, storage.events, storage.state_groups, persister, events, client
+        server_name,
+        reactor,
+        rooms,
+        storage.events,
+        storage.state_groups,
+        writer.persister,
+        events,
+        client,
     )
     return Federation(
         client,

@@ -478,7 +478,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         signing_key,
         storage,
         room_cache,
-        persister,
+        writer,
         room_handler,
         profiles,
         directory,

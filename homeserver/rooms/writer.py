@@ -20,6 +20,7 @@ Invariants:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from twisted.internet import defer
 
@@ -136,4 +137,24 @@ class RoomWriter:
             room.state_group,
             {event.state_tuple: event.event_id},
             room.state_group_delta_depth + 1,
+        )
+
+    # Outliers ---------------------------------------------------------------------
+
+    def persist_outlier(
+        self, event: Event, *, out_of_band_stripped_state: list[dict[str, Any]] | None = None
+    ) -> defer.Deferred[None]:
+        """Queue an event held outside any room's timeline (an auth chain's or a remote
+        state's event; with ``out_of_band_stripped_state``, a local user's membership in
+        a room we do not hold). No room's memory changes."""
+        event.stream_ordering = self._events.stream.allocate()
+        return self.persister.enqueue(
+            PersistItem(
+                event=event,
+                state_group_before=-1,
+                state_group_after=-1,
+                new_state_group=None,
+                update_current_state=False,
+                out_of_band_stripped_state=out_of_band_stripped_state,
+            )
         )
