@@ -19,12 +19,13 @@ Invariants:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from twisted.internet import defer
 
 from homeserver.events.event import Event
+from homeserver.events.room_versions import RoomVersion
 from homeserver.rooms.persister import EventPersister
 from homeserver.rooms.room_cache import LiveRoom, RoomCache
 from storage.events import EventsStore, PersistItem
@@ -32,6 +33,8 @@ from storage.state_groups import (
     MAX_STATE_DELTA_DEPTH,
     NewStateGroup,
     StateGroupStore,
+    StateKey,
+    StateMap,
 )
 
 
@@ -158,3 +161,104 @@ class RoomWriter:
                 out_of_band_stripped_state=out_of_band_stripped_state,
             )
         )
+
+    # Remote events --------------------------------------------------------------------
+
+    def persist_remote(
+        self,
+        room: LiveRoom,
+        event: Event,
+        state_before: StateMap,
+        state_after: StateMap,
+        *,
+        extremities: list[str],
+        new_current: StateMap | None,
+        held: Mapping[str, Event],
+        replaces_outlier: bool,
+        write_full_state: bool = False,
+    ) -> defer.Deferred[None]:
+        """Queue a remote event of a room we hold, with the state groups before and
+        after it; when accepted (``event.rejected_reason`` is None) it becomes part of
+        the room's memory: ``extremities`` and, unless None, ``new_current`` (the
+        resolved current state, whose events are all in ``held`` or ``event`` itself).
+        ``write_full_state``: the database holds no current state of the room yet (it
+        was just joined)."""
+        event_id = event.event_id
+        accepted = event.rejected_reason is None
+        extra_groups: list[NewStateGroup] = []
+        group_before = self._next_group()
+        extra_groups.append(NewStateGroup(group_before, None, dict(state_before), 0))
+        group_after = group_before
+        new_group = None
+        if event.is_state() and state_after.get(event.state_tuple) == event_id:
+            group_after = self._next_group()
+            new_group = NewStateGroup(group_after, group_before, {event.state_tuple: event_id}, 1)
+        group_current = group_after
+        if new_current is not None and new_current != state_after:
+            # Resolved current state differs from the state after this event: store it
+            # whole, so later local events can be stored as deltas on it.
+            group_current = self._next_group()
+            extra_groups.append(NewStateGroup(group_current, None, dict(new_current), 0))
+        current_delta: dict[StateKey, str | None] | None = None
+        if new_current is not None:
+            old = {} if write_full_state else {key: ev.event_id for key, ev in room.state.items()}
+            current_delta = {k: v for k, v in new_current.items() if old.get(k) != v}
+            for k in old:
+                if k not in new_current:
+                    current_delta[k] = None
+
+        event.stream_ordering = self._events.stream.allocate()
+        if accepted:
+            room.extremities = extremities
+            room.max_depth = max(room.max_depth, event.depth)
+            if new_current is not None and current_delta:
+                for key, eid in current_delta.items():
+                    if eid is None:
+                        room.state.pop(key, None)
+                    elif eid == event_id:
+                        room.set_state(event)
+                    elif eid in held:
+                        room.set_state(held[eid])
+                if new_current == state_after:
+                    room.state_group = group_after
+                    room.state_group_delta_depth = 1
+                else:
+                    room.state_group = group_current
+                    room.state_group_delta_depth = 0
+            self._append_recent(room, event)
+        return self.persister.enqueue(
+            PersistItem(
+                event=event,
+                state_group_before=group_before,
+                state_group_after=group_after,
+                new_state_group=new_group,
+                update_current_state=False,
+                extra_state_groups=tuple(extra_groups),
+                current_state_delta=current_delta if accepted else None,
+                replaces_outlier=replaces_outlier,
+            )
+        )
+
+    def add_joined_room(
+        self,
+        room_id: str,
+        room_version: RoomVersion,
+        state: dict[StateKey, Event],
+        extremities: list[str],
+        max_depth: int,
+    ) -> LiveRoom:
+        """A room we just joined over federation enters the cache with the state we
+        were sent, before our join is persisted on top (``persist_remote``)."""
+        room = LiveRoom(
+            room_id=room_id,
+            room_version=room_version,
+            state=state,
+            extremities=extremities,
+            max_depth=max_depth,
+            state_group=self._next_group(),
+            # Never the base of a delta: the next state group is stored whole.
+            state_group_delta_depth=MAX_STATE_DELTA_DEPTH,
+            recent_floor=self._events.stream.current_position,
+        )
+        self._rooms.add_new_room(room)
+        return room
