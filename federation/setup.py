@@ -216,8 +216,7 @@ def build_federation(
         reactor,
         rooms,
         storage.events,
-        storage.state_groups,
-        writer.persister,
+        writer,
         events,
         client,
     )

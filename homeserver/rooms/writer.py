@@ -262,3 +262,68 @@ class RoomWriter:
         )
         self._rooms.add_new_room(room)
         return room
+
+    # Backfilled history ---------------------------------------------------------------
+
+    async def persist_backfilled(
+        self,
+        event: Event,
+        state_before: StateMap,
+        prev_group: tuple[int, int, StateMap] | None,
+    ) -> tuple[int, int, StateMap]:
+        """Store an event of history fetched with /backfill, now (not through the queue:
+        it gets a negative stream ordering, which no reader waits for, and the room's
+        memory does not change). ``prev_group``: (group, delta depth, state) after its
+        single prev event, reused when it is ``state_before``. Returns the same for the
+        state after ``event``."""
+        event.stream_ordering = self._events.allocate_backfill_ordering()
+        extra: list[NewStateGroup] = []
+        if prev_group is not None and prev_group[2] == state_before:
+            group_before, depth_before = prev_group[0], prev_group[1]
+        else:
+            group_before, depth_before = self._next_group(), 0
+            extra.append(NewStateGroup(group_before, None, dict(state_before), 0))
+        group_after, depth_after, state_after = group_before, depth_before, state_before
+        new_group = None
+        if event.is_state() and event.rejected_reason is None:
+            state_after = {**state_before, event.state_tuple: event.event_id}
+            group_after = self._next_group()
+            if depth_before + 1 >= MAX_STATE_DELTA_DEPTH:
+                new_group = NewStateGroup(group_after, None, dict(state_after), 0)
+                depth_after = 0
+            else:
+                delta = {event.state_tuple: event.event_id}
+                new_group = NewStateGroup(group_after, group_before, delta, depth_before + 1)
+                depth_after = depth_before + 1
+        await self._events.persist_batch(
+            [
+                PersistItem(
+                    event=event,
+                    state_group_before=group_before,
+                    state_group_after=group_after,
+                    new_state_group=new_group,
+                    update_current_state=False,
+                    extra_state_groups=tuple(extra),
+                    backfilled=True,
+                )
+            ]
+        )
+        return group_after, depth_after, state_after
+
+    # Repairs ----------------------------------------------------------------------------
+
+    async def delete_extra_forward_extremities(self, room_id: str) -> int:
+        """Keep only the room's newest forward extremity, in the table and in memory;
+        how many were deleted."""
+        lock = self._rooms.lock(room_id)
+        await lock.acquire()
+        try:
+            deleted = await self._events.delete_extra_forward_extremities(room_id)
+            room = self._rooms.get_if_loaded(room_id)
+            if room is not None and deleted:
+                # Extremities of events still being persisted are not in the table: kept.
+                gone = set(deleted)
+                room.extremities = [e for e in room.extremities if e not in gone]
+        finally:
+            lock.release()
+        return len(deleted)
