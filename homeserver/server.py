@@ -745,7 +745,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         SharedSecretRegistrationServlet(
             config.registration_shared_secret, reactor, auth, registration
         ),
-        AdminRoomApiServlets(auth, RoomAdmin(storage, room_cache, room_handler), history),
+        AdminRoomApiServlets(auth, RoomAdmin(storage, room_cache, room_handler, writer), history),
         AdminEventReportServlets(auth, EventReportsAdmin(storage)),
         AdminServerServlets(auth, DestinationsAdmin(storage, federation.sender)),
         AdminRegistrationTokenServlets(

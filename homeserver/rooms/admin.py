@@ -16,6 +16,7 @@ from homeserver.events.event import Event
 from homeserver.requester import Requester
 from homeserver.rooms.handler import RoomHandler
 from homeserver.rooms.room_cache import RoomCache
+from homeserver.rooms.writer import RoomWriter
 from storage.room_stats import ForwardExtremity, RoomStats
 from storage.storage import Storage
 
@@ -93,10 +94,13 @@ def sort_rooms(entries: list[JsonDict], order_by: str, backwards: bool) -> list[
 
 
 class RoomAdmin:
-    def __init__(self, storage: Storage, rooms: RoomCache, handler: RoomHandler) -> None:
+    def __init__(
+        self, storage: Storage, rooms: RoomCache, handler: RoomHandler, writer: RoomWriter
+    ) -> None:
         self._storage = storage
         self._rooms = rooms
         self._handler = handler
+        self._writer = writer
 
     async def list_rooms(
         self,
@@ -159,18 +163,7 @@ class RoomAdmin:
 
     async def delete_forward_extremities(self, room_id_or_alias: str) -> int:
         room_id = await self._handler.resolve_room_id_or_alias(room_id_or_alias)
-        lock = self._rooms.lock(room_id)
-        await lock.acquire()
-        try:
-            deleted = await self._storage.events.delete_extra_forward_extremities(room_id)
-            room = self._rooms.get_if_loaded(room_id)
-            if room is not None and deleted:
-                # Extremities of events still being persisted are not in the table: kept.
-                gone = set(deleted)
-                room.extremities = [e for e in room.extremities if e not in gone]
-        finally:
-            lock.release()
-        return len(deleted)
+        return await self._writer.delete_extra_forward_extremities(room_id)
 
     # Blocking -----------------------------------------------------------------------
 
