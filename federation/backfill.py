@@ -12,9 +12,9 @@ Invariants:
   before it (failing either: stored rejected, never shown). There is no soft-fail check:
   the current state says nothing about history.
 - Backfilled events get negative stream orderings and go straight to the store
-  (``RoomWriter.persist_backfilled``), not through the persister: no /sync window ever includes
-  them, nothing is fanned out (push, application services, federation), and the room's
-  current state, forward extremities and ``LiveRoom`` are never touched.
+  (``RoomWriter.persist_backfilled``), not through the persister: no /sync window ever
+  includes them, nothing is fanned out (push, application services, federation), and
+  the room's current state, forward extremities and ``LiveRoom`` are never touched.
 - An event we already hold as an outlier (state from our send_join) is moved into the
   timeline, so /messages shows it too.
 - Work on a room's graph happens under ``RoomCache.lock(room_id)``, like inbound PDUs;
