@@ -148,7 +148,6 @@ from homeserver.rooms.handler import RoomHandler
 from homeserver.rooms.history import RoomHistory
 from homeserver.rooms.ignored import IgnoredUsers
 from homeserver.rooms.memberships import MembershipCache
-from homeserver.rooms.persister import EventPersister
 from homeserver.rooms.purge import RoomPurger
 from homeserver.rooms.room_cache import RoomCache
 from homeserver.rooms.shutdown import RoomShutdown
@@ -156,6 +155,7 @@ from homeserver.rooms.summary import RoomSummaryHandler
 from homeserver.rooms.third_party_invite import ThirdPartyInviteHandler
 from homeserver.rooms.upgrade import RoomUpgrader
 from homeserver.rooms.visibility import VisibilityFilter
+from homeserver.rooms.writer import RoomWriter
 from homeserver.sync.handler import SyncHandler
 from homeserver.sync.legacy import LegacySyncHandler
 from homeserver.sync.notifier import Notifier
@@ -416,6 +416,7 @@ class EventFanout:
             self._notifier.clock.callLater(0, self._notifier.notify_users, local)
 
     def on_failure(self, room_ids: Iterable[str]) -> None:
+        """Rooms another process failed to write: reload them from the database."""
         for room_id in room_ids:
             self._rooms.invalidate(room_id)
 
@@ -469,8 +470,8 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
     ui_auth = UiAuthHandler(storage, auth, server_name, failed_login_limiter)
     registration = RegistrationHandler(storage, auth, server_name)
 
-    room_cache = RoomCache(storage.events)
-    memberships = MembershipCache(storage.events)
+    room_cache = RoomCache(storage.events, storage.state_groups)
+    memberships = MembershipCache(storage.memberships)
     appservices = AppServiceHandler(
         appservice_registry, storage, room_cache, memberships, reactor, server_name
     )
@@ -485,18 +486,17 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
     fanout = EventFanout(server_name, room_cache, memberships, notifier)
     # First: every later subscriber finds the membership caches and rooms updated.
     bus.subscribe(EventsPersisted, lambda m: fanout.on_persisted(m.events))
+    # The writer drops its own rooms at once; this is for rooms other processes
+    # failed to write (a no-op for rooms already dropped).
     bus.subscribe(RoomsInvalidated, lambda m: fanout.on_failure(m.room_ids))
     bus.subscribe(EventsPersisted, lambda m: appservices.on_events(m.events))
     if appservice_registry.services:
         bus.subscribe(AliasChanged, lambda m: appservices.on_alias_changed(m.alias, m.room_id))
     bus.subscribe(EventsPersisted, lambda m: profiles.on_events(m.events))
-    persister = EventPersister(
-        storage.events,
-        lambda events: bus.publish(EventsPersisted(events)),
-        lambda room_ids: bus.publish(RoomsInvalidated(tuple(sorted(room_ids)))),
-    )
+    writer = RoomWriter(storage.events, storage.state_groups, room_cache, bus)
+    persister = writer.persister
     creator = EventCreator(
-        server_name, signing_key, reactor, room_cache, storage.events, persister, bus
+        server_name, signing_key, reactor, room_cache, storage.events, writer, bus
     )
     invite_limiter = InviteRatelimiter(reactor, config.rc_invites)
     room_handler = RoomHandler(
@@ -516,7 +516,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         ProfileChanged, lambda m: room_handler.on_profile_changed(m.user_id, m.field, m.value)
     )
     bus.subscribe(EventsPersisted, lambda m: room_handler.on_persisted(m.events))
-    visibility = VisibilityFilter(storage.events, room_cache)
+    visibility = VisibilityFilter(storage.events, storage.state_groups, room_cache)
     ignored_users = IgnoredUsers(storage.account_data)
     bus.subscribe(AccountDataChanged, lambda m: ignored_users.on_account_data_changed(m.user_id))
     visibility.ignored = ignored_users
@@ -573,7 +573,14 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         lambda m: device_lists.on_devices_changed(m.user_id, list(m.device_ids), m.created),
     )
     e2e_keys = KeysHandler(
-        storage.e2ee, storage.events, room_cache, memberships, device_lists, locality, reactor
+        storage.e2ee,
+        storage.events,
+        storage.state_groups,
+        room_cache,
+        memberships,
+        device_lists,
+        locality,
+        reactor,
     )
     cross_signing = CrossSigningHandler(
         storage.e2ee, storage.users, device_lists, locality, reactor
@@ -590,7 +597,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         signing_key,
         storage,
         room_cache,
-        persister,
+        writer,
         room_handler,
         profiles,
         directory,
@@ -880,7 +887,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         SharedSecretRegistrationServlet(
             config.registration_shared_secret, reactor, auth, registration
         ),
-        AdminRoomApiServlets(auth, RoomAdmin(storage, room_cache, room_handler), history),
+        AdminRoomApiServlets(auth, RoomAdmin(storage, room_cache, room_handler, writer), history),
         AdminEventReportServlets(auth, EventReportsAdmin(storage)),
         AdminServerServlets(auth, DestinationsAdmin(storage, federation.sender)),
         AdminRegistrationTokenServlets(

@@ -1,9 +1,10 @@
 """Hot room state in memory: current state, forward extremities, recent events.
 
 Invariants:
-- A ``LiveRoom`` is changed only on the reactor thread, by ``apply`` at the moment a
-  local event is accepted (before it is committed). The persister commits events in
-  the order they were applied, so the in-memory order is the stream order.
+- A ``LiveRoom`` is changed only on the reactor thread, by the room writer
+  (``rooms/writer.py``) at the moment an event is accepted (before it is committed).
+  The persister commits events in the order they were applied, so the in-memory
+  order is the stream order.
 - If committing fails, the room is dropped from the cache (``invalidate``) and reloaded
   from the database, which holds exactly what was committed.
 - ``recent`` holds the newest events of the room in stream order; a sync that needs
@@ -29,13 +30,8 @@ from homeserver.events.event import Event
 from homeserver.events.format import references_for_version
 from homeserver.events.redaction import redaction_applies
 from homeserver.events.room_versions import RoomVersion
-from storage.events import (
-    MAX_STATE_DELTA_DEPTH,
-    EventsStore,
-    NewStateGroup,
-    RoomSnapshot,
-    StateKey,
-)
+from storage.events import EventsStore, RoomSnapshot
+from storage.state_groups import StateGroupStore, StateKey
 
 RECENT_EVENTS = 100
 
@@ -209,8 +205,9 @@ def pdu_with_id(ev: Event) -> dict[str, object]:
 
 
 class RoomCache:
-    def __init__(self, events: EventsStore) -> None:
+    def __init__(self, events: EventsStore, state_groups: StateGroupStore) -> None:
         self._events = events
+        self._state_groups = state_groups
         self._rooms: dict[str, LiveRoom] = {}
         self._loading: dict[str, defer.Deferred[LiveRoom | None]] = {}
         self._locks: dict[str, defer.DeferredLock] = {}
@@ -255,7 +252,7 @@ class RoomCache:
         if snapshot is None or snapshot.state_group is None:
             return None
         events = await self._events.get_events(snapshot.current_state.values())
-        depth = await self._events.get_state_group_delta_depth(snapshot.state_group)
+        depth = await self._state_groups.get_state_group_delta_depth(snapshot.state_group)
         return self._install(snapshot, snapshot.state_group, events, depth)
 
     async def preload(self, room_ids: Iterable[str]) -> None:
@@ -319,22 +316,3 @@ class RoomCache:
 
     def invalidate(self, room_id: str) -> None:
         self._rooms.pop(room_id, None)
-
-
-def next_state_group(
-    events: EventsStore, room: LiveRoom, event: Event
-) -> tuple[int, NewStateGroup | None]:
-    """The state group after ``event`` and, for a state event, the group to write."""
-    if not event.is_state() or event.rejected_reason is not None:
-        return room.state_group, None
-    group_id = events.state_group_ids.next_id()
-    if room.state_group_delta_depth >= MAX_STATE_DELTA_DEPTH:
-        full = {key: ev.event_id for key, ev in room.state.items()}
-        full[event.state_tuple] = event.event_id
-        return group_id, NewStateGroup(group_id, None, full, 0)
-    return group_id, NewStateGroup(
-        group_id,
-        room.state_group,
-        {event.state_tuple: event.event_id},
-        room.state_group_delta_depth + 1,
-    )
