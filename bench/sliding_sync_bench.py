@@ -176,11 +176,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--servers", default="ours,synapse", help="comma-separated: ours, synapse")
     p.add_argument("--concurrency", type=int, default=16, help="setup requests in flight")
     p.add_argument("--keep", action="store_true", help="keep the data directories and logs")
+    p.add_argument("--ports", default="18108,18548", help="the two servers' ports: ours,synapse")
     args = p.parse_args(argv)
     args.rooms = [int(n) for n in args.rooms.split(",") if n]
+    ours_port, synapse_port = (int(n) for n in args.ports.split(","))
     all_kinds = {
-        "ours": ServerKind("ours", "run_homeserver.sh", 18108, "bench_sliding_ours"),
-        "synapse": ServerKind("synapse", "run_synapse.sh", 18548, "bench_sliding_synapse"),
+        "ours": ServerKind("ours", "run_homeserver.sh", ours_port, "bench_sliding_ours"),
+        "synapse": ServerKind("synapse", "run_synapse.sh", synapse_port, "bench_sliding_synapse"),
     }
     kinds = [all_kinds[n] for n in args.servers.split(",") if n]
     root = tempfile.mkdtemp(prefix="bench-sliding-")

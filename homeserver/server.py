@@ -153,7 +153,6 @@ from homeserver.rooms.handler import RoomHandler
 from homeserver.rooms.history import RoomHistory
 from homeserver.rooms.ignored import IgnoredUsers
 from homeserver.rooms.memberships import MembershipCache
-from homeserver.rooms.persister import EventPersister
 from homeserver.rooms.purge import RoomPurger
 from homeserver.rooms.room_cache import RoomCache
 from homeserver.rooms.shutdown import RoomShutdown
@@ -161,6 +160,7 @@ from homeserver.rooms.summary import RoomSummaryHandler
 from homeserver.rooms.third_party_invite import ThirdPartyInviteHandler
 from homeserver.rooms.upgrade import RoomUpgrader
 from homeserver.rooms.visibility import VisibilityFilter
+from homeserver.rooms.writer import RoomWriter
 from homeserver.sync.handler import SyncHandler
 from homeserver.sync.legacy import LegacySyncHandler
 from homeserver.sync.notifier import Notifier
@@ -426,6 +426,7 @@ class EventFanout:
             self._notifier.clock.callLater(0, self._notifier.notify_users, local)
 
     def on_failure(self, room_ids: Iterable[str]) -> None:
+        """Rooms another process failed to write: reload them from the database."""
         for room_id in room_ids:
             self._rooms.invalidate(room_id)
 
@@ -586,8 +587,8 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
     ui_auth = UiAuthHandler(storage, auth, server_name, failed_login_limiter)
     registration = RegistrationHandler(storage, auth, server_name)
 
-    room_cache = RoomCache(storage.events)
-    memberships = MembershipCache(storage.events)
+    room_cache = RoomCache(storage.events, storage.state_groups)
+    memberships = MembershipCache(storage.memberships)
     appservices = AppServiceHandler(
         appservice_registry, storage, room_cache, memberships, reactor, server_name
     )
@@ -626,19 +627,18 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         bus.subscribe(EventsPersisted, lambda m: reader_events.on_persisted(m.events))
     else:
         bus.subscribe(EventsPersisted, lambda m: fanout.on_persisted(m.events))
+    # The writer drops its own rooms at once; this is for rooms other processes
+    # failed to write (a no-op for rooms already dropped).
     bus.subscribe(RoomsInvalidated, lambda m: fanout.on_failure(m.room_ids))
     if not reader:
         bus.subscribe(EventsPersisted, lambda m: appservices.on_events(m.events))
         if appservice_registry.services:
             bus.subscribe(AliasChanged, lambda m: appservices.on_alias_changed(m.alias, m.room_id))
         bus.subscribe(EventsPersisted, lambda m: profiles.on_events(m.events))
-    persister = EventPersister(
-        storage.events,
-        lambda events: bus.publish(EventsPersisted(events)),
-        lambda room_ids: bus.publish(RoomsInvalidated(tuple(sorted(room_ids)))),
-    )
+    writer = RoomWriter(storage.events, storage.state_groups, room_cache, bus)
+    persister = writer.persister
     creator = EventCreator(
-        server_name, signing_key, reactor, room_cache, storage.events, persister, bus
+        server_name, signing_key, reactor, room_cache, storage.events, writer, bus
     )
     invite_limiter = InviteRatelimiter(reactor, config.rc_invites)
     room_handler = RoomHandler(
@@ -660,7 +660,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
             lambda m: room_handler.on_profile_changed(m.user_id, m.field, m.value),
         )
         bus.subscribe(EventsPersisted, lambda m: room_handler.on_persisted(m.events))
-    visibility = VisibilityFilter(storage.events, room_cache)
+    visibility = VisibilityFilter(storage.events, storage.state_groups, room_cache)
     ignored_users = IgnoredUsers(storage.account_data)
     bus.subscribe(AccountDataChanged, lambda m: ignored_users.on_account_data_changed(m.user_id))
     visibility.ignored = ignored_users
@@ -755,7 +755,14 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
             lambda m: device_lists.on_devices_changed(m.user_id, list(m.device_ids), m.created),
         )
     e2e_keys = KeysHandler(
-        storage.e2ee, storage.events, room_cache, memberships, device_lists, locality, reactor
+        storage.e2ee,
+        storage.events,
+        storage.state_groups,
+        room_cache,
+        memberships,
+        device_lists,
+        locality,
+        reactor,
     )
     cross_signing = CrossSigningHandler(
         storage.e2ee, storage.users, device_lists, locality, reactor
@@ -778,7 +785,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         signing_key,
         storage,
         room_cache,
-        persister,
+        writer,
         room_handler,
         profiles,
         directory,
@@ -1064,7 +1071,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         SharedSecretRegistrationServlet(
             config.registration_shared_secret, reactor, auth, registration
         ),
-        AdminRoomApiServlets(auth, RoomAdmin(storage, room_cache, room_handler), history),
+        AdminRoomApiServlets(auth, RoomAdmin(storage, room_cache, room_handler, writer), history),
         AdminEventReportServlets(auth, EventReportsAdmin(storage)),
         AdminServerServlets(auth, DestinationsAdmin(storage, federation.sender)),
         AdminRegistrationTokenServlets(

@@ -612,7 +612,20 @@ class E2eeStore:
         self, user_id: str, device_id: str, ack_up_to: int, to_stream: int
     ) -> list[JsonDict]:
         """Delete the device's messages at or below ``ack_up_to`` (the client has them)
-        and return those in (ack_up_to, to_stream], oldest first.
+        and return those in (ack_up_to, to_stream], oldest first."""
+        messages, _ = await self.sync_inbox_page(user_id, device_id, ack_up_to, to_stream)
+        return messages
+
+    async def sync_inbox_page(
+        self,
+        user_id: str,
+        device_id: str,
+        ack_up_to: int,
+        to_stream: int,
+        limit: int | None = None,
+    ) -> tuple[list[JsonDict], int]:
+        """As ``sync_inbox``, at most ``limit`` messages (None: all), with the position
+        they reach: ``to_stream``, or the last one's when ``limit`` cut them short.
 
         Memory says when there is nothing to do, so an idle device costs no query: after
         the first look since start-up, only messages queued since (``_inbox_max``) or
@@ -625,7 +638,7 @@ class E2eeStore:
             not checked or self._inbox_max.get(device, 0) > ack_up_to
         )
         if not (delete or fetch):
-            return []
+            return [], to_stream
 
         def _txn(txn: Transaction) -> list[tuple[int, JsonDict]]:
             if delete:
@@ -638,8 +651,9 @@ class E2eeStore:
                 return []
             rows = txn.select_all(
                 "SELECT stream_id, message_json FROM device_inbox WHERE user_id = ?"
-                " AND device_id = ? AND stream_id > ? AND stream_id <= ? ORDER BY stream_id",
-                (user_id, device_id, ack_up_to, to_stream),
+                " AND device_id = ? AND stream_id > ? AND stream_id <= ? ORDER BY stream_id"
+                + ("" if limit is None else " LIMIT ?"),
+                (user_id, device_id, ack_up_to, to_stream) + (() if limit is None else (limit,)),
             )
             return [(int(r[0]), json.loads(r[1])) for r in rows]
 
@@ -649,4 +663,5 @@ class E2eeStore:
             self._unacked.pop(device, None)
         if rows:
             self._unacked[device] = max(self._unacked.get(device, 0), rows[-1][0])
-        return [message for _, message in rows]
+        reached = rows[-1][0] if limit is not None and len(rows) >= limit else to_stream
+        return [message for _, message in rows], reached

@@ -97,6 +97,7 @@ def build_push(
         storage.events.stream,
         storage.push,
         storage.events,
+        storage.memberships,
     )
     pushers = PusherPool(
         storage.push,
@@ -106,6 +107,7 @@ def build_push(
         GatewayClient(reactor, outbound_ip_filter),
         settings,
         events=storage.events,
+        memberships_store=storage.memberships,
         rooms=rooms,
         events_stream=storage.events.stream,
     )

@@ -1,13 +1,18 @@
 """Hot room state in memory: current state, forward extremities, recent events.
 
 Invariants:
-- A ``LiveRoom`` is changed only on the reactor thread, by ``apply`` at the moment a
-  local event is accepted (before it is committed). The persister commits events in
-  the order they were applied, so the in-memory order is the stream order.
+- A ``LiveRoom`` is changed only on the reactor thread, by the room writer
+  (``rooms/writer.py``) at the moment an event is accepted (before it is committed).
+  The persister commits events in the order they were applied, so the in-memory
+  order is the stream order.
 - If committing fails, the room is dropped from the cache (``invalidate``) and reloaded
   from the database, which holds exactly what was committed.
 - ``recent`` holds the newest events of the room in stream order; a sync that needs
   events after a position older than ``recent_floor`` asks the database instead.
+- ``newest_bump`` is the stream position of the newest event of a ``BUMP_EVENT_TYPES``
+  type added to ``recent`` since the room came into memory (0: none yet); later events
+  of those types only come through ``add_recent``, so it stays the newest one even
+  after the event itself has fallen out of ``recent``.
 """
 
 from __future__ import annotations
@@ -25,15 +30,24 @@ from homeserver.events.event import Event
 from homeserver.events.format import references_for_version
 from homeserver.events.redaction import redaction_applies
 from homeserver.events.room_versions import RoomVersion
-from storage.events import (
-    MAX_STATE_DELTA_DEPTH,
-    EventsStore,
-    NewStateGroup,
-    RoomSnapshot,
-    StateKey,
-)
+from storage.events import EventsStore, RoomSnapshot
+from storage.state_groups import StateGroupStore, StateKey
 
 RECENT_EVENTS = 100
+
+# The event types that move a room up a simplified sliding sync list (its
+# ``bump_stamp``): Synapse's SLIDING_SYNC_DEFAULT_BUMP_EVENT_TYPES.
+BUMP_EVENT_TYPES = frozenset(
+    {
+        "m.room.create",
+        "m.room.message",
+        "m.room.encrypted",
+        "m.sticker",
+        "m.call.invite",
+        "m.poll.start",
+        "m.beacon_info",
+    }
+)
 
 
 @dataclass(eq=False)
@@ -48,6 +62,7 @@ class LiveRoom:
     recent: deque[Event] = field(default_factory=lambda: deque(maxlen=RECENT_EVENTS))
     # Stream position below which `recent` may be missing events.
     recent_floor: int = 0
+    newest_bump: int = 0
     _joined: set[str] | None = field(default=None, repr=False)
 
     def joined_members(self) -> set[str]:
@@ -116,12 +131,24 @@ class LiveRoom:
                 target.redaction = redaction
                 target.invalidate_client_cache()
 
+    def add_recent(self, event: Event) -> None:
+        """The room's newest event (applied, in stream order) joins ``recent``."""
+        self.recent.append(event)
+        if len(self.recent) == self.recent.maxlen:
+            self.recent_floor = self.recent[0].stream_ordering - 1
+        if event.type in BUMP_EVENT_TYPES:
+            self.newest_bump = event.stream_ordering
+
     def drop_from_timeline(self, event_ids: AbstractSet[str]) -> None:
         """Purged events leave ``recent``: the database no longer holds them in the
         timeline either, so reads from memory and from the database still agree."""
         if any(ev.event_id in event_ids for ev in self.recent):
             kept = [ev for ev in self.recent if ev.event_id not in event_ids]
             self.recent = deque(kept, maxlen=self.recent.maxlen)
+            # The newest bump may be gone: only what is still held is known for sure.
+            self.newest_bump = next(
+                (ev.stream_ordering for ev in reversed(kept) if ev.type in BUMP_EVENT_TYPES), 0
+            )
 
     def redaction_took_effect(self, redaction_id: str) -> None:
         """A withheld redaction in ``recent`` applied once its target arrived: show it."""
@@ -178,8 +205,9 @@ def pdu_with_id(ev: Event) -> dict[str, object]:
 
 
 class RoomCache:
-    def __init__(self, events: EventsStore) -> None:
+    def __init__(self, events: EventsStore, state_groups: StateGroupStore) -> None:
         self._events = events
+        self._state_groups = state_groups
         self._rooms: dict[str, LiveRoom] = {}
         self._loading: dict[str, defer.Deferred[LiveRoom | None]] = {}
         self._locks: dict[str, defer.DeferredLock] = {}
@@ -231,7 +259,7 @@ class RoomCache:
                     continue
                 return None
             events = await self._events.get_events(snapshot.current_state.values())
-            depth = await self._events.get_state_group_delta_depth(snapshot.state_group)
+            depth = await self._state_groups.get_state_group_delta_depth(snapshot.state_group)
             if room_id in self._changed_while_loading:
                 continue
             return self._install(snapshot, snapshot.state_group, events, depth)
@@ -316,7 +344,7 @@ class RoomCache:
 
     def follow(self, event: Event, local: bool) -> None:
         """A reader process: bring the room in memory up to an event the writer
-        persisted. A local message extends the room as ``EventCreator._apply`` did; after
+        persisted. A local message extends the room as ``RoomWriter.persist_local`` did; after
         anything else (state, whose group only the writer knows; remote events, whose
         state resolution may change more than the event) the room is loaded again."""
         room = self._rooms.get(event.room_id)
@@ -334,25 +362,4 @@ class RoomCache:
             return
         room.extremities = [event.event_id]
         room.max_depth = max(room.max_depth, event.depth)
-        room.recent.append(event)
-        if len(room.recent) == room.recent.maxlen:
-            room.recent_floor = room.recent[0].stream_ordering - 1
-
-
-def next_state_group(
-    events: EventsStore, room: LiveRoom, event: Event
-) -> tuple[int, NewStateGroup | None]:
-    """The state group after ``event`` and, for a state event, the group to write."""
-    if not event.is_state() or event.rejected_reason is not None:
-        return room.state_group, None
-    group_id = events.state_group_ids.next_id()
-    if room.state_group_delta_depth >= MAX_STATE_DELTA_DEPTH:
-        full = {key: ev.event_id for key, ev in room.state.items()}
-        full[event.state_tuple] = event.event_id
-        return group_id, NewStateGroup(group_id, None, full, 0)
-    return group_id, NewStateGroup(
-        group_id,
-        room.state_group,
-        {event.state_tuple: event.event_id},
-        room.state_group_delta_depth + 1,
-    )
+        room.add_recent(event)

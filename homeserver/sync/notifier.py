@@ -37,6 +37,39 @@ class Expiring(Protocol):
         """Its deadline passed (called at most once per ``add_deadline``)."""
 
 
+class Parkable(Waiter, Expiring, Protocol):
+    """A long-poll object that waits on the notifier without a coroutine of its own."""
+
+
+class Parking:
+    """Where a ``Parkable`` long-poll (/sync's, sliding sync's) waits between builds:
+    among its user's waiters and in a deadline bucket, until ``unpark``. Each of its
+    ``wake`` and ``expire`` should ``unpark`` first (the other may still come)."""
+
+    __slots__ = ("_notifier", "_user_id", "_bucket")
+
+    _NOT_PARKED = -1
+
+    def __init__(self, notifier: Notifier, user_id: str) -> None:
+        self._notifier = notifier
+        self._user_id = user_id
+        self._bucket = self._NOT_PARKED
+
+    def park(self, poll: Parkable, deadline: float) -> None:
+        """Wake ``poll`` at the user's next notification, or expire it at ``deadline``
+        (clock seconds; at once if past)."""
+        notifier = self._notifier
+        notifier.add_waiter(self._user_id, poll)
+        remaining = max(0.0, deadline - notifier.clock.seconds())
+        self._bucket = notifier.add_deadline(poll, remaining)
+
+    def unpark(self, poll: Parkable) -> None:
+        if self._bucket != self._NOT_PARKED:
+            self._notifier.remove_waiter(self._user_id, poll)
+            self._notifier.remove_deadline(self._bucket, poll)
+            self._bucket = self._NOT_PARKED
+
+
 class _PollWaiter(defer.Deferred[bool]):
     """A long-poll: fires True when notified, False at its deadline."""
 

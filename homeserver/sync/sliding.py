@@ -40,6 +40,7 @@ from homeserver.sync.handler import (
 )
 from homeserver.sync.notifier import Notifier
 from homeserver.sync.sliding_config import (
+    NO_LIST_FILTERS,
     RequiredState,
     RoomConfig,
     SlidingSyncRequest,
@@ -47,7 +48,7 @@ from homeserver.sync.sliding_config import (
 from homeserver.sync.sliding_extensions import ExtensionsBuilder
 from homeserver.sync.sliding_lists import RoomLists, windows
 from homeserver.sync.sources import SyncContext
-from storage.events import MembershipRow
+from storage.memberships import MembershipRow
 from storage.sliding_sync import ConnectionState, SentRoom
 from storage.storage import Storage
 
@@ -206,15 +207,17 @@ class SlidingSyncHandler:
             await self._sync.ignored.get(user_id) if self._sync.ignored is not None else NOBODY
         )
         candidates: dict[str, MembershipRow] = {}
-        for room_id, row in list(memberships.items()):
-            if row.stream_ordering > now.events:
+        now_events = now.events
+        for room_id, row in memberships.items():  # (no await in this loop)
+            if row.stream_ordering > now_events:
                 continue
-            if row.membership == "invite" and row.sender in ignored:
+            membership = row.membership
+            if membership == "invite" and row.sender in ignored:
                 continue  # as /sync: invites from ignored users are not shown
             # Rooms one left oneself only show as a change (as Synapse): kicks and bans
             # stay in the lists.
             if (
-                row.membership == "leave"
+                membership == "leave"
                 and row.sender == user_id
                 and (since is None or row.stream_ordering <= since.events)
             ):
@@ -224,20 +227,24 @@ class SlidingSyncHandler:
             r for r, row in candidates.items() if row.membership not in ("invite", "knock")
         )
         bumps = await self._lists.bump_stamps(candidates, now)
-        order = sorted(candidates, key=lambda r: (bumps[r], r), reverse=True)
+        keyed = [(bump, room_id) for room_id, bump in bumps.items()]
 
         lists_out: JsonDict = {}
         wanted: dict[str, RoomConfig] = {}
         in_lists: dict[str, list[str]] = {}
-        facts = self._lists.facts(user_id, candidates)
+        facts = self._lists.facts(user_id, candidates, now)
         for name, lst in req.lists.items():
-            ids = [r for r in order if await facts.matches(r, lst.filters)]
-            window, ops = windows(ids, lst)
+            members = (
+                keyed
+                if lst.filters == NO_LIST_FILTERS
+                else [k for k in keyed if await facts.matches(k[1], lst.filters)]
+            )
+            window, ops = windows(members, lst)
             for room_id in window:
                 cfg = wanted.get(room_id)
                 wanted[room_id] = lst.room if cfg is None else cfg.combine(lst.room)
                 in_lists.setdefault(name, []).append(room_id)
-            lists_out[name] = {"count": len(ids), "ops": ops}
+            lists_out[name] = {"count": len(members), "ops": ops}
         for room_id, cfg in req.room_subscriptions.items():
             if room_id in candidates:
                 held = wanted.get(room_id)
@@ -254,6 +261,12 @@ class SlidingSyncHandler:
                 rooms_out[room_id] = section
             if new_sent is not None and new_sent != sent:
                 built.changes[room_id] = new_sent
+        if rooms_out:
+            # As Synapse: ``is_dm`` on the rooms of the user's ``m.direct``, absent on others.
+            dms = await self._lists.direct_rooms(user_id, now)
+            for room_id, section in rooms_out.items():
+                if room_id in dms:
+                    section["is_dm"] = True
         await self._serialise_timelines(req, rooms_out)
         await self._add_counts(req, candidates, rooms_out, now)
         extensions, ext_updates = await self._extensions.build(
@@ -330,7 +343,7 @@ class SlidingSyncHandler:
             own = await self._storage.events.get_event(row.event_id)
             if own is not None:
                 events, limited = [own], False
-        wants = RequiredState(cfg, req.user_id)
+        wants = RequiredState.of(cfg, req.user_id)
         if room is not None and membership == "join" and not initial:
             # The live path: the keys sent are read from the current state in memory
             # (any newer than ``to_stream`` are left for the next response, see below).
@@ -346,7 +359,7 @@ class SlidingSyncHandler:
             keys = {k for k in keys if wants.wants(k)}
             if prev is not None and state_config_changed:
                 # What the wider config asks for that the old one did not.
-                before = RequiredState(prev, req.user_id)
+                before = RequiredState.of(prev, req.user_id)
                 keys |= {k for k in state_now if wants.wants(k) and not before.wants(k)}
         lazy_sent: tuple[str, ...] = () if sent is None or initial else sent.lazy_members
         if wants.lazy:
@@ -455,7 +468,7 @@ class SlidingSyncHandler:
             and all(ev.stream_ordering <= stream for ev in room.state.values())
         ):
             return room.state
-        ids = await self._storage.events.get_state_ids_at_stream(room_id, stream)
+        ids = await self._storage.state_groups.get_state_ids_at_stream(room_id, stream)
         events = await self._storage.events.get_events(ids.values())
         return {k: events[e] for k, e in ids.items() if e in events}
 
@@ -471,7 +484,7 @@ class SlidingSyncHandler:
         it holds every event since, else by comparing with the state then."""
         if not limited:
             return {ev.state_tuple for ev in events if ev.is_state()}
-        before = await self._storage.events.get_state_ids_at_stream(room_id, from_stream)
+        before = await self._storage.state_groups.get_state_ids_at_stream(room_id, from_stream)
         return {
             k
             for k, ev in state_now.items()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from homeserver.errors import Codes, MatrixError
@@ -50,15 +51,20 @@ class RoomConfig:
 
     def key(self) -> str:
         """Canonical JSON, as a connection remembers what a room was sent under."""
-        return json.dumps(
-            [[list(p) for p in self.required_state], self.timeline_limit], separators=(",", ":")
-        )
+        return _config_key(self.required_state, self.timeline_limit)
 
     @classmethod
     def from_key(cls, key: str) -> RoomConfig:
         """The config of a ``key()`` (stored by this code, so trusted)."""
         pairs, limit = json.loads(key)
         return cls(tuple((str(t), str(k)) for t, k in pairs), int(limit))
+
+
+# A response's rooms mostly share a config or two: their keys and ``RequiredState`` are
+# made once, not per room.
+@lru_cache(maxsize=1024)
+def _config_key(required_state: tuple[tuple[str, str], ...], timeline_limit: int) -> str:
+    return json.dumps([[list(p) for p in required_state], timeline_limit], separators=(",", ":"))
 
 
 class RequiredState:
@@ -82,6 +88,12 @@ class RequiredState:
     def wants(self, key: tuple[str, str]) -> bool:
         return self.all or key[0] in self.types or key[1] in self.keys or key in self.exact
 
+    @staticmethod
+    @lru_cache(maxsize=1024)
+    def of(config: RoomConfig, user_id: str) -> RequiredState:
+        """The (read-only, shared) ``RequiredState`` of ``config`` for ``user_id``."""
+        return RequiredState(config, user_id)
+
 
 @dataclass(frozen=True, slots=True)
 class ListFilters:
@@ -93,6 +105,10 @@ class ListFilters:
     spaces: tuple[str, ...] | None = None
     tags: tuple[str, ...] | None = None
     not_tags: tuple[str, ...] | None = None
+
+
+# A list without filters holds every room (``_build`` then asks nothing of each).
+NO_LIST_FILTERS = ListFilters()
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,7 +228,7 @@ def _room_config(body: Any, name: str) -> RoomConfig:
 
 def _filters(body: Any, name: str) -> ListFilters:
     if body is None:
-        return ListFilters()
+        return NO_LIST_FILTERS
     body = _object(body, name)
 
     def optional_list(key: str, *, nullable: bool = False) -> tuple[Any, ...] | None:

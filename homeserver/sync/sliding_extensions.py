@@ -1,7 +1,8 @@
 """The extensions of simplified sliding sync (MSC4186), from /sync's own sources.
 
 - ``to_device`` (MSC3885): the device's messages after the extension's ``since`` (its
-  last ``next_batch``, which acknowledges and deletes those at or below it).
+  last ``next_batch``, which acknowledges and deletes those at or below it), at most
+  ``limit`` of them: ``next_batch`` is then the last one's position (as Synapse).
 - ``e2ee`` (MSC3884): one-time key counts, unused fallback key types, and on an
   incremental request the device list changes since ``pos``.
 - ``account_data`` (MSC3959), ``receipts`` (MSC3960), ``typing`` (MSC3961): changes
@@ -18,22 +19,17 @@ from homeserver.e2ee.keys import one_time_key_counts
 from homeserver.events.filtering import FilterCollection
 from homeserver.rooms.membership_changes import membership_changes
 from homeserver.rooms.room_cache import RoomCache
-from homeserver.sync.handler import TOKEN_FIELDS, SyncHandler, SyncToken
-from homeserver.sync.sliding_config import ExtensionScope, SlidingSyncRequest
+from homeserver.sync.handler import SyncHandler, SyncToken
+from homeserver.sync.sliding_config import Extensions, ExtensionScope, SlidingSyncRequest
 from homeserver.sync.sources import SyncContext
 from storage.account_data import GLOBAL
-from storage.events import MembershipRow
+from storage.memberships import MembershipRow
 from storage.storage import Storage
 
 JsonDict = dict[str, Any]
 
 _NO_FILTERS = FilterCollection.from_json({})
-
-
-def _with_position(token: SyncToken, name: str, value: int) -> SyncToken:
-    positions = list(token.positions)
-    positions[TOKEN_FIELDS.index(name)] = value
-    return SyncToken(tuple(positions))
+NO_EXTENSIONS = Extensions()
 
 
 class ExtensionsBuilder:
@@ -55,17 +51,21 @@ class ExtensionsBuilder:
         ext = req.extensions
         out: JsonDict = {}
         updates = False
+        if ext == NO_EXTENSIONS:
+            return out, updates  # (and no pass over every room for ``joined``)
         joined = frozenset(r for r, row in candidates.items() if row.membership == "join")
         start = since if since is not None else SyncToken((0,) * len(now.positions))
         if ext.to_device is not None and req.device_id:
-            ctx = self._context(req, joined, since, frozenset())
-            acked = _with_position(start, "to_device", ext.to_device.since or 0)
-            fragment = await self._sync.source_updates("to_device", ctx, acked, now)
-            events = (
-                (fragment.top_level.get("to_device") or {}).get("events", []) if fragment else []
-            )
-            out["to_device"] = {"next_batch": str(now.get("to_device")), "events": events}
-            updates = updates or bool(events)
+            # As Synapse: a ``since`` ahead of the stream gets nothing, and keeps it.
+            acked = ext.to_device.since or 0
+            if acked > now.get("to_device"):
+                out["to_device"] = {"next_batch": str(acked), "events": []}
+            else:
+                events, reached = await self._storage.e2ee.sync_inbox_page(
+                    req.user_id, req.device_id, acked, now.get("to_device"), ext.to_device.limit
+                )
+                out["to_device"] = {"next_batch": str(reached), "events": events}
+                updates = updates or bool(events)
         if ext.e2ee and req.device_id:
             counts = await self._storage.e2ee.get_key_counts(req.user_id, req.device_id)
             e2ee: JsonDict = {
@@ -75,7 +75,12 @@ class ExtensionsBuilder:
             if since is not None:
                 moved = {r for r, row in candidates.items() if row.stream_ordering > since.events}
                 changes = await membership_changes(
-                    self._rooms, self._storage.events, joined | moved, since.events, now.events
+                    self._rooms,
+                    self._storage.events,
+                    self._storage.state_groups,
+                    joined | moved,
+                    since.events,
+                    now.events,
                 )
                 ctx = SyncContext(
                     user_id=req.user_id,

@@ -4,42 +4,36 @@ filters.
 Invariants:
 - A room's ``bump_stamp`` is the stream position of its newest event of a
   ``BUMP_EVENT_TYPES`` type (for a joined room up to now, else up to the membership;
-  invites and knocks, and rooms without one, the membership's own position), read from
-  the room's recent events in memory. A room whose window holds none asks the database
-  once; the answer holds while the window still reaches back to it (any newer bump
-  event is then in the window).
+  invites and knocks, and rooms without one, the membership's own position): the
+  room's ``newest_bump`` in memory when it is within that bound, else read from its
+  recent events. A room whose window holds none asks the database once; the answer
+  holds while the window still reaches back to it (any newer bump event is then in
+  the window).
+- A list is ordered by (``bump_stamp``, room id), newest first; only the part its
+  ranges reach is sorted (``heapq.nlargest``), its ``count`` is every room through
+  its filters.
 - Filters read each room's facts (type, encryption, stripped state) at most once per
   build, and the user's ``m.direct`` and tags only when a filter asks.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections import OrderedDict
 from typing import Any
 
 from homeserver.ephemeral.tags import TAG_TYPE
-from homeserver.rooms.room_cache import LiveRoom, RoomCache
+from homeserver.rooms.room_cache import BUMP_EVENT_TYPES, LiveRoom, RoomCache
 from homeserver.sync.handler import SyncToken, stripped_state
 from homeserver.sync.sliding_config import ListConfig, ListFilters
-from storage.events import MembershipRow
+from storage.memberships import MembershipRow
 from storage.storage import Storage
 
 JsonDict = dict[str, Any]
 
-# Synapse's SLIDING_SYNC_DEFAULT_BUMP_EVENT_TYPES.
-BUMP_EVENT_TYPES = frozenset(
-    {
-        "m.room.create",
-        "m.room.message",
-        "m.room.encrypted",
-        "m.sticker",
-        "m.call.invite",
-        "m.poll.start",
-        "m.beacon_info",
-    }
-)
 _BUMP_TYPES_SORTED = tuple(sorted(BUMP_EVENT_TYPES))
 MAX_BUMP_CACHE = 50_000
+MAX_DIRECT_CACHE = 10_000
 
 
 class RoomLists:
@@ -48,16 +42,20 @@ class RoomLists:
         self._rooms = rooms
         # room id -> (its newest bump position at or below ``at``, 0: none; ``at``)
         self._bump_cache: OrderedDict[str, tuple[int, int]] = OrderedDict()
+        # user id -> (account data stream position, the rooms of its ``m.direct``)
+        self._direct_cache: OrderedDict[str, tuple[int, frozenset[str]]] = OrderedDict()
 
-    def facts(self, user_id: str, candidates: dict[str, MembershipRow]) -> RoomFacts:
-        return RoomFacts(self, user_id, candidates)
+    def facts(
+        self, user_id: str, candidates: dict[str, MembershipRow], now: SyncToken
+    ) -> RoomFacts:
+        return RoomFacts(self, user_id, candidates, now)
 
     async def stripped_state(self, user_id: str, row: MembershipRow) -> list[JsonDict]:
         room = await self._rooms.get(row.room_id)
         if room is not None:
             event = await self._storage.events.get_event(row.event_id)
             return stripped_state(room, event)
-        oob = await self._storage.events.get_out_of_band_stripped_state(user_id, row.room_id)
+        oob = await self._storage.memberships.get_out_of_band_stripped_state(user_id, row.room_id)
         return list(oob or [])
 
     async def bump_stamps(
@@ -66,14 +64,26 @@ class RoomLists:
         """Each room's ``bump_stamp``: its newest bump event (for a joined room up to
         now, else up to the membership), or the membership's own position without one
         (invites, knocks, rooms we do not hold)."""
+        # One pass over every room of the user on each request: kept to plain lookups.
         out: dict[str, int] = {}
         unknown: list[str] = []
+        loaded = self._rooms.get_if_loaded
+        now_events = now.events
         for room_id, row in candidates.items():
-            if row.membership in ("invite", "knock"):
+            membership = row.membership
+            if membership == "join":
+                cap = now_events
+            elif membership == "invite" or membership == "knock":
                 out[room_id] = row.stream_ordering
                 continue
-            cap = now.events if row.membership == "join" else row.stream_ordering
-            room = self._rooms.get_if_loaded(room_id)
+            else:
+                cap = row.stream_ordering
+            room = loaded(room_id)
+            if room is not None:
+                bump = room.newest_bump
+                if 0 < bump <= cap:
+                    out[room_id] = bump  # the usual case: no scan, no query
+                    continue
             found = self._bump_in_memory(room, cap)
             if found is not None:
                 out[room_id] = found
@@ -119,13 +129,24 @@ class RoomLists:
 
     # Filters -------------------------------------------------------------------
 
-    async def direct_rooms(self, user_id: str) -> set[str]:
-        """The rooms of the user's ``m.direct`` account data."""
+    async def direct_rooms(self, user_id: str, now: SyncToken) -> frozenset[str]:
+        """The rooms of the user's ``m.direct`` account data (as of ``now``: remembered
+        while the account data stream stands still, as every response asks for them)."""
+        position = now.account_data
+        held = self._direct_cache.get(user_id)
+        if held is not None and held[0] == position:
+            return held[1]
         content = await self._storage.account_data.get(user_id, "", "m.direct") or {}
-        out: set[str] = set()
+        found: set[str] = set()
         for rooms in content.values():
             if isinstance(rooms, list):
-                out.update(r for r in rooms if isinstance(r, str))
+                found.update(r for r in rooms if isinstance(r, str))
+        out = frozenset(found)
+        if position == self._storage.account_data.stream.current_position:
+            self._direct_cache[user_id] = (position, out)
+            self._direct_cache.move_to_end(user_id)
+            if len(self._direct_cache) > MAX_DIRECT_CACHE:
+                self._direct_cache.popitem(last=False)
         return out
 
     async def room_facts(
@@ -182,12 +203,17 @@ class RoomFacts:
     """What list filters ask of rooms, read once per build."""
 
     def __init__(
-        self, handler: RoomLists, user_id: str, candidates: dict[str, MembershipRow]
+        self,
+        handler: RoomLists,
+        user_id: str,
+        candidates: dict[str, MembershipRow],
+        now: SyncToken,
     ) -> None:
         self._handler = handler
         self._user_id = user_id
         self._candidates = candidates
-        self._dms: set[str] | None = None
+        self._now = now
+        self._dms: frozenset[str] | None = None
         self._tags: dict[str, set[str]] | None = None
         self._facts: dict[str, tuple[str | None, bool, list[JsonDict] | None]] = {}
 
@@ -204,7 +230,7 @@ class RoomFacts:
             return False
         if filters.is_dm is not None:
             if self._dms is None:
-                self._dms = await self._handler.direct_rooms(self._user_id)
+                self._dms = await self._handler.direct_rooms(self._user_id, self._now)
             is_dm = room_id in self._dms
             if not is_dm and row.membership == "invite":
                 is_dm = await self._handler.invite_is_direct(row)
@@ -241,11 +267,18 @@ class RoomFacts:
         return True
 
 
-def windows(ids: list[str], lst: ListConfig) -> tuple[list[str], list[JsonDict]]:
-    """The rooms of a sorted list inside its ranges, and Synapse's ``SYNC`` ops."""
+def windows(keyed: list[tuple[int, str]], lst: ListConfig) -> tuple[list[str], list[JsonDict]]:
+    """The rooms of a list (``keyed``: its rooms as (``bump_stamp``, room id), in any
+    order) inside its ranges, and Synapse's ``SYNC`` ops. Only as many rooms as the
+    ranges reach are sorted."""
     if lst.ranges is None:
+        ids = [room_id for _, room_id in sorted(keyed, reverse=True)]
         ops = [{"op": "SYNC", "range": [0, max(0, len(ids) - 1)], "room_ids": ids}]
         return list(ids), ops
+    reach = max((end + 1 for _, end in lst.ranges), default=0)
+    # Backwards: the user's rooms are in the order they were joined, and the last
+    # joined are often the most recent; nlargest is quickest on input newest first.
+    ids = [room_id for _, room_id in heapq.nlargest(reach, reversed(keyed))]
     window: list[str] = []
     ops = []
     seen: set[str] = set()

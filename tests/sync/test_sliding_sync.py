@@ -11,8 +11,10 @@ from typing import Any
 import pytest_twisted
 from twisted.internet import defer, reactor, task
 
+from homeserver.rooms.room_cache import RECENT_EVENTS
 from storage.sliding_sync import CONNECTION_TTL_MS
 from tests.rooms.helpers import (
+    V3,
     assert_error,
     create_room,
     invite,
@@ -22,6 +24,7 @@ from tests.rooms.helpers import (
     send,
     user,
 )
+from tests.support.client import q
 from tests.support.server import RunningServer
 from tests.sync.helpers import (
     SLIDING_PATH,
@@ -402,6 +405,55 @@ async def test_room_subscription_and_counts(server: RunningServer) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_subscription_to_a_private_room_one_is_not_in_is_ignored(
+    server: RunningServer,
+) -> None:
+    alice = await user(server, "alice")
+    bob = await user(server, "bob")
+    private = await create_room(
+        alice, preset="private_chat", name="secret plans", topic="not for bob"
+    )
+    await send(alice, private, "the secret")
+    body = await sliding(
+        bob,
+        {
+            "lists": {"all": all_rooms([[0, 9]], timeline_limit=5)},
+            "room_subscriptions": {
+                private: {"timeline_limit": 5, "required_state": [["*", "*"]]},
+            },
+        },
+    )
+    assert body["rooms"] == {}
+    assert body["lists"]["all"]["count"] == 0
+    assert "secret" not in json.dumps(body)
+    # Alice, in it, gets it through the same subscription.
+    mine = await sliding(
+        alice,
+        {"lists": {}, "room_subscriptions": {private: {"timeline_limit": 1, "required_state": []}}},
+    )
+    assert set(mine["rooms"]) == {private}
+
+
+@pytest_twisted.ensureDeferred
+async def test_is_dm_marks_the_rooms_of_m_direct(server: RunningServer) -> None:
+    alice = await user(server, "alice")
+    bob = await user(server, "bob")
+    dm = await create_room(alice)
+    other = await create_room(alice)
+    direct_path = f"{V3}/user/{q(alice.user_id or '')}/account_data/m.direct"
+    assert (await alice.put(direct_path, {bob.user_id: [dm]})).code == 200
+    request = {"lists": {"all": all_rooms([[0, 9]], timeline_limit=1)}}
+    body = await sliding(alice, request)
+    assert body["rooms"][dm]["is_dm"] is True
+    assert "is_dm" not in body["rooms"][other]  # absent, not false (as Synapse)
+    # m.direct changes: the next response follows it.
+    assert (await alice.put(direct_path, {bob.user_id: [other]})).code == 200
+    body = await sliding(alice, request)
+    assert body["rooms"][other]["is_dm"] is True
+    assert "is_dm" not in body["rooms"][dm]
+
+
+@pytest_twisted.ensureDeferred
 async def test_connections_die_with_their_device(server: RunningServer) -> None:
     alice = await user(server, "alice")
     body = await sliding(alice, {"lists": {"all": all_rooms([[0, 9]])}})
@@ -532,6 +584,32 @@ async def test_order_after_a_restart_comes_from_the_database(server: RunningServ
     assert list_ids(body) == [a, b]
     stamps = {r: body["rooms"][r]["bump_stamp"] for r in (a, b)}
     assert stamps[a] > stamps[b]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_bump_older_than_the_events_held_in_memory_still_orders(
+    server: RunningServer,
+) -> None:
+    alice = await user(server, "alice")
+    a = await create_room(alice)
+    b = await create_room(alice)
+    await send(alice, a, "a's message")
+    await send(alice, b, "b's message, the newest bump")
+    request = {"lists": {"all": all_rooms([[0, 9]], timeline_limit=0)}}
+    before = await sliding(alice, request)
+    stamps = {r: before["rooms"][r]["bump_stamp"] for r in (a, b)}
+    # More non-bump events in a than memory holds of a room: its message leaves them.
+    for i in range(RECENT_EVENTS + 5):
+        assert (await put_state(alice, a, "x.state", {"i": i}, state_key=str(i))).code == 200
+    body = await sliding(alice, request)
+    assert list_ids(body) == [b, a]
+    assert {r: body["rooms"][r]["bump_stamp"] for r in (a, b)} == stamps
+    # The same from the database after a restart.
+    await server.restart()
+    alice.base_url = server.base_url
+    body = await sliding(alice, request)
+    assert list_ids(body) == [b, a]
+    assert {r: body["rooms"][r]["bump_stamp"] for r in (a, b)} == stamps
 
 
 @pytest_twisted.ensureDeferred

@@ -10,7 +10,7 @@ import pytest_twisted
 from tests.rooms.helpers import V3, create_room, join, room_path, send, user
 from tests.support.client import q
 from tests.support.server import RunningServer
-from tests.sync.helpers import all_rooms, sliding
+from tests.sync.helpers import all_rooms, sliding, sliding_raw
 
 
 def request(**extensions: Any) -> dict[str, Any]:
@@ -50,6 +50,37 @@ async def test_to_device_messages_until_acknowledged(server: RunningServer) -> N
     # The extension is off unless enabled.
     off = await sliding(bob, {"lists": {}, "extensions": {"to_device": {"enabled": False}}})
     assert "to_device" not in off["extensions"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_to_device_limit_pages_through_the_messages(server: RunningServer) -> None:
+    alice = await user(server, "alice")
+    bob = await user(server, "bob")
+    for n in range(3):
+        resp = await alice.put(
+            f"{V3}/sendToDevice/m.test/page{n}",
+            {"messages": {bob.user_id: {bob.device_id: {"n": n}}}},
+        )
+        assert resp.code == 200, resp
+    first = await sliding(bob, request(to_device={"limit": 2}))
+    page = first["extensions"]["to_device"]
+    assert [e["content"]["n"] for e in page["events"]] == [0, 1]
+    # next_batch stops at the last message sent: the third is still to come.
+    second = await sliding(
+        bob, request(to_device={"limit": 2, "since": page["next_batch"]}), first["pos"]
+    )
+    page = second["extensions"]["to_device"]
+    assert [e["content"]["n"] for e in page["events"]] == [2]
+    third = await sliding(
+        bob, request(to_device={"limit": 2, "since": page["next_batch"]}), second["pos"]
+    )
+    assert third["extensions"]["to_device"]["events"] == []
+    # A since ahead of the stream (as Synapse): nothing, and the same next_batch back.
+    ahead = str(int(third["extensions"]["to_device"]["next_batch"]) + 1000)
+    body = await sliding(bob, request(to_device={"since": ahead}))
+    assert body["extensions"]["to_device"] == {"next_batch": ahead, "events": []}
+    bad = await sliding_raw(bob, request(to_device={"limit": 0}))
+    assert bad.code == 400, bad
 
 
 @pytest_twisted.ensureDeferred

@@ -21,6 +21,7 @@ from homeserver.http.server import (
 from homeserver.http.servlet import parse_integer, parse_json_body, parse_string
 from homeserver.logging_context import current_request_id
 from homeserver.sync.handler import SyncToken
+from homeserver.sync.notifier import Parking
 from homeserver.sync.sliding import Session, SlidingSyncHandler
 from homeserver.sync.sliding_config import Position, SlidingSyncRequest, parse_request
 
@@ -68,13 +69,11 @@ class _LongPoll(PendingResponse):
         "_deadline",
         "_session",
         "_now",
-        "_bucket",
+        "_parking",
         "_request",
         "_building",
         "_cancelled",
     )
-
-    _NOT_PARKED = -1
 
     def __init__(self, handler: SlidingSyncHandler, req: SlidingSyncRequest) -> None:
         self._handler = handler
@@ -82,7 +81,7 @@ class _LongPoll(PendingResponse):
         self._deadline = handler.notifier.clock.seconds() + req.timeout_ms / 1000.0
         self._session: Session | None = None
         self._now: SyncToken | None = None  # the token of the last (empty) build
-        self._bucket = self._NOT_PARKED
+        self._parking = Parking(handler.notifier, req.user_id)
         self._request: MatrixRequest | None = None
         self._building: defer.Deferred[None] | None = None
         self._cancelled = False
@@ -93,18 +92,18 @@ class _LongPoll(PendingResponse):
 
     def wake(self) -> None:
         """The notifier: something happened for the user."""
-        self._unpark()
+        self._parking.unpark(self)
         self._run(self._build())
 
     def expire(self) -> None:
         """The notifier: the deadline passed."""
-        self._unpark()
+        self._parking.unpark(self)
         self._run(self._build())
 
     def cancel(self) -> None:
         """The client went away."""
         self._cancelled = True
-        self._unpark()
+        self._parking.unpark(self)
         building, self._building = self._building, None
         if building is not None:
             building.cancel()
@@ -146,23 +145,12 @@ class _LongPoll(PendingResponse):
         self._park()
 
     def _park(self) -> None:
-        handler = self._handler
         if self._cancelled:
             return
-        if handler.current_token() != self._now:
+        if self._handler.current_token() != self._now:
             self._run(self._build())  # something arrived since that build
             return
-        notifier = handler.notifier
-        notifier.add_waiter(self._req.user_id, self)
-        remaining = max(0.0, self._deadline - notifier.clock.seconds())
-        self._bucket = notifier.add_deadline(self, remaining)
-
-    def _unpark(self) -> None:
-        if self._bucket != self._NOT_PARKED:
-            notifier = self._handler.notifier
-            notifier.remove_waiter(self._req.user_id, self)
-            notifier.remove_deadline(self._bucket, self)
-            self._bucket = self._NOT_PARKED
+        self._parking.park(self, self._deadline)
 
     def _answer(self, body: Any) -> None:
         request = self._request

@@ -28,6 +28,7 @@ from homeserver.http.servlet import parse_boolean, parse_integer, parse_json_bod
 from homeserver.logging_context import current_request_id
 from homeserver.sync.encoding import encode_sync_body
 from homeserver.sync.handler import SyncHandler, SyncRequest, SyncToken
+from homeserver.sync.notifier import Parking
 from homeserver.untrusted import decode_json, int64_or_none
 from storage.storage import Storage
 
@@ -102,7 +103,7 @@ class SyncServlets:
         if cached is not None:
             self._filter_cache.move_to_end(key)
             return cached
-        data = await self._storage.events.get_filter(user_id, filter_id)
+        data = await self._storage.filters.get(user_id, filter_id)
         if data is None:
             raise MatrixError(400, Codes.INVALID_PARAM, f"No filter with id {filter_id}")
         parsed = _parse_filter(data)
@@ -143,7 +144,7 @@ class SyncServlets:
             raise MatrixError(403, Codes.FORBIDDEN, "Cannot create filters for other users")
         body = parse_json_body(request)
         _parse_filter(body)
-        filter_id = await self._storage.events.add_filter(userId, body)
+        filter_id = await self._storage.filters.add(userId, body)
         return 200, {"filter_id": str(filter_id)}
 
     async def on_get_filter(self, request: Request, userId: str, filterId: str) -> tuple[int, Any]:
@@ -151,9 +152,7 @@ class SyncServlets:
         if requester.user_id != userId:
             raise MatrixError(403, Codes.FORBIDDEN, "Cannot get filters for other users")
         filter_id = int64_or_none(filterId)
-        data = (
-            None if filter_id is None else await self._storage.events.get_filter(userId, filter_id)
-        )
+        data = None if filter_id is None else await self._storage.filters.get(userId, filter_id)
         if data is None:
             raise MatrixError(404, Codes.NOT_FOUND, "No such filter")
         return 200, data
@@ -223,13 +222,11 @@ class _LongPoll(PendingResponse):
         "_now",
         "_held",
         "_ends",
-        "_bucket",
+        "_parking",
         "_request",
         "_building",
         "cancelled",
     )
-
-    _NOT_PARKED = -1
 
     def __init__(self, handler: SyncHandler, admission: _Admission, req: SyncRequest) -> None:
         self._handler = handler
@@ -239,7 +236,7 @@ class _LongPoll(PendingResponse):
         self._now: SyncToken | None = None  # the token of the empty response held
         self._held: bytes | None = None  # that response, encoded (None: not built yet)
         self._ends: tuple[Callable[[], None], ...] = ()
-        self._bucket = self._NOT_PARKED  # the notifier's deadline bucket while parked
+        self._parking = Parking(handler.notifier, req.user_id)
         self._request: MatrixRequest | None = None
         self._building: defer.Deferred[None] | None = None
         self.cancelled = False
@@ -280,36 +277,25 @@ class _LongPoll(PendingResponse):
             self._answer_error(e)
 
     def _park(self) -> None:
-        handler = self._handler
-        if handler.current_token() != self._now:
+        if self._handler.current_token() != self._now:
             self._resume()  # something arrived since that build
             return
-        notifier = handler.notifier
-        notifier.add_waiter(self._req.user_id, self)
-        remaining = max(0.0, self._deadline - notifier.clock.seconds())
-        self._bucket = notifier.add_deadline(self, remaining)
-
-    def _unpark(self) -> None:
-        if self._bucket != self._NOT_PARKED:
-            notifier = self._handler.notifier
-            notifier.remove_waiter(self._req.user_id, self)
-            notifier.remove_deadline(self._bucket, self)
-            self._bucket = self._NOT_PARKED
+        self._parking.park(self, self._deadline)
 
     def wake(self) -> None:
         """The notifier: something happened for the user."""
-        self._unpark()
+        self._parking.unpark(self)
         self._resume()
 
     def expire(self) -> None:
         """The notifier: the deadline passed."""
-        self._unpark()
+        self._parking.unpark(self)
         self._resume()
 
     def cancel(self) -> None:
         """The client went away."""
         self.cancelled = True  # if still in the admission line, skipped there
-        self._unpark()
+        self._parking.unpark(self)
         building, self._building = self._building, None
         if building is not None:
             building.cancel()  # its CancelledError ends the hooks and answers nothing
