@@ -167,6 +167,7 @@ from homeserver.sync.notifier import Notifier
 from homeserver.sync.sliding import SlidingSyncHandler
 from storage.database import Database, make_engine
 from storage.e2ee import DeviceListChange
+from storage.receipts import RoomChangeCache
 from storage.storage import Storage
 from synapse_compat.admin_devices import AdminDeviceServlets
 from synapse_compat.admin_media import AdminMediaServlets
@@ -437,8 +438,14 @@ class ReaderEvents:
     the events; members of a room not in memory are woken once it is loaded."""
 
     def __init__(
-        self, server_name: str, rooms: RoomCache, fanout: EventFanout, notifier: Notifier
+        self,
+        server_name: str,
+        rooms: RoomCache,
+        fanout: EventFanout,
+        notifier: Notifier,
+        follower: StreamFollower,
     ) -> None:
+        self._follower = follower
         self._suffix = f":{server_name}"
         self._rooms = rooms
         self._fanout = fanout
@@ -446,6 +453,9 @@ class ReaderEvents:
 
     def on_persisted(self, events: list[Event]) -> None:
         self._fanout.on_persisted(events)
+        self._follower.events_applied = max(
+            self._follower.events_applied, *(ev.stream_ordering for ev in events)
+        )
         unloaded: set[str] = set()
         for ev in events:
             if self._rooms.get_if_loaded(ev.room_id) is None:
@@ -476,12 +486,21 @@ def _nothing() -> None:
     return None
 
 
-def _follow_to_device(storage: Storage, notifier: Notifier, msg: ToDeviceQueued) -> None:
-    """A reader process: messages the main process queued; their devices' inboxes are
-    read from the database next, and their users woken."""
-    for user_id in msg.messages:
-        storage.e2ee.forget_inbox_facts(user_id)
-    notifier.notify_users(list(msg.messages))
+def _events_lost(rooms: RoomCache, memberships: MembershipCache) -> None:
+    """A reader process missed event messages (Redis dropped them): what memory holds
+    of rooms and memberships is read from the database again."""
+    logger.warning("Event messages from the main process were lost: reloading rooms")
+    rooms.invalidate_all()
+    memberships.drop_all()
+
+
+def _reader_storage(storage: Storage) -> None:
+    """A reader process learns stream positions (``ping``) possibly before the messages
+    naming what changed: memory that answers "nothing changed here" is not trusted
+    for receipts and to-device inboxes; they are read from the database."""
+    storage.e2ee.read_inbox_from_database()
+    # Never "exact": every room may have changed (a query bounded by the positions).
+    storage.receipts.changes = RoomChangeCache(2**62)
 
 
 # What a reader process serves (docs/workers.md); anything else is 404 M_UNRECOGNIZED,
@@ -623,7 +642,10 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
     fanout = EventFanout(server_name, room_cache, memberships, notifier)
     # First: every later subscriber finds the membership caches and rooms updated.
     if reader:
-        reader_events = ReaderEvents(server_name, room_cache, fanout, notifier)
+        assert follower is not None
+        reader_events = ReaderEvents(server_name, room_cache, fanout, notifier, follower)
+        follower.events_applied = storage.events.stream.current_position
+        follower.on_events_lost = lambda: _events_lost(room_cache, memberships)
         bus.subscribe(EventsPersisted, lambda m: reader_events.on_persisted(m.events))
     else:
         bus.subscribe(EventsPersisted, lambda m: fanout.on_persisted(m.events))
@@ -721,11 +743,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
     typing = TypingHandler(room_cache, notifier, reactor, bus)
     receipts = ReceiptsHandler(storage, room_cache, notifier, reactor)
     if reader:
-        # The receipt's room is marked changed before the sync it wakes looks.
-        bus.subscribe(
-            ReceiptStored,
-            lambda m: storage.receipts.changes.record(m.receipt.room_id, m.receipt.stream_id),
-        )
+        _reader_storage(storage)
         # Typing lives in the main process's memory: mirrored here.
         bus.subscribe(TypingChanged, lambda m: typing.mirror(m.room_id, m.user_id, m.typing))
     # After the unread counts (build_push subscribed them first).
@@ -769,7 +787,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
     )
     to_device = ToDeviceHandler(storage.e2ee, notifier, locality, reactor, bus)
     if reader:
-        bus.subscribe(ToDeviceQueued, lambda m: _follow_to_device(storage, notifier, m))
+        bus.subscribe(ToDeviceQueued, lambda m: notifier.notify_users(list(m.messages)))
     else:
         bus.subscribe(ToDeviceQueued, lambda m: appservices.on_to_device(m.messages))
     sync.add_source(ToDeviceSource(storage.e2ee))

@@ -431,6 +431,9 @@ class PresenceHandler:
         made current here and told to room-mates; nothing is written or sent."""
         if not self.enabled:
             return
+        # The position comes with the change (not from ``ping``): a sync never sees a
+        # position whose change has not been applied here.
+        self._store.stream.advance_to(state.stream_id)
         self._states[state.user_id] = state
         self._changes[state.user_id] = state.stream_id
         self._changes.move_to_end(state.user_id)

@@ -9,6 +9,15 @@ and nothing beyond. Messages that arrive while a fetch is in flight are served b
 next fetch (asked after they arrived, so it covers them); a burst costs one fetch per
 round trip, not one per message.
 
+Two streams are not simply taken from ``ping``: what a sync serves of them is in this
+process's memory, filled by the messages themselves, so the position must not pass
+what memory holds. Events: at most ``events_applied`` (the newest event whose
+``events_persisted`` was applied here). Presence: advanced by the change itself
+(``PresenceHandler.mirror``). If the writer's events position stays ahead of
+``events_applied`` for a whole poll interval, the messages were lost: ``on_events_lost``
+drops rooms and memberships from memory (read again from the database) and the position
+moves on.
+
 Redis pub/sub is not durable: a message published while this process was not
 subscribed (a dropped connection, a restart of Redis) never arrives. So the follower
 also asks every ``POLL_INTERVAL_S``; when a position moved without a message saying
@@ -54,6 +63,12 @@ class StreamFollower:
         self._poll: task.LoopingCall | None = None
         # Everyone waiting, for a wake-up no message announced (set by FollowingNotifier).
         self.waiting_users: Callable[[], Iterable[str]] = lambda: ()
+        # The newest event position whose message was applied here (set by the reader's
+        # event subscriber) and what to do when messages were lost (see above).
+        self.events_applied = 0
+        self.on_events_lost: Callable[[], None] = lambda: None
+        # The writer's events position at the last poll, if it was ahead of the messages.
+        self._events_ahead: int | None = None
 
     def notify_users(self, user_ids: Iterable[str]) -> None:
         """Wake ``user_ids`` once this process's positions cover what the writer has
@@ -66,7 +81,10 @@ class StreamFollower:
     async def catch_up(self) -> None:
         """Advance every position to the writer's (start-up: before serving), then keep
         polling for changes no message announced."""
-        self._advance(await self._client.call(MAIN_INSTANCE, PING))
+        answer = await self._client.call(MAIN_INSTANCE, PING)
+        # Start-up: memory holds nothing yet, the database everything up to here.
+        self.events_applied = max(self.events_applied, answer["positions"]["events"])
+        self._advance(answer, polled=False)
         self._poll = task.LoopingCall(self._poll_once)
         self._poll.clock = self.clock
         self._poll.start(POLL_INTERVAL_S, now=False).addErrback(
@@ -82,16 +100,34 @@ class StreamFollower:
 
     _poll_pending = False
 
-    def _advance(self, answer: dict[str, Any]) -> bool:
+    def _advance(self, answer: dict[str, Any], *, polled: bool) -> bool:
         """Whether any position moved."""
         positions = answer.get("positions") or {}
         moved = False
         for name, generator in self._generators.items():
             position = positions.get(name)
-            if isinstance(position, int) and position > generator.current_position:
+            if name == "presence" or not isinstance(position, int):
+                continue
+            if name == "events":
+                position = self._events_position(position, polled)
+            if position > generator.current_position:
                 generator.advance_to(position)
                 moved = True
         return moved
+
+    def _events_position(self, writer_position: int, polled: bool) -> int:
+        if writer_position <= self.events_applied:
+            if polled:
+                self._events_ahead = None
+            return writer_position
+        if polled:
+            ahead = self._events_ahead
+            if ahead is not None and ahead > self.events_applied:
+                # A poll interval ago the writer was already there: messages were lost.
+                self.on_events_lost()
+                self.events_applied = ahead
+            self._events_ahead = writer_position
+        return self.events_applied
 
     async def _run(self) -> None:
         self._running = True
@@ -111,7 +147,7 @@ class StreamFollower:
                     self.clock.callLater(_RETRY_S, d.callback, None)
                     await d
                     continue
-                if self._advance(answer) and polled:
+                if self._advance(answer, polled=polled) and polled:
                     # Moved with no message saying so (yet): wake every parked sync.
                     users |= set(self.waiting_users())
                 self._notify_users(users)

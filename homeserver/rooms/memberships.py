@@ -66,6 +66,9 @@ class MembershipCache:
     def drop_user(self, user_id: str) -> None:
         self._by_user.pop(user_id, None)
 
+    def drop_all(self) -> None:
+        self._by_user.clear()
+
     def drop_room(self, room_id: str) -> None:
         """The room was purged from the database: no user is in it any more."""
         for rooms in self._by_user.values():

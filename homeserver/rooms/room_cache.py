@@ -342,6 +342,11 @@ class RoomCache:
     def invalidate(self, room_id: str) -> None:
         self._rooms.pop(room_id, None)
 
+    def invalidate_all(self) -> None:
+        """A reader process that missed events: every room is read again."""
+        self._changed_while_loading.update(self._loading)
+        self._rooms.clear()
+
     def follow(self, event: Event, local: bool) -> None:
         """A reader process: bring the room in memory up to an event the writer
         persisted. A local message extends the room as ``RoomWriter.persist_local`` did; after
