@@ -370,7 +370,14 @@ def test_sync_workers_follow_the_main_process(
     whoami = "/_matrix/client/v3/account/whoami"
     assert ok(w2.base_url, "GET", whoami, token=second["access_token"])["user_id"] == alice.user_id
     ok(m, "POST", "/_matrix/client/v3/logout", {}, second["access_token"])
-    status, answer = call(w2.base_url, "GET", whoami, token=second["access_token"])
+    # The worker hears of it over the bus (milliseconds later; polled, bounded).
+    deadline = time.monotonic() + BOUND_S
+    while True:
+        status, answer = call(w2.base_url, "GET", whoami, token=second["access_token"])
+        if status != 200:
+            break
+        assert time.monotonic() < deadline, "the worker still accepts a dead token"
+        time.sleep(0.02)
     assert (status, answer.get("errcode")) == (401, "M_UNKNOWN_TOKEN")
     # Carol has done nothing but register: offline, until her first sync on a worker.
     carol = register(m, "carol")
