@@ -526,6 +526,16 @@ READER_ROUTES: tuple[tuple[frozenset[bytes], re.Pattern[bytes]], ...] = tuple(
 )
 
 
+def served_by_reader(method: bytes, path: bytes) -> bool:
+    """Whether a reader process serves this request (CORS preflights of those too)."""
+    if method == b"HEAD":
+        method = b"GET"
+    return any(
+        (method in methods or method == b"OPTIONS") and pattern.fullmatch(path)
+        for methods, pattern in READER_ROUTES
+    )
+
+
 class ReaderOnlyResource(resource.Resource):
     """The JSON resource of a reader process, restricted to ``READER_ROUTES``."""
 
@@ -535,12 +545,7 @@ class ReaderOnlyResource(resource.Resource):
         self._inner = inner
 
     def render(self, request: Any) -> Any:
-        method = b"GET" if request.method == b"HEAD" else request.method
-        served = any(
-            (method in methods or method == b"OPTIONS") and pattern.fullmatch(request.path)
-            for methods, pattern in READER_ROUTES
-        )
-        if not served:
+        if not served_by_reader(request.method, request.path):
             respond_error(
                 request,
                 MatrixError(404, Codes.UNRECOGNIZED, "Not served by this worker"),
