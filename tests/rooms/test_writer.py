@@ -9,6 +9,7 @@ import pytest_twisted
 from signedjson.key import generate_signing_key
 from twisted.internet import task
 
+from homeserver.bus import EventsPersisted, LocalBus
 from homeserver.events.event import Event
 from homeserver.events.room_versions import DEFAULT_ROOM_VERSION, get_room_version
 from homeserver.rooms.event_creation import EventCreator
@@ -23,10 +24,14 @@ ALICE = "@alice:test"
 def _setup(store: Storage) -> tuple[RoomCache, RoomWriter, EventCreator, list[Event]]:
     rooms = RoomCache(store.events, store.state_groups)
     committed: list[Event] = []
-    writer = RoomWriter(store.events, store.state_groups, rooms, committed.extend)
+    bus = LocalBus()
+    bus.subscribe(EventsPersisted, lambda m: committed.extend(m.events))
+    writer = RoomWriter(store.events, store.state_groups, rooms, bus)
     clock = task.Clock()
     clock.advance(1_700_000_000.0)
-    creator = EventCreator("test", generate_signing_key("0"), clock, rooms, store.events, writer)
+    creator = EventCreator(
+        "test", generate_signing_key("0"), clock, rooms, store.events, writer, bus
+    )
     return rooms, writer, creator, committed
 
 

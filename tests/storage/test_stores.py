@@ -426,15 +426,18 @@ async def test_filter_ids_count_up_per_user(storage: Storage) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_room_upgrade_moves_aliases_and_listing_and_tells_listeners(
+async def test_room_upgrade_moves_aliases_and_listing_and_publishes_changes(
     storage: Storage,
 ) -> None:
+    from homeserver.bus import AliasChanged, LocalBus
     from storage.aliases import RoomAlias
 
+    bus = LocalBus()
+    told: list[tuple[str, str | None]] = []
+    bus.subscribe(AliasChanged, lambda m: told.append((m.alias, m.room_id)))
+    storage = await Storage.open(storage.db, bus)
     for room_id in ("!old:test", "!new:test"):
         await storage.rooms.ensure(room_id, "10", ALICE)
-    told: list[tuple[str, str | None]] = []
-    storage.aliases.listeners.append(lambda alias, room_id: told.append((alias, room_id)))
     assert await storage.aliases.create(RoomAlias("#a:test", "!old:test", ALICE, ["test"]))
     assert not await storage.aliases.create(RoomAlias("#a:test", "!new:test", BOB))
     await storage.room_directory.set_public("!old:test", True)
