@@ -453,8 +453,10 @@ class ReaderEvents:
 
     def on_persisted(self, events: list[Event]) -> None:
         self._fanout.on_persisted(events)
+        # Rooms below are brought up to these events in this same call, before any
+        # sync can run: memory holds every event up to here.
         self._follower.events_applied = max(
-            self._follower.events_applied, *(ev.stream_ordering for ev in events)
+            [self._follower.events_applied, *(ev.stream_ordering for ev in events)]
         )
         unloaded: set[str] = set()
         for ev in events:
