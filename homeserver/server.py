@@ -652,6 +652,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         assert follower is not None
         reader_events = ReaderEvents(server_name, room_cache, fanout, notifier, follower)
         follower.events_applied = storage.events.stream.current_position
+        room_cache.held_up_to = lambda: follower.events_applied
         follower.on_events_lost = lambda: _events_lost(room_cache, memberships)
         bus.subscribe(EventsPersisted, lambda m: reader_events.on_persisted(m.events))
     else:

@@ -18,7 +18,7 @@ Invariants:
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
@@ -214,6 +214,10 @@ class RoomCache:
         # A reader process: rooms an event arrived for while they were being read (the
         # read may predate it): read again before installing.
         self._changed_while_loading: set[str] = set()
+        # A reader process: the newest event position whose message was applied (its
+        # positions may lag that; everything up to it is in the database, so a room
+        # read now holds it and ``recent`` starts after it).
+        self.held_up_to: Callable[[], int] = lambda: 0
         # Lookups through get() answered from memory / loaded (for the cache metrics).
         self.hits = 0
         self.misses = 0
@@ -319,7 +323,7 @@ class RoomCache:
     ) -> LiveRoom:
         # Read after the snapshot: events of a room that is not in memory cannot be
         # applied (that needs the room), so the snapshot holds all of them up to here.
-        position = self._events.stream.current_position
+        position = max(self._events.stream.current_position, self.held_up_to())
         room_id = snapshot.room_id
         room = LiveRoom(
             room_id=room_id,
