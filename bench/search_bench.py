@@ -201,9 +201,12 @@ async def run_engine(name: str, database: dict[str, Any], args: argparse.Namespa
             f"({args.messages / load_s:.0f} msg/s)"
         )
 
-        rooms = RoomCache(storage.events)
+        rooms = RoomCache(storage.events, storage.state_groups)
         handler = SearchHandler(
-            storage, rooms, MembershipCache(storage.events), VisibilityFilter(storage.events, rooms)
+            storage,
+            rooms,
+            MembershipCache(storage.memberships),
+            VisibilityFilter(storage.events, storage.state_groups, rooms),
         )
         joined = tuple(RoomScope(r) for i, r in enumerate(loader.rooms) if i % 2 == 0)
         scope = SearchScope(joined, tuple(SEARCH_KEYS))

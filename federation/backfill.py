@@ -11,10 +11,10 @@ Invariants:
   (``check_pdu``), then the auth rules against its auth events and against the state
   before it (failing either: stored rejected, never shown). There is no soft-fail check:
   the current state says nothing about history.
-- Backfilled events get negative stream orderings (``allocate_backfill_ordering``) and
-  go straight to the store, not through the persister: no /sync window ever includes
-  them, nothing is fanned out (push, application services, federation), and the room's
-  current state, forward extremities and ``LiveRoom`` are never touched.
+- Backfilled events get negative stream orderings and go straight to the store
+  (``RoomWriter.persist_backfilled``), not through the persister: no /sync window ever
+  includes them, nothing is fanned out (push, application services, federation), and
+  the room's current state, forward extremities and ``LiveRoom`` are never touched.
 - An event we already hold as an outlier (state from our send_join) is moved into the
   timeline, so /messages shows it too.
 - Work on a room's graph happens under ``RoomCache.lock(room_id)``, like inbound PDUs;
@@ -50,9 +50,9 @@ from homeserver.events.event import Event
 from homeserver.events.format import event_reference_ids
 from homeserver.events.room_versions import RoomVersion
 from homeserver.events.state_res import StateResolutionError
-from homeserver.rooms.persister import EventPersister
 from homeserver.rooms.room_cache import LiveRoom, RoomCache, pdu_with_id
-from storage.events import MAX_STATE_DELTA_DEPTH, EventsStore, NewStateGroup, PersistItem
+from homeserver.rooms.writer import RoomWriter
+from storage.events import EventsStore
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class FederationBackfiller:
         clock: Clock,
         rooms: RoomCache,
         events: EventsStore,
-        persister: EventPersister,
+        writer: RoomWriter,
         handler: FederationEventHandler,
         client: FederationClient,
         *,
@@ -97,7 +97,9 @@ class FederationBackfiller:
         self._clock = clock
         self._rooms = rooms
         self._events = events
-        self._persister = persister
+        self._writer = writer
+        # Read only: waiting for accepted events to commit.
+        self._persister = writer.persister
         self._handler = handler
         self._client = client
         self._timeout_s = timeout_s
@@ -341,41 +343,8 @@ class FederationBackfiller:
             rejected_reason=reason,
             sender_had_redact_power=redact_power,
         )
-        event.stream_ordering = self._events.allocate_backfill_ordering()
-
-        extra: list[NewStateGroup] = []
         reuse = groups.get(prevs[0]) if len(prevs) == 1 else None
-        if reuse is not None and reuse[2] == state_before:
-            group_before, depth_before = reuse[0], reuse[1]
-        else:
-            group_before, depth_before = self._events.state_group_ids.next_id(), 0
-            extra.append(NewStateGroup(group_before, None, dict(state_before), 0))
-        group_after, depth_after, state_after = group_before, depth_before, state_before
-        new_group = None
-        if event.is_state() and reason is None:
-            state_after = {**state_before, event.state_tuple: event_id}
-            group_after = self._events.state_group_ids.next_id()
-            if depth_before + 1 >= MAX_STATE_DELTA_DEPTH:
-                new_group = NewStateGroup(group_after, None, dict(state_after), 0)
-                depth_after = 0
-            else:
-                delta = {event.state_tuple: event_id}
-                new_group = NewStateGroup(group_after, group_before, delta, depth_before + 1)
-                depth_after = depth_before + 1
-        await self._events.persist_batch(
-            [
-                PersistItem(
-                    event=event,
-                    state_group_before=group_before,
-                    state_group_after=group_after,
-                    new_state_group=new_group,
-                    update_current_state=False,
-                    extra_state_groups=tuple(extra),
-                    backfilled=True,
-                )
-            ]
-        )
-        groups[event_id] = (group_after, depth_after, state_after)
+        groups[event_id] = await self._writer.persist_backfilled(event, state_before, reuse)
         return reason is None
 
 

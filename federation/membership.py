@@ -41,6 +41,7 @@ from homeserver.events.state_res import StateResolutionError
 from homeserver.http.ratelimit import InviteRatelimiter
 from homeserver.rooms.room_cache import LiveRoom, RoomCache, pdu_with_id
 from storage.events import EventsStore
+from storage.rooms import RoomsStore
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ class FederationMembership:
         clock: Clock,
         rooms: RoomCache,
         events: EventsStore,
+        rooms_store: RoomsStore,
         handler: FederationEventHandler,
         client: FederationClient,
         *,
@@ -79,6 +81,7 @@ class FederationMembership:
         self._clock = clock
         self._rooms = rooms
         self._events = events
+        self._rooms_store = rooms_store
         self._handler = handler
         self._client = client
 
@@ -229,7 +232,7 @@ class FederationMembership:
             or pdu.get("room_id") != room_id
         ):
             raise MatrixError(400, Codes.BAD_JSON, "Not an invite for a user of this server")
-        if await self._events.is_room_blocked(room_id):
+        if await self._rooms_store.is_blocked(room_id):
             raise MatrixError(403, Codes.FORBIDDEN, "This room has been blocked on this server")
         if compute_event_id(pdu, version) != event_id:
             raise MatrixError(400, Codes.BAD_JSON, "Event ID does not match the event")

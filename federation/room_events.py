@@ -2,8 +2,9 @@
 
 Invariants:
 - Every change to a room's graph (extremities, current state) happens while holding
-  ``RoomCache.lock(room_id)``; the in-memory ``LiveRoom`` is updated in one synchronous
-  step just before the event is queued for persistence, as for local events.
+  ``RoomCache.lock(room_id)``; this module decides (auth, soft-fail, state) and the
+  room writer (``homeserver/rooms/writer.py``) updates the in-memory ``LiveRoom`` and
+  queues the event in one synchronous step, as for local events.
 - A PDU is checked in the spec's order: format, signatures, hashes (bad hash: keep the
   redacted form), auth against its auth events (fail: rejected), against the state
   before it (fail: rejected), against the current state (fail: soft-failed — stored,
@@ -36,9 +37,11 @@ from homeserver.events.event import Event
 from homeserver.events.format import event_reference_ids
 from homeserver.events.room_versions import RoomVersion, get_room_version
 from homeserver.events.state_res import StateResolutionError, resolve_state
-from homeserver.rooms.persister import EventPersister
 from homeserver.rooms.room_cache import LiveRoom, RoomCache, pdu_with_id
-from storage.events import MAX_STATE_DELTA_DEPTH, EventsStore, NewStateGroup, PersistItem
+from homeserver.rooms.writer import RoomWriter
+from storage.events import EventsStore
+from storage.rooms import RoomsStore
+from storage.state_groups import StateGroupStore
 
 logger = logging.getLogger(__name__)
 
@@ -87,14 +90,20 @@ class FederationEventHandler:
         server_name: str,
         rooms: RoomCache,
         events: EventsStore,
-        persister: EventPersister,
+        state_groups: StateGroupStore,
+        rooms_store: RoomsStore,
+        writer: RoomWriter,
         client: FederationClient,
         keyring: Keyring,
     ) -> None:
         self.server_name = server_name
         self._rooms = rooms
         self._events = events
-        self._persister = persister
+        self._state_groups = state_groups
+        self._rooms_store = rooms_store
+        self._writer = writer
+        # Read only: what is accepted but not committed yet, and waiting for it.
+        self._persister = writer.persister
         self._client = client
         self._keyring = keyring
 
@@ -188,28 +197,21 @@ class FederationEventHandler:
             if event is not None:
                 return event
         create = next((s for s in stripped if s.get("type") == "m.room.create"), None)
-        await self._events.ensure_room(
+        await self._rooms_store.ensure(
             room_id, version.identifier, str(create.get("sender")) if create else None
         )
         event = Event(event_id=event_id, pdu=pdu, room_version=version, outlier=True)
-        event.stream_ordering = self._events.stream.allocate()
-        await self._persister.enqueue(
-            PersistItem(
-                event=event,
-                state_group_before=-1,
-                state_group_after=-1,
-                new_state_group=None,
-                update_current_state=False,
-                out_of_band_stripped_state=[
-                    *stripped,
-                    {
-                        "type": "m.room.member",
-                        "state_key": pdu.get("state_key"),
-                        "sender": pdu.get("sender"),
-                        "content": pdu.get("content", {}),
-                    },
-                ],
-            )
+        await self._writer.persist_outlier(
+            event,
+            out_of_band_stripped_state=[
+                *stripped,
+                {
+                    "type": "m.room.member",
+                    "state_key": pdu.get("state_key"),
+                    "sender": pdu.get("sender"),
+                    "content": pdu.get("content", {}),
+                },
+            ],
         )
         return event
 
@@ -218,17 +220,7 @@ class FederationEventHandler:
         event = Event(
             event_id=compute_event_id(pdu, version), pdu=pdu, room_version=version, outlier=True
         )
-        event.stream_ordering = self._events.stream.allocate()
-        await self._persister.enqueue(
-            PersistItem(
-                event=event,
-                state_group_before=-1,
-                state_group_after=-1,
-                new_state_group=None,
-                update_current_state=False,
-                out_of_band_stripped_state=[],
-            )
-        )
+        await self._writer.persist_outlier(event, out_of_band_stripped_state=[])
 
     # Inbound PDUs ---------------------------------------------------------------
 
@@ -548,20 +540,7 @@ class FederationEventHandler:
             known[eid] = full
             stored.append(ev)
         # Enqueued together, so the persister commits them in a few large batches.
-        waits = []
-        for ev in stored:
-            ev.stream_ordering = self._events.stream.allocate()
-            waits.append(
-                self._persister.enqueue(
-                    PersistItem(
-                        event=ev,
-                        state_group_before=-1,
-                        state_group_after=-1,
-                        new_state_group=None,
-                        update_current_state=False,
-                    )
-                )
-            )
+        waits = [self._writer.persist_outlier(ev) for ev in stored]
         if waits:
             await defer.gatherResults(waits, consumeErrors=True)
         return stored
@@ -572,10 +551,10 @@ class FederationEventHandler:
         room = self._rooms.get_if_loaded(room_id)
         if room is not None and room.extremities == [event_id]:
             return {key: ev.event_id for key, ev in room.state.items()}
-        state = await self._events.get_state_ids_at_event(event_id)
+        state = await self._state_groups.get_state_ids_at_event(event_id)
         if state is None:
             await self._persister.wait_idle()
-            state = await self._events.get_state_ids_at_event(event_id)
+            state = await self._state_groups.get_state_ids_at_event(event_id)
         if state is None:
             # Never an empty state set: that would conflict every key in a resolution.
             raise StateResolutionError(f"no state known after {event_id}", event_id)
@@ -709,66 +688,22 @@ class FederationEventHandler:
                     if other != event_id:
                         sets.append(await self.state_after_event(room_id, other))
                 new_current = await self.resolve(version, room_id, sets, in_hand=[event])
-        room = self._rooms.get_if_loaded(room_id) or room
-
-        extra_groups: list[NewStateGroup] = []
-        group_before = self._events.state_group_ids.next_id()
-        extra_groups.append(NewStateGroup(group_before, None, dict(state_before), 0))
-        group_after = group_before
-        new_group = None
-        if event.is_state() and reason is None:
-            group_after = self._events.state_group_ids.next_id()
-            new_group = NewStateGroup(group_after, group_before, {event.state_tuple: event_id}, 1)
-
-        group_current = group_after
-        if new_current is not None and new_current != state_after:
-            # Resolved current state differs from the state after this event: store it
-            # whole, so later local events can be stored as deltas on it.
-            group_current = self._events.state_group_ids.next_id()
-            extra_groups.append(NewStateGroup(group_current, None, dict(new_current), 0))
-        current_delta: dict[StateKey, str | None] | None = None
         if new_current is not None:
-            # A room we just joined has no current state in the database yet.
-            old = {} if write_full_state else {key: ev.event_id for key, ev in room.state.items()}
-            current_delta = {k: v for k, v in new_current.items() if old.get(k) != v}
-            for k in old:
-                if k not in new_current:
-                    current_delta[k] = None
             missing = [v for v in new_current.values() if v not in loaded and v != event_id]
             if missing:
                 loaded.update(await self._get(missing))
-
-        # --- synchronous apply, as for local events ---
-        event.stream_ordering = self._events.stream.allocate()
-        if accepted:
-            room.extremities = extremities
-            room.max_depth = max(room.max_depth, event.depth)
-            if new_current is not None and current_delta:
-                for key, eid in current_delta.items():
-                    if eid is None:
-                        room.state.pop(key, None)
-                    elif eid == event_id:
-                        room.set_state(event)
-                    elif eid in loaded:
-                        room.set_state(loaded[eid])
-                if new_current == state_after:
-                    room.state_group = group_after
-                    room.state_group_delta_depth = 1
-                else:
-                    room.state_group = group_current
-                    room.state_group_delta_depth = 0
-            room.add_recent(event)
-        item = PersistItem(
-            event=event,
-            state_group_before=group_before,
-            state_group_after=group_after,
-            new_state_group=new_group,
-            update_current_state=False,
-            extra_state_groups=tuple(extra_groups),
-            current_state_delta=current_delta if accepted else None,
+        room = self._rooms.get_if_loaded(room_id) or room
+        await self._writer.persist_remote(
+            room,
+            event,
+            state_before,
+            state_after,
+            extremities=extremities,
+            new_current=new_current,
+            held=loaded,
             replaces_outlier=held_as_outlier,
+            write_full_state=write_full_state,
         )
-        await self._persister.enqueue(item)
         return event
 
     # Joining a remote room ----------------------------------------------------------------
@@ -788,7 +723,7 @@ class FederationEventHandler:
             creates = [p for p in state_pdus if p.get("type") == "m.room.create"]
             if not creates:
                 raise FederationRequestError("", 502, None, "send_join state has no create event")
-            await self._events.ensure_room(
+            await self._rooms_store.ensure(
                 room_id, version.identifier, str(creates[0].get("sender"))
             )
             await self.store_outliers(version, [*auth_chain, *state_pdus])
@@ -802,18 +737,13 @@ class FederationEventHandler:
             if state_ids.get(("m.room.create", "")) not in stored:
                 raise FederationRequestError("", 502, None, "send_join create event was invalid")
             join_id = compute_event_id(join_pdu, version)
-            group = self._events.state_group_ids.next_id()
-            room = LiveRoom(
-                room_id=room_id,
-                room_version=version,
-                state={key: stored[eid] for key, eid in state_ids.items() if eid in stored},
-                extremities=event_reference_ids(join_pdu.get("prev_events")),
-                max_depth=max((ev.depth for ev in stored.values()), default=0),
-                state_group=group,
-                state_group_delta_depth=MAX_STATE_DELTA_DEPTH,
-                recent_floor=self._events.stream.current_position,
+            room = self._writer.add_joined_room(
+                room_id,
+                version,
+                {key: stored[eid] for key, eid in state_ids.items() if eid in stored},
+                event_reference_ids(join_pdu.get("prev_events")),
+                max((ev.depth for ev in stored.values()), default=0),
             )
-            self._rooms.add_new_room(room)
             # The join's prev events may be unknown to us: their state is what we were sent.
             event = await self._persist_event(
                 version, join_id, join_pdu, state_ids, write_full_state=True

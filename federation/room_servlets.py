@@ -32,6 +32,7 @@ from homeserver.http.servlet import (
 from homeserver.rooms.room_cache import LiveRoom, RoomCache
 from homeserver.rooms.visibility import VisibilityFilter
 from storage.events import EventsStore
+from storage.state_groups import StateGroupStore
 
 JsonDict = dict[str, Any]
 Authenticator = Callable[[Request], Awaitable[str]]
@@ -46,6 +47,7 @@ class FederationRoomServlets:
         authenticate: Authenticator,
         rooms: RoomCache,
         events: EventsStore,
+        state_groups: StateGroupStore,
         handler: FederationEventHandler,
         membership: FederationMembership,
         visibility: VisibilityFilter,
@@ -54,6 +56,7 @@ class FederationRoomServlets:
         self._authenticate = authenticate
         self._rooms = rooms
         self._events = events
+        self._state_groups = state_groups
         self._handler = handler
         self._membership = membership
         self._visibility = visibility
@@ -213,7 +216,7 @@ class FederationRoomServlets:
         ev = await self._events.get_event(event_id)
         if ev is None or ev.room_id != room_id:
             raise MatrixError(404, Codes.NOT_FOUND, "Event not found")
-        state_ids = await self._events.get_state_ids_at_event(event_id, before=True)
+        state_ids = await self._state_groups.get_state_ids_at_event(event_id, before=True)
         if state_ids is None:
             raise MatrixError(404, Codes.NOT_FOUND, "No state for that event")
         state = await self._events.get_events(state_ids.values())

@@ -37,9 +37,9 @@ from homeserver.http.ratelimit import FederationRateLimiter, InviteRatelimiter
 from homeserver.http.server import JsonResource
 from homeserver.rooms.directory import RoomDirectory
 from homeserver.rooms.handler import RoomHandler
-from homeserver.rooms.persister import EventPersister
 from homeserver.rooms.room_cache import RoomCache
 from homeserver.rooms.visibility import VisibilityFilter
+from homeserver.rooms.writer import RoomWriter
 from storage.storage import Storage
 
 logger = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ def build_federation(
     signing_key: SigningKey,
     storage: Storage,
     rooms: RoomCache,
-    persister: EventPersister,
+    writer: RoomWriter,
     room_handler: RoomHandler,
     profiles: ProfileHandler,
     directory: RoomDirectory,
@@ -126,13 +126,23 @@ def build_federation(
         client,
         [TrustedKeyServer(t["server_name"], t["verify_keys"]) for t in config.trusted_key_servers],
     )
-    events = FederationEventHandler(server_name, rooms, storage.events, persister, client, keyring)
+    events = FederationEventHandler(
+        server_name,
+        rooms,
+        storage.events,
+        storage.state_groups,
+        storage.rooms,
+        writer,
+        client,
+        keyring,
+    )
     membership = FederationMembership(
         server_name,
         signing_key,
         reactor,
         rooms,
         storage.events,
+        storage.rooms,
         events,
         client,
         invite_limiter=invite_limiter,
@@ -157,7 +167,7 @@ def build_federation(
         rooms,
         RetrySettings(retry.min_interval_ms, retry.multiplier, retry.max_interval_ms),
     )
-    persister.preparers.append(sender.prepare)
+    writer.persister.preparers.append(sender.prepare)
     transactions = TransactionServlet(authenticator, storage.federation, events, reactor)
     e2ee = FederationE2ee(
         server_name,
@@ -192,16 +202,23 @@ def build_federation(
             authenticator.authenticate,
             rooms,
             storage.events,
+            storage.state_groups,
             events,
             membership,
-            VisibilityFilter(storage.events, rooms),
+            VisibilityFilter(storage.events, storage.state_groups, rooms),
         ),
         queries,
         FederationE2eeServlets(authenticator.authenticate, e2ee),
         KeyServlets(keyring),
     ]
     backfiller = FederationBackfiller(
-        server_name, reactor, rooms, storage.events, persister, events, client
+        server_name,
+        reactor,
+        rooms,
+        storage.events,
+        writer,
+        events,
+        client,
     )
     return Federation(
         client,

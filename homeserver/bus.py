@@ -15,8 +15,10 @@ The wire contract (every message type fits on this screen):
 - ``typing``: a user started (or renewed) or stopped typing in a room.
 - ``presence`` / ``presence_ping``: a visible presence change; a local user's
   unchanged state other servers should hear again.
+- ``user_syncing``: a /sync started on a reader process (presence heartbeat).
 - ``to_device``: to-device messages queued for local devices.
 - ``devices_changed``: devices of a local user created, updated or deleted.
+- ``device_lists``: device list stream entries committed (whom a reader wakes).
 - ``account_data``: account data of a user changed.
 - ``profile``: a field of a local user's profile changed.
 - ``tokens_invalidated``: the access tokens of a user died (logout, deactivation).
@@ -203,6 +205,16 @@ class PresencePing(Message):
 
 
 @dataclass(frozen=True)
+class UserSyncing(Message):
+    """A /sync started on a reader process (a presence heartbeat for the main one)."""
+
+    NAME = "user_syncing"
+    user_id: str
+    device_id: str | None
+    set_presence: str | None
+
+
+@dataclass(frozen=True)
 class ToDeviceQueued(Message):
     NAME = "to_device"
     # user id -> device id (or "*") -> {type, sender, content}
@@ -219,6 +231,19 @@ class DevicesChanged(Message):
     @classmethod
     def from_json(cls, data: JsonDict) -> DevicesChanged:
         return cls(data["user_id"], tuple(data["device_ids"]), data["created"])
+
+
+@dataclass(frozen=True)
+class DeviceListsChanged(Message):
+    """Device list stream entries committed: (user whose devices or keys changed, the
+    only user told of it or None)."""
+
+    NAME = "device_lists"
+    changes: tuple[tuple[str, str | None], ...]
+
+    @classmethod
+    def from_json(cls, data: JsonDict) -> DeviceListsChanged:
+        return cls(tuple((c[0], c[1]) for c in data["changes"]))
 
 
 @dataclass(frozen=True)
@@ -259,8 +284,10 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
         TypingChanged,
         PresenceChanged,
         PresencePing,
+        UserSyncing,
         ToDeviceQueued,
         DevicesChanged,
+        DeviceListsChanged,
         AccountDataChanged,
         ProfileChanged,
         TokensInvalidated,
@@ -374,6 +401,8 @@ class RedisBus(LocalBus):
             db=c.dbid,
             socket_connect_timeout=5,
             health_check_interval=30,
+            # Who is who in CLIENT LIST (an admin, or a test, dropping one deployment's).
+            client_name=f"{self.channel}/{self.instance_name}",
         )
 
     def start(self) -> None:

@@ -155,15 +155,13 @@ def run(config: HomeserverConfig, *, verbose: bool = False) -> int:
     from homeserver.server import HomeServer, build_homeserver
 
     setup_logging(config.log_config, verbose=verbose)
-    if config.workers.is_multi_process:
-        # Not yet: a main process told that another instance writes events or sends
-        # federation would do neither, and a second main process on the same database
-        # would corrupt it. Refused rather than half-honoured.
-        logger.error(
-            "This configuration names instances other than the main process (%s): worker"
-            " processes are not supported yet; run the main process alone",
-            ", ".join(sorted(config.workers.instances - {"master"})),
-        )
+    from homeserver.workers import unsupported_topology
+
+    refused = unsupported_topology(config.workers)
+    if refused is not None:
+        # Refused rather than half-honoured: a main process told that another instance
+        # writes events would write none, and a second writer would corrupt streams.
+        logger.error("Unsupported worker configuration: %s", refused)
         return 1
     r: Any = reactor
     state: dict[str, Any] = {"hs": None, "exit": 0}

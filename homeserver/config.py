@@ -1243,8 +1243,8 @@ SCHEMA: list[Key] = [
                 "worker_app",
                 "Set in a worker's own file: `synapse.app.generic_worker` (older Synapse"
                 " worker apps are accepted). Unset or `synapse.app.homeserver`: the main"
-                " process. Worker processes cannot be started yet: a configuration naming"
-                " any instance other than the main one is refused at start-up.",
+                " process. Workers serve /sync and client reads only (docs/workers.md):"
+                " a configuration giving a worker any other duty is refused at start-up.",
             ),
             ("worker_name", "A worker's instance name (default: its `worker_app`)."),
             ("worker_listeners", "A worker's listeners, in the `listeners` format."),

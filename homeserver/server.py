@@ -9,13 +9,14 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import re
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet import defer
-from twisted.web import resource
+from twisted.web import resource, server
 
 from crypto.signing_key import load_or_generate_signing_key
 from federation.edus import FederationEdus
@@ -65,6 +66,7 @@ from homeserver.bus import (
     AccountDataChanged,
     AliasChanged,
     Bus,
+    DeviceListsChanged,
     DevicesChanged,
     EventsPersisted,
     LocalBus,
@@ -78,6 +80,7 @@ from homeserver.bus import (
     ToDeviceQueued,
     TokensInvalidated,
     TypingChanged,
+    UserSyncing,
 )
 from homeserver.config import HomeserverConfig, RateLimit
 from homeserver.e2ee.backup import KeyBackupHandler
@@ -92,6 +95,7 @@ from homeserver.ephemeral.receipts import ReceiptsHandler, ReceiptsSource
 from homeserver.ephemeral.tags import TagsHandler
 from homeserver.ephemeral.typing import TypingHandler, TypingSource
 from homeserver.ephemeral.user_directory import UserDirectoryHandler
+from homeserver.errors import Codes, MatrixError
 from homeserver.events.event import Event
 from homeserver.handlers.admin_federation import DestinationsAdmin
 from homeserver.handlers.admin_redact import UserRedactor
@@ -116,7 +120,7 @@ from homeserver.handlers.ui_auth import EMAIL_IDENTITY, UiAuthHandler
 from homeserver.handlers.voip import TurnConfig
 from homeserver.http.ip_filter import IpFilter
 from homeserver.http.ratelimit import InviteRatelimiter, Ratelimiter
-from homeserver.http.server import JsonResource, MatrixSite
+from homeserver.http.server import JsonResource, MatrixSite, respond_error
 from homeserver.media.admin import MediaAdmin
 from homeserver.media.preview import UrlPreviewer
 from homeserver.media.remote import RemoteMediaFetcher
@@ -139,6 +143,7 @@ from homeserver.push.setup import PushServices, build_push
 from homeserver.relations.handler import RelationsHandler
 from homeserver.replication.client import InternalClient
 from homeserver.replication.endpoints import REPLICATION_PREFIX
+from homeserver.replication.follower import FollowingNotifier, StreamFollower
 from homeserver.replication.ping import PING, ping_endpoint
 from homeserver.replication.server import ReplicationResource
 from homeserver.rooms.admin import RoomAdmin
@@ -148,7 +153,6 @@ from homeserver.rooms.handler import RoomHandler
 from homeserver.rooms.history import RoomHistory
 from homeserver.rooms.ignored import IgnoredUsers
 from homeserver.rooms.memberships import MembershipCache
-from homeserver.rooms.persister import EventPersister
 from homeserver.rooms.purge import RoomPurger
 from homeserver.rooms.room_cache import RoomCache
 from homeserver.rooms.shutdown import RoomShutdown
@@ -156,11 +160,14 @@ from homeserver.rooms.summary import RoomSummaryHandler
 from homeserver.rooms.third_party_invite import ThirdPartyInviteHandler
 from homeserver.rooms.upgrade import RoomUpgrader
 from homeserver.rooms.visibility import VisibilityFilter
+from homeserver.rooms.writer import RoomWriter
 from homeserver.sync.handler import SyncHandler
 from homeserver.sync.legacy import LegacySyncHandler
 from homeserver.sync.notifier import Notifier
 from homeserver.sync.sliding import SlidingSyncHandler
 from storage.database import Database, make_engine
+from storage.e2ee import DeviceListChange
+from storage.receipts import RoomChangeCache
 from storage.storage import Storage
 from synapse_compat.admin_devices import AdminDeviceServlets
 from synapse_compat.admin_media import AdminMediaServlets
@@ -219,7 +226,9 @@ class HomeServer:
         """Open every configured listener (http and metrics)."""
         from twisted.web import server as web_server
 
-        for listener in self.config.listeners:
+        workers = self.config.workers
+        listeners = self.config.listeners if workers.is_main else workers.worker_listeners
+        for listener in listeners:
             if listener.type == "metrics":
                 if self.metrics is None:
                     # As Synapse: configured but not enabled is a warning, not an error.
@@ -231,8 +240,10 @@ class HomeServer:
                 continue
             tls_options = self._tls_options() if listener.tls else None
             root: Any = self.resource
+            if not workers.is_main:
+                root = ReaderOnlyResource(self.resource)
             if "metrics" in listener.resources and self.metrics is not None:
-                root = _WithMetrics(self.resource, MetricsResource(self.metrics))
+                root = _WithMetrics(root, MetricsResource(self.metrics))
             if "replication" in listener.resources and self.replication is not None:
                 root = _WithReplication(root, self.replication)
                 if not self.config.worker_replication_secret and _reachable_from_network(listener):
@@ -326,7 +337,7 @@ class _WithMetrics(resource.Resource):
 
     isLeaf = True
 
-    def __init__(self, json_resource: JsonResource, metrics: MetricsResource) -> None:
+    def __init__(self, json_resource: Any, metrics: MetricsResource) -> None:
         self._json = json_resource
         self._metrics = metrics
 
@@ -416,8 +427,136 @@ class EventFanout:
             self._notifier.clock.callLater(0, self._notifier.notify_users, local)
 
     def on_failure(self, room_ids: Iterable[str]) -> None:
+        """Rooms another process failed to write: reload them from the database."""
         for room_id in room_ids:
             self._rooms.invalidate(room_id)
+
+
+class ReaderEvents:
+    """A reader process's side of ``EventsPersisted``: the same fan-out as the writer's
+    (membership caches, redactions, whom to wake), then rooms in memory brought up to
+    the events; members of a room not in memory are woken once it is loaded."""
+
+    def __init__(
+        self,
+        server_name: str,
+        rooms: RoomCache,
+        fanout: EventFanout,
+        notifier: Notifier,
+        follower: StreamFollower,
+    ) -> None:
+        self._follower = follower
+        self._suffix = f":{server_name}"
+        self._rooms = rooms
+        self._fanout = fanout
+        self._notifier = notifier
+
+    def on_persisted(self, events: list[Event]) -> None:
+        self._fanout.on_persisted(events)
+        # Rooms below are brought up to these events in this same call, before any
+        # sync can run: memory holds every event up to here.
+        self._follower.events_applied = max(
+            [self._follower.events_applied, *(ev.stream_ordering for ev in events)]
+        )
+        unloaded: set[str] = set()
+        for ev in events:
+            if self._rooms.get_if_loaded(ev.room_id) is None:
+                unloaded.add(ev.room_id)
+            # A room being read is read again (the read may predate the event).
+            self._rooms.follow(ev, local=ev.sender.endswith(self._suffix))
+        for room_id in unloaded:
+            defer.ensureDeferred(self._wake_members(room_id)).addErrback(
+                lambda f: logger.error("Waking members failed", exc_info=f.value)
+            )
+
+    async def _wake_members(self, room_id: str) -> None:
+        room = await self._rooms.get(room_id)
+        if room is not None:
+            members = [u for u in room.joined_members() if u.endswith(self._suffix)]
+            self._notifier.notify_users(members)
+
+
+async def _tell_syncing(
+    bus: Bus, user_id: str, device_id: str | None, set_presence: str | None
+) -> Callable[[], None]:
+    """A reader process's sync hook: the main process's presence hears of the sync."""
+    bus.publish(UserSyncing(user_id, device_id, set_presence))
+    return _nothing
+
+
+def _nothing() -> None:
+    return None
+
+
+def _events_lost(rooms: RoomCache, memberships: MembershipCache) -> None:
+    """A reader process missed event messages (Redis dropped them): what memory holds
+    of rooms and memberships is read from the database again."""
+    logger.warning("Event messages from the main process were lost: reloading rooms")
+    rooms.invalidate_all()
+    memberships.drop_all()
+
+
+def _reader_storage(storage: Storage) -> None:
+    """A reader process learns stream positions (``ping``) possibly before the messages
+    naming what changed: memory that answers "nothing changed here" is not trusted
+    for receipts and to-device inboxes; they are read from the database."""
+    storage.e2ee.read_inbox_from_database()
+    # Never "exact": every room may have changed (a query bounded by the positions).
+    storage.receipts.changes = RoomChangeCache(2**62)
+
+
+# What a reader process serves (docs/workers.md); anything else is 404 M_UNRECOGNIZED,
+# as on a Synapse worker, so a misrouted write fails loudly instead of being half done.
+_CLIENT = r"/_matrix/client/(?:r0|v3|unstable/[^/]+)"
+READER_ROUTES: tuple[tuple[frozenset[bytes], re.Pattern[bytes]], ...] = tuple(
+    (frozenset(m.encode() for m in methods.split()), re.compile(pattern.encode()))
+    for methods, pattern in (
+        ("GET", _CLIENT + r"/sync"),
+        ("GET", _CLIENT + r"/events"),
+        ("GET", _CLIENT + r"/joined_rooms"),
+        ("GET", _CLIENT + r"/account/whoami"),
+        ("POST", _CLIENT + r"/keys/query"),
+        ("GET", _CLIENT + r"/keys/changes"),
+        ("GET", _CLIENT + r"/pushrules/.*"),
+        ("GET", _CLIENT + r"/profile/[^/]+(?:/[^/]+)?"),
+        ("GET", _CLIENT + r"/rooms/[^/]+/(?:messages|members|joined_members|state(?:/.*)?)"),
+        ("GET", _CLIENT + r"/rooms/[^/]+/(?:context|event)/[^/]+"),
+        ("GET", r"/_matrix/client/versions"),
+        ("GET", r"/\.well-known/matrix/client"),
+        ("GET", r"/health"),
+    )
+)
+
+
+def served_by_reader(method: bytes, path: bytes) -> bool:
+    """Whether a reader process serves this request (CORS preflights of those too)."""
+    if method == b"HEAD":
+        method = b"GET"
+    return any(
+        (method in methods or method == b"OPTIONS") and pattern.fullmatch(path)
+        for methods, pattern in READER_ROUTES
+    )
+
+
+class ReaderOnlyResource(resource.Resource):
+    """The JSON resource of a reader process, restricted to ``READER_ROUTES``."""
+
+    isLeaf = True
+
+    def __init__(self, inner: JsonResource) -> None:
+        self._inner = inner
+
+    def render(self, request: Any) -> Any:
+        if not served_by_reader(request.method, request.path):
+            respond_error(
+                request,
+                MatrixError(404, Codes.UNRECOGNIZED, "Not served by this worker"),
+            )
+            return server.NOT_DONE_YET
+        return self._inner.render(request)
+
+    def getChildWithDefault(self, name: bytes, request: Any) -> Any:  # never called: a leaf
+        return self
 
 
 def _build_bus(config: HomeserverConfig, reactor: Any) -> Bus:
@@ -465,38 +604,71 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         password_pepper=config.password_config.pepper,
         restrictions=restrictions,
     )
-    auth.client_ips = client_ips = ClientIpTracker(storage.users, reactor)
+    # A reader process writes nothing (docs/workers.md): no stream ids, no jobs, no
+    # sending; what it holds in memory follows the main process's bus messages.
+    reader = not config.workers.is_main
+    client_ips = ClientIpTracker(storage.users, reactor)
+    if not reader:
+        auth.client_ips = client_ips
     ui_auth = UiAuthHandler(storage, auth, server_name, failed_login_limiter)
     registration = RegistrationHandler(storage, auth, server_name)
 
-    room_cache = RoomCache(storage.events)
-    memberships = MembershipCache(storage.events)
+    room_cache = RoomCache(storage.events, storage.state_groups)
+    memberships = MembershipCache(storage.memberships)
     appservices = AppServiceHandler(
         appservice_registry, storage, room_cache, memberships, reactor, server_name
     )
     profiles = ProfileHandler(
         storage, server_name, bus, appservices, clock=reactor, restrictions=restrictions
     )
-    notifier = Notifier(reactor)
+    workers = config.workers
+    internal_client = InternalClient(
+        reactor,
+        workers.instance_name,
+        workers.instance_map,
+        config.worker_replication_secret,
+        endpoints={PING.name: PING},
+    )
+    notifier: Notifier
+    follower: StreamFollower | None = None
+    if reader:
+        # Wake-ups wait for the positions to reach the writer's (replication/follower).
+        notifier = FollowingNotifier(reactor)
+        follower = StreamFollower(reactor, storage, internal_client, notifier.notify_now)
+        notifier.follower = follower
+        follower.waiting_users = notifier.waiting_users
+    else:
+        notifier = Notifier(reactor)
     # What reacts to what: the subscriptions below, in the order each handler runs
-    # (the order is part of the behaviour; see each comment).
+    # (the order is part of the behaviour; see each comment). On a reader process only
+    # caches and wake-ups subscribe: the writer's handlers already ran in the writer.
+    if reader:
+        bus.subscribe(TokensInvalidated, lambda m: auth.forget_cached_tokens(m.user_id))
     # A connection held open on a token that died re-checks it at once and closes.
     bus.subscribe(TokensInvalidated, lambda m: notifier.notify_users([m.user_id]))
     fanout = EventFanout(server_name, room_cache, memberships, notifier)
     # First: every later subscriber finds the membership caches and rooms updated.
-    bus.subscribe(EventsPersisted, lambda m: fanout.on_persisted(m.events))
+    if reader:
+        assert follower is not None
+        reader_events = ReaderEvents(server_name, room_cache, fanout, notifier, follower)
+        follower.events_applied = storage.events.stream.current_position
+        room_cache.held_up_to = lambda: follower.events_applied
+        follower.on_events_lost = lambda: _events_lost(room_cache, memberships)
+        bus.subscribe(EventsPersisted, lambda m: reader_events.on_persisted(m.events))
+    else:
+        bus.subscribe(EventsPersisted, lambda m: fanout.on_persisted(m.events))
+    # The writer drops its own rooms at once; this is for rooms other processes
+    # failed to write (a no-op for rooms already dropped).
     bus.subscribe(RoomsInvalidated, lambda m: fanout.on_failure(m.room_ids))
-    bus.subscribe(EventsPersisted, lambda m: appservices.on_events(m.events))
-    if appservice_registry.services:
-        bus.subscribe(AliasChanged, lambda m: appservices.on_alias_changed(m.alias, m.room_id))
-    bus.subscribe(EventsPersisted, lambda m: profiles.on_events(m.events))
-    persister = EventPersister(
-        storage.events,
-        lambda events: bus.publish(EventsPersisted(events)),
-        lambda room_ids: bus.publish(RoomsInvalidated(tuple(sorted(room_ids)))),
-    )
+    if not reader:
+        bus.subscribe(EventsPersisted, lambda m: appservices.on_events(m.events))
+        if appservice_registry.services:
+            bus.subscribe(AliasChanged, lambda m: appservices.on_alias_changed(m.alias, m.room_id))
+        bus.subscribe(EventsPersisted, lambda m: profiles.on_events(m.events))
+    writer = RoomWriter(storage.events, storage.state_groups, room_cache, bus)
+    persister = writer.persister
     creator = EventCreator(
-        server_name, signing_key, reactor, room_cache, storage.events, persister, bus
+        server_name, signing_key, reactor, room_cache, storage.events, writer, bus
     )
     invite_limiter = InviteRatelimiter(reactor, config.rc_invites)
     room_handler = RoomHandler(
@@ -511,12 +683,14 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         restrictions,
         invite_limiter=invite_limiter,
     )
-    # Awaited by the profile change: its member events are sent before it answers.
-    bus.subscribe(
-        ProfileChanged, lambda m: room_handler.on_profile_changed(m.user_id, m.field, m.value)
-    )
-    bus.subscribe(EventsPersisted, lambda m: room_handler.on_persisted(m.events))
-    visibility = VisibilityFilter(storage.events, room_cache)
+    if not reader:
+        # Awaited by the profile change: its member events are sent before it answers.
+        bus.subscribe(
+            ProfileChanged,
+            lambda m: room_handler.on_profile_changed(m.user_id, m.field, m.value),
+        )
+        bus.subscribe(EventsPersisted, lambda m: room_handler.on_persisted(m.events))
+    visibility = VisibilityFilter(storage.events, storage.state_groups, room_cache)
     ignored_users = IgnoredUsers(storage.account_data)
     bus.subscribe(AccountDataChanged, lambda m: ignored_users.on_account_data_changed(m.user_id))
     visibility.ignored = ignored_users
@@ -535,9 +709,21 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         config.ip_range_whitelist,
     )
     push = build_push(
-        config, reactor, storage, room_cache, memberships, sync, outbound_ip_filter, bus
+        config,
+        reactor,
+        storage,
+        room_cache,
+        memberships,
+        sync,
+        outbound_ip_filter,
+        bus,
+        reader=reader,
     )
-    bus.subscribe(EventsPersisted, lambda m: push.on_persisted(m.events))
+    if reader:
+        # Push rules changes are account data changes (m.push_rules is rewritten).
+        bus.subscribe(AccountDataChanged, lambda m: push.rules.forget(m.user_id))
+    else:
+        bus.subscribe(EventsPersisted, lambda m: push.on_persisted(m.events))
     # After the ignored users cache dropped the user's entry: a woken sync reloads it.
     bus.subscribe(AccountDataChanged, lambda m: notifier.notify_users([m.user_id]))
     presence = PresenceHandler(
@@ -553,36 +739,71 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         include_offline_users_on_sync=config.presence["include_offline_users_on_sync"],
         server_name=server_name,
     )
-    await presence.start()
+    if reader:
+        # The main process's changes, mirrored (no timers, no writes here).
+        bus.subscribe(PresenceChanged, lambda m: presence.mirror(m.state))
+    else:
+        await presence.start()
+        bus.subscribe(
+            UserSyncing,
+            lambda m: presence.sync_heartbeat(m.user_id, m.device_id, m.set_presence),
+        )
     typing = TypingHandler(room_cache, notifier, reactor, bus)
     receipts = ReceiptsHandler(storage, room_cache, notifier, reactor)
+    if reader:
+        _reader_storage(storage)
+        # Typing lives in the main process's memory: mirrored here.
+        bus.subscribe(TypingChanged, lambda m: typing.mirror(m.room_id, m.user_id, m.typing))
     # After the unread counts (build_push subscribed them first).
     bus.subscribe(ReceiptStored, lambda m: receipts.on_receipt(m.receipt))
-    bus.subscribe(ReceiptStored, lambda m: appservices.on_receipt(m.receipt))
-    bus.subscribe(LocalEventAccepted, lambda m: typing.on_event_accepted(m.event))
-    # After the commit of the batch (a message bumps its sender's last active time).
-    bus.subscribe(EventsPersisted, lambda m: presence.on_persisted(m.events))
+    if not reader:
+        bus.subscribe(ReceiptStored, lambda m: appservices.on_receipt(m.receipt))
+        bus.subscribe(LocalEventAccepted, lambda m: typing.on_event_accepted(m.event))
+        # After the commit of the batch (a message bumps its sender's last active time).
+        bus.subscribe(EventsPersisted, lambda m: presence.on_persisted(m.events))
     sync.add_source(ReceiptsSource(storage))
     sync.add_source(TypingSource(typing))
     sync.add_source(PresenceSource(presence, reactor))
     locality = Locality(server_name)
     device_lists = DeviceLists(storage.e2ee, room_cache, memberships, notifier, locality)
-    # After the pushers (build_push): awaited in turn by the device change.
-    bus.subscribe(
-        DevicesChanged,
-        lambda m: device_lists.on_devices_changed(m.user_id, list(m.device_ids), m.created),
-    )
+    if reader:
+        bus.subscribe(
+            DeviceListsChanged,
+            lambda m: device_lists.notify(DeviceListChange(u, f) for u, f in m.changes),
+        )
+    else:
+        device_lists.on_notified = lambda changes: bus.publish(
+            DeviceListsChanged(tuple((c.user_id, c.for_user_id) for c in changes))
+        )
+        # After the pushers (build_push): awaited in turn by the device change.
+        bus.subscribe(
+            DevicesChanged,
+            lambda m: device_lists.on_devices_changed(m.user_id, list(m.device_ids), m.created),
+        )
     e2e_keys = KeysHandler(
-        storage.e2ee, storage.events, room_cache, memberships, device_lists, locality, reactor
+        storage.e2ee,
+        storage.events,
+        storage.state_groups,
+        room_cache,
+        memberships,
+        device_lists,
+        locality,
+        reactor,
     )
     cross_signing = CrossSigningHandler(
         storage.e2ee, storage.users, device_lists, locality, reactor
     )
     to_device = ToDeviceHandler(storage.e2ee, notifier, locality, reactor, bus)
-    bus.subscribe(ToDeviceQueued, lambda m: appservices.on_to_device(m.messages))
+    if reader:
+        bus.subscribe(ToDeviceQueued, lambda m: notifier.notify_users(list(m.messages)))
+    else:
+        bus.subscribe(ToDeviceQueued, lambda m: appservices.on_to_device(m.messages))
     sync.add_source(ToDeviceSource(storage.e2ee))
     sync.add_source(DeviceListSource(storage.e2ee, device_lists))
-    sync.sync_hooks.append(presence.user_syncing)
+    if reader:
+        sync.sync_hooks.append(lambda u, d, p: _tell_syncing(bus, u, d, p))
+    else:
+        sync.sync_hooks.append(presence.user_syncing)
 
     federation = build_federation(
         config,
@@ -590,7 +811,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         signing_key,
         storage,
         room_cache,
-        persister,
+        writer,
         room_handler,
         profiles,
         directory,
@@ -599,8 +820,9 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         device_lists,
         invite_limiter,
     )
-    bus.subscribe(EventsPersisted, lambda m: federation.on_persisted(m.events))
-    history.backfiller = federation.backfiller
+    if not reader:
+        bus.subscribe(EventsPersisted, lambda m: federation.on_persisted(m.events))
+        history.backfiller = federation.backfiller
     summaries = RoomSummaryHandler(server_name, reactor, room_cache, memberships)
     upgrader = RoomUpgrader(server_name, storage, room_cache, creator, room_handler, push.rules)
     room_handler.upgrades = upgrader
@@ -616,15 +838,17 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         presence,
     )
     federation.transactions.edu_handlers.update(edus.handlers())
-    bus.subscribe(TypingChanged, lambda m: edus.on_local_typing(m.room_id, m.user_id, m.typing))
-    bus.subscribe(ReceiptStored, lambda m: edus.on_local_receipt(m.receipt))
-    bus.subscribe(PresenceChanged, lambda m: edus.on_local_presence(m.state))
-    bus.subscribe(PresencePing, lambda m: edus.on_local_presence(m.state))
-    bus.subscribe(PresenceChanged, lambda m: appservices.on_presence(m.state))
-    bus.subscribe(
-        TypingChanged, lambda m: appservices.on_typing(m.room_id, typing.typing_users(m.room_id))
-    )
-    bus.subscribe(EventsPersisted, lambda m: edus.on_persisted(m.events))
+    if not reader:
+        bus.subscribe(TypingChanged, lambda m: edus.on_local_typing(m.room_id, m.user_id, m.typing))
+        bus.subscribe(ReceiptStored, lambda m: edus.on_local_receipt(m.receipt))
+        bus.subscribe(PresenceChanged, lambda m: edus.on_local_presence(m.state))
+        bus.subscribe(PresencePing, lambda m: edus.on_local_presence(m.state))
+        bus.subscribe(PresenceChanged, lambda m: appservices.on_presence(m.state))
+        bus.subscribe(
+            TypingChanged,
+            lambda m: appservices.on_typing(m.room_id, typing.typing_users(m.room_id)),
+        )
+        bus.subscribe(EventsPersisted, lambda m: edus.on_persisted(m.events))
 
     media_files = FileSystemMediaStorage(config.media_store_path)
     remote_media = RemoteMediaFetcher(
@@ -680,16 +904,8 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
     )
     resource = JsonResource()
     HealthServlet().register(resource)
-    workers = config.workers
     replication = ReplicationResource(reactor, config.worker_replication_secret)
     replication.register_endpoint(ping_endpoint(workers.instance_name, storage))
-    internal_client = InternalClient(
-        reactor,
-        workers.instance_name,
-        workers.instance_map,
-        config.worker_replication_secret,
-        endpoints={PING.name: PING},
-    )
     federation.register(resource)
     # Shared with the WebSocket transport, which calls the same methods (and limiters).
     room_servlets = RoomServlets(
@@ -736,13 +952,16 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
     ).register(resource)
     sync_servlets = SyncServlets(storage, auth, sync)
     sliding_sync = SlidingSyncHandler(storage, room_cache, memberships, sync, reactor)
-    # After the fanout: the recency orders re-read these rooms from the updated caches.
-    bus.subscribe(EventsPersisted, lambda m: sliding_sync.recency.on_persisted(m.events))
-    bus.subscribe(RoomsInvalidated, lambda m: sliding_sync.recency.on_rooms_invalidated(m.room_ids))
-    bus.subscribe(
-        DevicesChanged,
-        lambda m: sliding_sync.on_devices_changed(m.user_id, list(m.device_ids), m.created),
-    )
+    if not reader:  # (sliding sync is not served by reader processes)
+        # After the fanout: the recency orders re-read these rooms from the updated caches.
+        bus.subscribe(EventsPersisted, lambda m: sliding_sync.recency.on_persisted(m.events))
+        bus.subscribe(
+            RoomsInvalidated, lambda m: sliding_sync.recency.on_rooms_invalidated(m.room_ids)
+        )
+        bus.subscribe(
+            DevicesChanged,
+            lambda m: sliding_sync.on_devices_changed(m.user_id, list(m.device_ids), m.created),
+        )
     SlidingSyncServlet(auth, sliding_sync).register(resource)
     ephemeral_servlets = EphemeralServlets(auth, receipts, typing, presence)
     on_stop: list[Callable[[], Awaitable[None]]] = []
@@ -883,7 +1102,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
         SharedSecretRegistrationServlet(
             config.registration_shared_secret, reactor, auth, registration
         ),
-        AdminRoomApiServlets(auth, RoomAdmin(storage, room_cache, room_handler), history),
+        AdminRoomApiServlets(auth, RoomAdmin(storage, room_cache, room_handler, writer), history),
         AdminEventReportServlets(auth, EventReportsAdmin(storage)),
         AdminServerServlets(auth, DestinationsAdmin(storage, federation.sender)),
         AdminRegistrationTokenServlets(
@@ -931,11 +1150,21 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
 
     if isinstance(bus, RedisBus):
         bus.start()  # after the subscriptions: other processes' messages may arrive now
-    await appservices.start()  # after the wiring: events may flow from here on
-    await federation.sender.start()
-    await push.start()
-    client_ips.start()
-    await purger.resume()  # jobs a stop cut short
+    if follower is not None:
+        assert isinstance(bus, RedisBus)  # the configuration requires Redis for workers
+        from twisted.internet import threads
+
+        if not await threads.deferToThread(bus.subscribed.wait, 30):
+            raise RuntimeError("Redis bus: could not subscribe within 30 s")
+        # After subscribing: a change committed from here on is either in these
+        # positions or told by a message that arrives later.
+        await follower.catch_up()
+    if not reader:
+        await appservices.start()  # after the wiring: events may flow from here on
+        await federation.sender.start()
+        await push.start()
+        client_ips.start()
+        await purger.resume()  # jobs a stop cut short
     metrics: MetricsSources | None = None
     tick_timer: ReactorTickTimer | None = None
     if config.enable_metrics:
@@ -960,6 +1189,7 @@ async def build_homeserver(config: HomeserverConfig, reactor: Any) -> HomeServer
             client_ips.stop,
             purger.stop,
             identity.close,
+            *([follower.stop] if follower is not None else []),
             internal_client.close,
             *([bus.stop] if isinstance(bus, RedisBus) else []),
         ],

@@ -288,3 +288,47 @@ def _duty_instances(raw: dict[str, Any], key: str, legacy_flag: str) -> tuple[st
     if not flag:
         raise WorkerConfigError(f"{legacy_flag}: false needs {key} naming the workers that do it")
     return (MAIN_INSTANCE,)
+
+
+def unsupported_topology(workers: WorkerConfig) -> str | None:
+    """Why this deployment cannot run yet (naming the key at fault), or None.
+
+    Supported: the main process does every write and every background duty; workers
+    (generic, any number) only serve client reads and /sync (docs/workers.md).
+    """
+    for stream in STREAMS:
+        writers = workers.stream_writers[stream]
+        if writers != (MAIN_INSTANCE,):
+            return (
+                f"stream_writers.{stream}: only the main process can write {stream} yet"
+                f" (named: {', '.join(writers)})"
+            )
+    for key, names in (
+        ("federation_sender_instances", workers.federation_sender_instances),
+        ("pusher_instances", workers.pusher_instances),
+    ):
+        if names != (MAIN_INSTANCE,):
+            return f"{key}: only the main process can do this yet (named: {', '.join(names)})"
+    for key, name in (
+        ("run_background_tasks_on", workers.run_background_tasks_on),
+        ("notify_appservices_from_worker", workers.notify_appservices_from_worker),
+        ("update_user_directory_from_worker", workers.update_user_directory_from_worker),
+        (
+            "media_instance_running_background_jobs",
+            workers.media_instance_running_background_jobs,
+        ),
+    ):
+        if name is not None and name != MAIN_INSTANCE:
+            return f"{key}: only the main process can do this yet (named: {name})"
+    if not workers.is_main and workers.worker_app not in READER_WORKER_APPS:
+        return (
+            f"worker_app: {workers.worker_app!r} is not supported yet; a worker can only"
+            f" serve client reads and /sync ({', '.join(sorted(READER_WORKER_APPS))})"
+        )
+    return None
+
+
+# Worker apps whose duty is client reads only (the rest name writers or senders).
+READER_WORKER_APPS = frozenset(
+    {GENERIC_WORKER_APP, "synapse.app.client_reader", "synapse.app.synchrotron"}
+)

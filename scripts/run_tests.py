@@ -22,7 +22,13 @@ import sys
 import tempfile
 from typing import Any
 
-FLAKE_PRONE = ("tests/interop/", "tests/e2e/", "tests/federation/", "tests/websocket/")
+FLAKE_PRONE = (
+    "tests/interop/",
+    "tests/e2e/",
+    "tests/federation/",
+    "tests/websocket/",
+    "tests/workers/",
+)
 
 
 def run_pytest(args: list[str]) -> tuple[int, dict[str, Any]]:

@@ -1,4 +1,9 @@
-"""Events, their graph edges, state groups and current state.
+"""Events, their graph edges, and their persistence.
+
+State groups and current state live in ``storage/state_groups.py`` and memberships in
+``storage/memberships.py``; the persist transaction here writes their rows through
+those modules' ``*_txn`` functions, so an event and everything it changes commit
+together.
 
 Invariants:
 - ``persist_batch`` writes each event together with its edges, state group, current
@@ -15,10 +20,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from homeserver.bus import AliasChanged, Bus
 from homeserver.events.event import Event
 from homeserver.events.format import event_reference_ids
 from homeserver.events.redaction import redaction_applies
@@ -26,22 +30,17 @@ from homeserver.events.room_versions import RoomVersion, get_room_version
 from storage.database import Database, Transaction
 from storage.federation import FederationStore, OutboundPdu
 from storage.id_generator import IdGenerator
+from storage.memberships import insert_membership_txn, set_out_of_band_membership_txn
 from storage.relations import index_relations_txn
 from storage.search import index_event_txn
-
-StateKey = tuple[str, str]
-StateMap = dict[StateKey, str]
-
-# After this many deltas on a chain, a state group is stored whole.
-MAX_STATE_DELTA_DEPTH = 50
-
-
-@dataclass(frozen=True, slots=True)
-class NewStateGroup:
-    group_id: int
-    prev_group: int | None
-    delta: StateMap
-    delta_depth: int
+from storage.state_groups import (
+    NewStateGroup,
+    StateKey,
+    StateMap,
+    apply_current_state_delta_txn,
+    set_current_state_txn,
+    write_state_groups_txn,
+)
 
 
 @dataclass(slots=True)
@@ -81,23 +80,6 @@ class RoomSnapshot:
     forward_extremities: list[str]
     max_depth: int
     state_group: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class MembershipRow:
-    room_id: str
-    membership: str
-    event_id: str
-    stream_ordering: int
-    sender: str
-
-
-@dataclass(slots=True)
-class RoomAlias:
-    alias: str
-    room_id: str
-    creator: str | None
-    servers: list[str] = field(default_factory=list)
 
 
 _EVENT_COLUMNS = (
@@ -150,23 +132,15 @@ class EventsStore:
         self,
         db: Database,
         stream: IdGenerator,
-        state_groups: IdGenerator,
-        bus: Bus,
         backfill_floor: int = 0,
         outbox: FederationStore | None = None,
     ) -> None:
         self._db = db
-        self._bus = bus
         self._outbox = outbox
         self.stream = stream
-        self.state_group_ids = state_groups
         # Backfilled events count down from 0 (as in Synapse), so they sort before every
         # live event of the same depth and no /sync window (from >= 0) ever includes them.
         self._backfill_next = min(backfill_floor, 0) - 1
-
-    def _aliases_changed(self, changes: Iterable[tuple[str, str | None]]) -> None:
-        for alias, room_id in changes:
-            self._bus.publish(AliasChanged(alias, room_id))
 
     def allocate_backfill_ordering(self) -> int:
         """A (negative) stream ordering for a backfilled event; reactor thread only."""
@@ -253,19 +227,9 @@ class EventsStore:
                     "INSERT INTO event_forward_extremities (room_id, event_id) VALUES (?, ?)",
                     (ev.room_id, ev.event_id),
                 )
-            for sg in (*item.extra_state_groups, item.new_state_group):
-                if sg is None:
-                    continue
-                txn.execute(
-                    "INSERT INTO state_groups (id, room_id, prev_group, delta_depth)"
-                    " VALUES (?, ?, ?, ?)",
-                    (sg.group_id, ev.room_id, sg.prev_group, sg.delta_depth),
-                )
-                txn.execute_many(
-                    "INSERT INTO state_group_entries (state_group, type, state_key, event_id)"
-                    " VALUES (?, ?, ?, ?)",
-                    [(sg.group_id, t, sk, eid) for (t, sk), eid in sg.delta.items()],
-                )
+            write_state_groups_txn(
+                txn, ev.room_id, (*item.extra_state_groups, item.new_state_group)
+            )
             if not ev.outlier:
                 txn.execute(
                     "INSERT INTO event_to_state_groups (event_id, state_group, state_group_before)"
@@ -273,53 +237,18 @@ class EventsStore:
                     (ev.event_id, item.state_group_after, item.state_group_before),
                 )
             if item.current_state_delta is not None:
-                self._apply_current_state_delta(txn, ev.room_id, item.current_state_delta)
+                apply_current_state_delta_txn(txn, ev.room_id, item.current_state_delta)
             elif item.update_current_state and ev.is_state() and ev.rejected_reason is None:
-                txn.execute(
-                    "DELETE FROM current_state_events WHERE room_id = ? AND type = ?"
-                    " AND state_key = ?",
-                    (ev.room_id, ev.type, ev.state_key),
-                )
-                txn.execute(
-                    "INSERT INTO current_state_events (room_id, type, state_key, event_id,"
-                    " membership) VALUES (?, ?, ?, ?, ?)",
-                    (ev.room_id, ev.type, ev.state_key, ev.event_id, ev.membership),
-                )
+                set_current_state_txn(txn, ev)
             if (
                 ev.membership is not None
                 and ev.rejected_reason is None
                 and not ev.outlier
                 and not item.backfilled
             ):
-                txn.execute(
-                    "INSERT INTO room_memberships (event_id, user_id, sender, room_id, membership,"
-                    " stream_ordering) VALUES (?, ?, ?, ?, ?, ?)",
-                    (
-                        ev.event_id,
-                        ev.state_key,
-                        ev.sender,
-                        ev.room_id,
-                        ev.membership,
-                        ev.stream_ordering,
-                    ),
-                )
+                insert_membership_txn(txn, ev)
             if item.out_of_band_stripped_state is not None and ev.membership is not None:
-                txn.execute(
-                    "DELETE FROM out_of_band_memberships WHERE user_id = ? AND room_id = ?",
-                    (ev.state_key, ev.room_id),
-                )
-                txn.execute(
-                    "INSERT INTO out_of_band_memberships (user_id, room_id, event_id, membership,"
-                    " stream_ordering, stripped_state) VALUES (?, ?, ?, ?, ?, ?)",
-                    (
-                        ev.state_key,
-                        ev.room_id,
-                        ev.event_id,
-                        ev.membership,
-                        ev.stream_ordering,
-                        json.dumps(item.out_of_band_stripped_state),
-                    ),
-                )
+                set_out_of_band_membership_txn(txn, ev, item.out_of_band_stripped_state)
             if ev.txn_id is not None and ev.txn_device_id is not None:
                 txn.execute(
                     "INSERT INTO event_txn_ids (room_id, user_id, device_id, txn_id, event_id,"
@@ -474,27 +403,6 @@ class EventsStore:
     async def have_timeline_events(self, event_ids: Iterable[str]) -> set[str]:
         """Those of ``event_ids`` held in a room's timeline (not as outliers)."""
         return await self.have_events(event_ids, timeline_only=True)
-
-    def _apply_current_state_delta(
-        self, txn: Transaction, room_id: str, delta: dict[StateKey, str | None]
-    ) -> None:
-        for (etype, state_key), event_id in delta.items():
-            txn.execute(
-                "DELETE FROM current_state_events WHERE room_id = ? AND type = ? AND state_key = ?",
-                (room_id, etype, state_key),
-            )
-            if event_id is None:
-                continue
-            membership = None
-            if etype == "m.room.member":
-                row = txn.select_one("SELECT json FROM events WHERE event_id = ?", (event_id,))
-                if row is not None:
-                    membership = json.loads(row[0]).get("content", {}).get("membership")
-            txn.execute(
-                "INSERT INTO current_state_events (room_id, type, state_key, event_id, membership)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (room_id, etype, state_key, event_id, membership),
-            )
 
     async def have_events(
         self, event_ids: Iterable[str], *, timeline_only: bool = False
@@ -934,309 +842,6 @@ class EventsStore:
             return {}
         return await self._db.run_interaction("load_rooms", _txn)
 
-    async def ensure_room(self, room_id: str, room_version: str, creator: str | None) -> None:
-        """Record a room we learn about over federation (no-op if known)."""
-
-        def _txn(txn: Transaction) -> None:
-            if txn.select_one("SELECT 1 FROM rooms WHERE room_id = ?", (room_id,)):
-                return
-            txn.execute(
-                "INSERT INTO rooms (room_id, room_version, creator, is_public, created_ts)"
-                " VALUES (?, ?, ?, 0, 0)",
-                (room_id, room_version, creator),
-            )
-
-        await self._db.run_interaction("ensure_room", _txn)
-
-    async def get_room_version(self, room_id: str) -> RoomVersion | None:
-        def _txn(txn: Transaction) -> str | None:
-            row = txn.select_one("SELECT room_version FROM rooms WHERE room_id = ?", (room_id,))
-            return str(row[0]) if row else None
-
-        ident = await self._db.run_interaction("get_room_version", _txn)
-        return get_room_version(ident) if ident else None
-
-    async def get_state_group_delta_depth(self, group: int) -> int:
-        def _txn(txn: Transaction) -> int:
-            row = txn.select_one("SELECT delta_depth FROM state_groups WHERE id = ?", (group,))
-            return int(row[0]) if row else 0
-
-        return await self._db.run_interaction("state_group_depth", _txn)
-
-    def _state_group_txn(self, txn: Transaction, group: int) -> StateMap:
-        chain: list[int] = []
-        current: int | None = group
-        while current is not None:
-            chain.append(current)
-            row = txn.select_one("SELECT prev_group FROM state_groups WHERE id = ?", (current,))
-            current = int(row[0]) if row and row[0] is not None else None
-        state: StateMap = {}
-        for g in reversed(chain):
-            for t, sk, eid in txn.select_all(
-                "SELECT type, state_key, event_id FROM state_group_entries WHERE state_group = ?",
-                (g,),
-            ):
-                state[(t, sk)] = eid
-        return state
-
-    def _state_group_keys_txn(
-        self, txn: Transaction, group: int, keys: Sequence[StateKey]
-    ) -> StateMap:
-        """Only ``keys`` of a state group: walks the delta chain until all are found."""
-        found: StateMap = {}
-        missing = set(keys)
-        current: int | None = group
-        while current is not None and missing:
-            # One query per event type and group (not per key): a server's members
-            # are many keys of one type.
-            by_type: dict[str, list[str]] = {}
-            for t, sk in missing:
-                by_type.setdefault(t, []).append(sk)
-            for t, state_keys in by_type.items():
-                for chunk in _chunks(sorted(state_keys)):
-                    marks = ",".join("?" * len(chunk))
-                    for sk, eid in txn.select_all(
-                        "SELECT state_key, event_id FROM state_group_entries"
-                        f" WHERE state_group = ? AND type = ? AND state_key IN ({marks})",
-                        [current, t, *chunk],
-                    ):
-                        found[(t, str(sk))] = str(eid)
-                        missing.discard((t, str(sk)))
-            prev = txn.select_one("SELECT prev_group FROM state_groups WHERE id = ?", (current,))
-            current = int(prev[0]) if prev and prev[0] is not None else None
-        return found
-
-    async def get_state_keys_at_events(
-        self, event_ids: Sequence[str], keys: Sequence[StateKey], *, before: bool
-    ) -> dict[str, StateMap]:
-        """For each event, the given state keys in the state before (or after) it."""
-
-        def _txn(txn: Transaction) -> dict[str, StateMap]:
-            groups: dict[str, int] = {}
-            for chunk in _chunks(list(event_ids)):
-                marks = ",".join("?" * len(chunk))
-                for eid, after, bef in txn.select_all(
-                    "SELECT event_id, state_group, state_group_before FROM event_to_state_groups"
-                    f" WHERE event_id IN ({marks})",
-                    list(chunk),
-                ):
-                    groups[eid] = int(bef if before else after)
-            by_group: dict[int, StateMap] = {}
-            for group in set(groups.values()):
-                by_group[group] = self._state_group_keys_txn(txn, group, keys)
-            return {eid: by_group[g] for eid, g in groups.items()}
-
-        return await self._db.run_interaction("state_keys_at_events", _txn)
-
-    async def get_state_group(self, group: int) -> StateMap:
-        return await self._db.run_interaction("get_state_group", self._state_group_txn, group)
-
-    async def get_state_ids_at_event(
-        self, event_id: str, *, before: bool = False
-    ) -> StateMap | None:
-        """State after (or before) an event, as (type, state_key) -> event id."""
-
-        def _txn(txn: Transaction) -> StateMap | None:
-            row = txn.select_one(
-                "SELECT state_group, state_group_before FROM event_to_state_groups"
-                " WHERE event_id = ?",
-                (event_id,),
-            )
-            if row is None:
-                return None
-            return self._state_group_txn(txn, int(row[1] if before else row[0]))
-
-        return await self._db.run_interaction("state_at_event", _txn)
-
-    async def get_state_ids_at_stream(self, room_id: str, stream: int) -> StateMap:
-        """State of the room after the last event at or before ``stream``."""
-
-        def _txn(txn: Transaction) -> StateMap:
-            row = txn.select_one(
-                "SELECT s.state_group FROM events e JOIN event_to_state_groups s USING (event_id)"
-                " WHERE e.room_id = ? AND e.stream_ordering <= ? AND e.outlier = 0"
-                " ORDER BY e.stream_ordering DESC LIMIT 1",
-                (room_id, stream),
-            )
-            return self._state_group_txn(txn, int(row[0])) if row else {}
-
-        return await self._db.run_interaction("state_at_stream", _txn)
-
-    async def get_current_state_ids(self, room_id: str) -> StateMap:
-        def _txn(txn: Transaction) -> StateMap:
-            return {
-                (r[0], r[1]): r[2]
-                for r in txn.select_all(
-                    "SELECT type, state_key, event_id FROM current_state_events WHERE room_id = ?",
-                    (room_id,),
-                )
-            }
-
-        return await self._db.run_interaction("current_state_ids", _txn)
-
-    # Memberships ---------------------------------------------------------------------
-
-    async def get_rooms_for_user(self, user_id: str) -> list[MembershipRow]:
-        """The user's current membership in every room they have one in."""
-
-        def _txn(txn: Transaction) -> list[MembershipRow]:
-            # From `events`, not `room_memberships`: a remote user's membership that came
-            # with a joined room's state is an outlier, which has no membership row.
-            rows = txn.select_all(
-                "SELECT c.room_id, c.membership, c.event_id, e.stream_ordering, e.sender,"
-                " m.forgotten FROM current_state_events c"
-                " JOIN events e ON e.event_id = c.event_id"
-                " LEFT JOIN room_memberships m ON m.event_id = c.event_id"
-                " WHERE c.type = 'm.room.member' AND c.state_key = ?",
-                (user_id,),
-            )
-            # A forgotten room stays hidden until the user's membership changes again.
-            out = [MembershipRow(r[0], r[1], r[2], int(r[3]), r[4]) for r in rows if not r[5]]
-            held = {row.room_id for row in out} | {r[0] for r in rows}
-            for r in txn.select_all(
-                "SELECT o.room_id, o.membership, o.event_id, o.stream_ordering, e.sender"
-                " FROM out_of_band_memberships o JOIN events e USING (event_id)"
-                " WHERE o.user_id = ?",
-                (user_id,),
-            ):
-                if r[0] not in held:
-                    out.append(MembershipRow(r[0], r[1], r[2], int(r[3]), r[4]))
-            return out
-
-        return await self._db.run_interaction("get_rooms_for_user", _txn)
-
-    async def get_membership_changes(
-        self, user_id: str, from_stream: int, to_stream: int
-    ) -> list[MembershipRow]:
-        def _txn(txn: Transaction) -> list[MembershipRow]:
-            rows = txn.select_all(
-                "SELECT room_id, membership, event_id, stream_ordering, sender FROM room_memberships"
-                " WHERE user_id = ? AND stream_ordering > ? AND stream_ordering <= ?"
-                " ORDER BY stream_ordering",
-                (user_id, from_stream, to_stream),
-            )
-            return [MembershipRow(r[0], r[1], r[2], int(r[3]), r[4]) for r in rows]
-
-        return await self._db.run_interaction("membership_changes", _txn)
-
-    async def get_joined_users(self, room_id: str) -> list[str]:
-        def _txn(txn: Transaction) -> list[str]:
-            return [
-                str(r[0])
-                for r in txn.select_all(
-                    "SELECT state_key FROM current_state_events WHERE room_id = ?"
-                    " AND type = 'm.room.member' AND membership = 'join'",
-                    (room_id,),
-                )
-            ]
-
-        return await self._db.run_interaction("joined_users", _txn)
-
-    async def get_out_of_band_stripped_state(
-        self, user_id: str, room_id: str
-    ) -> list[dict[str, Any]] | None:
-        def _txn(txn: Transaction) -> list[dict[str, Any]] | None:
-            row = txn.select_one(
-                "SELECT stripped_state FROM out_of_band_memberships WHERE user_id = ?"
-                " AND room_id = ?",
-                (user_id, room_id),
-            )
-            return json.loads(row[0]) if row else None  # type: ignore[no-any-return]
-
-        return await self._db.run_interaction("oob_stripped_state", _txn)
-
-    async def get_out_of_band_invite_state(
-        self, user_id: str, room_id: str, event_id: str
-    ) -> list[dict[str, Any]] | None:
-        """The stripped state of ``event_id`` if it is ``user_id``'s current out-of-band
-        invite to ``room_id`` (None otherwise: another or a later membership)."""
-
-        def _txn(txn: Transaction) -> list[dict[str, Any]] | None:
-            row = txn.select_one(
-                "SELECT stripped_state FROM out_of_band_memberships WHERE user_id = ?"
-                " AND room_id = ? AND event_id = ? AND membership = 'invite'",
-                (user_id, room_id, event_id),
-            )
-            return json.loads(row[0]) if row else None  # type: ignore[no-any-return]
-
-        return await self._db.run_interaction("oob_invite_state", _txn)
-
-    async def forget_room(self, user_id: str, room_id: str) -> None:
-        await self._db.run_interaction(
-            "forget_room",
-            lambda txn: txn.execute(
-                "UPDATE room_memberships SET forgotten = 1 WHERE user_id = ? AND room_id = ?",
-                (user_id, room_id),
-            ),
-        )
-
-    # Aliases, directory, filters -----------------------------------------------------
-
-    async def create_alias(self, alias: RoomAlias) -> bool:
-        def _txn(txn: Transaction) -> bool:
-            # ON CONFLICT: two concurrent claims of one alias give one winner, no error.
-            txn.execute(
-                "INSERT INTO room_aliases (room_alias, room_id, creator, servers) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (room_alias) DO NOTHING",
-                (alias.alias, alias.room_id, alias.creator, json.dumps(alias.servers)),
-            )
-            return txn.rowcount == 1
-
-        created = await self._db.run_interaction("create_alias", _txn)
-        if created:
-            self._aliases_changed([(alias.alias, alias.room_id)])
-        return created
-
-    async def get_alias(self, alias: str) -> RoomAlias | None:
-        def _txn(txn: Transaction) -> RoomAlias | None:
-            row = txn.select_one(
-                "SELECT room_alias, room_id, creator, servers FROM room_aliases WHERE room_alias = ?",
-                (alias,),
-            )
-            return RoomAlias(row[0], row[1], row[2], json.loads(row[3])) if row else None
-
-        return await self._db.run_interaction("get_alias", _txn)
-
-    async def delete_alias(self, alias: str) -> None:
-        await self._db.run_interaction(
-            "delete_alias",
-            lambda txn: txn.execute("DELETE FROM room_aliases WHERE room_alias = ?", (alias,)),
-        )
-        self._aliases_changed([(alias, None)])
-
-    async def block_room(self, room_id: str, user_id: str) -> None:
-        await self._db.run_interaction(
-            "block_room",
-            lambda txn: txn.execute(
-                "INSERT INTO blocked_rooms (room_id, user_id) VALUES (?, ?)"
-                " ON CONFLICT (room_id) DO NOTHING",
-                (room_id, user_id),
-            ),
-        )
-
-    async def is_room_blocked(self, room_id: str) -> bool:
-        row = await self._db.run_interaction(
-            "is_room_blocked",
-            lambda txn: txn.select_one("SELECT 1 FROM blocked_rooms WHERE room_id = ?", (room_id,)),
-        )
-        return row is not None
-
-    async def unblock_room(self, room_id: str) -> None:
-        await self._db.run_interaction(
-            "unblock_room",
-            lambda txn: txn.execute("DELETE FROM blocked_rooms WHERE room_id = ?", (room_id,)),
-        )
-
-    async def room_blocked_by(self, room_id: str) -> str | None:
-        """Who blocked the room, or None when it is not blocked."""
-        row = await self._db.run_interaction(
-            "room_blocked_by",
-            lambda txn: txn.select_one(
-                "SELECT user_id FROM blocked_rooms WHERE room_id = ?", (room_id,)
-            ),
-        )
-        return str(row[0]) if row is not None else None
-
     async def delete_extra_forward_extremities(self, room_id: str) -> list[str]:
         """Keep only the room's newest forward extremity (by stream ordering); the ids
         of those deleted. The caller holds the room's lock and updates its memory."""
@@ -1256,98 +861,3 @@ class EventsStore:
             return extra
 
         return await self._db.run_interaction("delete_extra_forward_extremities", _txn)
-
-    async def get_all_aliases(self) -> list[tuple[str, str]]:
-        """Every local alias mapping, (alias, room id)."""
-
-        def _txn(txn: Transaction) -> list[tuple[str, str]]:
-            rows = txn.select_all("SELECT room_alias, room_id FROM room_aliases")
-            return [(str(r[0]), str(r[1])) for r in rows]
-
-        return await self._db.run_interaction("get_all_aliases", _txn)
-
-    async def get_aliases_for_room(self, room_id: str) -> list[str]:
-        def _txn(txn: Transaction) -> list[str]:
-            return [
-                str(r[0])
-                for r in txn.select_all(
-                    "SELECT room_alias FROM room_aliases WHERE room_id = ? ORDER BY room_alias",
-                    (room_id,),
-                )
-            ]
-
-        return await self._db.run_interaction("aliases_for_room", _txn)
-
-    async def move_room_directory(
-        self, old_room_id: str, new_room_id: str, *, move_listing: bool = True
-    ) -> None:
-        """A room upgrade: the old room's local aliases and its listing in the public room
-        directory go to the new room, in one transaction. Without ``move_listing`` (a
-        shut down room) the old room leaves the directory and the new one is not listed."""
-
-        def _txn(txn: Transaction) -> list[str]:
-            moved = [
-                str(r[0])
-                for r in txn.select_all(
-                    "SELECT room_alias FROM room_aliases WHERE room_id = ?", (old_room_id,)
-                )
-            ]
-            txn.execute(
-                "UPDATE room_aliases SET room_id = ? WHERE room_id = ?", (new_room_id, old_room_id)
-            )
-            row = txn.select_one("SELECT is_public FROM rooms WHERE room_id = ?", (old_room_id,))
-            if row and row[0]:
-                txn.execute("UPDATE rooms SET is_public = 0 WHERE room_id = ?", (old_room_id,))
-                if move_listing:
-                    txn.execute("UPDATE rooms SET is_public = 1 WHERE room_id = ?", (new_room_id,))
-            return moved
-
-        moved = await self._db.run_interaction("move_room_directory", _txn)
-        self._aliases_changed((alias, new_room_id) for alias in moved)
-
-    async def set_room_public(self, room_id: str, public: bool) -> None:
-        await self._db.run_interaction(
-            "set_room_public",
-            lambda txn: txn.execute(
-                "UPDATE rooms SET is_public = ? WHERE room_id = ?", (int(public), room_id)
-            ),
-        )
-
-    async def is_room_public(self, room_id: str) -> bool | None:
-        def _txn(txn: Transaction) -> bool | None:
-            row = txn.select_one("SELECT is_public FROM rooms WHERE room_id = ?", (room_id,))
-            return bool(row[0]) if row else None
-
-        return await self._db.run_interaction("is_room_public", _txn)
-
-    async def get_public_room_ids(self) -> list[str]:
-        def _txn(txn: Transaction) -> list[str]:
-            return [
-                str(r[0]) for r in txn.select_all("SELECT room_id FROM rooms WHERE is_public = 1")
-            ]
-
-        return await self._db.run_interaction("public_rooms", _txn)
-
-    async def add_filter(self, user_id: str, filter_json: dict[str, Any]) -> int:
-        def _txn(txn: Transaction) -> int:
-            row = txn.select_one(
-                "SELECT MAX(filter_id) FROM user_filters WHERE user_id = ?", (user_id,)
-            )
-            filter_id = int(row[0]) + 1 if row and row[0] is not None else 0
-            txn.execute(
-                "INSERT INTO user_filters (user_id, filter_id, filter_json) VALUES (?, ?, ?)",
-                (user_id, filter_id, json.dumps(filter_json)),
-            )
-            return filter_id
-
-        return await self._db.run_interaction("add_filter", _txn)
-
-    async def get_filter(self, user_id: str, filter_id: int) -> dict[str, Any] | None:
-        def _txn(txn: Transaction) -> dict[str, Any] | None:
-            row = txn.select_one(
-                "SELECT filter_json FROM user_filters WHERE user_id = ? AND filter_id = ?",
-                (user_id, filter_id),
-            )
-            return json.loads(row[0]) if row else None  # type: ignore[no-any-return]
-
-        return await self._db.run_interaction("get_filter", _txn)

@@ -7,17 +7,20 @@ from dataclasses import dataclass
 from homeserver.bus import Bus, LocalBus
 from storage.account_data import AccountDataStore
 from storage.admin_jobs import AdminJobsStore
+from storage.aliases import AliasStore
 from storage.appservice import AppServiceStore
 from storage.database import Database, Transaction
 from storage.device_federation import DeviceFederationStore
 from storage.e2ee import E2eeStore
 from storage.events import EventsStore
 from storage.federation import FederationStore
+from storage.filters import FilterStore
 from storage.id_generator import IdGenerator
 from storage.key_backup import KeyBackupStore
 from storage.login_tokens import LoginTokenStore
 from storage.media import MediaStore
 from storage.media_admin import MediaAdminStore
+from storage.memberships import MembershipStore
 from storage.migrations import prepare_database
 from storage.openid import OpenIdStore
 from storage.presence import PresenceStore
@@ -28,9 +31,12 @@ from storage.receipts import ReceiptsStore
 from storage.registration import RegistrationStore
 from storage.relations import RelationsStore
 from storage.reports import ReportsStore
+from storage.room_directory import RoomDirectoryStore
 from storage.room_stats import RoomStatsStore
+from storage.rooms import RoomsStore
 from storage.search import SearchStore
 from storage.sliding_sync import SlidingSyncStore
+from storage.state_groups import StateGroupStore
 from storage.threepids import ThreePidStore, ValidationSessionStore
 from storage.user_admin import UserAdminStore
 from storage.user_directory import UserDirectoryStore
@@ -46,6 +52,12 @@ class Storage:
     account_data: AccountDataStore
     registration: RegistrationStore
     events: EventsStore
+    state_groups: StateGroupStore
+    memberships: MembershipStore
+    rooms: RoomsStore
+    aliases: AliasStore
+    room_directory: RoomDirectoryStore
+    filters: FilterStore
     e2ee: E2eeStore
     device_federation: DeviceFederationStore
     key_backup: KeyBackupStore
@@ -99,13 +111,20 @@ class Storage:
 
         backfill_floor = await db.run_interaction("min_events_stream", _min_stream)
         federation = FederationStore(db, await IdGenerator.load(db, "federation_outbox", "id"))
+        aliases = AliasStore(db, bus)
         return cls(
             db=db,
             users=UserStore(db, token_ids, bus),
             profiles=ProfileStore(db),
             account_data=AccountDataStore(db, account_data_stream, bus),
             registration=RegistrationStore(db),
-            events=EventsStore(db, events_stream, state_groups, bus, backfill_floor, federation),
+            events=EventsStore(db, events_stream, backfill_floor, federation),
+            state_groups=StateGroupStore(db, state_groups),
+            memberships=MembershipStore(db),
+            rooms=RoomsStore(db),
+            aliases=aliases,
+            room_directory=RoomDirectoryStore(db, aliases),
+            filters=FilterStore(db),
             e2ee=e2ee,
             device_federation=await DeviceFederationStore.open(db, e2ee),
             key_backup=await KeyBackupStore.open(db),

@@ -17,6 +17,7 @@ from homeserver.bus import (
     MESSAGE_TYPES,
     AccountDataChanged,
     AliasChanged,
+    DeviceListsChanged,
     DevicesChanged,
     EventsPersisted,
     LocalBus,
@@ -31,6 +32,7 @@ from homeserver.bus import (
     ToDeviceQueued,
     TokensInvalidated,
     TypingChanged,
+    UserSyncing,
     decode,
     encode,
 )
@@ -77,6 +79,8 @@ SAMPLES: dict[type[Message], Message] = {
     TypingChanged: TypingChanged("!r:x", "@u:x", True),
     PresenceChanged: PresenceChanged(STATE),
     PresencePing: PresencePing(STATE),
+    UserSyncing: UserSyncing("@bob:test", "DEV", None),
+    DeviceListsChanged: DeviceListsChanged((("@bob:test", None), ("@carol:test", "@bob:test"))),
     ToDeviceQueued: ToDeviceQueued(
         {"@u:x": {"DEV": {"type": "m.x", "sender": "@v:x", "content": {"k": [1]}}}}
     ),

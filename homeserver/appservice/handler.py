@@ -37,7 +37,7 @@ from homeserver.events.event import Event
 from homeserver.events.format import is_valid_localpart, is_valid_room_id
 from homeserver.rooms.memberships import MembershipCache
 from homeserver.rooms.room_cache import RoomCache
-from storage.events import RoomAlias
+from storage.aliases import RoomAlias
 from storage.presence import PresenceState
 from storage.receipts import Receipt
 from storage.storage import Storage
@@ -84,7 +84,7 @@ class AppServiceHandler:
 
     async def start(self) -> None:
         if self.registry.services:
-            mappings = await self._storage.events.get_all_aliases()
+            mappings = await self._storage.aliases.get_all()
             for interest in self.interests.values():
                 interest.load_aliases(mappings)
         for service in self.registry.services:
@@ -244,7 +244,7 @@ class AppServiceHandler:
             if service.url is None or not service.is_interested_in_alias(alias):
                 continue
             if await self.api.query_alias(service, alias):
-                return await self._storage.events.get_alias(alias)
+                return await self._storage.aliases.get(alias)
         return None
 
     # Registration ------------------------------------------------------------------------

@@ -18,7 +18,7 @@ Invariants:
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from homeserver.e2ee.locality import Locality
@@ -56,6 +56,9 @@ class DeviceLists:
         self._notifier = notifier
         self._locality = locality
         self.publishers: list[DeviceListPublisher] = []
+        # The main process tells reader processes whom to wake (set by the composition
+        # root there; a reader's own wake-ups stay local).
+        self.on_notified: Callable[[list[DeviceListChange]], None] | None = None
 
     async def joined_room_ids(self, user_id: str) -> set[str]:
         rooms = await self._memberships.rooms_for_user(user_id)
@@ -72,6 +75,9 @@ class DeviceLists:
 
     async def notify(self, changes: Iterable[DeviceListChange]) -> None:
         """Wake the syncs of every local user who may be told of these changes."""
+        changes = list(changes)
+        if self.on_notified is not None:
+            self.on_notified(changes)
         to_wake: set[str] = set()
         for change in changes:
             if change.for_user_id is not None:

@@ -33,6 +33,7 @@ from homeserver.rooms.room_cache import RoomCache
 from homeserver.sync.handler import SyncToken
 from storage.e2ee import DeviceListChange, E2eeStore, NewKey, Signature
 from storage.events import EventsStore
+from storage.state_groups import StateGroupStore
 
 JsonDict = dict[str, Any]
 
@@ -63,6 +64,7 @@ class KeysHandler:
         self,
         store: E2eeStore,
         events: EventsStore,
+        state_groups: StateGroupStore,
         rooms: RoomCache,
         memberships: MembershipCache,
         device_lists: DeviceLists,
@@ -71,6 +73,7 @@ class KeysHandler:
     ) -> None:
         self._store = store
         self._events = events
+        self._state_groups = state_groups
         self._rooms = rooms
         self._memberships = memberships
         self._device_lists = device_lists
@@ -267,7 +270,7 @@ class KeysHandler:
         joined = {r for r, row in rooms.items() if row.membership == "join"}
         moved = {r for r, row in rooms.items() if start.events < row.stream_ordering <= events_now}
         members = await membership_changes(
-            self._rooms, self._events, joined | moved, start.events, events_now
+            self._rooms, self._events, self._state_groups, joined | moved, start.events, events_now
         )
         updates: DeviceListUpdates = await self._device_lists.changes(
             user_id,

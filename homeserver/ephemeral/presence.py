@@ -426,6 +426,28 @@ class PresenceHandler:
         self._bus.publish(PresenceChanged(new))
         return new
 
+    def mirror(self, state: PresenceState) -> None:
+        """A reader process: a change the main process published (with its position),
+        made current here and told to room-mates; nothing is written or sent."""
+        if not self.enabled:
+            return
+        # The position comes with the change (not from ``ping``): a sync never sees a
+        # position whose change has not been applied here.
+        self._store.stream.advance_to(state.stream_id)
+        self._states[state.user_id] = state
+        self._changes[state.user_id] = state.stream_id
+        self._changes.move_to_end(state.user_id)
+        self._in_background(self._notify(state.user_id), "Presence notification")
+
+    async def sync_heartbeat(
+        self, user_id: str, device_id: str | None, set_presence: str | None
+    ) -> None:
+        """A /sync started on a reader process: one heartbeat, as if a sync here began
+        and ended (``sync_online_timeout`` keeps the user online between two). A reader
+        that dies leaves no sync held open here."""
+        ended = await self.user_syncing(user_id, device_id, set_presence)
+        ended()
+
     async def apply_remote(
         self,
         user_id: str,

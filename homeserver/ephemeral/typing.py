@@ -111,6 +111,22 @@ class TypingHandler:
         self._changed(room_id)
         self._tell(room_id, user_id, False)
 
+    def mirror(self, room_id: str, user_id: str, typing: bool) -> None:
+        """A reader process: the main process's change (told by the bus), applied
+        without a timer (the main process ends it and says so) and told to no one."""
+        users = self._typing.get(room_id)
+        if typing:
+            if users is not None and user_id in users:
+                return  # a renewal
+            self._typing.setdefault(room_id, {})[user_id] = None
+        else:
+            if users is None or user_id not in users:
+                return
+            del users[user_id]
+            if not users:
+                del self._typing[room_id]
+        self._changed(room_id)
+
     def _tell(self, room_id: str, user_id: str, typing: bool) -> None:
         self._bus.publish(TypingChanged(room_id, user_id, typing))
 
@@ -138,7 +154,7 @@ class TypingHandler:
         """Cancel every timer (server shutdown)."""
         for users in self._typing.values():
             for timer in users.values():
-                if timer.active():
+                if timer is not None and timer.active():
                     timer.cancel()
         self._typing.clear()
 

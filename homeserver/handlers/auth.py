@@ -232,11 +232,16 @@ class AuthHandler:
         self._tokens_died(users)
 
     def invalidate_user(self, user_id: str) -> None:
+        self.forget_cached_tokens(user_id)
+        self._tokens_died({user_id})
+
+    def forget_cached_tokens(self, user_id: str) -> None:
+        """Drop the user's tokens from memory (another process told they died): the
+        next request with one reads the database."""
         for token_hash, (record, _, _) in list(self._token_cache.items()):
             if record.user_id == user_id:
                 self._token_cache.pop(token_hash, None)
                 self._hash_by_token_id.pop(record.token_id, None)
-        self._tokens_died({user_id})
 
     def _tokens_died(self, user_ids: set[str]) -> None:
         """Say so (connections held open with a token re-check it)."""

@@ -35,7 +35,7 @@ from homeserver.rooms.memberships import MembershipCache
 from homeserver.rooms.room_cache import RoomCache
 from homeserver.rooms.visibility import VisibilityFilter
 from homeserver.untrusted import INT64_MAX, INT64_MIN, decode_json
-from storage.events import MembershipRow
+from storage.memberships import MembershipRow
 from storage.search import (
     SEARCH_KEYS,
     RoomScope,
@@ -371,7 +371,7 @@ class SearchHandler:
         """Senders' display names and avatars as of ``last`` (historic, as Synapse)."""
         senders = sorted({e.sender for e in shown})
         keys = [("m.room.member", s) for s in senders]
-        at = await self._storage.events.get_state_keys_at_events(
+        at = await self._storage.state_groups.get_state_keys_at_events(
             [last.event_id], keys, before=False
         )
         ids = at.get(last.event_id, {})
@@ -396,6 +396,6 @@ class SearchHandler:
             if room is not None:
                 return sorted(room.state.values(), key=lambda e: e.stream_ordering)
             return []
-        ids = await self._storage.events.get_state_ids_at_event(row.event_id) or {}
+        ids = await self._storage.state_groups.get_state_ids_at_event(row.event_id) or {}
         events = await self._storage.events.get_events(ids.values())
         return sorted(events.values(), key=lambda e: e.stream_ordering)

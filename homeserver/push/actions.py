@@ -58,6 +58,7 @@ from homeserver.push.rules_handler import PushRulesHandler
 from homeserver.rooms.room_cache import LiveRoom, RoomCache, pdu_with_id
 from storage.events import EventsStore
 from storage.id_generator import IdGenerator
+from storage.memberships import MembershipStore
 from storage.push import PushActionRow, PushStore
 from storage.relations import MAIN_THREAD, THREAD, RelationsStore, relation_of
 
@@ -79,13 +80,13 @@ def is_out_of_band_invite(ev: Event) -> bool:
     return ev.outlier and ev.membership == "invite" and ev.rejected_reason is None
 
 
-async def out_of_band_room(events: EventsStore, ev: Event) -> LiveRoom | None:
+async def out_of_band_room(memberships: MembershipStore, ev: Event) -> LiveRoom | None:
     """A read-only stand-in for a room we do not hold, built from the stripped state
     stored with the out-of-band invite ``ev``; None when ``ev`` is not (or no longer) the
     invitee's out-of-band membership, e.g. an invite fetched as an auth event."""
     if not is_out_of_band_invite(ev) or ev.state_key is None:
         return None
-    stripped = await events.get_out_of_band_invite_state(ev.state_key, ev.room_id, ev.event_id)
+    stripped = await memberships.get_out_of_band_invite_state(ev.state_key, ev.room_id, ev.event_id)
     if stripped is None:
         return None
     state: dict[tuple[str, str], Event] = {}
@@ -130,6 +131,7 @@ class PushActionGenerator:
         events_stream: IdGenerator,
         store: PushStore,
         events: EventsStore,
+        memberships: MembershipStore,
     ) -> None:
         self._suffix = f":{server_name}"
         self._clock = clock
@@ -142,6 +144,7 @@ class PushActionGenerator:
         self._events_stream = events_stream
         self._store = store
         self._events = events
+        self._memberships = memberships
         # Until ``start`` has read the stored position, nothing counts as applied.
         self._queued_upto = self._applied_upto = 0
         self._started = self._stopping = False
@@ -331,7 +334,7 @@ class PushActionGenerator:
 
     async def _room_for(self, ev: Event) -> LiveRoom | None:
         if ev.outlier:
-            return await out_of_band_room(self._events, ev)
+            return await out_of_band_room(self._memberships, ev)
         return self._rooms.get_if_loaded(ev.room_id) or await self._rooms.get(ev.room_id)
 
     def _targets(self, ev: Event, room: LiveRoom) -> list[str]:

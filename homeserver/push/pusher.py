@@ -51,6 +51,7 @@ from homeserver.rooms.room_cache import LiveRoom, RoomCache
 from homeserver.untrusted import decode_json, utf8_json
 from storage.events import EventsStore
 from storage.id_generator import IdGenerator
+from storage.memberships import MembershipStore
 from storage.push import PushActionRow, PusherRecord, PushStore
 
 logger = logging.getLogger(__name__)
@@ -408,11 +409,13 @@ class PusherPool:
         settings: PushSettings | None = None,
         *,
         events: EventsStore,
+        memberships_store: MembershipStore,
         rooms: RoomCache,
         events_stream: IdGenerator,
     ) -> None:
         self._store = store
         self._events = events
+        self._memberships_store = memberships_store
         self._rooms = rooms
         self._events_stream = events_stream
         self._counts = counts
@@ -570,7 +573,7 @@ class PusherPool:
             if ev is None:
                 return None
             if ev.outlier:
-                room = await out_of_band_room(self._events, ev)
+                room = await out_of_band_room(self._memberships_store, ev)
             else:
                 room = self._rooms.get_if_loaded(row.room_id) or await self._rooms.get(row.room_id)
             if room is None:

@@ -41,6 +41,10 @@ class PushRulesHandler:
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
 
+    def forget(self, user_id: str) -> None:
+        """Another process changed the user's rules: the next read loads them."""
+        self._cache.pop(user_id, None)
+
     def cached(self, user_id: str) -> PushRuleSet | None:
         return self._cache.get(user_id)
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from twisted.internet import defer
+
 from homeserver.api.client.push_rules import PushRuleServlets
 from homeserver.api.client.pushers import PusherServlets
 from homeserver.bus import Bus, DevicesChanged, ReceiptStored
@@ -72,7 +74,12 @@ def build_push(
     sync: SyncHandler,
     outbound_ip_filter: IpFilter,
     bus: Bus,
+    *,
+    reader: bool = False,
 ) -> PushServices:
+    """``reader``: a process that writes nothing (docs/workers.md): no pusher follows
+    device changes, no sync hook writes ``m.push_rules``, and unread counts are read as
+    the main process last stored them (its generator counts the events)."""
     section = config.values.get("push") or {}
     settings = PushSettings(
         include_content=bool(section.get("include_content", True)),
@@ -90,6 +97,7 @@ def build_push(
         storage.events.stream,
         storage.push,
         storage.events,
+        storage.memberships,
     )
     pushers = PusherPool(
         storage.push,
@@ -99,6 +107,7 @@ def build_push(
         GatewayClient(reactor, outbound_ip_filter),
         settings,
         events=storage.events,
+        memberships_store=storage.memberships,
         rooms=rooms,
         events_stream=storage.events.stream,
     )
@@ -107,12 +116,15 @@ def build_push(
     # Before any other receipt subscriber (build_push runs before they subscribe): a
     # sync woken by another must find the reload pending.
     bus.subscribe(ReceiptStored, lambda m: counts.on_receipt(m.receipt))
-    bus.subscribe(
-        DevicesChanged,
-        lambda m: pushers.on_devices_changed(m.user_id, list(m.device_ids), m.created),
-    )
-    sync.add_source(UnreadCountsSource(counts, actions.caught_up))
-    sync.sync_hooks.append(rules.sync_hook)
-    sync.sync_hooks.append(pushers.sync_hook)
+    if reader:
+        sync.add_source(UnreadCountsSource(counts, lambda: defer.succeed(None)))
+    else:
+        bus.subscribe(
+            DevicesChanged,
+            lambda m: pushers.on_devices_changed(m.user_id, list(m.device_ids), m.created),
+        )
+        sync.add_source(UnreadCountsSource(counts, actions.caught_up))
+        sync.sync_hooks.append(rules.sync_hook)
+        sync.sync_hooks.append(pushers.sync_hook)
     notifications = NotificationsHandler(storage, actions.caught_up, counts.flush)
     return PushServices(rules, counts, actions, pushers, notifications, reactor)

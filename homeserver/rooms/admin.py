@@ -16,6 +16,7 @@ from homeserver.events.event import Event
 from homeserver.requester import Requester
 from homeserver.rooms.handler import RoomHandler
 from homeserver.rooms.room_cache import RoomCache
+from homeserver.rooms.writer import RoomWriter
 from storage.room_stats import ForwardExtremity, RoomStats
 from storage.storage import Storage
 
@@ -93,10 +94,13 @@ def sort_rooms(entries: list[JsonDict], order_by: str, backwards: bool) -> list[
 
 
 class RoomAdmin:
-    def __init__(self, storage: Storage, rooms: RoomCache, handler: RoomHandler) -> None:
+    def __init__(
+        self, storage: Storage, rooms: RoomCache, handler: RoomHandler, writer: RoomWriter
+    ) -> None:
         self._storage = storage
         self._rooms = rooms
         self._handler = handler
+        self._writer = writer
 
     async def list_rooms(
         self,
@@ -147,7 +151,7 @@ class RoomAdmin:
 
     async def state(self, room_id: str, event_type: str | None) -> list[Event]:
         await self._stats(room_id)
-        ids = await self._storage.events.get_current_state_ids(room_id)
+        ids = await self._storage.state_groups.get_current_state_ids(room_id)
         wanted = [eid for (t, _), eid in ids.items() if event_type is None or t == event_type]
         return list((await self._storage.events.get_events(wanted)).values())
 
@@ -159,29 +163,18 @@ class RoomAdmin:
 
     async def delete_forward_extremities(self, room_id_or_alias: str) -> int:
         room_id = await self._handler.resolve_room_id_or_alias(room_id_or_alias)
-        lock = self._rooms.lock(room_id)
-        await lock.acquire()
-        try:
-            deleted = await self._storage.events.delete_extra_forward_extremities(room_id)
-            room = self._rooms.get_if_loaded(room_id)
-            if room is not None and deleted:
-                # Extremities of events still being persisted are not in the table: kept.
-                gone = set(deleted)
-                room.extremities = [e for e in room.extremities if e not in gone]
-        finally:
-            lock.release()
-        return len(deleted)
+        return await self._writer.delete_extra_forward_extremities(room_id)
 
     # Blocking -----------------------------------------------------------------------
 
     async def blocked_by(self, room_id: str) -> str | None:
-        return await self._storage.events.room_blocked_by(room_id)
+        return await self._storage.rooms.blocked_by(room_id)
 
     async def set_blocked(self, admin: Requester, room_id: str, block: bool) -> None:
         if block:
-            await self._storage.events.block_room(room_id, admin.user_id)
+            await self._storage.rooms.block(room_id, admin.user_id)
         else:
-            await self._storage.events.unblock_room(room_id)
+            await self._storage.rooms.unblock(room_id)
 
     # Membership ---------------------------------------------------------------------
 

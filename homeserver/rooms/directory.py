@@ -17,7 +17,7 @@ from homeserver.events.format import is_valid_server_name
 from homeserver.requester import Requester
 from homeserver.rooms.room_cache import LiveRoom, RoomCache, pdu_with_id
 from homeserver.untrusted import parse_int64
-from storage.events import RoomAlias
+from storage.aliases import RoomAlias
 from storage.storage import Storage
 
 JsonDict = dict[str, Any]
@@ -111,7 +111,7 @@ class RoomDirectory:
         if alias.split(":", 1)[1] != self._server_name and self.remote_aliases is not None:
             room_id, servers = await self.remote_aliases.query_alias(alias)
             return {"room_id": room_id, "servers": servers}
-        mapping = await self._storage.events.get_alias(alias)
+        mapping = await self._storage.aliases.get(alias)
         if mapping is None and self._appservices is not None:
             mapping = await self._appservices.query_alias(alias)
         if mapping is None:
@@ -125,10 +125,10 @@ class RoomDirectory:
         hv = room.state_content("m.room.history_visibility").get("history_visibility")
         if room.membership_of(user_id) != "join" and hv != "world_readable":
             raise MatrixError(403, Codes.FORBIDDEN, "You are not in this room")
-        return await self._storage.events.get_aliases_for_room(room_id)
+        return await self._storage.aliases.get_for_room(room_id)
 
     async def get_visibility(self, room_id: str) -> str:
-        public = await self._storage.events.is_room_public(room_id)
+        public = await self._storage.room_directory.is_public(room_id)
         if public is None:
             raise MatrixError(404, Codes.NOT_FOUND, "Unknown room")
         return "public" if public else "private"
@@ -141,7 +141,7 @@ class RoomDirectory:
             raise MatrixError(
                 403, Codes.FORBIDDEN, "You don't have permission to change the room's visibility"
             )
-        await self._storage.events.set_room_public(room_id, visibility == "public")
+        await self._storage.room_directory.set_public(room_id, visibility == "public")
 
     async def public_rooms(self, query: PublicRoomsQuery) -> JsonDict:
         """Our published rooms: the server's own list, one application service
@@ -151,7 +151,7 @@ class RoomDirectory:
         if network is not None:
             room_ids = await self._storage.appservice.get_published_room_ids(*network)
         else:
-            room_ids = await self._storage.events.get_public_room_ids()
+            room_ids = await self._storage.room_directory.get_public_room_ids()
             if query.include_all_networks:
                 extra = await self._storage.appservice.get_published_room_ids(None, None)
                 room_ids = list(dict.fromkeys(room_ids + extra))

@@ -1,6 +1,6 @@
 """Building, authorising and sending local events.
 
-The part from building an event to handing it to the persister runs without yielding
+The part from building an event to handing it to the room writer runs without yielding
 to the reactor, so two local events of one room can never be built on the same
 extremities: the room's event graph stays a line for local traffic, and the stream
 order equals the order in which events were authorised.
@@ -26,9 +26,9 @@ from homeserver.events.event import Event
 from homeserver.events.format import EventFormatError, validate_pdu_format
 from homeserver.events.redaction import has_redact_power
 from homeserver.events.room_versions import RoomVersion
-from homeserver.rooms.persister import EventPersister
-from homeserver.rooms.room_cache import LiveRoom, RoomCache, next_state_group, pdu_with_id
-from storage.events import EventsStore, PersistItem
+from homeserver.rooms.room_cache import LiveRoom, RoomCache, pdu_with_id
+from homeserver.rooms.writer import RoomWriter
+from storage.events import EventsStore
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class EventCreator:
         clock: Clock,
         rooms: RoomCache,
         events: EventsStore,
-        persister: EventPersister,
+        writer: RoomWriter,
         bus: Bus,
     ) -> None:
         self.server_name = server_name
@@ -56,12 +56,13 @@ class EventCreator:
         self._clock = clock
         self._rooms = rooms
         self._events = events
-        self._persister = persister
+        self._writer = writer
         self._txns_in_flight: dict[TxnKey, defer.Deferred[Event]] = {}
         # Recently completed transactions: a quick retry needs no query.
         self._recent_txns: OrderedDict[TxnKey, Event] = OrderedDict()
-        # Told (synchronously) of every accepted local event before it is queued.
+        # Every accepted local event is published (synchronously) before it is queued.
         self._bus = bus
+        self._accepted_hooks = (lambda ev: bus.publish(LocalEventAccepted(ev)),)
         # The newest origin_server_ts given to a create event: where the room id is the
         # create event's hash, two rooms created in the same millisecond by one user with
         # the same content would otherwise get the same id.
@@ -102,32 +103,8 @@ class EventCreator:
 
     async def persist_create_event(self, event: Event, creator: str) -> LiveRoom:
         """Start a room with its create event; the room enters the cache at once."""
-        event.stream_ordering = self._events.stream.allocate()
-        group_id = self._events.state_group_ids.next_id()
-        from storage.events import NewStateGroup
-
-        room = LiveRoom(
-            room_id=event.room_id,
-            room_version=event.room_version,
-            state={event.state_tuple: event},
-            extremities=[event.event_id],
-            max_depth=event.depth,
-            state_group=group_id,
-            state_group_delta_depth=0,
-            recent_floor=event.stream_ordering - 1,
-        )
-        room.add_recent(event)
-        self._rooms.add_new_room(room)
-        item = PersistItem(
-            event=event,
-            state_group_before=group_id,
-            state_group_after=group_id,
-            new_state_group=NewStateGroup(group_id, None, {event.state_tuple: event.event_id}, 0),
-            update_current_state=True,
-            room_is_new=True,
-            room_creator=creator,
-        )
-        await self._persister.enqueue(item)
+        room, persisted = self._writer.create_room(event, creator)
+        await persisted
         return room
 
     async def send(
@@ -206,9 +183,7 @@ class EventCreator:
                 room = self._rooms.get_if_loaded(room_id) or room
             if txn is not None:
                 event.txn_device_id, event.txn_id = txn
-            item = self._apply(room, event)
-            self._bus.publish(LocalEventAccepted(event))
-            persisted = self._persister.enqueue(item)
+            persisted = self._writer.persist_local(room, event, self._accepted_hooks)
         finally:
             lock.release()
         await persisted
@@ -260,24 +235,3 @@ class EventCreator:
             raise MatrixError(
                 413 if e.errcode == Codes.TOO_LARGE else 400, e.errcode, e.message
             ) from None
-
-    def _apply(self, room: LiveRoom, event: Event) -> PersistItem:
-        """Make the accepted event the room's newest, in memory; return what to persist."""
-        event.stream_ordering = self._events.stream.allocate()
-        group_before = room.state_group
-        group_after, new_group = next_state_group(self._events, room, event)
-        room.extremities = [event.event_id]
-        room.max_depth = max(room.max_depth, event.depth)
-        if event.is_state():
-            room.set_state(event)
-            room.state_group = group_after
-            assert new_group is not None
-            room.state_group_delta_depth = new_group.delta_depth
-        room.add_recent(event)
-        return PersistItem(
-            event=event,
-            state_group_before=group_before,
-            state_group_after=group_after,
-            new_state_group=new_group,
-            update_current_state=True,
-        )

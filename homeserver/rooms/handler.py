@@ -28,7 +28,7 @@ from homeserver.rooms.event_creation import EventCreator
 from homeserver.rooms.memberships import MembershipCache
 from homeserver.rooms.room_cache import LiveRoom, RoomCache, pdu_with_id
 from homeserver.sync.notifier import Notifier
-from storage.events import RoomAlias
+from storage.aliases import RoomAlias
 from storage.storage import Storage
 
 logger = logging.getLogger(__name__)
@@ -167,7 +167,7 @@ class RoomHandler:
 
     async def check_not_blocked(self, room_id: str) -> None:
         """403 for a room a server admin blocked (no joins, invites or knocks)."""
-        if await self._storage.events.is_room_blocked(room_id):
+        if await self._storage.rooms.is_blocked(room_id):
             raise MatrixError(403, Codes.FORBIDDEN, "This room has been blocked on this server")
 
     async def get_room(self, room_id: str) -> LiveRoom:
@@ -188,7 +188,7 @@ class RoomHandler:
         if room_id_or_alias.startswith("!"):
             return room_id_or_alias
         if room_id_or_alias.startswith("#"):
-            alias = await self._storage.events.get_alias(room_id_or_alias)
+            alias = await self._storage.aliases.get(room_id_or_alias)
             if alias is None and self.appservices is not None:
                 alias = await self.appservices.query_alias(room_id_or_alias)
             if alias is None:
@@ -234,7 +234,7 @@ class RoomHandler:
             return dict(room.state)
         if membership == "leave" or (membership == "ban" and banned_may_read):
             own = room.state[("m.room.member", user_id)]
-            ids = await self._storage.events.get_state_ids_at_event(own.event_id) or {}
+            ids = await self._storage.state_groups.get_state_ids_at_event(own.event_id) or {}
             events = await self._storage.events.get_events(ids.values())
             return {key: events[eid] for key, eid in ids.items() if eid in events}
         raise MatrixError(403, Codes.FORBIDDEN, f"User {user_id} not in room {room_id}")
@@ -308,7 +308,7 @@ class RoomHandler:
             self._check_alias_namespace(requester, alias)
             if len(alias.encode()) > 255:
                 raise MatrixError(400, Codes.INVALID_PARAM, "Room alias too long")
-            if await self._storage.events.get_alias(alias) is not None:
+            if await self._storage.aliases.get(alias) is not None:
                 raise MatrixError(400, Codes.ROOM_IN_USE, "Room alias already taken")
 
         user_id = requester.user_id
@@ -325,7 +325,7 @@ class RoomHandler:
         create = self._creator.build_create_event(version, user_id, creation_content, room_id)
         # The alias is claimed atomically before the room exists, so concurrent requests
         # for one alias create one room (the check above only gives an early answer).
-        if alias is not None and not await self._storage.events.create_alias(
+        if alias is not None and not await self._storage.aliases.create(
             RoomAlias(alias, create.room_id, user_id, [self.server_name])
         ):
             raise MatrixError(400, Codes.ROOM_IN_USE, "Room alias already taken")
@@ -394,7 +394,7 @@ class RoomHandler:
                 requester, room_id, invitee, "invite", is_direct=bool(body.get("is_direct"))
             )
         if visibility == "public":
-            await self._storage.events.set_room_public(room_id, True)
+            await self._storage.room_directory.set_public(room_id, True)
         return room_id, alias
 
     def new_room_id(self) -> str:
@@ -668,7 +668,7 @@ class RoomHandler:
             raise MatrixError(400, Codes.UNKNOWN, "User is in the room; leave before forgetting")
         if room.membership_of(requester.user_id) is None:
             raise MatrixError(404, Codes.NOT_FOUND, "Not a member of this room")
-        await self._storage.events.forget_room(requester.user_id, room_id)
+        await self._storage.memberships.forget_room(requester.user_id, room_id)
         self._memberships.forget(requester.user_id, room_id)
 
     # Messages and state -------------------------------------------------------------
@@ -798,7 +798,7 @@ class RoomHandler:
                 f":{self.server_name}"
             ):
                 continue  # remote aliases cannot be checked without federation
-            mapping = await self._storage.events.get_alias(alias)
+            mapping = await self._storage.aliases.get(alias)
             if mapping is None or mapping.room_id != room_id:
                 raise MatrixError(400, "M_BAD_ALIAS", f"Alias {alias} does not point to this room")
 
@@ -890,13 +890,13 @@ class RoomHandler:
             raise MatrixError(
                 403, Codes.FORBIDDEN, "You must be in the room to create an alias for it"
             )
-        if not await self._storage.events.create_alias(
+        if not await self._storage.aliases.create(
             RoomAlias(alias, room_id, requester.user_id, [self.server_name])
         ):
             raise MatrixError(409, Codes.UNKNOWN, f"Room alias {alias} already exists")
 
     async def delete_alias(self, requester: Requester, alias: str) -> None:
-        mapping = await self._storage.events.get_alias(alias)
+        mapping = await self._storage.aliases.get(alias)
         if mapping is None:
             raise MatrixError(404, Codes.NOT_FOUND, "Room alias not found")
         managed = self._check_alias_namespace(requester, alias)
@@ -919,7 +919,7 @@ class RoomHandler:
                 raise MatrixError(
                     403, Codes.FORBIDDEN, "You don't have permission to delete the alias"
                 )
-        await self._storage.events.delete_alias(alias)
+        await self._storage.aliases.delete(alias)
         await self._drop_canonical_alias(requester, mapping.room_id, alias)
 
     async def _drop_canonical_alias(self, requester: Requester, room_id: str, alias: str) -> None:

@@ -188,7 +188,7 @@ class RoomHistory:
             else:
                 # A departed user gets the members as they were when they left.
                 own = room.state[("m.room.member", user_id)]
-                at_leave = await self._storage.events.get_state_ids_at_event(own.event_id)
+                at_leave = await self._storage.state_groups.get_state_ids_at_event(own.event_id)
                 ids = [(at_leave or {}).get(("m.room.member", s)) for s in senders]
                 found = await self._storage.events.get_events(i for i in ids if i)
                 members = {s: found.get(i or "") for s, i in zip(senders, ids, strict=True)}
@@ -262,7 +262,7 @@ class RoomHistory:
         after = await self._filter(user_id, after, membership, as_admin)
         # The spec: "the state of the room at the last event returned".
         last_id = after[-1].event_id if after else event_id
-        state_ids = await self._storage.events.get_state_ids_at_event(last_id) or {}
+        state_ids = await self._storage.state_groups.get_state_ids_at_event(last_id) or {}
         state_events = await self._storage.events.get_events(state_ids.values())
         state = list(state_events.values())
         if event_filter is not None and event_filter.lazy_load_members:
@@ -297,7 +297,7 @@ class RoomHistory:
             else:
                 own = room.state[("m.room.member", user_id)]
                 stream = own.stream_ordering
-            ids = await self._storage.events.get_state_ids_at_stream(room_id, stream)
+            ids = await self._storage.state_groups.get_state_ids_at_stream(room_id, stream)
             member_ids = [eid for (t, _), eid in ids.items() if t == "m.room.member"]
             events = list((await self._storage.events.get_events(member_ids)).values())
         else:

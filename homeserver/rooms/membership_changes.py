@@ -11,12 +11,18 @@ from collections.abc import Iterable
 
 from homeserver.rooms.room_cache import RoomCache
 from storage.events import EventsStore
+from storage.state_groups import StateGroupStore
 
 MembershipChange = tuple[str, str, str]  # (room_id, user_id, membership)
 
 
 async def membership_changes(
-    rooms: RoomCache, events: EventsStore, room_ids: Iterable[str], since: int, now: int
+    rooms: RoomCache,
+    events: EventsStore,
+    state_groups: StateGroupStore,
+    room_ids: Iterable[str],
+    since: int,
+    now: int,
 ) -> tuple[MembershipChange, ...]:
     """Membership changes in (since, now], in stream order per room.
 
@@ -43,8 +49,8 @@ async def membership_changes(
                 and ev.membership is not None
             )
             continue
-        before = await events.get_state_ids_at_stream(room_id, since)
-        after = await events.get_state_ids_at_stream(room_id, now)
+        before = await state_groups.get_state_ids_at_stream(room_id, since)
+        after = await state_groups.get_state_ids_at_stream(room_id, now)
         changed = {
             key[1]: event_id
             for key, event_id in after.items()

@@ -8,12 +8,12 @@ learns which rooms a user is in without a query.
 from __future__ import annotations
 
 from homeserver.events.event import Event
-from storage.events import EventsStore, MembershipRow
+from storage.memberships import MembershipRow, MembershipStore
 
 
 class MembershipCache:
-    def __init__(self, events: EventsStore) -> None:
-        self._events = events
+    def __init__(self, memberships: MembershipStore) -> None:
+        self._memberships = memberships
         self._by_user: dict[str, dict[str, MembershipRow]] = {}
         # Membership events persisted while a user's rows were being read.
         self._loading: dict[str, list[Event]] = {}
@@ -28,7 +28,7 @@ class MembershipCache:
             return rooms
         buffered = self._loading.setdefault(user_id, [])
         try:
-            rows = await self._events.get_rooms_for_user(user_id)
+            rows = await self._memberships.get_rooms_for_user(user_id)
         finally:
             self._loading.pop(user_id, None)
         rooms = self._by_user.get(user_id)
@@ -71,6 +71,10 @@ class MembershipCache:
     def drop_user(self, user_id: str) -> None:
         self.epoch += 1
         self._by_user.pop(user_id, None)
+
+    def drop_all(self) -> None:
+        self.epoch += 1
+        self._by_user.clear()
 
     def drop_room(self, room_id: str) -> None:
         """The room was purged from the database: no user is in it any more."""

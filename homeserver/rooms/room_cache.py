@@ -1,9 +1,10 @@
 """Hot room state in memory: current state, forward extremities, recent events.
 
 Invariants:
-- A ``LiveRoom`` is changed only on the reactor thread, by ``apply`` at the moment a
-  local event is accepted (before it is committed). The persister commits events in
-  the order they were applied, so the in-memory order is the stream order.
+- A ``LiveRoom`` is changed only on the reactor thread, by the room writer
+  (``rooms/writer.py``) at the moment an event is accepted (before it is committed).
+  The persister commits events in the order they were applied, so the in-memory
+  order is the stream order.
 - If committing fails, the room is dropped from the cache (``invalidate``) and reloaded
   from the database, which holds exactly what was committed.
 - ``recent`` holds the newest events of the room in stream order; a sync that needs
@@ -17,7 +18,7 @@ Invariants:
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,13 +30,8 @@ from homeserver.events.event import Event
 from homeserver.events.format import references_for_version
 from homeserver.events.redaction import redaction_applies
 from homeserver.events.room_versions import RoomVersion
-from storage.events import (
-    MAX_STATE_DELTA_DEPTH,
-    EventsStore,
-    NewStateGroup,
-    RoomSnapshot,
-    StateKey,
-)
+from storage.events import EventsStore, RoomSnapshot
+from storage.state_groups import StateGroupStore, StateKey
 
 RECENT_EVENTS = 100
 
@@ -209,11 +205,19 @@ def pdu_with_id(ev: Event) -> dict[str, object]:
 
 
 class RoomCache:
-    def __init__(self, events: EventsStore) -> None:
+    def __init__(self, events: EventsStore, state_groups: StateGroupStore) -> None:
         self._events = events
+        self._state_groups = state_groups
         self._rooms: dict[str, LiveRoom] = {}
         self._loading: dict[str, defer.Deferred[LiveRoom | None]] = {}
         self._locks: dict[str, defer.DeferredLock] = {}
+        # A reader process: rooms an event arrived for while they were being read (the
+        # read may predate it): read again before installing.
+        self._changed_while_loading: set[str] = set()
+        # A reader process: the newest event position whose message was applied (its
+        # positions may lag that; everything up to it is in the database, so a room
+        # read now holds it and ``recent`` starts after it).
+        self.held_up_to: Callable[[], int] = lambda: 0
         # Lookups through get() answered from memory / loaded (for the cache metrics).
         self.hits = 0
         self.misses = 0
@@ -251,12 +255,18 @@ class RoomCache:
         return await observe(pending)
 
     async def _load(self, room_id: str) -> LiveRoom | None:
-        snapshot = await self._events.load_room(room_id)
-        if snapshot is None or snapshot.state_group is None:
-            return None
-        events = await self._events.get_events(snapshot.current_state.values())
-        depth = await self._events.get_state_group_delta_depth(snapshot.state_group)
-        return self._install(snapshot, snapshot.state_group, events, depth)
+        while True:
+            self._changed_while_loading.discard(room_id)
+            snapshot = await self._events.load_room(room_id)
+            if snapshot is None or snapshot.state_group is None:
+                if room_id in self._changed_while_loading:
+                    continue
+                return None
+            events = await self._events.get_events(snapshot.current_state.values())
+            depth = await self._state_groups.get_state_group_delta_depth(snapshot.state_group)
+            if room_id in self._changed_while_loading:
+                continue
+            return self._install(snapshot, snapshot.state_group, events, depth)
 
     async def preload(self, room_ids: Iterable[str]) -> None:
         """Load every room of ``room_ids`` not in memory, with a few queries for all of
@@ -289,15 +299,31 @@ class RoomCache:
                 d.addErrback(lambda _: None)  # its waiters have it; the caller gets it too
             raise
         for room_id, d in pending.items():
+            if room_id in self._changed_while_loading:
+                # A reader process: an event arrived meanwhile; read it again.
+                self._rooms.pop(room_id, None)
+                defer.ensureDeferred(self._load_again(room_id, d))
+                continue
             self._loading.pop(room_id, None)
             d.callback(installed.get(room_id))
+
+    async def _load_again(self, room_id: str, d: defer.Deferred[LiveRoom | None]) -> None:
+        try:
+            room = await self._load(room_id)
+        except BaseException as e:
+            self._loading.pop(room_id, None)
+            d.errback(e)
+            d.addErrback(lambda _: None)
+            return
+        self._loading.pop(room_id, None)
+        d.callback(room)
 
     def _install(
         self, snapshot: RoomSnapshot, state_group: int, events: dict[str, Event], depth: int
     ) -> LiveRoom:
         # Read after the snapshot: events of a room that is not in memory cannot be
         # applied (that needs the room), so the snapshot holds all of them up to here.
-        position = self._events.stream.current_position
+        position = max(self._events.stream.current_position, self.held_up_to())
         room_id = snapshot.room_id
         room = LiveRoom(
             room_id=room_id,
@@ -320,21 +346,29 @@ class RoomCache:
     def invalidate(self, room_id: str) -> None:
         self._rooms.pop(room_id, None)
 
+    def invalidate_all(self) -> None:
+        """A reader process that missed events: every room is read again."""
+        self._changed_while_loading.update(self._loading)
+        self._rooms.clear()
 
-def next_state_group(
-    events: EventsStore, room: LiveRoom, event: Event
-) -> tuple[int, NewStateGroup | None]:
-    """The state group after ``event`` and, for a state event, the group to write."""
-    if not event.is_state() or event.rejected_reason is not None:
-        return room.state_group, None
-    group_id = events.state_group_ids.next_id()
-    if room.state_group_delta_depth >= MAX_STATE_DELTA_DEPTH:
-        full = {key: ev.event_id for key, ev in room.state.items()}
-        full[event.state_tuple] = event.event_id
-        return group_id, NewStateGroup(group_id, None, full, 0)
-    return group_id, NewStateGroup(
-        group_id,
-        room.state_group,
-        {event.state_tuple: event.event_id},
-        room.state_group_delta_depth + 1,
-    )
+    def follow(self, event: Event, local: bool) -> None:
+        """A reader process: bring the room in memory up to an event the writer
+        persisted. A local message extends the room as ``RoomWriter.persist_local`` did; after
+        anything else (state, whose group only the writer knows; remote events, whose
+        state resolution may change more than the event) the room is loaded again."""
+        room = self._rooms.get(event.room_id)
+        if room is None:
+            if event.room_id in self._loading:
+                self._changed_while_loading.add(event.room_id)
+            return
+        if event.outlier:
+            return
+        newest = room.recent[-1].stream_ordering if room.recent else room.recent_floor
+        if event.stream_ordering <= newest:
+            return  # in the room as loaded, or older history (backfill)
+        if not local or event.is_state():
+            self.invalidate(event.room_id)
+            return
+        room.extremities = [event.event_id]
+        room.max_depth = max(room.max_depth, event.depth)
+        room.add_recent(event)

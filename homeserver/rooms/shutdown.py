@@ -56,7 +56,7 @@ class RoomShutdown:
         if room is None and not block:
             raise MatrixError(404, Codes.NOT_FOUND, "Unknown room")
         if block:
-            await self._storage.events.block_room(room_id, admin.user_id)
+            await self._storage.rooms.block(room_id, admin.user_id)
         if room is None:
             return {
                 "kicked_users": [],
@@ -100,12 +100,12 @@ class RoomShutdown:
                 logger.exception("Shutting down %s: removing %s failed", room_id, user_id)
                 failed.append(user_id)
 
-        aliases = await self._storage.events.get_aliases_for_room(room_id)
+        aliases = await self._storage.aliases.get_for_room(room_id)
         if new_room_id is not None:
-            await self._storage.events.move_room_directory(room_id, new_room_id, move_listing=False)
+            await self._storage.room_directory.move_room(room_id, new_room_id, move_listing=False)
         else:
             for alias in aliases:
-                await self._storage.events.delete_alias(alias)
+                await self._storage.aliases.delete(alias)
         return {
             "kicked_users": kicked,
             "failed_to_kick_users": failed,

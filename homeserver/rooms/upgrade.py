@@ -308,7 +308,7 @@ class RoomUpgrader:
         """What follows a room to its replacement on this server (as Synapse): local
         aliases and the directory listing, and each local member's tags, ``m.direct``
         entry and push rules about the room."""
-        await self._storage.events.move_room_directory(old_room_id, new_room_id)
+        await self._storage.room_directory.move_room(old_room_id, new_room_id)
         old = await self._rooms.get(old_room_id)
         if old is None:
             return

@@ -20,6 +20,7 @@ from homeserver.events.visibility import (
 from homeserver.rooms.ignored import IgnoredUsers, without_ignored
 from homeserver.rooms.room_cache import RoomCache
 from storage.events import EventsStore
+from storage.state_groups import StateGroupStore
 
 HISTORY_KEY = ("m.room.history_visibility", "")
 
@@ -38,8 +39,11 @@ MEMBER = "m.room.member"
 
 
 class VisibilityFilter:
-    def __init__(self, events: EventsStore, rooms: RoomCache) -> None:
+    def __init__(
+        self, events: EventsStore, state_groups: StateGroupStore, rooms: RoomCache
+    ) -> None:
         self._events = events
+        self._state_groups = state_groups
         self._rooms = rooms
         # The users each user ignores (their non-state events are never shown); set by
         # the composition root.
@@ -65,7 +69,7 @@ class VisibilityFilter:
                     return []
         member_key = ("m.room.member", user_id)
         wanted = [HISTORY_KEY, member_key]
-        state_ids = await self._events.get_state_keys_at_events(
+        state_ids = await self._state_groups.get_state_keys_at_events(
             [ev.event_id for ev in events], wanted, before=True
         )
         needed = {eid for m in state_ids.values() for eid in m.values()}
@@ -119,7 +123,7 @@ class VisibilityFilter:
                 keys.update(
                     k for k in room.state if k[0] == MEMBER and server_of_user(k[1]) == server_name
                 )
-        state_ids = await self._events.get_state_keys_at_events(
+        state_ids = await self._state_groups.get_state_keys_at_events(
             [ev.event_id for ev in events], sorted(keys), before=True
         )
         state_events = await self._events.get_events(

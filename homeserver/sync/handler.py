@@ -33,7 +33,7 @@ from homeserver.sync.notifier import Notifier
 from homeserver.sync.sources import SOURCE_ORDER, SyncContext, SyncFragment, SyncSource
 from homeserver.untrusted import parse_int64
 from storage.account_data import GLOBAL, AccountDataChange
-from storage.events import MembershipRow
+from storage.memberships import MembershipRow
 from storage.storage import Storage
 
 logger = logging.getLogger(__name__)
@@ -415,7 +415,7 @@ class SyncHandler:
                     events = stripped_state(live, event)
                 else:
                     # A room we do not hold (a remote invite): the stripped state we were sent.
-                    oob = await self._storage.events.get_out_of_band_stripped_state(
+                    oob = await self._storage.memberships.get_out_of_band_stripped_state(
                         req.user_id, room_id
                     )
                     if oob is None:
@@ -507,7 +507,12 @@ class SyncHandler:
         if since is not None:
             moved = {r for r, row in rooms.items() if row.stream_ordering > since.events}
             changes = await membership_changes(
-                self._rooms, self._storage.events, joined | moved, since.events, now.events
+                self._rooms,
+                self._storage.events,
+                self._storage.state_groups,
+                joined | moved,
+                since.events,
+                now.events,
             )
         # Nothing that makes a quiet source speak without its own stream moving.
         still = since is not None and not newly and not changes
@@ -932,14 +937,14 @@ class SyncHandler:
         }
 
     async def _state_at(self, event_id: str, *, before: bool) -> list[Event]:
-        ids = await self._storage.events.get_state_ids_at_event(event_id, before=before)
+        ids = await self._storage.state_groups.get_state_ids_at_event(event_id, before=before)
         if not ids:
             return []
         events = await self._storage.events.get_events(ids.values())
         return [events[e] for e in ids.values() if e in events]
 
     async def _state_at_stream(self, room_id: str, stream: int) -> list[Event]:
-        ids = await self._storage.events.get_state_ids_at_stream(room_id, stream)
+        ids = await self._storage.state_groups.get_state_ids_at_stream(room_id, stream)
         events = await self._storage.events.get_events(ids.values())
         return [events[e] for e in ids.values() if e in events]
 
@@ -967,7 +972,7 @@ class SyncHandler:
         return not await self._joined_at(room_id, user_id, since)
 
     async def _joined_at(self, room_id: str, user_id: str, since: SyncToken) -> bool:
-        ids = await self._storage.events.get_state_ids_at_stream(room_id, since.events)
+        ids = await self._storage.state_groups.get_state_ids_at_stream(room_id, since.events)
         member_id = ids.get(("m.room.member", user_id))
         if member_id is None:
             return False
@@ -1046,7 +1051,7 @@ class SyncHandler:
             return list(room.state.values())  # no state change inside the window: memory
         if timeline:
             return await self._state_at(timeline[0].event_id, before=True)
-        ids = await self._storage.events.get_state_ids_at_stream(room_id, now.events)
+        ids = await self._storage.state_groups.get_state_ids_at_stream(room_id, now.events)
         events = await self._storage.events.get_events(ids.values())
         return [events[e] for e in ids.values() if e in events]
 
@@ -1057,11 +1062,12 @@ class SyncHandler:
         differs from the state at ``since``."""
         if first is not None:
             at_start = (
-                await self._storage.events.get_state_ids_at_event(first.event_id, before=True) or {}
+                await self._storage.state_groups.get_state_ids_at_event(first.event_id, before=True)
+                or {}
             )
         else:
-            at_start = await self._storage.events.get_state_ids_at_stream(room_id, upto)
-        at_since = await self._storage.events.get_state_ids_at_stream(room_id, since.events)
+            at_start = await self._storage.state_groups.get_state_ids_at_stream(room_id, upto)
+        at_since = await self._storage.state_groups.get_state_ids_at_stream(room_id, since.events)
         changed = [eid for key, eid in at_start.items() if at_since.get(key) != eid]
         events = await self._storage.events.get_events(changed)
         return [events[e] for e in changed if e in events]

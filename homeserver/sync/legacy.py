@@ -340,7 +340,7 @@ class LegacySyncHandler:
         return presence, receipts
 
     async def _visibility_of(self, room_id: str) -> str:
-        return "public" if await self._storage.events.is_room_public(room_id) else "private"
+        return "public" if await self._storage.room_directory.is_public(room_id) else "private"
 
 
 def _world_readable(room: LiveRoom) -> bool:

@@ -50,7 +50,7 @@ from homeserver.sync.sliding_config import (
 from homeserver.sync.sliding_extensions import ExtensionsBuilder
 from homeserver.sync.sliding_lists import RecencyIndex, RoomLists, windows
 from homeserver.sync.sources import SyncContext
-from storage.events import MembershipRow
+from storage.memberships import MembershipRow
 from storage.sliding_sync import ConnectionState, SentRoom
 from storage.storage import Storage
 
@@ -475,7 +475,7 @@ class SlidingSyncHandler:
             and all(ev.stream_ordering <= stream for ev in room.state.values())
         ):
             return room.state
-        ids = await self._storage.events.get_state_ids_at_stream(room_id, stream)
+        ids = await self._storage.state_groups.get_state_ids_at_stream(room_id, stream)
         events = await self._storage.events.get_events(ids.values())
         return {k: events[e] for k, e in ids.items() if e in events}
 
@@ -491,7 +491,7 @@ class SlidingSyncHandler:
         it holds every event since, else by comparing with the state then."""
         if not limited:
             return {ev.state_tuple for ev in events if ev.is_state()}
-        before = await self._storage.events.get_state_ids_at_stream(room_id, from_stream)
+        before = await self._storage.state_groups.get_state_ids_at_stream(room_id, from_stream)
         return {
             k
             for k, ev in state_now.items()

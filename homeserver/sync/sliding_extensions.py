@@ -23,7 +23,7 @@ from homeserver.sync.handler import SyncHandler, SyncToken
 from homeserver.sync.sliding_config import Extensions, ExtensionScope, SlidingSyncRequest
 from homeserver.sync.sources import SyncContext
 from storage.account_data import GLOBAL
-from storage.events import MembershipRow
+from storage.memberships import MembershipRow
 from storage.storage import Storage
 
 JsonDict = dict[str, Any]
@@ -75,7 +75,12 @@ class ExtensionsBuilder:
             if since is not None:
                 moved = {r for r, row in candidates.items() if row.stream_ordering > since.events}
                 changes = await membership_changes(
-                    self._rooms, self._storage.events, joined | moved, since.events, now.events
+                    self._rooms,
+                    self._storage.events,
+                    self._storage.state_groups,
+                    joined | moved,
+                    since.events,
+                    now.events,
                 )
                 ctx = SyncContext(
                     user_id=req.user_id,

@@ -35,7 +35,7 @@ from homeserver.rooms.memberships import MembershipCache
 from homeserver.rooms.room_cache import BUMP_EVENT_TYPES, LiveRoom, RoomCache
 from homeserver.sync.handler import SyncToken, stripped_state
 from homeserver.sync.sliding_config import ListConfig, ListFilters
-from storage.events import MembershipRow
+from storage.memberships import MembershipRow
 from storage.storage import Storage
 
 JsonDict = dict[str, Any]
@@ -68,7 +68,7 @@ class RoomLists:
         if room is not None:
             event = await self._storage.events.get_event(row.event_id)
             return stripped_state(room, event)
-        oob = await self._storage.events.get_out_of_band_stripped_state(user_id, row.room_id)
+        oob = await self._storage.memberships.get_out_of_band_stripped_state(user_id, row.room_id)
         return list(oob or [])
 
     async def bump_stamps(self, candidates: dict[str, MembershipRow], now: int) -> dict[str, int]:

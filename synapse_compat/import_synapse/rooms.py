@@ -28,7 +28,8 @@ from crypto.event_hashing import check_content_hash, compute_event_id, verify_ev
 from homeserver.events.event import Event
 from homeserver.events.room_versions import RoomVersion, get_room_version
 from storage.database import Transaction
-from storage.events import NewStateGroup, PersistItem
+from storage.events import PersistItem
+from storage.state_groups import NewStateGroup
 from storage.storage import Storage
 from synapse_compat.import_synapse.source import SynapseDatabase
 

@@ -1,4 +1,4 @@
-"""Synapse's worker keys: read, checked, and (until workers exist) refused at start-up."""
+"""Synapse's worker keys: read, checked, and what start-up does not support refused."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from homeserver.config import ConfigError, parse_config
-from homeserver.workers import MAIN_INSTANCE, WorkerConfig, shard
+from homeserver.workers import MAIN_INSTANCE, WorkerConfig, shard, unsupported_topology
 
 REPO = Path(__file__).resolve().parents[2]
 POSTGRES = {"name": "psycopg2", "args": {"host": "127.0.0.1", "user": "postgres"}}
@@ -151,5 +151,44 @@ def test_start_up_refuses_a_multi_process_configuration(tmp_path: Path) -> None:
         env=env,
     )
     assert done.returncode == 1
-    assert "worker processes are not supported yet" in done.stderr
+    assert "stream_writers.events: only the main process can write events yet" in done.stderr
     assert "event_persister1" in done.stderr
+
+
+SYNC_WORKER: dict[str, Any] = {
+    "server_name": "example.com",
+    "database": POSTGRES,
+    "redis": REDIS,
+    "instance_map": {
+        "main": {"host": "127.0.0.1", "port": 8034},
+        "sync1": {"host": "127.0.0.1", "port": 8035},
+    },
+    "worker_app": "synapse.app.generic_worker",
+    "worker_name": "sync1",
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({}, None),
+        ({"worker_app": None, "worker_name": None}, None),
+        ({"stream_writers": {"typing": "master"}}, None),
+        ({"stream_writers": {"typing": "sync1"}}, "stream_writers.typing: only the main"),
+        ({"federation_sender_instances": ["sync1"]}, "federation_sender_instances: only"),
+        ({"pusher_instances": ["sync1"]}, "pusher_instances: only"),
+        ({"run_background_tasks_on": "sync1"}, "run_background_tasks_on: only"),
+        ({"notify_appservices_from_worker": "sync1"}, "notify_appservices_from_worker"),
+        ({"update_user_directory_from_worker": "sync1"}, "update_user_directory_from_worker"),
+        ({"media_instance_running_background_jobs": "sync1"}, "media_instance_running"),
+        ({"worker_app": "synapse.app.federation_sender"}, "worker_app: 'synapse.app.fed"),
+        ({"worker_app": "synapse.app.synchrotron"}, None),
+    ],
+)
+def test_supported_topologies(tmp_path: Path, change: dict[str, Any], message: str | None) -> None:
+    raw = {k: v for k, v in {**SYNC_WORKER, **change}.items() if v is not None}
+    refused = unsupported_topology(_workers(raw, tmp_path))
+    if message is None:
+        assert refused is None
+    else:
+        assert refused is not None and refused.startswith(message)

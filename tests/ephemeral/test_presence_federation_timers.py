@@ -52,8 +52,8 @@ class Recorder:
 def handler_on(storage: Storage, clock: task.Clock, bus: Bus | None = None) -> PresenceHandler:
     return PresenceHandler(
         storage.presence,
-        RoomCache(storage.events),
-        MembershipCache(storage.events),
+        RoomCache(storage.events, storage.state_groups),
+        MembershipCache(storage.memberships),
         Notifier(clock),
         clock,
         bus if bus is not None else LocalBus(),
@@ -204,8 +204,8 @@ async def test_without_federation_nothing_is_re_sent(storage: Storage) -> None:
     seen = Recorder()
     handler = PresenceHandler(
         storage.presence,
-        RoomCache(storage.events),
-        MembershipCache(storage.events),
+        RoomCache(storage.events, storage.state_groups),
+        MembershipCache(storage.memberships),
         Notifier(clock),
         clock,
         seen.bus,

@@ -56,7 +56,7 @@ async def test_event_held_as_outlier_is_still_processed_when_it_arrives_live(
     (topic_pdu,) = topics
 
     # Meanwhile B gets the topic event as an outlier (as from an /event_auth answer).
-    version = await b.hs.storage.events.get_room_version(room_id)
+    version = await b.hs.storage.rooms.get_version(room_id)
     assert version is not None
     await b.hs.federation.events.store_outliers(version, [topic_pdu])
 

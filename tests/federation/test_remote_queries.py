@@ -83,7 +83,7 @@ async def wait_member_name(
             None,
         )
         if member is not None and member["content"].get("displayname") == name:
-            stored = await server.hs.storage.events.get_current_state_ids(room_id)
+            stored = await server.hs.storage.state_groups.get_current_state_ids(room_id)
             if stored.get(("m.room.member", user_id)) == member["event_id"]:
                 await sleep(0.2)  # the listeners run once the commit is reported
                 return

@@ -58,7 +58,7 @@ async def test_stale_ephemeral_edus_are_dropped_durable_ones_kept(storage: Stora
         clock,
         storage.federation,
         remote,
-        RoomCache(storage.events),
+        RoomCache(storage.events, storage.state_groups),
         RetrySettings(min_interval_ms=1000),
     )
     try:
@@ -96,7 +96,7 @@ async def test_an_item_queued_while_the_loop_finds_the_queue_empty_is_sent(
         reactor,
         storage.federation,
         remote,
-        RoomCache(storage.events),
+        RoomCache(storage.events, storage.state_groups),
         RetrySettings(min_interval_ms=60_000),
     )
     real_peek = storage.federation.peek
@@ -140,7 +140,7 @@ async def test_wait_sent_waits_for_acceptance_but_not_for_failing_or_slow_server
         reactor,
         storage.federation,
         remote,
-        RoomCache(storage.events),
+        RoomCache(storage.events, storage.state_groups),
         RetrySettings(min_interval_ms=60_000),
     )
     try:

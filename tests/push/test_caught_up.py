@@ -50,6 +50,7 @@ def _generator(stream: IdGenerator, clock: task.Clock) -> PushActionGenerator:
         stream,  # type: ignore[arg-type]
         _Store(stream.current_position),  # type: ignore[arg-type]
         None,  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]
     )
     started = defer.ensureDeferred(generator.start())
     assert started.called  # the fake store answers at once
@@ -80,6 +81,7 @@ def test_not_caught_up_before_start() -> None:
         _Counts(),  # type: ignore[arg-type]
         stream,
         _Store(41),  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]
         None,  # type: ignore[arg-type]
     )
     assert not generator.caught_up().called  # the stored position is not read yet

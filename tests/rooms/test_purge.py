@@ -253,7 +253,7 @@ async def test_delete_room_v2_shuts_down_then_purges(server: RunningServer) -> N
 
     # Gone from the database and from memory; still blocked.
     events = server.hs.storage.events
-    assert await events.get_room_version(room_id) is None
+    assert await server.hs.storage.rooms.get_version(room_id) is None
     assert await events.get_event(ids[0]) is None
     assert room_id not in (await sync(alice))["rooms"]["join"]
     assert_error(await join(alice, room_id), 403, "M_FORBIDDEN")
@@ -281,10 +281,10 @@ async def test_delete_room_v1_purges_unless_told_not_to(server: RunningServer) -
     path = f"{ADMIN_V1}/rooms"
     resp = await admin.delete(f"{path}/{q(kept_room)}", {"purge": False})
     assert resp.code == 200, resp
-    assert await server.hs.storage.events.get_room_version(kept_room) is not None
+    assert await server.hs.storage.rooms.get_version(kept_room) is not None
     resp = await admin.delete(f"{path}/{q(room_id)}", {})
     assert resp.code == 200 and resp.json["kicked_users"] == [alice.user_id], resp
-    assert await server.hs.storage.events.get_room_version(room_id) is None
+    assert await server.hs.storage.rooms.get_version(room_id) is None
     assert await server.hs.storage.events.get_event(ids[0]) is None
     # Alice can make new rooms and sync as before.
     assert room_id not in (await sync(alice))["rooms"]["join"]

@@ -229,7 +229,9 @@ async def test_batched_room_reads_match_the_per_room_ones(server: RunningServer)
         assert one is not None and one.state_group is not None
         snapshot, depth = loaded[room_id]
         assert snapshot == one
-        assert depth == await store.get_state_group_delta_depth(one.state_group)
+        assert depth == await server.hs.storage.state_groups.get_state_group_delta_depth(
+            one.state_group
+        )
 
     for limit in (0, 3, 100):
         latest = await store.get_rooms_latest_events([*rooms, unknown], position, limit)

@@ -411,3 +411,42 @@ async def test_validation_session_token_expires_and_validates_once(storage: Stor
     stored = await sessions.get("sid1", "sec")
     assert stored is not None and stored.validated_at == 999
     assert await sessions.get("sid1", "other") is None
+
+
+# Filters, aliases, the room directory -------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_filter_ids_count_up_per_user(storage: Storage) -> None:
+    assert await storage.filters.add(ALICE, {"room": {"timeline": {"limit": 1}}}) == 0
+    assert await storage.filters.add(ALICE, {}) == 1
+    assert await storage.filters.add(BOB, {}) == 0
+    assert await storage.filters.get(ALICE, 0) == {"room": {"timeline": {"limit": 1}}}
+    assert await storage.filters.get(BOB, 1) is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_room_upgrade_moves_aliases_and_listing_and_publishes_changes(
+    storage: Storage,
+) -> None:
+    from homeserver.bus import AliasChanged, LocalBus
+    from storage.aliases import RoomAlias
+
+    bus = LocalBus()
+    told: list[tuple[str, str | None]] = []
+    bus.subscribe(AliasChanged, lambda m: told.append((m.alias, m.room_id)))
+    storage = await Storage.open(storage.db, bus)
+    for room_id in ("!old:test", "!new:test"):
+        await storage.rooms.ensure(room_id, "10", ALICE)
+    assert await storage.aliases.create(RoomAlias("#a:test", "!old:test", ALICE, ["test"]))
+    assert not await storage.aliases.create(RoomAlias("#a:test", "!new:test", BOB))
+    await storage.room_directory.set_public("!old:test", True)
+
+    await storage.room_directory.move_room("!old:test", "!new:test")
+
+    assert await storage.aliases.get_for_room("!new:test") == ["#a:test"]
+    assert await storage.room_directory.get_public_room_ids() == ["!new:test"]
+    assert await storage.room_directory.is_public("!old:test") is False
+    assert told == [("#a:test", "!old:test"), ("#a:test", "!new:test")]
+    await storage.aliases.delete("#a:test")
+    assert await storage.aliases.get("#a:test") is None and told[-1] == ("#a:test", None)

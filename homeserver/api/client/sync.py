@@ -103,7 +103,7 @@ class SyncServlets:
         if cached is not None:
             self._filter_cache.move_to_end(key)
             return cached
-        data = await self._storage.events.get_filter(user_id, filter_id)
+        data = await self._storage.filters.get(user_id, filter_id)
         if data is None:
             raise MatrixError(400, Codes.INVALID_PARAM, f"No filter with id {filter_id}")
         parsed = _parse_filter(data)
@@ -144,7 +144,7 @@ class SyncServlets:
             raise MatrixError(403, Codes.FORBIDDEN, "Cannot create filters for other users")
         body = parse_json_body(request)
         _parse_filter(body)
-        filter_id = await self._storage.events.add_filter(userId, body)
+        filter_id = await self._storage.filters.add(userId, body)
         return 200, {"filter_id": str(filter_id)}
 
     async def on_get_filter(self, request: Request, userId: str, filterId: str) -> tuple[int, Any]:
@@ -152,9 +152,7 @@ class SyncServlets:
         if requester.user_id != userId:
             raise MatrixError(403, Codes.FORBIDDEN, "Cannot get filters for other users")
         filter_id = int64_or_none(filterId)
-        data = (
-            None if filter_id is None else await self._storage.events.get_filter(userId, filter_id)
-        )
+        data = None if filter_id is None else await self._storage.filters.get(userId, filter_id)
         if data is None:
             raise MatrixError(404, Codes.NOT_FOUND, "No such filter")
         return 200, data
